@@ -1,0 +1,1 @@
+"""How an architecture is scored: data, the Model Garden RetinaNet proxy, COCO AP, a TF-free surrogate."""

@@ -1,0 +1,1 @@
+"""What was tried and how it did: SQLAlchemy models and the store API."""
