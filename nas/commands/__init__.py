@@ -1,0 +1,1 @@
+"""`spinenas` subcommands, one module per group; each has `register(subparsers)`."""
