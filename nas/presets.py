@@ -1,0 +1,138 @@
+"""Registered presets: named factories of `NasConfig`, overridable per key from the CLI (`--set a.b=c`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from nas.config import DataConfig, NasConfig, ProxyConfig, SearchConfig
+
+_PRESETS: dict[str, Callable[[], NasConfig]] = {}
+
+COCO_TRAIN2017_IMAGES = 118287
+COCO_PROXY_VAL_IMAGES = 7392
+
+
+def register_preset(name: str) -> Callable[[Callable[[], NasConfig]], Callable[[], NasConfig]]:
+    """Decorator registering a preset factory under `name`.
+
+    Raises:
+      KeyError: when the name is taken.
+    """
+
+    def decorator(fn: Callable[[], NasConfig]) -> Callable[[], NasConfig]:
+        if name in _PRESETS:
+            raise KeyError(f"preset {name!r} is already registered")
+        _PRESETS[name] = fn
+        return fn
+
+    return decorator
+
+
+def preset_names() -> list[str]:
+    """Names of the registered presets."""
+    return list(_PRESETS)
+
+
+def get_preset(name_or_file: str) -> NasConfig:
+    """A registered preset by name, or a YAML file of a whole `NasConfig`.
+
+    Raises:
+      LookupError: unknown name (listing the known ones). FileNotFoundError: missing YAML file.
+      nas.config_io.ConfigError: a YAML file that does not fit.
+    """
+    if name_or_file in _PRESETS:
+        return _PRESETS[name_or_file]()
+    if name_or_file.endswith((".yaml", ".yml")) or os.sep in name_or_file:
+        from nas.config_io import from_yaml
+
+        if not os.path.isfile(name_or_file):
+            raise FileNotFoundError(f"preset file not found: {name_or_file}")
+        with open(name_or_file, encoding="utf-8") as fh:
+            return from_yaml(NasConfig, fh.read())
+    raise LookupError(f"unknown preset {name_or_file!r}; expected one of {', '.join(_PRESETS)} or a .yaml file")
+
+
+@register_preset("demo")
+def demo() -> NasConfig:
+    """The embedded synthetic dataset at 128 px on CPU: one trial in about 4 minutes on 2 cores.
+
+    The schedule (Adam 2e-3, 30 warmup steps, cosine decay, clipnorm 10) is the one that separated architectures
+    clearly in scripts/bench/reward_signal.py (see its results); SGD learned far slower on this data.
+    """
+    return NasConfig(
+        search=SearchConfig(
+            family="spinenet49",
+            controller="ppo",
+            trials=6,
+            workers=1,
+            cpus_per_trial=2.0,
+            trial_timeout_s=900.0,
+        ),
+        proxy=ProxyConfig(
+            data=DataConfig(kind="synth", images=2300, val_images=300, image_size=128),
+            image_size=128,
+            batch_size=8,
+            train_steps=800,
+            eval_batch_size=10,
+            optimizer="adam",
+            learning_rate=2e-3,
+            warmup_steps=30,
+            lr_schedule="cosine",
+            clipnorm=10.0,
+        ),
+    )
+
+
+@register_preset("paper")
+def paper() -> NasConfig:
+    """The paper's proxy (section 5.1): a COCO proxy split, 512 px, 5 epochs, AP on 7,392 held-out images.
+
+    Needs the split made by `spinenas data coco --coco-dir DIR --out DIR`; pass its folder with
+    `--set proxy.data.path=DIR`. Batch 64 with SGD at Model Garden's SpineNet rate scaled to it (0.32 * 64 / 256).
+    """
+    batch = 64
+    train_images = COCO_TRAIN2017_IMAGES - COCO_PROXY_VAL_IMAGES
+    return NasConfig(
+        search=SearchConfig(family="spinenet49", controller="ppo", trials=14000, workers=8, cpus_per_trial=8.0,
+                            gpus_per_trial=1.0, trial_timeout_s=6 * 3600.0),
+        proxy=ProxyConfig(
+            data=DataConfig(kind="dir", path="data/coco-proxy", val_images=COCO_PROXY_VAL_IMAGES),
+            image_size=512,
+            batch_size=batch,
+            train_steps=5 * train_images // batch,
+            eval_batch_size=64,
+            optimizer="sgd",
+            learning_rate=0.32 * batch / 256,
+            warmup_steps=500,
+            lr_schedule="cosine",
+            clipnorm=None,
+            aug_scale_min=0.8,
+            aug_scale_max=1.2,
+            log_every=500,
+        ),
+    )
+
+
+@register_preset("vertex-gpu")
+def vertex_gpu() -> NasConfig:
+    """Vertex AI NAS's GPU proxy for SpineNet: 384 px, 11,088 steps (3 COCO epochs at batch 32), cosine lr 0.16."""
+    return NasConfig(
+        search=SearchConfig(family="spinenet49", controller="ppo", trials=1000, workers=10, cpus_per_trial=8.0,
+                            gpus_per_trial=2.0, trial_timeout_s=4 * 3600.0, window=4),
+        proxy=ProxyConfig(
+            data=DataConfig(kind="dir", path="data/coco-proxy", val_images=COCO_PROXY_VAL_IMAGES),
+            image_size=384,
+            batch_size=32,
+            train_steps=11088,
+            eval_batch_size=32,
+            optimizer="sgd",
+            learning_rate=0.16,
+            warmup_steps=500,
+            lr_schedule="cosine",
+            clipnorm=None,
+            aug_scale_min=0.8,
+            aug_scale_max=1.2,
+            log_every=500,
+        ),
+    )

@@ -1,0 +1,155 @@
+"""Configs of the proxy task: which data, and how a scaled-down SpineNet RetinaNet is trained and scored (TF-free)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+DATA_KINDS = ("synth", "coco", "dir")
+OPTIMIZERS = ("adam", "sgd")
+LR_SCHEDULES = ("cosine", "constant")
+NMS_VERSIONS = ("batched", "v1", "v2")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the proxy's train and val splits come from.
+
+    Attributes:
+      kind: 'synth' (the embedded synthetic COCO-format set, made on first use and cached), 'coco' (a proxy split
+        carved out of COCO train2017 by `spinenas data coco`), or 'dir' (any folder `spinenas data` wrote).
+      path: the dataset folder. Empty: the cache folder for 'synth' (see `proxy_task.data.default_data_root`);
+        required for 'coco' and 'dir'.
+      images: 'synth' only: images in all (train + val).
+      val_images: 'synth': images held out for proxy-val; 'coco': the proxy-val split carved from train2017
+        (the paper held out 7,392).
+      image_size: 'synth' only: side of the square images, in pixels.
+      seed: 'synth': the generator's seed; 'coco': the seed of the split.
+    """
+
+    kind: str = "synth"
+    path: str = ""
+    images: int = 2300
+    val_images: int = 300
+    image_size: int = 128
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in DATA_KINDS:
+            raise ValueError(f"data.kind must be one of {list(DATA_KINDS)}, got {self.kind!r}")
+        if self.kind in ("coco", "dir") and not self.path:
+            raise ValueError(f"data.path is required for data.kind={self.kind!r} (the folder `spinenas data` wrote)")
+        if self.kind == "synth":
+            if self.image_size < 32:
+                raise ValueError(f"data.image_size must be at least 32 pixels, got {self.image_size}")
+            if not 0 < self.val_images < self.images:
+                raise ValueError(
+                    f"data.val_images must be between 1 and data.images - 1 ({self.images - 1}), got {self.val_images}"
+                )
+
+
+@dataclasses.dataclass(frozen=True)
+class ProxyConfig:
+    """One proxy trial: SpineNet scaled down inside Model Garden's RetinaNet, trained briefly, scored by COCO AP.
+
+    The model scaling follows the paper's proxy (section 5.1): feature dimensions x0.25, resample alpha 0.25,
+    endpoints and box/class head at 64 dimensions, 4 head convolutions.
+
+    Attributes:
+      data: the dataset.
+      image_size: training and evaluation resolution (square; a multiple of 128 so every level has its own size).
+      batch_size: training images per step.
+      train_steps: optimizer steps.
+      eval_batch_size: evaluation images per step.
+      eval_images: evaluate on at most this many proxy-val images (0 = all of them).
+      optimizer: 'adam' or 'sgd' (momentum 0.9).
+      learning_rate: peak learning rate, reached after the warmup.
+      warmup_steps: linear warmup from 0.
+      lr_schedule: 'cosine' (decay to 0 at the last step) or 'constant'.
+      clipnorm: clip each gradient to this L2 norm (None: no clipping).
+      l2_weight_decay: as Model Garden's `losses.l2_weight_decay`.
+      filter_size_scale: SpineNet feature dimensions multiplier.
+      resample_alpha: SpineNet resampling alpha.
+      block_repeats: blocks per SpineNet block group.
+      endpoints_num_filters: dimension of the P3..P7 endpoints.
+      head_num_filters: RetinaNet box/class head dimension.
+      head_num_convs: RetinaNet head convolutions.
+      activation: 'relu' or 'swish' (Model Garden's SpineNet configs use swish).
+      aug_rand_hflip: random horizontal flips in training.
+      aug_scale_min: smallest random scale in training (1.0: no scale jitter).
+      aug_scale_max: largest random scale in training.
+      nms_version: Model Garden's NMS ('batched' is fast on CPU with untrained models, 'v2' is its default).
+      pre_nms_top_k: candidate boxes per image before NMS.
+      divergence_factor: the trial fails as diverged when the mean loss of its last tenth of steps exceeds this
+        multiple of the mean loss of its first ten steps (a non-finite loss always fails it).
+      seed: seeds TF's initializers and the input pipeline's shuffling and augmentation.
+      deterministic: read the input pipeline in a fixed order (with `seed`, the same trial twice gives the same
+        result where TF allows).
+      threads: TF intra-op threads (0: every CPU the process may use).
+      log_every: log the training loss every this many steps.
+    """
+
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    image_size: int = 128
+    batch_size: int = 8
+    train_steps: int = 450
+    eval_batch_size: int = 8
+    eval_images: int = 0
+    optimizer: str = "adam"
+    learning_rate: float = 2e-3
+    warmup_steps: int = 30
+    lr_schedule: str = "cosine"
+    clipnorm: float | None = 10.0
+    l2_weight_decay: float = 4e-5
+    filter_size_scale: float = 0.25
+    resample_alpha: float = 0.25
+    block_repeats: int = 1
+    endpoints_num_filters: int = 64
+    head_num_filters: int = 64
+    head_num_convs: int = 4
+    activation: str = "swish"
+    aug_rand_hflip: bool = True
+    aug_scale_min: float = 1.0
+    aug_scale_max: float = 1.0
+    nms_version: str = "batched"
+    pre_nms_top_k: int = 1000
+    divergence_factor: float = 1.5
+    seed: int = 0
+    deterministic: bool = True
+    threads: int = 0
+    log_every: int = 50
+
+    def __post_init__(self) -> None:
+        if self.image_size < 128 or self.image_size % 128:
+            raise ValueError(
+                f"image_size must be a multiple of 128 (levels L3..L7 need distinct widths), got {self.image_size}"
+            )
+        for name in ("batch_size", "train_steps", "eval_batch_size", "head_num_filters", "head_num_convs",
+                     "endpoints_num_filters", "block_repeats", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.eval_images < 0 or self.warmup_steps < 0 or self.threads < 0:
+            raise ValueError("eval_images, warmup_steps and threads must be >= 0")
+        if self.warmup_steps >= self.train_steps:
+            raise ValueError(
+                f"warmup_steps ({self.warmup_steps}) must be less than train_steps ({self.train_steps})"
+            )
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.nms_version not in NMS_VERSIONS:
+            raise ValueError(f"nms_version must be one of {list(NMS_VERSIONS)}, got {self.nms_version!r}")
+        if self.activation not in ("relu", "swish"):
+            raise ValueError(f"activation must be 'relu' or 'swish', got {self.activation!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.clipnorm is not None and not self.clipnorm > 0:
+            raise ValueError(f"clipnorm must be > 0 or null, got {self.clipnorm}")
+        if not 0 < self.aug_scale_min <= self.aug_scale_max:
+            raise ValueError(
+                f"need 0 < aug_scale_min <= aug_scale_max, got {self.aug_scale_min} and {self.aug_scale_max}"
+            )
+        if self.filter_size_scale <= 0 or self.resample_alpha <= 0:
+            raise ValueError("filter_size_scale and resample_alpha must be > 0")
+        if self.divergence_factor <= 1:
+            raise ValueError(f"divergence_factor must be > 1, got {self.divergence_factor}")

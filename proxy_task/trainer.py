@@ -1,0 +1,305 @@
+"""One proxy trial: Model Garden's RetinaNet with a searched SpineNet, trained briefly, scored by COCO AP.
+
+Everything of the detector is Model Garden's: the experiment config (`retinanet_spinenet_nas_coco`), the
+`RetinaNetTask` (model factory, anchors, losses, `train_step`, `validation_step`), its input pipeline over the
+TFRecords, its optimizer factory and its `COCOEvaluator` (pycocotools) over the split's annotation file. This
+module only drives the steps, times them and turns failures into data.
+
+Run a trial in a process of its own (the CLI and the Ray task do): TensorFlow keeps graphs and memory for the
+life of a process, and the thread pools can only be sized before the first op.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import resource
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from proxy_task.config import ProxyConfig
+from proxy_task.data import DatasetInfo
+from proxy_task.result import ProxyResult
+from search_space import ArchSpec
+
+logger = logging.getLogger(__name__)
+
+# Model Garden's COCO metric names -> ours.
+_METRIC_NAMES = {"AP": "ap", "AP50": "ap50", "AP75": "ap75", "APs": "aps", "APm": "apm", "APl": "apl",
+                 "ARmax100": "ar100"}
+
+
+class TrialError(RuntimeError):
+    """A trial that cannot finish: NaN loss, divergence, a failed build (reported as ProxyResult.error)."""
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def configure_tensorflow(cfg: ProxyConfig) -> None:
+    """Thread pools, seeds and determinism: must run before TensorFlow executes its first op."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    import tf_keras
+
+    if cfg.threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, cfg.threads)))
+        except RuntimeError:  # the runtime is already up (a second trial in one process, as in tests)
+            logger.warning("TensorFlow is already initialized: thread settings unchanged")
+    # Seeds the initializers and every unseeded random op (augmentation). `tf.config.experimental.
+    # enable_op_determinism()` is not used: its tf.data rewrite breaks Model Garden's parser graph
+    # ("input '^args_3' is not found" in make_deterministic_parallel_map_and_batch). Deterministic element order
+    # comes from DataConfig.deterministic instead, and TF's CPU kernels are deterministic for a fixed thread count.
+    tf_keras.utils.set_random_seed(cfg.seed)
+
+
+def build_experiment(arch: ArchSpec, cfg: ProxyConfig, dataset: DatasetInfo) -> Any:
+    """The Model Garden experiment config of a proxy trial: ``retinanet_spinenet_nas_coco`` with overrides."""
+    from proxy_task import builder
+
+    exp = builder.get_experiment_config()
+    exp.task.model.backbone = builder.Backbone(
+        type=builder.BACKBONE_TYPE,
+        spinenet_nas=builder.arch_to_config(
+            arch,
+            filter_size_scale=cfg.filter_size_scale,
+            resample_alpha=cfg.resample_alpha,
+            block_repeats=cfg.block_repeats,
+            endpoints_num_filters=cfg.endpoints_num_filters,
+            stochastic_depth_drop_rate=0.0,
+        ),
+    )
+    eval_images = dataset.val_images if not cfg.eval_images else min(cfg.eval_images, dataset.val_images)
+    schedule: dict[str, Any]
+    if cfg.lr_schedule == "cosine":
+        schedule = {"type": "cosine", "cosine": {"initial_learning_rate": cfg.learning_rate,
+                                                 "decay_steps": cfg.train_steps}}
+    else:
+        schedule = {"type": "constant", "constant": {"learning_rate": cfg.learning_rate}}
+    if cfg.optimizer == "adam":
+        optimizer: dict[str, Any] = {"type": "adam", "adam": {"clipnorm": cfg.clipnorm}}
+    else:
+        optimizer = {"type": "sgd", "sgd": {"momentum": 0.9, "clipnorm": cfg.clipnorm}}
+    exp.override(
+        {
+            "runtime": {"mixed_precision_dtype": "float32"},
+            "task": {
+                "annotation_file": dataset.val_annotation_file,
+                "init_checkpoint": None,
+                "model": {
+                    "num_classes": dataset.num_classes,
+                    "input_size": [cfg.image_size, cfg.image_size, 3],
+                    "head": {"num_convs": cfg.head_num_convs, "num_filters": cfg.head_num_filters},
+                    "norm_activation": {"activation": cfg.activation, "use_sync_bn": False},
+                    "detection_generator": {"nms_version": cfg.nms_version, "pre_nms_top_k": cfg.pre_nms_top_k},
+                },
+                "losses": {"l2_weight_decay": cfg.l2_weight_decay},
+                "train_data": {
+                    "input_path": dataset.train_pattern,
+                    "global_batch_size": cfg.batch_size,
+                    "is_training": True,
+                    "dtype": "float32",
+                    "shuffle_buffer_size": min(10000, dataset.train_images),
+                    "seed": cfg.seed,
+                    "deterministic": cfg.deterministic,
+                    "parser": {"aug_rand_hflip": cfg.aug_rand_hflip, "aug_scale_min": cfg.aug_scale_min,
+                               "aug_scale_max": cfg.aug_scale_max},
+                },
+                "validation_data": {
+                    "input_path": dataset.val_pattern,
+                    "global_batch_size": cfg.eval_batch_size,
+                    "is_training": False,
+                    "dtype": "float32",
+                    "drop_remainder": False,
+                    "seed": cfg.seed,
+                    "deterministic": cfg.deterministic,
+                },
+            },
+            "trainer": {
+                "train_steps": cfg.train_steps,
+                "validation_steps": math.ceil(eval_images / cfg.eval_batch_size),
+                "optimizer_config": {
+                    "optimizer": optimizer,
+                    "learning_rate": schedule,
+                    "warmup": {"type": "linear", "linear": {"warmup_steps": cfg.warmup_steps,
+                                                            "warmup_learning_rate": 0.0}}
+                    if cfg.warmup_steps
+                    else {"type": None},
+                },
+            },
+        },
+        is_strict=True,
+    )
+    exp.validate()
+    return exp
+
+
+def _create_optimizer_slots(optimizer: Any, variables: Any) -> None:
+    """Creates the optimizer's slot variables up front, so the first train step traces once, not twice."""
+    if hasattr(optimizer, "build"):  # Keras 3-style optimizers
+        optimizer.build(variables)
+    elif hasattr(optimizer, "_create_all_weights"):  # tf_keras' legacy OptimizerV2, which Model Garden builds
+        optimizer._create_all_weights(variables)
+
+
+def count_flops(model: Any, image_size: int) -> int:
+    """Multiply-adds per image of the detector's backbone, decoder and head, with Model Garden's FLOPs counter.
+
+    TF's profiler counts a multiply and an add as two operations; this returns half its count.
+    """
+    import tensorflow as tf
+    import tf_keras
+    from official.core import train_utils
+
+    inputs = tf_keras.Input(shape=[image_size, image_size, 3], batch_size=1)
+    features = model.backbone(inputs)
+    if model.decoder is not None:
+        features = model.decoder(features)
+    outputs = model.head(features)
+    wrapper = tf_keras.Model(inputs=inputs, outputs=tf.nest.flatten(outputs))
+    ops = train_utils.try_count_flops(wrapper)
+    return int(ops // 2) if ops else 0
+
+
+def run_trial(
+    arch: ArchSpec,
+    cfg: ProxyConfig,
+    dataset: DatasetInfo,
+    *,
+    trial_label: str = "trial",
+    on_step: Callable[[int, float], None] | None = None,
+) -> ProxyResult:
+    """Trains and evaluates one architecture; never raises for a failed trial (see `ProxyResult.error`).
+
+    Args:
+      arch: the architecture.
+      cfg: the proxy settings.
+      dataset: a ready dataset (`proxy_task.data.ensure_dataset`).
+      trial_label: tags the log lines, e.g. 'trial 12'.
+      on_step: called after every training step with (step, loss).
+    """
+    t_start = time.time()
+    metrics: dict[str, float] = {}
+    params: int | None = None
+    flops: int | None = None
+    try:
+        t0 = time.time()
+        configure_tensorflow(cfg)
+        import tensorflow as tf
+        from official.core import task_factory
+
+        from proxy_task import builder  # noqa: F401 - registers the backbone and the experiment
+
+        metrics["import_s"] = time.time() - t0
+
+        t0 = time.time()
+        exp = build_experiment(arch, cfg, dataset)
+        task = task_factory.get_task(exp.task)
+        model = task.build_model()
+        # One eager pass builds the head's lazily created variables, so the train step traces once.
+        model(tf.zeros([1, cfg.image_size, cfg.image_size, 3]), training=True)
+        params = int(model.count_params())
+        optimizer = task.create_optimizer(exp.trainer.optimizer_config, exp.runtime)
+        _create_optimizer_slots(optimizer, model.trainable_variables)
+        train_metrics = task.build_metrics(training=True)
+        train_iter = iter(task.build_inputs(exp.task.train_data))
+        metrics["build_s"] = time.time() - t0
+        logger.info("[%s] built: %d params, %.1f s", trial_label, params, metrics["build_s"])
+
+        @tf.function
+        def train_step(inputs: Any) -> dict[str, Any]:
+            return task.train_step(inputs, model, optimizer, metrics=train_metrics)
+
+        losses: list[float] = []
+        t_train = time.time()
+        steady_start = None
+        for step in range(1, cfg.train_steps + 1):
+            logs = train_step(next(train_iter))
+            loss = float(logs[task.loss])
+            if step == 1:
+                metrics["trace_s"] = time.time() - t_train
+                steady_start = time.time()
+            losses.append(loss)
+            if not math.isfinite(loss):
+                raise TrialError(f"training loss became {loss} at step {step}")
+            if on_step:
+                on_step(step, loss)
+            if step % cfg.log_every == 0 or step == cfg.train_steps:
+                elapsed = time.time() - (steady_start or t_train)
+                logger.info("[%s] step %d/%d loss %.4f (%.2f s/step)", trial_label, step, cfg.train_steps, loss,
+                            elapsed / max(1, step - 1))
+        steady_s = time.time() - (steady_start or t_train)
+        steady_steps = max(1, cfg.train_steps - 1)
+        metrics["train_s"] = time.time() - t_train
+        metrics["step_s"] = steady_s / steady_steps
+        metrics["images_per_s"] = cfg.batch_size * steady_steps / steady_s if steady_s > 0 else 0.0
+        metrics["steps"] = float(cfg.train_steps)
+        tail = max(1, len(losses) // 10)
+        metrics["train_loss"] = sum(losses[-tail:]) / tail
+        metrics["initial_loss"] = sum(losses[:10]) / min(10, len(losses))
+        if len(losses) >= 20 and metrics["train_loss"] > cfg.divergence_factor * metrics["initial_loss"]:
+            raise TrialError(
+                f"training diverged: mean loss of the last {tail} steps {metrics['train_loss']:.3f} > "
+                f"{cfg.divergence_factor} x the first 10 steps' {metrics['initial_loss']:.3f}"
+            )
+
+        t0 = time.time()
+        flops = count_flops(model, cfg.image_size)
+        metrics["flops_s"] = time.time() - t0
+        if flops and metrics["images_per_s"]:
+            # Training costs about 3 forward passes (forward, and twice that backward); 2 FLOPs per multiply-add.
+            metrics["gflops_per_s"] = 6.0 * flops * metrics["images_per_s"] / 1e9
+
+        t0 = time.time()
+        task.build_metrics(training=False)
+        val_iter = iter(task.build_inputs(exp.task.validation_data))
+
+        @tf.function
+        def val_step(inputs: Any) -> dict[str, Any]:
+            return task.validation_step(inputs, model)
+
+        state = None
+        for _ in range(exp.trainer.validation_steps):
+            try:
+                batch = next(val_iter)
+            except StopIteration:
+                break
+            state = task.aggregate_logs(state=state, step_outputs=val_step(batch))
+        coco = task.reduce_aggregated_logs(state)
+        metrics["eval_s"] = time.time() - t0
+        for theirs, ours in _METRIC_NAMES.items():
+            if theirs in coco:
+                metrics[ours] = float(coco[theirs])
+        ap = metrics.get("ap", float("nan"))
+        if not math.isfinite(ap):
+            raise TrialError(f"COCO AP is {ap}")
+        error = None
+        logger.info("[%s] AP %.4f AP50 %.4f (%.0f s)", trial_label, ap, metrics.get("ap50", 0.0),
+                    time.time() - t_start)
+    except TrialError as e:
+        error = str(e)
+        logger.warning("[%s] failed: %s", trial_label, error)
+    except Exception as e:  # noqa: BLE001 - a failed trial is data: the reason goes to the store
+        error = f"{type(e).__name__}: {e}".splitlines()[0][:500]
+        logger.error("[%s] failed:\n%s", trial_label, traceback.format_exc())
+    metrics["peak_rss_mb"] = _peak_rss_mb()
+    wall = time.time() - t_start
+    return ProxyResult(metrics=metrics, flops=flops, params=params, wall_s=wall, error=error)
+
+
+def result_summary(result: ProxyResult) -> dict[str, Any]:
+    """The flat JSON of `spinenas proxy run --json`."""
+    out = result.flat()
+    for key in ("ap", "ap50", "ap75", "images_per_s", "trace_s"):
+        out.setdefault(key, None)
+    return out
+
+
+__all__ = ["TrialError", "build_experiment", "configure_tensorflow", "count_flops", "result_summary",
+           "run_trial"]
