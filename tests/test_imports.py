@@ -21,6 +21,9 @@ def _loaded_after(code: str) -> set[str]:
     [
         ("import search_space", HEAVY),
         ("import search_space.space, search_space.spec, search_space.seeds", HEAVY),
+        # The CLI parser (every command module) and the TF-free parts of proxy_task and nas.
+        ("from nas import cli\ncli.build_parser()\nimport nas.config, nas.presets, nas.config_io", HEAVY),
+        ("import proxy_task.config, proxy_task.result, proxy_task.synth, proxy_task.data", HEAVY),
         (
             "import io, contextlib\nfrom nas import cli\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n"

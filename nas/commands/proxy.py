@@ -117,7 +117,11 @@ def _cmd_proxy_run(args: argparse.Namespace) -> int:
         f"proxy trial of {arch.key} ({args.arch}): {cfg.train_steps} steps at {cfg.image_size} px, batch "
         f"{cfg.batch_size}, on {dataset.train_images} images; AP on {dataset.val_images} proxy-val images"
     )
-    result = run_trial(arch, cfg, dataset, trial_label=f"proxy {arch.key[:8]}")
+    import contextlib
+
+    # pycocotools prints its tables on stdout; keep stdout for the result (--json must be parseable).
+    with contextlib.redirect_stdout(sys.stderr):
+        result = run_trial(arch, cfg, dataset, trial_label=f"proxy {arch.key[:8]}")
     summary = result_summary(result)
     summary["key"] = arch.key
     summary["process_s"] = round(_process_age(), 1)

@@ -1,0 +1,53 @@
+"""`spinenas data` and `spinenas proxy run`: bad input gets one line and exit code 2, and writes nothing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def _run(argv, cwd):
+    return subprocess.run([sys.executable, "-m", "nas.cli", *argv], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["proxy", "run", "--arch", "spinenet-49", "--preset", "nope"], "unknown preset 'nope'"),
+        (["proxy", "run", "--arch", "resnet", "--preset", "demo"], "unknown architecture 'resnet'"),
+        (["proxy", "run", "--arch", "spinenet-49", "--set", "proxy.nope=1"], "unknown key 'proxy.nope'"),
+        (["proxy", "run", "--arch", "spinenet-49", "--set", "proxy.image_size=100"], "multiple of 128"),
+        (["proxy", "run", "--arch", "spinenet-49", "--set", "proxy.data.kind=dir"], "data.path is required"),
+        (["proxy", "run", "--arch", "spinenet-49", "--set", "proxy.data.kind=dir", "--set",
+          "proxy.data.path=missing"], "no dataset folder missing"),
+        (["proxy", "run", "--arch", "spinenet-49", "--preset", "paper"], "no dataset folder"),
+        (["proxy", "run", "--arch", "spinenet-49", "--steps", "0"], "train_steps must be at least 1"),
+        (["proxy", "run"], "the following arguments are required: --arch"),
+        (["data", "synth", "--out", "full"], "is not empty"),
+        (["data", "synth", "--out", "x", "--images", "10", "--val-images", "10"], "val-images must be between"),
+        (["data", "synth", "--out", "x", "--size", "8"], "--size must be at least 32"),
+        (["data", "coco", "--coco-dir", "nope", "--out", "x"], "--coco-dir nope does not exist"),
+        (["data", "coco", "--coco-dir", "empty", "--out", "x"], "missing COCO annotation file"),
+    ],
+)
+def test_bad_input(argv, message, tmp_path):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep").write_text("x")
+    (tmp_path / "empty").mkdir()
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    proc = _run(argv, tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_help_explains():
+    proc = subprocess.run([sys.executable, "-m", "nas.cli", "proxy", "run", "--help"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0 and "COCO AP" in proc.stdout and "--steps" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "nas.cli", "data", "synth", "--help"], capture_output=True,
+                          text=True)
+    assert "byte-identical" in proc.stdout
