@@ -24,7 +24,8 @@ if TYPE_CHECKING:
         DuplicateSearchError,
         SchemaVersionError,
     )
-    from results_db.models import SCHEMA_VERSION, SearchStatus, TrialStatus
+    from results_db.models import SearchStatus, TrialStatus
+    from results_db.reader import ResultReader
     from results_db.records import (
         ArchRecord,
         CheckpointRecord,
@@ -36,11 +37,13 @@ if TYPE_CHECKING:
         TrialRecord,
     )
     from results_db.store import ResultStore
+    from results_db.version import SCHEMA_VERSION
 
 # name -> module that defines it (imported on first use, like Ray Tune's SEARCH_ALG_IMPORT).
 _LAZY = {
     "ResultStore": "results_db.store",
-    "SCHEMA_VERSION": "results_db.models",
+    "ResultReader": "results_db.reader",
+    "SCHEMA_VERSION": "results_db.version",
     "SearchStatus": "results_db.models",
     "TrialStatus": "results_db.models",
     **{

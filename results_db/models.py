@@ -32,11 +32,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from results_db.version import SCHEMA_VERSION as _SCHEMA_VERSION
+
 logger = logging.getLogger(__name__)
 
-# The Alembic revision of the newest migration: the schema this code reads and writes. The database records its own
-# revision in Alembic's `alembic_version` table.
-SCHEMA_VERSION = "0001"
+# The schema these models describe (the newest Alembic revision); the database records its own revision in
+# Alembic's `alembic_version` table.
+SCHEMA_VERSION = _SCHEMA_VERSION
 
 MAX_NAME_LENGTH = 128
 KEY_LENGTH = 16  # `ArchSpec.key`: sha256 hex digest, first 16 characters

@@ -22,6 +22,7 @@ import logging
 import math
 import os
 import sqlite3
+import threading
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -29,16 +30,17 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     BigInteger,
-    bindparam,
     Column,
     MetaData,
     String,
     Table,
+    bindparam,
     create_engine,
     event,
     func,
     inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy import exc as sa_exc
@@ -47,16 +49,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from results_db.errors import (
-    AmbiguousKeyError,
     DatabaseNotFoundError,
     DatabaseOpenError,
     DuplicateSearchError,
     SchemaVersionError,
 )
 from results_db.models import (
-    FINISHED_STATUSES,
     MAX_NAME_LENGTH,
-    SCHEMA_VERSION,
     ArchModel,
     BaseModel,
     CheckpointModel,
@@ -66,17 +65,10 @@ from results_db.models import (
     TrialStatus,
     utcnow,
 )
-from results_db.records import (
-    ArchRecord,
-    CheckpointRecord,
-    KnownResult,
-    NewTrial,
-    RankedArch,
-    SearchRecord,
-    SearchSummary,
-    TrialRecord,
-)
+from results_db.queries import Executor, ReadAPI
+from results_db.records import CheckpointRecord, KnownResult, NewTrial, SearchRecord
 from results_db.url import resolve_url, sqlite_path
+from results_db.version import SCHEMA_VERSION, check_version
 
 if TYPE_CHECKING:
     import datetime
@@ -85,9 +77,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# Every Alembic revision, oldest first; the last is `SCHEMA_VERSION`. A test checks it against the migrations, so
-# telling "older" from "newer" needs no Alembic import on the read path.
-SCHEMA_HISTORY: tuple[str, ...] = ("0001",)
 # How long a connection waits for a lock before failing with "database is locked" (SQLite busy timeout).
 BUSY_TIMEOUT_S = 30.0
 # Seconds to wait for a database server before giving up (PostgreSQL's connect_timeout).
@@ -96,6 +85,7 @@ CONNECT_TIMEOUT_S = 10
 _SEARCHES = SearchModel.__table__
 _ARCHS = ArchModel.__table__
 _TRIALS = TrialModel.__table__
+_CHECKPOINTS = CheckpointModel.__table__
 
 
 def _finish_trial_statement() -> Any:
@@ -188,8 +178,23 @@ def _check_count(value: Any, what: str) -> int | None:
     return value
 
 
-def _json_or_empty(text_: str | None) -> dict[str, Any]:
-    return json.loads(text_) if text_ else {}
+def _summary_of_canonical(canonical: ArchSpec) -> str:
+    # `ArchSpec.summary()` spells `canonical().blocks`; given the canonical spec already, this skips a second
+    # canonicalisation (about a fifth of `register_arch`). A test checks it equals `summary()`.
+    return " ".join(f"{b.level}{b.block_fn[0]}{'*' if b.is_output else ''}" for b in canonical.blocks)
+
+
+def _arch_row(arch: ArchSpec, key: str, family: str | None, flops: int | None, params: int | None) -> dict[str, Any]:
+    canonical = arch.canonical()
+    return {
+        "key": key,
+        "spec_json": canonical.to_json(),
+        "summary": _summary_of_canonical(canonical),
+        "family": family,
+        "flops": flops,
+        "params": params,
+        "created_at": utcnow(),
+    }
 
 
 def _search_record(row: SearchModel) -> SearchRecord:
@@ -207,41 +212,7 @@ def _search_record(row: SearchModel) -> SearchRecord:
     )
 
 
-def _arch_record(row: ArchModel) -> ArchRecord:
-    return ArchRecord(
-        key=row.key,
-        spec_json=row.spec_json,
-        summary=row.summary,
-        family=row.family,
-        flops=row.flops,
-        params=row.params,
-        created_at=row.created_at,
-    )
-
-
-def _trial_record(row: TrialModel, search: str) -> TrialRecord:
-    return TrialRecord(
-        id=row.id,
-        search=search,
-        index=row.index,
-        arch_key=row.arch_key,
-        status=TrialStatus(row.status).value,
-        decisions=tuple(json.loads(row.decisions)),
-        reward=row.reward,
-        metrics=_json_or_empty(row.metrics),
-        error=row.error,
-        attempt=row.attempt,
-        host=row.host,
-        cached_from=row.cached_from,
-        created_at=row.created_at,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-        wall_s=row.wall_s,
-        finish_order=row.finish_order,
-    )
-
-
-class ResultStore:
+class ResultStore(ReadAPI):
     """The results database: searches, archs, trials and controller checkpoints.
 
     Args:
@@ -263,7 +234,10 @@ class ResultStore:
         self.url = resolve_url(url)
         self.readonly = readonly
         self._search_ids: dict[str, int] = {}
-        self._arch_keys: set[str] = set()  # keys known to be stored (an arch is never deleted)
+        self._arch_keys: set[str] = set()  # writer: every key stored (loaded at open, kept up to date)
+        self._next_index: dict[int, int] = {}  # writer: search id -> index of its next trial
+        self._local = threading.local()  # the writer's connection of each thread
+        self._connections: list[Connection] = []
         self._engine = self._create_engine(echo)
         try:
             self._open()
@@ -311,7 +285,8 @@ class ResultStore:
                     os.makedirs(parent, exist_ok=True)
                 engine = create_engine(self.url, connect_args={"timeout": BUSY_TIMEOUT_S}, echo=echo)
         except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ImportError) as e:
-            raise DatabaseOpenError(f"cannot open database {self.display_url}: {_one_line(e)}") from None
+            what = "its driver is not installed: " if isinstance(e, ImportError) else ""
+            raise DatabaseOpenError(f"cannot open database {self.display_url}: {what}{_one_line(e)}") from None
         readonly = self.readonly
 
         @event.listens_for(engine, "connect")
@@ -358,8 +333,13 @@ class ResultStore:
                     self._create_schema(conn)
                     version = SCHEMA_VERSION
                 check_version(version, self.display_url)
-                if not self.readonly and self._engine.dialect.name == "sqlite":
-                    conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+                if not self.readonly:
+                    if self._engine.dialect.name == "sqlite":
+                        conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+                    # The driver is the only writer, so what it has stored is known here (an arch is never
+                    # deleted): `find_result` answers "never seen" and `register_arch` skips its lookup without
+                    # a query. 14,000 keys take about 1 MB.
+                    self._arch_keys.update(conn.scalars(select(_ARCHS.c.key)))
         except (DatabaseOpenError, SchemaVersionError):
             raise
         except (sa_exc.DBAPIError, sa_exc.NoSuchModuleError, ImportError, OSError) as e:
@@ -398,6 +378,10 @@ class ResultStore:
 
     def close(self) -> None:
         """Closes every connection (the store cannot be used afterwards)."""
+        for conn in self._connections:
+            conn.close()
+        self._connections.clear()
+        self._local = threading.local()
         self._engine.dispose()
 
     def __enter__(self) -> ResultStore:
@@ -422,11 +406,47 @@ class ResultStore:
             yield session
 
     @contextmanager
+    def _executor(self) -> Iterator[Executor]:
+        # The shared read queries (results_db.queries) run as text() on one connection.
+        with self._engine.connect() as conn:
+
+            def ex(sql: str, params: Mapping[str, Any]) -> Any:
+                return conn.execute(text(sql), params)
+
+            yield ex
+
+    def open_search(self, name: str) -> SearchRecord:
+        """The search called `name` (to resume it or inspect it).
+
+        Raises:
+          LookupError: no such search; the message lists the known names.
+        """
+        record = super().open_search(name)
+        self._search_ids[name] = record.id
+        return record
+
+    def find_result(self, arch_key: str, *, include_failed: bool = False) -> KnownResult | None:
+        """The best finished result of an arch across all searches, or None: "this key already has a result".
+
+        The completed trial with the highest reward wins (completed trials without a reward come last). With
+        `include_failed`, an arch that only ever failed gives its latest failed trial. A writer answers for a key
+        it has never stored without a query.
+        """
+        if not self.readonly and arch_key not in self._arch_keys:
+            return None
+        return super().find_result(arch_key, include_failed=include_failed)
+
+    @contextmanager
     def _write_conn(self) -> Iterator[Connection]:
-        # Core statements on a plain connection: the per-trial writes skip the ORM unit of work (3-5x faster).
+        # Core statements on the writer's own connection: the per-trial writes skip the ORM unit of work and the
+        # pool's checkout and reset (together 3-5x the cost of the SQL itself). One connection per thread.
         if self.readonly:
             raise RuntimeError(f"{self!r} was opened read-only; open it without readonly=True to write")
-        with self._engine.begin() as conn:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._engine.connect()
+            self._connections.append(conn)
+        with conn.begin():
             yield conn
 
     def _search_id_conn(self, name: str, conn: Connection) -> int:
@@ -501,22 +521,6 @@ class ResultStore:
         logger.info("created search %r (id %d)", name, record.id)
         return record
 
-    def open_search(self, name: str) -> SearchRecord:
-        """The search called `name` (to resume it or inspect it).
-
-        Raises:
-          LookupError: no such search; the message lists the known names.
-        """
-        with self._read() as session:
-            row = SearchModel.find_or_raise_by_name(name, session)
-            self._search_ids[name] = row.id
-            return _search_record(row)
-
-    def list_searches(self) -> list[SearchRecord]:
-        """Every search, oldest first."""
-        with self._read() as session:
-            return [_search_record(r) for r in session.scalars(select(SearchModel).order_by(SearchModel.id))]
-
     def set_search_status(self, name: str, status: str | SearchStatus) -> None:
         """Sets a search's status: 'running' (clears the finish time) or 'completed' / 'failed' / 'stopped'.
 
@@ -552,22 +556,13 @@ class ResultStore:
         """
         flops, params = _check_count(flops, "flops"), _check_count(params, "params")
         key = arch.key
-        if key in self._arch_keys and family is None and flops is None and params is None:
+        known = key in self._arch_keys
+        if known and family is None and flops is None and params is None:
             return key
         with self._write_conn() as conn:
-            if conn.execute(select(_ARCHS.c.key).where(_ARCHS.c.key == key)).first() is None:
-                canonical = arch.canonical()
-                row = {
-                    "key": key,
-                    "spec_json": canonical.to_json(),
-                    "summary": canonical.summary(),
-                    "family": family,
-                    "flops": flops,
-                    "params": params,
-                    "created_at": utcnow(),
-                }
-                conn.execute(_ARCHS.insert(), row)
-            elif family is not None or flops is not None or params is not None:
+            if not known:
+                conn.execute(_ARCHS.insert(), _arch_row(arch, key, family, flops, params))
+            else:
                 conn.execute(
                     _ARCHS.update()
                     .where(_ARCHS.c.key == key)
@@ -580,49 +575,21 @@ class ResultStore:
         self._arch_keys.add(key)
         return key
 
-    def get_arch(self, key: str) -> ArchRecord:
-        """The arch with exactly this key.
+    def register_archs(self, archs: Sequence[ArchSpec], *, family: str | None = None) -> list[str]:
+        """`register_arch` for a batch of proposals, in one transaction; returns their keys in order.
 
-        Raises:
-          LookupError: no such key.
+        Already stored keys are left as they are (use `register_arch` to add a cost to one).
         """
-        with self._read() as session:
-            return _arch_record(ArchModel.find_or_raise_by_key(key, session))
-
-    def find_arch(self, key_or_prefix: str) -> ArchRecord:
-        """The arch whose key is, or starts with, `key_or_prefix`.
-
-        Raises:
-          LookupError: no key starts with it. AmbiguousKeyError: several do (the message lists them).
-        """
-        prefix = key_or_prefix.strip().lower()
-        if not prefix:
-            raise LookupError("expected an architecture key or key prefix, got an empty string")
-        with self._read() as session:
-            rows = ArchModel.find_by_key_prefix(prefix, session, limit=11)
-            if not rows:
-                total = session.scalar(select(func.count()).select_from(ArchModel))
-                raise LookupError(
-                    f"unknown architecture key {key_or_prefix!r}: no key starts with it ({total} archs in the "
-                    "database; `spinenas top` lists keys)"
-                )
-            if len(rows) > 1 and rows[0].key != prefix:
-                keys = [r.key for r in rows[:10]] + (["..."] if len(rows) > 10 else [])
-                raise AmbiguousKeyError(key_or_prefix, keys)
-            return _arch_record(rows[0])
-
-    def archs(self, keys: Iterable[str] | None = None) -> dict[str, ArchRecord]:
-        """Archs by key: the given keys that exist, or every arch."""
-        with self._read() as session:
-            stmt = select(ArchModel)
-            if keys is not None:
-                keys = list(set(keys))
-                out: dict[str, ArchRecord] = {}
-                for i in range(0, len(keys), 500):
-                    chunk = session.scalars(stmt.where(ArchModel.key.in_(keys[i : i + 500])))
-                    out.update((r.key, _arch_record(r)) for r in chunk)
-                return out
-            return {r.key: _arch_record(r) for r in session.scalars(stmt)}
+        keys = [a.key for a in archs]
+        new: dict[str, ArchSpec] = {}
+        for key, arch in zip(keys, archs):
+            if key not in self._arch_keys:
+                new.setdefault(key, arch)
+        if new:
+            with self._write_conn() as conn:
+                conn.execute(_ARCHS.insert(), [_arch_row(a, k, family, None, None) for k, a in new.items()])
+            self._arch_keys.update(new)
+        return keys
 
     # ------------------------------------------------------------------------------------------- trials
     def add_trials(
@@ -656,16 +623,15 @@ class ResultStore:
         running = st == TrialStatus.RUNNING
         with self._write_conn() as conn:
             sid = self._search_id_conn(search, conn)
-            keys = {t.arch_key for t in items} - self._arch_keys
-            if keys:
-                found = set(conn.scalars(select(_ARCHS.c.key).where(_ARCHS.c.key.in_(keys))))
-                if keys - found:
-                    raise LookupError(
-                        f"unknown arch key(s) {sorted(keys - found)}: register_arch(arch) before adding its trials"
-                    )
-                self._arch_keys.update(found)
-            start = conn.scalar(select(func.max(_TRIALS.c.index)).where(_TRIALS.c.search_id == sid))
-            start = 0 if start is None else start + 1
+            unknown = {t.arch_key for t in items} - self._arch_keys
+            if unknown:
+                raise LookupError(
+                    f"unknown arch key(s) {sorted(unknown)}: register_arch(arch) before adding its trials"
+                )
+            start = self._next_index.get(sid)
+            if start is None:
+                top = conn.scalar(select(func.max(_TRIALS.c.index)).where(_TRIALS.c.search_id == sid))
+                start = 0 if top is None else top + 1
             rows = [
                 {
                     "search_id": sid,
@@ -681,17 +647,20 @@ class ResultStore:
                 for i, (t, d) in enumerate(zip(items, decisions))
             ]
             if len(rows) == 1:
-                return [conn.execute(_TRIALS.insert(), rows[0]).inserted_primary_key[0]]
-            conn.execute(_TRIALS.insert(), rows)
-            # Indices are unique within the search, so they give the ids back in order on every backend.
-            id_of = dict(
-                conn.execute(
-                    select(_TRIALS.c.index, _TRIALS.c.id).where(
-                        _TRIALS.c.search_id == sid, _TRIALS.c.index >= start, _TRIALS.c.index < start + len(rows)
-                    )
-                ).all()
-            )
-            return [id_of[start + i] for i in range(len(rows))]
+                ids = [conn.execute(_TRIALS.insert(), rows[0]).inserted_primary_key[0]]
+            else:
+                conn.execute(_TRIALS.insert(), rows)
+                # Indices are unique within the search, so they give the ids back in order on every backend.
+                id_of = dict(
+                    conn.execute(
+                        select(_TRIALS.c.index, _TRIALS.c.id).where(
+                            _TRIALS.c.search_id == sid, _TRIALS.c.index >= start, _TRIALS.c.index < start + len(rows)
+                        )
+                    ).all()
+                )
+                ids = [id_of[start + i] for i in range(len(rows))]
+        self._next_index[sid] = start + len(rows)
+        return ids
 
     def start_trial(
         self,
@@ -788,101 +757,6 @@ class ResultStore:
             if flops is not None or params is not None:
                 conn.execute(_SET_ARCH_COST, {"trial_id": trial_id, "flops": flops, "params": params})
 
-    def get_trial(self, trial_id: int) -> TrialRecord:
-        """One trial.
-
-        Raises:
-          LookupError: unknown trial.
-        """
-        with self._read() as session:
-            row = TrialModel.find_or_raise_by_id(trial_id, session)
-            name = session.scalar(select(SearchModel.name).where(SearchModel.id == row.search_id))
-            return _trial_record(row, name)
-
-    def trials(
-        self, search: str, *, status: str | TrialStatus | Iterable[str | TrialStatus] | None = None
-    ) -> list[TrialRecord]:
-        """A search's trials in index order, optionally only those of some statuses.
-
-        After a crash, ``trials(name, status=('queued', 'running'))`` gives the trials to run again.
-
-        Raises:
-          LookupError: unknown search. ValueError: unknown status.
-        """
-        statuses = None
-        if status is not None:
-            given = [status] if isinstance(status, (str, TrialStatus)) else list(status)
-            statuses = [_check_status(s, TrialStatus, "trial status") for s in given]
-        with self._read() as session:
-            sid = self._search_id(search, session)
-            stmt = select(TrialModel).where(TrialModel.search_id == sid).order_by(TrialModel.index)
-            if statuses is not None:
-                stmt = stmt.where(TrialModel.status.in_(statuses))
-            return [_trial_record(r, search) for r in session.scalars(stmt)]
-
-    def arch_trials(self, key: str) -> list[TrialRecord]:
-        """Every trial of an arch, in every search, oldest first."""
-        with self._read() as session:
-            names = dict(session.execute(select(SearchModel.id, SearchModel.name)).all())
-            stmt = select(TrialModel).where(TrialModel.arch_key == key).order_by(TrialModel.id)
-            return [_trial_record(r, names[r.search_id]) for r in session.scalars(stmt)]
-
-    def history(self, search: str) -> list[tuple[tuple[int, ...], float | None]]:
-        """``(decisions, reward)`` of the search's finished trials in completion order, for `controller.recover`.
-
-        Finished means completed, failed or cached; the reward is what `finish_trial` stored (None if none).
-
-        Raises:
-          LookupError: unknown search.
-        """
-        with self._read() as session:
-            sid = self._search_id(search, session)
-            stmt = (
-                select(TrialModel.decisions, TrialModel.reward)
-                .where(TrialModel.search_id == sid, TrialModel.finish_order.is_not(None))
-                .order_by(TrialModel.finish_order)
-            )
-            return [(tuple(json.loads(d)), r) for d, r in session.execute(stmt)]
-
-    def find_result(self, arch_key: str, *, include_failed: bool = False) -> KnownResult | None:
-        """The best finished result of an arch across all searches, or None: "this key already has a result".
-
-        The completed trial with the highest reward wins (completed trials without a reward come last). With
-        `include_failed`, an arch that only ever failed gives its latest failed trial.
-        """
-        with self._read() as session:
-            base = (
-                select(TrialModel, SearchModel.name, ArchModel.flops, ArchModel.params)
-                .join(SearchModel, SearchModel.id == TrialModel.search_id)
-                .join(ArchModel, ArchModel.key == TrialModel.arch_key)
-                .where(TrialModel.arch_key == arch_key)
-                .limit(1)
-            )
-            row = session.execute(
-                base.where(TrialModel.status == TrialStatus.COMPLETED).order_by(
-                    TrialModel.reward.is_(None), TrialModel.reward.desc(), TrialModel.id
-                )
-            ).first()
-            if row is None and include_failed:
-                row = session.execute(
-                    base.where(TrialModel.status == TrialStatus.FAILED).order_by(TrialModel.finish_order.desc())
-                ).first()
-            if row is None:
-                return None
-            t, name, flops, params = row
-            return KnownResult(
-                arch_key=arch_key,
-                trial_id=t.id,
-                search=name,
-                status=TrialStatus(t.status).value,
-                reward=t.reward,
-                metrics=_json_or_empty(t.metrics),
-                error=t.error,
-                wall_s=t.wall_s,
-                flops=flops,
-                params=params,
-            )
-
     # ------------------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self, search: str, step: int, state: Mapping[str, Any], *, keep: int | None = 3) -> None:
         """Saves the controller's state after update `step` (replacing one of the same step).
@@ -903,26 +777,28 @@ class ResultStore:
             state_json = json.dumps(state, separators=(",", ":"), allow_nan=False)
         except (TypeError, ValueError) as e:
             raise ValueError(f"controller state must be JSON-able (no NaN), got an error: {e}") from None
-        with self._write() as session:
-            sid = self._search_id(search, session)
-            row = session.scalars(
-                select(CheckpointModel).where(CheckpointModel.search_id == sid, CheckpointModel.step == step)
-            ).one_or_none()
-            if row is None:
-                session.add(CheckpointModel(search_id=sid, step=int(step), state=state_json, created_at=utcnow()))
-            else:
-                row.state, row.created_at = state_json, utcnow()
-            session.flush()
+        now = utcnow()
+        with self._write_conn() as conn:
+            sid = self._search_id_conn(search, conn)
+            replaced = conn.execute(
+                _CHECKPOINTS.update()
+                .where(_CHECKPOINTS.c.search_id == sid, _CHECKPOINTS.c.step == step)
+                .values(state=state_json, created_at=now)
+            ).rowcount
+            if not replaced:
+                conn.execute(_CHECKPOINTS.insert(), {"search_id": sid, "step": int(step), "state": state_json,
+                                                     "created_at": now})
             if keep is not None:
-                old = (
-                    select(CheckpointModel.id)
-                    .where(CheckpointModel.search_id == sid)
-                    .order_by(CheckpointModel.step.desc())
-                    .offset(keep)
+                old = list(
+                    conn.scalars(
+                        select(_CHECKPOINTS.c.id)
+                        .where(_CHECKPOINTS.c.search_id == sid)
+                        .order_by(_CHECKPOINTS.c.step.desc())
+                        .offset(keep)
+                    )
                 )
-                ids = list(session.scalars(old))
-                if ids:
-                    session.execute(CheckpointModel.__table__.delete().where(CheckpointModel.id.in_(ids)))
+                if old:
+                    conn.execute(_CHECKPOINTS.delete().where(_CHECKPOINTS.c.id.in_(old)))
 
     def load_checkpoint(self, search: str) -> CheckpointRecord | None:
         """The latest (highest-step) controller checkpoint of the search, or None.
@@ -936,128 +812,3 @@ class ResultStore:
             if row is None:
                 return None
             return CheckpointRecord(search=search, step=row.step, state=json.loads(row.state), created_at=row.created_at)
-
-    # ------------------------------------------------------------------------------------------- reports
-    def search_summaries(self) -> list[SearchSummary]:
-        """Every search with its trial counts per status and best reward, oldest first (`spinenas searches`)."""
-        with self._read() as session:
-            searches = [_search_record(r) for r in session.scalars(select(SearchModel).order_by(SearchModel.id))]
-            counts: dict[int, dict[str, int]] = {}
-            stmt = select(TrialModel.search_id, TrialModel.status, func.count()).group_by(
-                TrialModel.search_id, TrialModel.status
-            )
-            for sid, st, n in session.execute(stmt):
-                counts.setdefault(sid, {})[TrialStatus(st).value] = n
-            best = dict(
-                session.execute(
-                    select(TrialModel.search_id, func.max(TrialModel.reward))
-                    .where(TrialModel.status == TrialStatus.COMPLETED)
-                    .group_by(TrialModel.search_id)
-                ).all()
-            )
-            last = dict(
-                session.execute(
-                    select(TrialModel.search_id, func.max(TrialModel.finished_at)).group_by(TrialModel.search_id)
-                ).all()
-            )
-        return [
-            SearchSummary(
-                search=s,
-                trials=sum(counts.get(s.id, {}).values()),
-                counts=counts.get(s.id, {}),
-                best_reward=best.get(s.id),
-                last_finished_at=last.get(s.id),
-            )
-            for s in searches
-        ]
-
-    def top(
-        self, *, searches: Sequence[str] | None = None, k: int = 10, max_flops: float | None = None
-    ) -> list[RankedArch]:
-        """The `k` best architectures by the best reward of their completed trials.
-
-        Args:
-          searches: only these searches (default: all).
-          k: how many.
-          max_flops: only archs with measured FLOPs at most this (archs without FLOPs are left out).
-
-        Raises:
-          LookupError: an unknown search (the message lists the known ones). ValueError: k < 1.
-        """
-        if k < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
-        with self._read() as session:
-            names = dict(session.execute(select(SearchModel.id, SearchModel.name)).all())
-            stmt = (
-                select(
-                    TrialModel.id,
-                    TrialModel.search_id,
-                    TrialModel.arch_key,
-                    TrialModel.reward,
-                    TrialModel.metrics,
-                    TrialModel.wall_s,
-                    ArchModel.summary,
-                    ArchModel.flops,
-                    ArchModel.params,
-                )
-                .join(ArchModel, ArchModel.key == TrialModel.arch_key)
-                .where(TrialModel.status == TrialStatus.COMPLETED, TrialModel.reward.is_not(None))
-                .order_by(TrialModel.reward.desc(), TrialModel.id)
-            )
-            ids: list[int] = []
-            if searches:
-                ids = [self._search_id(n, session) for n in searches]
-                stmt = stmt.where(TrialModel.search_id.in_(ids))
-            if max_flops is not None:
-                stmt = stmt.where(ArchModel.flops.is_not(None), ArchModel.flops <= max_flops)
-            best: dict[str, tuple[Any, ...]] = {}
-            for row in session.execute(stmt):
-                if row.arch_key not in best:
-                    best[row.arch_key] = row
-                    if len(best) == k:
-                        break
-            if not best:
-                return []
-            count_stmt = (
-                select(TrialModel.arch_key, func.count())
-                .where(TrialModel.arch_key.in_(list(best)), TrialModel.status == TrialStatus.COMPLETED)
-                .group_by(TrialModel.arch_key)
-            )
-            if ids:
-                count_stmt = count_stmt.where(TrialModel.search_id.in_(ids))
-            evaluations = dict(session.execute(count_stmt).all())
-        return [
-            RankedArch(
-                rank=i + 1,
-                arch_key=r.arch_key,
-                summary=r.summary,
-                flops=r.flops,
-                params=r.params,
-                reward=r.reward,
-                trial_id=r.id,
-                search=names[r.search_id],
-                metrics=_json_or_empty(r.metrics),
-                wall_s=r.wall_s,
-                evaluations=evaluations.get(r.arch_key, 1),
-            )
-            for i, r in enumerate(best.values())
-        ]
-
-
-def check_version(version: str, where: str = "the database") -> None:
-    """Checks a database's schema version against this code's.
-
-    Raises:
-      SchemaVersionError: older (upgrade the database) or unknown/newer (upgrade spinenas).
-    """
-    if version == SCHEMA_VERSION:
-        return
-    if version in SCHEMA_HISTORY:
-        raise SchemaVersionError(
-            f"database {where} has schema version {version}, this spinenas reads {SCHEMA_VERSION}: back the "
-            f"database up, then run `spinenas db upgrade --db {where}`"
-        )
-    raise SchemaVersionError(
-        f"database {where} has schema version {version!r}, unknown to this spinenas (which knows up to "
-        f"{SCHEMA_VERSION}): it was written by a newer spinenas; upgrade spinenas to read it"
-    )
