@@ -33,7 +33,9 @@ Executor = Callable[[str, Mapping[str, Any]], Iterable[Sequence[Any]]]
 FINISHED = ("completed", "failed", "cached")
 _HEX = re.compile(r"^[0-9a-f]+$")
 
-_SEARCH_COLUMNS = "s.id, s.name, s.config, s.seed, s.controller, s.family, s.status, s.created_at, s.updated_at, s.finished_at"
+_SEARCH_COLUMNS = (
+    "s.id, s.name, s.config, s.seed, s.controller, s.family, s.status, s.created_at, s.updated_at, s.finished_at"
+)
 _ARCH_COLUMNS = "a.key, a.spec_json, a.summary, a.family, a.flops, a.params, a.created_at"
 _TRIAL_COLUMNS = (
     't.id, s.name, t."index", t.arch_key, t.status, t.decisions, t.reward, t.metrics, t.error, t.attempt, t.host, '
@@ -181,7 +183,8 @@ def archs(ex: Executor, keys: Iterable[str] | None = None) -> dict[str, ArchReco
     out: dict[str, ArchRecord] = {}
     for i in range(0, len(keys), 500):
         clause, params = _in("k", keys[i : i + 500])
-        out.update((r[0], arch_record(r)) for r in ex(f"SELECT {_ARCH_COLUMNS} FROM archs a WHERE a.key IN {clause}", params))
+        rows = ex(f"SELECT {_ARCH_COLUMNS} FROM archs a WHERE a.key IN {clause}", params)
+        out.update((r[0], arch_record(r)) for r in rows)
     return out
 
 
@@ -210,9 +213,8 @@ def trials(ex: Executor, search_ids: Sequence[int], statuses: Sequence[str] | No
 
 def arch_trials(ex: Executor, key: str) -> list[TrialRecord]:
     """Every trial of an arch, oldest first."""
-    return [
-        trial_record(r) for r in ex(f"SELECT {_TRIAL_COLUMNS} {_TRIALS_FROM} WHERE t.arch_key = :k ORDER BY t.id", {"k": key})
-    ]
+    rows = ex(f"SELECT {_TRIAL_COLUMNS} {_TRIALS_FROM} WHERE t.arch_key = :k ORDER BY t.id", {"k": key})
+    return [trial_record(r) for r in rows]
 
 
 def history(ex: Executor, search_id_: int) -> list[tuple[tuple[int, ...], float | None]]:

@@ -432,6 +432,9 @@ class ResultStore(ReadAPI):
         `include_failed`, an arch that only ever failed gives its latest failed trial. A writer answers for a key
         it has never stored without a query.
         """
+        # The driver proposes mostly new archs; a writer knows every key stored when it opened and every key it
+        # stored since, so those lookups cost no query. (A key that another process registered after this store
+        # opened is seen after reopening; the worst case is one repeated evaluation, not a wrong result.)
         if not self.readonly and arch_key not in self._arch_keys:
             return None
         return super().find_result(arch_key, include_failed=include_failed)
@@ -561,8 +564,8 @@ class ResultStore(ReadAPI):
             return key
         with self._write_conn() as conn:
             if not known:
-                conn.execute(_ARCHS.insert(), _arch_row(arch, key, family, flops, params))
-            else:
+                known = not self._insert_archs(conn, {key: arch}, family, flops, params)
+            if known:
                 conn.execute(
                     _ARCHS.update()
                     .where(_ARCHS.c.key == key)
@@ -587,9 +590,20 @@ class ResultStore(ReadAPI):
                 new.setdefault(key, arch)
         if new:
             with self._write_conn() as conn:
-                conn.execute(_ARCHS.insert(), [_arch_row(a, k, family, None, None) for k, a in new.items()])
-            self._arch_keys.update(new)
+                self._insert_archs(conn, new, family, None, None)
         return keys
+
+    def _insert_archs(
+        self, conn: Connection, archs: dict[str, ArchSpec], family: str | None, flops: int | None, params: int | None
+    ) -> list[str]:
+        """Inserts the archs not stored yet (another writer may have stored some) and returns their keys."""
+        # One query per batch: keys this store has not seen may still exist if another process wrote them.
+        present = set(conn.scalars(select(_ARCHS.c.key).where(_ARCHS.c.key.in_(list(archs)))))
+        rows = [_arch_row(a, k, family, flops, params) for k, a in archs.items() if k not in present]
+        if rows:
+            conn.execute(_ARCHS.insert(), rows)
+        self._arch_keys.update(archs)
+        return [r["key"] for r in rows]
 
     # ------------------------------------------------------------------------------------------- trials
     def add_trials(
@@ -624,6 +638,10 @@ class ResultStore(ReadAPI):
         with self._write_conn() as conn:
             sid = self._search_id_conn(search, conn)
             unknown = {t.arch_key for t in items} - self._arch_keys
+            if unknown:  # not registered through this store: perhaps by another process
+                found = set(conn.scalars(select(_ARCHS.c.key).where(_ARCHS.c.key.in_(list(unknown)))))
+                self._arch_keys.update(found)
+                unknown -= found
             if unknown:
                 raise LookupError(
                     f"unknown arch key(s) {sorted(unknown)}: register_arch(arch) before adding its trials"
@@ -701,7 +719,9 @@ class ResultStore(ReadAPI):
         old = conn.scalar(select(_TRIALS.c.status).where(_TRIALS.c.id == trial_id))
         if old is None:
             raise LookupError(f"unknown trial id {trial_id!r}")
-        raise RuntimeError(f"trial {trial_id} cannot {what}: it already finished with status {TrialStatus(old).value!r}")
+        raise RuntimeError(
+            f"trial {trial_id} cannot {what}: it already finished with status {TrialStatus(old).value!r}"
+        )
 
     def finish_trial(
         self,
@@ -811,4 +831,6 @@ class ResultStore(ReadAPI):
             row = CheckpointModel.find_latest(sid, session)
             if row is None:
                 return None
-            return CheckpointRecord(search=search, step=row.step, state=json.loads(row.state), created_at=row.created_at)
+            return CheckpointRecord(
+                search=search, step=row.step, state=json.loads(row.state), created_at=row.created_at
+            )

@@ -296,7 +296,9 @@ def _print_show(rec: Any, arch: Any, trials: Sequence[TrialRecord], diagram: str
     print(f"spec {rec.summary}\n")
     m = arch.num_stem_candidates
     live = set(arch.network().live)
-    rows: list[tuple[Any, ...]] = [(j, f"L{lvl}", "bottleneck", "-", "stem", "") for j, lvl in enumerate(arch.stem_levels)]
+    rows: list[tuple[Any, ...]] = [
+        (j, f"L{lvl}", "bottleneck", "-", "stem", "") for j, lvl in enumerate(arch.stem_levels)
+    ]
     for i, b in enumerate(arch.blocks):
         role = "output" if b.is_output else "intermediate"
         rows.append((m + i, f"L{b.level}", b.block_fn, f"{b.input_offsets[0]},{b.input_offsets[1]}", role,
@@ -314,7 +316,7 @@ def _print_show(rec: Any, arch: Any, trials: Sequence[TrialRecord], diagram: str
             ("search", "index", "status", "reward", "AP", "time", "attempt", "host", "finished (UTC)", "error"),
             [
                 (t.search, t.index, t.status, fmt_float(t.reward), fmt_float(t.ap), fmt_seconds(t.wall_s),
-                 t.attempt, t.host or "-", fmt_time(t.finished_at), (t.error or "").splitlines()[0][:60] if t.error else "")
+                 t.attempt, t.host or "-", fmt_time(t.finished_at), t.error.splitlines()[0][:60] if t.error else "")
                 for t in trials
             ],
         )
@@ -352,7 +354,10 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
         before, after = upgrade(url)
     except DatabaseOpenError as e:
         raise UserError(str(e)) from None
-    print(f"schema version {before or '(empty)'} -> {after}" if before != after else f"already at schema version {after}")
+    if before == after:
+        print(f"already at schema version {after}")
+    else:
+        print(f"schema version {before or '(empty)'} -> {after}")
     return 0
 
 

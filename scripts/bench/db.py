@@ -111,7 +111,9 @@ def fill(path: str, n: int, *, batch: int, state_floats: int, seed: int) -> dict
     # The clock runs only inside store calls: drawing metrics and controller states is the benchmark's own work.
     store_s = 0.0
     store_cpu_s = 0.0  # CPU time of the same calls: what the figure would be on an otherwise idle machine
-    phases = dict.fromkeys(("key_and_find_result", "register_archs", "add_trials", "finish_trial", "save_checkpoint"), 0.0)
+    phases = dict.fromkeys(
+        ("key_and_find_result", "register_archs", "add_trials", "finish_trial", "save_checkpoint"), 0.0
+    )
     t_loop = time.perf_counter()
     for start in range(0, n, batch):
         # One controller batch: look each proposal up, register the new archs, add the batch as running trials,
@@ -183,6 +185,14 @@ def time_command(argv: list[str], runs: int) -> dict:
             raise RuntimeError(f"{' '.join(argv)} failed: {proc.stderr.strip()}")
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
             "runs_s": [round(t, 4) for t in times]}
+
+
+def _commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return os.environ.get("SPINENAS_BENCH_COMMIT")
+    return out.stdout.strip()
 
 
 def machine() -> dict:
@@ -267,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
             "insert_per_s": summary["insert_per_s"] > TARGETS["insert_per_s"],
             "db_mb": summary["db_mb"] < TARGETS["db_mb"],
         },
-        "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *(argv if argv is not None else sys.argv[1:])]),
+        "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *(sys.argv[1:] if argv is None else argv)]),
+        "commit": _commit(),
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {**facts, "loadavg_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
         "pattern": {

@@ -91,7 +91,8 @@ def test_show(capsys, db, tmp_path):
     code, out, _ = run(capsys, "show", key, "--db", path, "--json")
     shown = json.loads(out)
     assert shown["key"] == key and shown["trials"][0]["reward"] == 0.9
-    assert [tuple(b[:2]) + (tuple(b[2]), b[3]) for b in shown["model_garden"]] == SPINENET_49.canonical().to_model_garden()
+    tuples = [(lvl, fn, tuple(offsets), out) for lvl, fn, offsets, out in shown["model_garden"]]
+    assert tuples == SPINENET_49.canonical().to_model_garden()
 
 
 @pytest.mark.slow

@@ -362,3 +362,17 @@ def test_in_memory_store(tmp_path):
         [t] = s.add_trials("m", [(k, [0])], status="running")
         s.finish_trial(t, status="completed", reward=0.5)
         assert s.top(k=1)[0].arch_key == k
+
+
+def test_two_writers_register_the_same_arch(url):
+    """Another process (another store) may register a key this store has not seen: no IntegrityError."""
+    a, b = ResultStore(url), ResultStore(url)
+    a.create_search("a")
+    b.create_search("b")
+    k = a.register_arch(SPINENET_49, flops=1)
+    assert b.register_archs([SPINENET_49]) == [k]
+    assert b.register_arch(SPINENET_49, params=2) == k
+    [t] = b.add_trials("b", [(k, [0])])
+    assert b.get_trial(t).arch_key == k and b.get_arch(k).flops == 1 and b.get_arch(k).params == 2
+    a.close()
+    b.close()
