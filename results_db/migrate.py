@@ -58,7 +58,10 @@ def upgrade(url: str | None = None, revision: str = "head") -> tuple[str | None,
     path = sqlite_path(url)
     if path:
         os.makedirs(os.path.dirname(os.path.abspath(path)) or ".", exist_ok=True)
-    engine = create_engine(url)
+    try:
+        engine = create_engine(url)
+    except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ImportError) as e:
+        raise DatabaseOpenError(f"cannot open database for upgrading: {str(e).splitlines()[0]}") from None
     try:
         with engine.begin() as conn:
             tables = set(inspect(conn).get_table_names())

@@ -172,6 +172,10 @@ def _cmd_searches(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------------- top
+# Columns of `top --json` / `--csv`, in order.
+TOP_FIELDS = ("rank", "key", "reward", "ap", "flops", "params", "wall_s", "evaluations", "search", "trial_id", "spec")
+
+
 def _top_rows(ranked: Sequence[RankedArch]) -> list[dict[str, Any]]:
     return [
         {
@@ -203,12 +207,9 @@ def _cmd_top(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     if args.csv:
-        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]) if rows else list(_top_rows([]) or ["rank"]))
-        if rows:
-            writer.writeheader()
-            writer.writerows(rows)
-        else:
-            print("rank,key,reward,ap,flops,params,wall_s,evaluations,search,trial_id,spec")
+        writer = csv.DictWriter(sys.stdout, fieldnames=TOP_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
         return 0
     if not rows:
         where = f" in search(es) {', '.join(args.search)}" if args.search else ""
