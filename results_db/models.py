@@ -183,13 +183,16 @@ class TrialModel(BaseModel):
         Index("ix_trials_search_status", "search_id", "status"),
         # `history`: finished trials of a search in completion order.
         Index("ix_trials_search_finish_order", "search_id", "finish_order"),
+        # `find_result` (dedup): an arch's completed trials. With arch_key alone SQLite preferred the
+        # (status, reward) index and scanned every completed trial: 11 ms per lookup at 14,000 trials.
+        Index("ix_trials_arch_status", "arch_key", "status"),
         CheckConstraint("attempt >= 0", name="ck_trials_attempt"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     search_id: Mapped[int] = mapped_column(ForeignKey("searches.id", ondelete="CASCADE"))
     # 0, 1, 2, ... within the search, in the order the trials were proposed.
     index: Mapped[int] = mapped_column(Integer)
-    arch_key: Mapped[str] = mapped_column(ForeignKey("archs.key"), index=True)
+    arch_key: Mapped[str] = mapped_column(ForeignKey("archs.key"))
     status: Mapped[TrialStatus] = mapped_column(_enum(TrialStatus, "trial_status"), default=TrialStatus.QUEUED)
     # The controller's decision sequence as a JSON list of ints: what `controller.recover` replays.
     decisions: Mapped[str] = mapped_column(Text, default="[]")

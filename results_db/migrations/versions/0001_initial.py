@@ -77,7 +77,7 @@ def upgrade() -> None:
     sa.UniqueConstraint('search_id', 'index')
     )
     with op.batch_alter_table('trials', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_trials_arch_key'), ['arch_key'], unique=False)
+        batch_op.create_index('ix_trials_arch_status', ['arch_key', 'status'], unique=False)
         batch_op.create_index('ix_trials_search_finish_order', ['search_id', 'finish_order'], unique=False)
         batch_op.create_index('ix_trials_search_status', ['search_id', 'status'], unique=False)
         batch_op.create_index('ix_trials_status_reward', ['status', 'reward'], unique=False)
@@ -89,7 +89,7 @@ def downgrade() -> None:
         batch_op.drop_index('ix_trials_status_reward')
         batch_op.drop_index('ix_trials_search_status')
         batch_op.drop_index('ix_trials_search_finish_order')
-        batch_op.drop_index(batch_op.f('ix_trials_arch_key'))
+        batch_op.drop_index('ix_trials_arch_status')
 
     op.drop_table('trials')
     op.drop_table('controller_checkpoints')
