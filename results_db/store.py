@@ -79,6 +79,8 @@ logger = logging.getLogger(__name__)
 
 # How long a connection waits for a lock before failing with "database is locked" (SQLite busy timeout).
 BUSY_TIMEOUT_S = 30.0
+# WAL pages between automatic checkpoints (SQLite's default is 1000).
+WAL_AUTOCHECKPOINT_PAGES = 10_000
 # Seconds to wait for a database server before giving up (PostgreSQL's connect_timeout).
 CONNECT_TIMEOUT_S = 10
 
@@ -300,6 +302,10 @@ class ResultStore(ReadAPI):
                 # In WAL mode NORMAL syncs at checkpoints, not at every commit: a committed trial survives a crash
                 # of the process (the driver's failure mode) and may be lost only with the machine's power.
                 cur.execute("PRAGMA synchronous = NORMAL")
+                # Fewer, larger WAL checkpoints (each costs two fsyncs): a controller checkpoint of a few MB took
+                # 21 ms with the default 1000 pages, 10 ms with this. The WAL may grow to ~40 MB while a search
+                # writes; closing the store folds it back into the database file.
+                cur.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
             cur.close()
 
         return engine
