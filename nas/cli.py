@@ -21,7 +21,7 @@ PROG = "spinenas"
 
 # Each module has `register(subparsers)` and imports nothing heavy at module level: TensorFlow, Ray and SQLAlchemy
 # are imported inside the command functions that need them.
-COMMAND_MODULES: tuple[str, ...] = ("nas.commands.space", "nas.commands.proxy")
+COMMAND_MODULES: tuple[str, ...] = ("nas.commands.space", "nas.commands.proxy", "nas.commands.db")
 
 
 class _Parser(argparse.ArgumentParser):

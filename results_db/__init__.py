@@ -1,1 +1,83 @@
-"""What was tried and how it did: SQLAlchemy models and the store API."""
+"""What was tried and how it did: SQLAlchemy models and the store API.
+
+Importing the package is cheap: SQLAlchemy loads only when a name below is first used, so the CLI can take
+`results_db.url` (the default location) without it.
+
+Example::
+
+  from results_db import NewTrial, ResultStore
+  store = ResultStore()                                  # $SPINENAS_DB or sqlite:///runs/spinenas.db
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from results_db.url import DEFAULT_URL, ENV_VAR, resolve_url
+
+if TYPE_CHECKING:
+    from results_db.errors import (
+        AmbiguousKeyError,
+        DatabaseNotFoundError,
+        DatabaseOpenError,
+        DuplicateSearchError,
+        SchemaVersionError,
+    )
+    from results_db.models import SearchStatus, TrialStatus
+    from results_db.reader import ResultReader
+    from results_db.records import (
+        ArchRecord,
+        CheckpointRecord,
+        KnownResult,
+        NewTrial,
+        RankedArch,
+        SearchRecord,
+        SearchSummary,
+        TrialRecord,
+    )
+    from results_db.store import ResultStore
+    from results_db.version import SCHEMA_VERSION
+
+# name -> module that defines it (imported on first use, like Ray Tune's SEARCH_ALG_IMPORT).
+_LAZY = {
+    "ResultStore": "results_db.store",
+    "ResultReader": "results_db.reader",
+    "SCHEMA_VERSION": "results_db.version",
+    "SearchStatus": "results_db.models",
+    "TrialStatus": "results_db.models",
+    **{
+        n: "results_db.errors"
+        for n in (
+            "AmbiguousKeyError",
+            "DatabaseNotFoundError",
+            "DatabaseOpenError",
+            "DuplicateSearchError",
+            "SchemaVersionError",
+        )
+    },
+    **{
+        n: "results_db.records"
+        for n in (
+            "ArchRecord",
+            "CheckpointRecord",
+            "KnownResult",
+            "NewTrial",
+            "RankedArch",
+            "SearchRecord",
+            "SearchSummary",
+            "TrialRecord",
+        )
+    },
+}
+
+__all__ = ["DEFAULT_URL", "ENV_VAR", "resolve_url", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'results_db' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

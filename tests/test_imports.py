@@ -24,6 +24,13 @@ def _loaded_after(code: str) -> set[str]:
         # The CLI parser (every command module) and the TF-free parts of proxy_task and nas.
         ("from nas import cli\ncli.build_parser()\nimport nas.config, nas.presets, nas.config_io", HEAVY),
         ("import proxy_task.config, proxy_task.result, proxy_task.synth, proxy_task.data", HEAVY),
+        # results_db loads SQLAlchemy only when a store is first used, so the CLI can read its default location.
+        ("import results_db\nfrom results_db import DEFAULT_URL, resolve_url", HEAVY),
+        ("import results_db.reader, results_db.queries, results_db.version", HEAVY),
+        (
+            "import results_db.store, results_db.models, results_db.migrate, nas.commands.db, nas.diagram",
+            ("tensorflow", "ray", "official", "tf_keras"),
+        ),
         (
             "import io, contextlib\nfrom nas import cli\n"
             "with contextlib.redirect_stdout(io.StringIO()):\n"
@@ -47,3 +54,35 @@ def test_search_space_imports_only_stdlib_and_numpy():
     third_party = {m.split(".")[0] for m in loaded} - set(sys.stdlib_module_names) - {"search_space", "numpy"}
     assert not (third_party & project)
     assert not {m for m in third_party if not m.startswith("_")} - {"numpy"}, third_party
+
+
+def test_read_commands_import_no_tensorflow_or_ray(tmp_path):
+    """`top`, `show`, `searches` and `report` on a real database load neither TensorFlow nor Ray."""
+    from tests.results_db.fixtures import make_db
+
+    db = str(tmp_path / "r.db")
+    facts = make_db(db)
+    code = (
+        "import io, contextlib\nfrom nas import cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    assert cli.main(['searches', '--db', {db!r}]) == 0\n"
+        f"    assert cli.main(['top', '--db', {db!r}, '-k', '3', '--json']) == 0\n"
+        f"    assert cli.main(['show', {facts['key49'][:6]!r}, '--db', {db!r}]) == 0\n"
+    )
+    loaded = _loaded_after(code)
+    leaked = sorted(m for m in loaded if m.split(".")[0] in ("tensorflow", "ray", "official", "tf_keras"))
+    assert not leaked, leaked[:5]
+
+
+@pytest.mark.slow
+def test_report_imports_no_tensorflow_or_ray(tmp_path):
+    from tests.results_db.fixtures import make_db
+
+    db = str(tmp_path / "r.db")
+    make_db(db)
+    out = str(tmp_path / "report")
+    loaded = _loaded_after(
+        f"from nas import cli\nassert cli.main(['report', '--db', {db!r}, '--search', 'ppo-1', '--out', {out!r}]) == 0"
+    )
+    leaked = sorted(m for m in loaded if m.split(".")[0] in ("tensorflow", "ray", "official", "tf_keras"))
+    assert not leaked, leaked[:5]

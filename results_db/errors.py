@@ -1,0 +1,35 @@
+"""Errors of the results database: a database that cannot be opened, or one of another schema version."""
+
+from __future__ import annotations
+
+
+class DatabaseNotFoundError(FileNotFoundError):
+    """A read-only open was asked for a SQLite file that does not exist (nothing is created)."""
+
+
+class DatabaseOpenError(RuntimeError):
+    """The database exists but cannot be used: not a database, corrupt, unreachable, or not a spinenas database."""
+
+
+class SchemaVersionError(RuntimeError):
+    """The database was written with another schema version; the message says how to upgrade."""
+
+
+class DuplicateSearchError(ValueError):
+    """`create_search` was given a name that is already taken."""
+
+
+class AmbiguousKeyError(LookupError):
+    """An architecture key prefix matches several architectures.
+
+    Attributes:
+      prefix: the prefix given.
+      candidates: the matching keys (at most the first few).
+    """
+
+    def __init__(self, prefix: str, candidates: list[str]) -> None:
+        self.prefix = prefix
+        self.candidates = candidates
+        super().__init__(
+            f"key prefix {prefix!r} is ambiguous: it matches {', '.join(candidates)}; give more characters"
+        )

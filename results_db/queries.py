@@ -1,0 +1,430 @@
+"""The read queries, as portable SQL over any DB-API-like executor (stdlib only).
+
+`ResultStore` runs them through SQLAlchemy; `ResultReader` runs them on a plain ``sqlite3`` connection, so that
+`spinenas top` does not import SQLAlchemy: on this project's 2-core machine ``import sqlalchemy`` alone takes
+0.28-0.37 s, most of the 0.5 s that `top` may take (issue 5). One copy of each query serves both.
+
+The SQL sticks to what SQLite and PostgreSQL share: ``:name`` parameters (sqlite3's named style, and SQLAlchemy's
+`text()`), double-quoted identifiers, no dialect functions. Times come back as `datetime` from PostgreSQL and as
+ISO strings from SQLite; `_dt` reads both.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from results_db.records import (
+    ArchRecord,
+    KnownResult,
+    RankedArch,
+    SearchRecord,
+    SearchSummary,
+    TrialRecord,
+)
+
+# (sql, params) -> rows as tuples; may be a lazy cursor (`top` stops reading after k distinct archs).
+Executor = Callable[[str, Mapping[str, Any]], Iterable[Sequence[Any]]]
+
+FINISHED = ("completed", "failed", "cached")
+_HEX = re.compile(r"^[0-9a-f]+$")
+
+_SEARCH_COLUMNS = (
+    "s.id, s.name, s.config, s.seed, s.controller, s.family, s.status, s.created_at, s.updated_at, s.finished_at"
+)
+_ARCH_COLUMNS = "a.key, a.spec_json, a.summary, a.family, a.flops, a.params, a.created_at"
+_TRIAL_COLUMNS = (
+    't.id, s.name, t."index", t.arch_key, t.status, t.decisions, t.reward, t.metrics, t.error, t.attempt, t.host, '
+    "t.cached_from, t.created_at, t.started_at, t.finished_at, t.wall_s, t.finish_order"
+)
+
+
+def _dt(value: Any) -> datetime.datetime | None:
+    if value is None or isinstance(value, datetime.datetime):
+        return value
+    return datetime.datetime.fromisoformat(value)
+
+
+def _in(name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
+    """``(:name0, :name1, ...)`` and its parameters (an IN list both sqlite3 and SQLAlchemy accept)."""
+    params = {f"{name}{i}": v for i, v in enumerate(values)}
+    return "(" + ", ".join(f":{p}" for p in params) + ")", params
+
+
+def search_record(row: Sequence[Any]) -> SearchRecord:
+    return SearchRecord(
+        id=row[0], name=row[1], config=row[2], seed=row[3], controller=row[4], family=row[5], status=row[6],
+        created_at=_dt(row[7]), updated_at=_dt(row[8]), finished_at=_dt(row[9]),
+    )  # fmt: skip
+
+
+def arch_record(row: Sequence[Any]) -> ArchRecord:
+    return ArchRecord(
+        key=row[0], spec_json=row[1], summary=row[2], family=row[3], flops=row[4], params=row[5],
+        created_at=_dt(row[6]),
+    )  # fmt: skip
+
+
+def trial_record(row: Sequence[Any]) -> TrialRecord:
+    return TrialRecord(
+        id=row[0], search=row[1], index=row[2], arch_key=row[3], status=row[4],
+        decisions=tuple(json.loads(row[5])), reward=row[6], metrics=json.loads(row[7]) if row[7] else {},
+        error=row[8], attempt=row[9], host=row[10], cached_from=row[11], created_at=_dt(row[12]),
+        started_at=_dt(row[13]), finished_at=_dt(row[14]), wall_s=row[15], finish_order=row[16],
+    )  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------- searches
+def search_names(ex: Executor) -> dict[int, str]:
+    """Search id -> name, oldest first."""
+    return {sid: name for sid, name in ex("SELECT id, name FROM searches ORDER BY id", {})}
+
+
+def unknown_search(name: str, known: Iterable[str]) -> LookupError:
+    """The error for an unknown search name, listing the known ones."""
+    known = list(known)
+    return LookupError(
+        f"unknown search {name!r}; "
+        + (f"expected one of: {', '.join(known)}" if known else "the database holds no searches yet")
+    )
+
+
+def search_id(ex: Executor, name: str) -> int:
+    """The id of the search called `name`.
+
+    Raises:
+      LookupError: unknown search (listing the known names).
+    """
+    rows = list(ex("SELECT id FROM searches WHERE name = :name", {"name": name}))
+    if not rows:
+        raise unknown_search(name, search_names(ex).values())
+    return rows[0][0]
+
+
+def get_search(ex: Executor, name: str) -> SearchRecord:
+    """The search called `name` (LookupError if unknown)."""
+    rows = list(ex(f"SELECT {_SEARCH_COLUMNS} FROM searches s WHERE s.name = :name", {"name": name}))
+    if not rows:
+        raise unknown_search(name, search_names(ex).values())
+    return search_record(rows[0])
+
+
+def list_searches(ex: Executor) -> list[SearchRecord]:
+    """Every search, oldest first."""
+    return [search_record(r) for r in ex(f"SELECT {_SEARCH_COLUMNS} FROM searches s ORDER BY s.id", {})]
+
+
+def search_summaries(ex: Executor) -> list[SearchSummary]:
+    """Every search with its trial counts per status, best reward and last finish time."""
+    searches = list_searches(ex)
+    counts: dict[int, dict[str, int]] = {}
+    for sid, status, n in ex("SELECT search_id, status, COUNT(*) FROM trials GROUP BY search_id, status", {}):
+        counts.setdefault(sid, {})[status] = n
+    best = {
+        sid: r
+        for sid, r in ex(
+            "SELECT search_id, MAX(reward) FROM trials WHERE status = 'completed' GROUP BY search_id", {}
+        )
+    }
+    last = {sid: _dt(t) for sid, t in ex("SELECT search_id, MAX(finished_at) FROM trials GROUP BY search_id", {})}
+    return [
+        SearchSummary(
+            search=s,
+            trials=sum(counts.get(s.id, {}).values()),
+            counts=counts.get(s.id, {}),
+            best_reward=best.get(s.id),
+            last_finished_at=last.get(s.id),
+        )
+        for s in searches
+    ]
+
+
+# --------------------------------------------------------------------------------------------------- archs
+def find_arch(ex: Executor, key_or_prefix: str) -> ArchRecord:
+    """The arch whose key is, or starts with, `key_or_prefix`.
+
+    Raises:
+      LookupError: no key starts with it. AmbiguousKeyError: several do.
+    """
+    from results_db.errors import AmbiguousKeyError
+
+    prefix = key_or_prefix.strip().lower()
+    if not prefix or not _HEX.match(prefix):
+        raise LookupError(f"expected an architecture key (hex digits, e.g. from `spinenas top`), got {key_or_prefix!r}")
+    rows = list(
+        ex(f"SELECT {_ARCH_COLUMNS} FROM archs a WHERE a.key LIKE :p ORDER BY a.key LIMIT 11", {"p": prefix + "%"})
+    )
+    if not rows:
+        total = list(ex("SELECT COUNT(*) FROM archs", {}))[0][0]
+        raise LookupError(
+            f"unknown architecture key {key_or_prefix!r}: no key starts with it ({total} archs in the database; "
+            "`spinenas top` lists keys)"
+        )
+    if len(rows) > 1 and rows[0][0] != prefix:
+        raise AmbiguousKeyError(key_or_prefix, [r[0] for r in rows[:10]] + (["..."] if len(rows) > 10 else []))
+    return arch_record(rows[0])
+
+
+def get_arch(ex: Executor, key: str) -> ArchRecord | None:
+    """The arch with exactly this key, or None."""
+    rows = list(ex(f"SELECT {_ARCH_COLUMNS} FROM archs a WHERE a.key = :key", {"key": key}))
+    return arch_record(rows[0]) if rows else None
+
+
+def archs(ex: Executor, keys: Iterable[str] | None = None) -> dict[str, ArchRecord]:
+    """Archs by key: the given keys that exist, or every arch."""
+    if keys is None:
+        return {r[0]: arch_record(r) for r in ex(f"SELECT {_ARCH_COLUMNS} FROM archs a", {})}
+    keys = sorted(set(keys))
+    out: dict[str, ArchRecord] = {}
+    for i in range(0, len(keys), 500):
+        clause, params = _in("k", keys[i : i + 500])
+        rows = ex(f"SELECT {_ARCH_COLUMNS} FROM archs a WHERE a.key IN {clause}", params)
+        out.update((r[0], arch_record(r)) for r in rows)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- trials
+_TRIALS_FROM = "FROM trials t JOIN searches s ON s.id = t.search_id"
+
+
+def get_trial(ex: Executor, trial_id: int) -> TrialRecord:
+    """One trial (LookupError if unknown)."""
+    rows = list(ex(f"SELECT {_TRIAL_COLUMNS} {_TRIALS_FROM} WHERE t.id = :id", {"id": trial_id}))
+    if not rows:
+        raise LookupError(f"unknown trial id {trial_id!r}")
+    return trial_record(rows[0])
+
+
+def trials(ex: Executor, search_ids: Sequence[int], statuses: Sequence[str] | None = None) -> list[TrialRecord]:
+    """Trials of the searches, by search then index, optionally only some statuses."""
+    clause, params = _in("s", list(search_ids))
+    sql = f"SELECT {_TRIAL_COLUMNS} {_TRIALS_FROM} WHERE t.search_id IN {clause}"
+    if statuses is not None:
+        st_clause, st_params = _in("st", list(statuses))
+        sql += f" AND t.status IN {st_clause}"
+        params.update(st_params)
+    return [trial_record(r) for r in ex(sql + ' ORDER BY t.search_id, t."index"', params)]
+
+
+def arch_trials(ex: Executor, key: str) -> list[TrialRecord]:
+    """Every trial of an arch, oldest first."""
+    rows = ex(f"SELECT {_TRIAL_COLUMNS} {_TRIALS_FROM} WHERE t.arch_key = :k ORDER BY t.id", {"k": key})
+    return [trial_record(r) for r in rows]
+
+
+def history(ex: Executor, search_id_: int) -> list[tuple[tuple[int, ...], float | None]]:
+    """(decisions, reward) of the search's finished trials in completion order."""
+    rows = ex(
+        "SELECT decisions, reward FROM trials WHERE search_id = :s AND finish_order IS NOT NULL ORDER BY finish_order",
+        {"s": search_id_},
+    )
+    return [(tuple(json.loads(d)), r) for d, r in rows]
+
+
+def find_result(ex: Executor, arch_key: str, *, include_failed: bool = False) -> KnownResult | None:
+    """The best completed result of an arch (or, with `include_failed`, its latest failure), or None."""
+    base = (
+        "SELECT t.id, s.name, t.status, t.reward, t.metrics, t.error, t.wall_s, a.flops, a.params "
+        "FROM trials t JOIN searches s ON s.id = t.search_id JOIN archs a ON a.key = t.arch_key "
+        "WHERE t.arch_key = :k AND t.status = :st "
+    )
+    rows = list(
+        ex(base + "ORDER BY CASE WHEN t.reward IS NULL THEN 1 ELSE 0 END, t.reward DESC, t.id LIMIT 1",
+           {"k": arch_key, "st": "completed"})
+    )  # fmt: skip
+    if not rows and include_failed:
+        rows = list(ex(base + "ORDER BY t.finished_at DESC, t.id DESC LIMIT 1", {"k": arch_key, "st": "failed"}))
+    if not rows:
+        return None
+    r = rows[0]
+    return KnownResult(
+        arch_key=arch_key, trial_id=r[0], search=r[1], status=r[2], reward=r[3],
+        metrics=json.loads(r[4]) if r[4] else {}, error=r[5], wall_s=r[6], flops=r[7], params=r[8],
+    )  # fmt: skip
+
+
+def top(
+    ex: Executor, *, search_ids: Sequence[int] | None = None, k: int = 10, max_flops: float | None = None
+) -> list[RankedArch]:
+    """The `k` best archs by the best reward of their completed trials (see `ResultStore.top`)."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    names = search_names(ex)
+    where = "t.status = 'completed' AND t.reward IS NOT NULL"
+    params: dict[str, Any] = {}
+    if search_ids:
+        clause, p = _in("s", list(search_ids))
+        where += f" AND t.search_id IN {clause}"
+        params.update(p)
+    if max_flops is not None:
+        where += " AND a.flops IS NOT NULL AND a.flops <= :max_flops"
+        params["max_flops"] = max_flops
+    # Completed trials from the best reward down; the first k distinct archs are the answer, so the read stops
+    # early (the (status, reward) index gives this order without sorting the table).
+    rows = ex(
+        "SELECT t.id, t.search_id, t.arch_key, t.reward, t.metrics, t.wall_s, a.summary, a.flops, a.params "
+        f"FROM trials t JOIN archs a ON a.key = t.arch_key WHERE {where} ORDER BY t.reward DESC, t.id",
+        params,
+    )
+    best: dict[str, Sequence[Any]] = {}
+    for row in rows:
+        if row[2] not in best:
+            best[row[2]] = tuple(row)
+            if len(best) == k:
+                break
+    if not best:
+        return []
+    clause, p = _in("k", list(best))
+    sql = f"SELECT arch_key, COUNT(*) FROM trials WHERE status = 'completed' AND arch_key IN {clause}"
+    if search_ids:
+        s_clause, s_params = _in("s", list(search_ids))
+        sql += f" AND search_id IN {s_clause}"
+        p.update(s_params)
+    evaluations = {key: n for key, n in ex(sql + " GROUP BY arch_key", p)}
+    return [
+        RankedArch(
+            rank=i + 1, arch_key=r[2], summary=r[6], flops=r[7], params=r[8], reward=r[3], trial_id=r[0],
+            search=names[r[1]], metrics=json.loads(r[4]) if r[4] else {}, wall_s=r[5],
+            evaluations=evaluations.get(r[2], 1),
+        )  # fmt: skip
+        for i, r in enumerate(best.values())
+    ]
+
+
+# --------------------------------------------------------------------------------------------------- read API
+class ReadAPI(abc.ABC):
+    """The read methods shared by `ResultStore` and `ResultReader`; subclasses provide `_executor()`."""
+
+    @abc.abstractmethod
+    def _executor(self) -> Any:
+        """A context manager yielding an `Executor` on one connection."""
+
+    def _check_statuses(self, status: Any) -> list[str] | None:
+        if status is None:
+            return None
+        given = [status] if isinstance(status, str) else list(status)
+        allowed = ("queued", "running", "completed", "failed", "cached")
+        out = []
+        for s in given:
+            value = getattr(s, "value", s)
+            if value not in allowed:
+                raise ValueError(f"trial status must be one of {list(allowed)}, got {s!r}")
+            out.append(value)
+        return out
+
+    def list_searches(self) -> list[SearchRecord]:
+        """Every search, oldest first."""
+        with self._executor() as ex:
+            return list_searches(ex)
+
+    def open_search(self, name: str) -> SearchRecord:
+        """The search called `name`.
+
+        Raises:
+          LookupError: no such search; the message lists the known names.
+        """
+        with self._executor() as ex:
+            return get_search(ex, name)
+
+    def search_summaries(self) -> list[SearchSummary]:
+        """Every search with its trial counts per status, best reward and last finish, oldest first."""
+        with self._executor() as ex:
+            return search_summaries(ex)
+
+    def top(
+        self, *, searches: Sequence[str] | None = None, k: int = 10, max_flops: float | None = None
+    ) -> list[RankedArch]:
+        """The `k` best architectures by the best reward of their completed trials.
+
+        Args:
+          searches: only these searches (default: all).
+          k: how many.
+          max_flops: only archs with measured FLOPs at most this (archs without FLOPs are left out).
+
+        Raises:
+          LookupError: an unknown search (the message lists the known ones). ValueError: k < 1.
+        """
+        with self._executor() as ex:
+            ids = [search_id(ex, n) for n in searches] if searches else None
+            return top(ex, search_ids=ids, k=k, max_flops=max_flops)
+
+    def find_arch(self, key_or_prefix: str) -> ArchRecord:
+        """The arch whose key is, or starts with, `key_or_prefix`.
+
+        Raises:
+          LookupError: no key starts with it. AmbiguousKeyError: several do (the message lists them).
+        """
+        with self._executor() as ex:
+            return find_arch(ex, key_or_prefix)
+
+    def get_arch(self, key: str) -> ArchRecord:
+        """The arch with exactly this key.
+
+        Raises:
+          LookupError: no such key.
+        """
+        with self._executor() as ex:
+            rec = get_arch(ex, key)
+        if rec is None:
+            raise LookupError(f"unknown architecture key {key!r}: no arch with that key in the database")
+        return rec
+
+    def archs(self, keys: Iterable[str] | None = None) -> dict[str, ArchRecord]:
+        """Archs by key: the given keys that exist, or every arch."""
+        with self._executor() as ex:
+            return archs(ex, keys)
+
+    def get_trial(self, trial_id: int) -> TrialRecord:
+        """One trial.
+
+        Raises:
+          LookupError: unknown trial.
+        """
+        with self._executor() as ex:
+            return get_trial(ex, trial_id)
+
+    def trials(self, search: str, *, status: Any = None) -> list[TrialRecord]:
+        """A search's trials in index order, optionally only those of some statuses.
+
+        After a crash, ``trials(name, status=('queued', 'running'))`` gives the trials to run again.
+
+        Args:
+          search: the search's name.
+          status: a status ('queued', 'running', 'completed', 'failed', 'cached'), several, or None for all.
+
+        Raises:
+          LookupError: unknown search. ValueError: unknown status.
+        """
+        statuses = self._check_statuses(status)
+        with self._executor() as ex:
+            return trials(ex, [search_id(ex, search)], statuses)
+
+    def arch_trials(self, key: str) -> list[TrialRecord]:
+        """Every trial of an arch, in every search, oldest first."""
+        with self._executor() as ex:
+            return arch_trials(ex, key)
+
+    def history(self, search: str) -> list[tuple[tuple[int, ...], float | None]]:
+        """``(decisions, reward)`` of the search's finished trials in completion order, for `controller.recover`.
+
+        Finished means completed, failed or cached; the reward is what `finish_trial` stored (None if none).
+
+        Raises:
+          LookupError: unknown search.
+        """
+        with self._executor() as ex:
+            return history(ex, search_id(ex, search))
+
+    def find_result(self, arch_key: str, *, include_failed: bool = False) -> KnownResult | None:
+        """The best finished result of an arch across all searches, or None: "this key already has a result".
+
+        The completed trial with the highest reward wins (completed trials without a reward come last). With
+        `include_failed`, an arch that only ever failed gives its latest failed trial.
+        """
+        with self._executor() as ex:
+            return find_result(ex, arch_key, include_failed=include_failed)

@@ -1,0 +1,211 @@
+"""Plain, frozen records the store returns: ORM rows never leave `results_db` (STYLE.md section 9)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+# The statuses are plain strings here ('completed'), so a caller needs no SQLAlchemy import to compare them.
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchRecord:
+    """A search row.
+
+    Attributes:
+      id: database id.
+      name: unique name.
+      config: the resolved config text (YAML or JSON) the search ran with.
+      seed: the search's seed, if any.
+      controller: the controller's name, e.g. 'ppo', 'random', 'evolution'.
+      family: the search space family, e.g. 'spinenet49'.
+      status: 'running', 'completed', 'failed' or 'stopped'.
+      created_at, updated_at, finished_at: UTC times (naive); finished_at is None until a final status is set.
+    """
+
+    id: int
+    name: str
+    config: str
+    seed: int | None
+    controller: str
+    family: str
+    status: str
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+    finished_at: datetime.datetime | None
+
+
+@dataclasses.dataclass(frozen=True)
+class ArchRecord:
+    """An architecture row.
+
+    Attributes:
+      key: `ArchSpec.key`.
+      spec_json: canonical `ArchSpec.to_json()`; `ArchSpec.from_json(spec_json)` gives the spec back.
+      summary: `ArchSpec.summary()`.
+      family: the family it was searched in (None if unknown).
+      flops, params: of the proxy detector, once measured.
+      created_at: UTC time of registration.
+    """
+
+    key: str
+    spec_json: str
+    summary: str
+    family: str | None
+    flops: int | None
+    params: int | None
+    created_at: datetime.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class NewTrial:
+    """A trial to add: which arch, from which decisions.
+
+    Attributes:
+      arch_key: key of an arch registered with `ResultStore.register_arch`.
+      decisions: the controller's decision sequence.
+    """
+
+    arch_key: str
+    decisions: Sequence[int]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialRecord:
+    """A trial row, with its search's name.
+
+    Attributes:
+      id: database id, unique across searches (the trial id to pass to `start_trial` / `finish_trial`).
+      search: the search's name.
+      index: 0, 1, ... within the search, in proposal order.
+      arch_key: the arch evaluated.
+      status: 'queued', 'running', 'completed', 'failed' or 'cached'.
+      decisions: the decision sequence.
+      reward: the controller's reward (None if none was stored).
+      metrics: the proxy's raw outputs (empty if none).
+      error: why the trial failed (None otherwise).
+      attempt: how many times the trial was started.
+      host: the worker host of the last start.
+      cached_from: for a cached trial, the trial whose result was reused.
+      created_at, started_at, finished_at: UTC times (naive).
+      wall_s: wall-clock seconds of the trial, as measured by the worker.
+      finish_order: 1, 2, ... within the search, in completion order (None until finished).
+    """
+
+    id: int
+    search: str
+    index: int
+    arch_key: str
+    status: str
+    decisions: tuple[int, ...]
+    reward: float | None
+    metrics: Mapping[str, Any]
+    error: str | None
+    attempt: int
+    host: str | None
+    cached_from: int | None
+    created_at: datetime.datetime
+    started_at: datetime.datetime | None
+    finished_at: datetime.datetime | None
+    wall_s: float | None
+    finish_order: int | None
+
+    @property
+    def ap(self) -> float | None:
+        """The trial's AP metric, if measured."""
+        ap = self.metrics.get("ap")
+        return None if ap is None else float(ap)
+
+
+@dataclasses.dataclass(frozen=True)
+class KnownResult:
+    """The best stored result of an arch, for deduplication: "this key already has a result".
+
+    Attributes:
+      arch_key: the arch.
+      trial_id: the trial that measured it.
+      search: that trial's search.
+      status: 'completed' (or 'failed' when only failures exist and they were asked for).
+      reward, metrics, error, wall_s: the trial's outcome.
+      flops, params: the arch's measured cost.
+    """
+
+    arch_key: str
+    trial_id: int
+    search: str
+    status: str
+    reward: float | None
+    metrics: Mapping[str, Any]
+    error: str | None
+    wall_s: float | None
+    flops: int | None
+    params: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointRecord:
+    """A controller checkpoint.
+
+    Attributes:
+      search: the search's name.
+      step: the controller update step it was taken after.
+      state: the controller's `state_dict()` (JSON-decoded).
+      created_at: UTC time it was saved.
+    """
+
+    search: str
+    step: int
+    state: Mapping[str, Any]
+    created_at: datetime.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSummary:
+    """A search with its trial counts, for `spinenas searches`.
+
+    Attributes:
+      search: the search row.
+      trials: trials of every status.
+      counts: trials per status, e.g. {'completed': 120, 'failed': 3}.
+      best_reward: the highest reward of a completed trial (None if none).
+      last_finished_at: when the last trial finished (None if none).
+    """
+
+    search: SearchRecord
+    trials: int
+    counts: Mapping[str, int]
+    best_reward: float | None
+    last_finished_at: datetime.datetime | None
+
+
+@dataclasses.dataclass(frozen=True)
+class RankedArch:
+    """One line of `spinenas top`: an arch and its best completed trial.
+
+    Attributes:
+      rank: 1, 2, ...
+      arch_key, summary, flops, params: the arch.
+      reward: the best reward of a completed trial of the arch.
+      trial_id, search, metrics, wall_s: that trial.
+      evaluations: completed trials of the arch in the searches considered.
+    """
+
+    rank: int
+    arch_key: str
+    summary: str
+    flops: int | None
+    params: int | None
+    reward: float
+    trial_id: int
+    search: str
+    metrics: Mapping[str, Any]
+    wall_s: float | None
+    evaluations: int
+
+    @property
+    def ap(self) -> float | None:
+        """The AP of the best trial, if measured."""
+        ap = self.metrics.get("ap")
+        return None if ap is None else float(ap)

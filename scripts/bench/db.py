@@ -1,0 +1,333 @@
+"""Benchmark of the results database at the paper's scale: insert throughput, `spinenas top` latency, file size.
+
+Fills a fresh SQLite database with N realistic trials in the search job's write pattern: the controller proposes a
+batch of K; the driver looks each key up (`find_result`: a key seen before becomes a CACHED trial), registers the
+new archs (`register_archs`), adds the batch as RUNNING trials (`add_trials`), finishes each (`finish_trial`:
+COMPLETED or FAILED, with the metrics a Model Garden proxy run reports) and checkpoints the controller after its
+update (`save_checkpoint`), the way the PPO controller's `state_dict()` encodes it: weights and Adam moments as
+float32 bytes, zlib, base64 (about 2.2 MB of JSON for LSTM 100 / embedding 32 on spinenet49). The architectures
+are real: ``SearchSpace('spinenet49').decode(space.random(rng))``. Then it times
+``spinenas top -k 10`` as a subprocess (wall time including interpreter start; median of several runs) and the
+other read commands, and writes the figures with the command and the machine to scripts/bench/results/.
+
+Targets (issue 5, at 14,000 trials): top < 0.5 s, inserts > 500 trials/s, file < 50 MB.
+
+Usage::
+
+  flock /tmp/spinenas-cpu.lock python scripts/bench/db.py --trials 14000 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import json
+import logging
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from results_db import NewTrial, ResultStore  # noqa: E402
+from search_space import SearchSpace  # noqa: E402
+
+logger = logging.getLogger("bench.db")
+
+RESULTS_DIR = ROOT / "scripts" / "bench" / "results"
+TARGETS = {"top_s": 0.5, "insert_per_s": 500.0, "db_mb": 50.0}
+# Fraction of proposals that repeat an earlier architecture (a converging controller), and of runs that fail.
+REPEAT_RATE = 0.08
+FAIL_RATE = 0.03
+HOSTS = [f"gpu-node-{i:02d}" for i in range(1, 9)]
+ERROR = (
+    "ResourceExhaustedError: OOM when allocating tensor with shape[8,256,64,64] and type float on "
+    "/job:localhost/replica:0/task:0/device:GPU:0 by allocator GPU_0_bfc [Op:Conv2D] (trial ran 1412 of 6000 steps)"
+)
+
+
+def _metrics(rng: np.random.Generator, ap: float, wall_s: float) -> dict[str, float]:
+    """What a Model Garden proxy run reports (COCO AP family, loss, throughput, memory)."""
+    return {
+        "ap": ap,
+        "ap50": min(1.0, ap * 1.62 + rng.normal(0, 0.01)),
+        "ap75": max(0.0, ap * 1.05 + rng.normal(0, 0.01)),
+        "aps": max(0.0, ap * 0.45 + rng.normal(0, 0.01)),
+        "apm": max(0.0, ap * 1.1 + rng.normal(0, 0.01)),
+        "apl": max(0.0, ap * 1.35 + rng.normal(0, 0.01)),
+        "ar1": max(0.0, ap * 0.9 + rng.normal(0, 0.01)),
+        "ar10": max(0.0, ap * 1.3 + rng.normal(0, 0.01)),
+        "ar100": max(0.0, ap * 1.4 + rng.normal(0, 0.01)),
+        "train_loss": float(rng.uniform(0.4, 1.2)),
+        "steps": 6000.0,
+        "images_per_s": float(rng.uniform(40, 90)),
+        "trace_s": float(rng.uniform(20, 60)),
+        "peak_rss_mb": float(rng.uniform(6000, 9000)),
+        "gflops_per_s": float(rng.uniform(800, 2000)),
+        "eval_s": float(wall_s * 0.08),
+    }
+
+
+def _array_blobs(rng: np.random.Generator, floats: int) -> dict:
+    """Weights and Adam moments as the PPO controller's `state_dict()` holds them: float32 bytes, zlib, base64."""
+    out = {}
+    for group in ("weights", "adam_m", "adam_v"):
+        a = rng.normal(0, 0.1, floats // 3).astype(np.float32)
+        out[group] = {
+            "dtype": a.dtype.str,
+            "shape": list(a.shape),
+            "zlib_base64": base64.b64encode(zlib.compress(a.tobytes(), 6)).decode("ascii"),
+        }
+    return out
+
+
+def _controller_state(rng: np.random.Generator, step: int, blobs: dict) -> dict:
+    """A controller checkpoint: bookkeeping that changes every update around the (re-used) encoded arrays."""
+    return {
+        "version": 1,
+        "controller": "ppo",
+        "seed": 0,
+        "rng": {"bit_generator": "PCG64", "state": int(rng.integers(0, 2**62)), "inc": int(rng.integers(0, 2**62))},
+        "next_trial_id": step,
+        "pending": [],
+        "algorithm": {**blobs, "adam_step": float(step), "baseline": float(rng.normal()), "num_updates": step},
+    }
+
+
+def fill(path: str, n: int, *, batch: int, state_floats: int, seed: int) -> dict:
+    """Writes `n` trials in the search job's pattern and returns the timing of the writes."""
+    space = SearchSpace("spinenet49")
+    rng = np.random.default_rng(seed)
+    # The controller's work (sampling decisions, decoding them) is not the database's: done before the clock.
+    proposals: list[tuple[tuple[int, ...], object]] = []
+    for _ in range(n):
+        if proposals and rng.random() < REPEAT_RATE:
+            proposals.append(proposals[int(rng.integers(0, len(proposals)))])
+        else:
+            d = space.random(rng)
+            proposals.append((d, space.decode(d)))
+    costs: dict[int, tuple[int, int]] = {}  # one measured cost per arch
+    rng_cost = np.random.default_rng(seed + 1)
+    # Encoding the arrays is the controller's work (state_dict), not the store's: done once, re-used.
+    blobs = _array_blobs(np.random.default_rng(seed + 2), state_floats)
+
+    store = ResultStore(path)
+    store.create_search("bench", config="preset: spinenet49_proxy_small\nseed: 0\n", seed=seed,
+                        controller="ppo", family="spinenet49")
+    counts = {"completed": 0, "failed": 0, "cached": 0, "checkpoints": 0}
+    # The clock runs only inside store calls: drawing metrics and controller states is the benchmark's own work.
+    store_s = 0.0
+    store_cpu_s = 0.0  # CPU time of the same calls: what the figure would be on an otherwise idle machine
+    phases = dict.fromkeys(
+        ("key_and_find_result", "register_archs", "add_trials", "finish_trial", "save_checkpoint"), 0.0
+    )
+    t_loop = time.perf_counter()
+    for start in range(0, n, batch):
+        # One controller batch: look each proposal up, register the new archs, add the batch as running trials,
+        # finish each as its result arrives, then checkpoint the controller after its update.
+        chunk = proposals[start : start + batch]
+        outcomes = []
+        for _ in chunk:
+            wall_s = float(rng.normal(1800, 300))
+            ap = float(np.clip(rng.normal(0.22, 0.03), 0.0, 1.0))
+            outcomes.append((wall_s, rng.random() < FAIL_RATE, ap, _metrics(rng, ap, wall_s)))
+        state = _controller_state(rng, start, blobs)
+        c0 = time.process_time()
+        t0 = time.perf_counter()
+        keys = [arch.key for _, arch in chunk]  # the driver's dedup key, computed once per proposal
+        known = [store.find_result(key) for key in keys]
+        t1 = time.perf_counter()
+        store.register_archs([arch for (_, arch), k in zip(chunk, known) if k is None], family="spinenet49")
+        t2 = time.perf_counter()
+        ids = store.add_trials(
+            "bench", [NewTrial(key, d) for key, (d, _) in zip(keys, chunk)], status="running",
+            host=HOSTS[start % len(HOSTS)],
+        )
+        t3 = time.perf_counter()
+        for tid, (_, arch), k, (wall_s, fails, ap, metrics) in zip(ids, chunk, known, outcomes):
+            if k is not None:
+                store.finish_trial(tid, status="cached", reward=k.reward, metrics=k.metrics, wall_s=0.0,
+                                   cached_from=k.trial_id)
+                counts["cached"] += 1
+            elif fails:
+                store.finish_trial(tid, status="failed", error=ERROR, wall_s=wall_s * 0.3, reward=None)
+                counts["failed"] += 1
+            else:
+                c = costs.setdefault(id(arch), (int(rng_cost.uniform(1.5e9, 6e9)), int(rng_cost.uniform(2e6, 6e6))))
+                store.finish_trial(tid, status="completed", reward=ap, metrics=metrics, wall_s=wall_s,
+                                   flops=c[0], params=c[1])
+                counts["completed"] += 1
+        t4 = time.perf_counter()
+        store.save_checkpoint("bench", start // batch + 1, state)
+        t5 = time.perf_counter()
+        for phase, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
+            phases[phase] += dt
+        store_s += t5 - t0
+        store_cpu_s += time.process_time() - c0
+        counts["checkpoints"] += 1
+    loop_s = time.perf_counter() - t_loop
+    store.set_search_status("bench", "completed")
+    store.close()
+    return {
+        "insert_s": store_s,
+        "insert_per_s": n / store_s,
+        "insert_cpu_s": store_cpu_s,
+        # The same writes without the controller checkpoints: what the per-trial path alone sustains.
+        "trials_only_per_s": n / (store_s - phases["save_checkpoint"]),
+        "insert_per_cpu_s": n / store_cpu_s,
+        "loop_s": loop_s,
+        **counts,
+        "us_per_trial": {k: round(v / n * 1e6, 1) for k, v in phases.items()},
+    }
+
+
+def time_command(argv: list[str], runs: int) -> dict:
+    """Wall time of a `spinenas` command in a fresh interpreter, stdout piped (the plain-table path)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    cmd = [sys.executable, "-m", "nas.cli", *argv]
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(ROOT))
+        times.append(time.perf_counter() - t0)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed: {proc.stderr.strip()}")
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
+            "runs_s": [round(t, 4) for t in times]}
+
+
+def _commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return os.environ.get("SPINENAS_BENCH_COMMIT")
+    return out.stdout.strip()
+
+
+def machine() -> dict:
+    """Facts about the machine the figures come from."""
+    import sqlite3
+
+    import sqlalchemy
+
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpus": os.cpu_count(),
+        "loadavg_before": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "sqlalchemy": sqlalchemy.__version__,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=14000, help="trials to write (default 14000, the paper's scale)")
+    parser.add_argument("--batch", type=int, default=10,
+                        help="trials per controller batch (K): added together, checkpoint after each (default 10, "
+                        "the PPO controller's batch_size)")
+    parser.add_argument("--state-floats", type=int, default=450_000,
+                        help="float32 numbers in each controller checkpoint: the PPO policy's weights and Adam "
+                        "moments (default 450000: LSTM 100, embedding 32 on spinenet49, ~2.2 MB of JSON)")
+    parser.add_argument("--runs", type=int, default=7, help="timed runs of each read command (median reported)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dir", help="where to put the database (default: a temporary directory, removed)")
+    parser.add_argument("--no-save", action="store_true", help="do not write scripts/bench/results/db-N.json")
+    parser.add_argument("--tag", default="", help="suffix of the results file: db-N-TAG.json")
+    parser.add_argument("--json", action="store_true",
+                        help='print {"trials": N, "top_s": t, "insert_per_s": r, "db_mb": m}')
+    args = parser.parse_args(argv)
+    if args.trials < 1:
+        parser.error(f"--trials must be at least 1, got {args.trials}")
+    logging.basicConfig(level=logging.WARNING)
+
+    facts = machine()
+    workdir = args.dir or tempfile.mkdtemp(prefix="spinenas-bench-db-")
+    os.makedirs(workdir, exist_ok=True)
+    path = os.path.join(workdir, f"bench-{args.trials}.db")
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+    try:
+        writes = fill(path, args.trials, batch=args.batch, state_floats=args.state_floats,
+                      seed=args.seed)
+        db_mb = sum(os.path.getsize(path + s) for s in ("", "-wal") if os.path.exists(path + s)) / 2**20
+        top = time_command(["top", "--db", path, "-k", "10"], args.runs)
+        with ResultStore(path, readonly=True) as store:
+            best = store.top(k=1)[0].arch_key
+        reads = {
+            "top_json": time_command(["top", "--db", path, "-k", "10", "--json"], args.runs),
+            "searches": time_command(["searches", "--db", path], args.runs),
+            "show": time_command(["show", best[:8], "--db", path], args.runs),
+            "interpreter": time_command(["--help"], args.runs),
+        }
+    finally:
+        if not args.dir:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    summary = {
+        "trials": args.trials,
+        "top_s": round(top["median_s"], 4),
+        "insert_per_s": round(writes["insert_per_s"], 1),
+        "db_mb": round(db_mb, 2),
+    }
+    record = {
+        **summary,
+        "targets": TARGETS,
+        "met": {
+            "top_s": summary["top_s"] < TARGETS["top_s"],
+            "insert_per_s": summary["insert_per_s"] > TARGETS["insert_per_s"],
+            "db_mb": summary["db_mb"] < TARGETS["db_mb"],
+        },
+        "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *(sys.argv[1:] if argv is None else argv)]),
+        "commit": _commit(),
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {**facts, "loadavg_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
+        "pattern": {
+            "batch": args.batch,
+            "state_floats": args.state_floats,
+            "repeat_rate": REPEAT_RATE,
+            "fail_rate": FAIL_RATE,
+            "writes": {k: (round(v, 3) if isinstance(v, float) else v) for k, v in writes.items()},
+        },
+        "top": top,
+        "reads": reads,
+    }
+    if not args.no_save:
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        out = RESULTS_DIR / f"db-{args.trials}{'-' + args.tag if args.tag else ''}.json"
+        tmp = out.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record, indent=2) + "\n")
+        os.replace(tmp, out)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(json.dumps(record, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""The schema version: migrations match the models, and another version is upgraded or refused with a message."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+import results_db.version
+from nas import cli
+from results_db import DatabaseOpenError, ResultReader, ResultStore, SchemaVersionError
+from results_db.migrate import revisions, upgrade
+from results_db.models import BaseModel
+from results_db.version import SCHEMA_HISTORY, SCHEMA_VERSION
+from tests.results_db.fixtures import make_db
+
+
+def _schema_diff(url: str) -> list:
+    from alembic.migration import MigrationContext
+    from alembic.autogenerate import compare_metadata
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), BaseModel.metadata)
+    engine.dispose()
+    return diff
+
+
+def _set_version(path, version: str) -> None:
+    with sqlite3.connect(path) as c:
+        c.execute("UPDATE alembic_version SET version_num = ?", (version,))
+
+
+def test_schema_history_matches_the_migrations():
+    assert revisions() == list(SCHEMA_HISTORY)
+    assert SCHEMA_VERSION == SCHEMA_HISTORY[-1]
+
+
+def test_migrations_build_the_models_schema(tmp_path):
+    """Every revision, applied from an empty database, gives exactly the tables the models declare."""
+    migrated = "sqlite:///" + str(tmp_path / "migrated.db")
+    assert upgrade(migrated) == (None, SCHEMA_VERSION)
+    assert _schema_diff(migrated) == []
+    assert upgrade(migrated) == (SCHEMA_VERSION, SCHEMA_VERSION)  # idempotent
+    created = "sqlite:///" + str(tmp_path / "created.db")
+    ResultStore(created).close()  # create_all + version row, no Alembic import
+    assert _schema_diff(created) == []
+    with ResultStore(migrated) as s:  # a migrated database is a normal store
+        s.create_search("a")
+    with sqlite3.connect(tmp_path / "migrated.db") as c:
+        assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_older_schema_is_refused_with_the_upgrade_command(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "old.db"
+    make_db(str(path))
+    # Pretend this code knows a newer revision, so the database's is the older one.
+    monkeypatch.setattr(results_db.version, "SCHEMA_HISTORY", (SCHEMA_VERSION, "9000"))
+    monkeypatch.setattr(results_db.version, "SCHEMA_VERSION", "9000")
+    before = path.read_bytes()
+    for opener in (ResultReader, ResultStore, lambda u: ResultStore(u, readonly=True)):
+        with pytest.raises(SchemaVersionError, match=f"schema version {SCHEMA_VERSION}.*spinenas db upgrade --db"):
+            opener(str(path))
+    assert cli.main(["top", "--db", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "spinenas db upgrade" in err
+    assert path.read_bytes() == before
+
+
+def test_unknown_newer_schema_is_refused(tmp_path, capsys):
+    path = tmp_path / "new.db"
+    make_db(str(path))
+    _set_version(path, "7777")
+    for opener in (ResultReader, ResultStore):
+        with pytest.raises(SchemaVersionError, match="written by a newer spinenas; upgrade spinenas"):
+            opener(str(path))
+    assert cli.main(["searches", "--db", str(path)]) == 2
+    assert "newer spinenas" in capsys.readouterr().err
+
+
+def test_a_foreign_sqlite_database_is_refused_and_left_alone(tmp_path):
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as c:
+        c.execute("CREATE TABLE people (name TEXT)")
+    before = path.read_bytes()
+    for opener in (ResultReader, ResultStore):
+        with pytest.raises(DatabaseOpenError, match=r"not a spinenas results database: it has tables \['people'\]"):
+            opener(str(path))
+    assert path.read_bytes() == before
+    with sqlite3.connect(path) as c:
+        assert c.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+
+
+def test_an_empty_file_is_empty_for_readers_and_a_new_database_for_writers(tmp_path):
+    path = tmp_path / "empty.db"
+    path.touch()
+    with pytest.raises(DatabaseOpenError, match="is empty: no search has written to it yet"):
+        ResultReader(str(path))
+    assert path.stat().st_size == 0
+    with ResultStore(str(path)) as s:
+        s.create_search("a")
+    with ResultReader(str(path)) as r:
+        assert [x.name for x in r.list_searches()] == ["a"]
+
+
+def test_db_upgrade_command(tmp_path, capsys):
+    path = tmp_path / "u.db"
+    assert cli.main(["db", "upgrade", "--db", str(path)]) == 2
+    assert "nothing to upgrade" in capsys.readouterr().err and not path.exists()
+    path.touch()
+    assert cli.main(["db", "upgrade", "--db", str(path)]) == 0
+    assert f"(empty) -> {SCHEMA_VERSION}" in capsys.readouterr().out
+    assert cli.main(["db", "upgrade", "--db", str(path)]) == 0
+    assert f"already at schema version {SCHEMA_VERSION}" in capsys.readouterr().out

@@ -1,0 +1,378 @@
+"""ResultStore and ResultReader: every column round trips, the search job's calls, lifecycle errors."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from results_db import (
+    AmbiguousKeyError,
+    DatabaseNotFoundError,
+    DuplicateSearchError,
+    NewTrial,
+    ResultReader,
+    ResultStore,
+)
+from search_space import SPINENET_49, ArchSpec, SearchSpace
+from tests.results_db.fixtures import make_db
+
+
+@pytest.fixture
+def url(tmp_path):
+    return "sqlite:///" + str(tmp_path / "r.db")
+
+
+@pytest.fixture
+def store(url):
+    s = ResultStore(url)
+    yield s
+    s.close()
+
+
+def _space_archs(n, seed=0):
+    space = SearchSpace("spinenet49")
+    rng = np.random.default_rng(seed)
+    ds = [space.random(rng) for _ in range(n)]
+    return ds, [space.decode(d) for d in ds]
+
+
+# --------------------------------------------------------------------------------------------------- round trips
+def test_every_column_round_trips_through_store_and_reader(url):
+    t0 = datetime.datetime(2024, 5, 1, 12, 0, 0, 123456)
+    with ResultStore(url) as s:
+        search = s.create_search("exp", config="a: 1\nb: [1, 2]\n", seed=7, controller="ppo", family="spinenet49")
+        key = s.register_arch(SPINENET_49, family="spinenet49", flops=85_400_000_000, params=40_000_000)
+        ids = s.add_trials("exp", [NewTrial(key, (3, 0, 12)), (key, [1, 2])], status="queued")
+        s.start_trial(ids[0], host="gpu-3", started_at=t0, attempt=2)
+        metrics = {"ap": 0.25, "ap50": 0.4, "steps": 6000.0, "nan_metric": math.nan}
+        s.finish_trial(ids[0], status="completed", reward=0.2471, metrics=metrics, error=None, wall_s=812.5,
+                       finished_at=t0 + datetime.timedelta(seconds=812))
+        s.finish_trial(ids[1], status="cached", reward=0.2471, metrics={"ap": 0.25}, cached_from=ids[0])
+        s.save_checkpoint("exp", 4, {"version": 1, "w": [0.5, -1.25], "nested": {"a": None}})
+        store_view = (s.open_search("exp"), s.get_arch(key), s.trials("exp"), s.load_checkpoint("exp"))
+    with ResultReader(url) as r:
+        reader_view = (r.open_search("exp"), r.get_arch(key), r.trials("exp"))
+
+    rec, arch, trials, ckpt = store_view
+    assert (rec.name, rec.config, rec.seed, rec.controller, rec.family, rec.status) == (
+        "exp", "a: 1\nb: [1, 2]\n", 7, "ppo", "spinenet49", "running")
+    assert rec.id == search.id and rec.finished_at is None and rec.created_at <= rec.updated_at
+    assert (arch.key, arch.family, arch.flops, arch.params) == (key, "spinenet49", 85_400_000_000, 40_000_000)
+    assert ArchSpec.from_json(arch.spec_json) == SPINENET_49.canonical()
+    assert arch.summary == SPINENET_49.summary()
+    first, second = trials
+    assert (first.index, first.arch_key, first.status, first.decisions) == (0, key, "completed", (3, 0, 12))
+    assert (first.reward, first.error, first.attempt, first.host, first.wall_s) == (0.2471, None, 2, "gpu-3", 812.5)
+    assert first.metrics["ap"] == 0.25 and first.metrics["steps"] == 6000.0 and math.isnan(first.metrics["nan_metric"])
+    assert first.started_at == t0 and first.finished_at == t0 + datetime.timedelta(seconds=812)
+    assert first.finish_order == 1 and first.cached_from is None and first.search == "exp"
+    assert (second.status, second.cached_from, second.finish_order, second.attempt) == ("cached", ids[0], 2, 0)
+    assert ckpt.step == 4 and ckpt.state == {"version": 1, "w": [0.5, -1.25], "nested": {"a": None}}
+    # The stdlib reader (sqlite3, no SQLAlchemy) returns exactly the same records.
+    assert reader_view[0] == rec and reader_view[1] == arch
+    assert repr(reader_view[2]) == repr(trials)  # NaN != NaN, so compare the reprs
+
+
+def test_stored_summary_is_arch_summary(store):
+    _, archs = _space_archs(200, seed=3)
+    keys = store.register_archs(archs)
+    stored = store.archs(keys)
+    for a, k in zip(archs, keys):
+        assert stored[k].summary == a.summary()
+        assert ArchSpec.from_json(stored[k].spec_json).key == k
+
+
+# --------------------------------------------------------------------------------------------------- searches
+def test_create_search_twice_fails_and_unknown_search_lists_known(store):
+    store.create_search("a")
+    with pytest.raises(DuplicateSearchError, match="'a' already exists"):
+        store.create_search("a")
+    with pytest.raises(LookupError, match="unknown search 'b'; expected one of: a"):
+        store.open_search("b")
+    with pytest.raises(LookupError, match="expected one of: a"):
+        store.trials("b")
+    with pytest.raises(ValueError, match="1..128 characters"):
+        store.create_search("")
+
+
+def test_set_search_status(store):
+    store.create_search("a")
+    store.set_search_status("a", "completed")
+    rec = store.open_search("a")
+    assert rec.status == "completed" and rec.finished_at is not None
+    store.set_search_status("a", "running")
+    assert store.open_search("a").finished_at is None
+    with pytest.raises(ValueError, match=r"search status must be one of \['running', 'completed'"):
+        store.set_search_status("a", "done")
+
+
+# --------------------------------------------------------------------------------------------------- archs
+def test_register_arch_is_idempotent_and_fills_costs_later(store):
+    k1 = store.register_arch(SPINENET_49)
+    assert store.register_arch(SPINENET_49.canonical()) == k1  # another spelling of the same network
+    assert store.get_arch(k1).flops is None
+    store.register_arch(SPINENET_49, family="spinenet49", flops=10, params=20)
+    store.register_arch(SPINENET_49, flops=99)  # a known cost is not overwritten
+    rec = store.get_arch(k1)
+    assert (rec.family, rec.flops, rec.params) == ("spinenet49", 10, 20)
+    assert len(store.archs()) == 1
+    with pytest.raises(ValueError, match="flops must be a non-negative integer"):
+        store.register_arch(SPINENET_49, flops=-1)
+
+
+def test_find_arch_by_prefix(tmp_path):
+    url = str(tmp_path / "r.db")
+    facts = make_db(url)
+    with ResultReader(url) as r:
+        key = facts["key49"]
+        assert r.find_arch(key[:6]).key == key
+        assert r.find_arch(key.upper()).key == key
+        with pytest.raises(AmbiguousKeyError, match="is ambiguous"):
+            r.find_arch(_common_prefix(facts["keys"]))
+        with pytest.raises(LookupError, match="no key starts with it"):
+            r.find_arch("ffffffffffffffff0")
+        with pytest.raises(LookupError, match="hex digits"):
+            r.find_arch("zz")
+
+
+def _common_prefix(keys):
+    # A one-character prefix shared by at least two keys.
+    firsts = [k[0] for k in keys]
+    return next(c for c in firsts if firsts.count(c) > 1)
+
+
+# --------------------------------------------------------------------------------------------------- trials
+def test_add_trials_batch_ids_and_indices(store):
+    store.create_search("a")
+    ds, archs = _space_archs(5)
+    keys = store.register_archs(archs)
+    ids = store.add_trials("a", [NewTrial(k, d) for k, d in zip(keys[:3], ds)], status="running", host="h")
+    more = store.add_trials("a", [NewTrial(k, d) for k, d in zip(keys[3:], ds[3:])])
+    trials = store.trials("a")
+    assert [t.id for t in trials] == ids + more and [t.index for t in trials] == [0, 1, 2, 3, 4]
+    assert [t.status for t in trials] == ["running"] * 3 + ["queued"] * 2
+    assert trials[0].attempt == 1 and trials[0].host == "h" and trials[0].started_at is not None
+    assert trials[3].attempt == 0 and trials[3].host is None and trials[3].started_at is None
+    assert [t.decisions for t in trials] == [tuple(d) for d in ds]
+
+
+@pytest.mark.parametrize(
+    "trial, status, error",
+    [
+        (("0123456789abcdef", [1]), "queued", "unknown arch key"),
+        (("KEY", [1, "2"]), "queued", "decisions must be ints"),
+        (("KEY", "12"), "queued", "decisions must be a sequence"),
+        (("KEY", [1]), "completed", r"status of a new trial must be one of \['queued', 'running'\]"),
+    ],
+)
+def test_add_trials_rejects_bad_input(store, trial, status, error):
+    store.create_search("a")
+    key = store.register_arch(SPINENET_49)
+    trial = (key if trial[0] == "KEY" else trial[0], trial[1])
+    with pytest.raises((LookupError, ValueError), match=error):
+        store.add_trials("a", [trial], status=status)
+    assert store.trials("a") == []
+
+
+def test_trial_lifecycle_errors(store):
+    store.create_search("a")
+    key = store.register_arch(SPINENET_49)
+    [tid] = store.add_trials("a", [(key, [1])])
+    with pytest.raises(ValueError, match="reward must be a finite number"):
+        store.finish_trial(tid, status="completed", reward=math.nan)
+    with pytest.raises(ValueError, match="final status must be one of"):
+        store.finish_trial(tid, status="running")
+    store.finish_trial(tid, status="failed", error="boom")
+    with pytest.raises(RuntimeError, match="already finished with status 'failed'"):
+        store.finish_trial(tid, status="completed", reward=1.0)
+    with pytest.raises(RuntimeError, match="cannot start"):
+        store.start_trial(tid)
+    with pytest.raises(LookupError, match="unknown trial id 999"):
+        store.finish_trial(999, status="failed")
+    with pytest.raises(LookupError, match="unknown trial id 999"):
+        store.start_trial(999)
+    assert store.get_trial(tid).error == "boom"
+
+
+def test_history_is_in_completion_order(store):
+    store.create_search("a")
+    store.create_search("b")
+    ds, archs = _space_archs(4)
+    keys = store.register_archs(archs)
+    ids = store.add_trials("a", [NewTrial(k, d) for k, d in zip(keys, ds)], status="running")
+    [other] = store.add_trials("b", [NewTrial(keys[0], ds[0])], status="running")
+    store.finish_trial(ids[2], status="completed", reward=0.3)
+    store.finish_trial(other, status="completed", reward=0.9)  # another search: its own order
+    store.finish_trial(ids[0], status="failed", error="x")
+    store.finish_trial(ids[3], status="cached", reward=0.3, cached_from=ids[2])
+    assert store.history("a") == [(tuple(ds[2]), 0.3), (tuple(ds[0]), None), (tuple(ds[3]), 0.3)]
+    assert store.history("b") == [(tuple(ds[0]), 0.9)]
+    assert [t.finish_order for t in store.trials("a")] == [2, None, 1, 3]
+
+
+def test_find_result_best_across_searches(store):
+    store.create_search("a")
+    store.create_search("b")
+    k = store.register_arch(SPINENET_49, flops=5, params=6)
+    assert store.find_result(k) is None and store.find_result("0" * 16) is None
+    [t1] = store.add_trials("a", [(k, [1])], status="running")
+    store.finish_trial(t1, status="failed", error="OOM")
+    assert store.find_result(k) is None
+    assert store.find_result(k, include_failed=True).error == "OOM"
+    [t2, t3] = store.add_trials("b", [(k, [1]), (k, [1])], status="running")
+    store.finish_trial(t2, status="completed", reward=0.2, metrics={"ap": 0.2}, wall_s=3.0)
+    store.finish_trial(t3, status="completed", reward=0.4, metrics={"ap": 0.4})
+    best = store.find_result(k)
+    assert (best.trial_id, best.search, best.status, best.reward, best.metrics) == (t3, "b", "completed", 0.4,
+                                                                                    {"ap": 0.4})
+    assert (best.flops, best.params) == (5, 6)
+    # A fresh store (another process, later) finds it too.
+    with ResultReader(store.url) as r:
+        assert r.find_result(k) == best
+
+
+def test_trials_by_status_and_resume_after_a_crash(url):
+    ds, archs = _space_archs(6)
+    s = ResultStore(url)
+    s.create_search("job", controller="ppo")
+    keys = s.register_archs(archs)
+    ids = s.add_trials("job", [NewTrial(k, d) for k, d in zip(keys, ds)], status="queued")
+    for tid in ids[:4]:
+        s.start_trial(tid, host="a")
+    s.finish_trial(ids[0], status="completed", reward=0.1)
+    s.save_checkpoint("job", 1, {"version": 1, "step": 1})
+    del s  # the driver dies: no close, no status change
+
+    s = ResultStore(url)
+    assert s.open_search("job").status == "running"
+    again = s.trials("job", status=("queued", "running"))
+    assert [t.id for t in again] == ids[1:]
+    assert s.load_checkpoint("job").state == {"version": 1, "step": 1}
+    assert s.history("job") == [(tuple(ds[0]), 0.1)]
+    s.start_trial(ids[1], host="b")
+    assert s.get_trial(ids[1]).attempt == 2 and s.get_trial(ids[1]).host == "b"
+    # New trials continue the index sequence after a reopen.
+    [new] = s.add_trials("job", [NewTrial(keys[0], ds[0])])
+    assert s.get_trial(new).index == 6
+    with pytest.raises(ValueError, match="trial status must be one of"):
+        s.trials("job", status="done")
+    s.close()
+
+
+def test_checkpoints_latest_replace_and_keep(store):
+    store.create_search("a")
+    assert store.load_checkpoint("a") is None
+    for step in range(1, 6):
+        store.save_checkpoint("a", step, {"step": step}, keep=2)
+    store.save_checkpoint("a", 5, {"step": 5, "again": True}, keep=2)
+    assert store.load_checkpoint("a").state == {"step": 5, "again": True}
+    store.save_checkpoint("a", 4, {"step": 4}, keep=None)
+    with ResultReader(store.url) as r, r._executor() as ex:
+        steps = sorted(s for (s,) in ex("SELECT step FROM controller_checkpoints", {}))
+    assert steps == [4, 5]
+    with pytest.raises(ValueError, match="JSON-able"):
+        store.save_checkpoint("a", 6, {"w": math.inf})
+    with pytest.raises(ValueError, match="JSON-able"):
+        store.save_checkpoint("a", 6, {"w": object()})
+
+
+# --------------------------------------------------------------------------------------------------- reads
+def test_top_ranks_archs_not_trials(tmp_path):
+    url = str(tmp_path / "r.db")
+    facts = make_db(url)
+    with ResultReader(url) as r:
+        top = r.top(k=3)
+        assert [t.rank for t in top] == [1, 2, 3]
+        assert top[0].arch_key == facts["key49"] and top[0].reward == 0.9 and top[0].search == "random-1"
+        ranked = sorted(facts["rewards"].items(), key=lambda kv: -kv[1])
+        assert [t.arch_key for t in top[1:]] == [k for k, _ in ranked[:2]]
+        only = r.top(searches=["ppo-1"], k=50)
+        assert len({t.arch_key for t in only}) == len(only) == len(facts["rewards"])
+        assert all(t.search == "ppo-1" for t in only)
+        cheap = r.top(k=50, max_flops=1.5e9)
+        assert cheap and all(t.flops <= 1.5e9 for t in cheap)
+        key5 = facts["keys"][5]
+        assert next(t for t in only if t.arch_key == key5).evaluations == 1  # the cached trial is not counted
+        with pytest.raises(LookupError, match="unknown search 'x'; expected one of: ppo-1, random-1"):
+            r.top(searches=["x"])
+
+
+def test_search_summaries(tmp_path):
+    url = str(tmp_path / "r.db")
+    facts = make_db(url)
+    with ResultReader(url) as r:
+        ppo, rnd = r.search_summaries()
+    n = facts["n"]
+    assert ppo.trials == n + 1
+    assert dict(ppo.counts) == {"completed": n - 2, "failed": 1, "running": 1, "cached": 1}
+    assert ppo.best_reward == max(facts["rewards"].values())
+    assert (rnd.search.status, rnd.trials, rnd.best_reward) == ("completed", 1, 0.9)
+    assert json.loads(rnd.search.config) == {"controller": "random"}
+
+
+# --------------------------------------------------------------------------------------------------- opening
+def test_readonly_open_of_a_missing_file_creates_nothing(tmp_path):
+    path = tmp_path / "sub" / "missing.db"
+    for opener in (ResultReader, lambda u: ResultStore(u, readonly=True)):
+        with pytest.raises(DatabaseNotFoundError, match="no database at"):
+            opener(str(path))
+    assert not (tmp_path / "sub").exists()
+
+
+def test_readonly_store_refuses_writes(tmp_path):
+    url = str(tmp_path / "r.db")
+    make_db(url)
+    with ResultStore(url, readonly=True) as s:
+        assert s.top(k=1)
+        with pytest.raises(RuntimeError, match="read-only"):
+            s.create_search("x")
+        with pytest.raises(RuntimeError, match="read-only"):
+            s.register_arch(SPINENET_49)
+
+
+def test_writer_creates_directory_and_plain_paths_work(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SPINENAS_DB", raising=False)
+    with ResultStore() as s:  # the default: sqlite:///runs/spinenas.db relative to the current directory
+        s.create_search("a")
+    assert os.path.isfile(tmp_path / "runs" / "spinenas.db")
+    monkeypatch.setenv("SPINENAS_DB", str(tmp_path / "elsewhere.db"))
+    with ResultStore() as s:
+        assert s.url == "sqlite:///" + str(tmp_path / "elsewhere.db")
+    with ResultReader("runs/spinenas.db") as r:
+        assert [x.name for x in r.list_searches()] == ["a"]
+
+
+def test_wal_mode_and_pragmas(store):
+    with store._engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() >= 1000
+
+
+def test_in_memory_store(tmp_path):
+    with ResultStore("sqlite://") as s:
+        s.create_search("m")
+        k = s.register_arch(SPINENET_49)
+        [t] = s.add_trials("m", [(k, [0])], status="running")
+        s.finish_trial(t, status="completed", reward=0.5)
+        assert s.top(k=1)[0].arch_key == k
+
+
+def test_two_writers_register_the_same_arch(url):
+    """Another process (another store) may register a key this store has not seen: no IntegrityError."""
+    a, b = ResultStore(url), ResultStore(url)
+    a.create_search("a")
+    b.create_search("b")
+    k = a.register_arch(SPINENET_49, flops=1)
+    assert b.register_archs([SPINENET_49]) == [k]
+    assert b.register_arch(SPINENET_49, params=2) == k
+    [t] = b.add_trials("b", [(k, [0])])
+    assert b.get_trial(t).arch_key == k and b.get_arch(k).flops == 1 and b.get_arch(k).params == 2
+    a.close()
+    b.close()
