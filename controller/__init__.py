@@ -1,1 +1,122 @@
-"""Who proposes architectures: an RNN policy trained with PPO, regularized evolution, random search."""
+"""Who proposes architectures: an RNN policy trained with PPO, regularized evolution, random search.
+
+``import controller`` stays free of TensorFlow: the registry imports a controller's module only when it is built
+(Ray Tune's ``SEARCH_ALG_IMPORT`` pattern), and only ``controller/ppo.py`` imports TensorFlow.
+
+Example::
+
+  space = SearchSpace('spinenet49')
+  ctrl = build_controller('ppo', space, seed=0, config=PPOConfig(batch_size=16))
+  proposals = ctrl.propose(16)
+  ctrl.feedback(proposals[0].trial_id, 0.31)
+  checkpoint = json.dumps(ctrl.state_dict())
+  again = restore_controller(json.loads(checkpoint), space)   # continues exactly where `ctrl` is
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from controller.base import STATE_VERSION, ChoiceSpace, Controller, ControllerStatus, Proposal
+from controller.config import ControllerConfig, EvolutionConfig, PPOConfig, RandomConfig
+
+# name -> (module, class, config class). Modules are imported on first use; the PPO one loads TensorFlow.
+_CONTROLLERS: dict[str, tuple[str, str, type[ControllerConfig]]] = {
+    "ppo": ("controller.ppo", "PPOController", PPOConfig),
+    "evolution": ("controller.evolution", "EvolutionController", EvolutionConfig),
+    "random": ("controller.random_search", "RandomController", RandomConfig),
+}
+
+
+def controller_names() -> tuple[str, ...]:
+    """The registered controller names."""
+    return tuple(_CONTROLLERS)
+
+
+def _lookup(name: str) -> tuple[str, str, type[ControllerConfig]]:
+    if not isinstance(name, str) or name not in _CONTROLLERS:
+        raise LookupError(f"unknown controller {name!r}; expected one of {list(_CONTROLLERS)}")
+    return _CONTROLLERS[name]
+
+
+def get_config_class(name: str) -> type[ControllerConfig]:
+    """The config class of controller `name` (no heavy import).
+
+    Raises:
+      LookupError: for an unknown name, listing the known ones.
+    """
+    return _lookup(name)[2]
+
+
+def get_controller_class(name: str) -> type[Controller]:
+    """The controller class registered as `name` (imports its module: TensorFlow for 'ppo').
+
+    Raises:
+      LookupError: for an unknown name, listing the known ones.
+    """
+    module, cls, _ = _lookup(name)
+    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+
+
+def build_controller(
+    name: str, space: ChoiceSpace, *, seed: int | None, config: ControllerConfig | None = None
+) -> Controller:
+    """Builds a controller by name.
+
+    Args:
+      name: 'ppo', 'evolution' or 'random'.
+      space: the search space.
+      seed: seed of the controller's randomness (None: fresh entropy).
+      config: the controller's config (`PPOConfig`, `EvolutionConfig`, `RandomConfig`); None for its defaults.
+
+    Returns:
+      A new controller in status NEW.
+
+    Raises:
+      LookupError: for an unknown name, listing the known ones.
+      ValueError: for a config of another controller, or a bad seed.
+    """
+    expected = get_config_class(name)
+    if config is not None and type(config) is not expected:
+        raise ValueError(f"controller {name!r} config: expected a {expected.__name__}, got {type(config).__name__}")
+    return get_controller_class(name)(space, seed=seed, config=config)
+
+
+def restore_controller(state: Mapping[str, Any], space: ChoiceSpace) -> Controller:
+    """Builds the controller a `state_dict` came from (its name, seed and config) and loads the state into it.
+
+    Raises:
+      LookupError: for an unknown controller name in the state.
+      ValueError: for a malformed state, or one saved for another search space.
+    """
+    if not isinstance(state, Mapping) or "controller" not in state or "config" not in state:
+        raise ValueError("restore_controller: expected a dict from Controller.state_dict()")
+    name = state["controller"]
+    config_cls = get_config_class(name)
+    try:
+        config = config_cls(**state["config"])
+    except TypeError as e:
+        raise ValueError(f"restore_controller: the state's config does not fit {config_cls.__name__}: {e}") from None
+    ctrl = build_controller(name, space, seed=state.get("seed"), config=config)
+    ctrl.load_state_dict(state)
+    return ctrl
+
+
+__all__ = [
+    "STATE_VERSION",
+    "ChoiceSpace",
+    "Controller",
+    "ControllerConfig",
+    "ControllerStatus",
+    "EvolutionConfig",
+    "PPOConfig",
+    "Proposal",
+    "RandomConfig",
+    "build_controller",
+    "controller_names",
+    "get_config_class",
+    "get_controller_class",
+    "restore_controller",
+]
