@@ -21,7 +21,7 @@ PROG = "spinenas"
 
 # Each module has `register(subparsers)` and imports nothing heavy at module level: TensorFlow, Ray and SQLAlchemy
 # are imported inside the command functions that need them.
-COMMAND_MODULES: tuple[str, ...] = ("nas.commands.space", "nas.commands.proxy", "nas.commands.db")
+COMMAND_MODULES: tuple[str, ...] = ("nas.commands.space", "nas.commands.proxy", "nas.commands.search", "nas.commands.db")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    # Commands may turn their own loggers up for a log file; the terminal shows warnings unless --verbose.
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:
         parser.print_help()

@@ -100,10 +100,12 @@ def _finish_trial_statement() -> Any:
         .scalar_subquery()
     )
     values = {c: bindparam(c) for c in ("status", "reward", "metrics", "error", "wall_s", "finished_at", "cached_from")}
+    # The worker reports its host with the result; keep the start's host when it does not.
+    host = func.coalesce(bindparam("host", type_=String), _TRIALS.c.host)
     return (
         _TRIALS.update()
         .where(_TRIALS.c.id == bindparam("trial_id"), _TRIALS.c.status.in_([TrialStatus.QUEUED, TrialStatus.RUNNING]))
-        .values(finish_order=order, **values)
+        .values(finish_order=order, host=host, **values)
     )
 
 
@@ -742,6 +744,7 @@ class ResultStore(ReadAPI):
         flops: int | None = None,
         params: int | None = None,
         cached_from: int | None = None,
+        host: str | None = None,
     ) -> None:
         """Records a trial's outcome, in one transaction: status, reward, metrics, error, times and the arch's cost.
 
@@ -755,6 +758,7 @@ class ResultStore(ReadAPI):
           finished_at: UTC end time; default now.
           flops, params: the proxy detector's cost; stored on the arch if it had none.
           cached_from: the trial whose result a cached trial reuses.
+          host: the worker host that ran it (the host given to `start_trial` is kept when None).
 
         Raises:
           LookupError: unknown trial. RuntimeError: the trial has already finished. ValueError: a bad value
@@ -776,6 +780,7 @@ class ResultStore(ReadAPI):
             "wall_s": wall_s,
             "finished_at": finished_at or utcnow(),
             "cached_from": cached_from,
+            "host": host,
         }
         with self._write_conn() as conn:
             if conn.execute(_FINISH_TRIAL, {"trial_id": trial_id, **values}).rowcount != 1:

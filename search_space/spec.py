@@ -231,7 +231,14 @@ class ArchSpec:
         return len(self.stem_levels)
 
     def network(self) -> Network:
-        """Simulates Model Garden's SpineNet build and returns the network this spec computes."""
+        """Simulates Model Garden's SpineNet build and returns the network this spec computes (cached)."""
+        cached = self.__dict__.get("_network")
+        if cached is None:
+            cached = self._build_network()
+            object.__setattr__(self, "_network", cached)  # a cache, not a field: equality and hash ignore it
+        return cached
+
+    def _build_network(self) -> Network:
         nodes: list[tuple[int, str]] = [(lvl, STEM_BLOCK_FN) for lvl in self.stem_levels]
         m = len(nodes)
         outgoing = [0] * m
@@ -281,7 +288,11 @@ class ArchSpec:
     @property
     def key(self) -> str:
         """Short hash of the network this spec builds: the dedup and database key."""
-        return hashlib.sha256(self.network().to_json().encode()).hexdigest()[:16]
+        key = self.__dict__.get("_key")
+        if key is None:
+            key = hashlib.sha256(self.network().to_json().encode()).hexdigest()[:16]
+            object.__setattr__(self, "_key", key)
+        return key
 
     def dead_blocks(self) -> tuple[int, ...]:
         """Indices of blocks that feed no endpoint (Model Garden builds no layer of theirs into the model)."""

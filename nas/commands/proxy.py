@@ -108,9 +108,13 @@ def _cmd_proxy_run(args: argparse.Namespace) -> int:
         logger.warning("the dataset's images are %d px, the proxy trains at %d px", dataset.image_size,
                        cfg.image_size)
 
-    logging.getLogger("proxy_task").setLevel(logging.INFO)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(format="%(asctime)s %(message)s")
+    # Training progress (every log_every steps) on stderr; stdout stays for the result.
+    progress = logging.StreamHandler(sys.stderr)
+    progress.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    trial_logger = logging.getLogger("proxy_task")
+    trial_logger.setLevel(logging.INFO)
+    trial_logger.addHandler(progress)
+    trial_logger.propagate = False
     from proxy_task.trainer import result_summary, run_trial
 
     _progress(

@@ -1,0 +1,228 @@
+"""`spinenas search`: run (or resume) a search on Ray, recording every trial in the results database."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+from nas.ui import UserError
+
+logger = logging.getLogger(__name__)
+
+# CLI flag -> config key.
+_FLAG_KEYS = {
+    "controller": "search.controller",
+    "trials": "search.trials",
+    "workers": "search.workers",
+    "cpus_per_trial": "search.cpus_per_trial",
+    "gpus_per_trial": "search.gpus_per_trial",
+    "trial_timeout": "search.trial_timeout_s",
+    "evaluator": "search.evaluator",
+    "surrogate_duration": "search.surrogate_duration_s",
+    "reward": "search.reward",
+    "target_flops": "search.target_flops",
+    "family": "search.family",
+    "seed": "search.seed",
+}
+# What a resumed search may change: how it runs, not what it searches.
+_RESUMABLE = {"trials", "workers", "trial_timeout", "cpus_per_trial", "gpus_per_trial"}
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _overrides(args: argparse.Namespace, allowed: set[str] | None = None) -> list[str]:
+    out = []
+    for flag, key in _FLAG_KEYS.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if allowed is not None and flag not in allowed:
+            raise UserError(f"--{flag.replace('_', '-')} cannot change a resumed search (only "
+                            f"{', '.join('--' + f.replace('_', '-') for f in sorted(allowed))} can)")
+        out.append(f"{key}={value}")
+    return out
+
+
+def _open_store(db: str | None) -> tuple[Any, str]:
+    from results_db import ResultStore
+    from results_db.url import resolve_url, sqlite_path
+
+    try:
+        url = resolve_url(db)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    path = sqlite_path(url)
+    if path:
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            try:
+                os.makedirs(folder)
+            except OSError as e:
+                raise UserError(f"cannot create the database folder {folder}: {e.strerror}") from None
+        if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+            raise UserError(f"cannot write the database {path}: permission denied")
+    try:
+        return ResultStore(url), url
+    except Exception as e:  # noqa: BLE001 - any open failure is the user's database problem: one line
+        raise UserError(f"cannot open the database {url}: {str(e).splitlines()[0]}") from None
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from nas.commands.proxy import load_config
+    from nas.config import NasConfig
+    from nas.config_io import ConfigError, from_yaml, resolve
+
+    if args.resume and args.name and args.name != args.resume:
+        raise UserError("give either --resume NAME or --name NAME, not both")
+    if args.resume:
+        if args.preset != "demo" or args.set:
+            raise UserError("--preset and --set do not apply to --resume: a resumed search keeps its stored config")
+        overrides = _overrides(args, _RESUMABLE)
+    else:
+        overrides = _overrides(args) + list(args.set or [])
+    if args.trials is not None and args.trials < 1:
+        raise UserError(f"--trials must be at least 1, got {args.trials}")
+
+    # Everything the user gave is checked before the database is touched.
+    if not args.resume:
+        cfg = load_config(args.preset, overrides)
+        _check_search_config(cfg)
+        name = args.name or f"{os.path.splitext(os.path.basename(args.preset))[0]}-{time.strftime('%Y%m%d-%H%M%S')}"
+    store, url = _open_store(args.db)
+    try:
+        if args.resume:
+            try:
+                record = store.open_search(args.resume)
+            except LookupError as e:
+                raise UserError(str(e).strip("'\"")) from None
+            try:
+                cfg = resolve(NasConfig, from_yaml(NasConfig, record.config), overrides)
+            except ConfigError as e:
+                raise UserError(f"search {args.resume!r}: {e}") from None
+            name = args.resume
+        else:
+            try:
+                store.open_search(name)
+            except LookupError:
+                pass
+            else:
+                raise UserError(f"a search named {name!r} already exists in {url}; continue it with --resume "
+                                f"{name}, or choose another --name")
+        if cfg.search.evaluator == "retinanet":
+            _ensure_data(cfg)
+        return _run(cfg, name, store, url, args)
+    finally:
+        store.close()
+
+
+def _check_search_config(cfg: Any) -> None:
+    from controller import controller_names
+    from search_space import get_family
+
+    try:
+        get_family(cfg.search.family)
+    except LookupError as e:
+        raise UserError(str(e).strip("'\"")) from None
+    if cfg.search.controller not in controller_names():
+        raise UserError(f"unknown controller {cfg.search.controller!r}; expected one of {list(controller_names())}")
+
+
+def _ensure_data(cfg: Any) -> None:
+    from proxy_task.data import DataError, ensure_dataset
+
+    try:
+        ensure_dataset(cfg.proxy.data, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    except DataError as e:
+        raise UserError(str(e)) from None
+
+
+def _run(cfg: Any, name: str, store: Any, url: str, args: argparse.Namespace) -> int:
+    from nas.loop import SearchDriver
+    from nas.ray_runner import init_ray
+
+    run_dir = os.path.abspath(args.run_dir or os.path.join("runs", name))
+    os.makedirs(run_dir, exist_ok=True)
+    handler = logging.FileHandler(os.path.join(run_dir, "search.log"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger("nas").setLevel(logging.INFO)
+
+    driver = SearchDriver(cfg, name=name, store=store, run_dir=run_dir, resume=bool(args.resume), out=_say)
+    s = cfg.search
+    started_ray = init_ray(args.address, num_cpus=None)
+    try:
+        import ray
+
+        cluster_cpus = ray.cluster_resources().get("CPU", 0)
+        if s.cpus_per_trial > cluster_cpus:
+            raise UserError(f"--cpus-per-trial {s.cpus_per_trial:g} is more than the cluster's {cluster_cpus:g} CPUs")
+        if s.gpus_per_trial > ray.cluster_resources().get("GPU", 0):
+            raise UserError(f"--gpus-per-trial {s.gpus_per_trial:g} but the cluster has "
+                            f"{ray.cluster_resources().get('GPU', 0):g} GPUs")
+        driver.start()
+        _say(f"search {name!r}: {s.trials} trials of the {s.family} space with the {s.controller} controller, "
+             f"{s.workers} at a time ({s.cpus_per_trial:g} CPUs each), evaluator {s.evaluator}, reward {s.reward}")
+        _say(f"  database {url}; TensorBoard: tensorboard --logdir {run_dir}")
+        outcome = driver.run()
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    _say(f"search {name!r} {'stopped' if outcome.interrupted else 'finished'}: {outcome.trials} trials "
+         f"({outcome.completed} completed, {outcome.failed} failed, {outcome.cached} cached) in "
+         f"{outcome.wall_s / 60:.1f} min")
+    if outcome.trials:
+        from nas.cli import main as cli_main
+
+        cli_main(["top", "--db", url, "--search", name, "-k", str(args.top)])
+    return 130 if outcome.interrupted else 0
+
+
+def register(sub: Any) -> None:
+    """Adds `search` to the `spinenas` subcommands."""
+    from nas.config import CONTROLLERS, EVALUATORS, REWARDS
+
+    p = sub.add_parser(
+        "search",
+        help="run a SpineNet search on Ray (or resume one)",
+        description="Search SpineNet architectures: a controller proposes, Ray trains each proposal with the "
+        "proxy task (one fresh worker process per trial), the COCO AP becomes the reward, and every trial is "
+        "written to the results database the moment it finishes. Runs locally (ray.init on this machine) or "
+        "on a cluster (--address, or scripts/search.py under 'ray submit'). Ctrl-C or a crash loses nothing: "
+        "'spinenas search --resume NAME' finishes the budget, re-runs the trials that were in flight and "
+        "continues the controller from its last checkpoint. Watch it with 'spinenas top' from another shell.",
+    )
+    p.add_argument("--preset", default="demo",
+                   help="demo (default: embedded synthetic data, real proxy training on CPU), paper, vertex-gpu, "
+                        "or a YAML file of a whole config")
+    p.add_argument("--name", help="the search's name (default: PRESET-DATE-TIME)")
+    p.add_argument("--db", help="results database: a SQLAlchemy URL or a file path (default $SPINENAS_DB, else "
+                                "sqlite:///runs/spinenas.db)")
+    p.add_argument("--resume", metavar="NAME", help="continue the stored search NAME")
+    p.add_argument("--controller", choices=CONTROLLERS, help="ppo (paper), evolution or random")
+    p.add_argument("--family", help="search space: r35-sp18, r23-sp30, r14-sp39, r0-sp53, spinenet49")
+    p.add_argument("--trials", type=int, help="trials to finish (completed, failed and cached count)")
+    p.add_argument("--workers", type=int, help="trials at once")
+    p.add_argument("--cpus-per-trial", type=float, help="Ray CPUs per trial (TF threads)")
+    p.add_argument("--gpus-per-trial", type=float, help="Ray GPUs per trial")
+    p.add_argument("--trial-timeout", type=float, metavar="S", help="fail a trial still running after S seconds")
+    p.add_argument("--evaluator", choices=EVALUATORS,
+                   help="retinanet (the proxy task) or surrogate (instant structural reward, for tests)")
+    p.add_argument("--surrogate-duration", type=float, metavar="S", help="simulated seconds per surrogate trial")
+    p.add_argument("--reward", choices=REWARDS, help="ap, or ap-flops (MnasNet-style, needs --target-flops)")
+    p.add_argument("--target-flops", type=float, help="FLOPs target of ap-flops (multiply-adds per image)")
+    p.add_argument("--seed", type=int, help="seed of the controller and the trials")
+    p.add_argument("--address", help="an existing Ray cluster ('auto' on a cluster node); default: start Ray here")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key (repeatable)")
+    p.add_argument("--run-dir", help="TensorBoard scalars and the search log (default runs/NAME)")
+    p.add_argument("--top", type=int, default=5, help="architectures listed at the end (default 5)")
+    p.set_defaults(func=_cmd_search)

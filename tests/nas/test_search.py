@@ -1,0 +1,195 @@
+"""The search job on a local Ray cluster, with the surrogate evaluator: the loop, dedup, failures, a retried
+worker, timeouts, resume after `kill -9` of the driver, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from nas.config import NasConfig, SearchConfig
+from nas.loop import SearchDriver
+from results_db import ResultStore
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    import ray
+
+    ray.init(num_cpus=4, num_gpus=0, include_dashboard=False, _node_ip_address="127.0.0.1",
+             log_to_driver=False, configure_logging=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+def _cfg(**search) -> NasConfig:
+    base = dict(evaluator="surrogate", controller="random", trials=8, workers=2, cpus_per_trial=1.0,
+                surrogate_duration_s=0.0, seed=3)
+    base.update(search)
+    return NasConfig(search=SearchConfig(**base))
+
+
+def _run(tmp_path, cfg, name="s", resume=False, faults=None, db=None):
+    store = ResultStore(db or f"sqlite:///{tmp_path / 'r.db'}")
+    lines = []
+    driver = SearchDriver(cfg, name=name, store=store, run_dir=str(tmp_path / "runs" / name), resume=resume,
+                          faults=faults, out=lines.append)
+    driver.start()
+    outcome = driver.run()
+    return store, outcome, lines
+
+
+def test_search_end_to_end(ray_cluster, tmp_path):
+    store, outcome, lines = _run(tmp_path, _cfg(trials=8))
+    trials = store.trials("s")
+    assert outcome.trials == 8 and len(trials) == 8
+    assert all(t.status == "completed" for t in trials)
+    assert sorted(t.index for t in trials) == list(range(8))
+    assert all(0 < t.reward <= 1 and t.metrics["ap"] == t.reward for t in trials)
+    assert all(t.host for t in trials)
+    assert outcome.best_reward == max(t.reward for t in trials)
+    assert store.open_search("s").status == "completed"
+    assert store.load_checkpoint("s") is not None  # checkpointed after updates
+    assert os.listdir(tmp_path / "runs" / "s" / "tensorboard")
+    assert any(line.startswith("[8/8]") for line in lines)
+
+
+def test_known_architectures_are_not_trained_again(ray_cluster, tmp_path):
+    store, _, _ = _run(tmp_path, _cfg(trials=5), name="first")
+    first = {t.arch_key: t for t in store.trials("first")}
+    store.close()
+    # The same controller and seed propose the same architectures: every one already has a result.
+    store, outcome, lines = _run(tmp_path, _cfg(trials=5), name="second")
+    second = store.trials("second")
+    assert outcome.cached == 5
+    assert all(t.status == "cached" and t.reward == first[t.arch_key].reward for t in second)
+    assert all(t.cached_from == first[t.arch_key].id for t in second)
+    assert any("cached" in line for line in lines)
+
+
+def test_failed_trials_are_data(ray_cluster, tmp_path):
+    faults = {"raise": [1], "nan": [2]}
+    store, outcome, _ = _run(tmp_path, _cfg(trials=5, workers=1), faults=faults)
+    by_index = {t.index: t for t in store.trials("s")}
+    assert by_index[1].status == "failed" and "injected failure" in by_index[1].error
+    assert by_index[2].status == "failed" and by_index[2].reward is None
+    assert outcome.failed == 2 and outcome.completed == 3
+
+
+def test_a_dead_worker_is_retried_without_a_second_row(ray_cluster, tmp_path):
+    store, outcome, _ = _run(tmp_path, _cfg(trials=3, workers=1), faults={"crash_once": [1]})
+    trials = store.trials("s")
+    assert len(trials) == 3 and all(t.status == "completed" for t in trials)
+    assert (tmp_path / "runs" / "s" / "faults" / "crashed-1").exists()  # the worker did die once
+
+
+def test_a_trial_past_its_timeout_is_cancelled_and_failed(ray_cluster, tmp_path):
+    start = time.time()
+    store, outcome, _ = _run(tmp_path, _cfg(trials=3, workers=2, trial_timeout_s=4.0), faults={"hang": [0]})
+    by_index = {t.index: t for t in store.trials("s")}
+    assert by_index[0].status == "failed" and "timeout" in by_index[0].error
+    assert outcome.completed == 2 and time.time() - start < 60
+
+
+def _finished(db: str, name: str) -> int:
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        n = con.execute("select count(*) from trials t join searches s on s.id = t.search_id where s.name = ? and "
+                        "t.status in ('completed', 'failed', 'cached')", (name,)).fetchone()[0]
+        con.close()
+        return n
+    except sqlite3.Error:
+        return 0
+
+
+def _spinenas(*argv, **kw):
+    return subprocess.run([sys.executable, "-m", "nas.cli", *argv], capture_output=True, text=True, **kw)
+
+
+def test_resume_after_kill_9_of_the_driver(ray_cluster, tmp_path):
+    db = str(tmp_path / "r.db")
+    args = ["search", "--evaluator", "surrogate", "--controller", "random", "--trials", "10", "--workers", "2",
+            "--cpus-per-trial", "1", "--surrogate-duration", "1.5", "--seed", "5", "--db", db, "--address",
+            ray_cluster, "--run-dir", str(tmp_path / "runs")]
+    proc = subprocess.Popen([sys.executable, "-m", "nas.cli", *args, "--name", "k"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=tmp_path)
+    deadline = time.time() + 120
+    while _finished(db, "k") < 4 and time.time() < deadline:
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 4 <= _finished(db, "k") < 10
+    store = ResultStore(f"sqlite:///{db}")
+    before = {t.index: t for t in store.trials("k")}
+    store.close()
+    running = [i for i, t in before.items() if t.status == "running"]
+    assert running, "the driver was killed with trials in flight"
+
+    resumed = _spinenas("search", "--resume", "k", "--db", db, "--address", ray_cluster, "--run-dir",
+                        str(tmp_path / "runs"), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming search 'k'" in resumed.stdout
+    store = ResultStore(f"sqlite:///{db}")
+    after = {t.index: t for t in store.trials("k")}
+    assert len(after) == 10 and all(t.status == "completed" for t in after.values())
+    for i, t in before.items():  # no completed trial ran again; the in-flight ones did
+        if t.status == "completed":
+            assert after[i].finished_at == t.finished_at and after[i].attempt == t.attempt
+    assert all(after[i].attempt == before[i].attempt + 1 for i in running)
+    # The random controller's proposals are those of an uninterrupted run with the same seed.
+    from controller import build_controller
+    from search_space import SearchSpace
+
+    ctrl = build_controller("random", SearchSpace("spinenet49"), seed=5)
+    expected = [p.decisions for p in ctrl.propose(10)]
+    assert [after[i].decisions for i in range(10)] == expected
+    assert store.open_search("k").status == "completed"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--preset", "nope"], "unknown preset 'nope'"),
+        (["--controller", "bayes"], "invalid choice: 'bayes'"),
+        (["--trials", "0"], "--trials must be at least 1"),
+        (["--trials", "-3"], "--trials must be at least 1"),
+        (["--set", "search.family=r50"], "unknown family 'r50'"),
+        (["--resume", "ghost"], "unknown search 'ghost'"),
+        (["--db", "/proc/forbidden/r.db"], "cannot"),
+        (["--reward", "ap-flops"], "target_flops"),
+    ],
+)
+def test_bad_input_exits_before_any_trial_and_leaves_the_database(argv, message, tmp_path):
+    db = tmp_path / "r.db"
+    store = ResultStore(f"sqlite:///{db}")
+    store.create_search("existing", config="{}")
+    store.close()
+    digest = db.read_bytes()
+    args = ["search", "--evaluator", "surrogate", "--name", "new"] if "--resume" not in argv else ["search"]
+    if "--db" not in argv:
+        args += ["--db", str(db)]
+    proc = _spinenas(*args, *argv, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert db.read_bytes() == digest
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_existing_name_is_refused(tmp_path):
+    db = tmp_path / "r.db"
+    store = ResultStore(f"sqlite:///{db}")
+    store.create_search("taken", config="{}")
+    store.close()
+    proc = _spinenas("search", "--evaluator", "surrogate", "--name", "taken", "--db", str(db), cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "already exists" in proc.stderr and "--resume taken" in proc.stderr
+    assert json.loads(json.dumps(proc.stderr))  # one printable line
