@@ -6,6 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup test test-fast search clean-venv
 
+# `make search` names its search after the time it starts; SEARCH_ARGS adds options (e.g. --trials 10).
+ifndef SEARCH_NAME
+SEARCH_NAME := demo-$(shell date +%Y%m%d-%H%M%S)
+endif
+SEARCH_ARGS ?=
+
 # Re-installs when pyproject.toml changes.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +28,14 @@ test: setup
 # The fast unit tests only (no TensorFlow, no Ray): seconds.
 test-fast: setup
 	$(PY) -m pytest -m "not slow and not tf and not ray"
+
+# The demo search: embedded synthetic COCO-format data (made on first use), real Model Garden RetinaNet proxy
+# trainings on a local Ray cluster, the PPO controller, 6 trials; then the best architectures and an export of the
+# best one as Model Garden files under runs/$(SEARCH_NAME)/export.
+search: setup
+	$(PY) -m nas.cli search --preset demo --name $(SEARCH_NAME) $(SEARCH_ARGS)
+	$(PY) -m nas.cli top --search $(SEARCH_NAME) -k 5
+	$(PY) -m nas.cli export best --search $(SEARCH_NAME) --out runs/$(SEARCH_NAME)/export --force
 
 clean-venv:
 	rm -rf $(VENV)

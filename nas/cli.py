@@ -21,7 +21,13 @@ PROG = "spinenas"
 
 # Each module has `register(subparsers)` and imports nothing heavy at module level: TensorFlow, Ray and SQLAlchemy
 # are imported inside the command functions that need them.
-COMMAND_MODULES: tuple[str, ...] = ("nas.commands.space", "nas.commands.proxy", "nas.commands.search", "nas.commands.db")
+COMMAND_MODULES: tuple[str, ...] = (
+    "nas.commands.space",
+    "nas.commands.proxy",
+    "nas.commands.search",
+    "nas.commands.db",
+    "nas.commands.export",
+)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -34,6 +34,8 @@ class SearchConfig:
       target_flops: the FLOPs target of 'ap-flops' (multiply-adds per image at the proxy resolution).
       flops_exponent: w of 'ap-flops' (MnasNet's -0.07 soft constraint is written here as 0.07).
       reward_for_failure: the reward a failed trial feeds the controller (None: the controller skips it).
+      reuse_workers: let surrogate trials reuse Ray worker processes (retinanet trials always get a fresh process,
+        because TensorFlow keeps graphs and memory for the life of a process).
       seed: seeds the controller and, with the trial index, each trial's proxy training.
     """
 
@@ -52,6 +54,7 @@ class SearchConfig:
     target_flops: float = 0.0
     flops_exponent: float = 0.07
     reward_for_failure: float | None = 0.0
+    reuse_workers: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -126,6 +126,8 @@ class SearchDriver:
         self.wall_times: list[float] = []
         self._updates_seen = _num_updates(self.controller)
         self._feedbacks = 0  # feedbacks given, in the store's completion order
+        # For benchmarks: seconds blocked in ray.wait, worker-side (start, end) of every trial, submit times.
+        self.stats: dict[str, Any] = {"wait_s": 0.0, "intervals": [], "submits": []}
         self._next_index = 0
         self._t0 = time.time()
         self._last_heartbeat = time.time()
@@ -196,7 +198,13 @@ class SearchDriver:
                     if self.finished < budget and issued >= budget:
                         raise RuntimeError("internal error: trials waiting with nothing in flight")
                     continue
-                ready, _ = ray.wait(list(self.inflight), num_returns=1, timeout=1.0)
+                t_wait = time.perf_counter()
+                refs = list(self.inflight)
+                ready, rest = ray.wait(refs, num_returns=1, timeout=1.0)
+                if ready and rest:  # take every result that is already there, not just the first
+                    more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+                    ready += more
+                self.stats["wait_s"] += time.perf_counter() - t_wait
                 for ref in ready:
                     self._collect(ref)
                 self._check_timeouts()
@@ -231,28 +239,34 @@ class SearchDriver:
         [proposal] = self.controller.propose(1)
         arch = self.space.decode(proposal.decisions)
         key = self.store.register_arch(arch, family=self.cfg.search.family)
-        [trial_id] = self.store.add_trials(self.name, [NewTrial(key, proposal.decisions)], status="queued")
+        known = self.store.find_result(key)
+        in_flight = known is None and any(f.key == key for f in self.inflight.values())
+        run_now = known is None and not in_flight
+        # A trial that runs now is stored as running at once (one transaction); the others wait as queued.
+        [trial_id] = self.store.add_trials(self.name, [NewTrial(key, proposal.decisions)],
+                                           status="running" if run_now else "queued")
         index = self._next_index
         self._next_index += 1
         item = _InFlight(trial_id, index, proposal.trial_id, key, arch, tuple(proposal.decisions), time.time())
-        known = self.store.find_result(key)
         if known is not None:
             self._finish_cached(item, known.reward, known.trial_id, known.metrics)
-            return
-        if any(f.key == key for f in self.inflight.values()):
+        elif in_flight:
             self.waiting.setdefault(key, []).append(item)
-            return
-        self._submit(item)
+        else:
+            self._submit(item, started=True)
 
-    def _submit(self, item: _InFlight, restart: bool = False) -> None:
+    def _submit(self, item: _InFlight, restart: bool = False, started: bool = False) -> None:
         s = self.cfg.search
-        self.store.start_trial(item.trial_id, host=None)
+        if not started:
+            self.store.start_trial(item.trial_id, host=None)
         seed = self.cfg.proxy.seed + item.index
         options: dict[str, Any] = {"num_cpus": s.cpus_per_trial}
         if s.gpus_per_trial:
             options["num_gpus"] = s.gpus_per_trial
         item.submitted = time.time()
-        item.ref = remote_trial().options(**options).remote(dataclasses.asdict(self.spec), item.arch.to_json(),
+        self.stats["submits"].append(item.submitted)
+        fresh = not (s.reuse_workers and s.evaluator == "surrogate")
+        item.ref = remote_trial(fresh).options(**options).remote(dataclasses.asdict(self.spec), item.arch.to_json(),
                                                             item.index, seed)
         self.inflight[item.ref] = item
         logger.info("[trial %d] submitted %s%s", item.index, item.key, " (again)" if restart else "")
@@ -266,6 +280,7 @@ class SearchDriver:
             payload = ray.get(ref)
             result = ProxyResult.from_dict(payload["result"])
             host = payload.get("host")
+            self.stats["intervals"].append((payload["started"], payload["started"] + result.wall_s))
         except Exception as e:  # noqa: BLE001 - a worker that died past its retries, a cancelled task
             result = ProxyResult(metrics={}, wall_s=time.time() - item.submitted,
                                  error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500])

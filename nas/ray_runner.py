@@ -112,17 +112,23 @@ def run_trial_task(spec_dict: Mapping[str, Any], arch_json: str, index: int, see
     return {"result": result.to_dict(), "host": host, "pid": os.getpid(), "started": started}
 
 
-_REMOTE: Any = None
+_REMOTE: dict[bool, Any] = {}
 
 
-def remote_trial() -> Any:
-    """The Ray remote function of a trial: a fresh worker process per call (`max_calls=1`)."""
-    global _REMOTE
-    if _REMOTE is None:
+def remote_trial(fresh_process: bool = True) -> Any:
+    """The Ray remote function of a trial.
+
+    Args:
+      fresh_process: run every trial in a new worker process (`max_calls=1`): TensorFlow keeps graphs and memory
+        for the life of a process, so real proxy trials always do. TF-free surrogate trials may reuse workers.
+    """
+    if fresh_process not in _REMOTE:
         import ray
 
-        _REMOTE = ray.remote(max_calls=1, max_retries=WORKER_RETRIES, retry_exceptions=False)(run_trial_task)
-    return _REMOTE
+        _REMOTE[fresh_process] = ray.remote(
+            max_calls=1 if fresh_process else 0, max_retries=WORKER_RETRIES, retry_exceptions=False
+        )(run_trial_task)
+    return _REMOTE[fresh_process]
 
 
 def init_ray(address: str | None, *, num_cpus: float | None = None, log_to_driver: bool = False) -> bool:

@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 BACKBONE_TYPE = "spinenet_nas"
 EXPERIMENT = "retinanet_spinenet_nas_coco"
+MASKRCNN_EXPERIMENT = "maskrcnn_spinenet_nas_coco"
 
 
 # ------------------------------------------------------------------------------------------------------ configs
@@ -272,12 +273,10 @@ def build_spinenet_nas(
     )
 
 
-@exp_factory.register_config_factory(EXPERIMENT)
-def retinanet_spinenet_nas_coco() -> cfg.ExperimentConfig:
-    """Model Garden's ``retinanet_spinenet_coco`` with the ``spinenet_nas`` backbone (SpineNet-49's spec)."""
+def _with_nas_backbone(base: cfg.ExperimentConfig) -> cfg.ExperimentConfig:
+    """`base` (a Model Garden SpineNet experiment) with the ``spinenet_nas`` backbone holding SpineNet-49's spec."""
     from search_space import SPINENET_49
 
-    base = exp_factory.get_exp_config("retinanet_spinenet_coco")
     old = base.task.model.backbone.spinenet
     base.task.model.backbone = Backbone(
         type=BACKBONE_TYPE,
@@ -289,7 +288,7 @@ def retinanet_spinenet_nas_coco() -> cfg.ExperimentConfig:
         ),
     )
     # Model Garden's restrictions name backbone.spinenet; ours name backbone.spinenet_nas.
-    config = cfg.ExperimentConfig(
+    return cfg.ExperimentConfig(
         task=base.task,
         trainer=base.trainer,
         runtime=base.runtime,
@@ -300,12 +299,23 @@ def retinanet_spinenet_nas_coco() -> cfg.ExperimentConfig:
             "task.model.max_level == task.model.backbone.spinenet_nas.max_level",
         ],
     )
-    return config
 
 
-def get_experiment_config() -> cfg.ExperimentConfig:
-    """A fresh ``retinanet_spinenet_nas_coco`` config."""
-    return exp_factory.get_exp_config(EXPERIMENT)
+@exp_factory.register_config_factory(EXPERIMENT)
+def retinanet_spinenet_nas_coco() -> cfg.ExperimentConfig:
+    """Model Garden's ``retinanet_spinenet_coco`` with the ``spinenet_nas`` backbone (SpineNet-49's spec)."""
+    return _with_nas_backbone(exp_factory.get_exp_config("retinanet_spinenet_coco"))
+
+
+@exp_factory.register_config_factory(MASKRCNN_EXPERIMENT)
+def maskrcnn_spinenet_nas_coco() -> cfg.ExperimentConfig:
+    """Model Garden's ``maskrcnn_spinenet_coco`` with the ``spinenet_nas`` backbone (SpineNet-49's spec)."""
+    return _with_nas_backbone(exp_factory.get_exp_config("maskrcnn_spinenet_coco"))
+
+
+def get_experiment_config(name: str = EXPERIMENT) -> cfg.ExperimentConfig:
+    """A fresh ``retinanet_spinenet_nas_coco`` (or ``maskrcnn_spinenet_nas_coco``) config."""
+    return exp_factory.get_exp_config(name)
 
 
 def num_params(model: tf_keras.Model) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -153,7 +154,9 @@ def _run(cfg: Any, name: str, store: Any, url: str, args: argparse.Namespace) ->
     logging.getLogger().addHandler(handler)
     logging.getLogger("nas").setLevel(logging.INFO)
 
-    driver = SearchDriver(cfg, name=name, store=store, run_dir=run_dir, resume=bool(args.resume), out=_say)
+    faults = json.loads(args.inject_faults) if args.inject_faults else None
+    driver = SearchDriver(cfg, name=name, store=store, run_dir=run_dir, resume=bool(args.resume), faults=faults,
+                          out=_say)
     s = cfg.search
     started_ray = init_ray(args.address, num_cpus=None)
     try:
@@ -225,4 +228,7 @@ def register(sub: Any) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key (repeatable)")
     p.add_argument("--run-dir", help="TensorBoard scalars and the search log (default runs/NAME)")
     p.add_argument("--top", type=int, default=5, help="architectures listed at the end (default 5)")
+    # Fault injection for tests and scripts/bench/faults.py: JSON {"raise": [i], "nan": [i], "crash_once": [i],
+    # "hang": [i]} by trial index.
+    p.add_argument("--inject-faults", help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_search)
