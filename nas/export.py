@@ -22,9 +22,10 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from search_space import ArchSpec
+if TYPE_CHECKING:
+    from search_space import ArchSpec
 
 logger = logging.getLogger(__name__)
 
