@@ -33,7 +33,7 @@ test-fast: setup
 # trainings on a local Ray cluster, the PPO controller, 6 trials; then the best architectures and an export of the
 # best one as Model Garden files under runs/$(SEARCH_NAME)/export.
 search: setup
-	$(PY) -m nas.cli search --preset demo --name $(SEARCH_NAME) $(SEARCH_ARGS)
+	$(PY) -m nas.cli search --preset demo --name $(SEARCH_NAME) --top 0 $(SEARCH_ARGS)
 	$(PY) -m nas.cli top --search $(SEARCH_NAME) -k 5
 	$(PY) -m nas.cli export best --search $(SEARCH_NAME) --out runs/$(SEARCH_NAME)/export --force
 

@@ -213,27 +213,36 @@ def run_trial(
         logger.info("[%s] built: %d params, %.1f s", trial_label, params, metrics["build_s"])
 
         @tf.function
-        def train_step(inputs: Any) -> dict[str, Any]:
-            return task.train_step(inputs, model, optimizer, metrics=train_metrics)
+        def train_loop(iterator: Any, steps: Any) -> Any:
+            # As Model Garden's orbit trainer does: a chunk of steps inside one function call, no Python per step.
+            losses = tf.TensorArray(tf.float32, size=steps)
+            for i in tf.range(steps):
+                logs = task.train_step(next(iterator), model, optimizer, metrics=train_metrics)
+                losses = losses.write(i, tf.cast(logs[task.loss], tf.float32))
+            return losses.stack()
 
         losses: list[float] = []
         t_train = time.time()
         steady_start = None
-        for step in range(1, cfg.train_steps + 1):
-            logs = train_step(next(train_iter))
-            loss = float(logs[task.loss])
-            if step == 1:
+        step = 0
+        while step < cfg.train_steps:
+            # The first call is one step (it traces); later chunks end on multiples of log_every.
+            n = 1 if step == 0 else min(cfg.log_every - step % cfg.log_every, cfg.train_steps - step)
+            chunk = train_loop(train_iter, tf.constant(n, tf.int32)).numpy().tolist()
+            if step == 0:
                 metrics["trace_s"] = time.time() - t_train
                 steady_start = time.time()
-            losses.append(loss)
-            if not math.isfinite(loss):
-                raise TrialError(f"training loss became {loss} at step {step}")
-            if on_step:
-                on_step(step, loss)
+            for loss in chunk:
+                step += 1
+                losses.append(loss)
+                if not math.isfinite(loss):
+                    raise TrialError(f"training loss became {loss} at step {step}")
+                if on_step:
+                    on_step(step, loss)
             if step % cfg.log_every == 0 or step == cfg.train_steps:
                 elapsed = time.time() - (steady_start or t_train)
-                logger.info("[%s] step %d/%d loss %.4f (%.2f s/step)", trial_label, step, cfg.train_steps, loss,
-                            elapsed / max(1, step - 1))
+                logger.info("[%s] step %d/%d loss %.4f (%.2f s/step)", trial_label, step, cfg.train_steps,
+                            losses[-1], elapsed / max(1, step - 1))
         steady_s = time.time() - (steady_start or t_train)
         steady_steps = max(1, cfg.train_steps - 1)
         metrics["train_s"] = time.time() - t_train

@@ -183,7 +183,7 @@ def _run(cfg: Any, name: str, store: Any, url: str, args: argparse.Namespace) ->
     _say(f"search {name!r} {'stopped' if outcome.interrupted else 'finished'}: {outcome.trials} trials "
          f"({outcome.completed} completed, {outcome.failed} failed, {outcome.cached} cached) in "
          f"{outcome.wall_s / 60:.1f} min")
-    if outcome.trials:
+    if outcome.trials and args.top > 0:
         from nas.cli import main as cli_main
 
         cli_main(["top", "--db", url, "--search", name, "-k", str(args.top)])
@@ -227,7 +227,7 @@ def register(sub: Any) -> None:
     p.add_argument("--address", help="an existing Ray cluster ('auto' on a cluster node); default: start Ray here")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key (repeatable)")
     p.add_argument("--run-dir", help="TensorBoard scalars and the search log (default runs/NAME)")
-    p.add_argument("--top", type=int, default=5, help="architectures listed at the end (default 5)")
+    p.add_argument("--top", type=int, default=5, help="architectures listed at the end (default 5; 0: none)")
     # Fault injection for tests and scripts/bench/faults.py: JSON {"raise": [i], "nan": [i], "crash_once": [i],
     # "hang": [i]} by trial index.
     p.add_argument("--inject-faults", help=argparse.SUPPRESS)
