@@ -137,7 +137,9 @@ class PPOConfig(ControllerConfig):
       entropy_weight: weight of the policy entropy bonus (mean over decisions, in nats) (NASNet: 0.00001).
       baseline_decay: the reward baseline is ``b <- decay * b + (1 - decay) * reward`` (NASNet: 0.95).
       normalize_advantages: divide each batch's advantages (reward - baseline) by their standard deviation, so
-        the step size does not depend on the reward's scale (AP differences of 0.01 vs 0.1).
+        the step size does not depend on the reward's scale (AP differences of 0.01 vs 0.1). The baseline is not
+        subtracted again, so a batch better than the baseline is still reinforced as a whole. A batch whose
+        advantages are all (nearly) equal is left unscaled.
       max_grad_norm: clip the gradient's global norm to this (None: no clipping).
       reward_for_failure: see `ControllerConfig`.
       max_consecutive_failures: see `ControllerConfig`.
@@ -146,7 +148,7 @@ class PPOConfig(ControllerConfig):
     hidden_size: int = 100
     embedding_size: int = 32
     init_scale: float = 0.1
-    learning_rate: float = 0.01
+    learning_rate: float = 0.005
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-7
