@@ -137,7 +137,7 @@ class PPOController(Controller):
         return out[6], out[1]
 
     def _lstm_sequence(self, xs: tf.Tensor) -> tf.Tensor:
-        """The LSTM over a whole sequence from zero state: inputs [steps, n, embedding] -> outputs [steps, n, hidden]."""
+        """The LSTM over a sequence from the zero state: inputs [steps, n, embedding] -> outputs [steps, n, hidden]."""
         zeros = tf.zeros([tf.shape(xs)[1], self.config.hidden_size])
         out = tf.raw_ops.BlockLSTM(
             seq_len_max=tf.constant(self._steps, tf.int64), x=xs, cs_prev=zeros, h_prev=zeros,

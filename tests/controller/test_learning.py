@@ -29,7 +29,8 @@ def trend(log, window=100):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_evolution_finds_the_optimum_and_improves(seed):
-    ctrl = build_controller("evolution", SPACE, seed=seed, config=EvolutionConfig(population_size=20, tournament_size=5))
+    config = EvolutionConfig(population_size=20, tournament_size=5)
+    ctrl = build_controller("evolution", SPACE, seed=seed, config=config)
     log = drive(ctrl, REWARD, budget=600, batch=4)  # four trials in flight at a time
     found = first_optimum(log)
     assert found is not None and found <= 400, found

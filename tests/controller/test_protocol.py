@@ -90,7 +90,9 @@ def test_same_seed_same_proposals_and_other_seed_differs(name):
 def test_feedback_for_an_unknown_trial_is_an_error(name):
     ctrl = make(name)
     ctrl.propose(2)
-    with pytest.raises(RuntimeError, match=r"unknown trial 7: expected the id of a pending trial \(2 pending: \[0, 1\]"):
+    with pytest.raises(
+        RuntimeError, match=r"unknown trial 7: expected the id of a pending trial \(2 pending: \[0, 1\]"
+    ):
         ctrl.feedback(7, 0.5)
     with pytest.raises(RuntimeError, match="unknown trial -1"):
         ctrl.feedback(-1, 0.5)
@@ -201,7 +203,7 @@ def test_load_state_dict_refuses_what_does_not_fit():
         make("evolution").load_state_dict({**state, "version": 2})
     with pytest.raises(ValueError, match="expected the state of a 'evolution' controller, got 'random'"):
         make("evolution").load_state_dict(make("random").state_dict())
-    with pytest.raises(ValueError, match=r"another search space: expected num_choices \[3, 5\], got \[3, 5, 2, 4, 6, 3\]"):
+    with pytest.raises(ValueError, match=r"another search space: expected num_choices \[3, 5\], got \[3, 5, 2, 4"):
         make("evolution", space=ToySpace((3, 5))).load_state_dict(state)
     with pytest.raises(ValueError, match=r"another config; differing fields .*'population_size': \(7, 6\)"):
         make("evolution", population_size=7).load_state_dict(state)
@@ -255,7 +257,7 @@ def test_recover_reports_malformed_history():
     ctrl = make("random")
     with pytest.raises(ValueError, match=r"history\[0\]: expected a \(decisions, reward\) pair"):
         ctrl.recover([((0,) * 6,)])
-    with pytest.raises(InvalidDecisionError, match=r"history\[1\]: choice out of range at decision 1: expected an integer in 0..4, got 5"):
+    with pytest.raises(InvalidDecisionError, match=r"history\[1\]: choice out of range at decision 1: .*0..4, got 5"):
         ctrl.recover([((0,) * 6, 0.1), ((0, 5, 0, 0, 0, 0), 0.2)])
-    with pytest.raises(InvalidDecisionError, match=r"pending\[0\]: decision sequence too short: expected 6 decisions, got 2"):
+    with pytest.raises(InvalidDecisionError, match=r"pending\[0\]: decision sequence too short: expected 6 .* got 2"):
         ctrl.recover([], pending=[(0, 0)])
