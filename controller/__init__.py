@@ -11,6 +11,13 @@ Example::
   ctrl.feedback(proposals[0].trial_id, 0.31)
   checkpoint = json.dumps(ctrl.state_dict())
   again = restore_controller(json.loads(checkpoint), space)   # continues exactly where `ctrl` is
+
+Resuming a search after a crash (see `Controller.recover`): either build a fresh controller (same name, space,
+seed and config) and call ``recover(finished, pending=running)`` with every finished trial as (decisions, reward
+or None) in the order their feedback was given; or ``restore_controller(checkpoint, space)`` and then
+``recover(finished_after_checkpoint, pending=running)``. ``running`` lists the decisions of the trials that will be
+run again, in proposal order; `recover` returns their proposals with the trial ids to use for their feedback (a
+trial already pending in the checkpoint keeps its id). Both ways give the next proposals of the uninterrupted run.
 """
 
 from __future__ import annotations

@@ -149,6 +149,9 @@ def test_config_round_trip_and_errors():
 
 
 def test_the_surrogate_imports_no_tensorflow():
-    code = "import sys, proxy_task.surrogate\nprint([m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'official')])"
+    code = (
+        "import sys, proxy_task.surrogate\n"
+        "print([m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'official')])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
