@@ -109,6 +109,7 @@ def paper() -> NasConfig:
             clipnorm=None,
             aug_scale_min=0.8,
             aug_scale_max=1.2,
+            deterministic=False,
             log_every=500,
         ),
     )
@@ -133,6 +134,7 @@ def vertex_gpu() -> NasConfig:
             clipnorm=None,
             aug_scale_min=0.8,
             aug_scale_max=1.2,
+            deterministic=False,
             log_every=500,
         ),
     )

@@ -82,8 +82,9 @@ class ProxyConfig:
       divergence_factor: the trial fails as diverged when the mean loss of its last tenth of steps exceeds this
         multiple of the mean loss of its first ten steps (a non-finite loss always fails it).
       seed: seeds TF's initializers and the input pipeline's shuffling and augmentation.
-      deterministic: read the input pipeline in a fixed order (with `seed`, the same trial twice gives the same
-        result where TF allows).
+      deterministic: read the input pipeline in a fixed order and draw its augmentation in a fixed order (one
+        tf.data thread for the training pipeline): with `seed`, the same trial twice trains to the same losses on
+        CPU. Off for the GPU presets, where one parsing thread would starve the accelerator.
       threads: TF intra-op threads (0: every CPU the process may use).
       log_every: log the training loss every this many steps.
     """

@@ -71,3 +71,35 @@ def test_cli_proxy_run_json(tiny_dataset, tmp_path):
         assert key in out
     assert out["error"] is None and out["key"] == SPINENET_49.key and out["steps"] == 4
     assert dataclasses.is_dataclass(ProxyConfig)
+
+
+_LOSSES_SNIPPET = """
+import json, sys
+from proxy_task.config import DataConfig, ProxyConfig
+from proxy_task.data import load_dataset
+from proxy_task.trainer import run_trial
+from search_space import SPINENET_49
+root, deterministic, tiny = sys.argv[1], sys.argv[2] == "1", json.loads(sys.argv[3])
+cfg = ProxyConfig(data=DataConfig(kind="dir", path=root), deterministic=deterministic, **tiny)
+losses = []
+result = run_trial(SPINENET_49.canonical(), cfg, load_dataset(root), on_step=lambda step, loss: losses.append(loss))
+assert result.error is None, result.error
+print(json.dumps(losses))
+"""
+
+
+def _train_losses(root: str, deterministic: bool = True) -> list[float]:
+    tiny = {**TINY, "train_steps": 8}
+    proc = subprocess.run([sys.executable, "-c", _LOSSES_SNIPPET, root, "1" if deterministic else "0",
+                           json.dumps(tiny)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_same_seed_same_losses(tiny_dataset):
+    # Each run in a fresh process, as a search runs its trials. Without the one-thread training pipeline,
+    # Model Garden's parser took its random augmentation draws in a racy order and the losses differed from step 2.
+    first = _train_losses(tiny_dataset.root)
+    second = _train_losses(tiny_dataset.root)
+    assert len(first) == 8
+    assert first == second
