@@ -336,7 +336,8 @@ class SearchDriver:
             state = {"controller": self.controller.state_dict(), "feedbacks": self._feedbacks}
             self.store.save_checkpoint(self.name, n, state)
             self._updates_seen = n
-            entropy = getattr(self.controller, "last_entropy", None)
+            # The PPO controller's last update: mean entropy of its policy, in nats per decision.
+            entropy = (getattr(self.controller, "last_update_stats", None) or {}).get("entropy")
             if entropy is not None and self._tb is not None:
                 self._tb.scalar("controller/policy_entropy", entropy, n)
 

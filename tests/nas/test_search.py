@@ -62,6 +62,30 @@ def test_search_end_to_end(ray_cluster, tmp_path):
     assert any(line.startswith("[8/8]") for line in lines)
 
 
+def _scalar_tags(logdir) -> dict[str, list[float]]:
+    # The legacy loader keeps simple_value (the other one migrates it into a tensor).
+    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+
+    tags: dict[str, list[float]] = {}
+    for name in os.listdir(logdir):
+        for event in LegacyEventFileLoader(os.path.join(logdir, name)).Load():
+            for v in event.summary.value:
+                tags.setdefault(v.tag, []).append(v.simple_value)
+    return tags
+
+
+def test_ppo_search_writes_every_tensorboard_scalar(ray_cluster, tmp_path):
+    # 12 trials: one PPO update (batch 10), so the policy's entropy is written too.
+    store, outcome, _ = _run(tmp_path, _cfg(controller="ppo", trials=12, workers=2))
+    assert outcome.trials == 12
+    tags = _scalar_tags(tmp_path / "runs" / "s" / "tensorboard")
+    assert len(tags["search/reward"]) == 12 and len(tags["search/trial_seconds"]) >= 1
+    assert sorted(tags["search/reward"]) == pytest.approx(sorted(t.reward for t in store.trials("s")), rel=1e-6)
+    assert tags["search/best_reward"] == sorted(tags["search/best_reward"])
+    assert len(tags["controller/policy_entropy"]) == 1 and tags["controller/policy_entropy"][0] > 0
+    assert store.load_checkpoint("s") is not None
+
+
 def test_known_architectures_are_not_trained_again(ray_cluster, tmp_path):
     store, _, _ = _run(tmp_path, _cfg(trials=5), name="first")
     first = {t.arch_key: t for t in store.trials("first")}
