@@ -29,11 +29,16 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
+
+# The search driver imports TensorFlow only for this small policy: keep TF's C++ info and warning lines (CUDA
+# probing, CPU features, oneDNN) off the user's console, unless the user asked for them.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tensorflow as tf  # noqa: E402
 
 from controller.base import Controller, Decisions, array_from_json, array_to_json
 from controller.config import PPOConfig
