@@ -37,7 +37,7 @@ def _resolve(ref: str, db: str | None, search: str | None) -> tuple[Any, dict[st
             ranked = reader.top(searches=[search] if search else None, k=1)
             if not ranked:
                 raise UserError("no completed trial to export" + (f" in search {search!r}" if search else ""))
-            rec = reader.get_arch(ranked[0].key)
+            rec = reader.get_arch(ranked[0].arch_key)
         else:
             rec = reader.find_arch(ref)
         trials = [t for t in reader.arch_trials(rec.key) if t.status == "completed" and t.reward is not None]

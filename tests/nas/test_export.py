@@ -57,6 +57,44 @@ def test_export_writes_the_four_files_and_the_yaml_loads_strictly(tmp_path):
     assert "spinenas train --config sn49.yaml" in (out / "sn49.md").read_text()
 
 
+def _searched_db(tmp_path) -> tuple[str, list]:
+    """A database with one search of three random spinenet49 architectures, rewards 0.1, 0.3, 0.2."""
+    from results_db import ResultStore
+
+    space = SearchSpace("spinenet49")
+    rng = np.random.default_rng(11)
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    store = ResultStore(url)
+    store.create_search("s", config={"proxy": {"image_size": 128}}, seed=0, controller="random",
+                        family="spinenet49")
+    archs = []
+    for reward in (0.1, 0.3, 0.2):
+        d = space.random(rng)
+        arch = space.decode(d)
+        key = store.register_arch(arch, family="spinenet49")
+        [tid] = store.add_trials("s", [(key, d)], status="running", host="h")
+        store.finish_trial(tid, status="completed", reward=reward, metrics={"ap": reward}, wall_s=1.0)
+        archs.append(arch)
+    store.close()
+    return url, archs
+
+
+def test_export_best_of_a_search_and_a_key_prefix(tmp_path):
+    url, archs = _searched_db(tmp_path)
+    proc = _spinenas("export", "best", "--search", "s", "--db", url, "--out", str(tmp_path / "best"),
+                     "--image-size", "128", "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    spec = json.loads((tmp_path / "best" / f"spinenet-{archs[1].key[:8]}.spec.json").read_text())
+    assert spec["key"] == archs[1].key
+    assert spec["provenance"]["search"] == "s" and spec["provenance"]["reward"] == 0.3
+    proc = _spinenas("export", archs[2].key[:6], "--db", url, "--out", str(tmp_path / "k"), "--image-size", "128")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "k" / f"spinenet-{archs[2].key[:8]}.spec.json").read_text())["key"] == archs[2].key
+    proc = _spinenas("export", "best", "--search", "nope", "--db", url, "--out", str(tmp_path / "n"))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "n").exists()
+
+
 def test_train_runs_two_steps_on_synthetic_tfrecords_and_checkpoints(tmp_path):
     from proxy_task.data import make_synth
     from proxy_task.synth import SynthSpec
