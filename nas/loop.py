@@ -36,10 +36,6 @@ logger = logging.getLogger(__name__)
 HEARTBEAT_S = 60.0
 
 
-class ControllerStopped(RuntimeError):
-    """The controller refuses to propose (too many failed trials in a row): the search ends as failed."""
-
-
 @dataclasses.dataclass
 class _InFlight:
     trial_id: int  # database id
@@ -213,14 +209,6 @@ class SearchDriver:
                     self._collect(ref)
                 self._check_timeouts()
                 self._heartbeat()
-        except ControllerStopped as e:
-            interrupted = True
-            self.out(f"search stopped: {e}")
-            import ray as _ray
-
-            for ref in list(self.inflight):
-                _ray.cancel(ref, force=True)
-            self.store.set_search_status(self.name, "failed")
         except KeyboardInterrupt:
             interrupted = True
             self.out(f"interrupted: {len(self.inflight)} running trials stay 'running' and run again on "
@@ -248,10 +236,7 @@ class SearchDriver:
     def _propose_one(self) -> None:
         from results_db.records import NewTrial
 
-        try:
-            [proposal] = self.controller.propose(1)
-        except RuntimeError as e:  # the controller stops after too many failures in a row
-            raise ControllerStopped(str(e)) from None
+        [proposal] = self.controller.propose(1)
         arch = self.space.decode(proposal.decisions)
         key = self.store.register_arch(arch, family=self.cfg.search.family)
         known = self.store.find_result(key)
