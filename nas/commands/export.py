@@ -150,6 +150,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     """Adds `export` and `train` to the `spinenas` subcommands."""
     from nas.export import SCALES, TASKS
+    from results_db.url import DB_HELP
 
     p = sub.add_parser(
         "export",
@@ -162,7 +163,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("arch", help="'best' (the best of --search, or of the database), a key or key prefix in the "
                                 "database, 'spinenet-49', or a JSON spec file")
-    p.add_argument("--db", help="results database (default $SPINENAS_DB, else sqlite:///runs/spinenas.db)")
+    p.add_argument("--db", help=DB_HELP)
     p.add_argument("--search", help="with 'best': the search to take it from")
     p.add_argument("--out", required=True, help="output folder (must be empty or missing unless --force)")
     p.add_argument("--name", help="file name stem (default spinenet-KEY8)")

@@ -193,6 +193,7 @@ def _run(cfg: Any, name: str, store: Any, url: str, args: argparse.Namespace) ->
 def register(sub: Any) -> None:
     """Adds `search` to the `spinenas` subcommands."""
     from nas.config import CONTROLLERS, EVALUATORS, REWARDS
+    from results_db.url import DB_HELP
 
     p = sub.add_parser(
         "search",
@@ -208,8 +209,7 @@ def register(sub: Any) -> None:
                    help="demo (default: embedded synthetic data, real proxy training on CPU), paper, vertex-gpu, "
                         "or a YAML file of a whole config")
     p.add_argument("--name", help="the search's name (default: PRESET-DATE-TIME)")
-    p.add_argument("--db", help="results database: a SQLAlchemy URL or a file path (default $SPINENAS_DB, else "
-                                "sqlite:///runs/spinenas.db)")
+    p.add_argument("--db", help=DB_HELP)
     p.add_argument("--resume", metavar="NAME", help="continue the stored search NAME")
     p.add_argument("--controller", choices=CONTROLLERS, help="ppo (paper), evolution or random")
     p.add_argument("--family", help="search space: r35-sp18, r23-sp30, r14-sp39, r0-sp53, spinenet49")
