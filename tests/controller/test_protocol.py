@@ -261,3 +261,24 @@ def test_recover_reports_malformed_history():
         ctrl.recover([((0,) * 6, 0.1), ((0, 5, 0, 0, 0, 0), 0.2)])
     with pytest.raises(InvalidDecisionError, match=r"pending\[0\]: decision sequence too short: expected 6 .* got 2"):
         ctrl.recover([], pending=[(0, 0)])
+
+
+# ------------------------------------------------------------------------------------------------ array codec
+def test_arrays_round_trip_bit_exactly_and_the_older_zlib_form_still_reads():
+    import base64
+    import zlib
+
+    from controller.base import array_from_json, array_to_json
+
+    a = np.random.default_rng(0).normal(size=(7, 5)).astype(np.float32)
+    a[0, 0] = -0.0
+    d = json.loads(json.dumps(array_to_json(a)))
+    b = array_from_json(d)
+    assert b.dtype == a.dtype and b.shape == a.shape and b.tobytes() == a.tobytes()
+    old = {"dtype": d["dtype"], "shape": d["shape"],
+           "zlib_base64": base64.b64encode(zlib.compress(a.tobytes())).decode("ascii")}
+    assert array_from_json(old).tobytes() == a.tobytes()
+    with pytest.raises(ValueError, match="malformed"):
+        array_from_json({**d, "base64": "not base64!"})
+    with pytest.raises(ValueError, match="malformed"):
+        array_from_json({"dtype": "<f4", "shape": [2]})
