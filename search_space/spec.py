@@ -334,7 +334,8 @@ class ArchSpec:
             if any(o in removed for o in b.input_offsets):
                 return None
             offsets = tuple(o - sum(1 for r in removed if r < o) for o in b.input_offsets)
-            blocks.append(dataclasses.replace(b, input_offsets=offsets))
+            # Blocks before the removed ones keep their offsets: reused as they are (they are immutable).
+            blocks.append(b if offsets == b.input_offsets else dataclasses.replace(b, input_offsets=offsets))
         try:
             return ArchSpec(blocks=tuple(blocks), stem=self.stem)
         except InvalidArchError:
