@@ -239,6 +239,7 @@ class ResultStore(ReadAPI):
         self.readonly = readonly
         self._search_ids: dict[str, int] = {}
         self._arch_keys: set[str] = set()  # writer: every key stored (loaded at open, kept up to date)
+        self._trialless_keys: set[str] = set()  # writer: keys it inserted itself that have no trial yet
         self._next_index: dict[int, int] = {}  # writer: search id -> index of its next trial
         self._local = threading.local()  # the writer's connection of each thread
         self._connections: list[Connection] = []
@@ -437,13 +438,16 @@ class ResultStore(ReadAPI):
         """The best finished result of an arch across all searches, or None: "this key already has a result".
 
         The completed trial with the highest reward wins (completed trials without a reward come last). With
-        `include_failed`, an arch that only ever failed gives its latest failed trial. A writer answers for a key
-        it has never stored without a query.
+        `include_failed`, an arch that only ever failed gives its latest failed trial. A writer answers without a
+        query for a key it has never stored, or has stored itself and added no trial for yet.
         """
         # The driver proposes mostly new archs; a writer knows every key stored when it opened and every key it
         # stored since, so those lookups cost no query. (A key that another process registered after this store
         # opened is seen after reopening; the worst case is one repeated evaluation, not a wrong result.)
-        if not self.readonly and arch_key not in self._arch_keys:
+        # The driver registers a proposal's arch before it looks the key up: a key this store has just inserted
+        # has no trial yet, so no result either (the same caveat: another writer's trial of it in between is not
+        # seen).
+        if not self.readonly and (arch_key not in self._arch_keys or arch_key in self._trialless_keys):
             return None
         return super().find_result(arch_key, include_failed=include_failed)
 
@@ -611,7 +615,9 @@ class ResultStore(ReadAPI):
         if rows:
             conn.execute(_ARCHS.insert(), rows)
         self._arch_keys.update(archs)
-        return [r["key"] for r in rows]
+        inserted = [r["key"] for r in rows]
+        self._trialless_keys.update(inserted)
+        return inserted
 
     # ------------------------------------------------------------------------------------------- trials
     def add_trials(
@@ -686,6 +692,7 @@ class ResultStore(ReadAPI):
                 )
                 ids = [id_of[start + i] for i in range(len(rows))]
         self._next_index[sid] = start + len(rows)
+        self._trialless_keys.difference_update(t.arch_key for t in items)
         return ids
 
     def start_trial(

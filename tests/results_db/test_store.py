@@ -236,6 +236,23 @@ def test_find_result_best_across_searches(store):
         assert r.find_result(k) == best
 
 
+def test_find_result_skips_the_query_for_a_key_without_any_trial(store):
+    # The driver's order: register the proposal's arch, look its key up, add the trial.
+    from sqlalchemy import event
+
+    statements = []
+    event.listen(store._engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    store.create_search("a")
+    k = store.register_arch(SPINENET_49)
+    statements.clear()
+    assert store.find_result(k) is None and statements == []  # just inserted by this store: no trial, no result
+    [t] = store.add_trials("a", [(k, [1])], status="running")
+    store.finish_trial(t, status="completed", reward=0.5)
+    statements.clear()
+    assert store.find_result(k).trial_id == t and statements  # it has a trial now: asked, and found
+    assert store.register_arch(SPINENET_49) == k and store.find_result(k).reward == 0.5
+
+
 def test_trials_by_status_and_resume_after_a_crash(url):
     ds, archs = _space_archs(6)
     s = ResultStore(url)
