@@ -7,11 +7,15 @@ from one process). The loop:
    result for its key (a 'cached' trial, fed back at once), waits for the same key already in flight, or submits a
    Ray task;
 2. collects results with `ray.wait` as they come; each is written to the store in one transaction with its status,
-   then fed back to the controller; the controller's state is checkpointed after every update it makes;
+   then fed back to the controller; the controller's state is checkpointed after an update it makes (at most one
+   per `checkpoint_interval_s`, and once more when the search ends or is interrupted);
 3. cancels trials that outlive `trial_timeout_s` and stores them as failed; a worker that dies is retried by Ray.
 
 Every checkpoint records how many feedbacks the controller had received; feedback order is the store's completion
 order, so a resume loads the last checkpoint and replays exactly the trials finished after it (see `_restore`).
+That replay is why checkpoints need not follow every update: the controller is a deterministic function of its
+seed and the feedback sequence, which the store holds trial by trial. A real search updates every few minutes and
+stores every update; a fast one stores its ~2 MB PPO state about once a second instead of every 10 trials.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ class SearchOutcome:
     best_key: str | None
     wall_s: float
     interrupted: bool = False
+    checkpoints: int = 0  # controller checkpoints this run stored
 
 
 def evaluator_spec(cfg: NasConfig, faults: dict[str, Any] | None = None, fault_dir: str = "") -> EvaluatorSpec:
@@ -126,6 +131,9 @@ class SearchDriver:
         self.wall_times: list[float] = []
         self._updates_seen = _num_updates(self.controller)
         self._feedbacks = 0  # feedbacks given, in the store's completion order
+        self._stored_feedbacks = 0  # feedbacks the last stored checkpoint includes
+        self._last_checkpoint = time.monotonic()
+        self.checkpoints = 0  # controller checkpoints written by this driver
         # For benchmarks: seconds blocked in ray.wait, worker-side (start, end) of every trial, submit times.
         self.stats: dict[str, Any] = {"wait_s": 0.0, "intervals": [], "submits": []}
         self._next_index = 0
@@ -161,6 +169,7 @@ class SearchDriver:
         proposals = self.controller.recover([(t.decisions, t.reward) for t in done[fed:]],
                                             pending=[t.decisions for t in again])
         self._feedbacks = len(done)
+        self._stored_feedbacks = fed
         self._next_index = max((t.index for t in trials), default=-1) + 1
         self._updates_seen = _num_updates(self.controller)
         for t in done:
@@ -215,8 +224,10 @@ class SearchDriver:
                      f"'spinenas search --resume {self.name}'")
             for ref in list(self.inflight):
                 ray.cancel(ref, force=True)
+            self._final_checkpoint()
             self.store.set_search_status(self.name, "stopped")
         else:
+            self._final_checkpoint()
             self.store.set_search_status(self.name, "completed")
         finally:
             if self._tb is not None:
@@ -231,6 +242,7 @@ class SearchDriver:
             best_key=self.best[1] if self.best else None,
             wall_s=time.time() - self._t0,
             interrupted=interrupted,
+            checkpoints=self.checkpoints,
         )
 
     def _propose_one(self) -> None:
@@ -318,13 +330,25 @@ class SearchDriver:
     def _note_updates(self) -> None:
         n = _num_updates(self.controller)
         if n != self._updates_seen:
-            state = {"controller": self.controller.state_dict(), "feedbacks": self._feedbacks}
-            self.store.save_checkpoint(self.name, n, state)
             self._updates_seen = n
+            if time.monotonic() - self._last_checkpoint >= self.cfg.search.checkpoint_interval_s:
+                self._save_checkpoint()
             # The PPO controller's last update: mean entropy of its policy, in nats per decision.
             entropy = (getattr(self.controller, "last_update_stats", None) or {}).get("entropy")
             if entropy is not None and self._tb is not None:
                 self._tb.scalar("controller/policy_entropy", entropy, n)
+
+    def _final_checkpoint(self) -> None:
+        # What the last interval held back: a resume after a clean end or Ctrl-C then replays nothing.
+        if self._feedbacks != self._stored_feedbacks:
+            self._save_checkpoint()
+
+    def _save_checkpoint(self) -> None:
+        state = {"controller": self.controller.state_dict(), "feedbacks": self._feedbacks}
+        self.store.save_checkpoint(self.name, self._updates_seen, state)
+        self._stored_feedbacks = self._feedbacks
+        self._last_checkpoint = time.monotonic()
+        self.checkpoints += 1
 
     def _check_timeouts(self) -> None:
         import ray

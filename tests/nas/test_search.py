@@ -86,6 +86,66 @@ def test_ppo_search_writes_every_tensorboard_scalar(ray_cluster, tmp_path):
     assert store.load_checkpoint("s") is not None
 
 
+def test_checkpoints_follow_updates_at_most_once_per_interval_and_at_the_end(ray_cluster, tmp_path):
+    # The random controller updates on every feedback: interval 0 stores all 6, a long interval only the last.
+    store, every, _ = _run(tmp_path, _cfg(trials=6, workers=1, checkpoint_interval_s=0.0), name="every")
+    assert every.checkpoints == 6
+    store.close()
+    store, held, _ = _run(tmp_path, _cfg(trials=6, workers=1, checkpoint_interval_s=3600.0), name="held")
+    assert held.checkpoints == 1
+    ckpt = store.load_checkpoint("held")
+    assert ckpt.step == 6 and ckpt.state["feedbacks"] == 6
+
+
+class _DriverCrash(Exception):
+    pass
+
+
+@pytest.mark.tf
+def test_ppo_resume_replays_the_updates_its_checkpoint_lacks_bit_exactly(ray_cluster, tmp_path):
+    # Checkpoints may lag updates (checkpoint_interval_s); a resume must still rebuild the very same policy.
+    def cfg(trials):
+        return _cfg(controller="ppo", trials=trials, workers=1, reuse_workers=True, checkpoint_interval_s=3600.0)
+
+    ref, _, _ = _run(tmp_path, cfg(25), name="ref", db=f"sqlite:///{tmp_path / 'ref.db'}")
+    expected = {t.index: t.decisions for t in ref.trials("ref")}
+    expected_state = ref.load_checkpoint("ref").state
+    ref.close()
+
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    store, _, _ = _run(tmp_path, cfg(13), db=db)  # one update (at 10), stored at the end with 13 feedbacks
+    store.close()
+    # Continued to 25 trials, the driver dies while recording the 23rd: its update at 20 was never stored.
+    store = ResultStore(db)
+    driver = SearchDriver(cfg(25), name="s", store=store, run_dir=str(tmp_path / "runs" / "s"), resume=True,
+                          out=lambda _: None)
+    finish, calls = store.finish_trial, []
+
+    def crash_at_the_tenth(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 10:
+            raise _DriverCrash
+        return finish(*args, **kwargs)
+
+    store.finish_trial = crash_at_the_tenth
+    driver.start()
+    with pytest.raises(_DriverCrash):
+        driver.run()
+    store.close()
+    store = ResultStore(db)
+    assert store.load_checkpoint("s").state["feedbacks"] == 13
+    assert sum(t.status == "completed" for t in store.trials("s")) == 22
+    store.close()
+
+    store, outcome, lines = _run(tmp_path, cfg(25), db=db, resume=True)
+    assert any("its update 1 checkpoint, 9 trials replayed" in line for line in lines), lines
+    assert outcome.trials == 25 and outcome.completed == 25
+    assert {t.index: t.decisions for t in store.trials("s")} == expected
+    state = store.load_checkpoint("s").state
+    assert state["feedbacks"] == expected_state["feedbacks"] == 25
+    assert state["controller"]["algorithm"] == expected_state["controller"]["algorithm"]  # weights, Adam, baseline
+
+
 def test_known_architectures_are_not_trained_again(ray_cluster, tmp_path):
     store, _, _ = _run(tmp_path, _cfg(trials=5), name="first")
     first = {t.arch_key: t for t in store.trials("first")}
