@@ -1,26 +1,31 @@
 """Benchmark of the results database at the paper's scale: insert throughput, `spinenas top` latency, file size.
 
-Fills a fresh SQLite database with N realistic trials in the search job's write pattern: the controller proposes a
-batch of K; the driver looks each key up (`find_result`: a key seen before becomes a CACHED trial), registers the
-new archs (`register_archs`), adds the batch as RUNNING trials (`add_trials`), finishes each (`finish_trial`:
-COMPLETED or FAILED, with the metrics a Model Garden proxy run reports) and checkpoints the controller after its
-update (`save_checkpoint`), the way the PPO controller's `state_dict()` encodes it: weights and Adam moments as
-float32 bytes, zlib, base64 (about 2.2 MB of JSON for LSTM 100 / embedding 32 on spinenet49). The architectures
-are real: ``SearchSpace('spinenet49').decode(space.random(rng))``. Then it times
-``spinenas top -k 10`` as a subprocess (wall time including interpreter start; median of several runs) and the
-other read commands, and writes the figures with the command and the machine to scripts/bench/results/.
+Fills a fresh SQLite database with N realistic trials through the store calls the search job's driver makes
+(`nas.loop.SearchDriver`, see `fill`): with 10 trials in flight, each proposal registers its arch
+(`register_arch`), looks its key up (`find_result`: a key with a result becomes a CACHED trial at once) and adds
+one trial (`add_trials`); each result is finished at once (`finish_trial`: COMPLETED or FAILED, with the metrics a
+Model Garden proxy run reports); the PPO controller updates every 10 feedbacks, and after an update its state is
+checkpointed (`save_checkpoint`) unless the last checkpoint is younger than the job's `checkpoint_interval_s`
+(1 s by default; `--checkpoint-interval 0` checkpoints after every update). The state is what the PPO
+controller's `state_dict()` holds: weights and Adam moments as float32 bytes in base64 (about 2.4 MB of JSON for
+LSTM 100 / embedding 32 on spinenet49). The architectures are real: ``SearchSpace('spinenet49').decode(...)``.
+Then it times ``spinenas top -k 10`` as a subprocess (wall time including interpreter start; median of several
+runs) and the other read commands, and writes the figures with the command and the machine to
+scripts/bench/results/.
 
 Targets (issue 5, at 14,000 trials): top < 0.5 s, inserts > 500 trials/s, file < 50 MB.
 
 Usage::
 
   flock /tmp/spinenas-cpu.lock python scripts/bench/db.py --trials 14000 --json
+  flock /tmp/spinenas-cpu.lock python scripts/bench/db.py --trials 14000 --checkpoint-interval 0 --tag every-update
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import collections
 import datetime
 import json
 import logging
@@ -33,7 +38,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +46,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
+from nas.config import SearchConfig  # noqa: E402
 from results_db import NewTrial, ResultStore  # noqa: E402
 from search_space import SearchSpace  # noqa: E402
 
@@ -82,15 +87,11 @@ def _metrics(rng: np.random.Generator, ap: float, wall_s: float) -> dict[str, fl
 
 
 def _array_blobs(rng: np.random.Generator, floats: int) -> dict:
-    """Weights and Adam moments as the PPO controller's `state_dict()` holds them: float32 bytes, zlib, base64."""
+    """Weights and Adam moments as the PPO controller's `state_dict()` holds them: float32 bytes in base64."""
     out = {}
     for group in ("weights", "adam_m", "adam_v"):
         a = rng.normal(0, 0.1, floats // 3).astype(np.float32)
-        out[group] = {
-            "dtype": a.dtype.str,
-            "shape": list(a.shape),
-            "zlib_base64": base64.b64encode(zlib.compress(a.tobytes(), 6)).decode("ascii"),
-        }
+        out[group] = {"dtype": a.dtype.str, "shape": list(a.shape), "base64": base64.b64encode(a.tobytes()).decode()}
     return out
 
 
@@ -107,8 +108,20 @@ def _controller_state(rng: np.random.Generator, step: int, blobs: dict) -> dict:
     }
 
 
-def fill(path: str, n: int, *, batch: int, state_floats: int, seed: int) -> dict:
-    """Writes `n` trials in the search job's pattern and returns the timing of the writes."""
+PHASES = ("register_arch", "find_result", "add_trial", "start_trial", "finish_trial", "save_checkpoint")
+
+
+def fill(path: str, n: int, *, batch: int, workers: int, state_floats: int, checkpoint_interval_s: float,
+         seed: int) -> dict:
+    """Writes `n` trials with the store calls `nas.loop.SearchDriver` makes, and returns the timing of the writes.
+
+    The driver keeps `workers` trials in flight. For each proposal it registers the arch, looks its key up and adds
+    the trial (running; queued when the same key is in flight; at once 'cached' when the key has a result). As each
+    result arrives (oldest first here) it finishes the trial, finishes or starts the trials that waited for the same
+    key, and feeds the controller, which updates after every `batch` feedbacks; after an update the controller's
+    state is checkpointed unless the last checkpoint is younger than `checkpoint_interval_s`, and once more at
+    the end.
+    """
     space = SearchSpace("spinenet49")
     rng = np.random.default_rng(seed)
     # The controller's work (sampling decisions, decoding them) is not the database's: done before the clock.
@@ -119,6 +132,8 @@ def fill(path: str, n: int, *, batch: int, state_floats: int, seed: int) -> dict
         else:
             d = space.random(rng)
             proposals.append((d, space.decode(d)))
+    for _, arch in proposals:
+        arch.key  # the driver's dedup key: computed by the search space when the proposal is decoded (cached)
     costs: dict[int, tuple[int, int]] = {}  # one measured cost per arch
     rng_cost = np.random.default_rng(seed + 1)
     # Encoding the arrays is the controller's work (state_dict), not the store's: done once, re-used.
@@ -127,69 +142,107 @@ def fill(path: str, n: int, *, batch: int, state_floats: int, seed: int) -> dict
     store = ResultStore(path)
     store.create_search("bench", config="preset: spinenet49_proxy_small\nseed: 0\n", seed=seed,
                         controller="ppo", family="spinenet49")
-    counts = {"completed": 0, "failed": 0, "cached": 0, "checkpoints": 0}
+    counts = {"completed": 0, "failed": 0, "cached": 0, "checkpoints": 0, "updates": 0}
     # The clock runs only inside store calls: drawing metrics and controller states is the benchmark's own work.
-    store_s = 0.0
-    store_cpu_s = 0.0  # CPU time of the same calls: what the figure would be on an otherwise idle machine
-    phases = dict.fromkeys(
-        ("key_and_find_result", "register_archs", "add_trials", "finish_trial", "save_checkpoint"), 0.0
-    )
-    t_loop = time.perf_counter()
-    for start in range(0, n, batch):
-        # One controller batch: look each proposal up, register the new archs, add the batch as running trials,
-        # finish each as its result arrives, then checkpoint the controller after its update.
-        chunk = proposals[start : start + batch]
-        outcomes = []
-        for _ in chunk:
-            wall_s = float(rng.normal(1800, 300))
-            ap = float(np.clip(rng.normal(0.22, 0.03), 0.0, 1.0))
-            outcomes.append((wall_s, rng.random() < FAIL_RATE, ap, _metrics(rng, ap, wall_s)))
-        state = _controller_state(rng, start, blobs)
-        c0 = time.process_time()
-        t0 = time.perf_counter()
-        keys = [arch.key for _, arch in chunk]  # the driver's dedup key, computed once per proposal
-        known = [store.find_result(key) for key in keys]
-        t1 = time.perf_counter()
-        store.register_archs([arch for (_, arch), k in zip(chunk, known) if k is None], family="spinenet49")
-        t2 = time.perf_counter()
-        ids = store.add_trials(
-            "bench", [NewTrial(key, d) for key, (d, _) in zip(keys, chunk)], status="running",
-            host=HOSTS[start % len(HOSTS)],
-        )
-        t3 = time.perf_counter()
-        for tid, (_, arch), k, (wall_s, fails, ap, metrics) in zip(ids, chunk, known, outcomes):
-            if k is not None:
-                store.finish_trial(tid, status="cached", reward=k.reward, metrics=k.metrics, wall_s=0.0,
-                                   cached_from=k.trial_id)
-                counts["cached"] += 1
-            elif fails:
-                store.finish_trial(tid, status="failed", error=ERROR, wall_s=wall_s * 0.3, reward=None)
-                counts["failed"] += 1
-            else:
-                c = costs.setdefault(id(arch), (int(rng_cost.uniform(1.5e9, 6e9)), int(rng_cost.uniform(2e6, 6e6))))
-                store.finish_trial(tid, status="completed", reward=ap, metrics=metrics, wall_s=wall_s,
-                                   flops=c[0], params=c[1])
-                counts["completed"] += 1
-        t4 = time.perf_counter()
-        store.save_checkpoint("bench", start // batch + 1, state)
-        t5 = time.perf_counter()
-        for phase, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
-            phases[phase] += dt
-        store_s += t5 - t0
-        store_cpu_s += time.process_time() - c0
+    phases = dict.fromkeys(PHASES, 0.0)
+    cpu = [0.0]
+
+    def timed(phase, fn, *args, **kwargs):
+        c0, t0 = time.process_time(), time.perf_counter()
+        out = fn(*args, **kwargs)
+        phases[phase] += time.perf_counter() - t0
+        cpu[0] += time.process_time() - c0
+        return out
+
+    inflight: collections.deque = collections.deque()  # (trial id, key, arch), oldest first
+    inflight_keys: collections.Counter = collections.Counter()
+    waiting: dict[str, list[int]] = {}
+    state = {"feedbacks": 0, "stored": 0, "last": time.perf_counter()}
+
+    def checkpoint() -> None:
+        ckpt = {"controller": _controller_state(rng, counts["updates"], blobs), "feedbacks": state["feedbacks"]}
+        timed("save_checkpoint", store.save_checkpoint, "bench", counts["updates"], ckpt)
+        state["stored"], state["last"] = state["feedbacks"], time.perf_counter()
         counts["checkpoints"] += 1
+
+    def feedback() -> None:
+        state["feedbacks"] += 1
+        if state["feedbacks"] % batch == 0:
+            counts["updates"] += 1
+            if time.perf_counter() - state["last"] >= checkpoint_interval_s:
+                checkpoint()
+
+    def cached(tid: int, known) -> None:
+        timed("finish_trial", store.finish_trial, tid, status="cached", reward=known.reward, metrics=known.metrics,
+              wall_s=0.0, cached_from=known.trial_id)
+        counts["cached"] += 1
+        feedback()
+
+    def propose(i: int) -> None:
+        d, arch = proposals[i]
+        key = timed("register_arch", store.register_arch, arch, family="spinenet49")
+        known = timed("find_result", store.find_result, key)
+        in_flight = known is None and inflight_keys[key] > 0
+        [tid] = timed("add_trial", store.add_trials, "bench", [NewTrial(key, d)],
+                      status="queued" if known is not None or in_flight else "running", host=HOSTS[i % len(HOSTS)])
+        if known is not None:
+            cached(tid, known)
+        elif in_flight:
+            waiting.setdefault(key, []).append(tid)
+        else:
+            inflight.append((tid, key, arch))
+            inflight_keys[key] += 1
+
+    def collect() -> None:
+        tid, key, arch = inflight.popleft()
+        inflight_keys[key] -= 1
+        wall_s = float(rng.normal(1800, 300))
+        if rng.random() < FAIL_RATE:
+            timed("finish_trial", store.finish_trial, tid, status="failed", error=ERROR, wall_s=wall_s * 0.3,
+                  host=HOSTS[tid % len(HOSTS)])
+            counts["failed"] += 1
+            ok = False
+        else:
+            ap = float(np.clip(rng.normal(0.22, 0.03), 0.0, 1.0))
+            c = costs.setdefault(id(arch), (int(rng_cost.uniform(1.5e9, 6e9)), int(rng_cost.uniform(2e6, 6e6))))
+            metrics = _metrics(rng, ap, wall_s)
+            timed("finish_trial", store.finish_trial, tid, status="completed", reward=ap, metrics=metrics,
+                  wall_s=wall_s, flops=c[0], params=c[1], host=HOSTS[tid % len(HOSTS)])
+            counts["completed"] += 1
+            ok = True
+        feedback()
+        for other in waiting.pop(key, []):
+            if ok:
+                cached(other, timed("find_result", store.find_result, key))
+            else:
+                timed("start_trial", store.start_trial, other, host=None)
+                inflight.append((other, key, arch))
+                inflight_keys[key] += 1
+
+    t_loop = time.perf_counter()
+    proposed = 0
+    while counts["completed"] + counts["failed"] + counts["cached"] < n:
+        while proposed < n and len(inflight) < workers:
+            propose(proposed)
+            proposed += 1
+        if inflight:
+            collect()
+    if state["feedbacks"] != state["stored"]:
+        checkpoint()
     loop_s = time.perf_counter() - t_loop
     store.set_search_status("bench", "completed")
     store.close()
+    store_s = sum(phases.values())
     return {
         "insert_s": store_s,
         "insert_per_s": n / store_s,
-        "insert_cpu_s": store_cpu_s,
+        "insert_cpu_s": cpu[0],
         # The same writes without the controller checkpoints: what the per-trial path alone sustains.
         "trials_only_per_s": n / (store_s - phases["save_checkpoint"]),
-        "insert_per_cpu_s": n / store_cpu_s,
+        "insert_per_cpu_s": n / cpu[0],
         "loop_s": loop_s,
         **counts,
+        "ms_per_checkpoint": phases["save_checkpoint"] / max(1, counts["checkpoints"]) * 1e3,
         "us_per_trial": {k: round(v / n * 1e6, 1) for k, v in phases.items()},
     }
 
@@ -247,11 +300,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=14000, help="trials to write (default 14000, the paper's scale)")
     parser.add_argument("--batch", type=int, default=10,
-                        help="trials per controller batch (K): added together, checkpoint after each (default 10, "
-                        "the PPO controller's batch_size)")
+                        help="feedbacks per controller update (default 10, the PPO controller's batch_size)")
+    parser.add_argument("--workers", type=int, default=10, help="trials in flight (default 10)")
+    parser.add_argument("--checkpoint-interval", type=float, default=SearchConfig().checkpoint_interval_s,
+                        metavar="S",
+                        help="the search job's search.checkpoint_interval_s: a checkpoint follows an update unless "
+                        "the last one is younger than S seconds (default %(default)s, the job's default; 0: after "
+                        "every update)")
     parser.add_argument("--state-floats", type=int, default=450_000,
                         help="float32 numbers in each controller checkpoint: the PPO policy's weights and Adam "
-                        "moments (default 450000: LSTM 100, embedding 32 on spinenet49, ~2.2 MB of JSON)")
+                        "moments (default 450000: LSTM 100, embedding 32 on spinenet49, ~2.4 MB of JSON)")
     parser.add_argument("--runs", type=int, default=7, help="timed runs of each read command (median reported)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dir", help="where to put the database (default: a temporary directory, removed)")
@@ -262,6 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.trials < 1:
         parser.error(f"--trials must be at least 1, got {args.trials}")
+    if args.batch < 1 or args.workers < 1 or args.checkpoint_interval < 0:
+        parser.error("--batch and --workers must be at least 1, --checkpoint-interval at least 0")
     logging.basicConfig(level=logging.WARNING)
 
     facts = machine()
@@ -272,8 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         if os.path.exists(path + suffix):
             os.remove(path + suffix)
     try:
-        writes = fill(path, args.trials, batch=args.batch, state_floats=args.state_floats,
-                      seed=args.seed)
+        writes = fill(path, args.trials, batch=args.batch, workers=args.workers, state_floats=args.state_floats,
+                      checkpoint_interval_s=args.checkpoint_interval, seed=args.seed)
         db_mb = sum(os.path.getsize(path + s) for s in ("", "-wal") if os.path.exists(path + s)) / 2**20
         top = time_command(["top", "--db", path, "-k", "10"], args.runs)
         with ResultStore(path, readonly=True) as store:
@@ -308,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {**facts, "loadavg_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
         "pattern": {
             "batch": args.batch,
+            "workers": args.workers,
+            "checkpoint_interval_s": args.checkpoint_interval,
             "state_floats": args.state_floats,
             "repeat_rate": REPEAT_RATE,
             "fail_rate": FAIL_RATE,
