@@ -85,22 +85,25 @@ def main() -> int:
             "--trials", str(args.trials), "--workers", str(args.workers), "--cpus-per-trial", "1",
             "--surrogate-duration", str(args.duration), "--db", db, "--address", address, "--run-dir",
             os.path.join(tmp, "run")]
+    driver = None
     try:
         driver = subprocess.Popen([*base, "--name", "faults", "--inject-faults", json.dumps(faults)],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp)
         # 1. kill a worker mid-trial
         deadline = time.time() + 120
-        victim = None
-        while time.time() < deadline and victim is None:
+        killed = False
+        while time.time() < deadline and not killed:
             if finished(db) >= 2:
                 busy = trial_workers(raylets)
                 if busy:
-                    victim = busy[0]
+                    time.sleep(args.duration / 3)
+                    try:
+                        busy[0].send_signal(signal.SIGKILL)
+                    except psutil.NoSuchProcess:  # its trial ended meanwhile and the worker exited: pick another
+                        continue
+                    killed = True
+                    events.append({"event": "worker killed", "pid": busy[0].pid, "finished_before": finished(db)})
             time.sleep(0.1)
-        if victim is not None:
-            time.sleep(args.duration / 3)
-            victim.send_signal(signal.SIGKILL)
-            events.append({"event": "worker killed", "pid": victim.pid, "finished_before": finished(db)})
         # 2. kill the driver mid-search
         while finished(db) < args.trials // 2 and time.time() < deadline + 120:
             time.sleep(0.1)
@@ -115,6 +118,9 @@ def main() -> int:
         if resumed.returncode != 0:
             print(resumed.stderr[-3000:], file=sys.stderr)
     finally:
+        if driver is not None and driver.poll() is None:
+            driver.kill()
+            driver.wait()
         ray.shutdown()
 
     con = sqlite3.connect(db)
