@@ -38,10 +38,11 @@ class SearchConfig:
         because TensorFlow keeps graphs and memory for the life of a process).
       seed: seeds the controller and, with the trial index, each trial's proxy training.
       checkpoint_interval_s: the controller's state is stored after an update unless the last stored one is younger
-        than this (0: after every update), and always when the search ends or is interrupted. A resume loads the
-        last one and replays the trials finished after it, which gives the same controller exactly. Trials of a
-        real search take minutes, so every update is stored; the bound matters for fast (surrogate) searches,
-        where a PPO state of ~2 MB after every 10 trials would cap the database at ~250 trials/s.
+        than this (0: after every update), and always when the search ends (not on Ctrl-C). A resume loads the
+        last one and replays the trials finished after it, in their order, so the controller learns from the same
+        trials as one that never stopped. Trials of a real search take minutes, so every update is stored; the
+        bound matters for fast (surrogate) searches, where a PPO state of ~2 MB after every 10 trials would cap the
+        database at ~250 trials/s.
     """
 
     family: str = "spinenet49"

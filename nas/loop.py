@@ -8,7 +8,7 @@ from one process). The loop:
    Ray task;
 2. collects results with `ray.wait` as they come; each is written to the store in one transaction with its status,
    then fed back to the controller; the controller's state is checkpointed after an update it makes (at most one
-   per `checkpoint_interval_s`, and once more when the search ends or is interrupted);
+   per `checkpoint_interval_s`, and once more when the search ends);
 3. cancels trials that outlive `trial_timeout_s` and stores them as failed; a worker that dies is retried by Ray.
 
 Every checkpoint records how many feedbacks the controller had received; feedback order is the store's completion
@@ -224,7 +224,8 @@ class SearchDriver:
                      f"'spinenas search --resume {self.name}'")
             for ref in list(self.inflight):
                 ray.cancel(ref, force=True)
-            self._final_checkpoint()
+            # No checkpoint here: Ctrl-C may have landed inside the controller's propose() or feedback(), so its
+            # state may not match the feedback count; the stored checkpoint plus replay is exact instead.
             self.store.set_search_status(self.name, "stopped")
         else:
             self._final_checkpoint()
@@ -339,7 +340,7 @@ class SearchDriver:
                 self._tb.scalar("controller/policy_entropy", entropy, n)
 
     def _final_checkpoint(self) -> None:
-        # What the last interval held back: a resume after a clean end or Ctrl-C then replays nothing.
+        # What the last interval held back: a resume after a clean end (a longer budget) then replays nothing.
         if self._feedbacks != self._stored_feedbacks:
             self._save_checkpoint()
 

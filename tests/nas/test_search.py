@@ -97,6 +97,44 @@ def test_checkpoints_follow_updates_at_most_once_per_interval_and_at_the_end(ray
     assert ckpt.step == 6 and ckpt.state["feedbacks"] == 6
 
 
+def test_ctrl_c_inside_a_feedback_stores_no_checkpoint_and_the_resume_finishes_the_same_search(ray_cluster, tmp_path):
+    # Ctrl-C may land inside controller.feedback(): the controller has the reward, the driver has not counted it. A
+    # checkpoint then would hold a state that does not match its feedback count, so none is stored; the resume
+    # replays the stored trials instead.
+    def cfg():
+        return _cfg(trials=8, workers=1, seed=7, checkpoint_interval_s=3600.0)
+
+    ref, _, _ = _run(tmp_path, cfg(), name="ref", db=f"sqlite:///{tmp_path / 'ref.db'}")
+    expected = {t.index: t.decisions for t in ref.trials("ref")}
+    ref.close()
+
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    store = ResultStore(db)
+    driver = SearchDriver(cfg(), name="s", store=store, run_dir=str(tmp_path / "runs" / "s"), out=lambda _: None)
+    driver.start()
+    feedback, calls = driver.controller.feedback, []
+
+    def interrupted_inside(*args, **kwargs):
+        feedback(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+
+    driver.controller.feedback = interrupted_inside
+    outcome = driver.run()
+    assert outcome.interrupted and outcome.checkpoints == 0
+    assert store.load_checkpoint("s") is None
+    assert store.open_search("s").status == "stopped"
+    assert sum(t.status == "completed" for t in store.trials("s")) == 5
+    store.close()
+
+    store, outcome, lines = _run(tmp_path, cfg(), db=db, resume=True)
+    assert any("controller from the history, 5 trials replayed" in line for line in lines), lines
+    assert outcome.trials == 8 and outcome.completed == 8
+    assert {t.index: t.decisions for t in store.trials("s")} == expected
+    assert store.load_checkpoint("s").state["feedbacks"] == 8
+
+
 class _DriverCrash(Exception):
     pass
 
