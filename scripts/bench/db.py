@@ -124,17 +124,16 @@ def fill(path: str, n: int, *, batch: int, workers: int, state_floats: int, chec
     """
     space = SearchSpace("spinenet49")
     rng = np.random.default_rng(seed)
-    # The controller's work (sampling decisions, decoding them) is not the database's: done before the clock.
-    proposals: list[tuple[tuple[int, ...], object]] = []
+    # The controller's work (sampling decisions) is not the database's: done before the clock. Each proposal is
+    # decoded afresh off the clock, as the driver does; its dedup key (canonical spec and hash) is computed on first
+    # use, inside `register_arch`, so the clock includes it as it does in the driver.
+    proposals: list[tuple[int, ...]] = []
     for _ in range(n):
         if proposals and rng.random() < REPEAT_RATE:
             proposals.append(proposals[int(rng.integers(0, len(proposals)))])
         else:
-            d = space.random(rng)
-            proposals.append((d, space.decode(d)))
-    for _, arch in proposals:
-        arch.key  # the driver's dedup key: computed by the search space when the proposal is decoded (cached)
-    costs: dict[int, tuple[int, int]] = {}  # one measured cost per arch
+            proposals.append(space.random(rng))
+    costs: dict[str, tuple[int, int]] = {}  # one measured cost per arch
     rng_cost = np.random.default_rng(seed + 1)
     # Encoding the arrays is the controller's work (state_dict), not the store's: done once, re-used.
     blobs = _array_blobs(np.random.default_rng(seed + 2), state_floats)
@@ -172,21 +171,22 @@ def fill(path: str, n: int, *, batch: int, workers: int, state_floats: int, chec
             if time.perf_counter() - state["last"] >= checkpoint_interval_s:
                 checkpoint()
 
-    def cached(tid: int, known) -> None:
-        timed("finish_trial", store.finish_trial, tid, status="cached", reward=known.reward, metrics=known.metrics,
-              wall_s=0.0, cached_from=known.trial_id)
+    def cached(tid: int, reward: float, source: int, metrics: dict) -> None:
+        timed("finish_trial", store.finish_trial, tid, status="cached", reward=reward, metrics=metrics, wall_s=0.0,
+              cached_from=source)
         counts["cached"] += 1
         feedback()
 
     def propose(i: int) -> None:
-        d, arch = proposals[i]
+        d = proposals[i]
+        arch = space.decode(d)
         key = timed("register_arch", store.register_arch, arch, family="spinenet49")
         known = timed("find_result", store.find_result, key)
         in_flight = known is None and inflight_keys[key] > 0
         [tid] = timed("add_trial", store.add_trials, "bench", [NewTrial(key, d)],
-                      status="queued" if known is not None or in_flight else "running", host=HOSTS[i % len(HOSTS)])
+                      status="queued" if known is not None or in_flight else "running")
         if known is not None:
-            cached(tid, known)
+            cached(tid, known.reward, known.trial_id, known.metrics)
         elif in_flight:
             waiting.setdefault(key, []).append(tid)
         else:
@@ -201,19 +201,19 @@ def fill(path: str, n: int, *, batch: int, workers: int, state_floats: int, chec
             timed("finish_trial", store.finish_trial, tid, status="failed", error=ERROR, wall_s=wall_s * 0.3,
                   host=HOSTS[tid % len(HOSTS)])
             counts["failed"] += 1
-            ok = False
+            ok, ap, metrics = False, None, None
         else:
             ap = float(np.clip(rng.normal(0.22, 0.03), 0.0, 1.0))
-            c = costs.setdefault(id(arch), (int(rng_cost.uniform(1.5e9, 6e9)), int(rng_cost.uniform(2e6, 6e6))))
+            c = costs.setdefault(key, (int(rng_cost.uniform(1.5e9, 6e9)), int(rng_cost.uniform(2e6, 6e6))))
             metrics = _metrics(rng, ap, wall_s)
             timed("finish_trial", store.finish_trial, tid, status="completed", reward=ap, metrics=metrics,
                   wall_s=wall_s, flops=c[0], params=c[1], host=HOSTS[tid % len(HOSTS)])
             counts["completed"] += 1
             ok = True
         feedback()
-        for other in waiting.pop(key, []):
+        for other in waiting.pop(key, []):  # the driver hands them this result; no lookup
             if ok:
-                cached(other, timed("find_result", store.find_result, key))
+                cached(other, ap, tid, metrics)
             else:
                 timed("start_trial", store.start_trial, other, host=None)
                 inflight.append((other, key, arch))
