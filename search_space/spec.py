@@ -306,7 +306,8 @@ class ArchSpec:
         block stays only when removing it would change the network: it consumes a block that would otherwise be
         merged into a later output block.
         """
-        target = self.network().to_json()
+        net = self.network()
+        target = (net.stem, net.blocks)  # what `Network.to_json` spells, compared without spelling it
         arch = self
         ids = list(range(len(self.blocks)))  # original index of each block of `arch`
         for i in reversed(self.dead_blocks()):
@@ -318,7 +319,7 @@ class ArchSpec:
                 if any(o - m in group for o in arch.blocks[k].input_offsets):
                     group.add(k)
             candidate = arch._without(group)
-            if candidate is not None and candidate.network().to_json() == target:
+            if candidate is not None and (candidate.network().stem, candidate.network().blocks) == target:
                 arch = candidate
                 ids = [x for k, x in enumerate(ids) if k not in group]
         return arch
