@@ -393,3 +393,16 @@ def test_two_writers_register_the_same_arch(url):
     assert b.get_trial(t).arch_key == k and b.get_arch(k).flops == 1 and b.get_arch(k).params == 2
     a.close()
     b.close()
+
+
+def test_a_key_another_writer_stored_is_looked_up_not_taken_for_new(url):
+    # The insert finds the row already there, so this store did not create it and must ask for its trials.
+    a, b = ResultStore(url), ResultStore(url)
+    a.create_search("a")
+    k = a.register_arch(SPINENET_49)
+    [t] = a.add_trials("a", [(k, [0])], status="running")
+    a.finish_trial(t, status="completed", reward=0.4)
+    assert b.register_arch(SPINENET_49) == k
+    assert b.find_result(k).trial_id == t and b.find_result(k).reward == 0.4
+    a.close()
+    b.close()
