@@ -42,7 +42,7 @@ class SearchConfig:
         last one and replays the trials finished after it, in their order, so the controller learns from the same
         trials as one that never stopped. Trials of a real search take minutes, so every update is stored; the
         bound matters for fast (surrogate) searches, where a PPO state of ~2 MB after every 10 trials would cap the
-        database at ~250 trials/s.
+        database at ~200-250 trials/s.
     """
 
     family: str = "spinenet49"
