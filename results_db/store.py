@@ -201,6 +201,27 @@ def _arch_row(arch: ArchSpec, key: str, family: str | None, flops: int | None, p
     }
 
 
+_NEW_ARCH_STMTS: dict[str, Any] = {}
+
+
+def _insert_new_arch_stmt(dialect: Any) -> Any:
+    """``INSERT INTO archs .. ON CONFLICT (key) DO NOTHING RETURNING key`` where the backend has it, else None.
+
+    RETURNING, not the row count: psycopg 3 reports -1 for an INSERT once SQLAlchemy has closed its cursor.
+    """
+    if dialect.name not in ("sqlite", "postgresql") or not dialect.insert_returning:
+        return None
+    stmt = _NEW_ARCH_STMTS.get(dialect.name)
+    if stmt is None:
+        if dialect.name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        stmt = dialect_insert(_ARCHS).on_conflict_do_nothing(index_elements=[_ARCHS.c.key]).returning(_ARCHS.c.key)
+        _NEW_ARCH_STMTS[dialect.name] = stmt
+    return stmt
+
+
 def _search_record(row: SearchModel) -> SearchRecord:
     return SearchRecord(
         id=row.id,
@@ -574,9 +595,11 @@ class ResultStore(ReadAPI):
         known = key in self._arch_keys
         if known and family is None and flops is None and params is None:
             return key
+        inserted: list[str] = []
         with self._write_conn() as conn:
             if not known:
-                known = not self._insert_archs(conn, {key: arch}, family, flops, params)
+                inserted = self._insert_archs(conn, {key: arch}, family, flops, params)
+                known = not inserted
             if known:
                 conn.execute(
                     _ARCHS.update()
@@ -587,7 +610,9 @@ class ResultStore(ReadAPI):
                         params=func.coalesce(_ARCHS.c.params, params),
                     )
                 )
+        # The caches change only once the rows are committed.
         self._arch_keys.add(key)
+        self._trialless_keys.update(inserted)
         return key
 
     def register_archs(self, archs: Sequence[ArchSpec], *, family: str | None = None) -> list[str]:
@@ -602,35 +627,32 @@ class ResultStore(ReadAPI):
                 new.setdefault(key, arch)
         if new:
             with self._write_conn() as conn:
-                self._insert_archs(conn, new, family, None, None)
+                inserted = self._insert_archs(conn, new, family, None, None)
+            self._arch_keys.update(new)
+            self._trialless_keys.update(inserted)
         return keys
 
     def _insert_archs(
         self, conn: Connection, archs: dict[str, ArchSpec], family: str | None, flops: int | None, params: int | None
     ) -> list[str]:
-        """Inserts the archs not stored yet (another writer may have stored some) and returns their keys."""
-        if len(archs) == 1 and conn.dialect.name in ("sqlite", "postgresql"):
-            # The driver's case, one proposal: INSERT .. ON CONFLICT DO NOTHING says whether the row is new in
-            # one statement, instead of a lookup and an insert (about a tenth of a trial's writes).
-            [(key, arch)] = archs.items()
-            if conn.dialect.name == "sqlite":
-                from sqlalchemy.dialects.sqlite import insert as dialect_insert
-            else:
-                from sqlalchemy.dialects.postgresql import insert as dialect_insert
-            stmt = dialect_insert(_ARCHS).on_conflict_do_nothing(index_elements=[_ARCHS.c.key])
-            inserted = [key] if conn.execute(stmt, _arch_row(arch, key, family, flops, params)).rowcount == 1 else []
-            self._arch_keys.add(key)
-            self._trialless_keys.update(inserted)
-            return inserted
+        """Inserts the archs not stored yet (another writer may have stored some); returns the keys it inserted.
+
+        The caller adds `archs` to `_arch_keys` and the inserted keys to `_trialless_keys` once committed.
+        """
+        if len(archs) == 1:
+            stmt = _insert_new_arch_stmt(conn.dialect)
+            if stmt is not None:
+                # The driver's case, one proposal: one statement inserts the row unless it exists and says which
+                # (a lookup then an insert cost about a tenth of a trial's writes).
+                [(key, arch)] = archs.items()
+                row = conn.execute(stmt, _arch_row(arch, key, family, flops, params)).first()
+                return [] if row is None else [key]
         # One query per batch: keys this store has not seen may still exist if another process wrote them.
         present = set(conn.scalars(select(_ARCHS.c.key).where(_ARCHS.c.key.in_(list(archs)))))
         rows = [_arch_row(a, k, family, flops, params) for k, a in archs.items() if k not in present]
         if rows:
             conn.execute(_ARCHS.insert(), rows)
-        self._arch_keys.update(archs)
-        inserted = [r["key"] for r in rows]
-        self._trialless_keys.update(inserted)
-        return inserted
+        return [r["key"] for r in rows]
 
     # ------------------------------------------------------------------------------------------- trials
     def add_trials(

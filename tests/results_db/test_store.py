@@ -243,7 +243,9 @@ def test_find_result_skips_the_query_for_a_key_without_any_trial(store):
     statements = []
     event.listen(store._engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
     store.create_search("a")
+    statements.clear()
     k = store.register_arch(SPINENET_49)
+    assert [s.split()[0] for s in statements] == ["INSERT"]  # no lookup first: the insert says if it is new
     statements.clear()
     assert store.find_result(k) is None and statements == []  # just inserted by this store: no trial, no result
     [t] = store.add_trials("a", [(k, [1])], status="running")
@@ -406,3 +408,21 @@ def test_a_key_another_writer_stored_is_looked_up_not_taken_for_new(url):
     assert b.find_result(k).trial_id == t and b.find_result(k).reward == 0.4
     a.close()
     b.close()
+
+
+def test_a_batch_or_a_cost_for_keys_another_writer_stored(url):
+    _, archs = _space_archs(3)
+    a, b, c = ResultStore(url), ResultStore(url), ResultStore(url)
+    a.create_search("a")
+    k1 = a.register_arch(archs[1], flops=5)
+    [t] = a.add_trials("a", [(k1, [0])], status="running")
+    a.finish_trial(t, status="completed", reward=0.3)
+    # A batch that holds it: the others are inserted, it is left as it is and its result is found.
+    keys = b.register_archs(archs)
+    assert keys[1] == k1 and all(b.get_arch(k) is not None for k in keys)
+    assert b.get_arch(k1).flops == 5 and b.find_result(k1).reward == 0.3 and b.find_result(keys[0]) is None
+    # One arch with a cost, from a store that has not seen it: the row is there, so the cost is filled in.
+    assert c.register_arch(archs[2], params=7) == keys[2] and c.get_arch(keys[2]).params == 7
+    a.close()
+    b.close()
+    c.close()
