@@ -41,3 +41,24 @@ def test_store_round_trip_on_postgres(pg_store):
     with ResultReader(PG_URL) as r:
         assert r.top(k=1)[0].arch_key == key
         assert [t.status for t in r.trials("pg")] == ["completed", "failed"]
+
+
+def test_a_new_arch_costs_one_insert_and_its_lookup_no_query_on_postgres(pg_store):
+    # INSERT .. ON CONFLICT DO NOTHING RETURNING: PostgreSQL's drivers do not all keep an INSERT's row count.
+    from sqlalchemy import event
+
+    statements = []
+    event.listen(pg_store._engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    pg_store.create_search("pg")
+    other = ResultStore(PG_URL)  # opened before the key exists
+    statements.clear()
+    key = pg_store.register_arch(SPINENET_49, family="spinenet49")
+    assert [s.split()[0] for s in statements] == ["INSERT"]
+    statements.clear()
+    assert pg_store.find_result(key) is None and statements == []
+    # The other store has not seen the key: its insert finds the row there, and the cost is filled in.
+    assert other.register_arch(SPINENET_49, flops=3) == key and other.get_arch(key).flops == 3
+    [t] = pg_store.add_trials("pg", [NewTrial(key, [1])], status="running")
+    pg_store.finish_trial(t, status="completed", reward=0.2)
+    assert other.find_result(key).trial_id == t
+    other.close()
