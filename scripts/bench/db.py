@@ -125,8 +125,9 @@ def fill(path: str, n: int, *, batch: int, workers: int, state_floats: int, chec
     space = SearchSpace("spinenet49")
     rng = np.random.default_rng(seed)
     # The controller's work (sampling decisions) is not the database's: done before the clock. Each proposal is
-    # decoded afresh off the clock, as the driver does; its dedup key (canonical spec and hash) is computed on first
-    # use, inside `register_arch`, so the clock includes it as it does in the driver.
+    # decoded afresh off the clock, as the driver does; its dedup key (a hash of the network it builds) is computed
+    # on first use, inside `register_arch`, so the clock includes it as in the driver, and so does the canonical
+    # spec a new row stores.
     proposals: list[tuple[int, ...]] = []
     for _ in range(n):
         if proposals and rng.random() < REPEAT_RATE:
