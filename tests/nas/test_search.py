@@ -135,6 +135,56 @@ def test_ctrl_c_inside_a_feedback_stores_no_checkpoint_and_the_resume_finishes_t
     assert store.load_checkpoint("s").state["feedbacks"] == 8
 
 
+def _ppo_cfg() -> NasConfig:
+    return _cfg(controller="ppo", trials=24, workers=1, reuse_workers=True, checkpoint_interval_s=0.0)
+
+
+@pytest.fixture(scope="module")
+def ppo_reference(ray_cluster, tmp_path_factory):
+    """An uninterrupted PPO search of 24 trials: its decisions and its final controller state."""
+    tmp = tmp_path_factory.mktemp("ppo-ref")
+    store, _, _ = _run(tmp, _ppo_cfg(), name="ref")
+    out = {t.index: t.decisions for t in store.trials("ref")}, store.load_checkpoint("ref").state
+    store.close()
+    return out
+
+
+@pytest.mark.tf
+@pytest.mark.parametrize("where", ["feedback", "propose"])
+def test_ctrl_c_inside_the_ppo_controller_resumes_from_its_stored_checkpoint_exactly(ray_cluster, tmp_path,
+                                                                                     ppo_reference, where):
+    # Ctrl-C lands after the controller took the 15th reward (or made the 15th proposal) and before the driver
+    # recorded it. The checkpoint of update 1 (10 feedbacks) stays the last; the resume replays from it and must
+    # go on as the uninterrupted search did.
+    expected, expected_state = ppo_reference
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    store = ResultStore(db)
+    driver = SearchDriver(_ppo_cfg(), name="s", store=store, run_dir=str(tmp_path / "runs" / "s"),
+                          out=lambda _: None)
+    driver.start()
+    original, calls = getattr(driver.controller, where), []
+
+    def interrupted_inside(*args, **kwargs):
+        out = original(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 15:
+            raise KeyboardInterrupt
+        return out
+
+    setattr(driver.controller, where, interrupted_inside)
+    assert driver.run().interrupted
+    ckpt = store.load_checkpoint("s")
+    assert ckpt.step == 1 and ckpt.state["feedbacks"] == 10
+    store.close()
+
+    store, outcome, _ = _run(tmp_path, _ppo_cfg(), db=db, resume=True)
+    assert outcome.trials == 24
+    assert {t.index: t.decisions for t in store.trials("s")} == expected
+    state = store.load_checkpoint("s").state
+    assert state["feedbacks"] == 24
+    assert state["controller"]["algorithm"] == expected_state["controller"]["algorithm"]
+
+
 class _DriverCrash(Exception):
     pass
 
