@@ -10,6 +10,13 @@ class UserError(Exception):
     """A mistake in the command line or its inputs: printed as one line, exit code 2."""
 
 
+def error_text(e: BaseException) -> str:
+    """An exception's message: a KeyError's own text rather than its repr (str() quotes it), others' str()."""
+    if isinstance(e, KeyError) and len(e.args) == 1 and isinstance(e.args[0], str):
+        return e.args[0]
+    return str(e)
+
+
 def fmt_int(n: int) -> str:
     """An exact integer, with its order of magnitude when large."""
     if n < 10**6:

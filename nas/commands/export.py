@@ -10,7 +10,7 @@ import re
 import sys
 from typing import Any
 
-from nas.ui import UserError
+from nas.ui import UserError, error_text
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def _resolve(ref: str, db: str | None, search: str | None) -> tuple[Any, dict[st
         try:
             arch = load_arch(ref)
         except (FileNotFoundError, InvalidArchError, LookupError) as e:
-            raise UserError(str(e).strip("'\"")) from None
+            raise UserError(error_text(e)) from None
         return arch, {"source": os.path.abspath(ref)}, os.path.splitext(os.path.basename(ref))[0]
     try:
         return get_named(ref), {"source": "Model Garden SPINENET_BLOCK_SPECS"}, ref

@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any
 
-from nas.ui import UserError, print_table
+from nas.ui import UserError, error_text, print_table
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def load_config(preset: str, overrides: list[str]) -> Any:
         base = get_preset(preset)
         return resolve(NasConfig, base, overrides)
     except (LookupError, FileNotFoundError, ConfigError) as e:
-        raise UserError(str(e).strip("'\"")) from None
+        raise UserError(error_text(e)) from None
 
 
 def _cmd_proxy_run(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any
 
-from nas.ui import UserError
+from nas.ui import UserError, error_text
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
             try:
                 record = store.open_search(args.resume)
             except LookupError as e:
-                raise UserError(str(e).strip("'\"")) from None
+                raise UserError(error_text(e)) from None
             try:
                 cfg = resolve(NasConfig, from_yaml(NasConfig, record.config), overrides)
             except ConfigError as e:
@@ -129,7 +129,7 @@ def _check_search_config(cfg: Any) -> None:
     try:
         get_family(cfg.search.family)
     except LookupError as e:
-        raise UserError(str(e).strip("'\"")) from None
+        raise UserError(error_text(e)) from None
     if cfg.search.controller not in controller_names():
         raise UserError(f"unknown controller {cfg.search.controller!r}; expected one of {list(controller_names())}")
 

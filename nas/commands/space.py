@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from nas.ui import UserError, fmt_int, print_table
+from nas.ui import UserError, error_text, fmt_int, print_table
 
 def _cmd_space(args: argparse.Namespace) -> int:
     from search_space import SearchSpace, get_family
@@ -56,7 +56,7 @@ def load_arch_or_exit(ref: str) -> Any:
     try:
         return load_arch(ref)
     except (LookupError, FileNotFoundError, InvalidArchError) as e:
-        raise UserError(str(e).strip("'\"")) from None
+        raise UserError(error_text(e)) from None
 
 
 def _cmd_spec_show(args: argparse.Namespace) -> int:

@@ -334,6 +334,7 @@ def test_resume_after_kill_9_of_the_driver(ray_cluster, tmp_path):
         (["--trials", "0"], "--trials must be at least 1"),
         (["--trials", "-3"], "--trials must be at least 1"),
         (["--set", "search.family=r50"], "unknown family 'r50'"),
+        (["--set", "search.checkpoint_interval_s=soon"], "checkpoint_interval_s: expected a number, got 'soon'"),
         (["--resume", "ghost"], "unknown search 'ghost'"),
         (["--db", "/proc/forbidden/r.db"], "cannot"),
         (["--reward", "ap-flops"], "target_flops"),
