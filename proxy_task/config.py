@@ -86,7 +86,11 @@ class ProxyConfig:
         tf.data thread for the training pipeline): with `seed`, the same trial twice trains to the same losses on
         CPU. Off for the GPU presets, where one parsing thread would starve the accelerator.
       threads: TF intra-op threads (0: every CPU the process may use).
-      log_every: log the training loss every this many steps.
+      log_every: report the training loss, learning rate and images/s every this many steps (the trial's
+        learning curve; a cooperative stop is honoured at these reports).
+      eval_at_steps: intermediate COCO evaluations on the whole proxy-val set at these steps (increasing, each
+        below `train_steps`), reported with the curve; the final evaluation at `train_steps` always runs. They
+        cost one evaluation each (about 12 s on the demo preset) and do not change the final AP.
     """
 
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -118,6 +122,7 @@ class ProxyConfig:
     deterministic: bool = True
     threads: int = 0
     log_every: int = 50
+    eval_at_steps: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.image_size < 128 or self.image_size % 128:
@@ -154,3 +159,56 @@ class ProxyConfig:
             raise ValueError("filter_size_scale and resample_alpha must be > 0")
         if self.divergence_factor <= 1:
             raise ValueError(f"divergence_factor must be > 1, got {self.divergence_factor}")
+        check_eval_steps(self.eval_at_steps, self.train_steps, "eval_at_steps")
+
+
+def check_eval_steps(steps: tuple[int, ...], train_steps: int, what: str) -> None:
+    """Steps of intermediate evaluations: integers, strictly increasing, each in [1, train_steps).
+
+    Raises:
+      ValueError: naming the first bad entry.
+    """
+    last = 0
+    for step in steps:
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise ValueError(f"{what} must be integer steps, got {step!r}")
+        if step <= last:
+            raise ValueError(f"{what} must be increasing steps >= 1, got {list(steps)}")
+        if step >= train_steps:
+            raise ValueError(
+                f"{what}: step {step} is not before the last training step ({train_steps}, always evaluated)"
+            )
+        last = step
+
+
+@dataclasses.dataclass(frozen=True)
+class SurrogateConfig:
+    """The TF-free surrogate evaluator (`proxy_task.surrogate`): an instant AP from a landscape with a known optimum.
+
+    It follows the proxy's schedule (``proxy.train_steps``, ``proxy.log_every``, ``proxy.eval_at_steps``) with a
+    synthetic learning curve whose shape depends on the architecture, so the runner, the console, the store and
+    a scheduler see what a real trial shows.
+
+    Attributes:
+      noise: standard deviation of the Gaussian noise on the AP (a function of the arch, the target and the seed).
+      duration_s: simulated seconds per trial, spread over its steps (0: instant).
+      target_seed: draws the landscape's hidden optimum; None: the search's seed.
+      full_steps: the training steps at which a trial's AP equals the landscape's value; a trial of fewer steps
+        scores less and one of more steps more, by a learning rate of its own (the curve's shape).
+      rate_spread: how much the architectures' learning rates differ (standard deviation of their logarithm):
+        0 gives every architecture the same curve shape, so every step ranks them alike.
+    """
+
+    noise: float = 0.0
+    duration_s: float = 0.0
+    target_seed: int | None = None
+    full_steps: int = 800
+    rate_spread: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.noise >= 0 or not self.duration_s >= 0 or not self.rate_spread >= 0:
+            raise ValueError("noise, duration_s and rate_spread must be >= 0")
+        if self.target_seed is not None and self.target_seed < 0:
+            raise ValueError(f"target_seed must be >= 0 or null, got {self.target_seed}")
+        if self.full_steps < 1:
+            raise ValueError(f"full_steps must be at least 1, got {self.full_steps}")

@@ -21,6 +21,8 @@ class ProxyResult:
       params: trainable and non-trainable parameters of the detector (None if not measured).
       wall_s: wall-clock seconds of the whole trial.
       error: None for a trial that finished, else a one-line reason (the traceback goes to the log).
+      stopped_at: the step at which the trial was stopped by its runner (a cooperative stop: it returned what it
+        had at that report), or None when it ran to its last step.
     """
 
     metrics: Mapping[str, float]
@@ -28,6 +30,7 @@ class ProxyResult:
     params: int | None = None
     wall_s: float = 0.0
     error: str | None = None
+    stopped_at: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -43,6 +46,7 @@ class ProxyResult:
             "params": self.params,
             "wall_s": float(self.wall_s),
             "error": self.error,
+            "stopped_at": self.stopped_at,
         }
 
     @classmethod
@@ -54,10 +58,12 @@ class ProxyResult:
             params=d.get("params"),
             wall_s=float(d.get("wall_s", 0.0)),
             error=d.get("error"),
+            stopped_at=d.get("stopped_at"),
         )
 
     def flat(self) -> dict[str, Any]:
         """One flat dict: the metrics next to params, flops, wall_s and error (`spinenas proxy run --json`)."""
         out: dict[str, Any] = {k: float(v) for k, v in self.metrics.items()}
-        out.update(params=self.params, flops=self.flops, wall_s=round(float(self.wall_s), 3), error=self.error)
+        out.update(params=self.params, flops=self.flops, wall_s=round(float(self.wall_s), 3), error=self.error,
+                   stopped_at=self.stopped_at)
         return out

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
         DuplicateSearchError,
         SchemaVersionError,
     )
-    from results_db.models import SearchStatus, TrialStatus
+    from results_db.status import SearchStatus, TrialStatus
     from results_db.reader import ResultReader
     from results_db.records import (
         ArchRecord,
@@ -44,8 +44,8 @@ _LAZY = {
     "ResultStore": "results_db.store",
     "ResultReader": "results_db.reader",
     "SCHEMA_VERSION": "results_db.version",
-    "SearchStatus": "results_db.models",
-    "TrialStatus": "results_db.models",
+    "SearchStatus": "results_db.status",
+    "TrialStatus": "results_db.status",
     **{
         n: "results_db.errors"
         for n in (

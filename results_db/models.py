@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from results_db.status import FINISHED_STATUSES, SearchStatus, TrialStatus  # noqa: F401 - re-exported
 from results_db.version import SCHEMA_VERSION as _SCHEMA_VERSION
 
 logger = logging.getLogger(__name__)
@@ -42,33 +43,6 @@ SCHEMA_VERSION = _SCHEMA_VERSION
 
 MAX_NAME_LENGTH = 128
 KEY_LENGTH = 16  # `ArchSpec.key`: sha256 hex digest, first 16 characters
-
-
-class TrialStatus(str, enum.Enum):
-    """Where a trial is. QUEUED -> RUNNING -> COMPLETED | FAILED; CACHED = not run, a stored result was reused."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CACHED = "cached"
-
-    @property
-    def is_finished(self) -> bool:
-        """True for the statuses a trial ends in."""
-        return self in FINISHED_STATUSES
-
-
-FINISHED_STATUSES = frozenset({TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.CACHED})
-
-
-class SearchStatus(str, enum.Enum):
-    """Where a search is. RUNNING while a driver works on it (or until a crashed driver is resumed)."""
-
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    STOPPED = "stopped"
 
 
 def utcnow() -> datetime.datetime:

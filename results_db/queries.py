@@ -26,11 +26,12 @@ from results_db.records import (
     SearchSummary,
     TrialRecord,
 )
+from results_db.status import TrialStatus
 
 # (sql, params) -> rows as tuples; may be a lazy cursor (`top` stops reading after k distinct archs).
 Executor = Callable[[str, Mapping[str, Any]], Iterable[Sequence[Any]]]
 
-FINISHED = ("completed", "failed", "cached")
+_COMPLETED = TrialStatus.COMPLETED.value
 _HEX = re.compile(r"^[0-9a-f]+$")
 
 _SEARCH_COLUMNS = (
@@ -127,7 +128,7 @@ def search_summaries(ex: Executor) -> list[SearchSummary]:
     best = {
         sid: r
         for sid, r in ex(
-            "SELECT search_id, MAX(reward) FROM trials WHERE status = 'completed' GROUP BY search_id", {}
+            "SELECT search_id, MAX(reward) FROM trials WHERE status = :st GROUP BY search_id", {"st": _COMPLETED}
         )
     }
     last = {sid: _dt(t) for sid, t in ex("SELECT search_id, MAX(finished_at) FROM trials GROUP BY search_id", {})}
@@ -235,10 +236,10 @@ def find_result(ex: Executor, arch_key: str, *, include_failed: bool = False) ->
     )
     rows = list(
         ex(base + "ORDER BY CASE WHEN t.reward IS NULL THEN 1 ELSE 0 END, t.reward DESC, t.id LIMIT 1",
-           {"k": arch_key, "st": "completed"})
+           {"k": arch_key, "st": _COMPLETED})
     )  # fmt: skip
     if not rows and include_failed:
-        rows = list(ex(base + "ORDER BY t.finished_at DESC, t.id DESC LIMIT 1", {"k": arch_key, "st": "failed"}))
+        rows = list(ex(base + "ORDER BY t.finished_at DESC, t.id DESC LIMIT 1", {"k": arch_key, "st": TrialStatus.FAILED.value}))
     if not rows:
         return None
     r = rows[0]
@@ -255,8 +256,8 @@ def top(
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     names = search_names(ex)
-    where = "t.status = 'completed' AND t.reward IS NOT NULL"
-    params: dict[str, Any] = {}
+    where = "t.status = :completed AND t.reward IS NOT NULL"
+    params: dict[str, Any] = {"completed": _COMPLETED}
     if search_ids:
         clause, p = _in("s", list(search_ids))
         where += f" AND t.search_id IN {clause}"
@@ -280,7 +281,8 @@ def top(
     if not best:
         return []
     clause, p = _in("k", list(best))
-    sql = f"SELECT arch_key, COUNT(*) FROM trials WHERE status = 'completed' AND arch_key IN {clause}"
+    p["completed"] = _COMPLETED
+    sql = f"SELECT arch_key, COUNT(*) FROM trials WHERE status = :completed AND arch_key IN {clause}"
     if search_ids:
         s_clause, s_params = _in("s", list(search_ids))
         sql += f" AND search_id IN {s_clause}"
@@ -308,7 +310,7 @@ class ReadAPI(abc.ABC):
         if status is None:
             return None
         given = [status] if isinstance(status, str) else list(status)
-        allowed = ("queued", "running", "completed", "failed", "cached")
+        allowed = tuple(s.value for s in TrialStatus)
         out = []
         for s in given:
             value = getattr(s, "value", s)
