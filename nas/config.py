@@ -1,16 +1,32 @@
-"""The search job's config: what to search, how trials run, and the proxy task that scores them (TF-free)."""
+"""The search job's config: what to search, who proposes, what scores, where trials run, the proxy task (TF-free).
+
+A whole search is one `NasConfig`:
+
+- ``search``: the space, the budget, resources, the reward, checkpoints;
+- ``controller``: ``type`` (ppo, evolution, random) and every controller's settings (``controller.ppo.*``, the
+  fields of `controller.PPOConfig` and so on);
+- ``evaluator``: ``type`` (retinanet, surrogate) and the settings of those that have some
+  (``evaluator.surrogate.*``; the retinanet evaluator's settings are ``proxy.*``);
+- ``runner``: ``type`` (ray, local) and their settings (``runner.local.in_process``, ...);
+- ``proxy``: the proxy task (data, model scaling, schedule, evaluation).
+
+A config stored by an earlier version (with ``search.controller``, ``search.evaluator``, ``search.surrogate_*``) is
+migrated when it is read (`NasConfig.migrate_dict`), so its search resumes.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
-from proxy_task.config import DataConfig, ProxyConfig
+from nas.sections import OneOf
+from proxy_task.config import DataConfig, ProxyConfig, SurrogateConfig
 
-CONTROLLERS = ("ppo", "evolution", "random")
-EVALUATORS = ("retinanet", "surrogate")
 REWARDS = ("ap", "ap-flops")
 
-__all__ = ["CONTROLLERS", "DataConfig", "EVALUATORS", "NasConfig", "ProxyConfig", "REWARDS", "SearchConfig"]
+__all__ = ["ControllerSection", "DataConfig", "EvaluatorSection", "NasConfig", "ProxyConfig", "REWARDS",
+           "RunnerSection", "SearchConfig", "SurrogateConfig", "controller_config"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,22 +36,17 @@ class SearchConfig:
     Attributes:
       family: the search space ('r35-sp18', 'r23-sp30', 'r14-sp39', 'r0-sp53', 'spinenet49').
       window: parents of intermediate blocks come from the last `window` blocks built (0: no limit).
-      controller: 'ppo' (RNN policy trained with PPO, as the paper), 'evolution' or 'random'.
       trials: trials to finish (completed, failed and cached ones all count).
       workers: trials run at once.
-      cpus_per_trial: Ray CPUs per trial (TF's thread pools are sized to it).
-      gpus_per_trial: Ray GPUs per trial.
+      cpus_per_trial: CPUs per trial (Ray's resource request; TF's thread pools are sized to it).
+      gpus_per_trial: GPUs per trial.
       trial_timeout_s: a trial running longer is cancelled and stored as failed (0: no limit).
-      evaluator: 'retinanet' (the real proxy task) or 'surrogate' (instant structural reward, for tests and
-        benchmarks).
-      surrogate_duration_s: simulated seconds per surrogate trial.
-      surrogate_noise: Gaussian noise of the surrogate's reward.
       reward: 'ap', or 'ap-flops' (MnasNet-style: AP * (target_flops / flops) ** w, penalty capped).
       target_flops: the FLOPs target of 'ap-flops' (multiply-adds per image at the proxy resolution).
       flops_exponent: w of 'ap-flops' (MnasNet's -0.07 soft constraint is written here as 0.07).
       reward_for_failure: the reward a failed trial feeds the controller (None: the controller skips it).
-      reuse_workers: let surrogate trials reuse Ray worker processes (retinanet trials always get a fresh process,
-        because TensorFlow keeps graphs and memory for the life of a process).
+      reuse_workers: let TF-free (surrogate) trials reuse Ray worker processes (retinanet trials always get a
+        fresh process, because TensorFlow keeps graphs and memory for the life of a process).
       seed: seeds the controller and, with the trial index, each trial's proxy training.
       checkpoint_interval_s: the controller's state is stored after an update unless the last stored one is younger
         than this (0: after every update), and always when the search ends (not on Ctrl-C). A resume loads the
@@ -47,15 +58,11 @@ class SearchConfig:
 
     family: str = "spinenet49"
     window: int = 5
-    controller: str = "ppo"
     trials: int = 6
     workers: int = 1
     cpus_per_trial: float = 2.0
     gpus_per_trial: float = 0.0
     trial_timeout_s: float = 0.0
-    evaluator: str = "retinanet"
-    surrogate_duration_s: float = 0.0
-    surrogate_noise: float = 0.0
     reward: str = "ap"
     target_flops: float = 0.0
     flops_exponent: float = 0.07
@@ -65,10 +72,6 @@ class SearchConfig:
     checkpoint_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.controller not in CONTROLLERS:
-            raise ValueError(f"controller must be one of {list(CONTROLLERS)}, got {self.controller!r}")
-        if self.evaluator not in EVALUATORS:
-            raise ValueError(f"evaluator must be one of {list(EVALUATORS)}, got {self.evaluator!r}")
         if self.reward not in REWARDS:
             raise ValueError(f"reward must be one of {list(REWARDS)}, got {self.reward!r}")
         if self.reward == "ap-flops" and not self.target_flops > 0:
@@ -79,8 +82,8 @@ class SearchConfig:
             raise ValueError(f"workers must be at least 1, got {self.workers}")
         if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
             raise ValueError("cpus_per_trial must be > 0 and gpus_per_trial >= 0")
-        if self.trial_timeout_s < 0 or self.surrogate_duration_s < 0 or self.surrogate_noise < 0:
-            raise ValueError("trial_timeout_s, surrogate_duration_s and surrogate_noise must be >= 0")
+        if self.trial_timeout_s < 0:
+            raise ValueError(f"trial_timeout_s must be >= 0, got {self.trial_timeout_s}")
         if not self.checkpoint_interval_s >= 0:
             raise ValueError(f"checkpoint_interval_s must be >= 0, got {self.checkpoint_interval_s}")
         if self.window == 1 or self.window < 0:
@@ -88,13 +91,117 @@ class SearchConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ControllerSection(OneOf):
+    """Who proposes: ``type`` and the settings of every registered controller (`controller` registry).
+
+    ``reward_for_failure`` is a setting of the search (``search.reward_for_failure``), not of these sections: the
+    driver gives it to the controller (`controller_config`).
+    """
+
+    kind: ClassVar[str] = "controller"
+    excluded: ClassVar[Mapping[str, str]] = {"reward_for_failure": "search.reward_for_failure"}
+
+    @classmethod
+    def choices(cls) -> dict[str, type | None]:
+        from controller import controller_names, get_config_class
+
+        return {name: get_config_class(name) for name in controller_names()}
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluatorSection(OneOf):
+    """What scores a trial: ``type`` and the settings of the registered evaluators that have some."""
+
+    kind: ClassVar[str] = "evaluator"
+
+    @classmethod
+    def choices(cls) -> dict[str, type | None]:
+        from proxy_task.evaluator import evaluator_names, get_evaluator_entry
+
+        return {name: get_evaluator_entry(name).config_cls for name in evaluator_names()}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunnerSection(OneOf):
+    """Where trials run: ``type`` (ray: the default and the distributed path; local: child processes, no Ray)."""
+
+    kind: ClassVar[str] = "runner"
+
+    @classmethod
+    def choices(cls) -> dict[str, type | None]:
+        from nas.runners import runner_config_classes
+
+        return runner_config_classes()
+
+
+@dataclasses.dataclass(frozen=True)
 class NasConfig:
-    """A whole search: its settings and the proxy task.
+    """A whole search: its settings, the controller, the evaluator, the runner and the proxy task.
 
     Attributes:
       search: how the search runs.
-      proxy: how each architecture is trained and scored.
+      controller: who proposes architectures (``controller.type``, ``controller.<type>.<field>``).
+      evaluator: what scores them (``evaluator.type``, ``evaluator.surrogate.<field>``).
+      runner: where trials run (``runner.type``, ``runner.<type>.<field>``).
+      proxy: how each architecture is trained and scored (the retinanet evaluator's settings).
     """
 
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
+    controller: ControllerSection = dataclasses.field(default_factory=ControllerSection)
+    evaluator: EvaluatorSection = dataclasses.field(default_factory=EvaluatorSection)
+    runner: RunnerSection = dataclasses.field(default_factory=RunnerSection)
     proxy: ProxyConfig = dataclasses.field(default_factory=ProxyConfig)
+
+    def __post_init__(self) -> None:
+        local = self.runner.sections.get("local")
+        if self.runner.type == "local" and local is not None and local.in_process:
+            from proxy_task.evaluator import get_evaluator_entry
+
+            if get_evaluator_entry(self.evaluator.type).uses_tensorflow:
+                raise ValueError(
+                    f"runner.local.in_process runs trials inside the driver's process, which only TF-free "
+                    f"evaluators may do; evaluator {self.evaluator.type!r} trains with TensorFlow (use "
+                    "runner.local.in_process=false: a child process per trial)"
+                )
+
+    @staticmethod
+    def migrate_dict(d: Mapping[str, Any]) -> dict[str, Any]:
+        """A config dict written by an earlier version, in today's layout (unchanged when it already is).
+
+        Before the evaluator, controller and runner sections existed, ``search`` held ``controller``,
+        ``evaluator``, ``surrogate_duration_s`` and ``surrogate_noise``; their values move to
+        ``controller.type``, ``evaluator.type``, ``evaluator.surrogate.duration_s`` and
+        ``evaluator.surrogate.noise``. A missing section takes its defaults, as a PPO controller stored then was
+        built with its config's defaults.
+        """
+        out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in d.items()}
+        search = out.get("search")
+        if not isinstance(search, dict):
+            return out
+        moves = (("controller", ("controller", "type")), ("evaluator", ("evaluator", "type")),
+                 ("surrogate_duration_s", ("evaluator", "surrogate", "duration_s")),
+                 ("surrogate_noise", ("evaluator", "surrogate", "noise")))
+        for old, path in moves:
+            if old not in search:
+                continue
+            value = search.pop(old)
+            node = out
+            for part in path[:-1]:
+                child = node.get(part)
+                child = dict(child) if isinstance(child, Mapping) else {}
+                node[part] = child
+                node = child
+            node.setdefault(path[-1], value)
+        return out
+
+
+def controller_config(cfg: NasConfig) -> Any:
+    """The chosen controller's config, with the search's `reward_for_failure` (its one home)."""
+    section = cfg.controller.get()
+    if section is None:
+        from controller import get_config_class
+
+        section = get_config_class(cfg.controller.type)()
+    if "reward_for_failure" in {f.name for f in dataclasses.fields(section)}:
+        section = dataclasses.replace(section, reward_for_failure=cfg.search.reward_for_failure)
+    return section

@@ -18,8 +18,25 @@ class ConfigError(ValueError):
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    """A config dataclass as plain dicts and lists."""
-    return dataclasses.asdict(cfg)
+    """A config dataclass as plain dicts and lists (a `OneOf` section as its type and one mapping per choice)."""
+    return _plain(cfg)
+
+
+def _plain(value: Any) -> Any:
+    from nas.sections import OneOf
+
+    if isinstance(value, OneOf):
+        out: dict[str, Any] = {"type": value.type}
+        for name, section in value.sections.items():
+            out[name] = {k: v for k, v in _plain(section).items() if k not in value.excluded}
+        return out
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def to_yaml(cfg: Any) -> str:
@@ -32,6 +49,12 @@ def _field_types(cls: type) -> dict[str, Any]:
 
 
 def _convert(value: Any, hint: Any, path: str) -> Any:
+    from nas.sections import OneOf
+
+    if isinstance(hint, type) and issubclass(hint, OneOf):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping for {hint.__name__}, got {value!r}")
+        return _one_of_from_dict(hint, value, path)
     if dataclasses.is_dataclass(hint) and isinstance(hint, type):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{path}: expected a mapping for {hint.__name__}, got {value!r}")
@@ -78,6 +101,33 @@ def _convert(value: Any, hint: Any, path: str) -> Any:
     return value
 
 
+def _one_of_from_dict(cls: type, d: Mapping[str, Any], path: str) -> Any:
+    """A `OneOf` section from {'type': name, name: {settings}, ...}, strictly."""
+    choices = cls.choices()
+    with_settings = [n for n, c in choices.items() if c is not None]
+    type_ = d.get("type", cls.default_type())
+    if not isinstance(type_, str) or type_ not in choices:
+        raise ConfigError(f"{path}.type: unknown {cls.kind} {type_!r}; expected one of {', '.join(choices)}")
+    sections = {}
+    for key, value in d.items():
+        if key == "type":
+            continue
+        if key not in with_settings:
+            raise ConfigError(f"unknown key {path + '.' + key!r} for the {cls.kind} section; expected one of "
+                              f"{', '.join(['type', *with_settings])}")
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}.{key}: expected a mapping of {choices[key].__name__} settings, got {value!r}")
+        for field, home in cls.excluded.items():
+            if field in value:
+                raise ConfigError(f"{path}.{key}.{field}: set {home} instead (it belongs to the search, not to one "
+                                  f"{cls.kind})")
+        sections[key] = from_dict(choices[key], value, f"{path}.{key}")
+    try:
+        return cls(type=type_, sections=sections)
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
 def from_dict(cls: type[T], d: Mapping[str, Any], path: str = "") -> T:
     """Builds a config dataclass from a dict, strictly.
 
@@ -87,6 +137,9 @@ def from_dict(cls: type[T], d: Mapping[str, Any], path: str = "") -> T:
     """
     if not isinstance(d, Mapping):
         raise ConfigError(f"{path or cls.__name__}: expected a mapping, got {d!r}")
+    migrate = getattr(cls, "migrate_dict", None)
+    if migrate is not None:  # a layout written by an earlier version
+        d = migrate(d)
     hints = _field_types(cls)
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     unknown = [k for k in d if k not in names]

@@ -1,21 +1,27 @@
-"""The search job's driver: propose, dedup, run trials on Ray, record every result at once, learn, checkpoint.
+"""The search job's driver: propose, dedup, run trials on a runner, record every report and result at once, learn.
 
-One driver process owns the controller, the Ray submissions and the database writes (STYLE.md: only `nas` writes,
-from one process). The loop:
+One driver process owns the controller, the runner and the database writes (STYLE.md: only `nas` writes, from one
+process). The loop:
 
 1. keeps `workers` trials in flight: asks the controller for a proposal, decodes it, and either reuses a stored
-   result for its key (a 'cached' trial, fed back at once), waits for the same key already in flight, or submits a
-   Ray task;
-2. collects results with `ray.wait` as they come; each is written to the store in one transaction with its status,
+   result for its key and fingerprint (a 'cached' trial, fed back at once), waits for the same key already in
+   flight, or submits it to the runner (`nas.runners`: Ray tasks by default, child processes with ``local``);
+2. takes what the runner hands back as it comes: a trial's reports (its learning curve: loss every
+   ``proxy.log_every`` steps, AP at ``proxy.eval_at_steps``) are stored, shown and written to TensorBoard while
+   it runs; a finished trial is written to the store in one transaction with its status and its last reports,
    then fed back to the controller; the controller's state is checkpointed after an update it makes (at most one
    per `checkpoint_interval_s`, and once more when the search ends);
-3. cancels trials that outlive `trial_timeout_s` and stores them as failed; a worker that dies is retried by Ray.
+3. cancels trials that outlive `trial_timeout_s` and stores them as failed; a worker that dies is retried by the
+   runner.
 
 Every checkpoint records how many feedbacks the controller had received; feedback order is the store's completion
 order, so a resume loads the last checkpoint and replays exactly the trials finished after it (see `_restore`).
 That replay is why checkpoints need not follow every update: the controller is a deterministic function of its
 seed and the feedback sequence, which the store holds trial by trial. A real search updates every few minutes and
 stores every update; a fast one stores its ~2 MB PPO state about once a second instead of every 10 trials.
+
+A stored result is reused only from a trial with the same fingerprint (`nas.fingerprint`): the same evaluator,
+score-changing settings and reward function.
 """
 
 from __future__ import annotations
@@ -25,19 +31,23 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from nas.config import NasConfig
+from nas.config import NasConfig, controller_config
 from nas.config_io import to_dict, to_yaml
-from nas.ray_runner import EvaluatorSpec, remote_trial
+from nas.console import PlainView, TrialProgress
+from nas.fingerprint import fingerprint
 from nas.reward import compute_reward
+from nas.runners import Runner, TrialOutcome, TrialSpec, TrialTask, build_runner
 from proxy_task.result import ProxyResult
+from results_db.status import FINISHED_STATUSES, OPEN_STATUSES, SearchStatus, TrialStatus
 from search_space import ArchSpec, SearchSpace
 
 logger = logging.getLogger(__name__)
 
-HEARTBEAT_S = 60.0
+# Seconds the driver waits on the runner per loop turn (timeouts and the console are checked between turns).
+POLL_S = 1.0
 
 
 @dataclasses.dataclass
@@ -49,7 +59,8 @@ class _InFlight:
     arch: ArchSpec
     decisions: tuple[int, ...]
     submitted: float
-    ref: Any = None
+    progress: TrialProgress | None = None
+    tb: Any = None  # the trial's TensorBoard curve writer, opened at its first report
 
 
 @dataclasses.dataclass
@@ -68,18 +79,19 @@ class SearchOutcome:
     checkpoints: int = 0  # controller checkpoints this run stored
 
 
-def evaluator_spec(cfg: NasConfig, faults: dict[str, Any] | None = None, fault_dir: str = "") -> EvaluatorSpec:
-    """The plain-data evaluator description sent with every trial."""
+def trial_spec(cfg: NasConfig, faults: Mapping[str, Any] | None = None, fault_dir: str = "",
+               log_path: str = "") -> TrialSpec:
+    """The plain-data description every trial of the search evaluates with."""
     s = cfg.search
-    return EvaluatorSpec(
-        kind=s.evaluator,
+    section = cfg.evaluator.get()
+    return TrialSpec(
+        evaluator=cfg.evaluator.type,
+        settings=to_dict(section) if section is not None else {},
         proxy=to_dict(cfg.proxy),
-        surrogate={"target_seed": s.seed, "noise": s.surrogate_noise, "family": s.family,
-                   "window": s.window or None},
-        duration_s=s.surrogate_duration_s,
-        cpus=s.cpus_per_trial,
-        faults=faults or {},
+        context={"family": s.family, "window": s.window or None, "search_seed": s.seed, "cpus": s.cpus_per_trial},
+        faults=dict(faults or {}),
         fault_dir=fault_dir,
+        log_path=log_path,
     )
 
 
@@ -92,8 +104,12 @@ class SearchDriver:
       store: an open `results_db.ResultStore` (writer).
       run_dir: where TensorBoard scalars and the log go.
       resume: continue the stored search `name` instead of creating it.
-      faults: fault injection for tests and benchmarks (see `nas.ray_runner.EvaluatorSpec`).
-      out: where progress lines go (print by default).
+      faults: fault injection for tests and benchmarks (`nas.faults`).
+      out: where progress lines go (print by default), unless `view` is given.
+      view: the console view (`nas.console`); default a `PlainView` on `out`.
+      runner: the runner to use; default the one ``cfg.runner`` names, built in `start` (the ray runner needs
+        `nas.runners.ray_runner.init_ray` first).
+      tensorboard: write TensorBoard scalars (the search's and every trial's curve) under `run_dir`.
     """
 
     def __init__(
@@ -104,68 +120,86 @@ class SearchDriver:
         store: Any,
         run_dir: str,
         resume: bool = False,
-        faults: dict[str, Any] | None = None,
+        faults: Mapping[str, Any] | None = None,
         out: Callable[[str], None] = print,
+        view: Any = None,
+        runner: Runner | None = None,
+        tensorboard: bool = True,
     ) -> None:
-        from controller import build_controller, get_config_class
+        from controller import build_controller
 
         self.cfg = cfg
         self.name = name
         self.store = store
         self.run_dir = run_dir
         self.resume = resume
-        self.out = out
+        self.view = view if view is not None else PlainView(out)
         s = cfg.search
         self.space = SearchSpace(s.family, window=s.window or None)
-        config_cls = get_config_class(s.controller)
-        ctrl_config = config_cls(reward_for_failure=s.reward_for_failure) if _has_field(
-            config_cls, "reward_for_failure") else config_cls()
-        self.controller = build_controller(s.controller, self.space, seed=s.seed, config=ctrl_config)
-        self.spec = evaluator_spec(cfg, faults, fault_dir=os.path.join(run_dir, "faults"))
-        self.inflight: dict[Any, _InFlight] = {}
+        self.controller = build_controller(cfg.controller.type, self.space, seed=s.seed,
+                                           config=controller_config(cfg))
+        self.fingerprint = fingerprint(cfg)
+        self.spec = trial_spec(cfg, faults, fault_dir=os.path.join(run_dir, "faults"),
+                               log_path=os.path.join(run_dir, "search.log"))
+        self.runner = runner
+        self._tensorboard = tensorboard
+        self.inflight: dict[int, _InFlight] = {}  # trial id -> trial
         self.waiting: dict[str, list[_InFlight]] = {}  # key -> trials waiting for the same key in flight
         self.requeue: list[_InFlight] = []
         self.finished = 0
-        self.counts = {"completed": 0, "failed": 0, "cached": 0}
+        self.counts = {TrialStatus.COMPLETED: 0, TrialStatus.FAILED: 0, TrialStatus.CACHED: 0}
         self.best: tuple[float, str] | None = None
         self.wall_times: list[float] = []
+        self._reports: dict[int, list[tuple[int, dict[str, float | None]]]] = {}  # not stored yet, by trial id
         self._updates_seen = _num_updates(self.controller)
         self._feedbacks = 0  # feedbacks given, in the store's completion order
         self._stored_feedbacks = 0  # feedbacks the last stored checkpoint includes
         self._last_checkpoint = time.monotonic()
         self.checkpoints = 0  # controller checkpoints written by this driver
-        # For benchmarks: seconds blocked in ray.wait, worker-side (start, end) of every trial, submit times.
+        # For benchmarks: seconds blocked waiting on the runner, worker-side (start, end) of every trial, submits.
         self.stats: dict[str, Any] = {"wait_s": 0.0, "intervals": [], "submits": []}
         self._next_index = 0
         self._t0 = time.time()
-        self._last_heartbeat = time.time()
         self._tb: Any = None
 
     # ------------------------------------------------------------------------------------------- setup
     def start(self) -> None:
-        """Creates the search row, or restores a resumed search's controller and in-flight trials."""
+        """Creates the search row (or restores a resumed search's controller and in-flight trials), and the runner."""
         s = self.cfg.search
         if self.resume:
             self._restore()
         else:
-            self.store.create_search(self.name, config=to_yaml(self.cfg), seed=s.seed, controller=s.controller,
-                                     family=s.family)
-        from nas.tensorboard import ScalarWriter
-
+            self.store.create_search(self.name, config=to_yaml(self.cfg), seed=s.seed,
+                                     controller=self.cfg.controller.type, family=s.family,
+                                     fingerprint=self.fingerprint)
         os.makedirs(self.run_dir, exist_ok=True)
-        self._tb = ScalarWriter(os.path.join(self.run_dir, "tensorboard"))
+        if self._tensorboard:
+            from nas.tensorboard import ScalarWriter
+
+            self._tb = ScalarWriter(os.path.join(self.run_dir, "tensorboard"))
+        if self.runner is None:
+            kwargs: dict[str, Any] = {}
+            if self.cfg.runner.type == "ray":
+                kwargs["reuse_workers"] = s.reuse_workers and not _uses_tensorflow(self.cfg)
+            self.runner = build_runner(self.cfg.runner.type, self.cfg.runner.get(), spec=self.spec,
+                                       cpus=s.cpus_per_trial, gpus=s.gpus_per_trial, on_report=self._on_report,
+                                       **kwargs)
+        else:
+            self.runner.on_report = self._on_report
 
     def _restore(self) -> None:
         """Controller from its last checkpoint plus the trials finished after it; in-flight trials re-queued."""
+        record = self.store.open_search(self.name)
+        if getattr(record, "fingerprint", None) is None:
+            self.store.set_search_fingerprint(self.name, self.fingerprint)  # a search stored before fingerprints
         trials = self.store.trials(self.name)
-        done = sorted((t for t in trials if t.status in ("completed", "failed", "cached")),
-                      key=lambda t: t.finish_order or 0)
+        done = sorted((t for t in trials if t.status in FINISHED_STATUSES), key=lambda t: t.finish_order or 0)
         ckpt = self.store.load_checkpoint(self.name)
         fed = 0
         if ckpt is not None:
             self.controller.load_state_dict(ckpt.state["controller"])
             fed = int(ckpt.state["feedbacks"])
-        again = [t for t in sorted(trials, key=lambda t: t.index) if t.status in ("running", "queued")]
+        again = [t for t in sorted(trials, key=lambda t: t.index) if t.status in OPEN_STATUSES]
         proposals = self.controller.recover([(t.decisions, t.reward) for t in done[fed:]],
                                             pending=[t.decisions for t in again])
         self._feedbacks = len(done)
@@ -174,24 +208,25 @@ class SearchDriver:
         self._updates_seen = _num_updates(self.controller)
         for t in done:
             self.finished += 1
-            self.counts[t.status] += 1
+            self.counts[TrialStatus(t.status)] += 1
             if t.reward is not None and (self.best is None or t.reward > self.best[0]):
                 self.best = (t.reward, t.arch_key)
-            if t.wall_s and t.status != "cached":
+            if t.wall_s and t.status != TrialStatus.CACHED:
                 self.wall_times.append(t.wall_s)
         for t, p in zip(again, proposals):
             arch = ArchSpec.from_json(self.store.get_arch(t.arch_key).spec_json)
             self.requeue.append(_InFlight(t.id, t.index, p.trial_id, t.arch_key, arch, tuple(t.decisions), 0.0))
-        self.store.set_search_status(self.name, "running")
-        self.out(f"resuming search {self.name!r}: {self.finished} trials done, {len(self.requeue)} to run again; "
-                 f"controller from {'its update ' + str(ckpt.step) + ' checkpoint' if ckpt else 'the history'}, "
-                 f"{len(done) - fed} trials replayed")
+        self.store.set_search_status(self.name, SearchStatus.RUNNING)
+        self.view.line(f"resuming search {self.name!r}: {self.finished} trials done, {len(self.requeue)} to run "
+                       f"again; controller from "
+                       f"{'its update ' + str(ckpt.step) + ' checkpoint' if ckpt else 'the history'}, "
+                       f"{len(done) - fed} trials replayed")
 
     # ------------------------------------------------------------------------------------------- loop
     def run(self) -> SearchOutcome:
         """Runs until `search.trials` trials have finished (Ctrl-C stops cleanly; resume later)."""
-        import ray
-
+        if self.runner is None:
+            raise RuntimeError("SearchDriver.run() before start()")
         budget = self.cfg.search.trials
         interrupted = False
         try:
@@ -208,37 +243,38 @@ class SearchDriver:
                         raise RuntimeError("internal error: trials waiting with nothing in flight")
                     continue
                 t_wait = time.perf_counter()
-                refs = list(self.inflight)
-                ready, rest = ray.wait(refs, num_returns=1, timeout=1.0)
-                if ready and rest:  # take every result that is already there, not just the first
-                    more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
-                    ready += more
+                outcomes = self.runner.poll(POLL_S)
                 self.stats["wait_s"] += time.perf_counter() - t_wait
-                for ref in ready:
-                    self._collect(ref)
+                for outcome in outcomes:
+                    self._collect(outcome)
+                self._store_reports()
                 self._check_timeouts()
-                self._heartbeat()
+                self._refresh()
         except KeyboardInterrupt:
             interrupted = True
-            self.out(f"interrupted: {len(self.inflight)} running trials stay 'running' and run again on "
-                     f"'spinenas search --resume {self.name}'")
-            for ref in list(self.inflight):
-                ray.cancel(ref, force=True)
+            self.view.line(f"interrupted: {len(self.inflight)} running trials stay 'running' and run again on "
+                           f"'spinenas search --resume {self.name}'")
+            self.runner.close()
             # No checkpoint here: Ctrl-C may have landed inside the controller's propose() or feedback(), so its
             # state may not match the feedback count; the stored checkpoint plus replay is exact instead.
-            self.store.set_search_status(self.name, "stopped")
+            self.store.set_search_status(self.name, SearchStatus.STOPPED)
         else:
             self._final_checkpoint()
-            self.store.set_search_status(self.name, "completed")
+            self.store.set_search_status(self.name, SearchStatus.COMPLETED)
         finally:
+            self.runner.close()
+            for item in self.inflight.values():
+                if item.tb is not None:
+                    item.tb.close()
             if self._tb is not None:
                 self._tb.close()
+            self.view.close()
         return SearchOutcome(
             name=self.name,
             trials=self.finished,
-            completed=self.counts["completed"],
-            failed=self.counts["failed"],
-            cached=self.counts["cached"],
+            completed=self.counts[TrialStatus.COMPLETED],
+            failed=self.counts[TrialStatus.FAILED],
+            cached=self.counts[TrialStatus.CACHED],
             best_reward=self.best[0] if self.best else None,
             best_key=self.best[1] if self.best else None,
             wall_s=time.time() - self._t0,
@@ -252,12 +288,13 @@ class SearchDriver:
         [proposal] = self.controller.propose(1)
         arch = self.space.decode(proposal.decisions)
         key = self.store.register_arch(arch, family=self.cfg.search.family)
-        known = self.store.find_result(key)
+        known = self.store.find_result(key, fingerprint=self.fingerprint)
         in_flight = known is None and any(f.key == key for f in self.inflight.values())
         run_now = known is None and not in_flight
         # A trial that runs now is stored as running at once (one transaction); the others wait as queued.
         [trial_id] = self.store.add_trials(self.name, [NewTrial(key, proposal.decisions)],
-                                           status="running" if run_now else "queued")
+                                           status=TrialStatus.RUNNING if run_now else TrialStatus.QUEUED,
+                                           fingerprint=self.fingerprint)
         index = self._next_index
         self._next_index += 1
         item = _InFlight(trial_id, index, proposal.trial_id, key, arch, tuple(proposal.decisions), time.time())
@@ -269,59 +306,83 @@ class SearchDriver:
             self._submit(item, started=True)
 
     def _submit(self, item: _InFlight, restart: bool = False, started: bool = False) -> None:
-        s = self.cfg.search
         if not started:
             self.store.start_trial(item.trial_id, host=None)
-        seed = self.cfg.proxy.seed + item.index
-        options: dict[str, Any] = {"num_cpus": s.cpus_per_trial}
-        if s.gpus_per_trial:
-            options["num_gpus"] = s.gpus_per_trial
         item.submitted = time.time()
+        item.progress = TrialProgress(item.index, item.key, item.submitted, self.cfg.proxy.train_steps)
         self.stats["submits"].append(item.submitted)
-        fresh = not (s.reuse_workers and s.evaluator == "surrogate")
-        item.ref = remote_trial(fresh).options(**options).remote(dataclasses.asdict(self.spec), item.arch.to_json(),
-                                                            item.index, seed)
-        self.inflight[item.ref] = item
+        self.inflight[item.trial_id] = item
+        self.runner.submit(TrialTask(item.trial_id, item.index, item.arch.to_json(), self.cfg.proxy.seed + item.index))
         logger.info("[trial %d] submitted %s%s", item.index, item.key, " (again)" if restart else "")
 
-    def _collect(self, ref: Any) -> None:
-        import ray
+    def _on_report(self, trial_id: int, step: int, metrics: Mapping[str, Any]) -> None:
+        """A running trial's report: kept for the store, shown, and written to its TensorBoard curve."""
+        item = self.inflight.get(trial_id)
+        if item is None:  # a cancelled trial's late report
+            return
+        clean = {str(k): (float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None)
+                 for k, v in metrics.items()}
+        self._reports.setdefault(trial_id, []).append((int(step), clean))
+        if item.progress is not None:
+            item.progress.update(step, clean, time.time())
+        if self._tensorboard:
+            if item.tb is None:
+                from nas.tensorboard import ScalarWriter
 
-        item = self.inflight.pop(ref)
+                item.tb = ScalarWriter(os.path.join(self.run_dir, "tensorboard", "trials", f"trial_{item.index:05d}"))
+            for k, v in clean.items():
+                if v is not None:
+                    item.tb.scalar(f"curve/{k}", v, step)
+
+    def _store_reports(self) -> None:
+        """Writes the reports of trials still running (a finished trial's go with its result, in one transaction)."""
+        for trial_id in [t for t in self._reports if t in self.inflight]:
+            self.store.add_reports(trial_id, self._reports.pop(trial_id))
+            tb = self.inflight[trial_id].tb
+            if tb is not None:
+                tb.flush()
+
+    def _collect(self, outcome: TrialOutcome) -> None:
+        item = self.inflight.pop(outcome.trial_id, None)
+        if item is None:  # cancelled (timed out) before its result came
+            return
         host = None
-        try:
-            payload = ray.get(ref)
+        if outcome.payload is not None:
+            payload = outcome.payload
             result = ProxyResult.from_dict(payload["result"])
             host = payload.get("host")
             self.stats["intervals"].append((payload["started"], payload["started"] + result.wall_s))
-        except Exception as e:  # noqa: BLE001 - a worker that died past its retries, a cancelled task
-            result = ProxyResult(metrics={}, wall_s=time.time() - item.submitted,
-                                 error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:500])
+        else:
+            result = ProxyResult(metrics={}, wall_s=time.time() - item.submitted, error=outcome.error)
         self._finish(item, result, host)
 
     def _finish(self, item: _InFlight, result: ProxyResult, host: str | None) -> None:
         reward = compute_reward(result, self.cfg.search)
-        status = "completed" if reward is not None else "failed"
+        status = TrialStatus.COMPLETED if reward is not None else TrialStatus.FAILED
         error = result.error
-        if status == "failed" and error is None:
+        if status == TrialStatus.FAILED and error is None:
             error = f"no usable AP (ap={result.metrics.get('ap')})"
         metrics = {k: v for k, v in result.metrics.items() if v is None or math.isfinite(v)}
         self.store.finish_trial(item.trial_id, status=status, reward=reward, metrics=metrics, error=error,
-                                wall_s=result.wall_s, flops=result.flops, params=result.params, host=host)
+                                wall_s=result.wall_s, flops=result.flops, params=result.params, host=host,
+                                reports=self._reports.pop(item.trial_id, None))
+        if item.tb is not None:
+            item.tb.close()
+            item.tb = None
         self._feedback(item, reward)
         self._record(item, status, reward, result.wall_s, error)
         for other in self.waiting.pop(item.key, []):
-            if status == "completed":
+            if status == TrialStatus.COMPLETED:
                 self._finish_cached(other, reward, item.trial_id, metrics)
             else:
                 self._submit(other)
 
     def _finish_cached(self, item: _InFlight, reward: float | None, source: int | None,
-                       metrics: dict[str, Any] | None) -> None:
-        self.store.finish_trial(item.trial_id, status="cached", reward=reward, metrics=metrics or {}, wall_s=0.0,
-                                cached_from=source)
+                       metrics: Mapping[str, Any] | None) -> None:
+        self.store.finish_trial(item.trial_id, status=TrialStatus.CACHED, reward=reward, metrics=metrics or {},
+                                wall_s=0.0, cached_from=source)
         self._feedback(item, reward)
-        self._record(item, "cached", reward, 0.0, None)
+        self._record(item, TrialStatus.CACHED, reward, 0.0, None)
 
     def _feedback(self, item: _InFlight, reward: float | None) -> None:
         self.controller.feedback(item.ctrl_id, reward)
@@ -352,26 +413,25 @@ class SearchDriver:
         self.checkpoints += 1
 
     def _check_timeouts(self) -> None:
-        import ray
-
         limit = self.cfg.search.trial_timeout_s
         if not limit:
             return
         now = time.time()
-        for ref, item in list(self.inflight.items()):
+        for trial_id, item in list(self.inflight.items()):
             if now - item.submitted > limit:
-                ray.cancel(ref, force=True)
-                self.inflight.pop(ref)
+                self.runner.cancel(trial_id)
+                self.inflight.pop(trial_id)
                 self._finish(item, ProxyResult(metrics={}, wall_s=now - item.submitted,
                                                error=f"timeout: still running after {limit:.0f} s"), None)
 
     # ------------------------------------------------------------------------------------------- progress
-    def _record(self, item: _InFlight, status: str, reward: float | None, wall_s: float, error: str | None) -> None:
+    def _record(self, item: _InFlight, status: TrialStatus, reward: float | None, wall_s: float,
+                error: str | None) -> None:
         self.finished += 1
         self.counts[status] += 1
         if reward is not None and (self.best is None or reward > self.best[0]):
             self.best = (reward, item.key)
-        if status != "cached" and wall_s:
+        if status != TrialStatus.CACHED and wall_s:
             self.wall_times.append(wall_s)
         step = self.finished
         if self._tb is not None:
@@ -379,48 +439,41 @@ class SearchDriver:
                 self._tb.scalar("search/reward", reward, step)
             if self.best is not None:
                 self._tb.scalar("search/best_reward", self.best[0], step)
-            if status != "cached":
+            if status != TrialStatus.CACHED:
                 self._tb.scalar("search/trial_seconds", wall_s, step)
             self._tb.flush()
         budget = self.cfg.search.trials
         what = f"reward {reward:.4f}" if reward is not None else f"FAILED ({error})"
-        if status == "cached":
+        if status == TrialStatus.CACHED:
             what += " (cached: this architecture already has a result)"
-        self.out(f"[{step}/{budget}] trial {item.index} {item.key} {what} {wall_s:.0f} s | {self._status_line()}")
-        self._last_heartbeat = time.time()
+        self.view.line(f"[{step}/{budget}] trial {item.index} {item.key} {what} {wall_s:.0f} s | "
+                       f"{self._status_line()}")
+
+    def _refresh(self) -> None:
+        running = [i.progress for i in sorted(self.inflight.values(), key=lambda i: i.index) if i.progress]
+        self.view.refresh(running, self._status_line())
 
     def _status_line(self) -> str:
+        from nas.console import duration
+
         budget = self.cfg.search.trials
         best = f"{self.best[0]:.4f}" if self.best else "-"
-        line = (f"done {self.counts['completed']} failed {self.counts['failed']} cached {self.counts['cached']} "
+        c = self.counts
+        line = (f"done {c[TrialStatus.COMPLETED]} failed {c[TrialStatus.FAILED]} cached {c[TrialStatus.CACHED]} "
                 f"running {len(self.inflight)} | best {best}")
         if self.wall_times:
             per = sum(self.wall_times) / len(self.wall_times)
             left = budget - self.finished
             eta = per * math.ceil(left / max(1, self.cfg.search.workers))
-            line += f" | {per:.0f} s/trial | ETA {_duration(eta)}"
+            line += f" | {per:.0f} s/trial | ETA {duration(eta)}"
         return line
 
-    def _heartbeat(self) -> None:
-        if time.time() - self._last_heartbeat < HEARTBEAT_S:
-            return
-        self._last_heartbeat = time.time()
-        ages = ", ".join(f"trial {i.index} {time.time() - i.submitted:.0f} s" for i in self.inflight.values())
-        self.out(f"  ... running: {ages} | {self._status_line()}")
 
+def _uses_tensorflow(cfg: NasConfig) -> bool:
+    from proxy_task.evaluator import get_evaluator_entry
 
-def _has_field(cls: type, name: str) -> bool:
-    return name in {f.name for f in dataclasses.fields(cls)}
+    return get_evaluator_entry(cfg.evaluator.type).uses_tensorflow
 
 
 def _num_updates(controller: Any) -> int:
     return int(getattr(controller, "num_updates", controller.num_rewards))
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 90:
-        return f"{seconds} s"
-    if seconds < 5400:
-        return f"{seconds // 60} min"
-    return f"{seconds / 3600:.1f} h"

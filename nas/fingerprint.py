@@ -1,0 +1,77 @@
+"""Result fingerprints: what determines a trial's reward, so a stored result is reused only where it means the same.
+
+A trial's reward depends on the evaluator, on the settings of the evaluator that change the score (the data, image
+size, steps, schedule, model scaling, evaluation: not seeds, threads, logging or intermediate evaluations), and on
+the reward function. `fingerprint` hashes exactly those. The search job reuses a stored result (dedup, 'cached')
+only from a trial with the same fingerprint, and `spinenas top` / `export best` rank within one.
+
+The fingerprint is computed from a `NasConfig`; old databases get theirs from their stored configs when
+`spinenas db upgrade` runs. Changing what goes into it changes every fingerprint: do that only with a migration
+that recomputes the stored ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from nas.config import NasConfig
+from nas.config_io import to_dict
+
+# Proxy settings that do not change a trial's score. The seed is left out on purpose: a trial's seed is the
+# search's seed plus its index, and a result for one seed stands for the architecture (as the dedup always did).
+_PROXY_NON_SCORE = frozenset({"seed", "threads", "log_every", "eval_at_steps", "deterministic", "eval_batch_size"})
+# The surrogate's AP depends only on these proxy settings (its curve follows the proxy's steps).
+_SURROGATE_PROXY = ("train_steps",)
+_SURROGATE_NON_SCORE = frozenset({"duration_s"})
+
+
+def score_settings(cfg: NasConfig) -> dict[str, Any]:
+    """The settings that determine a trial's reward, as a plain dict (what `fingerprint` hashes)."""
+    evaluator = cfg.evaluator.type
+    out: dict[str, Any] = {"evaluator": evaluator}
+    if evaluator == "surrogate":
+        settings = {k: v for k, v in to_dict(cfg.evaluator.get()).items() if k not in _SURROGATE_NON_SCORE}
+        if settings.get("target_seed") is None:
+            settings["target_seed"] = cfg.search.seed
+        out["surrogate"] = settings
+        out["space"] = {"family": cfg.search.family, "window": cfg.search.window}
+        out["proxy"] = {k: getattr(cfg.proxy, k) for k in _SURROGATE_PROXY}
+    else:
+        proxy = {k: v for k, v in to_dict(cfg.proxy).items() if k not in _PROXY_NON_SCORE}
+        data = dict(proxy["data"])
+        if data.get("kind") == "synth":
+            data.pop("path", None)  # the synthetic set is its parameters, wherever it is cached
+        proxy["data"] = data
+        out["proxy"] = proxy
+        section = cfg.evaluator.get()
+        if section is not None:
+            out[evaluator] = to_dict(section)
+    s = cfg.search
+    out["reward"] = {"reward": s.reward}
+    if s.reward == "ap-flops":
+        out["reward"].update(target_flops=s.target_flops, flops_exponent=s.flops_exponent)
+    return out
+
+
+def fingerprint(cfg: NasConfig) -> str:
+    """16 hex digits of the SHA-256 of `score_settings`, as canonical JSON."""
+    text = json.dumps(score_settings(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def describe(cfg: NasConfig) -> str:
+    """A short human description of what a fingerprint stands for, e.g. 'retinanet 128 px 800 steps, reward ap'."""
+    p, s = cfg.proxy, cfg.search
+    if cfg.evaluator.type == "surrogate":
+        what = f"surrogate (target seed {score_settings(cfg)['surrogate']['target_seed']}, {s.family}) " \
+               f"{p.train_steps} steps"
+    else:
+        data = p.data.kind if p.data.kind == "synth" else (p.data.path or p.data.kind)
+        what = f"{cfg.evaluator.type} {p.image_size} px {p.train_steps} steps on {data}"
+    reward = s.reward if s.reward == "ap" else f"{s.reward} (target {s.target_flops:.3g})"
+    return f"{what}, reward {reward}"
+
+
+__all__ = ["describe", "fingerprint", "score_settings"]

@@ -1,0 +1,228 @@
+"""The ``ray`` runner: trials as Ray tasks, with their reports through a channel actor.
+
+Every real trial runs in a fresh Ray worker process (``max_calls=1``): TensorFlow keeps graphs and memory for the
+life of a process. TF-free trials may reuse workers (``search.reuse_workers``). A worker that dies (OOM kill,
+segfault, a lost node) is retried by Ray (``worker_retries``); the driver sees one result either way. Plain data
+crosses the boundary: the spec and task as dicts, the result as a dict.
+
+Reports: a trial calls ``report(step, metrics)``, which sends them to one small async actor of the search (the
+channel, no CPU) and reads back whether the driver asked the trial to stop. The driver keeps one ``take`` call
+outstanding on the channel beside the trials' result refs in its `ray.wait`, so a report wakes it as a result does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from nas.runners.base import Runner, TrialOutcome, TrialTask
+
+logger = logging.getLogger(__name__)
+
+# Ray's switch for its single-node (loopback) mode; see `init_ray`.
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# How long one outstanding `take` on the channel waits for reports before it returns empty (and is asked again).
+_TAKE_WAIT_S = 30.0
+
+
+class _Channel:
+    """The search's report channel (a Ray async actor): trials put reports, the driver takes them and asks stops."""
+
+    def __init__(self) -> None:
+        self._reports: list[tuple[int, int, dict[str, float]]] = []
+        self._stops: set[int] = set()
+        self._event = asyncio.Event()
+
+    async def report(self, trial_id: int, step: int, metrics: dict[str, float]) -> bool:
+        self._reports.append((trial_id, step, metrics))
+        self._event.set()
+        return trial_id in self._stops
+
+    async def stop(self, trial_id: int) -> None:
+        self._stops.add(trial_id)
+
+    async def forget(self, trial_id: int) -> None:
+        self._stops.discard(trial_id)
+
+    async def take(self, wait_s: float) -> list[tuple[int, int, dict[str, float]]]:
+        if not self._reports:
+            try:
+                await asyncio.wait_for(self._event.wait(), timeout=wait_s)
+            except asyncio.TimeoutError:
+                pass
+        out, self._reports = self._reports, []
+        self._event.clear()
+        return out
+
+
+def _ray_trial(spec: dict[str, Any], task: dict[str, Any], channel: Any) -> dict[str, Any]:
+    """The Ray task of one trial: the shared trial body, reporting through the channel.
+
+    Each report waits for the channel to take it (and answers whether to stop), so when the task returns the
+    channel holds every report; the payload says how many there were, so the driver knows when it has them all.
+    """
+    import ray
+
+    from nas.trial import run_trial_body
+
+    tid = int(task["trial_id"])
+    sent = 0
+
+    def report(step: int, metrics: Mapping[str, float]) -> bool:
+        nonlocal sent
+        sent += 1
+        return bool(ray.get(channel.report.remote(tid, int(step), dict(metrics))))
+
+    payload = run_trial_body(spec, task, report)
+    payload["reports"] = sent
+    return payload
+
+
+_REMOTE: dict[tuple[bool, int], Any] = {}
+
+
+def remote_trial(fresh_process: bool, retries: int) -> Any:
+    """The Ray remote function of a trial (cached per process reuse and retry count)."""
+    key = (fresh_process, retries)
+    if key not in _REMOTE:
+        import ray
+
+        _REMOTE[key] = ray.remote(max_calls=1 if fresh_process else 0, max_retries=retries,
+                                  retry_exceptions=False)(_ray_trial)
+    return _REMOTE[key]
+
+
+class RayRunner(Runner):
+    """Runs trials as Ray tasks on the Ray this process is connected to (`init_ray`)."""
+
+    def __init__(self, settings: Any, *, reuse_workers: bool = False, **kwargs: Any) -> None:
+        super().__init__(settings, **kwargs)
+        import ray
+
+        if not ray.is_initialized():
+            raise RuntimeError("the ray runner needs Ray: call nas.runners.ray_runner.init_ray first")
+        self._fresh = not reuse_workers
+        self._spec = self.spec.to_dict()
+        self._channel = ray.remote(num_cpus=0)(_Channel).options(max_concurrency=1000).remote()
+        self._take_ref: Any = None
+        self._refs: dict[Any, int] = {}  # result ref -> trial id
+        self._by_trial: dict[int, Any] = {}
+        self._received: dict[int, int] = {}  # trial id -> reports delivered
+
+    def resources(self) -> dict[str, float]:
+        import ray
+
+        res = ray.cluster_resources()
+        return {"CPU": float(res.get("CPU", 0)), "GPU": float(res.get("GPU", 0))}
+
+    def submit(self, task: TrialTask) -> None:
+        options: dict[str, Any] = {"num_cpus": self.cpus}
+        if self.gpus:
+            options["num_gpus"] = self.gpus
+        fn = remote_trial(self._fresh, self.settings.worker_retries)
+        ref = fn.options(**options).remote(self._spec, _task_dict(task), self._channel)
+        self._refs[ref] = task.trial_id
+        self._by_trial[task.trial_id] = ref
+
+    def poll(self, timeout: float) -> list[TrialOutcome]:
+        import ray
+
+        if self._take_ref is None:
+            self._take_ref = self._channel.take.remote(_TAKE_WAIT_S)
+        ready, rest = ray.wait([*self._refs, self._take_ref], num_returns=1, timeout=timeout)
+        if ready and rest:  # take everything that is already there, not just the first
+            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+            ready += more
+        if self._take_ref in ready:
+            self._take_reports()
+        outcomes = []
+        for ref in ready:
+            if ref not in self._refs:
+                continue
+            trial_id = self._refs.pop(ref)
+            self._by_trial.pop(trial_id, None)
+            try:
+                payload = ray.get(ref)
+            except Exception as e:  # noqa: BLE001 - a worker that died past its retries, a cancelled task
+                text = str(e).splitlines()[0] if str(e) else ""
+                outcomes.append(TrialOutcome(trial_id, None, error=f"{type(e).__name__}: {text}"[:500]))
+            else:
+                # The channel has every report the trial made (each waited for it); the outstanding take may still
+                # be on its way with the last ones.
+                while self._received.get(trial_id, 0) < int(payload.get("reports", 0)):
+                    self._take_reports()
+                outcomes.append(TrialOutcome(trial_id, payload))
+            self._received.pop(trial_id, None)
+            self._channel.forget.remote(trial_id)
+        return outcomes
+
+    def _take_reports(self) -> None:
+        import ray
+
+        if self._take_ref is None:
+            self._take_ref = self._channel.take.remote(_TAKE_WAIT_S)
+        reports = ray.get(self._take_ref)
+        self._take_ref = None
+        for trial_id, step, metrics in reports:
+            self._received[trial_id] = self._received.get(trial_id, 0) + 1
+            self.on_report(trial_id, step, metrics)
+
+    def stop(self, trial_id: int) -> None:
+        if trial_id in self._by_trial:
+            self._channel.stop.remote(trial_id)
+
+    def cancel(self, trial_id: int) -> None:
+        import ray
+
+        ref = self._by_trial.pop(trial_id, None)
+        if ref is not None:
+            self._refs.pop(ref, None)
+            ray.cancel(ref, force=True)
+            self._channel.forget.remote(trial_id)
+            self._received.pop(trial_id, None)
+
+    def close(self) -> None:
+        import ray
+
+        for trial_id in list(self._by_trial):
+            self.cancel(trial_id)
+        try:
+            ray.kill(self._channel)
+        except Exception:  # noqa: BLE001 - Ray already shut down
+            pass
+
+
+def _task_dict(task: TrialTask) -> dict[str, Any]:
+    return {"trial_id": task.trial_id, "index": task.index, "arch_json": task.arch_json, "seed": task.seed}
+
+
+def init_ray(address: str | None, *, num_cpus: float | None = None, log_to_driver: bool = False) -> bool:
+    """Connects to a Ray cluster (`address`) or starts a local one on loopback.
+
+    Returns:
+      True when this call started a local cluster (the caller shuts it down).
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not address:
+        # A local cluster stays on loopback: Ray 2.60 turns 127.0.0.1 given as the node address into the
+        # machine's network address, except in its single-node mode, which this variable selects (it must be set
+        # before Ray is imported; Ray's workers inherit it).
+        os.environ.setdefault(LOOPBACK_ENV, "0")
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, log_to_driver=log_to_driver)
+        return False
+    ray.init(
+        num_cpus=int(num_cpus) if num_cpus else None,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        log_to_driver=log_to_driver,
+        configure_logging=False,
+    )
+    return True
