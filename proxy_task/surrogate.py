@@ -103,6 +103,11 @@ def structural_features(arch: ArchSpec) -> np.ndarray:
     return np.concatenate([counts.ravel(), edges.ravel(), order, endpoint_depth, position])
 
 
+def _check_arch(arch: Any, where: str) -> None:
+    if not isinstance(arch, ArchSpec):
+        raise TypeError(f"{where}: expected an ArchSpec, got {type(arch).__name__}")
+
+
 def _structural_cost(
     arch: ArchSpec, *, image_size: int, filter_size_scale: float, resample_alpha: float, endpoints_num_filters: int
 ) -> tuple[int, int]:
@@ -321,21 +326,10 @@ class SurrogateEvaluator:
           TypeError: when `arch` is not an `ArchSpec`.
         """
         start = time.perf_counter()
-        if not isinstance(arch, ArchSpec):
-            raise TypeError(f"SurrogateEvaluator.evaluate: expected an ArchSpec, got {type(arch).__name__}")
+        _check_arch(arch, "SurrogateEvaluator.evaluate")
         c = self._config
-        seed = c["seed"] if seed is None else seed
-        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-            raise ValueError(f"SurrogateEvaluator.evaluate seed: expected an integer >= 0 or None, got {seed!r}")
-        rng = np.random.default_rng([int(arch.key, 16), c["target_seed"], int(seed)])
-        u_fail, z = rng.random(), rng.standard_normal()  # always both, so failure_rate does not shift the noise
-        params, flops = _structural_cost(
-            arch,
-            image_size=c["image_size"],
-            filter_size_scale=c["filter_size_scale"],
-            resample_alpha=c["resample_alpha"],
-            endpoints_num_filters=c["endpoints_num_filters"],
-        )
+        u_fail, z = self._draws(arch, seed)
+        params, flops = self._cost(arch)
         distance = self.distance(arch)
         clean = c["floor"] + (c["peak"] - c["floor"]) * math.exp(-distance / c["length_scale"])
         if u_fail < c["failure_rate"]:
@@ -352,6 +346,29 @@ class SurrogateEvaluator:
             flops=flops,
             params=params,
             wall_s=time.perf_counter() - start,
+        )
+
+    def _draws(self, arch: ArchSpec, seed: int | None) -> tuple[float, float]:
+        """(u_fail, z) of one trial: a uniform that decides a simulated failure and the AP noise's standard normal.
+
+        Both are always drawn, so `failure_rate` does not shift the noise.
+        """
+        c = self._config
+        seed = c["seed"] if seed is None else seed
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+            raise ValueError(f"SurrogateEvaluator.evaluate seed: expected an integer >= 0 or None, got {seed!r}")
+        rng = np.random.default_rng([int(arch.key, 16), c["target_seed"], int(seed)])
+        return float(rng.random()), float(rng.standard_normal())
+
+    def _cost(self, arch: ArchSpec) -> tuple[int, int]:
+        """(params, flops) of `arch` at the configured scale."""
+        c = self._config
+        return _structural_cost(
+            arch,
+            image_size=c["image_size"],
+            filter_size_scale=c["filter_size_scale"],
+            resample_alpha=c["resample_alpha"],
+            endpoints_num_filters=c["endpoints_num_filters"],
         )
 
     @classmethod
