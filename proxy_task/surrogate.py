@@ -30,6 +30,34 @@ The reported ``params`` and ``flops`` are structural estimates of the SpineNet b
 (Model Garden's block and resampling layout, with the filter sizes scaled by ``filter_size_scale``): they let
 FLOPs-constrained rewards be exercised, but they do not enter the AP, and they are not Model Garden's counts.
 
+**A trial's learning curve** (`SurrogateTrialEvaluator`, the search's ``surrogate`` evaluator) walks the proxy's
+schedule and reports an AP that grows with the training steps ``t``, at a rate of each architecture's own::
+
+  x        = t / full_steps
+  h(x, r)  = (1 - exp(-r x)) / (1 - exp(-r))           h(0) = 0, h(1) = 1, h(inf) = 1 / (1 - exp(-r))
+  r(arch)  = R0 * exp(rate_spread * z_r)               z_r ~ N(0, 1) from (arch key, target_seed); R0 = 4.75
+  ap(t)    = clip(h(x, r) * (L(arch) + noise * z), 0, 1)
+
+``L`` is the landscape's noiseless AP above (`SurrogateEvaluator.ap`) and ``z`` the landscape's own noise draw
+(a function of arch key, target_seed and the trial's seed): at ``t = full_steps`` a trial scores exactly what
+`SurrogateEvaluator.evaluate` gives for the same seed. ``R0`` puts a typical architecture (``z_r = 0``) at 70% of
+its final AP after a quarter of ``full_steps`` and at 91% after half; four times ``full_steps`` gains it under 1%.
+At ``rate_spread = 0.5`` a slow learner (``z_r = -2``: ``r = 1.75``) is at 43% after a quarter and gains 21% at
+four times ``full_steps``; a fast one (``z_r = 2``: ``r = 12.9``) is at 96% after a quarter. ``z_r`` is
+independent of ``L``, so an early rung ranks architectures partly by how fast they learn, not only by how good they
+end up; with ``rate_spread = 0`` every curve has the same shape and every step ranks the architectures alike.
+
+The noise is scaled by ``h`` (the seed noise is a constant fraction of the curve): an untrained network scores 0
+whatever its seed, every run's curve is non-decreasing, and the signal-to-noise ratio of a ranking does not change
+along the curve; only the rate spread makes an early ranking differ from a late one (with ``rate_spread = 0`` one
+seed ranks alike at every step, noise or not). `SurrogateTrialEvaluator.expected_ap` gives the noiseless
+``clip(L * h, 0, 1)`` at any step. The noiseless optimum ``peak`` holds at ``full_steps``; at other steps a faster
+learner may beat the target.
+
+The training loss is deterministic, decreasing, and better (lower) for a better and faster-learning network::
+
+  loss(t) = INITIAL_LOSS * exp(-LOSS_DROP * L * (1 - exp(-r x)))     INITIAL_LOSS = 2.0, LOSS_DROP = 2.0
+
 Example::
 
   ev = SurrogateEvaluator(target_seed=0, noise=0.02)
@@ -39,15 +67,22 @@ Example::
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from proxy_task.evaluator import Evaluator, Reporter, TrialContext, no_report
 from proxy_task.result import ProxyResult
 from search_space import LEVELS, OUTPUT_LEVELS, ArchSpec, SearchSpace
+
+if TYPE_CHECKING:
+    from proxy_task.config import ProxyConfig, SurrogateConfig
+
+logger = logging.getLogger(__name__)
 
 # Model Garden's FILTER_SIZE_MAP (official/vision/modeling/backbones/spinenet.py): base filters per level.
 FILTER_SIZE_MAP: dict[int, int] = {1: 32, 2: 64, 3: 128, 4: 256, 5: 256, 6: 256, 7: 256}
@@ -101,6 +136,11 @@ def structural_features(arch: ArchSpec) -> np.ndarray:
             counts[lvl[level], 0 if block_fn == "bottleneck" else 1] += 1.0
             position[lvl[level]] += (k + 1) / n_live
     return np.concatenate([counts.ravel(), edges.ravel(), order, endpoint_depth, position])
+
+
+def _check_arch(arch: Any, where: str) -> None:
+    if not isinstance(arch, ArchSpec):
+        raise TypeError(f"{where}: expected an ArchSpec, got {type(arch).__name__}")
 
 
 def _structural_cost(
@@ -321,21 +361,10 @@ class SurrogateEvaluator:
           TypeError: when `arch` is not an `ArchSpec`.
         """
         start = time.perf_counter()
-        if not isinstance(arch, ArchSpec):
-            raise TypeError(f"SurrogateEvaluator.evaluate: expected an ArchSpec, got {type(arch).__name__}")
+        _check_arch(arch, "SurrogateEvaluator.evaluate")
         c = self._config
-        seed = c["seed"] if seed is None else seed
-        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-            raise ValueError(f"SurrogateEvaluator.evaluate seed: expected an integer >= 0 or None, got {seed!r}")
-        rng = np.random.default_rng([int(arch.key, 16), c["target_seed"], int(seed)])
-        u_fail, z = rng.random(), rng.standard_normal()  # always both, so failure_rate does not shift the noise
-        params, flops = _structural_cost(
-            arch,
-            image_size=c["image_size"],
-            filter_size_scale=c["filter_size_scale"],
-            resample_alpha=c["resample_alpha"],
-            endpoints_num_filters=c["endpoints_num_filters"],
-        )
+        u_fail, z = self._draws(arch, seed)
+        params, flops = self._cost(arch)
         distance = self.distance(arch)
         clean = c["floor"] + (c["peak"] - c["floor"]) * math.exp(-distance / c["length_scale"])
         if u_fail < c["failure_rate"]:
@@ -354,6 +383,30 @@ class SurrogateEvaluator:
             wall_s=time.perf_counter() - start,
         )
 
+    def _draws(self, arch: ArchSpec, seed: int | None) -> tuple[float, float]:
+        """(u_fail, z) of one trial: a uniform that decides a simulated failure and the AP noise's standard normal.
+
+        Both are always drawn, so `failure_rate` does not shift the noise. Shared with `SurrogateTrialEvaluator`,
+        whose run with the same seed therefore fails, and is noisy, exactly as `evaluate` is.
+        """
+        c = self._config
+        seed = c["seed"] if seed is None else seed
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+            raise ValueError(f"SurrogateEvaluator.evaluate seed: expected an integer >= 0 or None, got {seed!r}")
+        rng = np.random.default_rng([int(arch.key, 16), c["target_seed"], int(seed)])
+        return float(rng.random()), float(rng.standard_normal())
+
+    def _cost(self, arch: ArchSpec) -> tuple[int, int]:
+        """(params, flops) of `arch` at the configured scale."""
+        c = self._config
+        return _structural_cost(
+            arch,
+            image_size=c["image_size"],
+            filter_size_scale=c["filter_size_scale"],
+            resample_alpha=c["resample_alpha"],
+            endpoints_num_filters=c["endpoints_num_filters"],
+        )
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SurrogateEvaluator:
         """Strict inverse of `to_dict`: an unknown key raises `KeyError` naming it."""
@@ -364,3 +417,195 @@ class SurrogateEvaluator:
         if unknown:
             raise KeyError(f"unknown SurrogateEvaluator option(s) {unknown}; expected some of {sorted(known)}")
         return cls(**d)
+
+
+# The learning curve's constants (see the module docstring).
+R0 = 4.75  # h(0.25, R0) = 0.70: a typical architecture has 70% of its final AP after a quarter of full_steps
+INITIAL_LOSS = 2.0  # every network's training loss at step 0 (RetinaNet's focal + box loss starts near it)
+LOSS_DROP = 2.0  # how far the loss falls per unit of AP: exp(-2 * 0.4) = 0.45 of the start for the optimum
+NOMINAL_STEP_S = 0.01  # the step time behind images_per_s when a trial spends no simulated time
+_RATE_TAG = 0x4A7E  # keeps the rate's random stream apart from the landscape's noise and target streams
+
+
+def curve_shape(x: float, rate: float) -> float:
+    """``h(x, r) = (1 - exp(-r x)) / (1 - exp(-r))``: the fraction of the final AP reached at ``x = t / full_steps``.
+
+    Args:
+      x: training steps as a fraction of ``full_steps`` (>= 0; above 1 for longer training).
+      rate: the architecture's learning rate ``r`` (> 0; r -> 0 gives the straight line ``h = x``).
+    """
+    if rate < 1e-9:
+        return x
+    return math.expm1(-rate * x) / math.expm1(-rate)
+
+
+def _learning_rate(proxy: ProxyConfig, step: int) -> float:
+    # As Model Garden's LinearWarmup around CosineDecay (proxy_task/trainer.py): a linear ramp from 0 to the
+    # schedule's value at warmup_steps, then the schedule itself, cosine over the whole run to 0 at train_steps.
+    def schedule(s: int) -> float:
+        if proxy.lr_schedule == "constant":
+            return proxy.learning_rate
+        return proxy.learning_rate * 0.5 * (1.0 + math.cos(math.pi * min(s, proxy.train_steps) / proxy.train_steps))
+
+    if step < proxy.warmup_steps:
+        return schedule(proxy.warmup_steps) * step / proxy.warmup_steps
+    return schedule(step)
+
+
+class SurrogateTrialEvaluator(Evaluator):
+    """The ``surrogate`` evaluator: a trial of the proxy's schedule with a synthetic, architecture-shaped curve.
+
+    Each trial walks ``proxy.train_steps`` steps, spending ``settings.duration_s`` seconds of simulated time (sleeping)
+    in proportion to the steps, and reports as the proxy training would (every report carries the training
+    metrics; the evaluations add the AP)::
+
+      every proxy.log_every steps, at each of proxy.eval_at_steps and at train_steps:
+          report(step, {'loss', 'learning_rate', 'images_per_s'})
+      at each of proxy.eval_at_steps and at train_steps, in the same report, also:
+          'ap', 'ap_noiseless'
+
+    The curve, the loss and the failures are in the module docstring. ``images_per_s`` is
+    ``batch_size * train_steps / duration_s`` (the simulated pace, the same at every report), or
+    ``batch_size / NOMINAL_STEP_S`` when ``duration_s`` is 0. ``learning_rate`` is the proxy's schedule: linear
+    warmup from 0 over ``warmup_steps``, then cosine decay to 0 at ``train_steps`` (or constant).
+
+    Args:
+      settings: the ``evaluator.surrogate`` section.
+      proxy: the proxy task's settings (its schedule: train_steps, log_every, eval_at_steps, batch_size,
+        learning_rate, warmup_steps, lr_schedule).
+      context: the trial's context (family, window, and the search's seed when ``settings.target_seed`` is None).
+      landscape: a prebuilt `SurrogateEvaluator` to use instead of the one the settings describe (tests: e.g. one
+        with a ``failure_rate``).
+
+    Example::
+
+      ev = SurrogateTrialEvaluator(SurrogateConfig(noise=0.02), ProxyConfig(), TrialContext(search_seed=3))
+      result = ev.evaluate(arch, seed=0, report=lambda step, metrics: step >= 200)  # stopped at step 200
+      ev.expected_ap(arch, 200), ev.expected_ap(arch, ev.full_steps) == ev.landscape.ap(arch)
+    """
+
+    uses_tensorflow = False
+
+    def __init__(
+        self,
+        settings: SurrogateConfig,
+        proxy: ProxyConfig,
+        context: TrialContext,
+        *,
+        landscape: SurrogateEvaluator | None = None,
+    ) -> None:
+        self.settings = settings
+        self.proxy = proxy
+        self.context = context
+        if landscape is None:
+            # As the search job builds it (nas.loop.evaluator_spec): params and flops at their own defaults.
+            target_seed = settings.target_seed if settings.target_seed is not None else context.search_seed
+            landscape = SurrogateEvaluator(target_seed=target_seed, noise=settings.noise, family=context.family,
+                                           window=context.window)
+        self.landscape = landscape
+        self._target_seed = int(landscape.to_dict()["target_seed"])
+
+    @property
+    def full_steps(self) -> int:
+        """The training steps at which the AP equals the landscape's value."""
+        return self.settings.full_steps
+
+    def rate(self, arch: ArchSpec) -> float:
+        """``r(arch)``, the architecture's learning rate (``R0`` for every arch when ``rate_spread`` is 0)."""
+        _check_arch(arch, "SurrogateTrialEvaluator.rate")
+        z = np.random.default_rng([_RATE_TAG, int(arch.key, 16), self._target_seed]).standard_normal()
+        return R0 * math.exp(self.settings.rate_spread * float(z))
+
+    def expected_ap(self, arch: ArchSpec, steps: float) -> float:
+        """The noiseless AP of `arch` after `steps` training steps: ``clip(L(arch) * h(steps / full_steps, r), 0, 1)``.
+
+        Args:
+          arch: the architecture.
+          steps: training steps (>= 0; any number, not only the proxy's ``train_steps``).
+
+        Raises:
+          ValueError: for negative steps. TypeError: when `arch` is not an `ArchSpec`.
+        """
+        if not steps >= 0:
+            raise ValueError(f"SurrogateTrialEvaluator.expected_ap steps: expected a number >= 0, got {steps!r}")
+        return self._ap(self.landscape.ap(arch), self.rate(arch), steps, 0.0)
+
+    def train_loss(self, arch: ArchSpec, steps: float) -> float:
+        """The synthetic training loss of `arch` at `steps` (module docstring; no noise)."""
+        return self._loss(self.landscape.ap(arch), self.rate(arch), steps)
+
+    def learning_rate(self, step: int) -> float:
+        """The proxy's learning rate at `step`."""
+        return _learning_rate(self.proxy, step)
+
+    def _ap(self, clean: float, rate: float, steps: float, noise_term: float) -> float:
+        return min(1.0, max(0.0, curve_shape(steps / self.full_steps, rate) * (clean + noise_term)))
+
+    def _loss(self, clean: float, rate: float, steps: float) -> float:
+        return INITIAL_LOSS * math.exp(-LOSS_DROP * clean * -math.expm1(-rate * steps / self.full_steps))
+
+    def _report_steps(self) -> list[int]:
+        p = self.proxy
+        steps = set(range(p.log_every, p.train_steps + 1, p.log_every)) | set(p.eval_at_steps) | {p.train_steps}
+        return sorted(steps)
+
+    def evaluate(self, arch: ArchSpec, *, seed: int, report: Reporter = no_report) -> ProxyResult:
+        """Runs one trial of `arch` along the proxy's schedule.
+
+        Args:
+          arch: the architecture.
+          seed: the trial's seed (the AP noise and the simulated failure, exactly as the landscape's `evaluate`).
+          report: called at every report step; True stops the trial at once.
+
+        Returns:
+          A finished trial: ``metrics = {'ap', 'ap_noiseless', 'distance', 'steps', 'train_loss'}`` (the AP at
+          ``train_steps``). A stopped one: ``stopped_at`` = the step of the report that stopped it, and the metrics
+          so far (``'distance', 'steps', 'train_loss'``, plus ``'ap', 'ap_noiseless'`` of the latest evaluation if
+          there was one). A simulated failure (the landscape's ``failure_rate``) ends the trial at its last step,
+          before that step's report, with the landscape's failed result (``metrics = {'distance'}``, ``error``).
+
+        Raises:
+          TypeError: when `arch` is not an `ArchSpec`. ValueError: for a bad seed.
+        """
+        start = time.perf_counter()
+        _check_arch(arch, "SurrogateTrialEvaluator.evaluate")
+        u_fail, z = self.landscape._draws(arch, seed)
+        params, flops = self.landscape._cost(arch)
+        cfg = self.landscape.to_dict()
+        distance = self.landscape.distance(arch)
+        clean = self.landscape.ap(arch)
+        rate = self.rate(arch)
+        noise_term = cfg["noise"] * z
+        fails = u_fail < cfg["failure_rate"]
+        p, duration = self.proxy, self.settings.duration_s
+        evals = set(p.eval_at_steps) | {p.train_steps}
+        images_per_s = p.batch_size * (p.train_steps / duration if duration > 0 else 1.0 / NOMINAL_STEP_S)
+        latest_ap: dict[str, float] = {}  # of the latest evaluation
+        trained: dict[str, float] = {}  # steps and train_loss so far
+
+        def result(error: str | None = None, stopped_at: int | None = None) -> ProxyResult:
+            # A failure keeps the landscape's failed metrics (no AP), as `SurrogateEvaluator.evaluate` gives them.
+            metrics = {"distance": distance} if error else {**latest_ap, "distance": distance, **trained}
+            return ProxyResult(metrics=metrics, flops=flops, params=params, wall_s=time.perf_counter() - start,
+                               error=error, stopped_at=stopped_at)
+
+        for step in self._report_steps():
+            if duration > 0:
+                # Against a deadline, so the sleeps' overheads do not add up over many reports.
+                delay = start + duration * step / p.train_steps - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            if fails and step == p.train_steps:
+                logger.info("[%s] simulated failure at step %d", self.context.label, step)
+                return result(error="surrogate: simulated failure")
+            loss = self._loss(clean, rate, step)
+            trained.update(steps=float(step), train_loss=loss)
+            reported = {"loss": loss, "learning_rate": _learning_rate(p, step), "images_per_s": images_per_s}
+            if step in evals:
+                ap = {"ap": self._ap(clean, rate, step, noise_term), "ap_noiseless": self._ap(clean, rate, step, 0.0)}
+                latest_ap.update(ap)
+                reported.update(ap)
+            if report(step, reported):
+                logger.info("[%s] stopped at step %d", self.context.label, step)
+                return result(stopped_at=step)
+        return result()  # metrics: ap, ap_noiseless (at train_steps), distance, steps, train_loss

@@ -1,4 +1,4 @@
-"""The surrogate evaluator: deterministic, structural, interacting, with a known optimum."""
+"""The surrogate evaluator: deterministic, structural, interacting, with a known optimum; its trials' curves."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import sys
 import numpy as np
 import pytest
 
+from proxy_task.config import ProxyConfig, SurrogateConfig
+from proxy_task.evaluator import TrialContext, build_evaluator
 from proxy_task.result import ProxyResult
-from proxy_task.surrogate import SurrogateEvaluator, structural_features
+from proxy_task.surrogate import SurrogateEvaluator, SurrogateTrialEvaluator, curve_shape, structural_features
 from search_space import SPINENET_49, SearchSpace
 
 
@@ -155,3 +157,196 @@ def test_the_surrogate_imports_no_tensorflow():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------------------------------- trial evaluator
+def trial(settings=None, context=None, **proxy):
+    proxy = {"train_steps": 800, "warmup_steps": 20, "log_every": 100, **proxy}
+    return SurrogateTrialEvaluator(settings or SurrogateConfig(), ProxyConfig(**proxy), context or TrialContext())
+
+
+class Recorder:
+    """A `Reporter` that keeps every report and asks to stop at `stop_at` (None: never)."""
+
+    def __init__(self, stop_at=None):
+        self.stop_at, self.reports = stop_at, []
+
+    def __call__(self, step, metrics):
+        self.reports.append((step, dict(metrics)))
+        return step == self.stop_at
+
+
+def test_the_registry_builds_the_trial_evaluator_as_the_search_job_builds_the_landscape():
+    ev = build_evaluator("surrogate", settings=SurrogateConfig(), proxy=ProxyConfig(), context=TrialContext())
+    assert isinstance(ev, SurrogateTrialEvaluator) and not ev.uses_tensorflow
+    context = TrialContext(family="r0-sp53", window=4, search_seed=7)
+    ev = trial(SurrogateConfig(noise=0.03), context)
+    assert ev.landscape.to_dict() == SurrogateEvaluator(target_seed=7, noise=0.03, family="r0-sp53",
+                                                        window=4).to_dict()
+    assert trial(SurrogateConfig(target_seed=2), context).landscape.to_dict()["target_seed"] == 2
+
+
+def test_the_reports_follow_the_schedule():
+    ev = trial(train_steps=450, log_every=50, eval_at_steps=(100, 225), warmup_steps=30, batch_size=4)
+    rec = Recorder()
+    result = ev.evaluate(SPINENET_49, seed=0, report=rec)
+    assert [s for s, _ in rec.reports] == [50, 100, 150, 200, 225, 250, 300, 350, 400, 450]
+    train_keys = {"loss", "learning_rate", "images_per_s"}
+    for step, metrics in rec.reports:
+        assert set(metrics) == (train_keys | {"ap", "ap_noiseless"} if step in (100, 225, 450) else train_keys)
+        assert all(isinstance(v, float) and np.isfinite(v) for v in metrics.values())
+        assert metrics["images_per_s"] == 4 / 0.01  # duration_s 0: the nominal 0.01 s per step
+    assert set(result.metrics) == {"ap", "ap_noiseless", "distance", "steps", "train_loss"}
+    assert result.ok and result.stopped_at is None and result.metrics["steps"] == 450.0
+    assert result.metrics["ap"] == rec.reports[-1][1]["ap"]
+    assert result.metrics["train_loss"] == rec.reports[-1][1]["loss"]
+    assert (result.params, result.flops) == (ev.landscape.evaluate(SPINENET_49).params,
+                                             ev.landscape.evaluate(SPINENET_49).flops)
+    json.dumps(result.to_dict())
+    # The log steps need not divide train_steps: the last step always reports.
+    rec = Recorder()
+    trial(train_steps=130, log_every=50).evaluate(SPINENET_49, seed=0, report=rec)
+    assert [s for s, _ in rec.reports] == [50, 100, 130]
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_the_learning_rate_follows_the_proxy_schedule(schedule):
+    ev = trial(train_steps=400, log_every=10, warmup_steps=40, learning_rate=0.01, lr_schedule=schedule)
+    rec = Recorder()
+    ev.evaluate(SPINENET_49, seed=0, report=rec)
+    lr = {s: m["learning_rate"] for s, m in rec.reports}
+    peak = 0.01 if schedule == "constant" else 0.01 * 0.5 * (1 + np.cos(np.pi * 40 / 400))
+    assert lr[10] == pytest.approx(peak / 4) and lr[20] == pytest.approx(peak / 2) and lr[40] == pytest.approx(peak)
+    if schedule == "cosine":
+        assert lr[200] == pytest.approx(0.005) and lr[400] == pytest.approx(0.0, abs=1e-12)
+        assert all(lr[s] > lr[s + 10] for s in range(40, 400, 10))
+    else:
+        assert all(lr[s] == 0.01 for s in range(40, 401, 10))
+
+
+def test_the_ap_at_full_steps_is_the_landscape_value_and_grows_with_steps(space):
+    ev = trial(SurrogateConfig(full_steps=800), eval_at_steps=(100, 200, 300, 400, 500, 600, 700))
+    for d in randoms(space, 10):
+        arch = space.decode(d)
+        rec = Recorder()
+        result = ev.evaluate(arch, seed=0, report=rec)
+        assert result.metrics["ap"] == pytest.approx(ev.landscape.ap(arch), abs=1e-12)
+        assert result.metrics["ap"] == pytest.approx(ev.expected_ap(arch, 800), abs=1e-12)
+        aps = [m["ap"] for _, m in rec.reports if "ap" in m]
+        losses = [m["loss"] for _, m in rec.reports]
+        assert len(aps) == 8 and all(a < b for a, b in zip(aps, aps[1:])), aps
+        assert all(a > b for a, b in zip(losses, losses[1:])), losses
+        assert ev.expected_ap(arch, 0) == 0.0 and ev.expected_ap(arch, 3200) > result.metrics["ap"]
+    assert curve_shape(1.0, 4.75) == pytest.approx(1.0) and curve_shape(0.25, 4.75) == pytest.approx(0.70, abs=0.01)
+    assert curve_shape(0.5, 1e-12) == 0.5  # the r -> 0 limit
+
+
+def test_with_noise_the_final_ap_is_the_landscapes_noisy_ap_for_the_same_seed(space):
+    ev = trial(SurrogateConfig(noise=0.02, target_seed=4))
+    arch = space.decode(randoms(space, 1)[0])
+    for seed in range(5):
+        assert ev.evaluate(arch, seed=seed).metrics["ap"] == ev.landscape.evaluate(arch, seed=seed).metrics["ap"]
+    aps = {ev.evaluate(arch, seed=s).metrics["ap"] for s in range(5)}
+    assert len(aps) == 5
+
+
+def test_the_same_arch_and_seed_give_the_same_curve(space):
+    arch = space.decode(randoms(space, 1, seed=3)[0])
+    runs = []
+    for _ in range(2):
+        rec = Recorder()
+        ev = trial(SurrogateConfig(noise=0.02), eval_at_steps=(200, 400))
+        runs.append((ev.evaluate(arch, seed=5, report=rec).metrics, rec.reports))
+    assert runs[0] == runs[1]
+    rec = Recorder()
+    trial(SurrogateConfig(noise=0.02), eval_at_steps=(200, 400)).evaluate(arch, seed=6, report=rec)
+    assert [m.get("ap") for _, m in rec.reports] != [m.get("ap") for _, m in runs[0][1]]
+
+
+@pytest.mark.parametrize("stop_at, latest_ap_step", [(300, 200), (400, 400), (100, None), (800, 800)])
+def test_a_stop_ends_the_trial_at_that_report_with_the_latest_ap(stop_at, latest_ap_step):
+    ev = trial(SurrogateConfig(noise=0.02), eval_at_steps=(200, 400))
+    rec = Recorder(stop_at=stop_at)
+    result = ev.evaluate(SPINENET_49, seed=1, report=rec)
+    assert result.stopped_at == stop_at and result.error is None
+    assert rec.reports[-1][0] == stop_at  # nothing after the stop
+    assert result.metrics["steps"] == stop_at and result.metrics["train_loss"] == rec.reports[-1][1]["loss"]
+    if latest_ap_step is None:
+        assert "ap" not in result.metrics and not result.ok
+    else:
+        assert result.metrics["ap"] == dict(rec.reports)[latest_ap_step]["ap"] and result.ok
+        assert result.metrics["ap_noiseless"] == pytest.approx(ev.expected_ap(SPINENET_49, latest_ap_step))
+
+
+def _ranking(ev, archs, steps):
+    return list(np.argsort([ev.expected_ap(a, steps) for a in archs], kind="stable"))
+
+
+def test_without_a_rate_spread_every_step_ranks_alike(space):
+    archs = [space.decode(d) for d in randoms(space, 30, seed=4)]
+    ev = trial(SurrogateConfig(rate_spread=0.0))
+    assert len({ev.rate(a) for a in archs}) == 1
+    full = _ranking(ev, archs, 800)
+    for steps in (25, 100, 200, 400, 1600, 3200):
+        assert _ranking(ev, archs, steps) == full
+    # The noisy run of one seed ranks alike too: the noise scales with the curve.
+    noisy = trial(SurrogateConfig(rate_spread=0.0, noise=0.02), eval_at_steps=(200,))
+    curves = []
+    for a in archs:
+        rec = Recorder()
+        noisy.evaluate(a, seed=0, report=rec)
+        curves.append([m["ap"] for _, m in rec.reports if "ap" in m])
+    assert list(np.argsort([c[0] for c in curves], kind="stable")) == list(
+        np.argsort([c[1] for c in curves], kind="stable"))
+
+
+def test_a_rate_spread_makes_early_rankings_differ_from_late_ones(space):
+    archs = [space.decode(d) for d in randoms(space, 30, seed=4)]
+    ev = trial(SurrogateConfig(rate_spread=0.5))
+    rates = [ev.rate(a) for a in archs]
+    assert len(set(rates)) == 30 and 0.2 < np.std(np.log(rates)) < 0.8
+    assert _ranking(ev, archs, 200) != _ranking(ev, archs, 3200)
+    # The landscape's value at full_steps does not depend on the spread; the rate is drawn apart from it.
+    assert [ev.expected_ap(a, 800) for a in archs] == pytest.approx([ev.landscape.ap(a) for a in archs], abs=1e-12)
+    assert ev.rate(archs[0]) == trial(SurrogateConfig(rate_spread=0.5, noise=0.05)).rate(archs[0])
+    assert ev.rate(archs[0]) != trial(SurrogateConfig(rate_spread=0.5, target_seed=1)).rate(archs[0])
+
+
+def test_the_duration_is_spent_in_proportion_to_the_steps():
+    ev = trial(SurrogateConfig(duration_s=0.2), train_steps=100, log_every=10, warmup_steps=5, batch_size=8)
+    rec = Recorder()
+    full = ev.evaluate(SPINENET_49, seed=0, report=rec)
+    assert full.wall_s >= 0.2  # sleeps never end early
+    assert rec.reports[0][1]["images_per_s"] == pytest.approx(8 * 100 / 0.2)
+    half = ev.evaluate(SPINENET_49, seed=0, report=Recorder(stop_at=50))
+    assert half.stopped_at == 50 and 0.3 < half.wall_s / full.wall_s < 0.8, (half.wall_s, full.wall_s)
+
+
+def test_simulated_failures_stay_as_the_landscapes(space):
+    landscape = SurrogateEvaluator(target_seed=0, failure_rate=0.5)
+    ev = SurrogateTrialEvaluator(SurrogateConfig(full_steps=100),
+                                 ProxyConfig(train_steps=100, warmup_steps=5, log_every=50), TrialContext(),
+                                 landscape=landscape)
+    failed = 0
+    for d in randoms(space, 20):
+        arch = space.decode(d)
+        rec = Recorder()
+        got, want = ev.evaluate(arch, seed=2, report=rec), landscape.evaluate(arch, seed=2)
+        assert got.error == want.error and got.ok == want.ok
+        if want.error:
+            failed += 1
+            assert got.metrics == want.metrics == {"distance": want.metrics["distance"]}
+            assert [s for s, _ in rec.reports] == [50]  # it failed in its last step
+        else:
+            assert got.metrics["ap"] == want.metrics["ap"]
+    assert 4 < failed < 16
+
+
+def test_trial_errors():
+    ev = trial()
+    with pytest.raises(TypeError, match="expected an ArchSpec, got tuple"):
+        ev.evaluate((1, 2), seed=0)
+    with pytest.raises(ValueError, match="seed: expected an integer >= 0"):
+        ev.evaluate(SPINENET_49, seed=-1)
+    with pytest.raises(ValueError, match="steps: expected a number >= 0, got -1"):
+        ev.expected_ap(SPINENET_49, -1)
