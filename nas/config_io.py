@@ -81,6 +81,11 @@ def _convert(value: Any, hint: Any, path: str) -> Any:
     if hint is Any:
         return value
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e9 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{path}: expected a number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
         return float(value)
@@ -189,7 +194,9 @@ def apply_overrides(d: dict[str, Any], overrides: Sequence[str], cls: type | Non
         hint_cls = cls
         for i, part in enumerate(parts[:-1]):
             if not isinstance(node, dict) or part not in node:
-                raise ConfigError(f"--set {item}: no config section {'.'.join(parts[: i + 1])!r}")
+                known = ", ".join(node) if isinstance(node, dict) else ""
+                raise ConfigError(f"--set {item}: no config section {'.'.join(parts[: i + 1])!r}"
+                                  + (f"; expected one of {known}" if known else ""))
             node = node[part]
             if hint_cls is not None:
                 hint_cls = _field_types(hint_cls).get(part)

@@ -62,16 +62,30 @@ def fingerprint(cfg: NasConfig) -> str:
 
 
 def describe(cfg: NasConfig) -> str:
-    """A short human description of what a fingerprint stands for, e.g. 'retinanet 128 px 800 steps, reward ap'."""
-    p, s = cfg.proxy, cfg.search
-    if cfg.evaluator.type == "surrogate":
-        what = f"surrogate (target seed {score_settings(cfg)['surrogate']['target_seed']}, {s.family}) " \
-               f"{p.train_steps} steps"
+    """A short human description of what a fingerprint stands for, e.g. 'retinanet 128 px 800 steps on synth, reward
+    ap'."""
+    return describe_dict(to_dict(cfg))
+
+
+def describe_dict(d: dict[str, Any]) -> str:
+    """`describe` of a stored config as a plain dict (any layout this version reads; no config classes built, so
+    `spinenas top` stays light)."""
+    d = NasConfig.migrate_dict(d)
+    search, proxy = d.get("search") or {}, d.get("proxy") or {}
+    evaluator = (d.get("evaluator") or {}).get("type", "retinanet")
+    steps = proxy.get("train_steps", "?")
+    if evaluator == "surrogate":
+        target = ((d.get("evaluator") or {}).get("surrogate") or {}).get("target_seed")
+        target = search.get("seed", 0) if target is None else target
+        what = f"surrogate (target seed {target}, {search.get('family', '?')}) {steps} steps"
     else:
-        data = p.data.kind if p.data.kind == "synth" else (p.data.path or p.data.kind)
-        what = f"{cfg.evaluator.type} {p.image_size} px {p.train_steps} steps on {data}"
-    reward = s.reward if s.reward == "ap" else f"{s.reward} (target {s.target_flops:.3g})"
+        data = proxy.get("data") or {}
+        where = data.get("kind", "?") if data.get("kind") == "synth" else (data.get("path") or data.get("kind", "?"))
+        what = f"{evaluator} {proxy.get('image_size', '?')} px {steps} steps on {where}"
+    reward = search.get("reward", "ap")
+    if reward == "ap-flops":
+        reward = f"{reward} (target {search.get('target_flops', 0):.3g})"
     return f"{what}, reward {reward}"
 
 
-__all__ = ["describe", "fingerprint", "score_settings"]
+__all__ = ["describe", "describe_dict", "fingerprint", "score_settings"]

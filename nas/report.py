@@ -17,15 +17,19 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from results_db.status import TrialStatus
+
 if TYPE_CHECKING:
     from results_db.queries import ReadAPI
     from results_db.records import ArchRecord, RankedArch, SearchSummary, TrialRecord
 
 logger = logging.getLogger(__name__)
 
-STATUSES = ("completed", "cached", "failed", "running", "queued")
-STATUS_COLOURS = {"completed": "#4c72b0", "cached": "#8da0cb", "failed": "#c44e52", "running": "#dd8452",
-                  "queued": "#bbbbbb"}  # fmt: skip
+STATUSES = tuple(s.value for s in (TrialStatus.COMPLETED, TrialStatus.CACHED, TrialStatus.FAILED,
+                                    TrialStatus.RUNNING, TrialStatus.QUEUED))
+STATUS_COLOURS = {TrialStatus.COMPLETED.value: "#4c72b0", TrialStatus.CACHED.value: "#8da0cb",
+                  TrialStatus.FAILED.value: "#c44e52", TrialStatus.RUNNING.value: "#dd8452",
+                  TrialStatus.QUEUED.value: "#bbbbbb"}
 SEARCH_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
 
 
@@ -38,7 +42,9 @@ class ReportData:
       searches: the searches compared, in the order asked.
       trials: search name -> its trials in index order.
       archs: the archs of those trials, by key.
-      top: the best archs over the searches.
+      top: the best archs over the searches (within `fingerprint`).
+      fingerprint: the fingerprint `top` ranks within (the newest search's), None when mixed.
+      curves: trial id -> its learning curve (reports in step order), for the trials of the top archs.
       generated_at: UTC time the data was read.
     """
 
@@ -48,6 +54,8 @@ class ReportData:
     archs: dict[str, ArchRecord]
     top: tuple[RankedArch, ...]
     generated_at: datetime.datetime
+    fingerprint: str | None = None
+    curves: dict[int, list[Any]] = dataclasses.field(default_factory=dict)
 
 
 def collect(reader: ReadAPI, names: Sequence[str], *, top_k: int = 10) -> ReportData:
@@ -59,13 +67,19 @@ def collect(reader: ReadAPI, names: Sequence[str], *, top_k: int = 10) -> Report
             raise LookupError(f"unknown search {name!r}; expected one of: {known}")
     trials = {name: reader.trials(name) for name in names}
     keys = {t.arch_key for ts in trials.values() for t in ts}
+    fingerprint = reader.newest_fingerprint(list(names))
+    top = tuple(reader.top(searches=list(names), k=top_k, fingerprint=fingerprint))
+    top_keys = {r.arch_key for r in top}
+    curve_trials = [t.id for ts in trials.values() for t in ts if t.arch_key in top_keys]
     return ReportData(
         db=getattr(reader, "display_url", ""),
         searches=tuple(summaries[n] for n in names),
         trials=trials,
         archs=reader.archs(keys),
-        top=tuple(reader.top(searches=list(names), k=top_k)),
+        top=top,
         generated_at=datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None),
+        fingerprint=fingerprint,
+        curves=reader.reports(curve_trials) if curve_trials else {},
     )
 
 
@@ -102,9 +116,9 @@ def plot_rewards(data: ReportData) -> str:
         drawn = True
         xs = [t.finish_order for t in done]
         ys = [t.reward for t in done]
-        fresh = [(x, y) for x, y, t in zip(xs, ys, done) if t.status == "completed"]
-        reused = [(x, y) for x, y, t in zip(xs, ys, done) if t.status == "cached"]
-        failed = [(x, y) for x, y, t in zip(xs, ys, done) if t.status == "failed"]
+        fresh = [(x, y) for x, y, t in zip(xs, ys, done) if t.status == TrialStatus.COMPLETED]
+        reused = [(x, y) for x, y, t in zip(xs, ys, done) if t.status == TrialStatus.CACHED]
+        failed = [(x, y) for x, y, t in zip(xs, ys, done) if t.status == TrialStatus.FAILED]
         size = 10 if len(done) > 500 else 18
         if fresh:
             ax.scatter(*zip(*fresh), s=size, color=colour, alpha=0.45, linewidths=0)
@@ -114,7 +128,7 @@ def plot_rewards(data: ReportData) -> str:
             ax.scatter(*zip(*failed), s=size + 6, marker="x", color=colour, alpha=0.6, linewidths=0.8)
         best, running = -math.inf, []
         for t in done:
-            if t.status != "failed":
+            if t.status != TrialStatus.FAILED:
                 best = max(best, t.reward)
             running.append(best if best > -math.inf else None)
         ax.plot(xs, running, color=colour, linewidth=2.0, label=f"{_label(s)}: running best")
@@ -126,6 +140,47 @@ def plot_rewards(data: ReportData) -> str:
     ax.set_ylabel("reward")
     ax.set_title("Reward per trial (dots: evaluated, circles: reused result, x: failed) and running best", fontsize=10)
     ax.grid(color="#eeeeee")
+    return _png(fig)
+
+
+def plot_curves(data: ReportData) -> str | None:
+    """The learning curves of the top architectures' trials: training loss and AP against proxy steps.
+
+    As NNI's intermediate-results chart and Optuna's `plot_intermediate_values`: one line per trial, coloured by
+    the architecture's rank, AP points at the intermediate evaluations and the final one.
+    """
+    rank = {r.arch_key: r.rank for r in data.top}
+    by_trial = {t.id: t for ts in data.trials.values() for t in ts}
+    lines = [(rank[by_trial[tid].arch_key], by_trial[tid], curve) for tid, curve in data.curves.items()
+             if curve and tid in by_trial and by_trial[tid].arch_key in rank]
+    if not lines:
+        return None
+    fig = _figure(10, 4.0)
+    ax_loss, ax_ap = fig.subplots(1, 2)
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    n = max(len(data.top), 2)
+    labelled: set[int] = set()
+    for r, trial, curve in sorted(lines, key=lambda x: (x[0], x[1].id)):
+        colour = cmap((r - 1) / (n - 1) * 0.9)
+        label = None if r in labelled else f"#{r} {trial.arch_key[:8]}"
+        labelled.add(r)
+        loss = [(p.step, p.metrics["loss"]) for p in curve if p.metrics.get("loss") is not None]
+        ap = [(p.step, p.metrics["ap"]) for p in curve if p.metrics.get("ap") is not None]
+        if loss:
+            ax_loss.plot(*zip(*loss), color=colour, linewidth=1.2, alpha=0.85, label=label)
+        if ap:
+            ax_ap.plot(*zip(*ap), color=colour, linewidth=1.2, marker="o", markersize=4, alpha=0.85, label=label)
+    ax_loss.set_xlabel("proxy step")
+    ax_loss.set_ylabel("training loss")
+    ax_loss.set_title("Training loss", fontsize=10)
+    ax_ap.set_xlabel("proxy step")
+    ax_ap.set_ylabel("AP")
+    ax_ap.set_title("AP at the evaluations (intermediate and final)", fontsize=10)
+    for ax in (ax_loss, ax_ap):
+        ax.grid(color="#eeeeee")
+    ax_ap.legend(loc="lower right", fontsize=7)
     return _png(fig)
 
 
@@ -146,7 +201,7 @@ def plot_ap_flops(data: ReportData) -> str:
     for i, s in enumerate(data.searches):
         best: dict[str, float] = {}
         for t in data.trials[s.search.name]:
-            if t.status != "completed":
+            if t.status != TrialStatus.COMPLETED:
                 continue
             ap = t.ap if t.ap is not None else t.reward
             if ap is not None and ap > best.get(t.arch_key, -math.inf):
@@ -244,7 +299,7 @@ def plot_status_durations(data: ReportData) -> str:
     left.legend(fontsize=8)
     durations = False
     for i, s in enumerate(data.searches):
-        for status, style in (("completed", "-"), ("failed", ":")):
+        for status, style in ((TrialStatus.COMPLETED, "-"), (TrialStatus.FAILED, ":")):
             minutes = [t.wall_s / 60 for t in data.trials[s.search.name] if t.status == status and t.wall_s]
             if minutes:
                 durations = True
@@ -298,7 +353,7 @@ def _img(b64: str | None, alt: str) -> str:
 
 def render_html(data: ReportData) -> str:
     """The report page as one HTML string."""
-    from nas.commands.db import fmt_count, fmt_seconds, fmt_time
+    from nas.ui import fmt_count, fmt_seconds, fmt_time
 
     names = ", ".join(s.search.name for s in data.searches)
     searches = _table(
@@ -306,7 +361,8 @@ def render_html(data: ReportData) -> str:
          "started (UTC)"),
         [
             (s.search.name, s.search.controller or "-", s.search.family or "-", s.search.seed, s.search.status,
-             s.trials, s.counts.get("completed", 0), s.counts.get("failed", 0), s.counts.get("cached", 0),
+             s.trials, s.counts.get(TrialStatus.COMPLETED, 0), s.counts.get(TrialStatus.FAILED, 0),
+             s.counts.get(TrialStatus.CACHED, 0),
              s.best_reward, fmt_time(s.search.created_at))
             for s in data.searches
         ],
@@ -340,11 +396,15 @@ def render_html(data: ReportData) -> str:
         "<h2>Reward over the search</h2>",
         _img(plot_rewards(data), "reward per trial and running best"),
         f"<h2>Top {len(data.top)} architectures</h2>",
+        f'<p class="meta">ranked within fingerprint {html.escape(data.fingerprint)} (the newest search\'s: one '
+        "evaluator, proxy settings and reward)</p>" if data.fingerprint else "",
         top if data.top else "<p>No completed trial yet.</p>",
         '<p class="meta">spec: one entry per block of the canonical spec, &lt;level&gt;&lt;b|r&gt; '
         "(bottleneck or residual), * = output block. <code>spinenas show KEY</code> prints one in full.</p>",
         _img(plot_best_arch(data), "diagram of the best architecture"),
         _img(plot_top_levels(data), "levels and block types of the top architectures"),
+        "<h2>Learning curves of the top architectures</h2>" if data.curves else "",
+        _img(plot_curves(data), "training loss and AP against proxy steps"),
         "<h2>Accuracy and cost</h2>",
         _img(plot_ap_flops(data), "AP against FLOPs with the Pareto front"),
         "<h2>Trials</h2>",

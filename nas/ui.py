@@ -1,7 +1,8 @@
-"""What the CLI commands share: the user-error type and plain-text tables."""
+"""What the CLI commands and the report share: the user-error type, number and time formats, plain-text tables."""
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Sequence
 from typing import Any
 
@@ -22,6 +23,40 @@ def fmt_int(n: int) -> str:
     if n < 10**6:
         return f"{n:,}"
     return f"{n:.3e}  ({n})"
+
+
+def fmt_count(n: int | None, unit: str = "") -> str:
+    """12_300_000 -> '12.3M'; None -> '-'."""
+    if n is None:
+        return "-"
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= scale:
+            return f"{n / scale:.3g}{suffix}{unit}"
+    return f"{n}{unit}"
+
+
+def fmt_seconds(s: float | None) -> str:
+    """812.0 -> '13m32s'; None -> '-'."""
+    if s is None:
+        return "-"
+    s = int(round(s))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def fmt_float(x: float | None, digits: int = 4) -> str:
+    """A number to `digits` decimals; None -> '-'."""
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def fmt_time(t: datetime.datetime | None) -> str:
+    """A stored (UTC) time, to the minute."""
+    return "-" if t is None else t.strftime("%Y-%m-%d %H:%M")
 
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

@@ -8,112 +8,19 @@ never create a file and never change one; every mistake is one line on stderr an
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime
 import json
 import os
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from nas.ui import UserError, print_table
+from nas.commands.common import curve_rows, open_reader, print_rich_or_plain
+from nas.ui import UserError, fmt_count, fmt_float, fmt_seconds, fmt_time, print_table
+from results_db.status import TrialStatus
 from results_db.url import DB_HELP
 
 if TYPE_CHECKING:
-    from results_db.records import RankedArch, SearchSummary, TrialRecord
-    from results_db.reader import ResultReader
-
-
-# --------------------------------------------------------------------------------------------------- helpers
-@contextmanager
-def open_reader(db: str | None) -> Iterator[ResultReader]:
-    """Opens the database read-only for a command; every database problem becomes a one-line `UserError`.
-
-    A SQLite file is read with the standard library's sqlite3 (no SQLAlchemy import: `top` stays well under a
-    second); other URLs go through SQLAlchemy.
-    """
-    from results_db.errors import DatabaseNotFoundError, DatabaseOpenError, SchemaVersionError
-    from results_db.reader import ResultReader
-
-    try:
-        reader = ResultReader(db)
-    except (DatabaseNotFoundError, DatabaseOpenError, SchemaVersionError, ValueError) as e:
-        raise UserError(_one_line(e)) from None
-    except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors for server URLs, without importing it here
-        if type(e).__module__.startswith("sqlalchemy"):
-            raise UserError(f"cannot open database: {_one_line(e)}") from None
-        raise
-    try:
-        yield reader
-    except (LookupError, DatabaseOpenError, ValueError) as e:
-        raise UserError(_one_line(e)) from None
-    except Exception as e:  # noqa: BLE001
-        if type(e).__module__.startswith("sqlalchemy"):
-            raise UserError(f"database {reader.display_url}: {_one_line(e)}") from None
-        raise
-    finally:
-        reader.close()
-
-
-def _one_line(e: BaseException) -> str:
-    orig = getattr(e, "orig", None) or e
-    # KeyError's str() is the repr of its argument; every other error's is its message.
-    text = str(orig.args[0]) if isinstance(orig, KeyError) and orig.args else str(orig)
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[0] if lines else type(orig).__name__
-
-
-def fmt_count(n: int | None, unit: str = "") -> str:
-    """12_300_000 -> '12.3M'; None -> '-'."""
-    if n is None:
-        return "-"
-    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(n) >= scale:
-            return f"{n / scale:.3g}{suffix}{unit}"
-    return f"{n}{unit}"
-
-
-def fmt_seconds(s: float | None) -> str:
-    """812.0 -> '13m32s'; None -> '-'."""
-    if s is None:
-        return "-"
-    s = int(round(s))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    if s < 86400:
-        return f"{s // 3600}h{s % 3600 // 60:02d}m"
-    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
-
-
-def fmt_float(x: float | None, digits: int = 4) -> str:
-    """A number to `digits` decimals; None -> '-'."""
-    return "-" if x is None else f"{x:.{digits}f}"
-
-
-def fmt_time(t: datetime.datetime | None) -> str:
-    """A stored (UTC) time, to the minute."""
-    return "-" if t is None else t.strftime("%Y-%m-%d %H:%M")
-
-
-def _print_rich_or_plain(header: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
-    # rich only on a terminal: pipes, files and scripts get the plain table (and skip rich's import).
-    if not sys.stdout.isatty():
-        if title:
-            print(title)
-        print_table(header, rows)
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left", header_style="bold")
-    for h in header:
-        table.add_column(h, no_wrap=h != "spec", overflow="fold")
-    for r in rows:
-        table.add_row(*(str(c) for c in r))
-    Console().print(table)
+    from results_db.records import SearchSummary, TrialRecord
 
 
 # --------------------------------------------------------------------------------------------------- searches
@@ -155,10 +62,10 @@ def _cmd_searches(args: argparse.Namespace) -> int:
             s.search.family or "-",
             s.search.status,
             s.trials,
-            s.counts.get("completed", 0),
-            s.counts.get("failed", 0),
-            s.counts.get("cached", 0),
-            s.counts.get("running", 0) + s.counts.get("queued", 0),
+            s.counts.get(TrialStatus.COMPLETED, 0),
+            s.counts.get(TrialStatus.FAILED, 0),
+            s.counts.get(TrialStatus.CACHED, 0),
+            s.counts.get(TrialStatus.RUNNING, 0) + s.counts.get(TrialStatus.QUEUED, 0),
             fmt_float(s.best_reward),
             fmt_time(s.search.created_at),
             fmt_seconds(_search_duration(s)),
@@ -167,67 +74,22 @@ def _cmd_searches(args: argparse.Namespace) -> int:
     ]
     header = ("name", "controller", "family", "status", "trials", "done", "failed", "cached", "open", "best reward",
               "started (UTC)", "duration")
-    _print_rich_or_plain(header, rows)
+    print_rich_or_plain(header, rows)
     return 0
 
 
 # --------------------------------------------------------------------------------------------------- top
-# Columns of `top --json` / `--csv`, in order.
-TOP_FIELDS = ("rank", "key", "reward", "ap", "flops", "params", "wall_s", "evaluations", "search", "trial_id", "spec")
-
-
-def _top_rows(ranked: Sequence[RankedArch]) -> list[dict[str, Any]]:
-    return [
-        {
-            "rank": r.rank,
-            "key": r.arch_key,
-            "reward": r.reward,
-            "ap": r.ap,
-            "flops": r.flops,
-            "params": r.params,
-            "wall_s": r.wall_s,
-            "evaluations": r.evaluations,
-            "search": r.search,
-            "trial_id": r.trial_id,
-            "spec": r.summary,
-        }
-        for r in ranked
-    ]
-
-
 def _cmd_top(args: argparse.Namespace) -> int:
+    from nas.commands.common import print_top
+
     if args.k < 1:
         raise UserError(f"-k must be at least 1, got {args.k}")
     if args.max_flops is not None and args.max_flops <= 0:
         raise UserError(f"--max-flops must be positive, got {args.max_flops:g}")
-    with open_reader(args.db) as store:
-        ranked = store.top(searches=args.search, k=args.k, max_flops=args.max_flops)
-    rows = _top_rows(ranked)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    if args.csv:
-        writer = csv.DictWriter(sys.stdout, fieldnames=TOP_FIELDS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        return 0
-    if not rows:
-        where = f" in search(es) {', '.join(args.search)}" if args.search else ""
-        cond = f" with FLOPs <= {args.max_flops:g}" if args.max_flops is not None else ""
-        print(f"no completed trials{where}{cond} yet")
-        return 0
-    several = len({r["search"] for r in rows}) > 1
-    header = ["rank", "key", "reward", "AP", "FLOPs", "params", "trial time", "n"]
-    header += ["search"] if several else []
-    header += ["spec"]
-    table = []
-    for r in rows:
-        line = [r["rank"], r["key"], fmt_float(r["reward"]), fmt_float(r["ap"]), fmt_count(r["flops"]),
-                fmt_count(r["params"]), fmt_seconds(r["wall_s"]), r["evaluations"]]
-        line += [r["search"]] if several else []
-        line += [r["spec"]]
-        table.append(line)
-    _print_rich_or_plain(header, table)
+    fmt = "json" if args.json else "csv" if args.csv else "table"
+    with open_reader(args.db) as reader:
+        print_top(reader, searches=args.search, k=args.k, max_flops=args.max_flops, fmt=fmt,
+                  all_fingerprints=args.all_fingerprints)
     return 0
 
 
@@ -243,6 +105,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     with open_reader(args.db) as store:
         rec = store.find_arch(args.key)
         trials = store.arch_trials(rec.key)
+        curves = store.reports([t.id for t in trials]) if trials else {}
     from search_space import ArchSpec, InvalidArchError
 
     from nas.diagram import text_diagram
@@ -259,11 +122,12 @@ def _cmd_show(args: argparse.Namespace) -> int:
             "params": rec.params,
             "spec": arch.to_dict(),
             "model_garden": [list(t[:2]) + [list(t[2]), t[3]] for t in arch.to_model_garden()],
-            "trials": [_trial_json(t) for t in trials],
+            "trials": [{**_trial_json(t), "curve": curve_rows(curves.get(t.id, []))} for t in trials],
         }
         print(json.dumps(out, indent=2))
     else:
         _print_show(rec, arch, trials, text_diagram(arch))
+        _print_curves(trials, curves)
     if args.image is not None:
         from nas.diagram import draw_arch
 
@@ -272,10 +136,30 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_curves(trials: Sequence[TrialRecord], curves: dict[int, list[Any]]) -> None:
+    """Each trial's learning curve: a row per report (loss, learning rate, images/s; AP at the evaluations)."""
+    for t in trials:
+        curve = curve_rows(curves.get(t.id, []))
+        if not curve:
+            continue
+        print(f"\ncurve of trial {t.index} of search {t.search} ({len(curve)} reports):")
+        columns = [c for c in ("loss", "learning_rate", "images_per_s", "ap", "ap50") if any(c in r for r in curve)]
+        print_table(("step", *columns), [(r["step"], *(_fmt_metric(r.get(c)) for c in columns)) for r in curve])
+
+
+def _fmt_metric(v: Any) -> str:
+    if v is None:
+        return ""
+    if abs(v) >= 100:
+        return f"{v:.0f}"
+    return f"{v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+
+
 def _trial_json(t: TrialRecord) -> dict[str, Any]:
     return {
         "id": t.id,
         "search": t.search,
+        "fingerprint": t.fingerprint,
         "index": t.index,
         "status": t.status,
         "reward": t.reward,
@@ -290,7 +174,7 @@ def _trial_json(t: TrialRecord) -> dict[str, Any]:
 
 
 def _print_show(rec: Any, arch: Any, trials: Sequence[TrialRecord], diagram: str) -> None:
-    completed = [t for t in trials if t.status == "completed" and t.reward is not None]
+    completed = [t for t in trials if t.status == TrialStatus.COMPLETED and t.reward is not None]
     best = max(completed, key=lambda t: t.reward) if completed else None
     print(f"arch {rec.key}   family {rec.family or '-'}   FLOPs {fmt_count(rec.flops)}   params {fmt_count(rec.params)}"
           f"   best reward {fmt_float(best.reward) if best else '-'}")
@@ -359,7 +243,39 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
         print(f"already at schema version {after}")
     else:
         print(f"schema version {before or '(empty)'} -> {after}")
+    filled, unreadable = backfill_fingerprints(url)
+    if filled:
+        print(f"fingerprints computed from the stored configs of {filled} search{'es' if filled > 1 else ''}")
+    for name, why in unreadable:
+        print(f"search {name!r}: no fingerprint ({why}); its results are reused and ranked with no other search's",
+              file=sys.stderr)
     return 0
+
+
+def backfill_fingerprints(url: str) -> tuple[int, list[tuple[str, str]]]:
+    """Gives every search stored before fingerprints existed the fingerprint of its stored config (and its trials).
+
+    Returns:
+      (searches filled, [(name, why) of those whose config could not be read]).
+    """
+    from nas.config import NasConfig
+    from nas.config_io import ConfigError, from_yaml
+    from nas.fingerprint import fingerprint
+    from results_db import ResultStore
+
+    filled, unreadable = 0, []
+    with ResultStore(url) as store:
+        for record in store.list_searches():
+            if record.fingerprint is not None:
+                continue
+            try:
+                cfg = from_yaml(NasConfig, record.config)
+            except ConfigError as e:
+                unreadable.append((record.name, f"its stored config does not read: {e}"))
+                continue
+            store.set_search_fingerprint(record.name, fingerprint(cfg))
+            filled += 1
+    return filled, unreadable
 
 
 # --------------------------------------------------------------------------------------------------- register
@@ -387,8 +303,10 @@ def register(sub: Any) -> None:
         help="the best architectures found so far",
         description="The k best architectures by the best reward of their completed trials, one line per "
         "architecture key: rank, key, reward, AP, FLOPs and params of the proxy detector, trial time, completed "
-        "trials (n) and a compact spec ('<level><b|r>', * = output block). Opens the database read-only; safe "
-        "while a search writes to it.",
+        "trials (n) and a compact spec ('<level><b|r>', * = output block). Rewards are comparable only when "
+        "they were measured the same way, so by default only trials with the fingerprint of the newest search "
+        "(of those given with --search) are ranked, and the first line says which. Opens the database "
+        "read-only; safe while a search writes to it.",
     )
     p.add_argument("--db", help=DB_HELP)
     p.add_argument("--search", action="append", metavar="NAME", help="only this search (repeat for several; "
@@ -396,6 +314,9 @@ def register(sub: Any) -> None:
     p.add_argument("-k", type=int, default=10, help="how many architectures (default 10)")
     p.add_argument("--max-flops", type=_positive_float, metavar="X",
                    help="only architectures with measured FLOPs <= X (e.g. 2e9); archs without FLOPs are left out")
+    p.add_argument("--all-fingerprints", action="store_true",
+                   help="rank results of every fingerprint together (default: only those of the newest search's "
+                        "fingerprint: the same evaluator, score-changing proxy settings and reward)")
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print JSON (exact numbers)")
     fmt.add_argument("--csv", action="store_true", help="print CSV (exact numbers)")
@@ -403,10 +324,11 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser(
         "show",
-        help="one architecture: spec, Model Garden tuples, trials, diagram",
+        help="one architecture: spec, Model Garden tuples, trials and their learning curves, diagram",
         description="Show one architecture by key (a unique prefix is enough): its blocks, the Model Garden "
-        "(level, block_fn, (input0, input1), is_output) tuples, a text diagram, and every trial of it. "
-        "--image also draws it as PNG or SVG, like the SpineNet paper's figures.",
+        "(level, block_fn, (input0, input1), is_output) tuples, a text diagram, every trial of it and each "
+        "trial's learning curve (training loss, learning rate and images/s every proxy.log_every steps, AP at "
+        "the evaluations). --image also draws it as PNG or SVG, like the SpineNet paper's figures.",
     )
     p.add_argument("key", help="architecture key or unique key prefix (see `spinenas top`)")
     p.add_argument("--db", help=DB_HELP)
@@ -433,7 +355,8 @@ def register(sub: Any) -> None:
     q = db_sub.add_parser(
         "upgrade",
         help="migrate the database to this spinenas's schema version",
-        description="Migrate the results database to this spinenas's schema version with Alembic. Back the "
+        description="Migrate the results database to this spinenas's schema version with Alembic, and give "
+        "searches stored before result fingerprints existed the fingerprint of their stored config. Back the "
         "file up first; stop any search writing to it.",
     )
     q.add_argument("--db", help=DB_HELP)

@@ -11,11 +11,13 @@ import sys
 from typing import Any
 
 from nas.ui import UserError, error_text
+from results_db.status import TrialStatus
 
 logger = logging.getLogger(__name__)
 
 
-def _resolve(ref: str, db: str | None, search: str | None) -> tuple[Any, dict[str, Any], str]:
+def _resolve(ref: str, db: str | None, search: str | None,
+             all_fingerprints: bool = False) -> tuple[Any, dict[str, Any], str]:
     """(arch, provenance, default name) of 'best', a key or key prefix in the database, a built-in name or a file."""
     from search_space import InvalidArchError, get_named, load_arch
 
@@ -29,18 +31,22 @@ def _resolve(ref: str, db: str | None, search: str | None) -> tuple[Any, dict[st
         return get_named(ref), {"source": "Model Garden SPINENET_BLOCK_SPECS"}, ref
     except LookupError:
         pass
-    from nas.commands.db import open_reader
+    from nas.commands.common import describe_fingerprint, open_reader, ranking_fingerprint
     from search_space import ArchSpec
 
     with open_reader(db) as reader:
         if ref == "best":
-            ranked = reader.top(searches=[search] if search else None, k=1)
+            searches = [search] if search else None
+            fingerprint = ranking_fingerprint(reader, searches, all_fingerprints)
+            ranked = reader.top(searches=searches, k=1, fingerprint=fingerprint)
             if not ranked:
                 raise UserError("no completed trial to export" + (f" in search {search!r}" if search else ""))
+            print(f"best of {describe_fingerprint(reader, fingerprint)}: {ranked[0].arch_key} (reward "
+                  f"{ranked[0].reward:.4f}, search {ranked[0].search})", file=sys.stderr)
             rec = reader.get_arch(ranked[0].arch_key)
         else:
             rec = reader.find_arch(ref)
-        trials = [t for t in reader.arch_trials(rec.key) if t.status == "completed" and t.reward is not None]
+        trials = [t for t in reader.arch_trials(rec.key) if t.status == TrialStatus.COMPLETED and t.reward is not None]
         provenance: dict[str, Any] = {"database": reader.display_url}
         if trials:
             best = max(trials, key=lambda t: t.reward)
@@ -65,7 +71,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise UserError(f"--image-size must be a positive multiple of 128, got {args.image_size}")
     if os.path.isdir(args.out) and os.listdir(args.out) and not args.force:
         raise UserError(f"--out {args.out} is not empty (pass --force to write into it)")
-    arch, provenance, default_name = _resolve(args.arch, args.db, args.search)
+    arch, provenance, default_name = _resolve(args.arch, args.db, args.search, args.all_fingerprints)
     name = args.name or default_name
     print(f"building {name} (SpineNet-{args.scale} scaling, {args.task}) through Model Garden to check it ...",
           file=sys.stderr, flush=True)
@@ -165,6 +171,9 @@ def register(sub: Any) -> None:
                                 "database, 'spinenet-49', or a JSON spec file")
     p.add_argument("--db", help=DB_HELP)
     p.add_argument("--search", help="with 'best': the search to take it from")
+    p.add_argument("--all-fingerprints", action="store_true",
+                   help="with 'best': rank the results of every fingerprint together (default: only those of the "
+                        "newest search's fingerprint, as `spinenas top`)")
     p.add_argument("--out", required=True, help="output folder (must be empty or missing unless --force)")
     p.add_argument("--name", help="file name stem (default spinenet-KEY8)")
     p.add_argument("--scale", default="49", help=f"SpineNet scale: {', '.join(SCALES)} (default 49)")

@@ -10,7 +10,8 @@ import sys
 import time
 from typing import Any
 
-from nas.ui import UserError, error_text, print_table
+from nas.commands.common import load_config
+from nas.ui import UserError, print_table
 
 logger = logging.getLogger(__name__)
 
@@ -70,19 +71,6 @@ def _print_dataset(info: Any, seconds: float, as_json: bool) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- proxy
-def load_config(preset: str, overrides: list[str]) -> Any:
-    """A preset (name or YAML file) with `--set` overrides applied, or a one-line UserError."""
-    from nas.config import NasConfig
-    from nas.config_io import ConfigError, resolve
-    from nas.presets import get_preset
-
-    try:
-        base = get_preset(preset)
-        return resolve(NasConfig, base, overrides)
-    except (LookupError, FileNotFoundError, ConfigError) as e:
-        raise UserError(error_text(e)) from None
-
-
 def _cmd_proxy_run(args: argparse.Namespace) -> int:
     import dataclasses
 

@@ -3,34 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from nas.ui import UserError, error_text
 
 logger = logging.getLogger(__name__)
 
-# CLI flag -> config key.
+# CLI flag -> config key: the flags are shorthands for these keys.
 _FLAG_KEYS = {
-    "controller": "search.controller",
+    "controller": "controller.type",
     "trials": "search.trials",
     "workers": "search.workers",
     "cpus_per_trial": "search.cpus_per_trial",
     "gpus_per_trial": "search.gpus_per_trial",
     "trial_timeout": "search.trial_timeout_s",
-    "evaluator": "search.evaluator",
-    "surrogate_duration": "search.surrogate_duration_s",
+    "evaluator": "evaluator.type",
+    "surrogate_duration": "evaluator.surrogate.duration_s",
+    "runner": "runner.type",
     "reward": "search.reward",
     "target_flops": "search.target_flops",
     "family": "search.family",
     "seed": "search.seed",
 }
 # What a resumed search may change: how it runs, not what it searches.
-_RESUMABLE = {"trials", "workers", "trial_timeout", "cpus_per_trial", "gpus_per_trial"}
+_RESUMABLE = {"trials", "workers", "trial_timeout", "cpus_per_trial", "gpus_per_trial", "runner"}
 
 
 def _say(msg: str) -> None:
@@ -75,9 +78,7 @@ def _open_store(db: str | None) -> tuple[Any, str]:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from nas.commands.proxy import load_config
-    from nas.config import NasConfig
-    from nas.config_io import ConfigError, from_yaml, resolve
+    from nas.commands.common import load_config, load_stored_config
 
     if args.resume and args.name and args.name != args.resume:
         raise UserError("give either --resume NAME or --name NAME, not both")
@@ -89,6 +90,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         overrides = _overrides(args) + list(args.set or [])
     if args.trials is not None and args.trials < 1:
         raise UserError(f"--trials must be at least 1, got {args.trials}")
+    faults = _faults(args.inject_faults)
 
     # Everything the user gave is checked before the database is touched.
     if not args.resume:
@@ -102,10 +104,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
                 record = store.open_search(args.resume)
             except LookupError as e:
                 raise UserError(error_text(e)) from None
-            try:
-                cfg = resolve(NasConfig, from_yaml(NasConfig, record.config), overrides)
-            except ConfigError as e:
-                raise UserError(f"search {args.resume!r}: {e}") from None
+            cfg = load_stored_config(record.config, overrides, search=args.resume)
             name = args.resume
         else:
             try:
@@ -115,23 +114,31 @@ def _cmd_search(args: argparse.Namespace) -> int:
             else:
                 raise UserError(f"a search named {name!r} already exists in {url}; continue it with --resume "
                                 f"{name}, or choose another --name")
-        if cfg.search.evaluator == "retinanet":
+        if cfg.evaluator.type == "retinanet":
             _ensure_data(cfg)
-        return _run(cfg, name, store, url, args)
+        return _run(cfg, name, store, url, args, faults)
     finally:
         store.close()
 
 
+def _faults(text: str | None) -> dict[str, list[int]] | None:
+    if not text:
+        return None
+    from nas.faults import check_faults
+
+    try:
+        return check_faults(json.loads(text))
+    except (ValueError, json.JSONDecodeError) as e:
+        raise UserError(str(e).splitlines()[0]) from None
+
+
 def _check_search_config(cfg: Any) -> None:
-    from controller import controller_names
     from search_space import get_family
 
     try:
         get_family(cfg.search.family)
     except LookupError as e:
         raise UserError(error_text(e)) from None
-    if cfg.search.controller not in controller_names():
-        raise UserError(f"unknown controller {cfg.search.controller!r}; expected one of {list(controller_names())}")
 
 
 def _ensure_data(cfg: Any) -> None:
@@ -143,56 +150,134 @@ def _ensure_data(cfg: Any) -> None:
         raise UserError(str(e)) from None
 
 
-def _run(cfg: Any, name: str, store: Any, url: str, args: argparse.Namespace) -> int:
-    from nas.loop import SearchDriver
-    from nas.ray_runner import init_ray
+# Loggers whose records reach the console during a search; everything else (TensorFlow, absl, Ray, warnings) goes
+# to the search's log file only.
+_CONSOLE_LOGGERS = ("nas", "results_db", "controller", "search_space", "proxy_task")
+
+
+class _OurRecords(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name.split(".")[0] in _CONSOLE_LOGGERS
+
+
+@contextlib.contextmanager
+def _search_log(run_dir: str) -> Iterator[str]:
+    """The search's log file: our INFO lines, and every other library's output, TensorFlow's C++ logs included.
+
+    File descriptor 2 is pointed at the log for the run (TensorFlow, XLA and absl write there from C++, and the
+    processes Ray and the runners start inherit it); Python's `sys.stderr` keeps the terminal, so the search's
+    own messages and errors still show.
+    """
+    path = os.path.join(run_dir, "search.log")
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    logging.getLogger("nas").setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    console = [h for h in root.handlers if h is not handler]
+    quiet = _OurRecords()
+    for h in console:
+        h.addFilter(quiet)
+    saved_stderr = sys.stderr
+    saved_fd = None
+    try:
+        sys.stderr.flush()
+        saved_fd = os.dup(2)
+        log_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+        sys.stderr = os.fdopen(os.dup(saved_fd), "w", buffering=1)
+        for h in console:
+            if isinstance(h, logging.StreamHandler) and h.stream is saved_stderr:
+                h.setStream(sys.stderr)
+    except OSError:  # no file descriptor 2 to move (an embedding host): keep the output where it is
+        saved_fd = None
+    try:
+        yield path
+    finally:
+        if saved_fd is not None:
+            for h in console:
+                if isinstance(h, logging.StreamHandler) and h.stream is sys.stderr:
+                    h.setStream(saved_stderr)
+            sys.stderr.flush()
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
+            sys.stderr.close()
+            sys.stderr = saved_stderr
+        for h in console:
+            h.removeFilter(quiet)
+        logging.captureWarnings(False)
+        root.removeHandler(handler)
+        handler.close()
+
+
+def _run(cfg: Any, name: str, store: Any, url: str, args: argparse.Namespace, faults: Any) -> int:
+    from nas.console import LiveView, PlainView
 
     run_dir = os.path.abspath(args.run_dir or os.path.join("runs", name))
-    os.makedirs(run_dir, exist_ok=True)
-    handler = logging.FileHandler(os.path.join(run_dir, "search.log"))
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(handler)
-    logging.getLogger("nas").setLevel(logging.INFO)
-
-    faults = json.loads(args.inject_faults) if args.inject_faults else None
-    driver = SearchDriver(cfg, name=name, store=store, run_dir=run_dir, resume=bool(args.resume), faults=faults,
-                          out=_say)
     s = cfg.search
-    started_ray = init_ray(args.address, num_cpus=None)
+    runner = cfg.runner.type
+    if runner == "local":
+        cpus = os.cpu_count() or 1
+        if s.cpus_per_trial > cpus:
+            raise UserError(f"--cpus-per-trial {s.cpus_per_trial:g} is more than this machine's {cpus} CPUs")
+        if s.gpus_per_trial:
+            raise UserError("the local runner does not hand out GPUs; use the ray runner for --gpus-per-trial")
+        if args.address:
+            raise UserError("--address names a Ray cluster; it does not apply to --runner local")
+    os.makedirs(run_dir, exist_ok=True)
+    view = LiveView() if sys.stdout.isatty() and not args.plain else PlainView(_say)
+    started_ray = False
     try:
-        import ray
+        with _search_log(run_dir):
+            from nas.loop import SearchDriver
 
-        cluster_cpus = ray.cluster_resources().get("CPU", 0)
-        if s.cpus_per_trial > cluster_cpus:
-            raise UserError(f"--cpus-per-trial {s.cpus_per_trial:g} is more than the cluster's {cluster_cpus:g} CPUs")
-        if s.gpus_per_trial > ray.cluster_resources().get("GPU", 0):
-            raise UserError(f"--gpus-per-trial {s.gpus_per_trial:g} but the cluster has "
-                            f"{ray.cluster_resources().get('GPU', 0):g} GPUs")
-        driver.start()
-        _say(f"search {name!r}: {s.trials} trials of the {s.family} space with the {s.controller} controller, "
-             f"{s.workers} at a time ({s.cpus_per_trial:g} CPUs each), evaluator {s.evaluator}, reward {s.reward}")
-        _say(f"  database {url}; TensorBoard: tensorboard --logdir {run_dir}")
-        outcome = driver.run()
+            driver = SearchDriver(cfg, name=name, store=store, run_dir=run_dir, resume=bool(args.resume),
+                                  faults=faults, view=view)
+            if runner == "ray":
+                from nas.runners.ray_runner import init_ray
+
+                started_ray = init_ray(args.address, num_cpus=None)
+                import ray
+
+                res = ray.cluster_resources()
+                if s.cpus_per_trial > res.get("CPU", 0):
+                    raise UserError(f"--cpus-per-trial {s.cpus_per_trial:g} is more than the cluster's "
+                                    f"{res.get('CPU', 0):g} CPUs")
+                if s.gpus_per_trial > res.get("GPU", 0):
+                    raise UserError(f"--gpus-per-trial {s.gpus_per_trial:g} but the cluster has "
+                                    f"{res.get('GPU', 0):g} GPUs")
+            driver.start()
+            view.line(f"search {name!r}: {s.trials} trials of the {s.family} space with the {cfg.controller.type} "
+                      f"controller, {s.workers} at a time ({s.cpus_per_trial:g} CPUs each) on the {runner} runner, "
+                      f"evaluator {cfg.evaluator.type}, reward {s.reward}")
+            view.line(f"  database {url}; log {os.path.join(run_dir, 'search.log')}; TensorBoard: tensorboard "
+                      f"--logdir {run_dir}")
+            outcome = driver.run()
     finally:
+        view.close()
         if started_ray:
             import ray
 
             ray.shutdown()
-        logging.getLogger().removeHandler(handler)
-        handler.close()
     _say(f"search {name!r} {'stopped' if outcome.interrupted else 'finished'}: {outcome.trials} trials "
          f"({outcome.completed} completed, {outcome.failed} failed, {outcome.cached} cached) in "
          f"{outcome.wall_s / 60:.1f} min")
     if outcome.trials and args.top > 0:
-        from nas.cli import main as cli_main
+        from nas.commands.common import open_reader, print_top
 
-        cli_main(["top", "--db", url, "--search", name, "-k", str(args.top)])
+        with open_reader(url) as reader:
+            print_top(reader, searches=[name], k=args.top)
     return 130 if outcome.interrupted else 0
 
 
 def register(sub: Any) -> None:
     """Adds `search` to the `spinenas` subcommands."""
-    from nas.config import CONTROLLERS, EVALUATORS, REWARDS
+    from controller import controller_names
+    from nas.config import REWARDS
+    from nas.runners import runner_names
+    from proxy_task.evaluator import evaluator_names
     from results_db.url import DB_HELP
 
     p = sub.add_parser(
@@ -211,16 +296,22 @@ def register(sub: Any) -> None:
     p.add_argument("--name", help="the search's name (default: PRESET-DATE-TIME)")
     p.add_argument("--db", help=DB_HELP)
     p.add_argument("--resume", metavar="NAME", help="continue the stored search NAME")
-    p.add_argument("--controller", choices=CONTROLLERS, help="ppo (paper), evolution or random")
+    p.add_argument("--controller", choices=controller_names(),
+                   help="ppo (paper), evolution or random (controller.type; its settings: --set controller.ppo.KEY=V)")
     p.add_argument("--family", help="search space: r35-sp18, r23-sp30, r14-sp39, r0-sp53, spinenet49")
     p.add_argument("--trials", type=int, help="trials to finish (completed, failed and cached count)")
     p.add_argument("--workers", type=int, help="trials at once")
     p.add_argument("--cpus-per-trial", type=float, help="Ray CPUs per trial (TF threads)")
     p.add_argument("--gpus-per-trial", type=float, help="Ray GPUs per trial")
     p.add_argument("--trial-timeout", type=float, metavar="S", help="fail a trial still running after S seconds")
-    p.add_argument("--evaluator", choices=EVALUATORS,
-                   help="retinanet (the proxy task) or surrogate (instant structural reward, for tests)")
-    p.add_argument("--surrogate-duration", type=float, metavar="S", help="simulated seconds per surrogate trial")
+    p.add_argument("--evaluator", choices=evaluator_names(),
+                   help="retinanet (the proxy task) or surrogate (instant structural reward, for tests) "
+                        "(evaluator.type)")
+    p.add_argument("--surrogate-duration", type=float, metavar="S",
+                   help="simulated seconds per surrogate trial (evaluator.surrogate.duration_s)")
+    p.add_argument("--runner", choices=runner_names(),
+                   help="ray (default: Ray tasks here or on --address) or local (child processes, no Ray; "
+                        "--set runner.local.in_process=true runs TF-free trials in this process) (runner.type)")
     p.add_argument("--reward", choices=REWARDS, help="ap, or ap-flops (MnasNet-style, needs --target-flops)")
     p.add_argument("--target-flops", type=float, help="FLOPs target of ap-flops (multiply-adds per image)")
     p.add_argument("--seed", type=int, help="seed of the controller and the trials")
@@ -228,6 +319,8 @@ def register(sub: Any) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key (repeatable)")
     p.add_argument("--run-dir", help="TensorBoard scalars and the search log (default runs/NAME)")
     p.add_argument("--top", type=int, default=5, help="architectures listed at the end (default 5; 0: none)")
+    p.add_argument("--plain", action="store_true",
+                   help="plain progress lines even on a terminal (default there: live lines per running trial)")
     # Fault injection for tests and scripts/bench/faults.py: JSON {"raise": [i], "nan": [i], "crash_once": [i],
     # "hang": [i]} by trial index.
     p.add_argument("--inject-faults", help=argparse.SUPPRESS)

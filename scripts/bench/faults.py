@@ -54,7 +54,7 @@ def trial_workers(raylet_pids: set[int]) -> list:
     for p in psutil.process_iter(["pid", "cmdline", "ppid"]):
         try:
             cmd = " ".join(p.info["cmdline"] or [])
-            if "run_trial_task" in cmd and p.info["ppid"] in raylet_pids:
+            if "_ray_trial" in cmd and p.info["ppid"] in raylet_pids:
                 out.append(p)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue

@@ -1,5 +1,6 @@
-"""The search job on a local Ray cluster, with the surrogate evaluator: the loop, dedup, failures, a retried
-worker, timeouts, resume after `kill -9` of the driver, and bad input."""
+"""The search job on Ray (the default runner), with the surrogate evaluator: the loop end to end, the same search as
+the local runner, a retried worker, timeouts, a cooperative stop, resume after `kill -9` of the driver; and the CLI's
+bad input. The driver's logic without Ray is in test_driver.py."""
 
 from __future__ import annotations
 
@@ -13,11 +14,10 @@ import time
 
 import pytest
 
-from nas.config import NasConfig, SearchConfig
-from nas.loop import SearchDriver
 from results_db import ResultStore
+from tests.nas.test_driver import cfg_of, run_search
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+ray_tests = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
@@ -30,245 +30,86 @@ def ray_cluster():
     ray.shutdown()
 
 
-def _cfg(**search) -> NasConfig:
-    base = dict(evaluator="surrogate", controller="random", trials=8, workers=2, cpus_per_trial=1.0,
-                surrogate_duration_s=0.0, seed=3)
-    base.update(search)
-    return NasConfig(search=SearchConfig(**base))
+def _ray_cfg(**kw):
+    return cfg_of(runner="ray", **kw)
 
 
-def _run(tmp_path, cfg, name="s", resume=False, faults=None, db=None):
-    store = ResultStore(db or f"sqlite:///{tmp_path / 'r.db'}")
-    lines = []
-    driver = SearchDriver(cfg, name=name, store=store, run_dir=str(tmp_path / "runs" / name), resume=resume,
-                          faults=faults, out=lines.append)
-    driver.start()
-    outcome = driver.run()
-    return store, outcome, lines
-
-
-def test_search_end_to_end(ray_cluster, tmp_path):
-    store, outcome, lines = _run(tmp_path, _cfg(trials=8))
+@ray_tests
+@pytest.mark.slow
+def test_search_end_to_end_on_ray(ray_cluster, tmp_path):
+    store, outcome, lines = run_search(tmp_path, _ray_cfg(trials=8, proxy={"eval_at_steps": (100,)}))
     trials = store.trials("s")
     assert outcome.trials == 8 and len(trials) == 8
-    assert all(t.status == "completed" for t in trials)
+    assert all(t.status == "completed" for t in trials) and all(t.host for t in trials)
     assert sorted(t.index for t in trials) == list(range(8))
     assert all(0 < t.reward <= 1 and t.metrics["ap"] == t.reward for t in trials)
-    assert all(t.host for t in trials)
-    assert outcome.best_reward == max(t.reward for t in trials)
+    curves = store.reports([t.id for t in trials])
+    assert all([r.step for r in curves[t.id]] == [50, 100, 150, 200] for t in trials)  # through the channel
     assert store.open_search("s").status == "completed"
-    assert store.load_checkpoint("s") is not None  # checkpointed after updates
-    assert os.listdir(tmp_path / "runs" / "s" / "tensorboard")
     assert any(line.startswith("[8/8]") for line in lines)
 
 
-def _scalar_tags(logdir) -> dict[str, list[float]]:
-    # The legacy loader keeps simple_value (the other one migrates it into a tensor).
-    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+@ray_tests
+@pytest.mark.slow
+def test_one_worker_on_ray_and_on_the_local_runner_make_the_same_search(ray_cluster, tmp_path):
+    def trials(runner, in_process):
+        cfg = cfg_of(runner=runner, in_process=in_process, controller="evolution", trials=30, workers=1, seed=11,
+                     noise=0.01)
+        store, outcome, _ = run_search(tmp_path / f"{runner}-{in_process}", cfg)
+        return [(t.index, t.decisions, t.reward, t.status) for t in store.trials("s")]
 
-    tags: dict[str, list[float]] = {}
-    for name in os.listdir(logdir):
-        for event in LegacyEventFileLoader(os.path.join(logdir, name)).Load():
-            for v in event.summary.value:
-                tags.setdefault(v.tag, []).append(v.simple_value)
-    return tags
-
-
-def test_ppo_search_writes_every_tensorboard_scalar(ray_cluster, tmp_path):
-    # 12 trials: one PPO update (batch 10), so the policy's entropy is written too.
-    store, outcome, _ = _run(tmp_path, _cfg(controller="ppo", trials=12, workers=2))
-    assert outcome.trials == 12
-    tags = _scalar_tags(tmp_path / "runs" / "s" / "tensorboard")
-    assert len(tags["search/reward"]) == 12 and len(tags["search/trial_seconds"]) >= 1
-    assert sorted(tags["search/reward"]) == pytest.approx(sorted(t.reward for t in store.trials("s")), rel=1e-6)
-    assert tags["search/best_reward"] == sorted(tags["search/best_reward"])
-    assert len(tags["controller/policy_entropy"]) == 1 and tags["controller/policy_entropy"][0] > 0
-    assert store.load_checkpoint("s") is not None
+    on_ray = trials("ray", False)
+    assert len(on_ray) == 30
+    assert trials("local", True) == on_ray
+    assert trials("local", False)[:6] == on_ray[:6]  # child processes: the first trials (spawn costs ~1 s each)
 
 
-def test_checkpoints_follow_updates_at_most_once_per_interval_and_at_the_end(ray_cluster, tmp_path):
-    # The random controller updates on every feedback: interval 0 stores all 6, a long interval only the last.
-    store, every, _ = _run(tmp_path, _cfg(trials=6, workers=1, checkpoint_interval_s=0.0), name="every")
-    assert every.checkpoints == 6
-    store.close()
-    store, held, _ = _run(tmp_path, _cfg(trials=6, workers=1, checkpoint_interval_s=3600.0), name="held")
-    assert held.checkpoints == 1
-    ckpt = store.load_checkpoint("held")
-    assert ckpt.step == 6 and ckpt.state["feedbacks"] == 6
-
-
-def test_ctrl_c_inside_a_feedback_stores_no_checkpoint_and_the_resume_finishes_the_same_search(ray_cluster, tmp_path):
-    # Ctrl-C may land inside controller.feedback(): the controller has the reward, the driver has not counted it. A
-    # checkpoint then would hold a state that does not match its feedback count, so none is stored; the resume
-    # replays the stored trials instead.
-    def cfg():
-        return _cfg(trials=8, workers=1, seed=7, checkpoint_interval_s=3600.0)
-
-    ref, _, _ = _run(tmp_path, cfg(), name="ref", db=f"sqlite:///{tmp_path / 'ref.db'}")
-    expected = {t.index: t.decisions for t in ref.trials("ref")}
-    ref.close()
-
-    db = f"sqlite:///{tmp_path / 'r.db'}"
-    store = ResultStore(db)
-    driver = SearchDriver(cfg(), name="s", store=store, run_dir=str(tmp_path / "runs" / "s"), out=lambda _: None)
-    driver.start()
-    feedback, calls = driver.controller.feedback, []
-
-    def interrupted_inside(*args, **kwargs):
-        feedback(*args, **kwargs)
-        calls.append(1)
-        if len(calls) == 5:
-            raise KeyboardInterrupt
-
-    driver.controller.feedback = interrupted_inside
-    outcome = driver.run()
-    assert outcome.interrupted and outcome.checkpoints == 0
-    assert store.load_checkpoint("s") is None
-    assert store.open_search("s").status == "stopped"
-    assert sum(t.status == "completed" for t in store.trials("s")) == 5
-    store.close()
-
-    store, outcome, lines = _run(tmp_path, cfg(), db=db, resume=True)
-    assert any("controller from the history, 5 trials replayed" in line for line in lines), lines
-    assert outcome.trials == 8 and outcome.completed == 8
-    assert {t.index: t.decisions for t in store.trials("s")} == expected
-    assert store.load_checkpoint("s").state["feedbacks"] == 8
-
-
-def _ppo_cfg() -> NasConfig:
-    return _cfg(controller="ppo", trials=24, workers=1, reuse_workers=True, checkpoint_interval_s=0.0)
-
-
-@pytest.fixture(scope="module")
-def ppo_reference(ray_cluster, tmp_path_factory):
-    """An uninterrupted PPO search of 24 trials: its decisions and its final controller state."""
-    tmp = tmp_path_factory.mktemp("ppo-ref")
-    store, _, _ = _run(tmp, _ppo_cfg(), name="ref")
-    out = {t.index: t.decisions for t in store.trials("ref")}, store.load_checkpoint("ref").state
-    store.close()
-    return out
-
-
-@pytest.mark.tf
-@pytest.mark.parametrize("where", ["feedback", "propose"])
-def test_ctrl_c_inside_the_ppo_controller_resumes_from_its_stored_checkpoint_exactly(ray_cluster, tmp_path,
-                                                                                     ppo_reference, where):
-    # Ctrl-C lands after the controller took the 15th reward (or made the 15th proposal) and before the driver
-    # recorded it. The checkpoint of update 1 (10 feedbacks) stays the last; the resume replays from it and must
-    # go on as the uninterrupted search did.
-    expected, expected_state = ppo_reference
-    db = f"sqlite:///{tmp_path / 'r.db'}"
-    store = ResultStore(db)
-    driver = SearchDriver(_ppo_cfg(), name="s", store=store, run_dir=str(tmp_path / "runs" / "s"),
-                          out=lambda _: None)
-    driver.start()
-    original, calls = getattr(driver.controller, where), []
-
-    def interrupted_inside(*args, **kwargs):
-        out = original(*args, **kwargs)
-        calls.append(1)
-        if len(calls) == 15:
-            raise KeyboardInterrupt
-        return out
-
-    setattr(driver.controller, where, interrupted_inside)
-    assert driver.run().interrupted
-    ckpt = store.load_checkpoint("s")
-    assert ckpt.step == 1 and ckpt.state["feedbacks"] == 10
-    store.close()
-
-    store, outcome, _ = _run(tmp_path, _ppo_cfg(), db=db, resume=True)
-    assert outcome.trials == 24
-    assert {t.index: t.decisions for t in store.trials("s")} == expected
-    state = store.load_checkpoint("s").state
-    assert state["feedbacks"] == 24
-    assert state["controller"]["algorithm"] == expected_state["controller"]["algorithm"]
-
-
-class _DriverCrash(Exception):
-    pass
-
-
-@pytest.mark.tf
-def test_ppo_resume_replays_the_updates_its_checkpoint_lacks_bit_exactly(ray_cluster, tmp_path):
-    # Checkpoints may lag updates (checkpoint_interval_s); a resume must still rebuild the very same policy.
-    def cfg(trials):
-        return _cfg(controller="ppo", trials=trials, workers=1, reuse_workers=True, checkpoint_interval_s=3600.0)
-
-    ref, _, _ = _run(tmp_path, cfg(25), name="ref", db=f"sqlite:///{tmp_path / 'ref.db'}")
-    expected = {t.index: t.decisions for t in ref.trials("ref")}
-    expected_state = ref.load_checkpoint("ref").state
-    ref.close()
-
-    db = f"sqlite:///{tmp_path / 'r.db'}"
-    store, _, _ = _run(tmp_path, cfg(13), db=db)  # one update (at 10), stored at the end with 13 feedbacks
-    store.close()
-    # Continued to 25 trials, the driver dies while recording the 23rd: its update at 20 was never stored.
-    store = ResultStore(db)
-    driver = SearchDriver(cfg(25), name="s", store=store, run_dir=str(tmp_path / "runs" / "s"), resume=True,
-                          out=lambda _: None)
-    finish, calls = store.finish_trial, []
-
-    def crash_at_the_tenth(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 10:
-            raise _DriverCrash
-        return finish(*args, **kwargs)
-
-    store.finish_trial = crash_at_the_tenth
-    driver.start()
-    with pytest.raises(_DriverCrash):
-        driver.run()
-    store.close()
-    store = ResultStore(db)
-    assert store.load_checkpoint("s").state["feedbacks"] == 13
-    assert sum(t.status == "completed" for t in store.trials("s")) == 22
-    store.close()
-
-    store, outcome, lines = _run(tmp_path, cfg(25), db=db, resume=True)
-    assert any("its update 1 checkpoint, 9 trials replayed" in line for line in lines), lines
-    assert outcome.trials == 25 and outcome.completed == 25
-    assert {t.index: t.decisions for t in store.trials("s")} == expected
-    state = store.load_checkpoint("s").state
-    assert state["feedbacks"] == expected_state["feedbacks"] == 25
-    assert state["controller"]["algorithm"] == expected_state["controller"]["algorithm"]  # weights, Adam, baseline
-
-
-def test_known_architectures_are_not_trained_again(ray_cluster, tmp_path):
-    store, _, _ = _run(tmp_path, _cfg(trials=5), name="first")
-    first = {t.arch_key: t for t in store.trials("first")}
-    store.close()
-    # The same controller and seed propose the same architectures: every one already has a result.
-    store, outcome, lines = _run(tmp_path, _cfg(trials=5), name="second")
-    second = store.trials("second")
-    assert outcome.cached == 5
-    assert all(t.status == "cached" and t.reward == first[t.arch_key].reward for t in second)
-    assert all(t.cached_from == first[t.arch_key].id for t in second)
-    assert any("cached" in line for line in lines)
-
-
-def test_failed_trials_are_data(ray_cluster, tmp_path):
-    faults = {"raise": [1], "nan": [2]}
-    store, outcome, _ = _run(tmp_path, _cfg(trials=5, workers=1), faults=faults)
-    by_index = {t.index: t for t in store.trials("s")}
-    assert by_index[1].status == "failed" and "injected failure" in by_index[1].error
-    assert by_index[2].status == "failed" and by_index[2].reward is None
-    assert outcome.failed == 2 and outcome.completed == 3
-
-
+@ray_tests
+@pytest.mark.slow
 def test_a_dead_worker_is_retried_without_a_second_row(ray_cluster, tmp_path):
-    store, outcome, _ = _run(tmp_path, _cfg(trials=3, workers=1), faults={"crash_once": [1]})
+    store, outcome, _ = run_search(tmp_path, _ray_cfg(trials=3, workers=1), faults={"crash_once": [1]})
     trials = store.trials("s")
     assert len(trials) == 3 and all(t.status == "completed" for t in trials)
     assert (tmp_path / "runs" / "s" / "faults" / "crashed-1").exists()  # the worker did die once
 
 
+@ray_tests
+@pytest.mark.slow
 def test_a_trial_past_its_timeout_is_cancelled_and_failed(ray_cluster, tmp_path):
     start = time.time()
-    store, outcome, _ = _run(tmp_path, _cfg(trials=3, workers=2, trial_timeout_s=4.0), faults={"hang": [0]})
+    store, outcome, _ = run_search(tmp_path, _ray_cfg(trials=3, workers=2, trial_timeout_s=4.0),
+                                   faults={"hang": [0]})
     by_index = {t.index: t for t in store.trials("s")}
     assert by_index[0].status == "failed" and "timeout" in by_index[0].error
     assert outcome.completed == 2 and time.time() - start < 60
+
+
+@ray_tests
+@pytest.mark.slow
+def test_a_cooperative_stop_on_ray_ends_the_trial_at_its_next_report(ray_cluster, tmp_path):
+    from nas.loop import trial_spec
+    from nas.runners import TrialTask, build_runner
+    from search_space import SPINENET_49
+
+    cfg = _ray_cfg(duration=2.0, proxy={"train_steps": 400, "eval_at_steps": (100,)})
+    seen = []
+
+    def on_report(trial_id, step, metrics):
+        seen.append(step)
+        if step == 150:
+            runner.stop(trial_id)
+
+    runner = build_runner("ray", cfg.runner.get(), spec=trial_spec(cfg), cpus=1.0, gpus=0.0, on_report=on_report)
+    try:
+        runner.submit(TrialTask(7, 0, SPINENET_49.canonical().to_json(), 0))
+        outcomes = []
+        while not outcomes:
+            outcomes = runner.poll(1.0)
+        result = outcomes[0].payload["result"]
+        assert 150 <= result["stopped_at"] < 400 and seen[-1] == result["stopped_at"]
+        assert result["error"] is None and "ap" in result["metrics"]
+    finally:
+        runner.close()
 
 
 def _finished(db: str, name: str) -> int:
@@ -286,6 +127,8 @@ def _spinenas(*argv, **kw):
     return subprocess.run([sys.executable, "-m", "nas.cli", *argv], capture_output=True, text=True, **kw)
 
 
+@ray_tests
+@pytest.mark.slow
 def test_resume_after_kill_9_of_the_driver(ray_cluster, tmp_path):
     db = str(tmp_path / "r.db")
     args = ["search", "--evaluator", "surrogate", "--controller", "random", "--trials", "10", "--workers", "2",
@@ -338,8 +181,15 @@ def test_resume_after_kill_9_of_the_driver(ray_cluster, tmp_path):
         (["--resume", "ghost"], "unknown search 'ghost'"),
         (["--db", "/proc/forbidden/r.db"], "cannot"),
         (["--reward", "ap-flops"], "target_flops"),
+        (["--set", "controller.ppo.nosuch=1"], "unknown key 'controller.ppo.nosuch'; expected one of"),
+        (["--set", "evaluator.type=nosuch"], "unknown evaluator 'nosuch'; expected one of retinanet, surrogate"),
+        (["--set", "controller.ppo.reward_for_failure=1"], "unknown key 'controller.ppo.reward_for_failure'"),
+        (["--runner", "local", "--address", "auto"], "--address names a Ray cluster"),
+        (["--runner", "local", "--cpus-per-trial", "999"], "more than this machine's"),
+        (["--inject-faults", '{"explode": [1]}'], "unknown fault 'explode'"),
     ],
 )
+@pytest.mark.slow
 def test_bad_input_exits_before_any_trial_and_leaves_the_database(argv, message, tmp_path):
     db = tmp_path / "r.db"
     store = ResultStore(f"sqlite:///{db}")
@@ -357,6 +207,7 @@ def test_bad_input_exits_before_any_trial_and_leaves_the_database(argv, message,
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_an_existing_name_is_refused(tmp_path):
     db = tmp_path / "r.db"
     store = ResultStore(f"sqlite:///{db}")
@@ -366,3 +217,24 @@ def test_an_existing_name_is_refused(tmp_path):
     assert proc.returncode == 2
     assert "already exists" in proc.stderr and "--resume taken" in proc.stderr
     assert json.loads(json.dumps(proc.stderr))  # one printable line
+
+
+@pytest.mark.slow
+def test_a_search_on_the_local_runner_needs_no_ray(tmp_path):
+    # `import ray` fails in this driver and its children: the local runner (child processes) must not need it.
+    fake = tmp_path / "fake"
+    (fake / "ray").mkdir(parents=True)
+    (fake / "ray" / "__init__.py").write_text("raise ImportError('ray must not be imported by --runner local')\n")
+    db = tmp_path / "r.db"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(fake), *sys.path]))
+    proc = _spinenas("search", "--runner", "local", "--evaluator", "surrogate", "--controller", "evolution",
+                     "--trials", "30", "--workers", "2", "--cpus-per-trial", "1", "--name", "loc", "--db", str(db),
+                     "--set", "proxy.train_steps=100", "--top", "3",
+                     cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "on the local runner" in proc.stdout and "[30/30]" in proc.stdout
+    assert "ranking fingerprint" in proc.stdout  # the --top listing at the end
+    store = ResultStore(f"sqlite:///{db}")
+    assert [t.status for t in store.trials("loc")].count("completed") + [
+        t.status for t in store.trials("loc")].count("cached") == 30
+    assert "type: local" in store.open_search("loc").config

@@ -1,0 +1,201 @@
+"""What the commands share: opening the database for reading, loading a config, printing tables.
+
+One home for each (commands never import each other's helpers). Nothing heavy is imported at module level.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from nas.ui import UserError, error_text, fmt_count, fmt_float, fmt_seconds, print_table
+
+if TYPE_CHECKING:
+    from results_db.queries import ReadAPI
+    from results_db.reader import ResultReader
+    from results_db.records import RankedArch
+
+
+@contextmanager
+def open_reader(db: str | None) -> Iterator[ResultReader]:
+    """Opens the database read-only for a command; every database problem becomes a one-line `UserError`.
+
+    A SQLite file is read with the standard library's sqlite3 (no SQLAlchemy import: `top` stays well under a
+    second); other URLs go through SQLAlchemy.
+    """
+    from results_db.errors import DatabaseNotFoundError, DatabaseOpenError, SchemaVersionError
+    from results_db.reader import ResultReader
+
+    try:
+        reader = ResultReader(db)
+    except (DatabaseNotFoundError, DatabaseOpenError, SchemaVersionError, ValueError) as e:
+        raise UserError(one_line(e)) from None
+    except Exception as e:  # noqa: BLE001 - SQLAlchemy's errors for server URLs, without importing it here
+        if type(e).__module__.startswith("sqlalchemy"):
+            raise UserError(f"cannot open database: {one_line(e)}") from None
+        raise
+    try:
+        yield reader
+    except (LookupError, DatabaseOpenError, ValueError) as e:
+        raise UserError(one_line(e)) from None
+    except Exception as e:  # noqa: BLE001
+        if type(e).__module__.startswith("sqlalchemy"):
+            raise UserError(f"database {reader.display_url}: {one_line(e)}") from None
+        raise
+    finally:
+        reader.close()
+
+
+def one_line(e: BaseException) -> str:
+    """The first line of an error's message (a database driver's error's own message, a KeyError's text)."""
+    orig = getattr(e, "orig", None) or e
+    text = error_text(orig)
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[0] if lines else type(orig).__name__
+
+
+def load_config(preset: str, overrides: Sequence[str]) -> Any:
+    """A preset (name or YAML file) with `--set` overrides applied, or a one-line UserError."""
+    from nas.config import NasConfig
+    from nas.config_io import ConfigError, resolve
+    from nas.presets import get_preset
+
+    try:
+        base = get_preset(preset)
+        return resolve(NasConfig, base, list(overrides))
+    except (LookupError, FileNotFoundError, ConfigError) as e:
+        raise UserError(error_text(e)) from None
+
+
+def load_stored_config(text: str, overrides: Sequence[str] = (), *, search: str = "") -> Any:
+    """A search's stored config (any earlier layout is migrated) with overrides, or a one-line UserError."""
+    from nas.config import NasConfig
+    from nas.config_io import ConfigError, from_yaml, resolve
+
+    try:
+        return resolve(NasConfig, from_yaml(NasConfig, text), list(overrides))
+    except ConfigError as e:
+        raise UserError(f"search {search!r}: {e}" if search else str(e)) from None
+
+
+def print_rich_or_plain(header: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
+    """A table: rich on a terminal; pipes, files and scripts get the plain one (and skip rich's import)."""
+    if not sys.stdout.isatty():
+        if title:
+            print(title)
+        print_table(header, rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", header_style="bold")
+    for h in header:
+        table.add_column(h, no_wrap=h != "spec", overflow="fold")
+    for r in rows:
+        table.add_row(*(str(c) for c in r))
+    Console().print(table)
+
+
+# Columns of `top --json` / `--csv`, in order.
+TOP_FIELDS = ("rank", "key", "reward", "ap", "flops", "params", "wall_s", "evaluations", "search", "trial_id",
+              "fingerprint", "spec")
+
+
+def top_rows(ranked: Sequence[RankedArch]) -> list[dict[str, Any]]:
+    """`spinenas top`'s rows as plain dicts (TOP_FIELDS)."""
+    return [
+        {
+            "rank": r.rank,
+            "key": r.arch_key,
+            "reward": r.reward,
+            "ap": r.ap,
+            "flops": r.flops,
+            "params": r.params,
+            "wall_s": r.wall_s,
+            "evaluations": r.evaluations,
+            "search": r.search,
+            "trial_id": r.trial_id,
+            "fingerprint": r.fingerprint,
+            "spec": r.summary,
+        }
+        for r in ranked
+    ]
+
+
+def ranking_fingerprint(reader: ReadAPI, searches: Sequence[str] | None, all_fingerprints: bool) -> str | None:
+    """The fingerprint `top` and `export best` rank within: the newest search's (None: mix them all)."""
+    if all_fingerprints:
+        return None
+    return reader.newest_fingerprint(list(searches) if searches else None)
+
+
+def describe_fingerprint(reader: ReadAPI, fingerprint: str | None) -> str:
+    """'fingerprint 1a2b3c4d5e6f7a8b (retinanet 128 px 800 steps on synth, reward ap; searches demo-1, demo-2)'."""
+    if fingerprint is None:
+        return "results of every fingerprint (evaluators, proxy settings, rewards) mixed"
+    rows = [f for f in reader.fingerprint_summary() if f.fingerprint == fingerprint]
+    what = ""
+    if rows and rows[0].newest_search:
+        try:
+            import yaml
+
+            from nas.fingerprint import describe_dict
+
+            what = describe_dict(yaml.safe_load(reader.open_search(rows[0].newest_search).config) or {})
+        except Exception:  # noqa: BLE001 - the description is a courtesy; the ranking does not depend on it
+            what = ""
+    others = [f for f in reader.fingerprint_summary() if f.fingerprint != fingerprint]
+    text = f"fingerprint {fingerprint}" + (f" ({what})" if what else "")
+    if others:
+        text += (f"; {len(others)} other fingerprint{'s' if len(others) > 1 else ''} in this database "
+                 "(--all-fingerprints mixes them)")
+    return text
+
+
+def print_top(reader: ReadAPI, *, searches: Sequence[str] | None = None, k: int = 10,
+              max_flops: float | None = None, fmt: str = "table", all_fingerprints: bool = False) -> None:
+    """Prints the `k` best architectures (the body of `spinenas top`, also the end of `spinenas search`).
+
+    Args:
+      fmt: 'table' (a first line says which fingerprint is ranked), 'json' or 'csv' (the fingerprint is a
+        column).
+    """
+    fingerprint = ranking_fingerprint(reader, searches, all_fingerprints)
+    ranked = reader.top(searches=searches, k=k, max_flops=max_flops, fingerprint=fingerprint)
+    rows = top_rows(ranked)
+    if fmt == "json":
+        import json
+
+        print(json.dumps(rows, indent=2))
+        return
+    if fmt == "csv":
+        writer = csv.DictWriter(sys.stdout, fieldnames=TOP_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return
+    if not rows:
+        where = f" in search(es) {', '.join(searches)}" if searches else ""
+        cond = f" with FLOPs <= {max_flops:g}" if max_flops is not None else ""
+        print(f"no completed trials{where}{cond} yet")
+        return
+    print(f"ranking {describe_fingerprint(reader, fingerprint)}")
+    several = len({r["search"] for r in rows}) > 1
+    header = ["rank", "key", "reward", "AP", "FLOPs", "params", "trial time", "n"]
+    header += ["search"] if several else []
+    header += ["spec"]
+    table = []
+    for r in rows:
+        line = [r["rank"], r["key"], fmt_float(r["reward"]), fmt_float(r["ap"]), fmt_count(r["flops"]),
+                fmt_count(r["params"]), fmt_seconds(r["wall_s"]), r["evaluations"]]
+        line += [r["search"]] if several else []
+        line += [r["spec"]]
+        table.append(line)
+    print_rich_or_plain(header, table)
+
+
+def curve_rows(reports: Sequence[Any]) -> list[dict[str, Any]]:
+    """A trial's reports as flat rows: {'step': s, **metrics}."""
+    return [{"step": r.step, **dict(r.metrics)} for r in reports]

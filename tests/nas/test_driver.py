@@ -1,0 +1,337 @@
+"""The search driver without Ray: the loop, dedup by key and fingerprint, failures, checkpoints, Ctrl-C, resume and
+learning curves, through the local runner (in the driver's process, and in child processes)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from nas.config import ControllerSection, EvaluatorSection, NasConfig, RunnerSection, SearchConfig
+from nas.loop import SearchDriver
+from results_db import ResultStore
+
+
+def cfg_of(*, controller: str = "random", runner: str = "local", in_process: bool = True, duration: float = 0.0,
+           noise: float = 0.0, proxy: dict | None = None, **search) -> NasConfig:
+    """A surrogate search on the local runner (in the driver's process by default)."""
+    from proxy_task.config import ProxyConfig
+
+    base = dict(trials=8, workers=2, cpus_per_trial=1.0, seed=3)
+    base.update(search)
+    runner_section = RunnerSection.of("local", in_process=in_process) if runner == "local" else RunnerSection.of(runner)
+    return NasConfig(
+        search=SearchConfig(**base),
+        controller=ControllerSection(type=controller),
+        evaluator=EvaluatorSection.of("surrogate", duration_s=duration, noise=noise),
+        runner=runner_section,
+        proxy=ProxyConfig(**{"train_steps": 200, "log_every": 50, "warmup_steps": 10, **(proxy or {})}),
+    )
+
+
+def run_search(tmp_path, cfg, name="s", resume=False, faults=None, db=None, **kwargs):
+    store = ResultStore(db or f"sqlite:///{tmp_path / 'r.db'}")
+    lines: list[str] = []
+    driver = SearchDriver(cfg, name=name, store=store, run_dir=str(tmp_path / "runs" / name), resume=resume,
+                          faults=faults, out=lines.append, **kwargs)
+    driver.start()
+    outcome = driver.run()
+    return store, outcome, lines
+
+
+def test_search_end_to_end_stores_every_trial_and_its_curve(tmp_path):
+    cfg = cfg_of(trials=8, proxy={"eval_at_steps": (100,)})
+    store, outcome, lines = run_search(tmp_path, cfg)
+    trials = store.trials("s")
+    assert outcome.trials == 8 and len(trials) == 8
+    assert all(t.status == "completed" for t in trials)
+    assert sorted(t.index for t in trials) == list(range(8))
+    assert all(0 < t.reward <= 1 and t.metrics["ap"] == t.reward for t in trials)
+    assert outcome.best_reward == max(t.reward for t in trials)
+    assert store.open_search("s").status == "completed"
+    assert store.load_checkpoint("s") is not None
+    curves = store.reports([t.id for t in trials])
+    for t in trials:
+        steps = [r.step for r in curves[t.id]]
+        assert steps == [50, 100, 150, 200], steps
+        by_step = {r.step: r.metrics for r in curves[t.id]}
+        assert {"loss", "learning_rate", "images_per_s"} <= set(by_step[50])
+        assert "ap" in by_step[100] and by_step[200]["ap"] == pytest.approx(t.metrics["ap"])
+    # TensorBoard: the search's scalars and one curve per trial.
+    tb = tmp_path / "runs" / "s" / "tensorboard"
+    assert len(os.listdir(tb / "trials")) == 8
+    assert any(line.startswith("[8/8]") for line in lines)
+    # Every trial carries the search's fingerprint.
+    assert {t.fingerprint for t in trials} == {store.open_search("s").fingerprint} != {None}
+
+
+def test_known_architectures_are_reused_only_within_a_fingerprint(tmp_path):
+    store, _, _ = run_search(tmp_path, cfg_of(trials=5), name="first")
+    first = {t.arch_key: t for t in store.trials("first")}
+    store.close()
+    # The same controller and seed propose the same architectures: each has a result with this fingerprint.
+    store, outcome, lines = run_search(tmp_path, cfg_of(trials=5), name="second")
+    second = store.trials("second")
+    assert outcome.cached == 5
+    assert all(t.status == "cached" and t.reward == first[t.arch_key].reward for t in second)
+    assert all(t.cached_from == first[t.arch_key].id for t in second)
+    assert any("cached" in line for line in lines)
+    store.close()
+    # Another proxy schedule scores differently: nothing of the first two searches is reused.
+    store, outcome, _ = run_search(tmp_path, cfg_of(trials=5, proxy={"train_steps": 400}), name="third")
+    assert outcome.cached == 0 and outcome.completed == 5
+    assert store.open_search("third").fingerprint != store.open_search("first").fingerprint
+
+
+def test_failed_trials_are_data(tmp_path):
+    store, outcome, _ = run_search(tmp_path, cfg_of(trials=5, workers=1), faults={"raise": [1], "nan": [2]})
+    by_index = {t.index: t for t in store.trials("s")}
+    assert by_index[1].status == "failed" and "injected failure" in by_index[1].error
+    assert by_index[2].status == "failed" and by_index[2].reward is None
+    assert outcome.failed == 2 and outcome.completed == 3
+
+
+def test_the_in_process_runner_refuses_faults_that_would_end_the_driver(tmp_path):
+    with pytest.raises(ValueError, match="cannot inject crash_once"):
+        run_search(tmp_path, cfg_of(trials=2), faults={"crash_once": [0]})
+
+
+def test_checkpoints_follow_updates_at_most_once_per_interval_and_at_the_end(tmp_path):
+    # The random controller updates on every feedback: interval 0 stores all 6, a long interval only the last.
+    store, every, _ = run_search(tmp_path, cfg_of(trials=6, workers=1, checkpoint_interval_s=0.0), name="every")
+    assert every.checkpoints == 6
+    store.close()
+    store, held, _ = run_search(tmp_path, cfg_of(trials=6, workers=1, checkpoint_interval_s=3600.0), name="held")
+    assert held.checkpoints == 1
+    ckpt = store.load_checkpoint("held")
+    assert ckpt.step == 6 and ckpt.state["feedbacks"] == 6
+
+
+def test_ctrl_c_inside_a_feedback_stores_no_checkpoint_and_the_resume_finishes_the_same_search(tmp_path):
+    # Ctrl-C may land inside controller.feedback(): the controller has the reward, the driver has not counted it. A
+    # checkpoint then would hold a state that does not match its feedback count, so none is stored; the resume
+    # replays the stored trials instead.
+    def cfg():
+        return cfg_of(trials=8, workers=1, seed=7, checkpoint_interval_s=3600.0)
+
+    ref, _, _ = run_search(tmp_path, cfg(), name="ref", db=f"sqlite:///{tmp_path / 'ref.db'}")
+    expected = {t.index: t.decisions for t in ref.trials("ref")}
+    ref.close()
+
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    store = ResultStore(db)
+    driver = SearchDriver(cfg(), name="s", store=store, run_dir=str(tmp_path / "runs" / "s"), out=lambda _: None)
+    driver.start()
+    feedback, calls = driver.controller.feedback, []
+
+    def interrupted_inside(*args, **kwargs):
+        feedback(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+
+    driver.controller.feedback = interrupted_inside
+    outcome = driver.run()
+    assert outcome.interrupted and outcome.checkpoints == 0
+    assert store.load_checkpoint("s") is None
+    assert store.open_search("s").status == "stopped"
+    assert sum(t.status == "completed" for t in store.trials("s")) == 5
+    store.close()
+
+    store, outcome, lines = run_search(tmp_path, cfg(), db=db, resume=True)
+    assert any("controller from the history, 5 trials replayed" in line for line in lines), lines
+    assert outcome.trials == 8 and outcome.completed == 8
+    assert {t.index: t.decisions for t in store.trials("s")} == expected
+    assert store.load_checkpoint("s").state["feedbacks"] == 8
+
+
+def _ppo_cfg(trials=24, interval=0.0) -> NasConfig:
+    return cfg_of(controller="ppo", trials=trials, workers=1, checkpoint_interval_s=interval)
+
+
+@pytest.fixture(scope="module")
+def ppo_reference(tmp_path_factory):
+    """An uninterrupted PPO search of 24 trials: its decisions and its final controller state."""
+    tmp = tmp_path_factory.mktemp("ppo-ref")
+    store, _, _ = run_search(tmp, _ppo_cfg(), name="ref")
+    out = {t.index: t.decisions for t in store.trials("ref")}, store.load_checkpoint("ref").state
+    store.close()
+    return out
+
+
+def _scalar_tags(logdir) -> dict[str, list[float]]:
+    # The legacy loader keeps simple_value (the other one migrates it into a tensor).
+    from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
+
+    tags: dict[str, list[float]] = {}
+    for name in os.listdir(logdir):
+        if os.path.isdir(os.path.join(logdir, name)):
+            continue
+        for event in LegacyEventFileLoader(os.path.join(logdir, name)).Load():
+            for v in event.summary.value:
+                tags.setdefault(v.tag, []).append(v.simple_value)
+    return tags
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+def test_ppo_search_writes_every_tensorboard_scalar_and_each_trials_curve(tmp_path):
+    # 12 trials: one PPO update (batch 10), so the policy's entropy is written too.
+    store, outcome, _ = run_search(tmp_path, cfg_of(controller="ppo", trials=12, workers=2))
+    assert outcome.trials == 12
+    tb = tmp_path / "runs" / "s" / "tensorboard"
+    tags = _scalar_tags(tb)
+    assert len(tags["search/reward"]) == 12 and len(tags["search/trial_seconds"]) >= 1
+    assert sorted(tags["search/reward"]) == pytest.approx(sorted(t.reward for t in store.trials("s")), rel=1e-6)
+    assert tags["search/best_reward"] == sorted(tags["search/best_reward"])
+    assert len(tags["controller/policy_entropy"]) == 1 and tags["controller/policy_entropy"][0] > 0
+    first = sorted(os.listdir(tb / "trials"))[0]
+    curve = _scalar_tags(tb / "trials" / first)
+    assert len(curve["curve/loss"]) == 4 and len(curve["curve/ap"]) == 1
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["feedback", "propose"])
+def test_ctrl_c_inside_the_ppo_controller_resumes_from_its_stored_checkpoint_exactly(tmp_path, ppo_reference, where):
+    # Ctrl-C lands after the controller took the 15th reward (or made the 15th proposal) and before the driver
+    # recorded it. The checkpoint of update 1 (10 feedbacks) stays the last; the resume replays from it and must
+    # go on as the uninterrupted search did.
+    expected, expected_state = ppo_reference
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    store = ResultStore(db)
+    driver = SearchDriver(_ppo_cfg(), name="s", store=store, run_dir=str(tmp_path / "runs" / "s"),
+                          out=lambda _: None)
+    driver.start()
+    original, calls = getattr(driver.controller, where), []
+
+    def interrupted_inside(*args, **kwargs):
+        out = original(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 15:
+            raise KeyboardInterrupt
+        return out
+
+    setattr(driver.controller, where, interrupted_inside)
+    assert driver.run().interrupted
+    ckpt = store.load_checkpoint("s")
+    assert ckpt.step == 1 and ckpt.state["feedbacks"] == 10
+    store.close()
+
+    store, outcome, _ = run_search(tmp_path, _ppo_cfg(), db=db, resume=True)
+    assert outcome.trials == 24
+    assert {t.index: t.decisions for t in store.trials("s")} == expected
+    state = store.load_checkpoint("s").state
+    assert state["feedbacks"] == 24
+    assert state["controller"]["algorithm"] == expected_state["controller"]["algorithm"]
+
+
+class _DriverCrash(Exception):
+    pass
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+def test_ppo_resume_replays_the_updates_its_checkpoint_lacks_bit_exactly(tmp_path):
+    # Checkpoints may lag updates (checkpoint_interval_s); a resume must still rebuild the very same policy.
+    ref, _, _ = run_search(tmp_path, _ppo_cfg(25, 3600.0), name="ref", db=f"sqlite:///{tmp_path / 'ref.db'}")
+    expected = {t.index: t.decisions for t in ref.trials("ref")}
+    expected_state = ref.load_checkpoint("ref").state
+    ref.close()
+
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    store, _, _ = run_search(tmp_path, _ppo_cfg(13, 3600.0), db=db)  # one update (at 10), stored at the end
+    store.close()
+    # Continued to 25 trials, the driver dies while recording the 23rd: its update at 20 was never stored.
+    store = ResultStore(db)
+    driver = SearchDriver(_ppo_cfg(25, 3600.0), name="s", store=store, run_dir=str(tmp_path / "runs" / "s"),
+                          resume=True, out=lambda _: None)
+    finish, calls = store.finish_trial, []
+
+    def crash_at_the_tenth(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 10:
+            raise _DriverCrash
+        return finish(*args, **kwargs)
+
+    store.finish_trial = crash_at_the_tenth
+    driver.start()
+    with pytest.raises(_DriverCrash):
+        driver.run()
+    store.close()
+    store = ResultStore(db)
+    assert store.load_checkpoint("s").state["feedbacks"] == 13
+    assert sum(t.status == "completed" for t in store.trials("s")) == 22
+    store.close()
+
+    store, outcome, lines = run_search(tmp_path, _ppo_cfg(25, 3600.0), db=db, resume=True)
+    assert any("its update 1 checkpoint, 9 trials replayed" in line for line in lines), lines
+    assert outcome.trials == 25 and outcome.completed == 25
+    assert {t.index: t.decisions for t in store.trials("s")} == expected
+    state = store.load_checkpoint("s").state
+    assert state["feedbacks"] == expected_state["feedbacks"] == 25
+    assert state["controller"]["algorithm"] == expected_state["controller"]["algorithm"]  # weights, Adam, baseline
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+def test_a_controller_setting_reaches_the_controller_and_is_stored(tmp_path):
+    from nas.config_io import from_yaml, resolve
+
+    cfg = resolve(NasConfig, cfg_of(controller="ppo", trials=2, workers=1), ["controller.ppo.learning_rate=0.001"])
+    store, outcome, _ = run_search(tmp_path, cfg)
+    assert outcome.trials == 2
+    stored = from_yaml(NasConfig, store.open_search("s").config)
+    assert stored.controller.type == "ppo" and stored.controller.get().learning_rate == 0.001
+    assert store.load_checkpoint("s").state["controller"]["config"]["learning_rate"] == 0.001
+
+
+# ----------------------------------------------------------------------------------------------- child processes
+@pytest.mark.slow
+def test_child_processes_run_trials_retry_a_dead_one_and_kill_one_past_its_timeout(tmp_path):
+    # Child processes: trial 1 kills its process once (retried, then completes); trial 2 hangs until its timeout.
+    cfg = cfg_of(trials=4, workers=2, in_process=False, trial_timeout_s=20.0)
+    store, outcome, _ = run_search(tmp_path, cfg, faults={"crash_once": [1], "hang": [2]})
+    by_index = {t.index: t for t in store.trials("s")}
+    assert by_index[1].status == "completed"
+    assert (tmp_path / "runs" / "s" / "faults" / "crashed-1").exists()  # its process did die once
+    assert by_index[2].status == "failed" and "timeout" in by_index[2].error
+    assert outcome.completed == 3 and outcome.failed == 1
+    assert store.reports([by_index[0].id])[by_index[0].id]  # reports came back over the pipe
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("in_process", [True, False])
+def test_a_cooperative_stop_ends_a_trial_at_its_next_report_with_what_it_has(tmp_path, in_process):
+    from nas.loop import trial_spec
+    from nas.runners import TrialTask, build_runner
+    from search_space import SPINENET_49
+
+    cfg = cfg_of(in_process=in_process, proxy={"train_steps": 400, "eval_at_steps": (100,)})
+    seen = []
+
+    def on_report(trial_id, step, metrics):
+        seen.append(step)
+        if step == 150:
+            runner.stop(trial_id)
+
+    runner = build_runner("local", cfg.runner.get(), spec=trial_spec(cfg), cpus=1.0, gpus=0.0, on_report=on_report)
+    try:
+        runner.submit(TrialTask(7, 0, SPINENET_49.canonical().to_json(), 0))
+        outcomes = []
+        while not outcomes:
+            outcomes = runner.poll(1.0)
+        [outcome] = outcomes
+        result = outcome.payload["result"]
+        # The stop was read at the next report (the child sends one report ahead of reading the pipe).
+        assert result["stopped_at"] in (150, 200) and seen[-1] == result["stopped_at"]
+        assert result["error"] is None and result["metrics"]["steps"] == result["stopped_at"]
+        assert "ap" in result["metrics"]  # the AP of its step-100 evaluation
+        # The runner goes on with the next trial.
+        runner.submit(TrialTask(8, 1, SPINENET_49.canonical().to_json(), 1))
+        more = []
+        while not more:
+            more = runner.poll(1.0)
+        assert more[0].payload["result"]["stopped_at"] is None
+    finally:
+        runner.close()
