@@ -38,6 +38,10 @@ from search_space import ArchSpec, SearchSpace
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_S = 60.0
+# Placeholder result fingerprint (results_db schema 0002) until the driver computes the real one from the evaluator,
+# the score-changing proxy settings and the reward function: every search this driver writes stores and looks up
+# this one, so stored results are reused across searches exactly as before fingerprints existed.
+RESULT_FINGERPRINT = "placeholder"
 
 
 @dataclasses.dataclass
@@ -149,7 +153,7 @@ class SearchDriver:
             self._restore()
         else:
             self.store.create_search(self.name, config=to_yaml(self.cfg), seed=s.seed, controller=s.controller,
-                                     family=s.family)
+                                     family=s.family, fingerprint=RESULT_FINGERPRINT)
         from nas.tensorboard import ScalarWriter
 
         os.makedirs(self.run_dir, exist_ok=True)
@@ -252,12 +256,12 @@ class SearchDriver:
         [proposal] = self.controller.propose(1)
         arch = self.space.decode(proposal.decisions)
         key = self.store.register_arch(arch, family=self.cfg.search.family)
-        known = self.store.find_result(key)
+        known = self.store.find_result(key, fingerprint=RESULT_FINGERPRINT)
         in_flight = known is None and any(f.key == key for f in self.inflight.values())
         run_now = known is None and not in_flight
         # A trial that runs now is stored as running at once (one transaction); the others wait as queued.
         [trial_id] = self.store.add_trials(self.name, [NewTrial(key, proposal.decisions)],
-                                           status="running" if run_now else "queued")
+                                           status="running" if run_now else "queued", fingerprint=RESULT_FINGERPRINT)
         index = self._next_index
         self._next_index += 1
         item = _InFlight(trial_id, index, proposal.trial_id, key, arch, tuple(proposal.decisions), time.time())

@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from results_db.records import FINGERPRINT_LENGTH
 from results_db.status import FINISHED_STATUSES, SearchStatus, TrialStatus  # noqa: F401 - re-exported
 from results_db.version import SCHEMA_VERSION as _SCHEMA_VERSION
 
@@ -43,9 +44,6 @@ SCHEMA_VERSION = _SCHEMA_VERSION
 
 MAX_NAME_LENGTH = 128
 KEY_LENGTH = 16  # `ArchSpec.key`: sha256 hex digest, first 16 characters
-# A result fingerprint: a short hash of what determines a trial's score (the evaluator, the proxy settings that
-# change the score, the reward function), computed by the search job; results_db only compares it for equality.
-FINGERPRINT_LENGTH = 16
 
 
 def utcnow() -> datetime.datetime:

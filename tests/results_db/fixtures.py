@@ -7,9 +7,14 @@ import numpy as np
 from results_db import NewTrial, ResultStore
 from search_space import SPINENET_49, SearchSpace
 
+# The result fingerprint of 'ppo-1' and its trials; 'random-1' has none (a search from before schema 0002).
+FINGERPRINT = "fp-ppo"
+
 
 def make_db(url: str, *, n: int = 24, seed: int = 0) -> dict:
     """Writes searches 'ppo-1' (n trials: completed, one failed, one cached, one still running) and 'random-1'.
+
+    'ppo-1' and its trials have the fingerprint `FINGERPRINT`, 'random-1' and its one trial none.
 
     Returns:
       Facts the tests check against: keys by reward, the best key, trial ids.
@@ -17,13 +22,15 @@ def make_db(url: str, *, n: int = 24, seed: int = 0) -> dict:
     space = SearchSpace("spinenet49")
     rng = np.random.default_rng(seed)
     store = ResultStore(url)
-    store.create_search("ppo-1", config="controller: ppo\nseed: 0\n", seed=0, controller="ppo", family="spinenet49")
+    store.create_search("ppo-1", config="controller: ppo\nseed: 0\n", seed=0, controller="ppo", family="spinenet49",
+                        fingerprint=FINGERPRINT)
     store.create_search("random-1", config={"controller": "random"}, seed=1, controller="random", family="spinenet49")
     facts: dict = {"rewards": {}, "ids": []}
     decisions = [space.random(rng) for _ in range(n)]
     archs = [space.decode(d) for d in decisions]
     keys = store.register_archs(archs, family="spinenet49")
-    ids = store.add_trials("ppo-1", [NewTrial(k, d) for k, d in zip(keys, decisions)], status="queued")
+    ids = store.add_trials("ppo-1", [NewTrial(k, d) for k, d in zip(keys, decisions)], status="queued",
+                           fingerprint=FINGERPRINT)
     for i, (tid, key) in enumerate(zip(ids, keys)):
         if i == n - 1:
             store.start_trial(tid, host="node-2")  # still running when the "driver" stops
@@ -39,8 +46,8 @@ def make_db(url: str, *, n: int = 24, seed: int = 0) -> dict:
         )
         facts["rewards"][key] = max(reward, facts["rewards"].get(key, 0.0))
     # A proposal of an arch that already has a result: stored as cached, reusing it.
-    known = store.find_result(keys[5])
-    [cached] = store.add_trials("ppo-1", [NewTrial(keys[5], decisions[5])], status="running")
+    known = store.find_result(keys[5], fingerprint=FINGERPRINT)
+    [cached] = store.add_trials("ppo-1", [NewTrial(keys[5], decisions[5])], status="running", fingerprint=FINGERPRINT)
     store.finish_trial(cached, status="cached", reward=known.reward, metrics=known.metrics, cached_from=known.trial_id)
     key49 = store.register_arch(SPINENET_49, family="spinenet49", flops=int(2.5e9), params=int(4e6))
     [t49] = store.add_trials("random-1", [(key49, (0, 1, 2))], status="running", host="node-9")

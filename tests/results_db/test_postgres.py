@@ -33,11 +33,12 @@ def pg_store():
 def test_store_round_trip_on_postgres(pg_store):
     pg_store.create_search("pg", config="a: 1", seed=1, controller="ppo", family="spinenet49")
     key = pg_store.register_arch(SPINENET_49, flops=10, params=20)
-    ids = pg_store.add_trials("pg", [NewTrial(key, [1, 2]), NewTrial(key, [3])], status="running", host="h")
+    ids = pg_store.add_trials("pg", [NewTrial(key, [1, 2]), NewTrial(key, [3])], status="running", host="h",
+                              fingerprint="fp")
     pg_store.finish_trial(ids[0], status="completed", reward=0.5, metrics={"ap": 0.5}, wall_s=2.0)
     pg_store.finish_trial(ids[1], status="failed", error="x")
     assert pg_store.history("pg") == [((1, 2), 0.5), ((3,), None)]
-    assert pg_store.find_result(key).trial_id == ids[0]
+    assert pg_store.find_result(key, fingerprint="fp").trial_id == ids[0]
     with ResultReader(PG_URL) as r:
         assert r.top(k=1)[0].arch_key == key
         assert [t.status for t in r.trials("pg")] == ["completed", "failed"]
@@ -55,10 +56,10 @@ def test_a_new_arch_costs_one_insert_and_its_lookup_no_query_on_postgres(pg_stor
     key = pg_store.register_arch(SPINENET_49, family="spinenet49")
     assert [s.split()[0] for s in statements] == ["INSERT"]
     statements.clear()
-    assert pg_store.find_result(key) is None and statements == []
+    assert pg_store.find_result(key, fingerprint="fp") is None and statements == []
     # The other store has not seen the key: its insert finds the row there, and the cost is filled in.
     assert other.register_arch(SPINENET_49, flops=3) == key and other.get_arch(key).flops == 3
-    [t] = pg_store.add_trials("pg", [NewTrial(key, [1])], status="running")
+    [t] = pg_store.add_trials("pg", [NewTrial(key, [1])], status="running", fingerprint="fp")
     pg_store.finish_trial(t, status="completed", reward=0.2)
-    assert other.find_result(key).trial_id == t
+    assert other.find_result(key, fingerprint="fp").trial_id == t
     other.close()

@@ -219,21 +219,21 @@ def test_find_result_best_across_searches(store):
     store.create_search("a")
     store.create_search("b")
     k = store.register_arch(SPINENET_49, flops=5, params=6)
-    assert store.find_result(k) is None and store.find_result("0" * 16) is None
-    [t1] = store.add_trials("a", [(k, [1])], status="running")
+    assert store.find_result(k, fingerprint="fp") is None and store.find_result("0" * 16, fingerprint="fp") is None
+    [t1] = store.add_trials("a", [(k, [1])], status="running", fingerprint="fp")
     store.finish_trial(t1, status="failed", error="OOM")
-    assert store.find_result(k) is None
-    assert store.find_result(k, include_failed=True).error == "OOM"
-    [t2, t3] = store.add_trials("b", [(k, [1]), (k, [1])], status="running")
+    assert store.find_result(k, fingerprint="fp") is None
+    assert store.find_result(k, fingerprint="fp", include_failed=True).error == "OOM"
+    [t2, t3] = store.add_trials("b", [(k, [1]), (k, [1])], status="running", fingerprint="fp")
     store.finish_trial(t2, status="completed", reward=0.2, metrics={"ap": 0.2}, wall_s=3.0)
     store.finish_trial(t3, status="completed", reward=0.4, metrics={"ap": 0.4})
-    best = store.find_result(k)
+    best = store.find_result(k, fingerprint="fp")
     assert (best.trial_id, best.search, best.status, best.reward, best.metrics) == (t3, "b", "completed", 0.4,
                                                                                     {"ap": 0.4})
     assert (best.flops, best.params) == (5, 6)
     # A fresh store (another process, later) finds it too.
     with ResultReader(store.url) as r:
-        assert r.find_result(k) == best
+        assert r.find_result(k, fingerprint="fp") == best
 
 
 def test_find_result_skips_the_query_for_a_key_without_any_trial(store):
@@ -247,12 +247,12 @@ def test_find_result_skips_the_query_for_a_key_without_any_trial(store):
     k = store.register_arch(SPINENET_49)
     assert [s.split()[0] for s in statements] == ["INSERT"]  # no lookup first: the insert says if it is new
     statements.clear()
-    assert store.find_result(k) is None and statements == []  # just inserted by this store: no trial, no result
-    [t] = store.add_trials("a", [(k, [1])], status="running")
+    assert store.find_result(k, fingerprint="fp") is None and statements == []  # just inserted: no trial, no result
+    [t] = store.add_trials("a", [(k, [1])], status="running", fingerprint="fp")
     store.finish_trial(t, status="completed", reward=0.5)
     statements.clear()
-    assert store.find_result(k).trial_id == t and statements  # it has a trial now: asked, and found
-    assert store.register_arch(SPINENET_49) == k and store.find_result(k).reward == 0.5
+    assert store.find_result(k, fingerprint="fp").trial_id == t and statements  # it has a trial now: asked, found
+    assert store.register_arch(SPINENET_49) == k and store.find_result(k, fingerprint="fp").reward == 0.5
 
 
 def test_trials_by_status_and_resume_after_a_crash(url):
@@ -402,10 +402,10 @@ def test_a_key_another_writer_stored_is_looked_up_not_taken_for_new(url):
     a, b = ResultStore(url), ResultStore(url)
     a.create_search("a")
     k = a.register_arch(SPINENET_49)
-    [t] = a.add_trials("a", [(k, [0])], status="running")
+    [t] = a.add_trials("a", [(k, [0])], status="running", fingerprint="fp")
     a.finish_trial(t, status="completed", reward=0.4)
     assert b.register_arch(SPINENET_49) == k
-    assert b.find_result(k).trial_id == t and b.find_result(k).reward == 0.4
+    assert b.find_result(k, fingerprint="fp").trial_id == t and b.find_result(k, fingerprint="fp").reward == 0.4
     a.close()
     b.close()
 
@@ -415,12 +415,13 @@ def test_a_batch_or_a_cost_for_keys_another_writer_stored(url):
     a, b, c = ResultStore(url), ResultStore(url), ResultStore(url)
     a.create_search("a")
     k1 = a.register_arch(archs[1], flops=5)
-    [t] = a.add_trials("a", [(k1, [0])], status="running")
+    [t] = a.add_trials("a", [(k1, [0])], status="running", fingerprint="fp")
     a.finish_trial(t, status="completed", reward=0.3)
     # A batch that holds it: the others are inserted, it is left as it is and its result is found.
     keys = b.register_archs(archs)
     assert keys[1] == k1 and all(b.get_arch(k) is not None for k in keys)
-    assert b.get_arch(k1).flops == 5 and b.find_result(k1).reward == 0.3 and b.find_result(keys[0]) is None
+    assert b.get_arch(k1).flops == 5 and b.find_result(k1, fingerprint="fp").reward == 0.3
+    assert b.find_result(keys[0], fingerprint="fp") is None
     # One arch with a cost, from a store that has not seen it: the row is there, so the cost is filled in.
     assert c.register_arch(archs[2], params=7) == keys[2] and c.get_arch(keys[2]).params == 7
     a.close()
