@@ -37,10 +37,15 @@ def upgrade() -> None:
     with op.batch_alter_table('trials', schema=None) as batch_op:
         batch_op.add_column(sa.Column('fingerprint', sa.String(length=16), nullable=True))
         batch_op.create_index('ix_trials_fingerprint_status_reward', ['fingerprint', 'status', 'reward'], unique=False)
+        # find_result filters by fingerprint now: the arch's index must cover it, or SQLite takes the one above.
+        batch_op.drop_index('ix_trials_arch_status')
+        batch_op.create_index('ix_trials_arch_status_fingerprint', ['arch_key', 'status', 'fingerprint'], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table('trials', schema=None) as batch_op:
+        batch_op.drop_index('ix_trials_arch_status_fingerprint')
+        batch_op.create_index('ix_trials_arch_status', ['arch_key', 'status'], unique=False)
         batch_op.drop_index('ix_trials_fingerprint_status_reward')
         batch_op.drop_column('fingerprint')
 
