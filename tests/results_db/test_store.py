@@ -573,6 +573,15 @@ def test_fingerprints_round_trip_and_are_checked(url):
     assert (view[0].fingerprint, view[1].fingerprint, view[2].fingerprint) == ("0123456789abcdef",) * 2 + (None,)
 
 
+def _set_fingerprints(fingerprint, ids):
+    # Trials of one search with different fingerprints, as a backfill or an older driver could leave them.
+    from sqlalchemy import update
+
+    from results_db.models import TrialModel
+
+    return update(TrialModel).where(TrialModel.id.in_(ids)).values(fingerprint=fingerprint)
+
+
 def test_find_result_counts_only_trials_of_its_fingerprint(url):
     s = ResultStore(url)
     s.create_search("a")
@@ -580,8 +589,8 @@ def test_find_result_counts_only_trials_of_its_fingerprint(url):
     # The same arch scored under two settings, and once before fingerprints existed (NULL).
     [ta, tb, tnull, tfail] = s.add_trials("a", [(k, [1])] * 4, status="running")
     with s._write_conn() as conn:
-        conn.execute(text_update("fp-a", [ta]))
-        conn.execute(text_update("fp-b", [tb, tfail]))
+        conn.execute(_set_fingerprints("fp-a", [ta]))
+        conn.execute(_set_fingerprints("fp-b", [tb, tfail]))
     s.finish_trial(ta, status="completed", reward=0.3, metrics={"ap": 0.3})
     s.finish_trial(tb, status="completed", reward=0.9)
     s.finish_trial(tnull, status="completed", reward=1.0)
@@ -599,15 +608,6 @@ def test_find_result_counts_only_trials_of_its_fingerprint(url):
             assert r.find_result(k, fingerprint="fp-c") is None
             assert r.find_result(k, fingerprint="fp-c", include_failed=True).error == "timeout"
             assert r.find_result(k, fingerprint="fp-b", include_failed=True).trial_id == tb  # a completion wins
-
-
-def text_update(fingerprint, ids):
-    # Trials of one search with different fingerprints, as a backfill or an older driver could leave them.
-    from sqlalchemy import update
-
-    from results_db.models import TrialModel
-
-    return update(TrialModel).where(TrialModel.id.in_(ids)).values(fingerprint=fingerprint)
 
 
 def test_find_result_skips_the_query_for_a_new_key_under_any_fingerprint(store):
