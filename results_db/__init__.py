@@ -29,12 +29,14 @@ if TYPE_CHECKING:
     from results_db.records import (
         ArchRecord,
         CheckpointRecord,
+        FingerprintSummary,
         KnownResult,
         NewTrial,
         RankedArch,
         SearchRecord,
         SearchSummary,
         TrialRecord,
+        TrialReport,
     )
     from results_db.store import ResultStore
     from results_db.version import SCHEMA_VERSION
@@ -61,12 +63,14 @@ _LAZY = {
         for n in (
             "ArchRecord",
             "CheckpointRecord",
+            "FingerprintSummary",
             "KnownResult",
             "NewTrial",
             "RankedArch",
             "SearchRecord",
             "SearchSummary",
             "TrialRecord",
+            "TrialReport",
         )
     },
 }

@@ -1,4 +1,4 @@
-"""The ORM models of the results database: searches, archs, trials and controller checkpoints.
+"""The ORM models of the results database: searches, archs, trials, their reports and controller checkpoints.
 
 Written the Optuna way (``optuna/storages/_rdb/models.py``): plural table names, ``*Model`` classes, enum status
 columns, JSON kept in text columns, and ``find_by_*`` / ``find_or_raise_by_*`` classmethods that take an explicit
@@ -32,6 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from results_db.records import FINGERPRINT_LENGTH
 from results_db.status import FINISHED_STATUSES, SearchStatus, TrialStatus  # noqa: F401 - re-exported
 from results_db.version import SCHEMA_VERSION as _SCHEMA_VERSION
 
@@ -80,6 +81,9 @@ class SearchModel(BaseModel):
     controller: Mapped[str] = mapped_column(String(64), default="")
     family: Mapped[str] = mapped_column(String(32), default="")
     status: Mapped[SearchStatus] = mapped_column(_enum(SearchStatus, "search_status"), default=SearchStatus.RUNNING)
+    # The fingerprint of the search's own config (None for a search written before revision 0002 until
+    # `spinenas db upgrade` computes it from `config`).
+    fingerprint: Mapped[str | None] = mapped_column(String(FINGERPRINT_LENGTH))
     created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
     finished_at: Mapped[datetime.datetime | None] = mapped_column(DateTime)
@@ -157,9 +161,13 @@ class TrialModel(BaseModel):
         Index("ix_trials_search_status", "search_id", "status"),
         # `history`: finished trials of a search in completion order.
         Index("ix_trials_search_finish_order", "search_id", "finish_order"),
-        # `find_result` (dedup): an arch's completed trials. With arch_key alone SQLite preferred the
-        # (status, reward) index and scanned every completed trial: 11 ms per lookup at 14,000 trials.
-        Index("ix_trials_arch_status", "arch_key", "status"),
+        # `find_result` (dedup): an arch's completed trials under one fingerprint. With arch_key alone SQLite
+        # preferred the (status, reward) index and scanned every completed trial: 11 ms per lookup at 14,000
+        # trials. Without fingerprint here it took the (fingerprint, status, ...) index below, as good a match to
+        # its planner, and scanned every completed trial of the fingerprint.
+        Index("ix_trials_arch_status_fingerprint", "arch_key", "status", "fingerprint"),
+        # `top` within one fingerprint: the same walk down the rewards, over that fingerprint's trials only.
+        Index("ix_trials_fingerprint_status_reward", "fingerprint", "status", "reward"),
         CheckConstraint("attempt >= 0", name="ck_trials_attempt"),
     )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -185,6 +193,9 @@ class TrialModel(BaseModel):
     wall_s: Mapped[float | None] = mapped_column(Float)
     # 1, 2, 3, ... within the search, in the order trials finished (timestamps can tie or step back).
     finish_order: Mapped[int | None] = mapped_column(Integer)
+    # What the reward was measured under (see FINGERPRINT_LENGTH): only a result of the same fingerprint may be
+    # reused for an arch. None for trials written before revision 0002 (until their search is backfilled).
+    fingerprint: Mapped[str | None] = mapped_column(String(FINGERPRINT_LENGTH))
 
     @classmethod
     def find_by_id(cls, trial_id: int, session: Session) -> TrialModel | None:
@@ -208,6 +219,24 @@ class TrialModel(BaseModel):
         """The index the next trial of the search gets."""
         top = session.scalar(select(func.max(cls.index)).where(cls.search_id == search_id))
         return 0 if top is None else top + 1
+
+
+class TrialReportModel(BaseModel):
+    """One intermediate report of a trial: its learning curve, one row per reported step.
+
+    Training loss, learning rate and images/s every `log_every` steps; AP at intermediate evaluations. A trial run
+    again (after a driver crash, or retried by Ray) reports the same steps again: the newer report replaces the
+    row of its step.
+    """
+
+    __tablename__ = "trial_reports"
+    __table_args__ = (UniqueConstraint("trial_id", "step"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer)
+    # A JSON object of floats; a non-finite value (a NaN loss) is stored as null.
+    metrics: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class CheckpointModel(BaseModel):

@@ -19,12 +19,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from results_db.records import (
+    FINGERPRINT_LENGTH,
     ArchRecord,
+    FingerprintSummary,
     KnownResult,
     RankedArch,
     SearchRecord,
     SearchSummary,
     TrialRecord,
+    TrialReport,
 )
 from results_db.status import TrialStatus
 
@@ -33,14 +36,17 @@ Executor = Callable[[str, Mapping[str, Any]], Iterable[Sequence[Any]]]
 
 _COMPLETED = TrialStatus.COMPLETED.value
 _HEX = re.compile(r"^[0-9a-f]+$")
+# Rows of an IN list per query: far below SQLite's 32,766 host parameters and PostgreSQL's 65,535.
+_CHUNK = 500
 
 _SEARCH_COLUMNS = (
-    "s.id, s.name, s.config, s.seed, s.controller, s.family, s.status, s.created_at, s.updated_at, s.finished_at"
+    "s.id, s.name, s.config, s.seed, s.controller, s.family, s.status, s.created_at, s.updated_at, s.finished_at, "
+    "s.fingerprint"
 )
 _ARCH_COLUMNS = "a.key, a.spec_json, a.summary, a.family, a.flops, a.params, a.created_at"
 _TRIAL_COLUMNS = (
     't.id, s.name, t."index", t.arch_key, t.status, t.decisions, t.reward, t.metrics, t.error, t.attempt, t.host, '
-    "t.cached_from, t.created_at, t.started_at, t.finished_at, t.wall_s, t.finish_order"
+    "t.cached_from, t.created_at, t.started_at, t.finished_at, t.wall_s, t.finish_order, t.fingerprint"
 )
 
 
@@ -48,6 +54,22 @@ def _dt(value: Any) -> datetime.datetime | None:
     if value is None or isinstance(value, datetime.datetime):
         return value
     return datetime.datetime.fromisoformat(value)
+
+
+def check_fingerprint(value: Any, *, allow_none: bool = True) -> str | None:
+    """A fingerprint argument, checked: a string of 1..FINGERPRINT_LENGTH characters (or None where allowed).
+
+    Raises:
+      ValueError: anything else.
+    """
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= FINGERPRINT_LENGTH:
+        raise ValueError(
+            f"fingerprint must be a string of 1..{FINGERPRINT_LENGTH} characters{' or None' if allow_none else ''}, "
+            f"got {value!r}"
+        )
+    return value
 
 
 def _in(name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
@@ -59,7 +81,7 @@ def _in(name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
 def search_record(row: Sequence[Any]) -> SearchRecord:
     return SearchRecord(
         id=row[0], name=row[1], config=row[2], seed=row[3], controller=row[4], family=row[5], status=row[6],
-        created_at=_dt(row[7]), updated_at=_dt(row[8]), finished_at=_dt(row[9]),
+        created_at=_dt(row[7]), updated_at=_dt(row[8]), finished_at=_dt(row[9]), fingerprint=row[10],
     )  # fmt: skip
 
 
@@ -76,6 +98,7 @@ def trial_record(row: Sequence[Any]) -> TrialRecord:
         decisions=tuple(json.loads(row[5])), reward=row[6], metrics=json.loads(row[7]) if row[7] else {},
         error=row[8], attempt=row[9], host=row[10], cached_from=row[11], created_at=_dt(row[12]),
         started_at=_dt(row[13]), finished_at=_dt(row[14]), wall_s=row[15], finish_order=row[16],
+        fingerprint=row[17],
     )  # fmt: skip
 
 
@@ -182,8 +205,8 @@ def archs(ex: Executor, keys: Iterable[str] | None = None) -> dict[str, ArchReco
         return {r[0]: arch_record(r) for r in ex(f"SELECT {_ARCH_COLUMNS} FROM archs a", {})}
     keys = sorted(set(keys))
     out: dict[str, ArchRecord] = {}
-    for i in range(0, len(keys), 500):
-        clause, params = _in("k", keys[i : i + 500])
+    for i in range(0, len(keys), _CHUNK):
+        clause, params = _in("k", keys[i : i + _CHUNK])
         rows = ex(f"SELECT {_ARCH_COLUMNS} FROM archs a WHERE a.key IN {clause}", params)
         out.update((r[0], arch_record(r)) for r in rows)
     return out
@@ -227,19 +250,25 @@ def history(ex: Executor, search_id_: int) -> list[tuple[tuple[int, ...], float 
     return [(tuple(json.loads(d)), r) for d, r in rows]
 
 
-def find_result(ex: Executor, arch_key: str, *, include_failed: bool = False) -> KnownResult | None:
-    """The best completed result of an arch (or, with `include_failed`, its latest failure), or None."""
+def find_result(
+    ex: Executor, arch_key: str, *, fingerprint: str | None, include_failed: bool = False
+) -> KnownResult | None:
+    """The best completed result of an arch under `fingerprint` (or, with `include_failed`, its latest failure).
+
+    Only trials with exactly this fingerprint count; None (like a trial's NULL fingerprint) matches nothing.
+    """
+    if fingerprint is None:
+        return None
     base = (
         "SELECT t.id, s.name, t.status, t.reward, t.metrics, t.error, t.wall_s, a.flops, a.params "
         "FROM trials t JOIN searches s ON s.id = t.search_id JOIN archs a ON a.key = t.arch_key "
-        "WHERE t.arch_key = :k AND t.status = :st "
+        "WHERE t.arch_key = :k AND t.status = :st AND t.fingerprint = :fp "
     )
-    rows = list(
-        ex(base + "ORDER BY CASE WHEN t.reward IS NULL THEN 1 ELSE 0 END, t.reward DESC, t.id LIMIT 1",
-           {"k": arch_key, "st": _COMPLETED})
-    )  # fmt: skip
+    params = {"k": arch_key, "st": _COMPLETED, "fp": fingerprint}
+    rows = list(ex(base + "ORDER BY CASE WHEN t.reward IS NULL THEN 1 ELSE 0 END, t.reward DESC, t.id LIMIT 1", params))
     if not rows and include_failed:
-        rows = list(ex(base + "ORDER BY t.finished_at DESC, t.id DESC LIMIT 1", {"k": arch_key, "st": TrialStatus.FAILED.value}))
+        params["st"] = TrialStatus.FAILED.value
+        rows = list(ex(base + "ORDER BY t.finished_at DESC, t.id DESC LIMIT 1", params))
     if not rows:
         return None
     r = rows[0]
@@ -250,14 +279,23 @@ def find_result(ex: Executor, arch_key: str, *, include_failed: bool = False) ->
 
 
 def top(
-    ex: Executor, *, search_ids: Sequence[int] | None = None, k: int = 10, max_flops: float | None = None
+    ex: Executor,
+    *,
+    search_ids: Sequence[int] | None = None,
+    k: int = 10,
+    max_flops: float | None = None,
+    fingerprint: str | None = None,
 ) -> list[RankedArch]:
-    """The `k` best archs by the best reward of their completed trials (see `ResultStore.top`)."""
+    """The `k` best archs by the best reward of their completed trials (see `ReadAPI.top`)."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     names = search_names(ex)
     where = "t.status = :completed AND t.reward IS NOT NULL"
     params: dict[str, Any] = {"completed": _COMPLETED}
+    if fingerprint is not None:
+        # With the (fingerprint, status, reward) index this is the same early-stopping walk as without.
+        where += " AND t.fingerprint = :fp"
+        params["fp"] = fingerprint
     if search_ids:
         clause, p = _in("s", list(search_ids))
         where += f" AND t.search_id IN {clause}"
@@ -268,7 +306,8 @@ def top(
     # Completed trials from the best reward down; the first k distinct archs are the answer, so the read stops
     # early (the (status, reward) index gives this order without sorting the table).
     rows = ex(
-        "SELECT t.id, t.search_id, t.arch_key, t.reward, t.metrics, t.wall_s, a.summary, a.flops, a.params "
+        "SELECT t.id, t.search_id, t.arch_key, t.reward, t.metrics, t.wall_s, a.summary, a.flops, a.params, "
+        "t.fingerprint "
         f"FROM trials t JOIN archs a ON a.key = t.arch_key WHERE {where} ORDER BY t.reward DESC, t.id",
         params,
     )
@@ -287,15 +326,75 @@ def top(
         s_clause, s_params = _in("s", list(search_ids))
         sql += f" AND search_id IN {s_clause}"
         p.update(s_params)
+    if fingerprint is not None:
+        sql += " AND fingerprint = :fp"
+        p["fp"] = fingerprint
     evaluations = {key: n for key, n in ex(sql + " GROUP BY arch_key", p)}
     return [
         RankedArch(
             rank=i + 1, arch_key=r[2], summary=r[6], flops=r[7], params=r[8], reward=r[3], trial_id=r[0],
             search=names[r[1]], metrics=json.loads(r[4]) if r[4] else {}, wall_s=r[5],
-            evaluations=evaluations.get(r[2], 1),
+            evaluations=evaluations.get(r[2], 1), fingerprint=r[9],
         )  # fmt: skip
         for i, r in enumerate(best.values())
     ]
+
+
+# --------------------------------------------------------------------------------------------------- reports
+def reports(ex: Executor, trial_ids: Iterable[int]) -> dict[int, list[TrialReport]]:
+    """Trial id -> its reports by step, for every given id (an empty list when it has none)."""
+    ids = list(dict.fromkeys(int(t) for t in trial_ids))
+    out: dict[int, list[TrialReport]] = {t: [] for t in ids}
+    ordered = sorted(ids)
+    for i in range(0, len(ordered), _CHUNK):
+        clause, params = _in("t", ordered[i : i + _CHUNK])
+        rows = ex(
+            f"SELECT trial_id, step, metrics, created_at FROM trial_reports WHERE trial_id IN {clause} "
+            "ORDER BY trial_id, step",
+            params,
+        )
+        for tid, step, metrics, created_at in rows:
+            out[tid].append(TrialReport(tid, step, json.loads(metrics), _dt(created_at)))
+    return out
+
+
+# --------------------------------------------------------------------------------------------------- fingerprints
+def newest_fingerprint(ex: Executor, search_ids: Sequence[int] | None = None) -> str | None:
+    """The fingerprint of the newest search (highest id) that has one, among `search_ids` (None: all)."""
+    sql = "SELECT fingerprint FROM searches WHERE fingerprint IS NOT NULL"
+    params: dict[str, Any] = {}
+    if search_ids is not None:
+        if not search_ids:
+            return None
+        clause, params = _in("s", list(search_ids))
+        sql += f" AND id IN {clause}"
+    rows = list(ex(sql + " ORDER BY id DESC LIMIT 1", params))
+    return rows[0][0] if rows else None
+
+
+def fingerprint_summary(ex: Executor) -> list[FingerprintSummary]:
+    """Per fingerprint (None included): its searches, completed trials and newest search; newest first."""
+    names: dict[int, str] = {}
+    searches: dict[str | None, set[int]] = {}
+    completed: dict[str | None, int] = {}
+    for sid, name, fp in ex("SELECT id, name, fingerprint FROM searches", {}):
+        names[sid] = name
+        searches.setdefault(fp, set()).add(sid)
+    rows = ex(
+        "SELECT fingerprint, search_id, SUM(CASE WHEN status = :c THEN 1 ELSE 0 END) FROM trials "
+        "GROUP BY fingerprint, search_id",
+        {"c": _COMPLETED},
+    )
+    for fp, sid, n in rows:
+        searches.setdefault(fp, set()).add(sid)
+        completed[fp] = completed.get(fp, 0) + int(n or 0)
+    # Newest search first: the fingerprint the latest search runs under comes before those of older ones.
+    newest = sorted(((max(sids), fp) for fp, sids in searches.items()), key=lambda x: x[0], reverse=True)
+    return [
+        FingerprintSummary(fingerprint=fp, searches=len(searches[fp]), completed=completed.get(fp, 0),
+                           newest_search=names[sid])
+        for sid, fp in newest
+    ]  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------- read API
@@ -339,7 +438,12 @@ class ReadAPI(abc.ABC):
             return search_summaries(ex)
 
     def top(
-        self, *, searches: Sequence[str] | None = None, k: int = 10, max_flops: float | None = None
+        self,
+        *,
+        searches: Sequence[str] | None = None,
+        k: int = 10,
+        max_flops: float | None = None,
+        fingerprint: str | None = None,
     ) -> list[RankedArch]:
         """The `k` best architectures by the best reward of their completed trials.
 
@@ -347,13 +451,17 @@ class ReadAPI(abc.ABC):
           searches: only these searches (default: all).
           k: how many.
           max_flops: only archs with measured FLOPs at most this (archs without FLOPs are left out).
+          fingerprint: only trials with exactly this fingerprint are ranked and counted in `evaluations` (so
+            rewards measured under different settings are not compared); None ranks every trial, whatever its
+            fingerprint. `newest_fingerprint` gives the latest search's.
 
         Raises:
-          LookupError: an unknown search (the message lists the known ones). ValueError: k < 1.
+          LookupError: an unknown search (the message lists the known ones). ValueError: k < 1, a bad fingerprint.
         """
+        fingerprint = check_fingerprint(fingerprint)
         with self._executor() as ex:
             ids = [search_id(ex, n) for n in searches] if searches else None
-            return top(ex, search_ids=ids, k=k, max_flops=max_flops)
+            return top(ex, search_ids=ids, k=k, max_flops=max_flops, fingerprint=fingerprint)
 
     def find_arch(self, key_or_prefix: str) -> ArchRecord:
         """The arch whose key is, or starts with, `key_or_prefix`.
@@ -422,11 +530,58 @@ class ReadAPI(abc.ABC):
         with self._executor() as ex:
             return history(ex, search_id(ex, search))
 
-    def find_result(self, arch_key: str, *, include_failed: bool = False) -> KnownResult | None:
+    def find_result(
+        self, arch_key: str, *, fingerprint: str | None, include_failed: bool = False
+    ) -> KnownResult | None:
         """The best finished result of an arch across all searches, or None: "this key already has a result".
 
-        The completed trial with the highest reward wins (completed trials without a reward come last). With
-        `include_failed`, an arch that only ever failed gives its latest failed trial.
+        Only trials with exactly `fingerprint` count: a reward measured under other settings (another evaluator,
+        proxy or reward function) is not this search's to reuse. A trial without a fingerprint (written before
+        schema 0002, not backfilled) matches nothing, and neither does ``fingerprint=None``. The completed trial
+        with the highest reward wins (completed trials without a reward come last). With `include_failed`, an
+        arch that only ever failed under the fingerprint gives its latest failed trial.
+
+        Raises:
+          ValueError: a fingerprint that is not a string of 1..16 characters (or None).
+        """
+        fingerprint = check_fingerprint(fingerprint)
+        if fingerprint is None:
+            return None
+        with self._executor() as ex:
+            return find_result(ex, arch_key, fingerprint=fingerprint, include_failed=include_failed)
+
+    def reports(self, trial_ids: Iterable[int]) -> dict[int, list[TrialReport]]:
+        """The learning curves of trials: trial id -> its reports in step order.
+
+        Every given id is a key; a trial without reports (or an unknown id) maps to an empty list. One query per
+        500 trials.
+
+        Example::
+
+          curves = reader.reports([t.id for t in reader.trials('ppo-1')])
+          losses = [(r.step, r.metrics.get('train_loss')) for r in curves[trial_id]]
         """
         with self._executor() as ex:
-            return find_result(ex, arch_key, include_failed=include_failed)
+            return reports(ex, trial_ids)
+
+    def newest_fingerprint(self, searches: Sequence[str] | None = None) -> str | None:
+        """The fingerprint of the newest search (highest id) among `searches` (None: all) that has one.
+
+        What `spinenas top` ranks by default: the results comparable with the latest search's. None when no
+        search considered has a fingerprint.
+
+        Raises:
+          LookupError: an unknown search (the message lists the known ones).
+        """
+        with self._executor() as ex:
+            ids = None if searches is None else [search_id(ex, n) for n in searches]
+            return newest_fingerprint(ex, ids)
+
+    def fingerprint_summary(self) -> list[FingerprintSummary]:
+        """What the database holds per fingerprint: searches, completed trials, the newest search's name.
+
+        The fingerprint of the newest search comes first; searches and trials without a fingerprint are one entry
+        with ``fingerprint=None``.
+        """
+        with self._executor() as ex:
+            return fingerprint_summary(ex)

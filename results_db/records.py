@@ -9,6 +9,10 @@ from typing import Any
 
 # The statuses are plain strings here ('completed'), so a caller needs no SQLAlchemy import to compare them.
 
+# The longest result fingerprint the database holds (`trials.fingerprint`, `searches.fingerprint`): the search job
+# computes a short hash of what determines a trial's score; results_db only compares fingerprints for equality.
+FINGERPRINT_LENGTH = 16
+
 
 @dataclasses.dataclass(frozen=True)
 class SearchRecord:
@@ -23,6 +27,8 @@ class SearchRecord:
       family: the search space family, e.g. 'spinenet49'.
       status: 'running', 'completed', 'failed' or 'stopped'.
       created_at, updated_at, finished_at: UTC times (naive); finished_at is None until a final status is set.
+      fingerprint: the fingerprint of the search's config (None if not computed: a search from before schema
+        0002 until `spinenas db upgrade` backfills it).
     """
 
     id: int
@@ -35,6 +41,7 @@ class SearchRecord:
     created_at: datetime.datetime
     updated_at: datetime.datetime
     finished_at: datetime.datetime | None
+    fingerprint: str | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +99,8 @@ class TrialRecord:
       created_at, started_at, finished_at: UTC times (naive).
       wall_s: wall-clock seconds of the trial, as measured by the worker.
       finish_order: 1, 2, ... within the search, in completion order (None until finished).
+      fingerprint: what its score was measured under (evaluator, score-changing proxy settings, reward
+        function), as the search job computed it; None for a trial from before schema 0002 not backfilled yet.
     """
 
     id: int
@@ -111,6 +120,7 @@ class TrialRecord:
     finished_at: datetime.datetime | None
     wall_s: float | None
     finish_order: int | None
+    fingerprint: str | None
 
     @property
     def ap(self) -> float | None:
@@ -142,6 +152,41 @@ class KnownResult:
     wall_s: float | None
     flops: int | None
     params: int | None
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialReport:
+    """One point of a trial's learning curve: what the evaluator reported at a training step.
+
+    Attributes:
+      trial_id: the trial.
+      step: the training step reported at.
+      metrics: e.g. {'train_loss': 1.93, 'learning_rate': 0.08, 'images_per_s': 41.0}, or {'ap': 0.12} at an
+        intermediate evaluation; a value that was NaN or infinite (a diverged loss) is None.
+      created_at: UTC time it was stored (a re-run's report of the same step replaces the earlier one).
+    """
+
+    trial_id: int
+    step: int
+    metrics: Mapping[str, float | None]
+    created_at: datetime.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class FingerprintSummary:
+    """What the database holds under one result fingerprint, for `spinenas top` to say what it ranks.
+
+    Attributes:
+      fingerprint: the fingerprint (None: searches and trials that have none yet).
+      searches: searches whose own fingerprint it is, or that hold a trial with it.
+      completed: completed trials with this fingerprint (what `top(fingerprint=...)` ranks).
+      newest_search: the name of the newest (highest id) of those searches.
+    """
+
+    fingerprint: str | None
+    searches: int
+    completed: int
+    newest_search: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,8 +233,8 @@ class RankedArch:
       rank: 1, 2, ...
       arch_key, summary, flops, params: the arch.
       reward: the best reward of a completed trial of the arch.
-      trial_id, search, metrics, wall_s: that trial.
-      evaluations: completed trials of the arch in the searches considered.
+      trial_id, search, metrics, wall_s, fingerprint: that trial.
+      evaluations: completed trials of the arch in the searches (and the fingerprint) considered.
     """
 
     rank: int
@@ -203,6 +248,7 @@ class RankedArch:
     metrics: Mapping[str, Any]
     wall_s: float | None
     evaluations: int
+    fingerprint: str | None
 
     @property
     def ap(self) -> float | None:

@@ -8,10 +8,13 @@ transaction and returns plain records (`results_db.records`), never ORM rows.
 Example::
 
   store = ResultStore('sqlite:///runs/spinenas.db')
-  store.create_search('demo', config=yaml_text, seed=0, controller='ppo', family='spinenet49')
+  store.create_search('demo', config=yaml_text, seed=0, controller='ppo', family='spinenet49', fingerprint=fp)
   key = store.register_arch(arch, family='spinenet49')
-  [trial_id] = store.add_trials('demo', [NewTrial(key, decisions)], status='running', host='node-1')
-  store.finish_trial(trial_id, status='completed', reward=0.31, metrics={'ap': 0.31}, wall_s=812.0)
+  if store.find_result(key, fingerprint=fp) is None:
+      [trial_id] = store.add_trials('demo', [NewTrial(key, decisions)], status='running', host='node-1',
+                                    fingerprint=fp)
+      store.finish_trial(trial_id, status='completed', reward=0.31, metrics={'ap': 0.31}, wall_s=812.0,
+                         reports=[(100, {'train_loss': 1.9}), (200, {'train_loss': 1.4, 'ap': 0.2})])
   store.save_checkpoint('demo', step=1, state=controller.state_dict())
 """
 
@@ -62,10 +65,11 @@ from results_db.models import (
     SearchModel,
     SearchStatus,
     TrialModel,
+    TrialReportModel,
     TrialStatus,
     utcnow,
 )
-from results_db.queries import Executor, ReadAPI
+from results_db.queries import Executor, ReadAPI, check_fingerprint
 from results_db.records import CheckpointRecord, KnownResult, NewTrial, SearchRecord
 from results_db.url import resolve_url, sqlite_path
 from results_db.version import SCHEMA_VERSION, check_version
@@ -88,6 +92,7 @@ _SEARCHES = SearchModel.__table__
 _ARCHS = ArchModel.__table__
 _TRIALS = TrialModel.__table__
 _CHECKPOINTS = CheckpointModel.__table__
+_REPORTS = TrialReportModel.__table__
 
 
 def _finish_trial_statement() -> Any:
@@ -234,7 +239,78 @@ def _search_record(row: SearchModel) -> SearchRecord:
         created_at=row.created_at,
         updated_at=row.updated_at,
         finished_at=row.finished_at,
+        fingerprint=row.fingerprint,
     )
+
+
+_UPSERT_REPORT_STMTS: dict[str, Any] = {}
+
+
+def _upsert_reports_stmt(dialect: Any) -> Any:
+    """``INSERT INTO trial_reports .. ON CONFLICT (trial_id, step) DO UPDATE`` where the backend has it, else None.
+
+    A trial run again (the driver resumed after a crash, or Ray retried the task) reports the same steps again:
+    the newer report replaces the row of its step, in one statement for the whole batch.
+    """
+    if dialect.name not in ("sqlite", "postgresql"):
+        return None
+    stmt = _UPSERT_REPORT_STMTS.get(dialect.name)
+    if stmt is None:
+        if dialect.name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        else:
+            from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        ins = dialect_insert(_REPORTS)
+        stmt = ins.on_conflict_do_update(
+            index_elements=[_REPORTS.c.trial_id, _REPORTS.c.step],
+            set_={"metrics": ins.excluded.metrics, "created_at": ins.excluded.created_at},
+        )
+        _UPSERT_REPORT_STMTS[dialect.name] = stmt
+    return stmt
+
+
+def _check_step(value: Any) -> int:
+    if isinstance(value, bool) or not hasattr(value, "__index__") or int(value) < 0:
+        raise ValueError(f"a report's step must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def _report_metrics_json(metrics: Any, step: int) -> str:
+    # Floats only; NaN and inf become null rather than being dropped or refused: a diverged loss at step 300 is
+    # what the curve of a failed trial should show (and strict JSON has no NaN for the reader to parse).
+    if not isinstance(metrics, Mapping):
+        raise ValueError(f"the metrics of the report at step {step} must be a mapping, got {type(metrics).__name__}")
+    out: dict[str, float | None] = {}
+    for name, value in metrics.items():
+        if not isinstance(name, str):
+            raise ValueError(f"report metric names must be strings, got {name!r} at step {step}")
+        if value is None:
+            out[name] = None
+            continue
+        if isinstance(value, (bool, str, bytes)):
+            raise ValueError(f"report metric {name!r} at step {step} must be a number or None, got {value!r}")
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"report metric {name!r} at step {step} must be a number or None, got {value!r}"
+            ) from None
+        out[name] = f if math.isfinite(f) else None
+    return json.dumps(out, separators=(",", ":"), allow_nan=False)
+
+
+def _report_rows(trial_id: int, reports: Any) -> list[dict[str, Any]]:
+    """Rows for `trial_reports`, in step order; of two reports of one step the later one is kept."""
+    if isinstance(reports, (Mapping, str, bytes)) or not isinstance(reports, Iterable):
+        raise ValueError(f"reports must be a sequence of (step, metrics) pairs, got {type(reports).__name__}")
+    by_step: dict[int, str] = {}
+    for item in reports:
+        if isinstance(item, (str, bytes)) or not isinstance(item, Sequence) or len(item) != 2:
+            raise ValueError(f"each report must be a (step, metrics) pair, got {item!r}")
+        step = _check_step(item[0])
+        by_step[step] = _report_metrics_json(item[1], step)
+    now = utcnow()
+    return [{"trial_id": trial_id, "step": s, "metrics": m, "created_at": now} for s, m in sorted(by_step.items())]
 
 
 class ResultStore(ReadAPI):
@@ -455,22 +531,32 @@ class ResultStore(ReadAPI):
         self._search_ids[name] = record.id
         return record
 
-    def find_result(self, arch_key: str, *, include_failed: bool = False) -> KnownResult | None:
-        """The best finished result of an arch across all searches, or None: "this key already has a result".
+    def find_result(
+        self, arch_key: str, *, fingerprint: str | None, include_failed: bool = False
+    ) -> KnownResult | None:
+        """The best finished result of an arch under `fingerprint` across all searches, or None.
 
-        The completed trial with the highest reward wins (completed trials without a reward come last). With
-        `include_failed`, an arch that only ever failed gives its latest failed trial. A writer answers without a
-        query for a key it has never stored, or has stored itself and added no trial for yet.
+        Only trials with exactly this fingerprint count; a trial without one, and ``fingerprint=None``, match
+        nothing (see `ReadAPI.find_result`). The completed trial with the highest reward wins (completed trials
+        without a reward come last). With `include_failed`, an arch that only ever failed gives its latest failed
+        trial. A writer answers without a query for a key it has never stored, or has stored itself and added no
+        trial for yet (such a key has no result under any fingerprint).
+
+        Raises:
+          ValueError: a fingerprint that is not a string of 1..16 characters (or None).
         """
+        fingerprint = check_fingerprint(fingerprint)
         # The driver proposes mostly new archs; a writer knows every key stored when it opened and every key it
         # stored since, so those lookups cost no query. (A key that another process registered after this store
         # opened is seen after reopening; the worst case is one repeated evaluation, not a wrong result.)
         # The driver registers a proposal's arch before it looks the key up: a key this store has just inserted
         # has no trial yet, so no result either (the same caveat: another writer's trial of it in between is not
         # seen).
-        if not self.readonly and (arch_key not in self._arch_keys or arch_key in self._trialless_keys):
+        if fingerprint is None or (
+            not self.readonly and (arch_key not in self._arch_keys or arch_key in self._trialless_keys)
+        ):
             return None
-        return super().find_result(arch_key, include_failed=include_failed)
+        return super().find_result(arch_key, fingerprint=fingerprint, include_failed=include_failed)
 
     @contextmanager
     def _write_conn(self) -> Iterator[Connection]:
@@ -511,6 +597,7 @@ class ResultStore(ReadAPI):
         seed: int | None = None,
         controller: str = "",
         family: str = "",
+        fingerprint: str | None = None,
     ) -> SearchRecord:
         """Creates a search, with status 'running'.
 
@@ -520,16 +607,19 @@ class ResultStore(ReadAPI):
           seed: the search's seed.
           controller: the controller's name ('ppo', 'random', 'evolution', ...).
           family: the search space family ('spinenet49', ...).
+          fingerprint: the fingerprint of the config (computed by the search job); give the same to
+            `add_trials` for the search's trials.
 
         Returns:
           The new search.
 
         Raises:
           DuplicateSearchError: a search with this name exists (resume it with `open_search`).
-          ValueError: an empty or too long name.
+          ValueError: an empty or too long name, a fingerprint that is not a string of 1..16 characters.
         """
         if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH:
             raise ValueError(f"search name must be 1..{MAX_NAME_LENGTH} characters, got {name!r}")
+        fingerprint = check_fingerprint(fingerprint)
         if isinstance(config, Mapping):
             config = json.dumps(config, indent=2, sort_keys=True)
         try:
@@ -547,6 +637,7 @@ class ResultStore(ReadAPI):
                     controller=controller,
                     family=family,
                     status=SearchStatus.RUNNING,
+                    fingerprint=fingerprint,
                 )
                 session.add(row)
                 session.flush()
@@ -572,6 +663,29 @@ class ResultStore(ReadAPI):
                 .where(SearchModel.id == sid)
                 .values(status=st, updated_at=now, finished_at=None if st == SearchStatus.RUNNING else now)
             )
+
+    def set_search_fingerprint(self, name: str, fingerprint: str) -> int:
+        """Sets a search's fingerprint, and that of its trials that have none, in one transaction.
+
+        The backfill of a search written before schema 0002: `spinenas db upgrade` computes the fingerprint from
+        the search's stored config. Trials that already have a fingerprint keep it. The search's `updated_at` is
+        left alone (it dates the search's own progress).
+
+        Returns:
+          How many trials got the fingerprint.
+
+        Raises:
+          LookupError: unknown search. ValueError: a fingerprint that is not a string of 1..16 characters.
+        """
+        fingerprint = check_fingerprint(fingerprint, allow_none=False)
+        with self._write_conn() as conn:
+            sid = self._search_id_conn(name, conn)
+            conn.execute(_SEARCHES.update().where(_SEARCHES.c.id == sid).values(fingerprint=fingerprint))
+            return conn.execute(
+                _TRIALS.update()
+                .where(_TRIALS.c.search_id == sid, _TRIALS.c.fingerprint.is_(None))
+                .values(fingerprint=fingerprint)
+            ).rowcount
 
     # ------------------------------------------------------------------------------------------- archs
     def register_arch(
@@ -662,6 +776,7 @@ class ResultStore(ReadAPI):
         *,
         status: str | TrialStatus = TrialStatus.QUEUED,
         host: str | None = None,
+        fingerprint: str | None = None,
     ) -> list[int]:
         """Adds trials to a search in one transaction and returns their ids, in order.
 
@@ -673,11 +788,14 @@ class ResultStore(ReadAPI):
           trials: `NewTrial(arch_key, decisions)` or ``(arch_key, decisions)`` pairs; every arch registered.
           status: 'queued' or 'running'.
           host: the worker host, for running trials.
+          fingerprint: what the trials' scores are measured under (the search job's fingerprint); only trials
+            with the fingerprint a lookup gives are found by `find_result` and ranked by `top(fingerprint=)`.
 
         Raises:
-          LookupError: unknown search or unregistered arch key. ValueError: bad status or decisions.
+          LookupError: unknown search or unregistered arch key. ValueError: bad status, decisions or fingerprint.
         """
         st = _check_status(status, (TrialStatus.QUEUED, TrialStatus.RUNNING), "status of a new trial")
+        fingerprint = check_fingerprint(fingerprint)
         items = [t if isinstance(t, NewTrial) else NewTrial(*t) for t in trials]
         if not items:
             return []
@@ -710,6 +828,7 @@ class ResultStore(ReadAPI):
                     "host": host if running else None,
                     "created_at": now,
                     "started_at": now if running else None,
+                    "fingerprint": fingerprint,
                 }
                 for i, (t, d) in enumerate(zip(items, decisions))
             ]
@@ -787,8 +906,12 @@ class ResultStore(ReadAPI):
         params: int | None = None,
         cached_from: int | None = None,
         host: str | None = None,
+        reports: Iterable[tuple[int, Mapping[str, Any]]] | None = None,
     ) -> None:
         """Records a trial's outcome, in one transaction: status, reward, metrics, error, times and the arch's cost.
+
+        With `reports`, the trial's learning curve is written in the same transaction (the search job's one write
+        per trial); see `add_reports`.
 
         Args:
           trial_id: the trial.
@@ -801,10 +924,11 @@ class ResultStore(ReadAPI):
           flops, params: the proxy detector's cost; stored on the arch if it had none.
           cached_from: the trial whose result a cached trial reuses.
           host: the worker host that ran it (the host given to `start_trial` is kept when None).
+          reports: ``(step, metrics)`` pairs, as for `add_reports`; nothing is written if the finish fails.
 
         Raises:
           LookupError: unknown trial. RuntimeError: the trial has already finished. ValueError: a bad value
-          (a NaN or infinite reward, an unknown status).
+          (a NaN or infinite reward, an unknown status, a malformed report).
         """
         st = _check_status(status, (TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.CACHED), "final status")
         reward = _check_number(reward, "reward")
@@ -814,6 +938,7 @@ class ResultStore(ReadAPI):
             metrics_json = None if metrics is None else json.dumps(dict(metrics), separators=(",", ":"))
         except (TypeError, ValueError) as e:
             raise ValueError(f"metrics must be a JSON-able mapping, got an error: {e}") from None
+        report_rows = [] if reports is None else _report_rows(trial_id, reports)
         values = {
             "status": st,
             "reward": reward,
@@ -829,6 +954,61 @@ class ResultStore(ReadAPI):
                 self._raise_not_open(trial_id, conn, "finish")
             if flops is not None or params is not None:
                 conn.execute(_SET_ARCH_COST, {"trial_id": trial_id, "flops": flops, "params": params})
+            if report_rows:
+                self._upsert_reports(conn, report_rows)
+
+    # ------------------------------------------------------------------------------------------- reports
+    def add_reports(self, trial_id: int, reports: Iterable[tuple[int, Mapping[str, Any]]]) -> int:
+        """Stores reports of a trial (points of its learning curve) in one transaction; returns how many.
+
+        A report of a step the trial already has replaces it: a trial run again after a driver crash, or retried
+        by Ray, reports the same steps again. The trial may be in any status.
+
+        Args:
+          trial_id: the trial.
+          reports: ``(step, metrics)`` pairs: a non-negative training step and a mapping of metric name to
+            number, e.g. ``(300, {'train_loss': 1.7, 'learning_rate': 0.08, 'images_per_s': 40.5})``. Numbers
+            are stored as floats; NaN and infinite values (a diverged loss) are stored as None, the rest of the
+            report kept. Of two reports of one step in `reports` the later one is kept.
+
+        Raises:
+          LookupError: unknown trial. ValueError: a malformed report (a negative step, a metric that is not a
+          number or None).
+
+        Example::
+
+          store.add_reports(trial_id, [(100, {'train_loss': 2.31}), (200, {'train_loss': float('nan')})])
+          store.reports([trial_id])[trial_id][-1].metrics      # {'train_loss': None}
+        """
+        rows = _report_rows(trial_id, reports)
+        if not rows:
+            return 0
+        try:
+            with self._write_conn() as conn:
+                self._upsert_reports(conn, rows)
+        except sa_exc.IntegrityError:
+            # The only constraint a checked report can break is the trial's foreign key.
+            with self._executor() as ex:
+                known = list(ex("SELECT 1 FROM trials WHERE id = :id", {"id": trial_id}))
+            if not known:
+                raise LookupError(f"unknown trial id {trial_id!r}") from None
+            raise
+        return len(rows)
+
+    @staticmethod
+    def _upsert_reports(conn: Connection, rows: list[dict[str, Any]]) -> None:
+        stmt = _upsert_reports_stmt(conn.dialect)
+        if stmt is not None:
+            conn.execute(stmt, rows)
+            return
+        for row in rows:  # other backends: update the step's row, or insert it
+            replaced = conn.execute(
+                _REPORTS.update()
+                .where(_REPORTS.c.trial_id == row["trial_id"], _REPORTS.c.step == row["step"])
+                .values(metrics=row["metrics"], created_at=row["created_at"])
+            ).rowcount
+            if not replaced:
+                conn.execute(_REPORTS.insert(), row)
 
     # ------------------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self, search: str, step: int, state: Mapping[str, Any], *, keep: int | None = 3) -> None:

@@ -12,7 +12,7 @@ from results_db import DatabaseOpenError, ResultReader, ResultStore, SchemaVersi
 from results_db.migrate import revisions, upgrade
 from results_db.models import BaseModel
 from results_db.version import SCHEMA_HISTORY, SCHEMA_VERSION
-from tests.results_db.fixtures import make_db
+from tests.results_db.fixtures import assert_0001_upgrades, make_0001_db, make_db
 
 
 def _schema_diff(url: str) -> list:
@@ -113,3 +113,24 @@ def test_db_upgrade_command(tmp_path, capsys):
     assert f"(empty) -> {SCHEMA_VERSION}" in capsys.readouterr().out
     assert cli.main(["db", "upgrade", "--db", str(path)]) == 0
     assert f"already at schema version {SCHEMA_VERSION}" in capsys.readouterr().out
+
+
+def test_a_0001_database_upgrades_to_0002_with_every_row(tmp_path):
+    """Searches, archs, trials and checkpoints written at revision 0001 survive `upgrade`; the store then opens it."""
+    assert_0001_upgrades("sqlite:///" + str(tmp_path / "old.db"))
+    with sqlite3.connect(tmp_path / "old.db") as c:
+        assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert c.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+def test_a_0001_database_is_refused_until_upgraded(tmp_path, capsys):
+    path = tmp_path / "old.db"
+    make_0001_db("sqlite:///" + str(path))
+    for opener in (ResultReader, ResultStore):
+        with pytest.raises(SchemaVersionError, match="schema version 0001, this spinenas uses 0002"):
+            opener(str(path))
+    assert cli.main(["db", "upgrade", "--db", str(path)]) == 0
+    assert "schema version 0001 -> 0002" in capsys.readouterr().out
+    with ResultReader(str(path)) as r:
+        assert [s.name for s in r.list_searches()] == ["old-ppo", "old-random"]
