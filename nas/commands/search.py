@@ -272,12 +272,33 @@ def _run(cfg: Any, name: str, store: Any, url: str, args: argparse.Namespace, fa
     return 130 if outcome.interrupted else 0
 
 
+class _LazyChoices:
+    """An argparse `choices` read from a registry when first needed: building the parser imports no registry
+    (the controller registry loads numpy, which `spinenas top` must not). Give the argument a `metavar`:
+    argparse lists the choices in the usage line otherwise, when the parser is built."""
+
+    def __init__(self, module: str, function: str) -> None:
+        self._where = (module, function)
+        self._names: tuple[str, ...] | None = None
+
+    def _get(self) -> tuple[str, ...]:
+        if self._names is None:
+            import importlib
+
+            module, function = self._where
+            self._names = tuple(getattr(importlib.import_module(module), function)())
+        return self._names
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._get()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+
 def register(sub: Any) -> None:
     """Adds `search` to the `spinenas` subcommands."""
-    from controller import controller_names
     from nas.config import REWARDS
-    from nas.runners import runner_names
-    from proxy_task.evaluator import evaluator_names
     from results_db.url import DB_HELP
 
     p = sub.add_parser(
@@ -296,7 +317,7 @@ def register(sub: Any) -> None:
     p.add_argument("--name", help="the search's name (default: PRESET-DATE-TIME)")
     p.add_argument("--db", help=DB_HELP)
     p.add_argument("--resume", metavar="NAME", help="continue the stored search NAME")
-    p.add_argument("--controller", choices=controller_names(),
+    p.add_argument("--controller", choices=_LazyChoices("controller", "controller_names"), metavar="NAME",
                    help="ppo (paper), evolution or random (controller.type; its settings: --set controller.ppo.KEY=V)")
     p.add_argument("--family", help="search space: r35-sp18, r23-sp30, r14-sp39, r0-sp53, spinenet49")
     p.add_argument("--trials", type=int, help="trials to finish (completed, failed and cached count)")
@@ -304,12 +325,12 @@ def register(sub: Any) -> None:
     p.add_argument("--cpus-per-trial", type=float, help="Ray CPUs per trial (TF threads)")
     p.add_argument("--gpus-per-trial", type=float, help="Ray GPUs per trial")
     p.add_argument("--trial-timeout", type=float, metavar="S", help="fail a trial still running after S seconds")
-    p.add_argument("--evaluator", choices=evaluator_names(),
+    p.add_argument("--evaluator", choices=_LazyChoices("proxy_task.evaluator", "evaluator_names"), metavar="NAME",
                    help="retinanet (the proxy task) or surrogate (instant structural reward, for tests) "
                         "(evaluator.type)")
     p.add_argument("--surrogate-duration", type=float, metavar="S",
                    help="simulated seconds per surrogate trial (evaluator.surrogate.duration_s)")
-    p.add_argument("--runner", choices=runner_names(),
+    p.add_argument("--runner", choices=_LazyChoices("nas.runners", "runner_names"), metavar="NAME",
                    help="ray (default: Ray tasks here or on --address) or local (child processes, no Ray; "
                         "--set runner.local.in_process=true runs TF-free trials in this process) (runner.type)")
     p.add_argument("--reward", choices=REWARDS, help="ap, or ap-flops (MnasNet-style, needs --target-flops)")

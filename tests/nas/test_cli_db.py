@@ -57,25 +57,41 @@ def test_searches(capsys, db):
     assert rows["ppo-1"]["counts"]["failed"] == 1
 
 
-def test_top_table_json_csv(capsys, db):
+def test_top_ranks_within_the_newest_searchs_fingerprint_by_default(capsys, db):
     path, facts = db
+    # 'random-1' (newer) has no fingerprint (written before schema 0002, never upgraded): 'ppo-1''s is the newest.
     code, out, _ = run(capsys, "top", "--db", path, "-k", "3")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split()[:6] == ["rank", "key", "reward", "AP", "FLOPs", "params"]
-    assert lines[2].split()[:3] == ["1", facts["key49"], "0.9000"]
-    assert SPINENET_49.summary() in lines[2] and "random-1" in lines[2]  # several searches: a search column
+    assert lines[0].startswith("ranking fingerprint fp-ppo") and "1 other fingerprint" in lines[0]
+    assert lines[1].split()[:6] == ["rank", "key", "reward", "AP", "FLOPs", "params"]
+    assert facts["key49"] not in out and "random-1" not in out
     code, out, _ = run(capsys, "top", "--db", path, "-k", "3", "--json")
+    assert {r["fingerprint"] for r in json.loads(out)} == {"fp-ppo"}
+    code, out, _ = run(capsys, "top", "--db", path, "-k", "3", "--search", "random-1", "--json")
+    assert [r["key"] for r in json.loads(out)] == [facts["key49"]]  # no fingerprint to rank within: its own trials
+
+
+def test_top_table_json_csv(capsys, db):
+    path, facts = db
+    code, out, _ = run(capsys, "top", "--db", path, "-k", "3", "--all-fingerprints")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("ranking results of every fingerprint")
+    assert lines[1].split()[:6] == ["rank", "key", "reward", "AP", "FLOPs", "params"]
+    assert lines[3].split()[:3] == ["1", facts["key49"], "0.9000"]
+    assert SPINENET_49.summary() in lines[3] and "random-1" in lines[3]  # several searches: a search column
+    code, out, _ = run(capsys, "top", "--db", path, "-k", "3", "--json", "--all-fingerprints")
     rows = json.loads(out)
     assert [r["rank"] for r in rows] == [1, 2, 3] and rows[0]["key"] == facts["key49"]
     assert rows[0]["flops"] == int(2.5e9) and rows[0]["wall_s"] == 1234.5 and rows[0]["ap"] == 0.9
-    code, out, _ = run(capsys, "top", "--db", path, "-k", "3", "--csv")
+    code, out, _ = run(capsys, "top", "--db", path, "-k", "3", "--csv", "--all-fingerprints")
     parsed = list(csv.DictReader(io.StringIO(out)))
     assert [r["key"] for r in parsed] == [r["key"] for r in rows]
     code, out, _ = run(capsys, "top", "--db", path, "--search", "ppo-1", "--max-flops", "1e9", "--json")
     rows = json.loads(out)
     assert rows and all(r["search"] == "ppo-1" and r["flops"] <= 1e9 for r in rows)
-    code, out, _ = run(capsys, "top", "--db", path, "--max-flops", "1", "--json")
+    code, out, _ = run(capsys, "top", "--db", path, "--max-flops", "1", "--json", "--all-fingerprints")
     assert json.loads(out) == []
 
 

@@ -307,12 +307,12 @@ def test_a_cooperative_stop_ends_a_trial_at_its_next_report_with_what_it_has(tmp
     from nas.runners import TrialTask, build_runner
     from search_space import SPINENET_49
 
-    cfg = cfg_of(in_process=in_process, proxy={"train_steps": 400, "eval_at_steps": (100,)})
+    cfg = cfg_of(in_process=in_process, duration=2.0, proxy={"train_steps": 400, "eval_at_steps": (100,)})
     seen = []
 
     def on_report(trial_id, step, metrics):
         seen.append(step)
-        if step == 150:
+        if step == 150 and trial_id == 7:
             runner.stop(trial_id)
 
     runner = build_runner("local", cfg.runner.get(), spec=trial_spec(cfg), cpus=1.0, gpus=0.0, on_report=on_report)

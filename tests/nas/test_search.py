@@ -96,7 +96,7 @@ def test_a_cooperative_stop_on_ray_ends_the_trial_at_its_next_report(ray_cluster
 
     def on_report(trial_id, step, metrics):
         seen.append(step)
-        if step == 150:
+        if step == 150 and trial_id == 7:
             runner.stop(trial_id)
 
     runner = build_runner("ray", cfg.runner.get(), spec=trial_spec(cfg), cpus=1.0, gpus=0.0, on_report=on_report)
