@@ -5,6 +5,7 @@ bad input. The driver's logic without Ray is in test_driver.py."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import sqlite3
@@ -238,3 +239,23 @@ def test_a_search_on_the_local_runner_needs_no_ray(tmp_path):
     assert [t.status for t in store.trials("loc")].count("completed") + [
         t.status for t in store.trials("loc")].count("cached") == 30
     assert "type: local" in store.open_search("loc").config
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+def test_the_console_shows_no_tensorflow_noise_and_the_log_keeps_it(tmp_path):
+    # A new user's shell: no TF_CPP_MIN_LOG_LEVEL. The PPO controller imports TensorFlow in the driver.
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    db = tmp_path / "r.db"
+    proc = _spinenas("search", "--runner", "local", "--set", "runner.local.in_process=true", "--evaluator",
+                     "surrogate", "--controller", "ppo", "--trials", "3", "--cpus-per-trial", "1", "--name", "quiet",
+                     "--db", str(db), "--set", "proxy.train_steps=100", "--top", "0", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    console = proc.stdout + proc.stderr
+    noise = [ln for ln in console.splitlines()
+             if re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] ", ln) or "absl" in ln or "oneDNN" in ln
+             or "cuda" in ln.lower() or "tensorflow" in ln.lower()]
+    assert noise == [], noise
+    assert "[3/3]" in proc.stdout
+    log = (tmp_path / "runs" / "quiet" / "search.log").read_text()
+    assert "oneDNN" in log or "cuda" in log  # TensorFlow's own lines went to the log file
