@@ -137,15 +137,23 @@ def test_cli_proxy_run_json(tiny_dataset, tmp_path):
     spec.write_text(SPINENET_49.canonical().to_json())
     sets = [f"proxy.data.kind=dir", f"proxy.data.path={tiny_dataset.root}"] + [
         f"proxy.{k}={v}" for k, v in TINY.items() if k != "train_steps"]
-    cmd = [sys.executable, "-m", "nas.cli", "proxy", "run", "--arch", str(spec), "--steps", "4", "--json"]
+    cmd = [sys.executable, "-m", "nas.cli", "proxy", "run", "--arch", str(spec), "--steps", "5", "--json",
+           "--set", "proxy.eval_at_steps=[2,4]"]
     for s in sets:
         cmd += ["--set", s]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)
-    for key in ("ap", "ap50", "ap75", "params", "flops", "images_per_s", "trace_s", "wall_s", "error"):
+    for key in ("ap", "ap50", "ap75", "params", "flops", "images_per_s", "trace_s", "wall_s", "error", "curve"):
         assert key in out
-    assert out["error"] is None and out["key"] == SPINENET_49.key and out["steps"] == 4
+    assert out["error"] is None and out["key"] == SPINENET_49.key and out["steps"] == 5
+    # The curve: log_every=2 and the last step, evaluations at 2, 4 and (the final one) 5.
+    curve = out["curve"]
+    assert [p["step"] for p in curve] == [2, 4, 5]
+    assert all("loss" in p and "learning_rate" in p and "ap" in p for p in curve)
+    assert curve[-1]["ap"] == out["ap"]
+    # One progress line per report on stderr.
+    assert sum(" step 4/5 " in line and "AP " in line for line in proc.stderr.splitlines()) == 1
     assert dataclasses.is_dataclass(ProxyConfig)
 
 
