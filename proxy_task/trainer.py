@@ -5,12 +5,20 @@ Everything of the detector is Model Garden's: the experiment config (`retinanet_
 TFRecords, its optimizer factory and its `COCOEvaluator` (pycocotools) over the split's annotation file. This
 module only drives the steps, times them and turns failures into data.
 
+`run_trial` is three parts: `_build_trial` (experiment config, task, model, optimizer and its slots, the training
+input), `_train` (chunks of steps inside one tf.function call, ending at every report and evaluation step) and
+`_CocoEvaluation` (the COCO evaluation, one traced `val_step` for all of a trial's evaluations). The learning
+curve goes to a `Reporter` (`proxy_task.evaluator`); the log lines that repeat a report carry its step as the
+record attribute ``report_step``, so a caller that shows the reports itself can filter them out.
+
 Run a trial in a process of its own (the CLI and the Ray task do): TensorFlow keeps graphs and memory for the
 life of a process, and the thread pools can only be sized before the first op.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import logging
 import math
 import os
@@ -22,6 +30,7 @@ from typing import Any
 
 from proxy_task.config import ProxyConfig
 from proxy_task.data import DatasetInfo
+from proxy_task.evaluator import Reporter, no_report
 from proxy_task.result import ProxyResult
 from search_space import ArchSpec
 
@@ -185,130 +194,274 @@ def count_flops(model: Any, image_size: int) -> int:
     return int(ops // 2) if ops else 0
 
 
+@dataclasses.dataclass
+class _TrialParts:
+    """The Model Garden objects of one trial, built once by `_build_trial`."""
+
+    exp: Any
+    task: Any
+    model: Any
+    optimizer: Any
+    train_metrics: Any
+    train_iter: Any
+
+
+def _build_trial(arch: ArchSpec, cfg: ProxyConfig, dataset: DatasetInfo) -> _TrialParts:
+    """The experiment config, the task, the model (variables built), the optimizer (slots built), the train input."""
+    import tensorflow as tf
+    from official.core import task_factory
+
+    exp = build_experiment(arch, cfg, dataset)
+    task = task_factory.get_task(exp.task)
+    model = task.build_model()
+    # One eager pass builds the head's lazily created variables, so the train step traces once.
+    model(tf.zeros([1, cfg.image_size, cfg.image_size, 3]), training=True)
+    optimizer = task.create_optimizer(exp.trainer.optimizer_config, exp.runtime)
+    _create_optimizer_slots(optimizer, model.trainable_variables)
+    train_metrics = task.build_metrics(training=True)
+    train_iter = iter(_deterministic_inputs(task.build_inputs(exp.task.train_data), cfg))
+    return _TrialParts(exp, task, model, optimizer, train_metrics, train_iter)
+
+
+def _learning_rate(optimizer: Any) -> float:
+    """The schedule's rate (warmup included) at `optimizer.iterations`, as Model Garden's trainer logs it."""
+    lr = optimizer.learning_rate
+    return float(lr(optimizer.iterations) if callable(lr) else lr)
+
+
+class _CocoEvaluation:
+    """COCO evaluation of a trial's model on the whole validation split, callable any number of times.
+
+    The validation input, Model Garden's `COCOEvaluator` and the `val_step` tf.function are made at the first call
+    (so a trial without intermediate evaluations builds them where it always did, after training) and reused by
+    every later one; `aggregate_logs` resets the COCO metric at each evaluation's first batch.
+    """
+
+    def __init__(self, parts: _TrialParts) -> None:
+        self._parts = parts
+        self._dataset: Any = None
+        self._val_step: Any = None
+
+    def __call__(self) -> dict[str, float]:
+        """Runs one evaluation: our metric names (ap, ap50, ... ar100) and its seconds as `eval_s`."""
+        t0 = time.time()
+        task, model = self._parts.task, self._parts.model
+        if self._val_step is None:
+            import tensorflow as tf
+
+            task.build_metrics(training=False)
+            self._dataset = task.build_inputs(self._parts.exp.task.validation_data)
+
+            @tf.function
+            def val_step(inputs: Any) -> dict[str, Any]:
+                return task.validation_step(inputs, model)
+
+            self._val_step = val_step
+        state = None
+        for batch in itertools.islice(self._dataset, self._parts.exp.trainer.validation_steps):
+            state = task.aggregate_logs(state=state, step_outputs=self._val_step(batch))
+        coco = task.reduce_aggregated_logs(state)
+        out = {ours: float(coco[theirs]) for theirs, ours in _METRIC_NAMES.items() if theirs in coco}
+        out["eval_s"] = time.time() - t0
+        return out
+
+
+def _train(
+    parts: _TrialParts,
+    cfg: ProxyConfig,
+    metrics: dict[str, float],
+    *,
+    evaluate: Callable[[], dict[str, float]],
+    report: Reporter,
+    label: str,
+) -> tuple[int | None, dict[str, float]]:
+    """Trains `cfg.train_steps` steps in chunks, reporting the curve and running the intermediate evaluations.
+
+    Every `cfg.log_every` steps and at each step of `cfg.eval_at_steps` it calls ``report(step, ...)`` once (see
+    `run_trial` for the keys); the report of the last step is left to the caller, which evaluates first.
+    Fills `metrics` with the training timings and losses (and the latest intermediate evaluation).
+
+    Returns:
+      (the step at which `report` asked to stop, or None when training ran to its end; the training part of the
+      last step's report).
+
+    Raises:
+      TrialError: a non-finite loss, a non-finite intermediate AP, or divergence at the end of training.
+    """
+    import tensorflow as tf
+
+    task, model, optimizer, train_metrics = parts.task, parts.model, parts.optimizer, parts.train_metrics
+
+    @tf.function
+    def train_loop(iterator: Any, steps: Any) -> Any:
+        # As Model Garden's orbit trainer does: a chunk of steps inside one function call, no Python per step.
+        losses = tf.TensorArray(tf.float32, size=steps)
+        for i in tf.range(steps):
+            logs = task.train_step(next(iterator), model, optimizer, metrics=train_metrics)
+            losses = losses.write(i, tf.cast(logs[task.loss], tf.float32))
+        return losses.stack()
+
+    eval_steps = set(cfg.eval_at_steps)
+    losses: list[float] = []
+    t_train = time.time()
+    paused_s = 0.0  # intermediate evaluations and report calls: not training time
+    steady_s = 0.0  # the chunks after the first (tracing) one
+    window_start, window_s, window_timed = 0, 0.0, 0  # since the previous log_every report
+    stopped_at: int | None = None
+    last: dict[str, float] = {}
+    step = 0
+    while step < cfg.train_steps:
+        # The first call is one step (it traces); later chunks end at every report step and evaluation step.
+        if step == 0:
+            n = 1
+        else:
+            n = min(cfg.log_every - step % cfg.log_every, cfg.train_steps - step)
+            n = min([n] + [s - step for s in cfg.eval_at_steps if s > step])
+        t0 = time.time()
+        chunk = train_loop(parts.train_iter, tf.constant(n, tf.int32)).numpy().tolist()
+        chunk_s = time.time() - t0
+        if step == 0:
+            metrics["trace_s"] = chunk_s
+        else:
+            steady_s += chunk_s
+            window_s += chunk_s
+            window_timed += n
+        for loss in chunk:
+            step += 1
+            losses.append(loss)
+            if not math.isfinite(loss):
+                raise TrialError(f"training loss became {loss} at step {step}")
+        t_pause = time.time()
+        out: dict[str, float] = {}
+        if step % cfg.log_every == 0 or step == cfg.train_steps:
+            window = losses[window_start:]
+            # Images/s of the window's untraced steps; a window of the traced first step alone has only that.
+            timed_s, timed = (window_s, window_timed) if window_timed else (metrics["trace_s"], 1)
+            out = {"loss": sum(window) / len(window), "learning_rate": _learning_rate(optimizer),
+                   "images_per_s": cfg.batch_size * timed / timed_s if timed_s > 0 else 0.0}
+            window_start, window_s, window_timed = step, 0.0, 0
+            logger.info("[%s] step %d/%d loss %.4f lr %.3g (%.2f s/step)", label, step,
+                        cfg.train_steps, out["loss"], out["learning_rate"], steady_s / max(1, step - 1),
+                        extra={"report_step": step})
+        if step == cfg.train_steps:
+            last = out
+            break
+        if step in eval_steps:
+            coco = evaluate()
+            _check_ap(coco, step)
+            metrics.update(coco)
+            out.update(coco)
+            logger.info("[%s] step %d/%d AP %.4f AP50 %.4f (evaluation %.1f s)", label, step, cfg.train_steps,
+                        coco.get("ap", float("nan")), coco.get("ap50", float("nan")), coco["eval_s"],
+                        extra={"report_step": step})
+        stop = bool(out) and report(step, out)
+        paused_s += time.time() - t_pause
+        if stop:
+            stopped_at = step
+            logger.info("[%s] stopped at step %d/%d", label, step, cfg.train_steps)
+            break
+
+    # `steps` is the optimizer steps taken: train_steps, or the step of a stop.
+    steady_steps = max(1, step - 1)
+    metrics["train_s"] = time.time() - t_train - paused_s
+    metrics["step_s"] = steady_s / steady_steps
+    metrics["images_per_s"] = cfg.batch_size * steady_steps / steady_s if steady_s > 0 else 0.0
+    metrics["steps"] = float(step)
+    tail = max(1, len(losses) // 10)
+    metrics["train_loss"] = sum(losses[-tail:]) / tail
+    metrics["initial_loss"] = sum(losses[:10]) / min(10, len(losses))
+    # Divergence is a property of a whole training; a stopped trial is not judged by it.
+    if stopped_at is None and len(losses) >= 20 and metrics["train_loss"] > cfg.divergence_factor * metrics[
+            "initial_loss"]:
+        raise TrialError(
+            f"training diverged: mean loss of the last {tail} steps {metrics['train_loss']:.3f} > "
+            f"{cfg.divergence_factor} x the first 10 steps' {metrics['initial_loss']:.3f}"
+        )
+    return stopped_at, last
+
+
+def _check_ap(coco: dict[str, float], step: int) -> None:
+    ap = coco.get("ap", float("nan"))
+    if not math.isfinite(ap):
+        raise TrialError(f"COCO AP is {ap} at step {step}")
+
+
 def run_trial(
     arch: ArchSpec,
     cfg: ProxyConfig,
     dataset: DatasetInfo,
     *,
     trial_label: str = "trial",
-    on_step: Callable[[int, float], None] | None = None,
+    report: Reporter = no_report,
 ) -> ProxyResult:
     """Trains and evaluates one architecture; never raises for a failed trial (see `ProxyResult.error`).
+
+    The learning curve goes to `report`, one call per step that has something to report:
+
+    - every `cfg.log_every` steps and at the last step: ``loss`` (the mean training loss of the steps since the
+      previous such report), ``learning_rate`` (the schedule's rate, warmup included, at the optimizer's step
+      count after that step, as Model Garden's trainer logs it) and ``images_per_s`` (training images/s of those
+      steps, the traced first step left out unless it is the only one; no evaluation time);
+    - at each step of `cfg.eval_at_steps` and at the last step: the COCO metrics of an evaluation on the whole
+      proxy-val set, ``ap``, ``ap50``, ``ap75``, ``aps``, ``apm``, ``apl``, ``ar100`` and its ``eval_s``.
+
+    A step with both gets one call with both. When `report` returns True the trial stops at once: no more training
+    and no final evaluation; the result then has ``stopped_at`` set, no error, and the metrics measured so far
+    (``steps`` is the optimizer steps taken, i.e. the stop's step; train_loss, step_s and images_per_s are over
+    those steps; the latest intermediate evaluation's metrics stand as ap, ap50, ..., eval_s; FLOPs are still
+    counted; the divergence test is skipped). The report of the last step comes after the final evaluation; its
+    answer is moot. Intermediate evaluations do not change the training (the same losses and final AP as
+    without them); the final ``eval_s`` is then shorter, as the evaluation is already built and traced.
 
     Args:
       arch: the architecture.
       cfg: the proxy settings.
       dataset: a ready dataset (`proxy_task.data.ensure_dataset`).
       trial_label: tags the log lines, e.g. 'trial 12'.
-      on_step: called after every training step with (step, loss).
+      report: the `Reporter` of the learning curve (default: nobody watches).
+
+    Returns:
+      The trial's `ProxyResult`.
     """
     t_start = time.time()
     metrics: dict[str, float] = {}
     params: int | None = None
     flops: int | None = None
+    stopped_at: int | None = None
     try:
         t0 = time.time()
         configure_tensorflow(cfg)
-        import tensorflow as tf
-        from official.core import task_factory
+        from official.core import task_factory  # noqa: F401 - timed here, not in build_s
 
         from proxy_task import builder  # noqa: F401 - registers the backbone and the experiment
 
         metrics["import_s"] = time.time() - t0
 
         t0 = time.time()
-        exp = build_experiment(arch, cfg, dataset)
-        task = task_factory.get_task(exp.task)
-        model = task.build_model()
-        # One eager pass builds the head's lazily created variables, so the train step traces once.
-        model(tf.zeros([1, cfg.image_size, cfg.image_size, 3]), training=True)
-        params = int(model.count_params())
-        optimizer = task.create_optimizer(exp.trainer.optimizer_config, exp.runtime)
-        _create_optimizer_slots(optimizer, model.trainable_variables)
-        train_metrics = task.build_metrics(training=True)
-        train_iter = iter(_deterministic_inputs(task.build_inputs(exp.task.train_data), cfg))
+        parts = _build_trial(arch, cfg, dataset)
+        params = int(parts.model.count_params())
         metrics["build_s"] = time.time() - t0
         logger.info("[%s] built: %d params, %.1f s", trial_label, params, metrics["build_s"])
 
-        @tf.function
-        def train_loop(iterator: Any, steps: Any) -> Any:
-            # As Model Garden's orbit trainer does: a chunk of steps inside one function call, no Python per step.
-            losses = tf.TensorArray(tf.float32, size=steps)
-            for i in tf.range(steps):
-                logs = task.train_step(next(iterator), model, optimizer, metrics=train_metrics)
-                losses = losses.write(i, tf.cast(logs[task.loss], tf.float32))
-            return losses.stack()
-
-        losses: list[float] = []
-        t_train = time.time()
-        steady_start = None
-        step = 0
-        while step < cfg.train_steps:
-            # The first call is one step (it traces); later chunks end on multiples of log_every.
-            n = 1 if step == 0 else min(cfg.log_every - step % cfg.log_every, cfg.train_steps - step)
-            chunk = train_loop(train_iter, tf.constant(n, tf.int32)).numpy().tolist()
-            if step == 0:
-                metrics["trace_s"] = time.time() - t_train
-                steady_start = time.time()
-            for loss in chunk:
-                step += 1
-                losses.append(loss)
-                if not math.isfinite(loss):
-                    raise TrialError(f"training loss became {loss} at step {step}")
-                if on_step:
-                    on_step(step, loss)
-            if step % cfg.log_every == 0 or step == cfg.train_steps:
-                elapsed = time.time() - (steady_start or t_train)
-                logger.info("[%s] step %d/%d loss %.4f (%.2f s/step)", trial_label, step, cfg.train_steps,
-                            losses[-1], elapsed / max(1, step - 1))
-        steady_s = time.time() - (steady_start or t_train)
-        steady_steps = max(1, cfg.train_steps - 1)
-        metrics["train_s"] = time.time() - t_train
-        metrics["step_s"] = steady_s / steady_steps
-        metrics["images_per_s"] = cfg.batch_size * steady_steps / steady_s if steady_s > 0 else 0.0
-        metrics["steps"] = float(cfg.train_steps)
-        tail = max(1, len(losses) // 10)
-        metrics["train_loss"] = sum(losses[-tail:]) / tail
-        metrics["initial_loss"] = sum(losses[:10]) / min(10, len(losses))
-        if len(losses) >= 20 and metrics["train_loss"] > cfg.divergence_factor * metrics["initial_loss"]:
-            raise TrialError(
-                f"training diverged: mean loss of the last {tail} steps {metrics['train_loss']:.3f} > "
-                f"{cfg.divergence_factor} x the first 10 steps' {metrics['initial_loss']:.3f}"
-            )
+        evaluate = _CocoEvaluation(parts)
+        stopped_at, last = _train(parts, cfg, metrics, evaluate=evaluate, report=report, label=trial_label)
 
         t0 = time.time()
-        flops = count_flops(model, cfg.image_size)
+        flops = count_flops(parts.model, cfg.image_size)
         metrics["flops_s"] = time.time() - t0
         if flops and metrics["images_per_s"]:
             # Training costs about 3 forward passes (forward, and twice that backward); 2 FLOPs per multiply-add.
             metrics["gflops_per_s"] = 6.0 * flops * metrics["images_per_s"] / 1e9
 
-        t0 = time.time()
-        task.build_metrics(training=False)
-        val_iter = iter(task.build_inputs(exp.task.validation_data))
-
-        @tf.function
-        def val_step(inputs: Any) -> dict[str, Any]:
-            return task.validation_step(inputs, model)
-
-        state = None
-        for _ in range(exp.trainer.validation_steps):
-            try:
-                batch = next(val_iter)
-            except StopIteration:
-                break
-            state = task.aggregate_logs(state=state, step_outputs=val_step(batch))
-        coco = task.reduce_aggregated_logs(state)
-        metrics["eval_s"] = time.time() - t0
-        for theirs, ours in _METRIC_NAMES.items():
-            if theirs in coco:
-                metrics[ours] = float(coco[theirs])
-        ap = metrics.get("ap", float("nan"))
-        if not math.isfinite(ap):
-            raise TrialError(f"COCO AP is {ap}")
+        if stopped_at is None:
+            coco = evaluate()
+            metrics.update(coco)
+            _check_ap(coco, cfg.train_steps)
+            report(cfg.train_steps, {**last, **coco})
         error = None
-        logger.info("[%s] AP %.4f AP50 %.4f (%.0f s)", trial_label, ap, metrics.get("ap50", 0.0),
-                    time.time() - t_start)
+        logger.info("[%s] AP %.4f AP50 %.4f (%.0f s)%s", trial_label, metrics.get("ap", float("nan")),
+                    metrics.get("ap50", float("nan")), time.time() - t_start,
+                    f", stopped at step {stopped_at}" if stopped_at is not None else "")
     except TrialError as e:
         error = str(e)
         logger.warning("[%s] failed: %s", trial_label, error)
@@ -317,7 +470,8 @@ def run_trial(
         logger.error("[%s] failed:\n%s", trial_label, traceback.format_exc())
     metrics["peak_rss_mb"] = _peak_rss_mb()
     wall = time.time() - t_start
-    return ProxyResult(metrics=metrics, flops=flops, params=params, wall_s=wall, error=error)
+    return ProxyResult(metrics=metrics, flops=flops, params=params, wall_s=wall, error=error,
+                       stopped_at=stopped_at if error is None else None)
 
 
 def result_summary(result: ProxyResult) -> dict[str, Any]:

@@ -96,9 +96,11 @@ def _cmd_proxy_run(args: argparse.Namespace) -> int:
         logger.warning("the dataset's images are %d px, the proxy trains at %d px", dataset.image_size,
                        cfg.image_size)
 
-    # Training progress (every log_every steps) on stderr; stdout stays for the result.
+    # The trial's log on stderr; stdout stays for the result. Its per-report lines are left out: the reporter
+    # below prints each report itself.
     progress = logging.StreamHandler(sys.stderr)
     progress.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    progress.addFilter(lambda record: not hasattr(record, "report_step"))
     trial_logger = logging.getLogger("proxy_task")
     trial_logger.setLevel(logging.INFO)
     trial_logger.addHandler(progress)
@@ -111,12 +113,21 @@ def _cmd_proxy_run(args: argparse.Namespace) -> int:
     )
     import contextlib
 
+    # The learning curve: kept for the result, and one progress line per report.
+    curve: list[dict[str, Any]] = []
+
+    def report(step: int, metrics: Any) -> bool:
+        curve.append({"step": step, **{k: float(v) for k, v in metrics.items()}})
+        _progress(_curve_line(step, cfg.train_steps, metrics))
+        return False
+
     # pycocotools prints its tables on stdout; keep stdout for the result (--json must be parseable).
     with contextlib.redirect_stdout(sys.stderr):
-        result = run_trial(arch, cfg, dataset, trial_label=f"proxy {arch.key[:8]}")
+        result = run_trial(arch, cfg, dataset, trial_label=f"proxy {arch.key[:8]}", report=report)
     summary = result_summary(result)
     summary["key"] = arch.key
     summary["process_s"] = round(_process_age(), 1)
+    summary["curve"] = curve
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -124,8 +135,27 @@ def _cmd_proxy_run(args: argparse.Namespace) -> int:
             "ap", "ap50", "ap75", "aps", "apm", "apl", "train_loss", "params", "flops", "images_per_s",
             "gflops_per_s", "trace_s", "eval_s", "peak_rss_mb", "wall_s", "process_s", "error")]
         print_table(("metric", "value"), rows)
+        evaluations = [p for p in curve if "ap" in p]
+        if evaluations:
+            print()
+            print_table(("step", "ap", "ap50", "ap75", "loss"),
+                        [(p["step"], *(_fmt(p.get(k)) for k in ("ap", "ap50", "ap75", "loss"))) for p in evaluations])
         _ = dataclasses  # keeps the import local to this command
     return 0 if result.error is None else 1
+
+
+def _curve_line(step: int, steps: int, metrics: Any) -> str:
+    """One report of a trial as a progress line: 'HH:MM:SS step 40/450 loss 1.2345 lr 0.00187 ... AP 0.1234'."""
+    parts = [time.strftime("%H:%M:%S"), f"step {step}/{steps}"]
+    if "loss" in metrics:
+        parts.append(f"loss {metrics['loss']:.4f}")
+    if "learning_rate" in metrics:
+        parts.append(f"lr {metrics['learning_rate']:.3g}")
+    if "images_per_s" in metrics:
+        parts.append(f"{metrics['images_per_s']:.1f} img/s")
+    if "ap" in metrics:
+        parts.append(f"AP {metrics['ap']:.4f} AP50 {metrics.get('ap50', float('nan')):.4f}")
+    return "  ".join(parts)
 
 
 def _process_age() -> float:

@@ -24,6 +24,9 @@ def _run(argv, cwd):
           "proxy.data.path=missing"], "no dataset folder missing"),
         (["proxy", "run", "--arch", "spinenet-49", "--preset", "paper"], "no dataset folder"),
         (["proxy", "run", "--arch", "spinenet-49", "--steps", "0"], "train_steps must be at least 1"),
+        (["proxy", "run", "--arch", "spinenet-49", "--set", "proxy.eval_at_steps=[4,2]"], "must be increasing"),
+        (["proxy", "run", "--arch", "spinenet-49", "--steps", "4", "--set", "proxy.eval_at_steps=[2,4]"],
+         "not before the last training step"),
         (["proxy", "run"], "the following arguments are required: --arch"),
         (["data", "synth", "--out", "full"], "is not empty"),
         (["data", "synth", "--out", "x", "--images", "10", "--val-images", "10"], "val-images must be between"),
@@ -51,3 +54,20 @@ def test_help_explains():
     proc = subprocess.run([sys.executable, "-m", "nas.cli", "data", "synth", "--help"], capture_output=True,
                           text=True)
     assert "byte-identical" in proc.stdout
+
+
+def test_eval_at_steps_is_a_yaml_list_on_the_command_line():
+    from nas.commands.proxy import load_config
+
+    assert load_config("demo", ["proxy.eval_at_steps=[2,4]"]).proxy.eval_at_steps == (2, 4)
+
+
+def test_a_report_is_one_progress_line():
+    from nas.commands.proxy import _curve_line
+
+    line = _curve_line(40, 450, {"loss": 1.23456, "learning_rate": 0.00187, "images_per_s": 37.2})
+    assert line.endswith("step 40/450  loss 1.2346  lr 0.00187  37.2 img/s")
+    line = _curve_line(50, 450, {"loss": 1.2, "learning_rate": 0.001, "images_per_s": 37.2, "ap": 0.1234,
+                                 "ap50": 0.25, "eval_s": 12.0})
+    assert line.endswith("AP 0.1234 AP50 0.2500")
+    assert _curve_line(45, 450, {"ap": 0.1, "ap50": 0.2}).endswith("step 45/450  AP 0.1000 AP50 0.2000")

@@ -27,14 +27,38 @@ def tiny_dataset(tmp_path_factory):
 TINY = dict(image_size=128, batch_size=4, train_steps=6, warmup_steps=2, eval_batch_size=4, log_every=2)
 
 
-def test_a_trial_returns_ap_and_every_field(tiny_dataset):
-    from proxy_task.trainer import result_summary, run_trial
+class _Recorder:
+    """A `Reporter` that records every report and asks for a stop at `stop_at`."""
 
-    cfg = ProxyConfig(data=DataConfig(kind="dir", path=tiny_dataset.root), **TINY)
-    result = run_trial(SPINENET_49.canonical(), cfg, tiny_dataset)
+    def __init__(self, stop_at=None):
+        self.stop_at = stop_at
+        self.reports = {}
+
+    def __call__(self, step, metrics):
+        assert step not in self.reports, f"two reports at step {step}"
+        self.reports[step] = dict(metrics)
+        return step == self.stop_at
+
+
+@pytest.fixture(scope="module")
+def curve_trial(tiny_dataset):
+    """One 6-step trial with an intermediate evaluation at step 4, its reports recorded (shared by two tests)."""
+    from proxy_task.trainer import run_trial
+
+    cfg = ProxyConfig(data=DataConfig(kind="dir", path=tiny_dataset.root), eval_at_steps=(4,), **TINY)
+    recorder = _Recorder()
+    return run_trial(SPINENET_49.canonical(), cfg, tiny_dataset, report=recorder), recorder.reports
+
+
+def test_a_trial_returns_ap_and_every_field(curve_trial):
+    from proxy_task.trainer import result_summary
+
+    result, _ = curve_trial
     assert result.error is None, result.error
+    assert result.stopped_at is None
     m = result.metrics
-    for key in ("ap", "ap50", "ap75", "aps", "apm", "apl", "train_loss", "steps", "images_per_s", "trace_s",
+    for key in ("ap", "ap50", "ap75", "aps", "apm", "apl", "ar100", "train_loss", "initial_loss", "steps",
+                "images_per_s", "step_s", "trace_s", "train_s", "import_s", "flops_s", "gflops_per_s",
                 "peak_rss_mb", "eval_s", "build_s"):
         assert key in m, key
     assert 0.0 <= m["ap"] <= 1.0 and math.isfinite(m["train_loss"]) and m["steps"] == 6
@@ -43,6 +67,58 @@ def test_a_trial_returns_ap_and_every_field(tiny_dataset):
     summary = result_summary(result)
     for key in ("ap", "ap50", "ap75", "params", "flops", "images_per_s", "trace_s", "wall_s", "error"):
         assert key in summary
+
+
+AP_KEYS = ("ap", "ap50", "ap75", "aps", "apm", "apl", "ar100", "eval_s")
+
+
+def test_the_learning_curve_is_reported(curve_trial):
+    result, reports = curve_trial
+    # log_every=2: a report at 2, 4 and 6; the evaluation at 4 and the final one at 6 come in the same call.
+    assert sorted(reports) == [2, 4, 6]
+    for step, r in reports.items():
+        assert set(r) >= {"loss", "learning_rate", "images_per_s"}, (step, r)
+        assert math.isfinite(r["loss"]) and r["images_per_s"] > 0
+    assert set(reports[2]) == {"loss", "learning_rate", "images_per_s"}
+    for step in (4, 6):
+        assert set(reports[step]) == {"loss", "learning_rate", "images_per_s", *AP_KEYS}
+        assert 0.0 <= reports[step]["ap"] <= 1.0
+    # After the 2 warmup steps, Model Garden's cosine of 2e-3 over 6 steps (on the global step): the rate at the
+    # optimizer's step count after each report's step, down to 0 at the last one.
+    for step in (2, 4, 6):
+        cosine = 2e-3 * 0.5 * (1 + math.cos(math.pi * step / 6))
+        assert reports[step]["learning_rate"] == pytest.approx(cosine, rel=1e-5, abs=1e-9), step
+    # The last report carries the final evaluation.
+    assert all(result.metrics[k] == reports[6][k] for k in AP_KEYS)
+
+
+def test_a_stopped_trial_returns_what_it_measured(tiny_dataset):
+    # Through the evaluator, as a search runs it: the runner's cooperative stop after the evaluation at step 4.
+    from proxy_task.evaluator import TrialContext, build_evaluator
+
+    proxy = ProxyConfig(data=DataConfig(kind="dir", path=tiny_dataset.root), eval_at_steps=(4,), **TINY)
+    evaluator = build_evaluator("retinanet", settings=None, proxy=proxy,
+                                context=TrialContext(cpus=2.0, label="stopped"))
+    recorder = _Recorder(stop_at=4)
+    result = evaluator.evaluate(SPINENET_49.canonical(), seed=0, report=recorder)
+    assert result.error is None and result.stopped_at == 4
+    assert sorted(recorder.reports) == [2, 4]  # nothing after the stop
+    m = result.metrics
+    assert m["steps"] == 4  # the steps taken
+    # No final evaluation: the AP (and its eval_s) are the intermediate evaluation's at step 4.
+    assert all(m[k] == recorder.reports[4][k] for k in AP_KEYS)
+    assert result.ok and result.flops > 0 and result.params > 0
+    for key in ("train_loss", "initial_loss", "images_per_s", "step_s", "train_s", "trace_s", "peak_rss_mb"):
+        assert key in m, key
+
+
+def test_an_evaluator_without_its_dataset_fails_as_data(tmp_path):
+    from proxy_task.evaluator import TrialContext, build_evaluator
+
+    proxy = ProxyConfig(data=DataConfig(kind="dir", path=str(tmp_path / "missing")), **TINY)
+    evaluator = build_evaluator("retinanet", settings=None, proxy=proxy, context=TrialContext())
+    result = evaluator.evaluate(SPINENET_49.canonical(), seed=0)
+    assert result.error is not None and "missing" in result.error and result.stopped_at is None
 
 
 def test_nan_loss_is_an_error_not_an_exception(tiny_dataset):
@@ -61,15 +137,23 @@ def test_cli_proxy_run_json(tiny_dataset, tmp_path):
     spec.write_text(SPINENET_49.canonical().to_json())
     sets = [f"proxy.data.kind=dir", f"proxy.data.path={tiny_dataset.root}"] + [
         f"proxy.{k}={v}" for k, v in TINY.items() if k != "train_steps"]
-    cmd = [sys.executable, "-m", "nas.cli", "proxy", "run", "--arch", str(spec), "--steps", "4", "--json"]
+    cmd = [sys.executable, "-m", "nas.cli", "proxy", "run", "--arch", str(spec), "--steps", "5", "--json",
+           "--set", "proxy.eval_at_steps=[2,4]"]
     for s in sets:
         cmd += ["--set", s]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout)
-    for key in ("ap", "ap50", "ap75", "params", "flops", "images_per_s", "trace_s", "wall_s", "error"):
+    for key in ("ap", "ap50", "ap75", "params", "flops", "images_per_s", "trace_s", "wall_s", "error", "curve"):
         assert key in out
-    assert out["error"] is None and out["key"] == SPINENET_49.key and out["steps"] == 4
+    assert out["error"] is None and out["key"] == SPINENET_49.key and out["steps"] == 5
+    # The curve: log_every=2 and the last step, evaluations at 2, 4 and (the final one) 5.
+    curve = out["curve"]
+    assert [p["step"] for p in curve] == [2, 4, 5]
+    assert all("loss" in p and "learning_rate" in p and "ap" in p for p in curve)
+    assert curve[-1]["ap"] == out["ap"]
+    # One progress line per report on stderr.
+    assert sum(" step 4/5 " in line and "AP " in line for line in proc.stderr.splitlines()) == 1
     assert dataclasses.is_dataclass(ProxyConfig)
 
 
@@ -82,24 +166,36 @@ from search_space import SPINENET_49
 root, deterministic, tiny = sys.argv[1], sys.argv[2] == "1", json.loads(sys.argv[3])
 cfg = ProxyConfig(data=DataConfig(kind="dir", path=root), deterministic=deterministic, **tiny)
 losses = []
-result = run_trial(SPINENET_49.canonical(), cfg, load_dataset(root), on_step=lambda step, loss: losses.append(loss))
+
+
+def report(step, metrics):
+    if "loss" in metrics:  # log_every=1: each report's loss is that step's loss
+        losses.append(metrics["loss"])
+    return False
+
+
+result = run_trial(SPINENET_49.canonical(), cfg, load_dataset(root), report=report)
 assert result.error is None, result.error
-print(json.dumps(losses))
+print(json.dumps({"losses": losses, "ap": result.metrics["ap"]}))
 """
 
 
-def _train_losses(root: str, deterministic: bool = True) -> list[float]:
-    tiny = {**TINY, "train_steps": 8}
+def _train_losses(root: str, deterministic: bool = True, **overrides) -> tuple[list[float], float]:
+    tiny = {**TINY, "train_steps": 8, "log_every": 1, **overrides}
     proc = subprocess.run([sys.executable, "-c", _LOSSES_SNIPPET, root, "1" if deterministic else "0",
                            json.dumps(tiny)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out["losses"], out["ap"]
 
 
 def test_same_seed_same_losses(tiny_dataset):
     # Each run in a fresh process, as a search runs its trials. Without the one-thread training pipeline,
     # Model Garden's parser took its random augmentation draws in a racy order and the losses differed from step 2.
-    first = _train_losses(tiny_dataset.root)
-    second = _train_losses(tiny_dataset.root)
+    # The second run also evaluates at step 4: an intermediate evaluation must not change the training either
+    # (if only this fails, rerun both without eval_at_steps to tell the two apart).
+    first, first_ap = _train_losses(tiny_dataset.root)
+    second, second_ap = _train_losses(tiny_dataset.root, eval_at_steps=[4])
     assert len(first) == 8
     assert first == second
+    assert first_ap == second_ap
