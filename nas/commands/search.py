@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import json
 import logging
 import os
@@ -212,6 +213,15 @@ def _search_log(run_dir: str) -> Iterator[str]:
         handler.close()
 
 
+def _route_to_log(package: str) -> None:
+    """Sends a library's log records (Ray sets up its own console handlers on import) to the search's log only."""
+    importlib.import_module(package)
+    lg = logging.getLogger(package)
+    for h in list(lg.handlers):
+        lg.removeHandler(h)
+    lg.propagate = True
+
+
 def _run(cfg: Any, name: str, store: Any, url: str, args: argparse.Namespace, faults: Any) -> int:
     from nas.console import LiveView, PlainView
 
@@ -238,6 +248,7 @@ def _run(cfg: Any, name: str, store: Any, url: str, args: argparse.Namespace, fa
             if runner == "ray":
                 from nas.runners.ray_runner import init_ray
 
+                _route_to_log("ray")
                 started_ray = init_ray(args.address, num_cpus=None)
                 import ray
 
@@ -283,8 +294,6 @@ class _LazyChoices:
 
     def _get(self) -> tuple[str, ...]:
         if self._names is None:
-            import importlib
-
             module, function = self._where
             self._names = tuple(getattr(importlib.import_module(module), function)())
         return self._names
