@@ -95,13 +95,17 @@ class PlainView:
 
 
 class LiveView:
-    """A terminal view drawn with rich: finished trials scroll, the running ones and the summary stay at the bottom."""
+    """A terminal view drawn with rich: finished trials scroll, the running ones and the summary stay at the bottom.
 
-    def __init__(self) -> None:
+    Args:
+      console: the rich Console to draw on (default: stdout's).
+    """
+
+    def __init__(self, console: Any = None) -> None:
         from rich.console import Console
         from rich.live import Live
 
-        self._console = Console()
+        self._console = console if console is not None else Console()
         self._live = Live(console=self._console, refresh_per_second=2, transient=True)
         self._live.start()
         self._running: Sequence[TrialProgress] = ()

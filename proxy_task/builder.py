@@ -316,8 +316,3 @@ def maskrcnn_spinenet_nas_coco() -> cfg.ExperimentConfig:
 def get_experiment_config(name: str = EXPERIMENT) -> cfg.ExperimentConfig:
     """A fresh ``retinanet_spinenet_nas_coco`` (or ``maskrcnn_spinenet_nas_coco``) config."""
     return exp_factory.get_exp_config(name)
-
-
-def num_params(model: tf_keras.Model) -> int:
-    """Parameters (trainable and not) of a built model."""
-    return int(model.count_params())

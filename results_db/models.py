@@ -27,7 +27,6 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    func,
     select,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -125,30 +124,6 @@ class ArchModel(BaseModel):
     params: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
 
-    @classmethod
-    def find_by_key(cls, key: str, session: Session) -> ArchModel | None:
-        """The architecture with exactly this key, or None."""
-        return session.get(cls, key)
-
-    @classmethod
-    def find_by_key_prefix(cls, prefix: str, session: Session, limit: int = 10) -> list[ArchModel]:
-        """Architectures whose key starts with `prefix` (at most `limit`), in key order."""
-        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        stmt = select(cls).where(cls.key.like(escaped + "%", escape="\\")).order_by(cls.key).limit(limit)
-        return list(session.scalars(stmt))
-
-    @classmethod
-    def find_or_raise_by_key(cls, key: str, session: Session) -> ArchModel:
-        """The architecture with exactly this key.
-
-        Raises:
-          LookupError: no such key.
-        """
-        row = cls.find_by_key(key, session)
-        if row is None:
-            raise LookupError(f"unknown architecture key {key!r}: no arch with that key in the database")
-        return row
-
 
 class TrialModel(BaseModel):
     """One evaluation of one arch in one search (or a reuse of a stored result: status CACHED)."""
@@ -196,47 +171,6 @@ class TrialModel(BaseModel):
     # What the reward was measured under (see FINGERPRINT_LENGTH): only a result of the same fingerprint may be
     # reused for an arch. None for trials written before revision 0002 (until their search is backfilled).
     fingerprint: Mapped[str | None] = mapped_column(String(FINGERPRINT_LENGTH))
-
-    @classmethod
-    def find_by_id(cls, trial_id: int, session: Session) -> TrialModel | None:
-        """The trial with this id, or None."""
-        return session.get(cls, trial_id)
-
-    @classmethod
-    def find_or_raise_by_id(cls, trial_id: int, session: Session) -> TrialModel:
-        """The trial with this id.
-
-        Raises:
-          LookupError: no such trial.
-        """
-        row = cls.find_by_id(trial_id, session)
-        if row is None:
-            raise LookupError(f"unknown trial id {trial_id!r}")
-        return row
-
-    @classmethod
-    def next_index(cls, search_id: int, session: Session) -> int:
-        """The index the next trial of the search gets."""
-        top = session.scalar(select(func.max(cls.index)).where(cls.search_id == search_id))
-        return 0 if top is None else top + 1
-
-
-class TrialReportModel(BaseModel):
-    """One intermediate report of a trial: its learning curve, one row per reported step.
-
-    Training loss, learning rate and images/s every `log_every` steps; AP at intermediate evaluations. A trial run
-    again (after a driver crash, or retried by Ray) reports the same steps again: the newer report replaces the
-    row of its step.
-    """
-
-    __tablename__ = "trial_reports"
-    __table_args__ = (UniqueConstraint("trial_id", "step"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
-    step: Mapped[int] = mapped_column(Integer)
-    # A JSON object of floats; a non-finite value (a NaN loss) is stored as null.
-    metrics: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class CheckpointModel(BaseModel):

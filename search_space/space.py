@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import logging
 import math
 from collections.abc import Sequence
@@ -410,8 +409,3 @@ class SearchSpace:
             "decisions": len(self.steps),
             "decision_sequences": math.prod(self.num_choices),
         }
-
-
-def all_decisions(space: SearchSpace) -> itertools.product:
-    """Every decision sequence of a (tiny) space, for exhaustive tests."""
-    return itertools.product(*(range(n) for n in space.num_choices))

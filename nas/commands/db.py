@@ -148,11 +148,7 @@ def _print_curves(trials: Sequence[TrialRecord], curves: dict[int, list[Any]]) -
 
 
 def _fmt_metric(v: Any) -> str:
-    if v is None:
-        return ""
-    if abs(v) >= 100:
-        return f"{v:.0f}"
-    return f"{v:.4f}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
+    return "" if v is None else f"{v:.4g}"
 
 
 def _trial_json(t: TrialRecord) -> dict[str, Any]:

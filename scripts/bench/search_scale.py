@@ -65,7 +65,7 @@ def main() -> int:
 
     import ray
 
-    from nas.config import NasConfig, SearchConfig
+    from nas.config import ControllerSection, EvaluatorSection, NasConfig, SearchConfig
     from nas.loop import SearchDriver
     from results_db import ResultStore
 
@@ -73,9 +73,11 @@ def main() -> int:
     ray.init(num_cpus=args.workers, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
              configure_logging=False)
     try:
-        cfg = NasConfig(search=SearchConfig(
-            evaluator="surrogate", controller=args.controller, trials=args.trials, workers=args.workers,
-            cpus_per_trial=1.0, surrogate_duration_s=args.duration, reuse_workers=True, seed=0))
+        cfg = NasConfig(
+            search=SearchConfig(trials=args.trials, workers=args.workers, cpus_per_trial=1.0, reuse_workers=True,
+                                seed=0),
+            controller=ControllerSection(type=args.controller),
+            evaluator=EvaluatorSection.of("surrogate", duration_s=args.duration))
         store = ResultStore(f"sqlite:///{tmp}/r.db")
         lines: list[str] = []
         driver = SearchDriver(cfg, name="scale", store=store, run_dir=os.path.join(tmp, "run"), out=lines.append)

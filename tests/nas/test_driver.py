@@ -335,3 +335,27 @@ def test_a_cooperative_stop_ends_a_trial_at_its_next_report_with_what_it_has(tmp
         assert more[0].payload["result"]["stopped_at"] is None
     finally:
         runner.close()
+
+
+@pytest.mark.slow
+def test_show_and_report_give_the_curves_of_a_search(tmp_path, capsys):
+    import json
+    import re
+
+    from nas import cli
+
+    store, _, _ = run_search(tmp_path, cfg_of(trials=4, proxy={"eval_at_steps": (100,)}))
+    key = store.trials("s")[0].arch_key
+    store.close()
+    db = str(tmp_path / "r.db")
+    assert cli.main(["show", key, "--db", db, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    curve = shown["trials"][0]["curve"]
+    assert [p["step"] for p in curve] == [50, 100, 150, 200] and "ap" in curve[1] and "loss" in curve[0]
+    assert cli.main(["show", key, "--db", db]) == 0
+    assert "curve of trial 0 of search s (4 reports)" in capsys.readouterr().out
+    assert cli.main(["report", "--search", "s", "--db", db, "--out", str(tmp_path / "rep")]) == 0
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert "Learning curves of the top architectures" in page
+    assert 'alt="training loss and AP against proxy steps"' in page
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 6

@@ -259,3 +259,29 @@ def test_the_console_shows_no_tensorflow_noise_and_the_log_keeps_it(tmp_path):
     assert "[3/3]" in proc.stdout
     log = (tmp_path / "runs" / "quiet" / "search.log").read_text()
     assert "oneDNN" in log or "cuda" in log  # TensorFlow's own lines went to the log file
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+def test_a_real_search_reuses_nothing_of_a_surrogate_search_in_the_same_database(tmp_path):
+    from proxy_task.data import make_synth
+    from proxy_task.synth import SynthSpec
+
+    data = make_synth(str(tmp_path / "data"), SynthSpec(images=48, val_images=8, image_size=128))
+    db = tmp_path / "r.db"
+    common = ["--controller", "random", "--seed", "2", "--trials", "1", "--cpus-per-trial", "2", "--db", str(db),
+              "--runner", "local", "--top", "3", "--set", "proxy.data.kind=dir", "--set",
+              f"proxy.data.path={data.root}", "--set", "proxy.train_steps=4", "--set", "proxy.warmup_steps=1",
+              "--set", "proxy.batch_size=4", "--set", "proxy.eval_batch_size=4", "--set", "proxy.log_every=2"]
+    surrogate = _spinenas("search", "--evaluator", "surrogate", "--name", "sur", *common, cwd=tmp_path)
+    assert surrogate.returncode == 0, surrogate.stderr[-2000:]
+    real = _spinenas("search", "--name", "real", *common, cwd=tmp_path)
+    assert real.returncode == 0, real.stdout[-2000:] + real.stderr[-2000:]
+    store = ResultStore(f"sqlite:///{db}")
+    [s], [r] = store.trials("sur"), store.trials("real")
+    assert s.arch_key == r.arch_key  # the same seed proposed the same architecture ...
+    assert r.status == "completed" and r.cached_from is None  # ... and the real search trained it
+    assert store.open_search("real").fingerprint != store.open_search("sur").fingerprint
+    # `top` ranks the newest search's fingerprint and says so.
+    assert "ranking fingerprint" in real.stdout and "retinanet 128 px 4 steps" in real.stdout
+    assert "1 other fingerprint" in real.stdout
