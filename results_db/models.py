@@ -173,6 +173,24 @@ class TrialModel(BaseModel):
     fingerprint: Mapped[str | None] = mapped_column(String(FINGERPRINT_LENGTH))
 
 
+class TrialReportModel(BaseModel):
+    """One intermediate report of a trial: its learning curve, one row per reported step.
+
+    Training loss, learning rate and images/s every `log_every` steps; AP at intermediate evaluations. A trial run
+    again (after a driver crash, or retried by Ray) reports the same steps again: the newer report replaces the
+    row of its step.
+    """
+
+    __tablename__ = "trial_reports"
+    __table_args__ = (UniqueConstraint("trial_id", "step"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trials.id", ondelete="CASCADE"))
+    step: Mapped[int] = mapped_column(Integer)
+    # A JSON object of floats; a non-finite value (a NaN loss) is stored as null.
+    metrics: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime.datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class CheckpointModel(BaseModel):
     """A controller's state after an update step, as JSON (`state_dict()` with a version field)."""
 
