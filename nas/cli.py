@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "nas.commands.space",
     "nas.commands.proxy",
     "nas.commands.search",
+    "nas.commands.calibrate",
     "nas.commands.db",
     "nas.commands.export",
 )

@@ -55,9 +55,18 @@ def score_settings(cfg: NasConfig) -> dict[str, Any]:
     return out
 
 
-def fingerprint(cfg: NasConfig) -> str:
-    """16 hex digits of the SHA-256 of `score_settings`, as canonical JSON."""
-    text = json.dumps(score_settings(cfg), sort_keys=True, separators=(",", ":"))
+def fingerprint(cfg: NasConfig, *, study: str | None = None) -> str:
+    """16 hex digits of the SHA-256 of `score_settings`, as canonical JSON.
+
+    Args:
+      cfg: the config the trials run with.
+      study: marks trials that are not search results (a calibration study's, e.g. 'calibration'): they get a
+        fingerprint of their own, so dedup, `top` and controllers never mix them with a search's rewards.
+    """
+    settings = score_settings(cfg)
+    if study is not None:
+        settings["study"] = study
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

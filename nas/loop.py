@@ -36,31 +36,16 @@ from typing import Any
 
 from nas.config import NasConfig, controller_config
 from nas.config_io import to_dict, to_yaml
-from nas.console import PlainView, TrialProgress
+from nas.console import PlainView
 from nas.fingerprint import fingerprint
 from nas.reward import compute_reward
-from nas.runners import Runner, TrialOutcome, TrialSpec, TrialTask, build_runner
+from nas.runners import Runner, TrialSpec
+from nas.trial_loop import InFlight, TrialLoop
 from proxy_task.result import ProxyResult
 from results_db.status import FINISHED_STATUSES, OPEN_STATUSES, SearchStatus, TrialStatus
 from search_space import ArchSpec, SearchSpace
 
 logger = logging.getLogger(__name__)
-
-# Seconds the driver waits on the runner per loop turn (timeouts and the console are checked between turns).
-POLL_S = 1.0
-
-
-@dataclasses.dataclass
-class _InFlight:
-    trial_id: int  # database id
-    index: int  # index within the search (seeds the trial)
-    ctrl_id: int  # the controller's trial id
-    key: str
-    arch: ArchSpec
-    decisions: tuple[int, ...]
-    submitted: float
-    progress: TrialProgress | None = None
-    tb: Any = None  # the trial's TensorBoard curve writer, opened at its first report
 
 
 @dataclasses.dataclass
@@ -95,7 +80,7 @@ def trial_spec(cfg: NasConfig, faults: Mapping[str, Any] | None = None, fault_di
     )
 
 
-class SearchDriver:
+class SearchDriver(TrialLoop):
     """Runs one search to its trial budget.
 
     Args:
@@ -128,39 +113,29 @@ class SearchDriver:
     ) -> None:
         from controller import build_controller
 
-        self.cfg = cfg
-        self.name = name
-        self.store = store
-        self.run_dir = run_dir
-        self.resume = resume
-        self.view = view if view is not None else PlainView(out)
         s = cfg.search
+        super().__init__(cfg, name=name, store=store, run_dir=run_dir,
+                         spec=trial_spec(cfg, faults, fault_dir=os.path.join(run_dir, "faults"),
+                                         log_path=os.path.join(run_dir, "search.log")),
+                         view=view if view is not None else PlainView(out), runner=runner, tensorboard=tensorboard)
+        self.resume = resume
         self.space = SearchSpace(s.family, window=s.window or None)
         self.controller = build_controller(cfg.controller.type, self.space, seed=s.seed,
                                            config=controller_config(cfg))
         self.fingerprint = fingerprint(cfg)
-        self.spec = trial_spec(cfg, faults, fault_dir=os.path.join(run_dir, "faults"),
-                               log_path=os.path.join(run_dir, "search.log"))
-        self.runner = runner
-        self._tensorboard = tensorboard
-        self.inflight: dict[int, _InFlight] = {}  # trial id -> trial
-        self.waiting: dict[str, list[_InFlight]] = {}  # key -> trials waiting for the same key in flight
-        self.requeue: list[_InFlight] = []
+        self.waiting: dict[str, list[InFlight]] = {}  # key -> trials waiting for the same key in flight
+        self.requeue: list[InFlight] = []
         self.finished = 0
         self.counts = {TrialStatus.COMPLETED: 0, TrialStatus.FAILED: 0, TrialStatus.CACHED: 0}
         self.best: tuple[float, str] | None = None
         self.wall_times: list[float] = []
-        self._reports: dict[int, list[tuple[int, dict[str, float | None]]]] = {}  # not stored yet, by trial id
         self._updates_seen = _num_updates(self.controller)
         self._feedbacks = 0  # feedbacks given, in the store's completion order
         self._stored_feedbacks = 0  # feedbacks the last stored checkpoint includes
         self._last_checkpoint = time.monotonic()
         self.checkpoints = 0  # controller checkpoints written by this driver
-        # For benchmarks: seconds blocked waiting on the runner, worker-side (start, end) of every trial, submits.
-        self.stats: dict[str, Any] = {"wait_s": 0.0, "intervals": [], "submits": []}
         self._next_index = 0
         self._t0 = time.time()
-        self._tb: Any = None
 
     # ------------------------------------------------------------------------------------------- setup
     def start(self) -> None:
@@ -172,20 +147,10 @@ class SearchDriver:
             self.store.create_search(self.name, config=to_yaml(self.cfg), seed=s.seed,
                                      controller=self.cfg.controller.type, family=s.family,
                                      fingerprint=self.fingerprint)
-        os.makedirs(self.run_dir, exist_ok=True)
-        if self._tensorboard:
-            from nas.tensorboard import ScalarWriter
-
-            self._tb = ScalarWriter(os.path.join(self.run_dir, "tensorboard"))
-        if self.runner is None:
-            kwargs: dict[str, Any] = {}
-            if self.cfg.runner.type == "ray":
-                kwargs["reuse_workers"] = s.reuse_workers and not _uses_tensorflow(self.cfg)
-            self.runner = build_runner(self.cfg.runner.type, self.cfg.runner.get(), spec=self.spec,
-                                       cpus=s.cpus_per_trial, gpus=s.gpus_per_trial, on_report=self._on_report,
-                                       **kwargs)
-        else:
-            self.runner.on_report = self._on_report
+        kwargs: dict[str, Any] = {}
+        if self.cfg.runner.type == "ray":
+            kwargs["reuse_workers"] = s.reuse_workers and not _uses_tensorflow(self.cfg)
+        self._start_runner(**kwargs)
 
     def _restore(self) -> None:
         """Controller from its last checkpoint plus the trials finished after it; in-flight trials re-queued."""
@@ -215,7 +180,7 @@ class SearchDriver:
                 self.wall_times.append(t.wall_s)
         for t, p in zip(again, proposals):
             arch = ArchSpec.from_json(self.store.get_arch(t.arch_key).spec_json)
-            self.requeue.append(_InFlight(t.id, t.index, p.trial_id, t.arch_key, arch, tuple(t.decisions), 0.0))
+            self.requeue.append(self._item(t.id, t.index, t.arch_key, arch, p.trial_id, tuple(t.decisions)))
         self.store.set_search_status(self.name, SearchStatus.RUNNING)
         self.view.line(f"resuming search {self.name!r}: {self.finished} trials done, {len(self.requeue)} to run "
                        f"again; controller from "
@@ -242,14 +207,7 @@ class SearchDriver:
                     if self.finished < budget and issued >= budget:
                         raise RuntimeError("internal error: trials waiting with nothing in flight")
                     continue
-                t_wait = time.perf_counter()
-                outcomes = self.runner.poll(POLL_S)
-                self.stats["wait_s"] += time.perf_counter() - t_wait
-                for outcome in outcomes:
-                    self._collect(outcome)
-                self._store_reports()
-                self._check_timeouts()
-                self._refresh()
+                self._turn()
         except KeyboardInterrupt:
             interrupted = True
             self.view.line(f"interrupted: {len(self.inflight)} running trials stay 'running' and run again on "
@@ -262,13 +220,7 @@ class SearchDriver:
             self._final_checkpoint()
             self.store.set_search_status(self.name, SearchStatus.COMPLETED)
         finally:
-            self.runner.close()
-            for item in self.inflight.values():
-                if item.tb is not None:
-                    item.tb.close()
-            if self._tb is not None:
-                self._tb.close()
-            self.view.close()
+            self._close()
         return SearchOutcome(
             name=self.name,
             trials=self.finished,
@@ -297,7 +249,7 @@ class SearchDriver:
                                            fingerprint=self.fingerprint)
         index = self._next_index
         self._next_index += 1
-        item = _InFlight(trial_id, index, proposal.trial_id, key, arch, tuple(proposal.decisions), time.time())
+        item = self._item(trial_id, index, key, arch, proposal.trial_id, tuple(proposal.decisions))
         if known is not None:
             self._finish_cached(item, known.reward, known.trial_id, known.metrics)
         elif in_flight:
@@ -305,58 +257,13 @@ class SearchDriver:
         else:
             self._submit(item, started=True)
 
-    def _submit(self, item: _InFlight, restart: bool = False, started: bool = False) -> None:
-        if not started:
-            self.store.start_trial(item.trial_id, host=None)
-        item.submitted = time.time()
-        item.progress = TrialProgress(item.index, item.key, item.submitted, self.cfg.proxy.train_steps)
-        self.stats["submits"].append(item.submitted)
-        self.inflight[item.trial_id] = item
-        self.runner.submit(TrialTask(item.trial_id, item.index, item.arch.to_json(), self.cfg.proxy.seed + item.index))
-        logger.info("[trial %d] submitted %s%s", item.index, item.key, " (again)" if restart else "")
+    def _item(self, trial_id: int, index: int, key: str, arch: ArchSpec, ctrl_id: int,
+              decisions: tuple[int, ...]) -> InFlight:
+        return InFlight(trial_id, index, key, arch, seed=self.cfg.proxy.seed + index,
+                        total_steps=self.cfg.proxy.train_steps, ctrl_id=ctrl_id, decisions=decisions,
+                        fingerprint=self.fingerprint)
 
-    def _on_report(self, trial_id: int, step: int, metrics: Mapping[str, Any]) -> None:
-        """A running trial's report: kept for the store, shown, and written to its TensorBoard curve."""
-        item = self.inflight.get(trial_id)
-        if item is None:  # a cancelled trial's late report
-            return
-        clean = {str(k): (float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None)
-                 for k, v in metrics.items()}
-        self._reports.setdefault(trial_id, []).append((int(step), clean))
-        if item.progress is not None:
-            item.progress.update(step, clean, time.time())
-        if self._tensorboard:
-            if item.tb is None:
-                from nas.tensorboard import ScalarWriter
-
-                item.tb = ScalarWriter(os.path.join(self.run_dir, "tensorboard", "trials", f"trial_{item.index:05d}"))
-            for k, v in clean.items():
-                if v is not None:
-                    item.tb.scalar(f"curve/{k}", v, step)
-
-    def _store_reports(self) -> None:
-        """Writes the reports of trials still running (a finished trial's go with its result, in one transaction)."""
-        for trial_id in [t for t in self._reports if t in self.inflight]:
-            self.store.add_reports(trial_id, self._reports.pop(trial_id))
-            tb = self.inflight[trial_id].tb
-            if tb is not None:
-                tb.flush()
-
-    def _collect(self, outcome: TrialOutcome) -> None:
-        item = self.inflight.pop(outcome.trial_id, None)
-        if item is None:  # cancelled (timed out) before its result came
-            return
-        host = None
-        if outcome.payload is not None:
-            payload = outcome.payload
-            result = ProxyResult.from_dict(payload["result"])
-            host = payload.get("host")
-            self.stats["intervals"].append((payload["started"], payload["started"] + result.wall_s))
-        else:
-            result = ProxyResult(metrics={}, wall_s=time.time() - item.submitted, error=outcome.error)
-        self._finish(item, result, host)
-
-    def _finish(self, item: _InFlight, result: ProxyResult, host: str | None) -> None:
+    def _finish(self, item: InFlight, result: ProxyResult, host: str | None) -> None:
         reward = compute_reward(result, self.cfg.search)
         status = TrialStatus.COMPLETED if reward is not None else TrialStatus.FAILED
         error = result.error
@@ -365,10 +272,7 @@ class SearchDriver:
         metrics = {k: v for k, v in result.metrics.items() if v is None or math.isfinite(v)}
         self.store.finish_trial(item.trial_id, status=status, reward=reward, metrics=metrics, error=error,
                                 wall_s=result.wall_s, flops=result.flops, params=result.params, host=host,
-                                reports=self._reports.pop(item.trial_id, None))
-        if item.tb is not None:
-            item.tb.close()
-            item.tb = None
+                                reports=self._take_reports(item))
         self._feedback(item, reward)
         self._record(item, status, reward, result.wall_s, error)
         for other in self.waiting.pop(item.key, []):
@@ -377,14 +281,14 @@ class SearchDriver:
             else:
                 self._submit(other)
 
-    def _finish_cached(self, item: _InFlight, reward: float | None, source: int | None,
+    def _finish_cached(self, item: InFlight, reward: float | None, source: int | None,
                        metrics: Mapping[str, Any] | None) -> None:
         self.store.finish_trial(item.trial_id, status=TrialStatus.CACHED, reward=reward, metrics=metrics or {},
                                 wall_s=0.0, cached_from=source)
         self._feedback(item, reward)
         self._record(item, TrialStatus.CACHED, reward, 0.0, None)
 
-    def _feedback(self, item: _InFlight, reward: float | None) -> None:
+    def _feedback(self, item: InFlight, reward: float | None) -> None:
         self.controller.feedback(item.ctrl_id, reward)
         self._feedbacks += 1
         self._note_updates()
@@ -412,20 +316,8 @@ class SearchDriver:
         self._last_checkpoint = time.monotonic()
         self.checkpoints += 1
 
-    def _check_timeouts(self) -> None:
-        limit = self.cfg.search.trial_timeout_s
-        if not limit:
-            return
-        now = time.time()
-        for trial_id, item in list(self.inflight.items()):
-            if now - item.submitted > limit:
-                self.runner.cancel(trial_id)
-                self.inflight.pop(trial_id)
-                self._finish(item, ProxyResult(metrics={}, wall_s=now - item.submitted,
-                                               error=f"timeout: still running after {limit:.0f} s"), None)
-
     # ------------------------------------------------------------------------------------------- progress
-    def _record(self, item: _InFlight, status: TrialStatus, reward: float | None, wall_s: float,
+    def _record(self, item: InFlight, status: TrialStatus, reward: float | None, wall_s: float,
                 error: str | None) -> None:
         self.finished += 1
         self.counts[status] += 1
@@ -448,10 +340,6 @@ class SearchDriver:
             what += " (cached: this architecture already has a result)"
         self.view.line(f"[{step}/{budget}] trial {item.index} {item.key} {what} {wall_s:.0f} s | "
                        f"{self._status_line()}")
-
-    def _refresh(self) -> None:
-        running = [i.progress for i in sorted(self.inflight.values(), key=lambda i: i.index) if i.progress]
-        self.view.refresh(running, self._status_line())
 
     def _status_line(self) -> str:
         from nas.console import duration

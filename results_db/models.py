@@ -42,7 +42,11 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = _SCHEMA_VERSION
 
 MAX_NAME_LENGTH = 128
-KEY_LENGTH = 16  # `ArchSpec.key`: sha256 hex digest, first 16 characters
+KEY_LENGTH = 16
+# The kinds of search rows (`SearchModel.kind`).
+SEARCH_KIND = "search"
+CALIBRATION_KIND = "calibration"
+SEARCH_KINDS = (SEARCH_KIND, CALIBRATION_KIND)  # `ArchSpec.key`: sha256 hex digest, first 16 characters
 
 
 def utcnow() -> datetime.datetime:
@@ -79,6 +83,8 @@ class SearchModel(BaseModel):
     seed: Mapped[int | None] = mapped_column(Integer)
     controller: Mapped[str] = mapped_column(String(64), default="")
     family: Mapped[str] = mapped_column(String(32), default="")
+    # 'search', or 'calibration' (a `spinenas calibrate` study of a proxy: its trials are not search results).
+    kind: Mapped[str] = mapped_column(String(16), default=SEARCH_KIND, server_default=SEARCH_KIND)
     status: Mapped[SearchStatus] = mapped_column(_enum(SearchStatus, "search_status"), default=SearchStatus.RUNNING)
     # The fingerprint of the search's own config (None for a search written before revision 0002 until
     # `spinenas db upgrade` computes it from `config`).

@@ -41,7 +41,7 @@ _CHUNK = 500
 
 _SEARCH_COLUMNS = (
     "s.id, s.name, s.config, s.seed, s.controller, s.family, s.status, s.created_at, s.updated_at, s.finished_at, "
-    "s.fingerprint"
+    "s.fingerprint, s.kind"
 )
 _ARCH_COLUMNS = "a.key, a.spec_json, a.summary, a.family, a.flops, a.params, a.created_at"
 _TRIAL_COLUMNS = (
@@ -81,7 +81,7 @@ def _in(name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
 def search_record(row: Sequence[Any]) -> SearchRecord:
     return SearchRecord(
         id=row[0], name=row[1], config=row[2], seed=row[3], controller=row[4], family=row[5], status=row[6],
-        created_at=_dt(row[7]), updated_at=_dt(row[8]), finished_at=_dt(row[9]), fingerprint=row[10],
+        created_at=_dt(row[7]), updated_at=_dt(row[8]), finished_at=_dt(row[9]), fingerprint=row[10], kind=row[11],
     )  # fmt: skip
 
 
@@ -360,7 +360,8 @@ def reports(ex: Executor, trial_ids: Iterable[int]) -> dict[int, list[TrialRepor
 
 # --------------------------------------------------------------------------------------------------- fingerprints
 def newest_fingerprint(ex: Executor, search_ids: Sequence[int] | None = None) -> str | None:
-    """The fingerprint of the newest search (highest id) that has one, among `search_ids` (None: all)."""
+    """The fingerprint of the newest search (highest id) that has one, among `search_ids` (None: every search
+    of kind 'search': calibration studies are left out unless named)."""
     sql = "SELECT fingerprint FROM searches WHERE fingerprint IS NOT NULL"
     params: dict[str, Any] = {}
     if search_ids is not None:
@@ -368,6 +369,9 @@ def newest_fingerprint(ex: Executor, search_ids: Sequence[int] | None = None) ->
             return None
         clause, params = _in("s", list(search_ids))
         sql += f" AND id IN {clause}"
+    else:
+        sql += " AND kind = :kind"
+        params["kind"] = "search"
     rows = list(ex(sql + " ORDER BY id DESC LIMIT 1", params))
     return rows[0][0] if rows else None
 

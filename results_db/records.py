@@ -29,6 +29,7 @@ class SearchRecord:
       created_at, updated_at, finished_at: UTC times (naive); finished_at is None until a final status is set.
       fingerprint: the fingerprint of the search's config (None if not computed: a search from before schema
         0002 until `spinenas db upgrade` backfills it).
+      kind: 'search', or 'calibration' (a `spinenas calibrate` study).
     """
 
     id: int
@@ -42,6 +43,7 @@ class SearchRecord:
     updated_at: datetime.datetime
     finished_at: datetime.datetime | None
     fingerprint: str | None
+    kind: str = "search"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -59,6 +59,8 @@ from results_db.errors import (
 )
 from results_db.models import (
     MAX_NAME_LENGTH,
+    SEARCH_KIND,
+    SEARCH_KINDS,
     ArchModel,
     BaseModel,
     CheckpointModel,
@@ -240,6 +242,7 @@ def _search_record(row: SearchModel) -> SearchRecord:
         updated_at=row.updated_at,
         finished_at=row.finished_at,
         fingerprint=row.fingerprint,
+        kind=row.kind,
     )
 
 
@@ -598,6 +601,7 @@ class ResultStore(ReadAPI):
         controller: str = "",
         family: str = "",
         fingerprint: str | None = None,
+        kind: str = SEARCH_KIND,
     ) -> SearchRecord:
         """Creates a search, with status 'running'.
 
@@ -609,6 +613,7 @@ class ResultStore(ReadAPI):
           family: the search space family ('spinenet49', ...).
           fingerprint: the fingerprint of the config (computed by the search job); give the same to
             `add_trials` for the search's trials.
+          kind: 'search', or 'calibration' for a `spinenas calibrate` study.
 
         Returns:
           The new search.
@@ -620,6 +625,8 @@ class ResultStore(ReadAPI):
         if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_LENGTH:
             raise ValueError(f"search name must be 1..{MAX_NAME_LENGTH} characters, got {name!r}")
         fingerprint = check_fingerprint(fingerprint)
+        if kind not in SEARCH_KINDS:
+            raise ValueError(f"search kind must be one of {list(SEARCH_KINDS)}, got {kind!r}")
         if isinstance(config, Mapping):
             config = json.dumps(config, indent=2, sort_keys=True)
         try:
@@ -638,6 +645,7 @@ class ResultStore(ReadAPI):
                     family=family,
                     status=SearchStatus.RUNNING,
                     fingerprint=fingerprint,
+                    kind=kind,
                 )
                 session.add(row)
                 session.flush()

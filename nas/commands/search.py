@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import importlib
 import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
+from nas.commands.jobs import LazyChoices, check_local_runner, open_store, search_log, start_ray_if_needed
 from nas.ui import UserError, error_text
 
 logger = logging.getLogger(__name__)
@@ -54,30 +52,6 @@ def _overrides(args: argparse.Namespace, allowed: set[str] | None = None) -> lis
     return out
 
 
-def _open_store(db: str | None) -> tuple[Any, str]:
-    from results_db import ResultStore
-    from results_db.url import resolve_url, sqlite_path
-
-    try:
-        url = resolve_url(db)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    path = sqlite_path(url)
-    if path:
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            try:
-                os.makedirs(folder)
-            except OSError as e:
-                raise UserError(f"cannot create the database folder {folder}: {e.strerror}") from None
-        if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
-            raise UserError(f"cannot write the database {path}: permission denied")
-    try:
-        return ResultStore(url), url
-    except Exception as e:  # noqa: BLE001 - any open failure is the user's database problem: one line
-        raise UserError(f"cannot open the database {url}: {str(e).splitlines()[0]}") from None
-
-
 def _cmd_search(args: argparse.Namespace) -> int:
     from nas.commands.common import load_config, load_stored_config
 
@@ -98,7 +72,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         cfg = load_config(args.preset, overrides)
         _check_search_config(cfg)
         name = args.name or f"{os.path.splitext(os.path.basename(args.preset))[0]}-{time.strftime('%Y%m%d-%H%M%S')}"
-    store, url = _open_store(args.db)
+    store, url = open_store(args.db)
     try:
         if args.resume:
             try:
@@ -151,118 +125,26 @@ def _ensure_data(cfg: Any) -> None:
         raise UserError(str(e)) from None
 
 
-# Loggers whose records reach the console during a search; everything else (TensorFlow, absl, Ray, warnings) goes
-# to the search's log file only.
-_CONSOLE_LOGGERS = ("nas", "results_db", "controller", "search_space", "proxy_task")
-
-
-class _OurRecords(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.name.split(".")[0] in _CONSOLE_LOGGERS
-
-
-@contextlib.contextmanager
-def _search_log(run_dir: str) -> Iterator[str]:
-    """The search's log file: our INFO lines, and every other library's output, TensorFlow's C++ logs included.
-
-    File descriptor 2 is pointed at the log for the run (TensorFlow, XLA and absl write there from C++, and the
-    processes Ray and the runners start inherit it); Python's `sys.stderr` keeps the terminal, so the search's
-    own messages and errors still show.
-    """
-    path = os.path.join(run_dir, "search.log")
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    logging.getLogger("nas").setLevel(logging.INFO)
-    logging.captureWarnings(True)
-    console = [h for h in root.handlers if h is not handler]
-    quiet = _OurRecords()
-    for h in console:
-        h.addFilter(quiet)
-    saved_stderr = sys.stderr
-    saved_fd = None
-    try:
-        sys.stderr.flush()
-        saved_fd = os.dup(2)
-        log_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        os.dup2(log_fd, 2)
-        os.close(log_fd)
-        sys.stderr = os.fdopen(os.dup(saved_fd), "w", buffering=1)
-        for h in console:
-            if isinstance(h, logging.StreamHandler) and h.stream is saved_stderr:
-                h.setStream(sys.stderr)
-    except OSError:  # no file descriptor 2 to move (an embedding host): keep the output where it is
-        saved_fd = None
-    try:
-        yield path
-    finally:
-        if saved_fd is not None:
-            for h in console:
-                if isinstance(h, logging.StreamHandler) and h.stream is sys.stderr:
-                    h.setStream(saved_stderr)
-            sys.stderr.flush()
-            os.dup2(saved_fd, 2)
-            os.close(saved_fd)
-            sys.stderr.close()
-            sys.stderr = saved_stderr
-        for h in console:
-            h.removeFilter(quiet)
-        logging.captureWarnings(False)
-        root.removeHandler(handler)
-        handler.close()
-
-
-def _route_to_log(package: str) -> None:
-    """Sends a library's log records (Ray sets up its own console handlers on import) to the search's log only."""
-    importlib.import_module(package)
-    lg = logging.getLogger(package)
-    for h in list(lg.handlers):
-        lg.removeHandler(h)
-    lg.propagate = True
-
-
 def _run(cfg: Any, name: str, store: Any, url: str, args: argparse.Namespace, faults: Any) -> int:
     from nas.console import LiveView, PlainView
 
     run_dir = os.path.abspath(args.run_dir or os.path.join("runs", name))
     s = cfg.search
-    runner = cfg.runner.type
-    if runner == "local":
-        cpus = os.cpu_count() or 1
-        if s.cpus_per_trial > cpus:
-            raise UserError(f"--cpus-per-trial {s.cpus_per_trial:g} is more than this machine's {cpus} CPUs")
-        if s.gpus_per_trial:
-            raise UserError("the local runner does not hand out GPUs; use the ray runner for --gpus-per-trial")
-        if args.address:
-            raise UserError("--address names a Ray cluster; it does not apply to --runner local")
+    check_local_runner(cfg, args)
     os.makedirs(run_dir, exist_ok=True)
     view = LiveView() if sys.stdout.isatty() and not args.plain else PlainView(_say)
     started_ray = False
     try:
-        with _search_log(run_dir):
+        with search_log(run_dir):
             from nas.loop import SearchDriver
 
             driver = SearchDriver(cfg, name=name, store=store, run_dir=run_dir, resume=bool(args.resume),
                                   faults=faults, view=view)
-            if runner == "ray":
-                from nas.runners.ray_runner import init_ray
-
-                _route_to_log("ray")
-                started_ray = init_ray(args.address, num_cpus=None)
-                import ray
-
-                res = ray.cluster_resources()
-                if s.cpus_per_trial > res.get("CPU", 0):
-                    raise UserError(f"--cpus-per-trial {s.cpus_per_trial:g} is more than the cluster's "
-                                    f"{res.get('CPU', 0):g} CPUs")
-                if s.gpus_per_trial > res.get("GPU", 0):
-                    raise UserError(f"--gpus-per-trial {s.gpus_per_trial:g} but the cluster has "
-                                    f"{res.get('GPU', 0):g} GPUs")
+            started_ray = start_ray_if_needed(cfg, args)
             driver.start()
             view.line(f"search {name!r}: {s.trials} trials of the {s.family} space with the {cfg.controller.type} "
-                      f"controller, {s.workers} at a time ({s.cpus_per_trial:g} CPUs each) on the {runner} runner, "
-                      f"evaluator {cfg.evaluator.type}, reward {s.reward}")
+                      f"controller, {s.workers} at a time ({s.cpus_per_trial:g} CPUs each) on the {cfg.runner.type} "
+                      f"runner, evaluator {cfg.evaluator.type}, reward {s.reward}")
             view.line(f"  database {url}; log {os.path.join(run_dir, 'search.log')}; TensorBoard: tensorboard "
                       f"--logdir {run_dir}")
             outcome = driver.run()
@@ -281,28 +163,6 @@ def _run(cfg: Any, name: str, store: Any, url: str, args: argparse.Namespace, fa
         with open_reader(url) as reader:
             print_top(reader, searches=[name], k=args.top)
     return 130 if outcome.interrupted else 0
-
-
-class _LazyChoices:
-    """An argparse `choices` read from a registry when first needed: building the parser imports no registry
-    (the controller registry loads numpy, which `spinenas top` must not). Give the argument a `metavar`:
-    argparse lists the choices in the usage line otherwise, when the parser is built."""
-
-    def __init__(self, module: str, function: str) -> None:
-        self._where = (module, function)
-        self._names: tuple[str, ...] | None = None
-
-    def _get(self) -> tuple[str, ...]:
-        if self._names is None:
-            module, function = self._where
-            self._names = tuple(getattr(importlib.import_module(module), function)())
-        return self._names
-
-    def __contains__(self, item: object) -> bool:
-        return item in self._get()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._get())
 
 
 def register(sub: Any) -> None:
@@ -326,7 +186,7 @@ def register(sub: Any) -> None:
     p.add_argument("--name", help="the search's name (default: PRESET-DATE-TIME)")
     p.add_argument("--db", help=DB_HELP)
     p.add_argument("--resume", metavar="NAME", help="continue the stored search NAME")
-    p.add_argument("--controller", choices=_LazyChoices("controller", "controller_names"), metavar="NAME",
+    p.add_argument("--controller", choices=LazyChoices("controller", "controller_names"), metavar="NAME",
                    help="ppo (paper), evolution or random (controller.type; its settings: --set controller.ppo.KEY=V)")
     p.add_argument("--family", help="search space: r35-sp18, r23-sp30, r14-sp39, r0-sp53, spinenet49")
     p.add_argument("--trials", type=int, help="trials to finish (completed, failed and cached count)")
@@ -334,12 +194,12 @@ def register(sub: Any) -> None:
     p.add_argument("--cpus-per-trial", type=float, help="Ray CPUs per trial (TF threads)")
     p.add_argument("--gpus-per-trial", type=float, help="Ray GPUs per trial")
     p.add_argument("--trial-timeout", type=float, metavar="S", help="fail a trial still running after S seconds")
-    p.add_argument("--evaluator", choices=_LazyChoices("proxy_task.evaluator", "evaluator_names"), metavar="NAME",
+    p.add_argument("--evaluator", choices=LazyChoices("proxy_task.evaluator", "evaluator_names"), metavar="NAME",
                    help="retinanet (the proxy task) or surrogate (instant structural reward, for tests) "
                         "(evaluator.type)")
     p.add_argument("--surrogate-duration", type=float, metavar="S",
                    help="simulated seconds per surrogate trial (evaluator.surrogate.duration_s)")
-    p.add_argument("--runner", choices=_LazyChoices("nas.runners", "runner_names"), metavar="NAME",
+    p.add_argument("--runner", choices=LazyChoices("nas.runners", "runner_names"), metavar="NAME",
                    help="ray (default: Ray tasks here or on --address) or local (child processes, no Ray; "
                         "--set runner.local.in_process=true runs TF-free trials in this process) (runner.type)")
     p.add_argument("--reward", choices=REWARDS, help="ap, or ap-flops (MnasNet-style, needs --target-flops)")

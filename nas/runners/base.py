@@ -66,12 +66,23 @@ class TrialTask:
       index: its index within the search (tags logs; the fault injector's key).
       arch_json: `ArchSpec.to_json()` of the architecture.
       seed: the trial's seed.
+      spec: a spec of its own (another fidelity of the proxy, as a calibration study's reference trials have), or
+        None for the runner's.
     """
 
     trial_id: int
     index: int
     arch_json: str
     seed: int
+    spec: TrialSpec | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The task as the trial body takes it (without its spec)."""
+        return {"trial_id": self.trial_id, "index": self.index, "arch_json": self.arch_json, "seed": self.seed}
+
+    def spec_dict(self, default: dict[str, Any]) -> dict[str, Any]:
+        """Its own spec as a dict, or `default` (the runner's)."""
+        return self.spec.to_dict() if self.spec is not None else default
 
 
 @dataclasses.dataclass(frozen=True)

@@ -127,14 +127,14 @@ class LocalRunner(Runner):
             self.on_report(tid, int(step), dict(metrics))
             return tid in self._stops
 
-        payload = run_trial_body(self._spec, _task_dict(task), report)
+        payload = run_trial_body(task.spec_dict(self._spec), task.to_dict(), report)
         self._stops.discard(tid)
         return [TrialOutcome(tid, payload)]
 
     # ------------------------------------------------------------------------------------------- children
     def _start(self, task: TrialTask, attempts: int = 1) -> None:
         parent, child_end = self._ctx.Pipe()
-        process = self._ctx.Process(target=_child_main, args=(self._spec, _task_dict(task), child_end),
+        process = self._ctx.Process(target=_child_main, args=(task.spec_dict(self._spec), task.to_dict(), child_end),
                                     name=f"spinenas-trial-{task.index}", daemon=True)
         process.start()
         child_end.close()
@@ -209,6 +209,3 @@ def _kill(child: _Child) -> None:
     except OSError:
         pass
 
-
-def _task_dict(task: TrialTask) -> dict[str, Any]:
-    return {"trial_id": task.trial_id, "index": task.index, "arch_json": task.arch_json, "seed": task.seed}

@@ -123,7 +123,7 @@ class RayRunner(Runner):
         if self.gpus:
             options["num_gpus"] = self.gpus
         fn = remote_trial(self._fresh, self.settings.worker_retries)
-        ref = fn.options(**options).remote(self._spec, _task_dict(task), self._channel)
+        ref = fn.options(**options).remote(task.spec_dict(self._spec), task.to_dict(), self._channel)
         self._refs[ref] = task.trial_id
         self._by_trial[task.trial_id] = ref
 
@@ -194,9 +194,6 @@ class RayRunner(Runner):
         except Exception:  # noqa: BLE001 - Ray already shut down
             pass
 
-
-def _task_dict(task: TrialTask) -> dict[str, Any]:
-    return {"trial_id": task.trial_id, "index": task.index, "arch_json": task.arch_json, "seed": task.seed}
 
 
 def init_ray(address: str | None, *, num_cpus: float | None = None, log_to_driver: bool = False) -> bool:

@@ -163,7 +163,7 @@ def assert_0001_upgrades(url: str) -> None:
 
     assert upgrade(url) == ("0001", "0002")
     assert {t: table_rows(url, t, cols) for t, cols in COLUMNS_0001.items()} == before
-    assert table_rows(url, "searches", ("fingerprint",)) == [(None,)] * 2
+    assert table_rows(url, "searches", ("fingerprint", "kind")) == [(None, "search")] * 2
     assert table_rows(url, "trials", ("fingerprint",)) == [(None,)] * 4
     assert table_rows(url, "trial_reports", ("id",)) == []
 

@@ -1,8 +1,9 @@
-"""Trial reports (a trial's learning curve) and result fingerprints on searches and trials.
+"""Trial reports (a trial's learning curve), result fingerprints on searches and trials, and search kinds.
 
 Every existing row is kept; the new fingerprint columns start NULL (a NULL fingerprint matches no lookup, so old
 results are not reused until `spinenas db upgrade` backfills them from each search's stored config) and
-trial_reports starts empty. On SQLite the columns are added in place (ALTER TABLE ADD COLUMN), no table copy.
+trial_reports starts empty. Every existing search is of kind 'search' (`spinenas calibrate` stores its studies as
+'calibration'). On SQLite the columns are added in place (ALTER TABLE ADD COLUMN), no table copy.
 
 Revision ID: 0002
 Revises: 0001
@@ -33,6 +34,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('searches', schema=None) as batch_op:
         batch_op.add_column(sa.Column('fingerprint', sa.String(length=16), nullable=True))
+        batch_op.add_column(sa.Column('kind', sa.String(length=16), nullable=False, server_default='search'))
 
     with op.batch_alter_table('trials', schema=None) as batch_op:
         batch_op.add_column(sa.Column('fingerprint', sa.String(length=16), nullable=True))
@@ -50,6 +52,7 @@ def downgrade() -> None:
         batch_op.drop_column('fingerprint')
 
     with op.batch_alter_table('searches', schema=None) as batch_op:
+        batch_op.drop_column('kind')
         batch_op.drop_column('fingerprint')
 
     op.drop_table('trial_reports')

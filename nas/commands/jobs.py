@@ -1,0 +1,177 @@
+"""What the commands that run trials share (`search`, `calibrate`): the database, the log, the runner's backend.
+
+Every check that can fail comes before anything is created: `check_local_runner` before the run folder,
+`start_ray_if_needed` before the driver writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+from nas.ui import UserError
+
+
+def open_store(db: str | None) -> tuple[Any, str]:
+    """The results database for writing, or a one-line UserError (its folder made when missing)."""
+    from results_db import ResultStore
+    from results_db.url import resolve_url, sqlite_path
+
+    try:
+        url = resolve_url(db)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    path = sqlite_path(url)
+    if path:
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            try:
+                os.makedirs(folder)
+            except OSError as e:
+                raise UserError(f"cannot create the database folder {folder}: {e.strerror}") from None
+        if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+            raise UserError(f"cannot write the database {path}: permission denied")
+    try:
+        return ResultStore(url), url
+    except Exception as e:  # noqa: BLE001 - any open failure is the user's database problem: one line
+        raise UserError(f"cannot open the database {url}: {str(e).splitlines()[0]}") from None
+
+
+# Loggers whose records reach the console during a search; everything else (TensorFlow, absl, Ray, warnings) goes
+# to the search's log file only.
+_CONSOLE_LOGGERS = ("nas", "results_db", "controller", "search_space", "proxy_task")
+
+
+class _OurRecords(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name.split(".")[0] in _CONSOLE_LOGGERS
+
+
+@contextlib.contextmanager
+def search_log(run_dir: str) -> Iterator[str]:
+    """The search's log file: our INFO lines, and every other library's output, TensorFlow's C++ logs included.
+
+    File descriptor 2 is pointed at the log for the run (TensorFlow, XLA and absl write there from C++, and the
+    processes Ray and the runners start inherit it); Python's `sys.stderr` keeps the terminal, so the search's
+    own messages and errors still show.
+    """
+    path = os.path.join(run_dir, "search.log")
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    logging.getLogger("nas").setLevel(logging.INFO)
+    logging.captureWarnings(True)
+    console = [h for h in root.handlers if h is not handler]
+    quiet = _OurRecords()
+    for h in console:
+        h.addFilter(quiet)
+    saved_stderr = sys.stderr
+    saved_fd = None
+    try:
+        sys.stderr.flush()
+        saved_fd = os.dup(2)
+        log_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+        sys.stderr = os.fdopen(os.dup(saved_fd), "w", buffering=1)
+        for h in console:
+            if isinstance(h, logging.StreamHandler) and h.stream is saved_stderr:
+                h.setStream(sys.stderr)
+    except OSError:  # no file descriptor 2 to move (an embedding host): keep the output where it is
+        saved_fd = None
+    try:
+        yield path
+    finally:
+        if saved_fd is not None:
+            for h in console:
+                if isinstance(h, logging.StreamHandler) and h.stream is sys.stderr:
+                    h.setStream(saved_stderr)
+            sys.stderr.flush()
+            os.dup2(saved_fd, 2)
+            os.close(saved_fd)
+            sys.stderr.close()
+            sys.stderr = saved_stderr
+        for h in console:
+            h.removeFilter(quiet)
+        logging.captureWarnings(False)
+        root.removeHandler(handler)
+        handler.close()
+
+
+def route_to_log(package: str) -> None:
+    """Sends a library's log records (Ray sets up its own console handlers on import) to the search's log only."""
+    importlib.import_module(package)
+    lg = logging.getLogger(package)
+    for h in list(lg.handlers):
+        lg.removeHandler(h)
+    lg.propagate = True
+
+
+def check_local_runner(cfg: Any, args: argparse.Namespace) -> None:
+    """The local runner's resources are this machine's: checked before anything is created."""
+    if cfg.runner.type != "local":
+        return
+    s = cfg.search
+    cpus = os.cpu_count() or 1
+    if s.cpus_per_trial > cpus:
+        raise UserError(f"--cpus-per-trial {s.cpus_per_trial:g} is more than this machine's {cpus} CPUs")
+    if s.gpus_per_trial:
+        raise UserError("the local runner does not hand out GPUs; use the ray runner for --gpus-per-trial")
+    if getattr(args, "address", None):
+        raise UserError("--address names a Ray cluster; it does not apply to --runner local")
+
+
+def start_ray_if_needed(cfg: Any, args: argparse.Namespace) -> bool:
+    """For the ray runner: Ray started here or joined at --address, and the per-trial request checked against it.
+
+    Returns:
+      True when this call started a local Ray (the caller shuts it down).
+    """
+    if cfg.runner.type != "ray":
+        return False
+    from nas.runners.ray_runner import init_ray
+
+    route_to_log("ray")
+    started = init_ray(getattr(args, "address", None), num_cpus=None)
+    import ray
+
+    s = cfg.search
+    res = ray.cluster_resources()
+    if s.cpus_per_trial > res.get("CPU", 0):
+        if started:
+            ray.shutdown()
+        raise UserError(f"--cpus-per-trial {s.cpus_per_trial:g} is more than the cluster's {res.get('CPU', 0):g} CPUs")
+    if s.gpus_per_trial > res.get("GPU", 0):
+        if started:
+            ray.shutdown()
+        raise UserError(f"--gpus-per-trial {s.gpus_per_trial:g} but the cluster has {res.get('GPU', 0):g} GPUs")
+    return started
+
+
+class LazyChoices:
+    """An argparse `choices` read from a registry when first needed: building the parser imports no registry
+    (the controller registry loads numpy, which `spinenas top` must not). Give the argument a `metavar`:
+    argparse lists the choices in the usage line otherwise, when the parser is built."""
+
+    def __init__(self, module: str, function: str) -> None:
+        self._where = (module, function)
+        self._names: tuple[str, ...] | None = None
+
+    def _get(self) -> tuple[str, ...]:
+        if self._names is None:
+            module, function = self._where
+            self._names = tuple(getattr(importlib.import_module(module), function)())
+        return self._names
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._get()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
