@@ -38,6 +38,11 @@ Targets (issue 5, at 14,000 trials): top < 0.5 s, inserts > 500 trials/s, file <
 learning-curve rows (``trial_reports``); ``db_mb`` counts them, and ``size.db_mb_without_reports`` is the file
 without their pages.
 
+The figures depend on how often PPO repeats itself: at 14,000 trials (seed 0) it converged so that 88% of the
+trials were cached, which write no curve and no new arch, so the file held ~29,000 report rows, not the ~244,000
+of a search whose trials all run. ``--controller random`` is that other extreme for the per-trial path and the
+file (its checkpoints are tiny; ``trials_only_per_s`` and ``size`` are the figures to compare).
+
 Usage::
 
   flock /tmp/spinenas-cpu.lock python scripts/bench/db.py --trials 14000 --json
