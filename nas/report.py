@@ -45,6 +45,7 @@ class ReportData:
       top: the best archs over the searches (within `fingerprint`).
       fingerprint: the fingerprint `top` ranks within (the newest search's), None when mixed.
       curves: trial id -> its learning curve (reports in step order), for the trials of the top archs.
+      calibrations: study name -> its figures (`nas.calibration.analyze`), for the searches of kind calibration.
       generated_at: UTC time the data was read.
     """
 
@@ -56,6 +57,7 @@ class ReportData:
     generated_at: datetime.datetime
     fingerprint: str | None = None
     curves: dict[int, list[Any]] = dataclasses.field(default_factory=dict)
+    calibrations: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 def collect(reader: ReadAPI, names: Sequence[str], *, top_k: int = 10) -> ReportData:
@@ -80,7 +82,24 @@ def collect(reader: ReadAPI, names: Sequence[str], *, top_k: int = 10) -> Report
         generated_at=datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None),
         fingerprint=fingerprint,
         curves=reader.reports(curve_trials) if curve_trials else {},
+        calibrations=_calibrations(reader, [summaries[n].search for n in names], trials),
     )
+
+
+def _calibrations(reader: ReadAPI, searches: Sequence[Any], trials: dict[str, list[Any]]) -> dict[str, dict]:
+    from nas.calibration import KIND, CalibrationError, Study, analyze
+
+    out = {}
+    for s in searches:
+        if getattr(s, "kind", "search") != KIND:
+            continue
+        try:
+            study = Study.from_yaml(s.config)
+        except CalibrationError:
+            continue
+        ts = trials[s.name]
+        out[s.name] = analyze(study, ts, reader.reports([t.id for t in ts]) if ts else {})
+    return out
 
 
 # --------------------------------------------------------------------------------------------------- plots
@@ -181,6 +200,50 @@ def plot_curves(data: ReportData) -> str | None:
     for ax in (ax_loss, ax_ap):
         ax.grid(color="#eeeeee")
     ax_ap.legend(loc="lower right", fontsize=7)
+    return _png(fig)
+
+
+def plot_calibration_tau(name: str, d: dict[str, Any]) -> str:
+    """Kendall tau of each rung against the reference, over proxy steps, with its 90% interval as a band."""
+    fig = _figure(7, 3.8)
+    ax = fig.subplots()
+    for subset, colour, label in (("all", SEARCH_COLOURS[0], "all candidates"),
+                                  ("random", SEARCH_COLOURS[1], "random candidates")):
+        rows = [r for r in d["rungs"] if r[subset]["tau"] is not None]
+        if not rows:
+            continue
+        xs = [r["step"] for r in rows]
+        ax.plot(xs, [r[subset]["tau"] for r in rows], marker="o", color=colour, label=label)
+        ax.fill_between(xs, [r[subset]["tau_low"] for r in rows], [r[subset]["tau_high"] for r in rows],
+                        color=colour, alpha=0.15, linewidth=0)
+    target = d["verdict"]["target_tau"]
+    ax.axhline(target, color="#888888", linestyle="--", linewidth=1, label=f"target {target}")
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_xlabel("proxy step (rung)")
+    ax.set_ylabel("Kendall tau vs reference")
+    ax.set_title(f"{name}: rank agreement of each rung with {d['reference']['steps']} steps", fontsize=10)
+    ax.grid(color="#eeeeee")
+    ax.legend(loc="lower right", fontsize=8)
+    return _png(fig)
+
+
+def plot_calibration_scatter(name: str, d: dict[str, Any]) -> str:
+    """Each candidate's proxy AP (at the proxy's last step) against its reference AP."""
+    fig = _figure(5.5, 4.5)
+    ax = fig.subplots()
+    final = str(d["rungs"][-1]["step"])
+    kinds = {"spinenet-49": ("*", "#c44e52"), "poor": ("v", "#8c8c8c"), "scale-decreased": ("s", "#8172b3"),
+             "random": ("o", "#4c72b0"), "given": ("o", "#55a868")}
+    for kind, (marker, colour) in kinds.items():
+        pts = [(c["reference_ap"], c["proxy_ap"][final]) for c in d["candidates"] if c["kind"] == kind
+               and c["reference_ap"] is not None and c["proxy_ap"][final] is not None]
+        if pts:
+            ax.scatter(*zip(*pts), marker=marker, color=colour, s=40 if marker != "*" else 110, label=kind)
+    ax.set_xlabel(f"reference AP ({d['reference']['steps']} steps)")
+    ax.set_ylabel(f"proxy AP ({final} steps)")
+    ax.set_title(f"{name}: proxy against reference", fontsize=10)
+    ax.grid(color="#eeeeee")
+    ax.legend(loc="upper left", fontsize=8)
     return _png(fig)
 
 
@@ -409,6 +472,11 @@ def render_html(data: ReportData) -> str:
         _img(plot_ap_flops(data), "AP against FLOPs with the Pareto front"),
         "<h2>Trials</h2>",
         _img(plot_status_durations(data), "trial status counts and durations"),
+        *(part for name, d in data.calibrations.items() for part in (
+            f"<h2>Calibration {html.escape(name)}</h2>",
+            f"<p>{html.escape(d['verdict']['text'])}</p>",
+            _img(plot_calibration_tau(name, d), "Kendall tau of each rung against the reference"),
+            _img(plot_calibration_scatter(name, d), "proxy AP against reference AP"))),
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"

@@ -241,8 +241,8 @@ def _print_study(name: str, d: dict[str, Any]) -> None:
         print_table(("candidate", "APs", "mean", "std", "CV"),
                     [(c["name"], " ".join(f"{x:.3f}" for x in c["aps"]), _f(c["mean"]), _f(c["std"]), _f(c["cv"], 2))
                      for c in v["candidates"]])
-        print(f"pooled seed std {_f(v['pooled_std'])}; spread of the candidates' proxy AP {_f(v['spread'])} "
-              f"({_f(v['spread_over_noise'], 1)}x the seed std)")
+        ratio = f" ({v['spread_over_noise']:.1f}x the seed std)" if v["spread_over_noise"] is not None else ""
+        print(f"pooled seed std {_f(v['pooled_std'])}; spread of the candidates' proxy AP {_f(v['spread'])}{ratio}")
     print("\ncandidates (AP at each rung, and at the reference):")
     print_table(("candidate", "key", *map(str, s["rungs"]), "reference"),
                 [(c["name"], c["key"], *(_f(c["proxy_ap"][str(r)]) for r in s["rungs"]), _f(c["reference_ap"]))

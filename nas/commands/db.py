@@ -37,6 +37,7 @@ def _cmd_searches(args: argparse.Namespace) -> int:
         out = [
             {
                 "name": s.search.name,
+                "kind": s.search.kind,
                 "controller": s.search.controller,
                 "family": s.search.family,
                 "seed": s.search.seed,
@@ -58,7 +59,7 @@ def _cmd_searches(args: argparse.Namespace) -> int:
     rows = [
         (
             s.search.name,
-            s.search.controller or "-",
+            (s.search.controller or "-") if s.search.kind == "search" else f"({s.search.kind})",
             s.search.family or "-",
             s.search.status,
             s.trials,

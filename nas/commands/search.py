@@ -125,6 +125,26 @@ def _ensure_data(cfg: Any) -> None:
         raise UserError(str(e)) from None
 
 
+def _calibration_note(store: Any, fingerprint: str, preset: str) -> str:
+    """What the newest calibration study of this search's proxy found, or a warning that there is none."""
+    from nas.calibration import CalibrationError, Study, analyze, find_calibrations
+
+    for name, _ in reversed(find_calibrations(store, fingerprint)):
+        try:
+            study = Study.from_yaml(store.open_search(name).config)
+        except CalibrationError:
+            continue
+        trials = store.trials(name)
+        d = analyze(study, trials, store.reports([t.id for t in trials]) if trials else {})
+        last = d["rungs"][-1]
+        a = last["all"]
+        tau = "-" if a["tau"] is None else f"{a['tau']:.2f} (90% interval {a['tau_low']:.2f} to {a['tau_high']:.2f})"
+        return (f"  calibration {name!r} of this proxy: tau {tau} at its last step ({last['step']}) against "
+                f"{d['reference']['steps']} steps; {d['verdict']['text']}")
+    return (f"  warning: no calibration of this proxy in the database: 'spinenas calibrate --preset {preset}' "
+            "measures whether it ranks architectures as a longer training does (its seed noise too)")
+
+
 def _run(cfg: Any, name: str, store: Any, url: str, args: argparse.Namespace, faults: Any) -> int:
     from nas.console import LiveView, PlainView
 
@@ -147,6 +167,7 @@ def _run(cfg: Any, name: str, store: Any, url: str, args: argparse.Namespace, fa
                       f"runner, evaluator {cfg.evaluator.type}, reward {s.reward}")
             view.line(f"  database {url}; log {os.path.join(run_dir, 'search.log')}; TensorBoard: tensorboard "
                       f"--logdir {run_dir}")
+            view.line(_calibration_note(store, driver.fingerprint, args.preset))
             outcome = driver.run()
     finally:
         view.close()
