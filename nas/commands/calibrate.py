@@ -9,7 +9,14 @@ import sys
 import time
 from typing import Any
 
-from nas.commands.jobs import LazyChoices, check_local_runner, open_store, search_log, start_ray_if_needed
+from nas.commands.jobs import (
+    LazyChoices,
+    check_local_runner,
+    ensure_data,
+    open_store,
+    search_log,
+    start_ray_if_needed,
+)
 from nas.ui import UserError, error_text, print_table
 
 # Flags of `calibrate` that set keys of the preset's config (how the study's trainings run).
@@ -137,10 +144,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                 raise UserError(f"a search or study named {name!r} already exists in {url}; continue it with "
                                 f"--resume {name}, or choose another --name")
         if study.proxy.evaluator.type == "retinanet":
-            from nas.commands.search import _ensure_data
-
-            _ensure_data(study.proxy)
-            _ensure_data(study.reference)
+            ensure_data(study.proxy)
+            ensure_data(study.reference)
         return _run(study, name, store, url, args)
     finally:
         store.close()

@@ -57,6 +57,16 @@ def one_line(e: BaseException) -> str:
     return lines[0] if lines else type(orig).__name__
 
 
+def load_arch_or_exit(ref: str) -> Any:
+    """An architecture by built-in name or JSON file, or a one-line UserError."""
+    from search_space import InvalidArchError, load_arch
+
+    try:
+        return load_arch(ref)
+    except (LookupError, FileNotFoundError, InvalidArchError) as e:
+        raise UserError(error_text(e)) from None
+
+
 def load_config(preset: str, overrides: Sequence[str]) -> Any:
     """A preset (name or YAML file) with `--set` overrides applied, or a one-line UserError."""
     from nas.config import NasConfig

@@ -74,7 +74,7 @@ def _print_dataset(info: Any, seconds: float, as_json: bool) -> None:
 def _cmd_proxy_run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from nas.commands.space import load_arch_or_exit
+    from nas.commands.common import load_arch_or_exit
 
     arch = load_arch_or_exit(args.arch)
     overrides = list(args.set or [])

@@ -10,7 +10,14 @@ import sys
 import time
 from typing import Any
 
-from nas.commands.jobs import LazyChoices, check_local_runner, open_store, search_log, start_ray_if_needed
+from nas.commands.jobs import (
+    LazyChoices,
+    check_local_runner,
+    ensure_data,
+    open_store,
+    search_log,
+    start_ray_if_needed,
+)
 from nas.ui import UserError, error_text
 
 logger = logging.getLogger(__name__)
@@ -90,7 +97,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
                 raise UserError(f"a search named {name!r} already exists in {url}; continue it with --resume "
                                 f"{name}, or choose another --name")
         if cfg.evaluator.type == "retinanet":
-            _ensure_data(cfg)
+            ensure_data(cfg)
         return _run(cfg, name, store, url, args, faults)
     finally:
         store.close()
@@ -114,15 +121,6 @@ def _check_search_config(cfg: Any) -> None:
         get_family(cfg.search.family)
     except LookupError as e:
         raise UserError(error_text(e)) from None
-
-
-def _ensure_data(cfg: Any) -> None:
-    from proxy_task.data import DataError, ensure_dataset
-
-    try:
-        ensure_dataset(cfg.proxy.data, progress=lambda m: print(m, file=sys.stderr, flush=True))
-    except DataError as e:
-        raise UserError(str(e)) from None
 
 
 def _calibration_note(store: Any, fingerprint: str, preset: str) -> str:

@@ -6,7 +6,9 @@ import argparse
 import json
 from typing import Any
 
-from nas.ui import UserError, error_text, fmt_int, print_table
+from nas.commands.common import load_arch_or_exit
+from nas.ui import UserError, fmt_int, print_table
+
 
 def _cmd_space(args: argparse.Namespace) -> int:
     from search_space import SearchSpace, get_family
@@ -50,15 +52,6 @@ def _cmd_space(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------------- spec
-def load_arch_or_exit(ref: str) -> Any:
-    from search_space import InvalidArchError, load_arch
-
-    try:
-        return load_arch(ref)
-    except (LookupError, FileNotFoundError, InvalidArchError) as e:
-        raise UserError(error_text(e)) from None
-
-
 def _cmd_spec_show(args: argparse.Namespace) -> int:
     arch = load_arch_or_exit(args.arch)
     if args.format == "json":
