@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
@@ -29,6 +30,18 @@ COMMAND_MODULES: tuple[str, ...] = (
     "nas.commands.db",
     "nas.commands.export",
 )
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so a search stops as on Ctrl-C (nothing lost; resume later)."""
+
+
+_TERMINATED = {"seen": False}
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    _TERMINATED["seen"] = True
+    raise Terminated()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -67,16 +80,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
+    # SIGTERM (a scheduler, `kill`, a container stop) is handled like Ctrl-C: the job stops cleanly, exit code 143.
+    # SIGINT too, even when the shell that started a background job set it to be ignored.
+    _TERMINATED["seen"] = False
     try:
-        return func(args)
+        previous = {sig: signal.signal(sig, handler) for sig, handler in (
+            (signal.SIGTERM, _on_sigterm), (signal.SIGINT, signal.default_int_handler))}
+    except ValueError:  # not the main thread (an embedding host): leave the signals as they are
+        previous = {}
+    try:
+        code = func(args)
+        return 143 if _TERMINATED["seen"] else code
     except UserError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        print(f"{PROG}: {'terminated' if _TERMINATED['seen'] else 'interrupted'}", file=sys.stderr)
+        return 143 if _TERMINATED["seen"] else 130
     except BrokenPipeError:
         return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -285,3 +285,26 @@ def test_a_real_search_reuses_nothing_of_a_surrogate_search_in_the_same_database
     # `top` ranks the newest search's fingerprint and says so.
     assert "ranking fingerprint" in real.stdout and "retinanet 128 px 4 steps" in real.stdout
     assert "1 other fingerprint" in real.stdout
+
+
+@pytest.mark.slow
+def test_sigterm_stops_a_search_as_ctrl_c_does_and_it_resumes(tmp_path):
+    db = tmp_path / "r.db"
+    args = ["search", "--runner", "local", "--evaluator", "surrogate", "--controller", "random", "--trials", "6",
+            "--surrogate-duration", "1", "--cpus-per-trial", "1", "--db", str(db), "--top", "0"]
+    proc = subprocess.Popen([sys.executable, "-m", "nas.cli", *args, "--name", "t"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    deadline = time.time() + 60
+    while _finished(str(db), "t") < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, out + err
+    assert "Traceback" not in err and "interrupted: " in out
+    store = ResultStore(f"sqlite:///{db}")
+    assert store.open_search("t").status == "stopped"
+    store.close()
+    resumed = _spinenas("search", "--resume", "t", "--db", str(db), "--top", "0", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    store = ResultStore(f"sqlite:///{db}")
+    assert sum(t.status == "completed" for t in store.trials("t")) == 6
