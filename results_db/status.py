@@ -9,7 +9,14 @@ from __future__ import annotations
 import enum
 
 
-class TrialStatus(str, enum.Enum):
+class _Status(str, enum.Enum):
+    """A status that prints as its stored value ('completed'), as f-strings and messages want."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+class TrialStatus(_Status):
     """Where a trial is. QUEUED -> RUNNING -> COMPLETED | FAILED; CACHED = not run, a stored result was reused."""
 
     QUEUED = "queued"
@@ -17,9 +24,6 @@ class TrialStatus(str, enum.Enum):
     COMPLETED = "completed"
     FAILED = "failed"
     CACHED = "cached"
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def is_finished(self) -> bool:
@@ -33,16 +37,13 @@ FINISHED_STATUSES = frozenset({TrialStatus.COMPLETED, TrialStatus.FAILED, TrialS
 OPEN_STATUSES = frozenset({TrialStatus.QUEUED, TrialStatus.RUNNING})
 
 
-class SearchStatus(str, enum.Enum):
+class SearchStatus(_Status):
     """Where a search is. RUNNING while a driver works on it (or until a crashed driver is resumed)."""
 
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
     STOPPED = "stopped"
-
-    def __str__(self) -> str:
-        return self.value
 
 
 __all__ = ["FINISHED_STATUSES", "OPEN_STATUSES", "SearchStatus", "TrialStatus"]

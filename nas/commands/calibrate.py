@@ -5,28 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from typing import Any
 
-from nas.commands.jobs import (
-    LazyChoices,
-    check_local_runner,
-    ensure_data,
-    open_store,
-    search_log,
-    start_ray_if_needed,
-)
+from nas.commands.jobs import LazyChoices, ensure_data, open_store, say, trial_job
 from nas.ui import UserError, error_text, print_table
 
 # Flags of `calibrate` that set keys of the preset's config (how the study's trainings run).
 _FLAG_KEYS = {"workers": "search.workers", "cpus_per_trial": "search.cpus_per_trial",
               "gpus_per_trial": "search.gpus_per_trial", "trial_timeout": "search.trial_timeout_s",
               "runner": "runner.type"}
-
-
-def _say(msg: str) -> None:
-    print(msg, flush=True)
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -163,35 +151,22 @@ def _resolved(cfg: Any, overrides: list[str]) -> Any:
 
 def _run(study: Any, name: str, store: Any, url: str, args: argparse.Namespace) -> int:
     from nas.calibration import CalibrationStudy
-    from nas.console import LiveView, PlainView
 
     cfg = study.proxy
-    check_local_runner(cfg, args)
     run_dir = os.path.abspath(args.run_dir or os.path.join("runs", name))
-    os.makedirs(run_dir, exist_ok=True)
-    view = LiveView() if sys.stdout.isatty() and not args.plain else PlainView(_say)
-    started_ray = False
-    try:
-        with search_log(run_dir):
-            started_ray = start_ray_if_needed(cfg, args)
-            runner = CalibrationStudy(study, name=name, store=store, run_dir=run_dir, resume=bool(args.resume),
-                                      view=view)
-            runner.start()
-            s = study.settings
-            view.line(f"calibration {name!r} of the {s.preset} proxy: {len(study.candidates)} candidates at "
-                      f"{cfg.proxy.train_steps} steps (rungs {', '.join(map(str, s.rungs))}) and at "
-                      f"{s.reference_steps} steps{' ' + ' '.join(s.reference_set) if s.reference_set else ''}, "
-                      f"{s.repeats} seeds of {s.variance_archs}: {len(study.plan)} trainings on the "
-                      f"{cfg.runner.type} runner, {cfg.search.workers} at a time")
-            view.line(f"  database {url}; log {os.path.join(run_dir, 'search.log')}")
-            outcome = runner.run()
-    finally:
-        view.close()
-        if started_ray:
-            import ray
-
-            ray.shutdown()
-    _say(f"calibration {name!r} {'stopped' if outcome.interrupted else 'finished'}: {outcome.done} of "
+    with trial_job(cfg, args, run_dir) as view:
+        runner = CalibrationStudy(study, name=name, store=store, run_dir=run_dir, resume=bool(args.resume),
+                                  view=view)
+        runner.start()
+        s = study.settings
+        view.line(f"calibration {name!r} of the {s.preset} proxy: {len(study.candidates)} candidates at "
+                  f"{cfg.proxy.train_steps} steps (rungs {', '.join(map(str, s.rungs))}) and at "
+                  f"{s.reference_steps} steps{' ' + ' '.join(s.reference_set) if s.reference_set else ''}, "
+                  f"{s.repeats} seeds of {s.variance_archs}: {len(study.plan)} trainings on the "
+                  f"{cfg.runner.type} runner, {cfg.search.workers} at a time")
+        view.line(f"  database {url}; log {os.path.join(run_dir, 'search.log')}")
+        outcome = runner.run()
+    say(f"calibration {name!r} {'stopped' if outcome.interrupted else 'finished'}: {outcome.done} of "
          f"{outcome.total} trainings ({outcome.failed} failed) in {outcome.wall_s / 60:.1f} min")
     if not outcome.interrupted:
         from nas.commands.common import open_reader

@@ -165,6 +165,33 @@ def start_ray_if_needed(cfg: Any, args: argparse.Namespace) -> bool:
     return started
 
 
+@contextlib.contextmanager
+def trial_job(cfg: Any, args: argparse.Namespace, run_dir: str) -> Iterator[Any]:
+    """The frame of a command that runs trials: checks, the run folder, the log, Ray (started and stopped here when
+    the ray runner has no --address), and the console view it yields (live on a terminal unless --plain)."""
+    from nas.console import LiveView, PlainView
+
+    check_local_runner(cfg, args)
+    os.makedirs(run_dir, exist_ok=True)
+    view = LiveView() if sys.stdout.isatty() and not getattr(args, "plain", False) else PlainView(say)
+    started_ray = False
+    try:
+        with search_log(run_dir):
+            started_ray = start_ray_if_needed(cfg, args)
+            yield view
+    finally:
+        view.close()
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+
+
+def say(msg: str) -> None:
+    """A line on stdout, flushed (progress must show when stdout is a pipe)."""
+    print(msg, flush=True)
+
+
 class LazyChoices:
     """An argparse `choices` read from a registry when first needed: building the parser imports no registry
     (the controller registry loads numpy, which `spinenas top` must not). Give the argument a `metavar`:

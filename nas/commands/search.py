@@ -6,18 +6,10 @@ import argparse
 import json
 import logging
 import os
-import sys
 import time
 from typing import Any
 
-from nas.commands.jobs import (
-    LazyChoices,
-    check_local_runner,
-    ensure_data,
-    open_store,
-    search_log,
-    start_ray_if_needed,
-)
+from nas.commands.jobs import LazyChoices, ensure_data, open_store, say, trial_job
 from nas.ui import UserError, error_text
 
 logger = logging.getLogger(__name__)
@@ -40,10 +32,6 @@ _FLAG_KEYS = {
 }
 # What a resumed search may change: how it runs, not what it searches.
 _RESUMABLE = {"trials", "workers", "trial_timeout", "cpus_per_trial", "gpus_per_trial", "runner"}
-
-
-def _say(msg: str) -> None:
-    print(msg, flush=True)
 
 
 def _overrides(args: argparse.Namespace, allowed: set[str] | None = None) -> list[str]:
@@ -144,36 +132,22 @@ def _calibration_note(store: Any, fingerprint: str, preset: str) -> str:
 
 
 def _run(cfg: Any, name: str, store: Any, url: str, args: argparse.Namespace, faults: Any) -> int:
-    from nas.console import LiveView, PlainView
-
     run_dir = os.path.abspath(args.run_dir or os.path.join("runs", name))
     s = cfg.search
-    check_local_runner(cfg, args)
-    os.makedirs(run_dir, exist_ok=True)
-    view = LiveView() if sys.stdout.isatty() and not args.plain else PlainView(_say)
-    started_ray = False
-    try:
-        with search_log(run_dir):
-            from nas.loop import SearchDriver
+    with trial_job(cfg, args, run_dir) as view:
+        from nas.loop import SearchDriver
 
-            driver = SearchDriver(cfg, name=name, store=store, run_dir=run_dir, resume=bool(args.resume),
-                                  faults=faults, view=view)
-            started_ray = start_ray_if_needed(cfg, args)
-            driver.start()
-            view.line(f"search {name!r}: {s.trials} trials of the {s.family} space with the {cfg.controller.type} "
-                      f"controller, {s.workers} at a time ({s.cpus_per_trial:g} CPUs each) on the {cfg.runner.type} "
-                      f"runner, evaluator {cfg.evaluator.type}, reward {s.reward}")
-            view.line(f"  database {url}; log {os.path.join(run_dir, 'search.log')}; TensorBoard: tensorboard "
-                      f"--logdir {run_dir}")
-            view.line(_calibration_note(store, driver.fingerprint, args.preset))
-            outcome = driver.run()
-    finally:
-        view.close()
-        if started_ray:
-            import ray
-
-            ray.shutdown()
-    _say(f"search {name!r} {'stopped' if outcome.interrupted else 'finished'}: {outcome.trials} trials "
+        driver = SearchDriver(cfg, name=name, store=store, run_dir=run_dir, resume=bool(args.resume),
+                              faults=faults, view=view)
+        driver.start()
+        view.line(f"search {name!r}: {s.trials} trials of the {s.family} space with the {cfg.controller.type} "
+                  f"controller, {s.workers} at a time ({s.cpus_per_trial:g} CPUs each) on the {cfg.runner.type} "
+                  f"runner, evaluator {cfg.evaluator.type}, reward {s.reward}")
+        view.line(f"  database {url}; log {os.path.join(run_dir, 'search.log')}; TensorBoard: tensorboard "
+                  f"--logdir {run_dir}")
+        view.line(_calibration_note(store, driver.fingerprint, args.preset))
+        outcome = driver.run()
+    say(f"search {name!r} {'stopped' if outcome.interrupted else 'finished'}: {outcome.trials} trials "
          f"({outcome.completed} completed, {outcome.failed} failed, {outcome.cached} cached) in "
          f"{outcome.wall_s / 60:.1f} min")
     if outcome.trials and args.top > 0:

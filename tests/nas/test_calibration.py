@@ -7,7 +7,6 @@ import itertools
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from nas.calibration import (
 from nas.calibration_stats import pooled_std, rank_agreement, seed_noise
 from nas.config_io import to_yaml
 from search_space import SPINENET_49
-from tests.nas.test_driver import cfg_of
+from tests.nas.helpers import cfg_of, finished, spinenas
 
 
 # --------------------------------------------------------------------------------------------------- statistics
@@ -132,10 +131,6 @@ def test_a_study_resolves_its_rungs_reference_and_plan():
     assert study.fingerprint("reference") != study.fingerprint("proxy")
 
 
-def _spinenas(*argv, cwd, **kw):
-    return subprocess.run([sys.executable, "-m", "nas.cli", *argv], capture_output=True, text=True, cwd=cwd, **kw)
-
-
 def _preset(tmp_path, **kw):
     path = tmp_path / "surrogate.yaml"
     path.write_text(to_yaml(_surrogate_cfg(**kw)))
@@ -149,12 +144,12 @@ def test_the_whole_study_on_the_surrogate_gives_the_known_tau(tmp_path):
     from proxy_task.evaluator import TrialContext, build_evaluator
 
     db = tmp_path / "r.db"
-    proc = _spinenas("calibrate", "--preset", _preset(tmp_path), "--name", "cal", "--archs", "8", "--repeats", "2",
+    proc = spinenas("calibrate", "--preset", _preset(tmp_path), "--name", "cal", "--archs", "8", "--repeats", "2",
                      "--variance-archs", "2", "--db", str(db), "--seed", "4", "--target-tau", "0.6", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "calibration 'cal' finished: 18 of 18 trainings" in proc.stdout  # 8 x 2 fidelities, 2 repeats
     assert "verdict:" in proc.stdout
-    shown = _spinenas("calibration", "show", "cal", "--db", str(db), "--json", cwd=tmp_path)
+    shown = spinenas("calibration", "show", "cal", "--db", str(db), "--json", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     d = json.loads(shown.stdout)
     assert d["trainings"] == {"done": 18, "total": 18, "failed": 0}
@@ -189,30 +184,19 @@ def test_the_whole_study_on_the_surrogate_gives_the_known_tau(tmp_path):
         assert reader.newest_fingerprint() is None
         assert [s.kind for s in reader.list_searches()] == ["calibration"]
     # A search of the same proxy says what its calibration found.
-    search = _spinenas("search", "--preset", _preset(tmp_path), "--name", "s", "--db", str(db), "--trials", "2",
+    search = spinenas("search", "--preset", _preset(tmp_path), "--name", "s", "--db", str(db), "--trials", "2",
                        "--top", "0", cwd=tmp_path)
     assert search.returncode == 0, search.stderr[-2000:]
     assert "calibration 'cal' of this proxy" in search.stdout and "tau" in search.stdout
-    other = _spinenas("search", "--preset", _preset(tmp_path), "--name", "s2", "--db", str(db), "--trials", "1",
+    other = spinenas("search", "--preset", _preset(tmp_path), "--name", "s2", "--db", str(db), "--trials", "1",
                       "--top", "0", "--set", "proxy.train_steps=300", cwd=tmp_path)
     assert "no calibration of this proxy" in other.stdout
     # The report of a study plots tau against the steps and the proxy AP against the reference AP.
-    report = _spinenas("report", "--search", "cal", "--db", str(db), "--out", str(tmp_path / "rep"), cwd=tmp_path)
+    report = spinenas("report", "--search", "cal", "--db", str(db), "--out", str(tmp_path / "rep"), cwd=tmp_path)
     assert report.returncode == 0, report.stderr
     page = (tmp_path / "rep" / "index.html").read_text()
     assert 'alt="Kendall tau of each rung against the reference"' in page
     assert 'alt="proxy AP against reference AP"' in page
-
-
-def _finished(db, name):
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        n = con.execute("select count(*) from trials t join searches s on s.id = t.search_id where s.name = ? and "
-                        "t.status in ('completed', 'failed')", (name,)).fetchone()[0]
-        con.close()
-        return n
-    except sqlite3.Error:
-        return 0
 
 
 @pytest.mark.slow
@@ -226,7 +210,7 @@ def test_a_study_killed_with_kill_9_resumes_without_repeating_a_finished_trainin
     proc = subprocess.Popen([sys.executable, "-m", "nas.cli", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, cwd=tmp_path)
     deadline = time.time() + 120
-    while _finished(db, "k") < 3 and time.time() < deadline:
+    while finished(db, "k") < 3 and time.time() < deadline:
         time.sleep(0.1)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -235,7 +219,7 @@ def test_a_study_killed_with_kill_9_resumes_without_repeating_a_finished_trainin
     store.close()
     done = [i for i, t in before.items() if t.status == "completed"]
     assert 3 <= len(done) < 9
-    resumed = _spinenas("calibrate", "--resume", "k", "--db", str(db), "--runner", "local", cwd=tmp_path)
+    resumed = spinenas("calibrate", "--resume", "k", "--db", str(db), "--runner", "local", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert f"resuming calibration 'k': {len(done)} of 9 trainings done" in resumed.stdout
     store = ResultStore(f"sqlite:///{db}")
@@ -259,7 +243,7 @@ def test_a_study_killed_with_kill_9_resumes_without_repeating_a_finished_trainin
 def test_bad_input_is_one_line_before_anything_is_stored(tmp_path, argv, message):
     db = tmp_path / "r.db"
     preset = [] if "--preset" in argv or "--resume" in argv else ["--preset", _preset(tmp_path)]
-    proc = _spinenas("calibrate", *preset, *argv, "--db", str(db), cwd=tmp_path)
+    proc = spinenas("calibrate", *preset, *argv, "--db", str(db), cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr

@@ -8,7 +8,6 @@ import json
 import re
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import time
 import pytest
 
 from results_db import ResultStore
-from tests.nas.test_driver import cfg_of, run_search
+from tests.nas.helpers import cfg_of, finished, run_search, spinenas, stop_one_trial
 
 ray_tests = pytest.mark.ray
 
@@ -87,45 +86,12 @@ def test_a_trial_past_its_timeout_is_cancelled_and_failed(ray_cluster, tmp_path)
 
 @ray_tests
 @pytest.mark.slow
-def test_a_cooperative_stop_on_ray_ends_the_trial_at_its_next_report(ray_cluster, tmp_path):
-    from nas.loop import trial_spec
-    from nas.runners import TrialTask, build_runner
-    from search_space import SPINENET_49
-
-    cfg = _ray_cfg(duration=2.0, proxy={"train_steps": 400, "eval_at_steps": (100,)})
-    seen = []
-
-    def on_report(trial_id, step, metrics):
-        seen.append(step)
-        if step == 150 and trial_id == 7:
-            runner.stop(trial_id)
-
-    runner = build_runner("ray", cfg.runner.get(), spec=trial_spec(cfg), cpus=1.0, gpus=0.0, on_report=on_report)
-    try:
-        runner.submit(TrialTask(7, 0, SPINENET_49.canonical().to_json(), 0))
-        outcomes = []
-        while not outcomes:
-            outcomes = runner.poll(1.0)
-        result = outcomes[0].payload["result"]
-        assert 150 <= result["stopped_at"] < 400 and seen[-1] == result["stopped_at"]
-        assert result["error"] is None and "ap" in result["metrics"]
-    finally:
-        runner.close()
-
-
-def _finished(db: str, name: str) -> int:
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        n = con.execute("select count(*) from trials t join searches s on s.id = t.search_id where s.name = ? and "
-                        "t.status in ('completed', 'failed', 'cached')", (name,)).fetchone()[0]
-        con.close()
-        return n
-    except sqlite3.Error:
-        return 0
-
-
-def _spinenas(*argv, **kw):
-    return subprocess.run([sys.executable, "-m", "nas.cli", *argv], capture_output=True, text=True, **kw)
+def test_a_cooperative_stop_on_ray_ends_the_trial_at_its_next_report(ray_cluster):
+    result, seen, after = stop_one_trial("ray", _ray_cfg(duration=2.0, proxy={"train_steps": 400,
+                                                                              "eval_at_steps": (100,)}), stop_at=150)
+    assert 150 <= result["stopped_at"] < 400 and seen[-1] == result["stopped_at"]
+    assert result["error"] is None and "ap" in result["metrics"]
+    assert after["stopped_at"] is None
 
 
 @ray_tests
@@ -138,18 +104,18 @@ def test_resume_after_kill_9_of_the_driver(ray_cluster, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "nas.cli", *args, "--name", "k"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, cwd=tmp_path)
     deadline = time.time() + 120
-    while _finished(db, "k") < 4 and time.time() < deadline:
+    while finished(db, "k") < 4 and time.time() < deadline:
         time.sleep(0.2)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert 4 <= _finished(db, "k") < 10
+    assert 4 <= finished(db, "k") < 10
     store = ResultStore(f"sqlite:///{db}")
     before = {t.index: t for t in store.trials("k")}
     store.close()
     running = [i for i, t in before.items() if t.status == "running"]
     assert running, "the driver was killed with trials in flight"
 
-    resumed = _spinenas("search", "--resume", "k", "--db", db, "--address", ray_cluster, "--run-dir",
+    resumed = spinenas("search", "--resume", "k", "--db", db, "--address", ray_cluster, "--run-dir",
                         str(tmp_path / "runs"), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming search 'k'" in resumed.stdout
@@ -200,7 +166,7 @@ def test_bad_input_exits_before_any_trial_and_leaves_the_database(argv, message,
     args = ["search", "--evaluator", "surrogate", "--name", "new"] if "--resume" not in argv else ["search"]
     if "--db" not in argv:
         args += ["--db", str(db)]
-    proc = _spinenas(*args, *argv, cwd=tmp_path)
+    proc = spinenas(*args, *argv, cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
@@ -214,7 +180,7 @@ def test_an_existing_name_is_refused(tmp_path):
     store = ResultStore(f"sqlite:///{db}")
     store.create_search("taken", config="{}")
     store.close()
-    proc = _spinenas("search", "--evaluator", "surrogate", "--name", "taken", "--db", str(db), cwd=tmp_path)
+    proc = spinenas("search", "--evaluator", "surrogate", "--name", "taken", "--db", str(db), cwd=tmp_path)
     assert proc.returncode == 2
     assert "already exists" in proc.stderr and "--resume taken" in proc.stderr
     assert json.loads(json.dumps(proc.stderr))  # one printable line
@@ -228,7 +194,7 @@ def test_a_search_on_the_local_runner_needs_no_ray(tmp_path):
     (fake / "ray" / "__init__.py").write_text("raise ImportError('ray must not be imported by --runner local')\n")
     db = tmp_path / "r.db"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(fake), *sys.path]))
-    proc = _spinenas("search", "--runner", "local", "--evaluator", "surrogate", "--controller", "evolution",
+    proc = spinenas("search", "--runner", "local", "--evaluator", "surrogate", "--controller", "evolution",
                      "--trials", "30", "--workers", "2", "--cpus-per-trial", "1", "--name", "loc", "--db", str(db),
                      "--set", "proxy.train_steps=100", "--top", "3",
                      cwd=tmp_path, env=env)
@@ -247,7 +213,7 @@ def test_the_console_shows_no_tensorflow_noise_and_the_log_keeps_it(tmp_path):
     # A new user's shell: no TF_CPP_MIN_LOG_LEVEL. The PPO controller imports TensorFlow in the driver.
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     db = tmp_path / "r.db"
-    proc = _spinenas("search", "--runner", "local", "--set", "runner.local.in_process=true", "--evaluator",
+    proc = spinenas("search", "--runner", "local", "--set", "runner.local.in_process=true", "--evaluator",
                      "surrogate", "--controller", "ppo", "--trials", "3", "--cpus-per-trial", "1", "--name", "quiet",
                      "--db", str(db), "--set", "proxy.train_steps=100", "--top", "0", cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -273,9 +239,9 @@ def test_a_real_search_reuses_nothing_of_a_surrogate_search_in_the_same_database
               "--runner", "local", "--top", "3", "--set", "proxy.data.kind=dir", "--set",
               f"proxy.data.path={data.root}", "--set", "proxy.train_steps=4", "--set", "proxy.warmup_steps=1",
               "--set", "proxy.batch_size=4", "--set", "proxy.eval_batch_size=4", "--set", "proxy.log_every=2"]
-    surrogate = _spinenas("search", "--evaluator", "surrogate", "--name", "sur", *common, cwd=tmp_path)
+    surrogate = spinenas("search", "--evaluator", "surrogate", "--name", "sur", *common, cwd=tmp_path)
     assert surrogate.returncode == 0, surrogate.stderr[-2000:]
-    real = _spinenas("search", "--name", "real", *common, cwd=tmp_path)
+    real = spinenas("search", "--name", "real", *common, cwd=tmp_path)
     assert real.returncode == 0, real.stdout[-2000:] + real.stderr[-2000:]
     store = ResultStore(f"sqlite:///{db}")
     [s], [r] = store.trials("sur"), store.trials("real")
@@ -295,7 +261,7 @@ def test_sigterm_stops_a_search_as_ctrl_c_does_and_it_resumes(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "nas.cli", *args, "--name", "t"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     deadline = time.time() + 60
-    while _finished(str(db), "t") < 2 and time.time() < deadline:
+    while finished(str(db), "t") < 2 and time.time() < deadline:
         time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
@@ -304,7 +270,7 @@ def test_sigterm_stops_a_search_as_ctrl_c_does_and_it_resumes(tmp_path):
     store = ResultStore(f"sqlite:///{db}")
     assert store.open_search("t").status == "stopped"
     store.close()
-    resumed = _spinenas("search", "--resume", "t", "--db", str(db), "--top", "0", cwd=tmp_path)
+    resumed = spinenas("search", "--resume", "t", "--db", str(db), "--top", "0", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     store = ResultStore(f"sqlite:///{db}")
     assert sum(t.status == "completed" for t in store.trials("t")) == 6

@@ -8,21 +8,15 @@ revision 0001 (no fingerprints, no learning curves), its config in the old layou
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
 
 import pytest
 import yaml
 
 from nas.config_io import to_dict
 from results_db import ResultStore
-from tests.nas.test_driver import cfg_of, run_search
+from tests.nas.helpers import cfg_of, run_search, spinenas
 
 pytestmark = pytest.mark.slow
-
-
-def _spinenas(*argv, cwd):
-    return subprocess.run([sys.executable, "-m", "nas.cli", *argv], capture_output=True, text=True, cwd=cwd)
 
 
 def _old_layout(cfg) -> str:
@@ -59,14 +53,14 @@ def test_an_old_database_upgrades_and_its_search_resumes_and_finishes(tmp_path):
     assert "trial_reports" not in {r[0] for r in sqlite3.connect(db).execute("SELECT name FROM sqlite_master")}
     done_before = {t.index: t for t in trials if t.index < 8}
 
-    refused = _spinenas("top", "--db", str(db), cwd=tmp_path)
+    refused = spinenas("top", "--db", str(db), cwd=tmp_path)
     assert refused.returncode == 2 and "spinenas db upgrade" in refused.stderr
 
-    up = _spinenas("db", "upgrade", "--db", str(db), cwd=tmp_path)
+    up = spinenas("db", "upgrade", "--db", str(db), cwd=tmp_path)
     assert up.returncode == 0, up.stderr
     assert "0001 -> 0002" in up.stdout and "fingerprints computed from the stored configs of 1 search" in up.stdout
 
-    resumed = _spinenas("search", "--resume", "old", "--runner", "local", "--db", str(db), "--run-dir",
+    resumed = spinenas("search", "--resume", "old", "--runner", "local", "--db", str(db), "--run-dir",
                         str(tmp_path / "runs"), "--top", "0", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert "resuming search 'old': 8 trials done, 4 to run again" in resumed.stdout

@@ -11,7 +11,7 @@ from nas.config_io import ConfigError, resolve
 from proxy_task import evaluator as registry
 from proxy_task.evaluator import Evaluator, no_report
 from proxy_task.result import ProxyResult
-from tests.nas.test_driver import cfg_of, run_search
+from tests.nas.helpers import cfg_of, run_search
 
 
 @dataclasses.dataclass(frozen=True)
