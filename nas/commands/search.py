@@ -74,6 +74,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
                 record = store.open_search(args.resume)
             except LookupError as e:
                 raise UserError(error_text(e)) from None
+            if record.kind != "search":
+                raise UserError(f"{args.resume!r} is a {record.kind} study, not a search; continue it with "
+                                f"'spinenas calibrate --resume {args.resume}'")
             cfg = load_stored_config(record.config, overrides, search=args.resume)
             name = args.resume
         else:

@@ -183,6 +183,9 @@ def test_the_whole_study_on_the_surrogate_gives_the_known_tau(tmp_path):
     with open_reader(str(db)) as reader:
         assert reader.newest_fingerprint() is None
         assert [s.kind for s in reader.list_searches()] == ["calibration"]
+    # A study is not a search: `search --resume` sends it to `calibrate --resume`.
+    wrong = spinenas("search", "--resume", "cal", "--db", str(db), cwd=tmp_path)
+    assert wrong.returncode == 2 and "calibrate --resume cal" in wrong.stderr
     # A search of the same proxy says what its calibration found.
     search = spinenas("search", "--preset", _preset(tmp_path), "--name", "s", "--db", str(db), "--trials", "2",
                        "--top", "0", cwd=tmp_path)
