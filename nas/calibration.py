@@ -339,6 +339,7 @@ class CalibrationStudy(TrialLoop):
         self._specs = {PROXY: self.spec,
                        REFERENCE: trial_spec(study.reference, log_path=os.path.join(run_dir, "search.log"))}
         self._todo: list[InFlight] = []
+        self._step_s: list[tuple[float, int]] = []  # (seconds, steps) of the trainings this run finished
         self.done = 0
         self.failed = 0
         self._t0 = time.time()
@@ -404,6 +405,8 @@ class CalibrationStudy(TrialLoop):
                                 host=host, reports=self._take_reports(item))
         self.done += 1
         self.failed += not ok
+        if ok and result.wall_s:
+            self._step_s.append((result.wall_s, item.total_steps))
         p = self.study.plan[item.index]
         c = self.study.candidates[p.candidate]
         what = f"AP {ap:.4f}" if ok else f"FAILED ({error})"
@@ -414,11 +417,14 @@ class CalibrationStudy(TrialLoop):
     def _status_line(self) -> str:
         from nas.console import duration
 
-        left = len(self._todo) + len(self.inflight)
         line = f"done {self.done} of {len(self.study.plan)}, failed {self.failed}, running {len(self.inflight)}"
-        if self.done and left:
-            per = (time.time() - self._t0) / max(1, self.done)
-            line += f" | about {duration(per * left / max(1, self.cfg.search.workers))} left"
+        if self._step_s:
+            # Trainings differ in length (the reference is several times the proxy): what is left, in steps, at
+            # the pace of the trainings this run finished (fixed costs included).
+            steps = sum(i.total_steps for i in self._todo)
+            steps += sum(i.total_steps - (i.progress.step if i.progress else 0) for i in self.inflight.values())
+            per_step = sum(s for s, _ in self._step_s) / sum(n for _, n in self._step_s)
+            line += f" | about {duration(steps * per_step / max(1, self.cfg.search.workers))} left"
         return line
 
 
