@@ -277,10 +277,12 @@ def build_study(settings: StudySettings, cfg: NasConfig, candidates: Sequence[Ca
     reference_steps = s.reference_steps or 4 * steps
     if reference_steps < 1:
         raise CalibrationError(f"--reference-steps must be at least 1, got {reference_steps}")
+    # The preset's timeout is sized for its proxy: a longer reference gets it in proportion to its steps.
+    timeout = cfg.search.trial_timeout_s * max(1.0, reference_steps / steps)
     try:
         proxy = resolve(NasConfig, cfg, [f"proxy.eval_at_steps={list(rungs[:-1])}"])
         reference = resolve(NasConfig, proxy, ["proxy.eval_at_steps=[]", f"proxy.train_steps={reference_steps}",
-                                               *s.reference_set])
+                                               f"search.trial_timeout_s={timeout}", *s.reference_set])
     except ConfigError as e:
         raise CalibrationError(f"the reference fidelity: {e}") from None
     bad = [o for o in s.reference_set if not o.startswith("proxy.")]
@@ -369,7 +371,8 @@ class CalibrationStudy(TrialLoop):
             steps = study.config_of(p.fidelity).proxy.train_steps
             self._todo.append(InFlight(t.id, p.index, c.arch.key, c.arch, p.seed, steps,
                                        spec=self._specs[p.fidelity] if p.fidelity != PROXY else None,
-                                       fingerprint=study.fingerprint(p.fidelity)))
+                                       fingerprint=study.fingerprint(p.fidelity),
+                                       timeout_s=study.config_of(p.fidelity).search.trial_timeout_s))
         if self.resume:
             self.view.line(f"resuming calibration {self.name!r}: {self.done} of {len(plan)} trainings done, "
                            f"{len(self._todo)} to run")

@@ -46,6 +46,7 @@ class InFlight:
       ctrl_id, decisions: the controller's trial id and decisions (searches).
       spec: a spec of its own (a calibration's reference fidelity), or None for the loop's.
       fingerprint: its result fingerprint.
+      timeout_s: its own timeout (0: none), or None for the config's ``search.trial_timeout_s``.
     """
 
     trial_id: int
@@ -59,6 +60,7 @@ class InFlight:
     decisions: tuple[int, ...] = ()
     spec: TrialSpec | None = None
     fingerprint: str | None = None
+    timeout_s: float | None = None
     progress: TrialProgress | None = None
     tb: Any = None  # the trial's TensorBoard curve writer, opened at its first report
 
@@ -199,12 +201,10 @@ class TrialLoop(abc.ABC):
         self._finish(item, result, host)
 
     def _check_timeouts(self) -> None:
-        limit = self.cfg.search.trial_timeout_s
-        if not limit:
-            return
         now = time.time()
         for trial_id, item in list(self.inflight.items()):
-            if now - item.submitted > limit:
+            limit = self.cfg.search.trial_timeout_s if item.timeout_s is None else item.timeout_s
+            if limit and now - item.submitted > limit:
                 self.runner.cancel(trial_id)
                 self.inflight.pop(trial_id)
                 self._finish(item, ProxyResult(metrics={}, wall_s=now - item.submitted,

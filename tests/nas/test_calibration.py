@@ -110,9 +110,12 @@ def test_a_study_that_cannot_be_built_is_refused(settings, message):
 
 
 def test_a_study_resolves_its_rungs_reference_and_plan():
-    study = build_study(StudySettings(preset="x", archs=5, repeats=3, variance_archs=2), _surrogate_cfg())
+    study = build_study(StudySettings(preset="x", archs=5, repeats=3, variance_archs=2),
+                        _surrogate_cfg(trial_timeout_s=300.0))
     s = study.settings
     assert s.rungs == (100, 200, 400) and s.reference_steps == 1600
+    # The preset's timeout fits its proxy; the reference, 4x as long, gets 4x as much.
+    assert study.proxy.search.trial_timeout_s == 300.0 and study.reference.search.trial_timeout_s == 1200.0
     assert study.proxy.proxy.eval_at_steps == (100, 200) and study.reference.proxy.train_steps == 1600
     assert [c.kind for c in study.candidates] == ["spinenet-49", "poor", "scale-decreased", "random", "random"]
     plan = study.plan
