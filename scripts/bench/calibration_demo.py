@@ -1,0 +1,103 @@
+#!/usr/bin/env python
+"""The demo preset's calibration study (issue 14, part 4): run it, resume it across sessions, record it.
+
+The study takes hours of the 2 CPU cores, so it runs in the background and continues across sessions through the
+tool's own resume. Its database lives in runs/ while it runs; `snapshot` copies it (SQLite's backup API: a
+consistent copy while the study writes) to scripts/bench/results/calibration-demo.db, which is committed, so the
+next session's `run` picks the study up where the snapshot left it (a training that was running then runs again).
+
+    python scripts/bench/calibration_demo.py run        # start, or resume from runs/ or from the snapshot
+    python scripts/bench/calibration_demo.py snapshot   # the database, calibration show --json, every curve
+    python scripts/bench/calibration_demo.py show       # spinenas calibration show
+
+The study (the command `run` starts): `spinenas calibrate --preset demo --name demo-cal --archs 10 --rungs
+100,200,400,800 --repeats 3 --variance-archs 3 --runner local` (reference: 4x the demo's 800 steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RESULTS = os.path.join(ROOT, "scripts", "bench", "results")
+SNAPSHOT = os.path.join(RESULTS, "calibration-demo.db")
+LIVE = os.path.join(ROOT, "runs", "demo-cal.db")
+NAME = "demo-cal"
+STUDY = ["--preset", "demo", "--name", NAME, "--archs", "10", "--rungs", "100,200,400,800", "--repeats", "3",
+         "--variance-archs", "3"]
+
+
+def _spinenas(*argv: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nas.cli", *argv], cwd=ROOT, **kw)
+
+
+def run() -> int:
+    os.makedirs(os.path.dirname(LIVE), exist_ok=True)
+    if not os.path.exists(LIVE) and os.path.exists(SNAPSHOT):
+        shutil.copyfile(SNAPSHOT, LIVE)
+        print(f"continuing from the snapshot {os.path.relpath(SNAPSHOT, ROOT)}", flush=True)
+    if os.path.exists(LIVE):
+        return _spinenas("calibrate", "--resume", NAME, "--db", LIVE, "--runner", "local", "--plain").returncode
+    return _spinenas("calibrate", *STUDY, "--db", LIVE, "--runner", "local", "--plain").returncode
+
+
+def snapshot() -> int:
+    if not os.path.exists(LIVE):
+        print(f"no study at {LIVE}", file=sys.stderr)
+        return 2
+    os.makedirs(RESULTS, exist_ok=True)
+    tmp = SNAPSHOT + ".tmp"
+    with sqlite3.connect(f"file:{LIVE}?mode=ro", uri=True) as src, sqlite3.connect(tmp) as dst:
+        src.backup(dst)
+    with sqlite3.connect(tmp) as dst:
+        dst.execute("PRAGMA journal_mode = DELETE")  # one self-contained file, no -wal beside it
+        dst.execute("VACUUM")
+    os.replace(tmp, SNAPSHOT)
+    show = _spinenas("calibration", "show", NAME, "--db", SNAPSHOT, "--json", capture_output=True, text=True)
+    if show.returncode != 0:
+        print(show.stderr, file=sys.stderr)
+        return show.returncode
+    study = json.loads(show.stdout)
+    study["command"] = "python scripts/bench/calibration_demo.py run  # = spinenas calibrate " + " ".join(STUDY)
+    with open(os.path.join(RESULTS, "calibration-demo.json"), "w") as fh:
+        json.dump(study, fh, indent=2)
+    # Every training's learning curve: the data the early-stopping benchmark replays.
+    con = sqlite3.connect(f"file:{SNAPSHOT}?mode=ro", uri=True)
+    rows = con.execute(
+        'SELECT t.id, t."index", t.arch_key, t.status, t.fingerprint, t.wall_s, t.metrics FROM trials t '
+        "JOIN searches s ON s.id = t.search_id WHERE s.name = ? ORDER BY t.\"index\"", (NAME,)).fetchall()
+    curves = []
+    for tid, index, key, status, fp, wall_s, metrics in rows:
+        reports = con.execute("SELECT step, metrics, created_at FROM trial_reports WHERE trial_id = ? ORDER BY step",
+                              (tid,)).fetchall()
+        curves.append({"index": index, "key": key, "status": status, "fingerprint": fp, "wall_s": wall_s,
+                       "metrics": json.loads(metrics) if metrics else {},
+                       "curve": [{"step": s, "at": at, **json.loads(m)} for s, m, at in reports]})
+    con.close()
+    with open(os.path.join(RESULTS, "calibration-demo-curves.json"), "w") as fh:
+        json.dump({"study": NAME, "trainings": curves}, fh, indent=1)
+    t = study["trainings"]
+    print(f"snapshot: {t['done']} of {t['total']} trainings; {study['verdict']['text']}")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=("run", "snapshot", "show"))
+    args = parser.parse_args()
+    if args.what == "run":
+        return run()
+    if args.what == "snapshot":
+        return snapshot()
+    db = LIVE if os.path.exists(LIVE) else SNAPSHOT
+    return _spinenas("calibration", "show", NAME, "--db", db).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
