@@ -146,10 +146,15 @@ def start_ray_if_needed(cfg: Any, args: argparse.Namespace) -> bool:
     """
     if cfg.runner.type != "ray":
         return False
-    from nas.runners.ray_runner import init_ray
+    from nas.runners.ray_runner import init_ray, other_cluster
 
     route_to_log("ray")
-    started = init_ray(getattr(args, "address", None), num_cpus=None)
+    address = getattr(args, "address", None)
+    other = None if address else other_cluster()
+    started = init_ray(address, num_cpus=None)
+    if other:
+        say(f"  another Ray cluster is registered on this machine ({other}); this job started a Ray instance of its "
+            "own on 127.0.0.1 and leaves that one alone (--address joins a cluster)")
     import ray
 
     s = cfg.search

@@ -196,6 +196,18 @@ class RayRunner(Runner):
 
 
 
+def other_cluster() -> str | None:
+    """The address of a Ray cluster `ray start` registered on this machine (alive or stale), or None."""
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"]
+    try:
+        from ray._private.utils import read_ray_address  # what ray.init() reads when given no address
+
+        return read_ray_address() or None
+    except (ImportError, OSError):
+        return None
+
+
 def init_ray(address: str | None, *, num_cpus: float | None = None, log_to_driver: bool = False) -> bool:
     """Connects to a Ray cluster (`address`) or starts a local one on loopback.
 
@@ -215,7 +227,10 @@ def init_ray(address: str | None, *, num_cpus: float | None = None, log_to_drive
     if address:
         ray.init(address=address, log_to_driver=log_to_driver)
         return False
+    # address="local": a new Ray instance of our own, even when another cluster runs on this machine (without it,
+    # ray.init() joins the cluster named by RAY_ADDRESS or /tmp/ray/ray_current_cluster, alive or stale).
     ray.init(
+        address="local",
         num_cpus=int(num_cpus) if num_cpus else None,
         include_dashboard=False,
         _node_ip_address="127.0.0.1",

@@ -274,3 +274,27 @@ def test_sigterm_stops_a_search_as_ctrl_c_does_and_it_resumes(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     store = ResultStore(f"sqlite:///{db}")
     assert sum(t.status == "completed" for t in store.trials("t")) == 6
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_search_starts_its_own_ray_even_with_a_stale_cluster_registered(tmp_path):
+    # `ray start` leaves the address of its cluster in RAY_TMPDIR/ray/ray_current_cluster; a plain ray.init() joins
+    # it, or dies on a dead one. A short temp dir keeps Ray's socket paths under the Unix limit.
+    import shutil
+    import tempfile
+
+    ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
+    try:
+        os.makedirs(os.path.join(ray_tmp, "ray"))
+        with open(os.path.join(ray_tmp, "ray", "ray_current_cluster"), "w") as fh:
+            fh.write("127.0.0.1:1")  # nothing listens there
+        db = tmp_path / "r.db"
+        proc = spinenas("search", "--evaluator", "surrogate", "--controller", "random", "--trials", "2",
+                        "--cpus-per-trial", "1", "--db", str(db), "--name", "own", "--top", "0", cwd=tmp_path,
+                        env=dict(os.environ, RAY_TMPDIR=ray_tmp))
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        assert "another Ray cluster is registered on this machine (127.0.0.1:1)" in proc.stdout
+        assert "[2/2]" in proc.stdout
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
