@@ -347,7 +347,16 @@ class CalibrationStudy(TrialLoop):
         self._t0 = time.time()
 
     def start(self) -> None:
-        """Creates the study and its planned trials (or finds what a resumed one has left), and the runner."""
+        """`prepare`, then `start_runner`."""
+        self.prepare()
+        self.start_runner()
+
+    def start_runner(self) -> None:
+        """The runner the config names (the ray runner needs Ray up)."""
+        self._start_runner()
+
+    def prepare(self) -> None:
+        """Creates the study and its planned trials, or finds what a resumed one has left (no runner yet)."""
         from results_db.records import NewTrial
 
         study, plan = self.study, self.study.plan
@@ -376,7 +385,6 @@ class CalibrationStudy(TrialLoop):
         if self.resume:
             self.view.line(f"resuming calibration {self.name!r}: {self.done} of {len(plan)} trainings done, "
                            f"{len(self._todo)} to run")
-        self._start_runner()
 
     def run(self) -> StudyOutcome:
         """Runs what is left of the plan (Ctrl-C stops cleanly; resume later)."""

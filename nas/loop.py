@@ -139,7 +139,13 @@ class SearchDriver(TrialLoop):
 
     # ------------------------------------------------------------------------------------------- setup
     def start(self) -> None:
-        """Creates the search row (or restores a resumed search's controller and in-flight trials), and the runner."""
+        """`prepare`, then `start_runner`."""
+        self.prepare()
+        self.start_runner()
+
+    def prepare(self) -> None:
+        """Creates the search row, or restores a resumed search's controller and in-flight trials (no runner yet: a
+        driver killed between the two leaves a search that resumes)."""
         s = self.cfg.search
         if self.resume:
             self._restore()
@@ -147,6 +153,10 @@ class SearchDriver(TrialLoop):
             self.store.create_search(self.name, config=to_yaml(self.cfg), seed=s.seed,
                                      controller=self.cfg.controller.type, family=s.family,
                                      fingerprint=self.fingerprint)
+
+    def start_runner(self) -> None:
+        """The runner the config names (the ray runner needs Ray up: `nas.runners.ray_runner.init_ray`)."""
+        s = self.cfg.search
         kwargs: dict[str, Any] = {}
         if self.cfg.runner.type == "ray":
             kwargs["reuse_workers"] = s.reuse_workers and not _uses_tensorflow(self.cfg)

@@ -95,6 +95,7 @@ class TrialLoop(abc.ABC):
         # For benchmarks: seconds blocked waiting on the runner, worker-side (start, end) of every trial, submits.
         self.stats: dict[str, Any] = {"wait_s": 0.0, "intervals": [], "submits": []}
         self._tb: Any = None
+        self.last_turn = time.monotonic()  # the lease's heartbeat stops when the loop stops turning
 
     # ------------------------------------------------------------------------------------------- subclass hooks
     @abc.abstractmethod
@@ -143,6 +144,7 @@ class TrialLoop(abc.ABC):
 
     def _turn(self) -> None:
         """One turn of the loop: wait on the runner, record what finished, store reports, timeouts, console."""
+        self.last_turn = time.monotonic()
         t_wait = time.perf_counter()
         outcomes = self.runner.poll(POLL_S)
         self.stats["wait_s"] += time.perf_counter() - t_wait

@@ -83,6 +83,12 @@ class SearchModel(BaseModel):
     seed: Mapped[int | None] = mapped_column(Integer)
     controller: Mapped[str] = mapped_column(String(64), default="")
     family: Mapped[str] = mapped_column(String(32), default="")
+    # The lease of the driver running the search (None when no driver holds it): who, where, and when it last
+    # renewed it. A lease whose heartbeat is older than the timeout belongs to a driver that died.
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_host: Mapped[str | None] = mapped_column(String(255))
+    lease_pid: Mapped[int | None] = mapped_column(Integer)
+    lease_heartbeat: Mapped[datetime.datetime | None] = mapped_column(DateTime)
     # 'search', or 'calibration' (a `spinenas calibrate` study of a proxy: its trials are not search results).
     kind: Mapped[str] = mapped_column(String(16), default=SEARCH_KIND, server_default=SEARCH_KIND)
     status: Mapped[SearchStatus] = mapped_column(_enum(SearchStatus, "search_status"), default=SearchStatus.RUNNING)

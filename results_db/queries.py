@@ -41,7 +41,7 @@ _CHUNK = 500
 
 _SEARCH_COLUMNS = (
     "s.id, s.name, s.config, s.seed, s.controller, s.family, s.status, s.created_at, s.updated_at, s.finished_at, "
-    "s.fingerprint, s.kind"
+    "s.fingerprint, s.kind, s.lease_owner, s.lease_host, s.lease_pid, s.lease_heartbeat"
 )
 _ARCH_COLUMNS = "a.key, a.spec_json, a.summary, a.family, a.flops, a.params, a.created_at"
 _TRIAL_COLUMNS = (
@@ -82,6 +82,7 @@ def search_record(row: Sequence[Any]) -> SearchRecord:
     return SearchRecord(
         id=row[0], name=row[1], config=row[2], seed=row[3], controller=row[4], family=row[5], status=row[6],
         created_at=_dt(row[7]), updated_at=_dt(row[8]), finished_at=_dt(row[9]), fingerprint=row[10], kind=row[11],
+        lease_owner=row[12], lease_host=row[13], lease_pid=row[14], lease_heartbeat=_dt(row[15]),
     )  # fmt: skip
 
 

@@ -30,6 +30,7 @@ class SearchRecord:
       fingerprint: the fingerprint of the search's config (None if not computed: a search from before schema
         0002 until `spinenas db upgrade` backfills it).
       kind: 'search', or 'calibration' (a `spinenas calibrate` study).
+      lease_owner, lease_host, lease_pid, lease_heartbeat: the lease of the driver running it (None: no driver).
     """
 
     id: int
@@ -44,6 +45,16 @@ class SearchRecord:
     finished_at: datetime.datetime | None
     fingerprint: str | None
     kind: str = "search"
+    lease_owner: str | None = None
+    lease_host: str | None = None
+    lease_pid: int | None = None
+    lease_heartbeat: datetime.datetime | None = None
+
+    def lease_age_s(self, now: datetime.datetime) -> float | None:
+        """Seconds since the lease's last heartbeat (None without a lease)."""
+        if self.lease_owner is None or self.lease_heartbeat is None:
+            return None
+        return (now - self.lease_heartbeat).total_seconds()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,7 +27,7 @@ import os
 import sqlite3
 import threading
 import urllib.parse
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +57,7 @@ from results_db.errors import (
     DuplicateSearchError,
     SchemaVersionError,
 )
+from results_db.integrity import check_before_writing
 from results_db.models import (
     MAX_NAME_LENGTH,
     SEARCH_KIND,
@@ -243,6 +244,10 @@ def _search_record(row: SearchModel) -> SearchRecord:
         finished_at=row.finished_at,
         fingerprint=row.fingerprint,
         kind=row.kind,
+        lease_owner=row.lease_owner,
+        lease_host=row.lease_host,
+        lease_pid=row.lease_pid,
+        lease_heartbeat=row.lease_heartbeat,
     )
 
 
@@ -325,18 +330,26 @@ class ResultStore(ReadAPI):
       readonly: open for reading only. SQLite is then opened with ``mode=ro``: a missing file raises
         `DatabaseNotFoundError` and nothing is created; write methods raise `RuntimeError`.
       echo: log every SQL statement (SQLAlchemy's echo).
+      create: a writer may create a missing SQLite file and the tables of an empty one (False: the database must
+        exist already, as for a resume).
 
     Raises:
       DatabaseNotFoundError: readonly and the SQLite file does not exist.
       DatabaseOpenError: not a database, corrupt, unreachable, a driver missing, or not a spinenas database.
       SchemaVersionError: the database has another schema version (the message says what to do).
 
-    A writer creates a missing SQLite file (and its directory) and the tables of an empty database.
+    A writer creates a missing SQLite file (and its directory) and the tables of an empty database, and first checks
+    an existing file with SQLite's quick_check: a damaged or non-database file is refused and left untouched.
     """
 
-    def __init__(self, url: str | None = None, *, readonly: bool = False, echo: bool = False) -> None:
+    def __init__(self, url: str | None = None, *, readonly: bool = False, echo: bool = False,
+                 create: bool = True) -> None:
         self.url = resolve_url(url)
         self.readonly = readonly
+        path = sqlite_path(self.url)
+        if path and not readonly:
+            # Before the engine exists (it creates the file): a damaged file is refused, never written into.
+            check_before_writing(path, create=create)
         self._search_ids: dict[str, int] = {}
         self._arch_keys: set[str] = set()  # writer: every key stored (loaded at open, kept up to date)
         self._trialless_keys: set[str] = set()  # writer: keys it inserted itself that have no trial yet
@@ -655,6 +668,67 @@ class ResultStore(ReadAPI):
         self._search_ids[name] = record.id
         logger.info("created search %r (id %d)", name, record.id)
         return record
+
+    # ------------------------------------------------------------------------------------------- leases
+    def take_lease(self, name: str, *, owner: str, host: str, pid: int, timeout_s: float,
+                   may_take: Callable[[SearchRecord], bool] | None = None) -> tuple[bool, SearchRecord]:
+        """Takes the search's lease for a driver, atomically (compare-and-set in one transaction).
+
+        The lease is free when no one holds it, when `owner` holds it, when its heartbeat is older than
+        `timeout_s`, or when `may_take(record)` says so (the caller's rule for a holder on this host whose process is
+        gone). Two drivers racing for a free lease: one gets it, the other sees it held.
+
+        Args:
+          name: the search.
+          owner: this driver's id (unique per run).
+          host, pid: where this driver runs.
+          timeout_s: a heartbeat older than this is a dead driver's.
+          may_take: may this driver take a lease held by another live-looking one.
+
+        Returns:
+          (taken, the search as it was before): when not taken, the record says who holds it.
+
+        Raises:
+          LookupError: unknown search.
+        """
+        now = utcnow()
+        record = self.open_search(name)
+        held = record.lease_owner is not None and record.lease_owner != owner
+        age = record.lease_age_s(now)
+        if held and age is not None and age <= timeout_s and not (may_take and may_take(record)):
+            return False, record
+        with self._write_conn() as conn:
+            sid = self._search_id_conn(name, conn)
+            same = (_SEARCHES.c.lease_owner.is_(None) if record.lease_owner is None
+                    else _SEARCHES.c.lease_owner == record.lease_owner)
+            done = conn.execute(
+                _SEARCHES.update()
+                .where(_SEARCHES.c.id == sid, same)
+                .values(lease_owner=owner, lease_host=host, lease_pid=pid, lease_heartbeat=now)
+            ).rowcount
+        if done != 1:  # another driver took it between the read and the write
+            return False, self.open_search(name)
+        return True, record
+
+    def renew_lease(self, name: str, owner: str) -> bool:
+        """The heartbeat of a lease `owner` holds; False when it no longer holds it (another driver took it over)."""
+        with self._write_conn() as conn:
+            sid = self._search_id_conn(name, conn)
+            return conn.execute(
+                _SEARCHES.update()
+                .where(_SEARCHES.c.id == sid, _SEARCHES.c.lease_owner == owner)
+                .values(lease_heartbeat=utcnow())
+            ).rowcount == 1
+
+    def release_lease(self, name: str, owner: str) -> None:
+        """Gives the lease up (if `owner` still holds it)."""
+        with self._write_conn() as conn:
+            sid = self._search_id_conn(name, conn)
+            conn.execute(
+                _SEARCHES.update()
+                .where(_SEARCHES.c.id == sid, _SEARCHES.c.lease_owner == owner)
+                .values(lease_owner=None, lease_host=None, lease_pid=None, lease_heartbeat=None)
+            )
 
     def set_search_status(self, name: str, status: str | SearchStatus) -> None:
         """Sets a search's status: 'running' (clears the finish time) or 'completed' / 'failed' / 'stopped'.

@@ -5,10 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import time
 from typing import Any
 
-from nas.commands.jobs import LazyChoices, ensure_data, open_store, say, trial_job
+from nas.commands.jobs import (
+    LazyChoices,
+    check_machine,
+    check_new_name,
+    ensure_data,
+    make_view,
+    open_store,
+    say,
+    trial_job,
+)
 from nas.ui import UserError, error_text, print_table
 
 # Flags of `calibrate` that set keys of the preset's config (how the study's trainings run).
@@ -99,9 +109,12 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             study = build_study(settings, cfg, candidates)
         except CalibrationError as e:
             raise UserError(str(e)) from None
-        stem = os.path.splitext(os.path.basename(preset))[0]
+        if args.name:
+            check_new_name(args.name)
+        stem = re.sub(r"[^A-Za-z0-9._-]", "-", os.path.splitext(os.path.basename(preset))[0])
         name = args.name or f"calibration-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    store, url = open_store(args.db)
+        check_machine(cfg, args)
+    store, url = open_store(args.db, create=not args.resume)
     try:
         if args.resume:
             from nas.calibration import KIND, Study
@@ -123,6 +136,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
                 study = replace(study, proxy=_resolved(study.proxy, overrides),
                                 reference=_resolved(study.reference, overrides))
+            check_machine(study.proxy, args)
         else:
             try:
                 store.open_search(name)
@@ -154,10 +168,9 @@ def _run(study: Any, name: str, store: Any, url: str, args: argparse.Namespace) 
 
     cfg = study.proxy
     run_dir = os.path.abspath(args.run_dir or os.path.join("runs", name))
-    with trial_job(cfg, args, run_dir) as view:
-        runner = CalibrationStudy(study, name=name, store=store, run_dir=run_dir, resume=bool(args.resume),
-                                  view=view)
-        runner.start()
+    runner = CalibrationStudy(study, name=name, store=store, run_dir=run_dir, resume=bool(args.resume),
+                              view=make_view(args))
+    with trial_job(cfg, args, run_dir, runner) as view:
         s = study.settings
         view.line(f"calibration {name!r} of the {s.preset} proxy: {len(study.candidates)} candidates at "
                   f"{cfg.proxy.train_steps} steps (rungs {', '.join(map(str, s.rungs))}) and at "

@@ -8,6 +8,7 @@ never create a file and never change one; every mistake is one line on stderr an
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import sys
@@ -30,9 +31,21 @@ def _search_duration(s: SearchSummary) -> float | None:
     return (end - rec.created_at).total_seconds()
 
 
+def _status(s: SearchSummary, now: datetime.datetime) -> str:
+    """'running' only while its driver's heartbeat is fresh; 'interrupted' for a running search no driver holds."""
+    from nas.lease import lease_state
+
+    return lease_state(s.search, now)
+
+
+def _ago(t: datetime.datetime | None, now: datetime.datetime) -> str:
+    return "-" if t is None else f"{fmt_seconds((now - t).total_seconds())} ago"
+
+
 def _cmd_searches(args: argparse.Namespace) -> int:
     with open_reader(args.db) as store:
         summaries = store.search_summaries()
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)  # the store's UTC, naive
     if args.json:
         out = [
             {
@@ -41,7 +54,8 @@ def _cmd_searches(args: argparse.Namespace) -> int:
                 "controller": s.search.controller,
                 "family": s.search.family,
                 "seed": s.search.seed,
-                "status": s.search.status,
+                "status": _status(s, now),
+                "driver_last_seen": (s.search.lease_heartbeat or s.search.updated_at).isoformat(),
                 "trials": s.trials,
                 "counts": dict(s.counts),
                 "best_reward": s.best_reward,
@@ -61,7 +75,8 @@ def _cmd_searches(args: argparse.Namespace) -> int:
             s.search.name,
             (s.search.controller or "-") if s.search.kind == "search" else f"({s.search.kind})",
             s.search.family or "-",
-            s.search.status,
+            _status(s, now) + (f" (driver last seen {_ago(s.search.lease_heartbeat or s.search.updated_at, now)})"
+                               if _status(s, now) == "interrupted" else ""),
             s.trials,
             s.counts.get(TrialStatus.COMPLETED, 0),
             s.counts.get(TrialStatus.FAILED, 0),
@@ -249,6 +264,53 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_db_check(args: argparse.Namespace) -> int:
+    from results_db.errors import DatabaseOpenError
+    from results_db.integrity import integrity
+    from results_db.url import resolve_url, sqlite_path
+    from results_db.version import SCHEMA_VERSION
+
+    try:
+        url = resolve_url(args.db)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    path = sqlite_path(url)
+    ok = True
+    if path:
+        if not os.path.exists(path):
+            raise UserError(f"no database at {path}")
+        if os.path.isfile(path) and os.path.getsize(path) == 0:
+            raise UserError(f"{path} is an empty file, not a results database")
+        try:
+            result = integrity(path, quick=False)
+        except DatabaseOpenError as e:
+            raise UserError(str(e)) from None
+        ok = result == ["ok"]
+        print(f"integrity: {'ok' if ok else 'DAMAGED'} (SQLite's integrity_check)")
+        for line in ([] if ok else result[:10]):
+            print(f"  {line}")
+        if not ok:
+            print(f"  restore a copy of {path}; do not write to this one (the search job refuses to)")
+            return 1
+    else:
+        print("integrity: the database server's to keep (not checked here)")
+    with open_reader(args.db) as reader:
+        summaries = reader.search_summaries()
+    print(f"schema version: {SCHEMA_VERSION} (this spinenas's)")
+    kinds: dict[str, int] = {}
+    for s in summaries:
+        kinds[s.search.kind] = kinds.get(s.search.kind, 0) + 1
+    print(f"searches: {len(summaries)}" + (f" ({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))})"
+                                          if summaries else ""))
+    counts: dict[str, int] = {}
+    for s in summaries:
+        for status, n in s.counts.items():
+            counts[status] = counts.get(status, 0) + n
+    print(f"trials: {sum(counts.values())}" + (f" ({', '.join(f'{n} {k}' for k, n in sorted(counts.items()))})"
+                                               if counts else ""))
+    return 0
+
+
 def backfill_fingerprints(url: str) -> tuple[int, list[tuple[str, str]]]:
     """Gives every search stored before fingerprints existed the fingerprint of its stored config (and its trials).
 
@@ -358,3 +420,12 @@ def register(sub: Any) -> None:
     )
     q.add_argument("--db", help=DB_HELP)
     q.set_defaults(func=_cmd_db_upgrade)
+    q = db_sub.add_parser(
+        "check",
+        help="is the database sound? its integrity, schema version, searches and trials",
+        description="Check a results database without changing it: SQLite's full integrity_check (exit code 1 "
+        "when it finds damage: restore a copy), the schema version, and how many searches and trials it holds. "
+        "A damaged file is also refused, in one line, by every command that writes.",
+    )
+    q.add_argument("--db", help=DB_HELP)
+    q.set_defaults(func=_cmd_db_check)

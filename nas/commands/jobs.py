@@ -11,6 +11,8 @@ import contextlib
 import importlib
 import logging
 import os
+import re
+import shutil
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -18,8 +20,12 @@ from typing import Any
 from nas.ui import UserError
 
 
-def open_store(db: str | None) -> tuple[Any, str]:
-    """The results database for writing, or a one-line UserError (its folder made when missing)."""
+def open_store(db: str | None, *, create: bool = True) -> tuple[Any, str]:
+    """The results database for writing, or a one-line UserError (its folder made when missing, if `create`).
+
+    Args:
+      create: a new database may be made (False for a resume: the database must be there, as it is).
+    """
     from results_db import ResultStore
     from results_db.url import resolve_url, sqlite_path
 
@@ -30,6 +36,9 @@ def open_store(db: str | None) -> tuple[Any, str]:
     path = sqlite_path(url)
     if path:
         folder = os.path.dirname(os.path.abspath(path))
+        if not create and not os.path.exists(path):
+            raise UserError(f"no database at {path}: nothing to resume there (give the search's --db, or set "
+                            "$SPINENAS_DB)")
         if not os.path.isdir(folder):
             try:
                 os.makedirs(folder)
@@ -37,8 +46,12 @@ def open_store(db: str | None) -> tuple[Any, str]:
                 raise UserError(f"cannot create the database folder {folder}: {e.strerror}") from None
         if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
             raise UserError(f"cannot write the database {path}: permission denied")
+    from results_db.errors import DatabaseNotFoundError, DatabaseOpenError
+
     try:
-        return ResultStore(url), url
+        return ResultStore(url, create=create), url
+    except (DatabaseNotFoundError, DatabaseOpenError) as e:
+        raise UserError(str(e)) from None
     except Exception as e:  # noqa: BLE001 - any open failure is the user's database problem: one line
         raise UserError(f"cannot open the database {url}: {str(e).splitlines()[0]}") from None
 
@@ -151,7 +164,12 @@ def start_ray_if_needed(cfg: Any, args: argparse.Namespace) -> bool:
     route_to_log("ray")
     address = getattr(args, "address", None)
     other = None if address else other_cluster()
-    started = init_ray(address, num_cpus=None)
+    try:
+        started = init_ray(address, num_cpus=None)
+    except Exception as e:  # noqa: BLE001 - Ray's ConnectionError, RuntimeError, ...: one line, not its traceback
+        text = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        raise UserError(f"cannot reach {where}: {text}") from None
     if other:
         say(f"  another Ray cluster is registered on this machine ({other}); this job started a Ray instance of its "
             "own on 127.0.0.1 and leaves that one alone (--address joins a cluster)")
@@ -171,25 +189,90 @@ def start_ray_if_needed(cfg: Any, args: argparse.Namespace) -> bool:
 
 
 @contextlib.contextmanager
-def trial_job(cfg: Any, args: argparse.Namespace, run_dir: str) -> Iterator[Any]:
-    """The frame of a command that runs trials: checks, the run folder, the log, Ray (started and stopped here when
-    the ray runner has no --address), and the console view it yields (live on a terminal unless --plain)."""
-    from nas.console import LiveView, PlainView
+def trial_job(cfg: Any, args: argparse.Namespace, run_dir: str, job: Any) -> Iterator[Any]:
+    """The frame of a command that runs trials, in the order that loses nothing: the run folder and the log; with
+    --address, Ray is joined first (a cluster that cannot be reached is an error before any write); then the job's
+    rows (`job.prepare()`: the search or study, so a driver killed from here on leaves one that resumes); then a
+    local Ray; then the runner (`job.start_runner()`). Yields the console view (live on a terminal unless --plain);
+    stops a Ray it started.
 
-    check_local_runner(cfg, args)
-    os.makedirs(run_dir, exist_ok=True)
-    view = LiveView() if sys.stdout.isatty() and not getattr(args, "plain", False) else PlainView(say)
+    Args:
+      job: a `SearchDriver` or `CalibrationStudy`, built with the view `make_view` gives.
+    """
+    import time
+
+    from nas.lease import LeaseHeldError, LeaseKeeper
+
+    made = not os.path.exists(run_dir)
+    keeper = LeaseKeeper(job.store, job.name, alive=lambda: time.monotonic() - job.last_turn)
+    leased = False
     started_ray = False
+    os.makedirs(run_dir, exist_ok=True)
     try:
         with search_log(run_dir):
-            started_ray = start_ray_if_needed(cfg, args)
-            yield view
+            try:
+                if getattr(args, "address", None):
+                    start_ray_if_needed(cfg, args)
+                if job.resume:  # one driver per search: the lease before anything of the search changes
+                    note = keeper.take()
+                    leased = True
+                    job.prepare()
+                else:
+                    job.prepare()
+                    note = keeper.take()
+                    leased = True
+            except (UserError, LeaseHeldError) as e:
+                if made:  # nothing of this job was written: leave no folder behind
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                raise UserError(str(e)) from None
+            keeper.start()
+            if note:
+                job.view.line(f"  {note}")
+            if not getattr(args, "address", None):
+                started_ray = start_ray_if_needed(cfg, args)
+            job.start_runner()
+            yield job.view
     finally:
-        view.close()
+        if leased:
+            keeper.stop()
+        job.view.close()
         if started_ray:
             import ray
 
             ray.shutdown()
+
+
+def make_view(args: argparse.Namespace) -> Any:
+    """The console view: live lines on a terminal (unless --plain), plain lines otherwise."""
+    from nas.console import LiveView, PlainView
+
+    return LiveView() if sys.stdout.isatty() and not getattr(args, "plain", False) else PlainView(say)
+
+
+#: New search and study names: one path segment of safe characters (they name a folder under runs/).
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def check_new_name(name: str) -> None:
+    """A new search's name, checked (names stored by earlier versions still resume)."""
+    if not NAME_PATTERN.match(name):
+        raise UserError(f"--name must be letters, digits, '.', '_' or '-' (at most 128, not starting with '.', "
+                        f"'_' or '-'; it names a folder under runs/), got {name!r}")
+
+
+def check_machine(cfg: Any, args: argparse.Namespace) -> None:
+    """Per-trial resources against this machine, before anything is created, when trials run here (no --address);
+    the local runner's other limits too."""
+    s = cfg.search
+    if cfg.runner.type == "local":
+        check_local_runner(cfg, args)
+        return
+    if getattr(args, "address", None):
+        return  # a cluster's resources are checked once it is joined
+    cpus = os.cpu_count() or 1
+    if s.cpus_per_trial > cpus:
+        raise UserError(f"--cpus-per-trial {s.cpus_per_trial:g} is more than this machine's {cpus} CPUs (a Ray "
+                        "cluster with more: --address)")
 
 
 def say(msg: str) -> None:

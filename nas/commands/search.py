@@ -6,10 +6,20 @@ import argparse
 import json
 import logging
 import os
+import re
 import time
 from typing import Any
 
-from nas.commands.jobs import LazyChoices, ensure_data, open_store, say, trial_job
+from nas.commands.jobs import (
+    LazyChoices,
+    check_machine,
+    check_new_name,
+    ensure_data,
+    make_view,
+    open_store,
+    say,
+    trial_job,
+)
 from nas.ui import UserError, error_text
 
 logger = logging.getLogger(__name__)
@@ -62,12 +72,16 @@ def _cmd_search(args: argparse.Namespace) -> int:
         raise UserError(f"--trials must be at least 1, got {args.trials}")
     faults = _faults(args.inject_faults)
 
-    # Everything the user gave is checked before the database is touched.
+    # Everything the user gave is checked before anything is created: config, name, this machine's resources.
     if not args.resume:
         cfg = load_config(args.preset, overrides)
         _check_search_config(cfg)
-        name = args.name or f"{os.path.splitext(os.path.basename(args.preset))[0]}-{time.strftime('%Y%m%d-%H%M%S')}"
-    store, url = open_store(args.db)
+        if args.name:
+            check_new_name(args.name)
+        stem = re.sub(r"[^A-Za-z0-9._-]", "-", os.path.splitext(os.path.basename(args.preset))[0]).lstrip("._-")
+        name = args.name or f"{stem or 'search'}-{time.strftime('%Y%m%d-%H%M%S')}"
+        check_machine(cfg, args)
+    store, url = open_store(args.db, create=not args.resume)
     try:
         if args.resume:
             try:
@@ -79,6 +93,15 @@ def _cmd_search(args: argparse.Namespace) -> int:
                                 f"'spinenas calibrate --resume {args.resume}'")
             cfg = load_stored_config(record.config, overrides, search=args.resume)
             name = args.resume
+            check_machine(cfg, args)
+            done = sum(t.status in ("completed", "failed", "cached") for t in store.trials(name))
+            if cfg.search.trials < done:
+                raise UserError(f"--trials {cfg.search.trials} is below the {done} trials search {name!r} has "
+                                "finished")
+            if record.status == "completed" and done >= cfg.search.trials:
+                say(f"search {name!r} is complete: {done} of {cfg.search.trials} trials finished; nothing to do "
+                    f"(--trials N above {done} extends it)")
+                return 0
         else:
             try:
                 store.open_search(name)
@@ -135,14 +158,13 @@ def _calibration_note(store: Any, fingerprint: str, preset: str) -> str:
 
 
 def _run(cfg: Any, name: str, store: Any, url: str, args: argparse.Namespace, faults: Any) -> int:
+    from nas.loop import SearchDriver
+
     run_dir = os.path.abspath(args.run_dir or os.path.join("runs", name))
     s = cfg.search
-    with trial_job(cfg, args, run_dir) as view:
-        from nas.loop import SearchDriver
-
-        driver = SearchDriver(cfg, name=name, store=store, run_dir=run_dir, resume=bool(args.resume),
-                              faults=faults, view=view)
-        driver.start()
+    driver = SearchDriver(cfg, name=name, store=store, run_dir=run_dir, resume=bool(args.resume), faults=faults,
+                          view=make_view(args))
+    with trial_job(cfg, args, run_dir, driver) as view:
         view.line(f"search {name!r}: {s.trials} trials of the {s.family} space with the {cfg.controller.type} "
                   f"controller, {s.workers} at a time ({s.cpus_per_trial:g} CPUs each) on the {cfg.runner.type} "
                   f"runner, evaluator {cfg.evaluator.type}, reward {s.reward}")

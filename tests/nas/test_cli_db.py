@@ -50,11 +50,13 @@ def test_searches(capsys, db):
     assert lines[0].split()[:4] == ["name", "controller", "family", "status"]
     ppo = next(ln for ln in lines if ln.startswith("ppo-1"))
     n = facts["n"]
-    assert ppo.split()[1:9] == ["ppo", "spinenet49", "running", str(n + 1), str(n - 2), "1", "1", "1"]
+    # 'running' in the table, but no driver holds it (no lease): it was interrupted.
+    assert ppo.split()[1:3] == ["ppo", "spinenet49"] and "interrupted (driver last seen" in ppo
+    assert ppo.split("ago)")[1].split()[:5] == [str(n + 1), str(n - 2), "1", "1", "1"]
     code, out, _ = run(capsys, "searches", "--db", path, "--json")
     rows = {r["name"]: r for r in json.loads(out)}
     assert rows["random-1"]["status"] == "completed" and rows["random-1"]["best_reward"] == 0.9
-    assert rows["ppo-1"]["counts"]["failed"] == 1
+    assert rows["ppo-1"]["counts"]["failed"] == 1 and rows["ppo-1"]["status"] == "interrupted"
 
 
 def test_top_ranks_within_the_newest_searchs_fingerprint_by_default(capsys, db):

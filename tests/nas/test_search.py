@@ -154,6 +154,10 @@ def test_resume_after_kill_9_of_the_driver(ray_cluster, tmp_path):
         (["--runner", "local", "--address", "auto"], "--address names a Ray cluster"),
         (["--runner", "local", "--cpus-per-trial", "999"], "more than this machine's"),
         (["--inject-faults", '{"explode": [1]}'], "unknown fault 'explode'"),
+        (["--cpus-per-trial", "999"], "more than this machine's"),  # a local Ray would have this machine's CPUs
+        (["--name", "../escape"], "--name must be letters, digits"),
+        (["--name", "a b"], "--name must be letters, digits"),
+        (["--resume", "existing", "--db", "typo/x.db"], "no database at"),
     ],
 )
 @pytest.mark.slow
@@ -163,7 +167,9 @@ def test_bad_input_exits_before_any_trial_and_leaves_the_database(argv, message,
     store.create_search("existing", config="{}")
     store.close()
     digest = db.read_bytes()
-    args = ["search", "--evaluator", "surrogate", "--name", "new"] if "--resume" not in argv else ["search"]
+    args = ["search", "--evaluator", "surrogate"] + (["--name", "new"] if "--name" not in argv else [])
+    if "--resume" in argv:
+        args = ["search"]
     if "--db" not in argv:
         args += ["--db", str(db)]
     proc = spinenas(*args, *argv, cwd=tmp_path)
@@ -171,7 +177,8 @@ def test_bad_input_exits_before_any_trial_and_leaves_the_database(argv, message,
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert db.read_bytes() == digest
-    assert not (tmp_path / "runs").exists()
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "typo").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.db"]  # nothing else was written
 
 
 @pytest.mark.slow
@@ -298,3 +305,67 @@ def test_a_search_starts_its_own_ray_even_with_a_stale_cluster_registered(tmp_pa
         assert "[2/2]" in proc.stdout
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _finished_search(tmp_path, name="done", trials=4):
+    store, _, _ = run_search(tmp_path, cfg_of(trials=trials, workers=1), name=name)
+    store.close()
+    return tmp_path / "r.db"
+
+
+@pytest.mark.slow
+def test_a_damaged_or_empty_database_is_refused_and_left_as_it_was(tmp_path):
+    db = _finished_search(tmp_path, trials=30)
+    data = bytearray(db.read_bytes())
+    middle = len(data) // 2 // 4096 * 4096
+    data[middle:middle + 4096] = bytes((i * 37 + 11) % 256 for i in range(4096))  # 4 KB of garbage mid-file
+    db.write_bytes(bytes(data))
+    damaged = db.read_bytes()
+    proc = spinenas("search", "--resume", "done", "--db", str(db), cwd=tmp_path)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "is damaged" in proc.stderr and "spinenas db check" in proc.stderr
+    assert db.read_bytes() == damaged and not (tmp_path / "runs" / "done" / "search.log").exists()
+    check = spinenas("db", "check", "--db", str(db), cwd=tmp_path)
+    assert check.returncode == 1 and "integrity: DAMAGED" in check.stdout
+    # A file of zeros bytes is not a database a resume may create.
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    proc = spinenas("search", "--resume", "done", "--db", str(empty), cwd=tmp_path)
+    assert proc.returncode == 2 and "is an empty file" in proc.stderr and empty.read_bytes() == b""
+    # Not a database at all.
+    text = tmp_path / "notes.db"
+    text.write_text("hello " * 1000)
+    proc = spinenas("search", "--evaluator", "surrogate", "--db", str(text), cwd=tmp_path)
+    assert proc.returncode == 2 and "not a SQLite database" in proc.stderr
+    assert text.read_text() == "hello " * 1000
+
+
+@pytest.mark.slow
+def test_db_check_reports_a_sound_database(tmp_path):
+    db = _finished_search(tmp_path)
+    proc = spinenas("db", "check", "--db", str(db), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "integrity: ok" in proc.stdout and "searches: 1 (1 search)" in proc.stdout
+    assert "trials: 4 (4 completed)" in proc.stdout
+
+
+@pytest.mark.slow
+def test_resuming_a_finished_search_changes_nothing_unless_it_is_extended(tmp_path):
+    db = _finished_search(tmp_path)
+    store = ResultStore(f"sqlite:///{db}")
+    before = store.open_search("done")
+    store.close()
+    proc = spinenas("search", "--resume", "done", "--db", str(db), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "is complete: 4 of 4 trials finished; nothing to do" in proc.stdout
+    store = ResultStore(f"sqlite:///{db}")
+    assert store.open_search("done") == before  # its finish time too
+    store.close()
+    assert not (tmp_path / "runs" / "done" / "search.log").exists()  # no run started
+    low = spinenas("search", "--resume", "done", "--trials", "2", "--db", str(db), cwd=tmp_path)
+    assert low.returncode == 2 and "--trials 2 is below the 4 trials" in low.stderr
+    more = spinenas("search", "--resume", "done", "--trials", "6", "--runner", "local", "--db", str(db), "--top",
+                    "0", cwd=tmp_path)
+    assert more.returncode == 0, more.stderr[-2000:]
+    store = ResultStore(f"sqlite:///{db}")
+    assert len(store.trials("done")) == 6
