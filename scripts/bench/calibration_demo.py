@@ -43,6 +43,10 @@ def run() -> int:
         shutil.copyfile(SNAPSHOT, LIVE)
         print(f"continuing from the snapshot {os.path.relpath(SNAPSHOT, ROOT)}", flush=True)
     if os.path.exists(LIVE):
+        # A snapshot written by an earlier schema: migrate it first (a no-op when it is current).
+        upgraded = _spinenas("db", "upgrade", "--db", LIVE)
+        if upgraded.returncode != 0:
+            return upgraded.returncode
         return _spinenas("calibrate", "--resume", NAME, "--db", LIVE, "--runner", "local", "--plain").returncode
     return _spinenas("calibrate", *STUDY, "--db", LIVE, "--runner", "local", "--plain").returncode
 

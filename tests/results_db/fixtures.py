@@ -161,7 +161,7 @@ def assert_0001_upgrades(url: str) -> None:
 
     from results_db.migrate import upgrade
 
-    assert upgrade(url) == ("0001", "0002")
+    assert upgrade(url) == ("0001", "0003")
     assert {t: table_rows(url, t, cols) for t, cols in COLUMNS_0001.items()} == before
     assert table_rows(url, "searches", ("fingerprint", "kind")) == [(None, "search")] * 2
     assert table_rows(url, "trials", ("fingerprint",)) == [(None,)] * 4

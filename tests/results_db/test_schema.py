@@ -128,9 +128,9 @@ def test_a_0001_database_is_refused_until_upgraded(tmp_path, capsys):
     path = tmp_path / "old.db"
     make_0001_db("sqlite:///" + str(path))
     for opener in (ResultReader, ResultStore):
-        with pytest.raises(SchemaVersionError, match="schema version 0001, this spinenas uses 0002"):
+        with pytest.raises(SchemaVersionError, match="schema version 0001, this spinenas uses 0003"):
             opener(str(path))
     assert cli.main(["db", "upgrade", "--db", str(path)]) == 0
-    assert "schema version 0001 -> 0002" in capsys.readouterr().out
+    assert "schema version 0001 -> 0003" in capsys.readouterr().out
     with ResultReader(str(path)) as r:
         assert [s.name for s in r.list_searches()] == ["old-ppo", "old-random"]

@@ -1,5 +1,4 @@
-"""Trial reports (a trial's learning curve), result fingerprints on searches and trials, search kinds, and the
-lease a driver holds on a search while it runs it.
+"""Trial reports (a trial's learning curve), result fingerprints on searches and trials, and search kinds.
 
 Every existing row is kept; the new fingerprint columns start NULL (a NULL fingerprint matches no lookup, so old
 results are not reused until `spinenas db upgrade` backfills them from each search's stored config) and
@@ -36,10 +35,6 @@ def upgrade() -> None:
     with op.batch_alter_table('searches', schema=None) as batch_op:
         batch_op.add_column(sa.Column('fingerprint', sa.String(length=16), nullable=True))
         batch_op.add_column(sa.Column('kind', sa.String(length=16), nullable=False, server_default='search'))
-        batch_op.add_column(sa.Column('lease_owner', sa.String(length=64), nullable=True))
-        batch_op.add_column(sa.Column('lease_host', sa.String(length=255), nullable=True))
-        batch_op.add_column(sa.Column('lease_pid', sa.Integer(), nullable=True))
-        batch_op.add_column(sa.Column('lease_heartbeat', sa.DateTime(), nullable=True))
 
     with op.batch_alter_table('trials', schema=None) as batch_op:
         batch_op.add_column(sa.Column('fingerprint', sa.String(length=16), nullable=True))
@@ -57,8 +52,6 @@ def downgrade() -> None:
         batch_op.drop_column('fingerprint')
 
     with op.batch_alter_table('searches', schema=None) as batch_op:
-        for column in ('lease_heartbeat', 'lease_pid', 'lease_host', 'lease_owner'):
-            batch_op.drop_column(column)
         batch_op.drop_column('kind')
         batch_op.drop_column('fingerprint')
 
