@@ -59,8 +59,13 @@ def snapshot() -> int:
     tmp = SNAPSHOT + ".tmp"
     with sqlite3.connect(f"file:{LIVE}?mode=ro", uri=True) as src, sqlite3.connect(tmp) as dst:
         src.backup(dst)
+    upgraded = _spinenas("db", "upgrade", "--db", tmp, capture_output=True, text=True)  # the copy, at today's schema
+    if upgraded.returncode != 0:
+        print(upgraded.stderr, file=sys.stderr)
+        return upgraded.returncode
     with sqlite3.connect(tmp) as dst:
         dst.execute("PRAGMA journal_mode = DELETE")  # one self-contained file, no -wal beside it
+    with sqlite3.connect(tmp) as dst:
         dst.execute("VACUUM")
     os.replace(tmp, SNAPSHOT)
     show = _spinenas("calibration", "show", NAME, "--db", SNAPSHOT, "--json", capture_output=True, text=True)
