@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -260,14 +261,34 @@ def check_new_name(name: str) -> None:
                         f"'_' or '-'; it names a folder under runs/), got {name!r}")
 
 
+def check_address(address: str) -> None:
+    """A cluster address that no one answers at is a one-line error at once (Ray itself would retry for minutes).
+
+    'auto' (Ray finds the cluster) is left to Ray; 'host:port', 'ray://host:port' and 'http://host:port' are probed
+    with a TCP connection.
+    """
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--address must be 'auto' or HOST:PORT (e.g. 10.0.0.5:6379), got {address!r}")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    except OSError as e:
+        raise UserError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}") from None
+
+
 def check_machine(cfg: Any, args: argparse.Namespace) -> None:
     """Per-trial resources against this machine, before anything is created, when trials run here (no --address);
-    the local runner's other limits too."""
+    the local runner's other limits too; a cluster's address, that it answers."""
     s = cfg.search
     if cfg.runner.type == "local":
         check_local_runner(cfg, args)
         return
     if getattr(args, "address", None):
+        check_address(args.address)
         return  # a cluster's resources are checked once it is joined
     cpus = os.cpu_count() or 1
     if s.cpus_per_trial > cpus:

@@ -158,6 +158,8 @@ def test_resume_after_kill_9_of_the_driver(ray_cluster, tmp_path):
         (["--name", "../escape"], "--name must be letters, digits"),
         (["--name", "a b"], "--name must be letters, digits"),
         (["--resume", "existing", "--db", "typo/x.db"], "no database at"),
+        (["--address", "127.0.0.1:1"], "cannot reach the Ray cluster at 127.0.0.1:1"),
+        (["--address", "nonsense"], "--address must be 'auto' or HOST:PORT"),
     ],
 )
 @pytest.mark.slow
