@@ -46,6 +46,7 @@ from nas.config import NasConfig
 from nas.config_io import ConfigError, from_dict, resolve, to_dict
 from nas.fingerprint import fingerprint
 from nas.loop import trial_spec
+from nas.lease import LeaseLostError
 from nas.trial_loop import InFlight, TrialLoop
 from proxy_task.result import ProxyResult
 from results_db.status import FINISHED_STATUSES, SearchStatus, TrialStatus
@@ -394,6 +395,9 @@ class CalibrationStudy(TrialLoop):
                 while self._todo and len(self.inflight) < self.cfg.search.workers:
                     self._submit(self._todo.pop(0))
                 self._turn()
+        except LeaseLostError as e:
+            interrupted = True
+            self.view.line(f"stopped: {e}")
         except KeyboardInterrupt:
             interrupted = True
             self.view.line(f"interrupted: run 'spinenas calibrate --resume {self.name}' to continue")
@@ -471,7 +475,11 @@ def analyze(study: Study, trials: Sequence[Any], reports: Mapping[int, Sequence[
         if step == study.config_of(plan[index].fidelity).proxy.train_steps:
             return t.wall_s
         for r in reports.get(t.id, ()):
-            if r.step == step and r.created_at is not None and t.started_at is not None:
+            if r.step != step:
+                continue
+            if r.metrics.get("elapsed_s") is not None:  # the worker's clock, as the trial's wall_s
+                return float(r.metrics["elapsed_s"])
+            if r.created_at is not None and t.started_at is not None:  # reports without it (older trials)
                 return (r.created_at - t.started_at).total_seconds()
         return None
 
@@ -575,7 +583,11 @@ def find_calibrations(reader: Any, base_fingerprint: str) -> list[tuple[str, dic
             doc = yaml.safe_load(record.config) or {}
         except yaml.YAMLError:
             continue
-        if (doc.get("calibration") or {}).get("base_fingerprint") == base_fingerprint:
+        try:  # today's fingerprint of its proxy (not the stored one: what a fingerprint holds may change)
+            theirs = fingerprint(from_dict(NasConfig, doc["proxy_config"]))
+        except (KeyError, TypeError, ConfigError):
+            continue
+        if theirs == base_fingerprint:
             out.append((record.name, doc))
     return out
 

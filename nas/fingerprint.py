@@ -18,6 +18,7 @@ from typing import Any
 
 from nas.config import NasConfig
 from nas.config_io import to_dict
+from proxy_task.config import GENERATOR_VERSION
 
 # Proxy settings that do not change a trial's score. The seed is left out on purpose: a trial's seed is the
 # search's seed plus its index, and a result for one seed stands for the architecture (as the dedup always did).
@@ -43,6 +44,9 @@ def score_settings(cfg: NasConfig) -> dict[str, Any]:
         data = dict(proxy["data"])
         if data.get("kind") == "synth":
             data.pop("path", None)  # the synthetic set is its parameters, wherever it is cached
+            data["generator_version"] = GENERATOR_VERSION
+        else:
+            data = {"kind": data.get("kind"), "path": data.get("path")}  # a made split: its folder says it all
         proxy["data"] = data
         out["proxy"] = proxy
         section = cfg.evaluator.get()

@@ -31,6 +31,20 @@ class LeaseHeldError(RuntimeError):
     """Another live driver holds the search."""
 
 
+class LeaseLostError(RuntimeError):
+    """Another driver took this driver's lease over: this one stops at once, writing nothing more."""
+
+
+def host_identity() -> str:
+    """This host's name and PID namespace: containers that share a hostname (host networking) do not share
+    process ids, so 'its process is gone' is only judged in the namespace the holder ran in."""
+    try:
+        ns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return socket.gethostname()
+    return f"{socket.gethostname()} {ns}"
+
+
 def _process_gone(pid: int | None) -> bool:
     if not pid:
         return False
@@ -45,7 +59,7 @@ def _process_gone(pid: int | None) -> bool:
 
 def holder_gone(record: Any) -> bool:
     """True when the lease's holder ran on this host and its process no longer exists."""
-    return record.lease_host == socket.gethostname() and _process_gone(record.lease_pid)
+    return record.lease_host == host_identity() and _process_gone(record.lease_pid)
 
 
 def describe_holder(record: Any, now: Any) -> str:
@@ -73,7 +87,7 @@ class LeaseKeeper:
         self.timeout_s = timeout_s
         self.renew_s = renew_s
         self.owner = uuid.uuid4().hex
-        self.host = socket.gethostname()
+        self.host = host_identity()
         self.pid = os.getpid()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -40,6 +40,7 @@ from nas.console import PlainView
 from nas.fingerprint import fingerprint
 from nas.reward import compute_reward
 from nas.runners import Runner, TrialSpec
+from nas.lease import LeaseLostError
 from nas.trial_loop import InFlight, TrialLoop
 from proxy_task.result import ProxyResult
 from results_db.status import FINISHED_STATUSES, OPEN_STATUSES, SearchStatus, TrialStatus
@@ -167,6 +168,12 @@ class SearchDriver(TrialLoop):
         record = self.store.open_search(self.name)
         if getattr(record, "fingerprint", None) is None:
             self.store.set_search_fingerprint(self.name, self.fingerprint)  # a search stored before fingerprints
+        elif record.fingerprint != self.fingerprint:
+            # What a fingerprint holds changed since the search began: its trials keep the one they started with,
+            # so they still dedup against each other and `top --search` still ranks them together.
+            logger.warning("search %r: keeping its stored fingerprint %s (today's rule gives %s)", self.name,
+                           record.fingerprint, self.fingerprint)
+            self.fingerprint = record.fingerprint
         trials = self.store.trials(self.name)
         done = sorted((t for t in trials if t.status in FINISHED_STATUSES), key=lambda t: t.finish_order or 0)
         ckpt = self.store.load_checkpoint(self.name)
@@ -218,6 +225,9 @@ class SearchDriver(TrialLoop):
                         raise RuntimeError("internal error: trials waiting with nothing in flight")
                     continue
                 self._turn()
+        except LeaseLostError as e:
+            interrupted = True
+            self.view.line(f"stopped: {e}")
         except KeyboardInterrupt:
             interrupted = True
             self.view.line(f"interrupted: {len(self.inflight)} running trials stay 'running' and run again on "

@@ -56,10 +56,15 @@ def run_trial_body(spec: Mapping[str, Any], task: Mapping[str, Any], report: Rep
 
     started = time.time()
     index = int(task["index"])
+
+    def timed_report(step: int, metrics: Any) -> bool:
+        # The seconds since the trial body started, on the worker's clock (a rung's cost, as wall_s is the trial's).
+        return report(step, {**metrics, "elapsed_s": time.time() - started})
+
     try:
         arch = ArchSpec.from_json(task["arch_json"])
         evaluator = build_trial_evaluator(spec, index)
-        result = evaluator.evaluate(arch, seed=int(task["seed"]), report=report)
+        result = evaluator.evaluate(arch, seed=int(task["seed"]), report=timed_report)
         # The trial's time as the search sees it (a surrogate's simulated duration included).
         result = dataclasses.replace(result, wall_s=max(result.wall_s, time.time() - started))
     except Exception as e:  # noqa: BLE001 - a failed trial is data

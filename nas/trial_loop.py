@@ -96,6 +96,7 @@ class TrialLoop(abc.ABC):
         self.stats: dict[str, Any] = {"wait_s": 0.0, "intervals": [], "submits": []}
         self._tb: Any = None
         self.last_turn = time.monotonic()  # the lease's heartbeat stops when the loop stops turning
+        self.lease: Any = None  # the `nas.lease.LeaseKeeper` holding the search, if any
 
     # ------------------------------------------------------------------------------------------- subclass hooks
     @abc.abstractmethod
@@ -145,6 +146,10 @@ class TrialLoop(abc.ABC):
     def _turn(self) -> None:
         """One turn of the loop: wait on the runner, record what finished, store reports, timeouts, console."""
         self.last_turn = time.monotonic()
+        if self.lease is not None and self.lease.lost:
+            from nas.lease import LeaseLostError
+
+            raise LeaseLostError(f"another driver took over {self.name!r}: this one stops without writing more")
         t_wait = time.perf_counter()
         outcomes = self.runner.poll(POLL_S)
         self.stats["wait_s"] += time.perf_counter() - t_wait
@@ -156,6 +161,7 @@ class TrialLoop(abc.ABC):
 
     def _on_report(self, trial_id: int, step: int, metrics: Mapping[str, Any]) -> None:
         """A running trial's report: kept for the store, shown, and written to its TensorBoard curve."""
+        self.last_turn = time.monotonic()  # a long trial in the driver's own process still shows a live loop
         item = self.inflight.get(trial_id)
         if item is None:  # a cancelled trial's late report
             return

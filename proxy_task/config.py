@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 DATA_KINDS = ("synth", "coco", "dir")
+# The synthetic generator's version: bump when the drawing changes (cached datasets of another version are not
+# reused, and results on them get another fingerprint).
+GENERATOR_VERSION = 1
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("cosine", "constant")
 NMS_VERSIONS = ("batched", "v1", "v2")

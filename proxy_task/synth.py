@@ -19,10 +19,9 @@ from typing import Any
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
+from proxy_task.config import GENERATOR_VERSION  # one home, numpy-free (result fingerprints read it)
 
-# Bump when the drawing changes: cached datasets of another version are not reused.
-GENERATOR_VERSION = 1
+logger = logging.getLogger(__name__)
 
 CATEGORIES: tuple[dict[str, Any], ...] = (
     {"id": 1, "name": "disc", "supercategory": "shape"},

@@ -699,11 +699,14 @@ class ResultStore(ReadAPI):
             return False, record
         with self._write_conn() as conn:
             sid = self._search_id_conn(name, conn)
+            # Compare-and-set on the holder and its heartbeat as read: a holder that renewed in between keeps it.
             same = (_SEARCHES.c.lease_owner.is_(None) if record.lease_owner is None
                     else _SEARCHES.c.lease_owner == record.lease_owner)
+            beat = (_SEARCHES.c.lease_heartbeat.is_(None) if record.lease_heartbeat is None
+                    else _SEARCHES.c.lease_heartbeat == record.lease_heartbeat)
             done = conn.execute(
                 _SEARCHES.update()
-                .where(_SEARCHES.c.id == sid, same)
+                .where(_SEARCHES.c.id == sid, same, beat)
                 .values(lease_owner=owner, lease_host=host, lease_pid=pid, lease_heartbeat=now)
             ).rowcount
         if done != 1:  # another driver took it between the read and the write

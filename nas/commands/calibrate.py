@@ -114,6 +114,9 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         stem = re.sub(r"[^A-Za-z0-9._-]", "-", os.path.splitext(os.path.basename(preset))[0])
         name = args.name or f"calibration-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         check_machine(cfg, args)
+        if study.proxy.evaluator.type == "retinanet":  # a dataset that is not there fails before the database is made
+            ensure_data(study.proxy)
+            ensure_data(study.reference)
     store, url = open_store(args.db, create=not args.resume)
     try:
         if args.resume:
@@ -134,9 +137,18 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             if overrides:  # how its trainings run (workers, CPUs, runner), not what they measure
                 from dataclasses import replace
 
+                # A timeout given for the proxy grows for the reference in proportion to its steps, as at creation.
+                ratio = max(1.0, study.reference.proxy.train_steps / study.proxy.proxy.train_steps)
+                ref_overrides = [f"search.trial_timeout_s={float(o.split('=', 1)[1]) * ratio}"
+                                 if o.startswith("search.trial_timeout_s=") else o for o in overrides]
                 study = replace(study, proxy=_resolved(study.proxy, overrides),
-                                reference=_resolved(study.reference, overrides))
+                                reference=_resolved(study.reference, ref_overrides))
             check_machine(study.proxy, args)
+            done = sum(t.status in ("completed", "failed") for t in store.trials(name))
+            if record.status == "completed" and done >= len(study.plan):
+                say(f"calibration {name!r} is complete: {done} of {len(study.plan)} trainings; nothing to do "
+                    f"('spinenas calibration show {name}')")
+                return 0
         else:
             try:
                 store.open_search(name)
@@ -145,7 +157,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             else:
                 raise UserError(f"a search or study named {name!r} already exists in {url}; continue it with "
                                 f"--resume {name}, or choose another --name")
-        if study.proxy.evaluator.type == "retinanet":
+        if args.resume and study.proxy.evaluator.type == "retinanet":
             ensure_data(study.proxy)
             ensure_data(study.reference)
         return _run(study, name, store, url, args)

@@ -239,14 +239,23 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------------- db upgrade
 def _cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from results_db.errors import DatabaseOpenError
+    from results_db.errors import DatabaseNotFoundError, DatabaseOpenError
+    from results_db.integrity import check_before_writing
     from results_db.migrate import upgrade
     from results_db.url import resolve_url, sqlite_path
 
-    url = resolve_url(args.db)
+    try:
+        url = resolve_url(args.db)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     path = sqlite_path(url)
     if path and not os.path.exists(path):
         raise UserError(f"no database at {path}: nothing to upgrade (the search job creates it)")
+    if path:
+        try:
+            check_before_writing(path, create=False)  # a damaged file is not migrated (that writes into it)
+        except (DatabaseNotFoundError, DatabaseOpenError) as e:
+            raise UserError(str(e)) from None
     try:
         before, after = upgrade(url)
     except DatabaseOpenError as e:

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from nas.ui import UserError
+from nas.ui import UserError, error_text
 
 
 def open_store(db: str | None, *, create: bool = True) -> tuple[Any, str]:
@@ -203,6 +203,7 @@ def trial_job(cfg: Any, args: argparse.Namespace, run_dir: str, job: Any) -> Ite
     import time
 
     from nas.lease import LeaseHeldError, LeaseKeeper
+    from results_db.errors import DuplicateSearchError
 
     made = not os.path.exists(run_dir)
     keeper = LeaseKeeper(job.store, job.name, alive=lambda: time.monotonic() - job.last_turn)
@@ -217,16 +218,20 @@ def trial_job(cfg: Any, args: argparse.Namespace, run_dir: str, job: Any) -> Ite
                 if job.resume:  # one driver per search: the lease before anything of the search changes
                     note = keeper.take()
                     leased = True
+                    job.last_turn = time.monotonic()
+                    keeper.start()
                     job.prepare()
                 else:
                     job.prepare()
                     note = keeper.take()
                     leased = True
-            except (UserError, LeaseHeldError) as e:
-                if made:  # nothing of this job was written: leave no folder behind
+                    job.last_turn = time.monotonic()
+                    keeper.start()
+            except (UserError, LeaseHeldError, DuplicateSearchError) as e:
+                if made and not leased:  # nothing of this job was written: leave no folder behind
                     shutil.rmtree(run_dir, ignore_errors=True)
-                raise UserError(str(e)) from None
-            keeper.start()
+                raise UserError(error_text(e)) from None
+            job.lease = keeper
             if note:
                 job.view.line(f"  {note}")
             if not getattr(args, "address", None):

@@ -81,6 +81,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
         stem = re.sub(r"[^A-Za-z0-9._-]", "-", os.path.splitext(os.path.basename(args.preset))[0]).lstrip("._-")
         name = args.name or f"{stem or 'search'}-{time.strftime('%Y%m%d-%H%M%S')}"
         check_machine(cfg, args)
+        if cfg.evaluator.type == "retinanet":
+            ensure_data(cfg)  # a dataset that is not there fails before the database is made
     store, url = open_store(args.db, create=not args.resume)
     try:
         if args.resume:
@@ -110,7 +112,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
             else:
                 raise UserError(f"a search named {name!r} already exists in {url}; continue it with --resume "
                                 f"{name}, or choose another --name")
-        if cfg.evaluator.type == "retinanet":
+        if args.resume and cfg.evaluator.type == "retinanet":
             ensure_data(cfg)
         return _run(cfg, name, store, url, args, faults)
     finally:

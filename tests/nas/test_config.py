@@ -155,3 +155,7 @@ def test_fingerprints_follow_what_changes_a_score_and_nothing_else():
     assert fingerprint(resolve(NasConfig, surrogate, ["search.seed=9"])) != fingerprint(surrogate)  # its target
     assert fingerprint(resolve(NasConfig, surrogate, ["evaluator.surrogate.duration_s=2"])) == fingerprint(surrogate)
     assert describe(demo) == "retinanet 128 px 800 steps on synth, reward ap"
+    # A split made by `spinenas data` is its folder: the synthetic generator's knobs do not enter its fingerprint.
+    folder = resolve(NasConfig, demo, ["proxy.data.kind=dir", "proxy.data.path=/data/p"])
+    assert fingerprint(resolve(NasConfig, folder, ["proxy.data.images=99"])) == fingerprint(folder)
+    assert fingerprint(resolve(NasConfig, folder, ["proxy.data.path=/data/q"])) != fingerprint(folder)

@@ -69,6 +69,43 @@ def test_a_lease_whose_holder_process_is_gone_on_this_host_is_taken_at_once(url)
     store.close()
 
 
+def test_a_lease_renewed_while_another_driver_judged_it_expired_stays_with_its_holder(url):
+    store = _store(url)
+    a, b = LeaseKeeper(store, "s"), LeaseKeeper(store, "s")
+    a.take()
+    b.timeout_s = -1.0  # b judges a's heartbeat expired ...
+    record = store.open_search("s")
+    time.sleep(0.01)
+    assert store.renew_lease("s", a.owner)  # ... but a renews before b writes
+    original = store.open_search
+    store.open_search = lambda name: record  # b's read, from before the renewal
+    try:
+        with pytest.raises(LeaseHeldError):
+            b.take()
+    finally:
+        store.open_search = original
+    assert store.open_search("s").lease_owner == a.owner and store.renew_lease("s", a.owner)
+    store.close()
+
+
+def test_a_driver_whose_lease_was_taken_over_stops_without_writing_more(tmp_path):
+    from nas.loop import SearchDriver
+    from tests.nas.helpers import cfg_of
+
+    store = ResultStore(f"sqlite:///{tmp_path / 'r.db'}")
+    driver = SearchDriver(cfg_of(trials=50, workers=1, duration=0.05), name="s", store=store,
+                          run_dir=str(tmp_path / "runs"), out=lambda _: None)
+    driver.start()
+    keeper = LeaseKeeper(store, "s")
+    keeper.take()
+    driver.lease = keeper
+    keeper.lost = True  # as the heartbeat thread finds when another driver took the lease
+    outcome = driver.run()
+    assert outcome.interrupted and outcome.trials < 50
+    assert store.open_search("s").status == "running"  # the new holder's to set, not this driver's
+    store.close()
+
+
 def test_two_drivers_racing_for_a_free_lease_one_wins(url):
     store = _store(url)
     store.close()
@@ -99,14 +136,16 @@ def test_the_heartbeat_renews_while_the_loop_turns_and_stops_when_it_is_stuck(tm
     stuck = [0.0]
     keeper = LeaseKeeper(store, "s", alive=lambda: stuck[0], timeout_s=0.5, renew_s=0.05)
     keeper.take()
+    taken = store.open_search("s").lease_heartbeat
     keeper.start()
     time.sleep(0.3)
     fresh = store.open_search("s").lease_heartbeat
+    assert fresh > taken  # renewed
     stuck[0] = 10.0  # the loop stopped turning
     time.sleep(0.3)
     later = store.open_search("s").lease_heartbeat
     time.sleep(0.3)
-    assert store.open_search("s").lease_heartbeat == later >= fresh  # no more beats
+    assert store.open_search("s").lease_heartbeat == later  # no more beats once the loop is stuck
     keeper.stop()
     store.close()
 
