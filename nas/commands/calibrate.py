@@ -14,7 +14,6 @@ from nas.commands.jobs import (
     check_machine,
     check_new_name,
     ensure_data,
-    make_view,
     open_store,
     say,
     trial_job,
@@ -180,9 +179,12 @@ def _run(study: Any, name: str, store: Any, url: str, args: argparse.Namespace) 
 
     cfg = study.proxy
     run_dir = os.path.abspath(args.run_dir or os.path.join("runs", name))
-    runner = CalibrationStudy(study, name=name, store=store, run_dir=run_dir, resume=bool(args.resume),
-                              view=make_view(args))
-    with trial_job(cfg, args, run_dir, runner) as view:
+
+    def make(view: Any) -> CalibrationStudy:
+        return CalibrationStudy(study, name=name, store=store, run_dir=run_dir, resume=bool(args.resume), view=view)
+
+    with trial_job(cfg, args, run_dir, make) as runner:
+        view = runner.view
         s = study.settings
         view.line(f"calibration {name!r} of the {s.preset} proxy: {len(study.candidates)} candidates at "
                   f"{cfg.proxy.train_steps} steps (rungs {', '.join(map(str, s.rungs))}) and at "

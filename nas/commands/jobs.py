@@ -190,15 +190,18 @@ def start_ray_if_needed(cfg: Any, args: argparse.Namespace) -> bool:
 
 
 @contextlib.contextmanager
-def trial_job(cfg: Any, args: argparse.Namespace, run_dir: str, job: Any) -> Iterator[Any]:
+def trial_job(cfg: Any, args: argparse.Namespace, run_dir: str, make_job: Any) -> Iterator[Any]:
     """The frame of a command that runs trials, in the order that loses nothing: the run folder and the log; with
     --address, Ray is joined first (a cluster that cannot be reached is an error before any write); then the job's
-    rows (`job.prepare()`: the search or study, so a driver killed from here on leaves one that resumes); then a
-    local Ray; then the runner (`job.start_runner()`). Yields the console view (live on a terminal unless --plain);
-    stops a Ray it started.
+    rows (`job.prepare()`: the search or study, so a driver killed from here on leaves one that resumes) and its
+    lease; then a local Ray; then the runner (`job.start_runner()`). Stops a Ray it started.
 
     Args:
-      job: a `SearchDriver` or `CalibrationStudy`, built with the view `make_view` gives.
+      make_job: view -> a `SearchDriver` or `CalibrationStudy` showing on that view. It is built inside the log's
+        frame: a PPO controller imports TensorFlow, whose C++ lines must go to the log, not the console.
+
+    Yields:
+      The job.
     """
     import time
 
@@ -206,12 +209,15 @@ def trial_job(cfg: Any, args: argparse.Namespace, run_dir: str, job: Any) -> Ite
     from results_db.errors import DuplicateSearchError
 
     made = not os.path.exists(run_dir)
-    keeper = LeaseKeeper(job.store, job.name, alive=lambda: time.monotonic() - job.last_turn)
+    view = make_view(args)
+    keeper: Any = None
     leased = False
     started_ray = False
     os.makedirs(run_dir, exist_ok=True)
     try:
         with search_log(run_dir):
+            job = make_job(view)
+            keeper = LeaseKeeper(job.store, job.name, alive=lambda: time.monotonic() - job.last_turn)
             try:
                 if getattr(args, "address", None):
                     start_ray_if_needed(cfg, args)
@@ -237,11 +243,11 @@ def trial_job(cfg: Any, args: argparse.Namespace, run_dir: str, job: Any) -> Ite
             if not getattr(args, "address", None):
                 started_ray = start_ray_if_needed(cfg, args)
             job.start_runner()
-            yield job.view
+            yield job
     finally:
         if leased:
             keeper.stop()
-        job.view.close()
+        view.close()
         if started_ray:
             import ray
 

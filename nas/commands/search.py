@@ -15,7 +15,6 @@ from nas.commands.jobs import (
     check_machine,
     check_new_name,
     ensure_data,
-    make_view,
     open_store,
     say,
     trial_job,
@@ -164,9 +163,13 @@ def _run(cfg: Any, name: str, store: Any, url: str, args: argparse.Namespace, fa
 
     run_dir = os.path.abspath(args.run_dir or os.path.join("runs", name))
     s = cfg.search
-    driver = SearchDriver(cfg, name=name, store=store, run_dir=run_dir, resume=bool(args.resume), faults=faults,
-                          view=make_view(args))
-    with trial_job(cfg, args, run_dir, driver) as view:
+
+    def make(view: Any) -> SearchDriver:
+        return SearchDriver(cfg, name=name, store=store, run_dir=run_dir, resume=bool(args.resume), faults=faults,
+                            view=view)
+
+    with trial_job(cfg, args, run_dir, make) as driver:
+        view = driver.view
         view.line(f"search {name!r}: {s.trials} trials of the {s.family} space with the {cfg.controller.type} "
                   f"controller, {s.workers} at a time ({s.cpus_per_trial:g} CPUs each) on the {cfg.runner.type} "
                   f"runner, evaluator {cfg.evaluator.type}, reward {s.reward}")
