@@ -347,15 +347,6 @@ class CalibrationStudy(TrialLoop):
         self.failed = 0
         self._t0 = time.time()
 
-    def start(self) -> None:
-        """`prepare`, then `start_runner`."""
-        self.prepare()
-        self.start_runner()
-
-    def start_runner(self) -> None:
-        """The runner the config names (the ray runner needs Ray up)."""
-        self._start_runner()
-
     def prepare(self) -> None:
         """Creates the study and its planned trials, or finds what a resumed one has left (no runner yet)."""
         from results_db.records import NewTrial

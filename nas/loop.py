@@ -139,11 +139,6 @@ class SearchDriver(TrialLoop):
         self._t0 = time.time()
 
     # ------------------------------------------------------------------------------------------- setup
-    def start(self) -> None:
-        """`prepare`, then `start_runner`."""
-        self.prepare()
-        self.start_runner()
-
     def prepare(self) -> None:
         """Creates the search row, or restores a resumed search's controller and in-flight trials (no runner yet: a
         driver killed between the two leaves a search that resumes)."""
@@ -156,7 +151,8 @@ class SearchDriver(TrialLoop):
                                      fingerprint=self.fingerprint)
 
     def start_runner(self) -> None:
-        """The runner the config names (the ray runner needs Ray up: `nas.runners.ray_runner.init_ray`)."""
+        """The runner the config names (the ray runner needs Ray up: `nas.runners.ray_runner.init_ray`); TF-free
+        trials may share Ray workers."""
         s = self.cfg.search
         kwargs: dict[str, Any] = {}
         if self.cfg.runner.type == "ray":

@@ -107,6 +107,20 @@ class TrialLoop(abc.ABC):
     def _status_line(self) -> str:
         """The console's summary line."""
 
+    @abc.abstractmethod
+    def prepare(self) -> None:
+        """Creates the job's rows, or finds what a resumed job has left (before any runner: a job killed between the
+        two leaves rows that resume)."""
+
+    def start_runner(self) -> None:
+        """The runner the config names (the ray runner needs Ray up: `nas.runners.ray_runner.init_ray`)."""
+        self._start_runner()
+
+    def start(self) -> None:
+        """`prepare`, then `start_runner`."""
+        self.prepare()
+        self.start_runner()
+
     # ------------------------------------------------------------------------------------------- setup
     def _start_runner(self, **kwargs: Any) -> None:
         os.makedirs(self.run_dir, exist_ok=True)

@@ -238,22 +238,29 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------------- db upgrade
-def _cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from results_db.errors import DatabaseNotFoundError, DatabaseOpenError
-    from results_db.integrity import check_before_writing
-    from results_db.migrate import upgrade
+def _existing_db(db: str | None, what: str) -> tuple[str, str | None]:
+    """(URL, SQLite path or None) of a database that must exist already, or a one-line UserError."""
     from results_db.url import resolve_url, sqlite_path
 
     try:
-        url = resolve_url(args.db)
+        url = resolve_url(db)
     except ValueError as e:
         raise UserError(str(e)) from None
     path = sqlite_path(url)
     if path and not os.path.exists(path):
-        raise UserError(f"no database at {path}: nothing to upgrade (the search job creates it)")
+        raise UserError(f"no database at {path}: nothing to {what}")
+    return url, path
+
+
+def _cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from results_db.errors import DatabaseNotFoundError, DatabaseOpenError
+    from results_db.integrity import check_before_writing
+    from results_db.migrate import upgrade
+
+    url, path = _existing_db(args.db, "upgrade (the search job creates it)")
     if path:
         try:
-            check_before_writing(path, create=False)  # a damaged file is not migrated (that writes into it)
+            check_before_writing(path, create=True)  # a damaged file is not migrated (that writes into it)
         except (DatabaseNotFoundError, DatabaseOpenError) as e:
             raise UserError(str(e)) from None
     try:
@@ -276,18 +283,11 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
 def _cmd_db_check(args: argparse.Namespace) -> int:
     from results_db.errors import DatabaseOpenError
     from results_db.integrity import integrity
-    from results_db.url import resolve_url, sqlite_path
     from results_db.version import SCHEMA_VERSION
 
-    try:
-        url = resolve_url(args.db)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    path = sqlite_path(url)
+    _, path = _existing_db(args.db, "check")
     ok = True
     if path:
-        if not os.path.exists(path):
-            raise UserError(f"no database at {path}")
         if os.path.isfile(path) and os.path.getsize(path) == 0:
             raise UserError(f"{path} is an empty file, not a results database")
         try:
