@@ -329,6 +329,8 @@ class CalibrationStudy(TrialLoop):
       view, runner, tensorboard: as `TrialLoop`.
     """
 
+    RESUME = "spinenas calibrate --resume {name}"
+
     def __init__(self, study: Study, *, name: str, store: Any, run_dir: str, resume: bool = False, view: Any = None,
                  runner: Any = None, tensorboard: bool = True) -> None:
         import os
@@ -391,7 +393,7 @@ class CalibrationStudy(TrialLoop):
             self.view.line(f"stopped: {e}")
         except KeyboardInterrupt:
             interrupted = True
-            self.view.line(f"interrupted: run 'spinenas calibrate --resume {self.name}' to continue")
+            self.view.line(f"interrupted: run '{self.RESUME.format(name=self.name)}' to continue")
             self.store.set_search_status(self.name, SearchStatus.STOPPED)
         else:
             self.store.set_search_status(self.name, SearchStatus.COMPLETED)

@@ -227,7 +227,7 @@ class SearchDriver(TrialLoop):
         except KeyboardInterrupt:
             interrupted = True
             self.view.line(f"interrupted: {len(self.inflight)} running trials stay 'running' and run again on "
-                           f"'spinenas search --resume {self.name}'")
+                           f"'{self.RESUME.format(name=self.name)}'")
             self.runner.close()
             # No checkpoint here: Ctrl-C may have landed inside the controller's propose() or feedback(), so its
             # state may not match the feedback count; the stored checkpoint plus replay is exact instead.

@@ -80,6 +80,9 @@ class TrialLoop(abc.ABC):
       tensorboard: write TensorBoard scalars (the job's and every trial's curve) under `run_dir`.
     """
 
+    #: The command that continues this kind of job, with `{name}`.
+    RESUME = "spinenas search --resume {name}"
+
     def __init__(self, cfg: NasConfig, *, name: str, store: Any, run_dir: str, spec: TrialSpec, view: Any = None,
                  runner: Runner | None = None, tensorboard: bool = True) -> None:
         self.cfg = cfg

@@ -177,15 +177,17 @@ def start_ray_if_needed(cfg: Any, args: argparse.Namespace) -> bool:
     import ray
 
     s = cfg.search
-    res = ray.cluster_resources()
-    if s.cpus_per_trial > res.get("CPU", 0):
+    try:
+        res = ray.cluster_resources()
+        if s.cpus_per_trial > res.get("CPU", 0):
+            raise UserError(f"--cpus-per-trial {s.cpus_per_trial:g} is more than the cluster's "
+                            f"{res.get('CPU', 0):g} CPUs")
+        if s.gpus_per_trial > res.get("GPU", 0):
+            raise UserError(f"--gpus-per-trial {s.gpus_per_trial:g} but the cluster has {res.get('GPU', 0):g} GPUs")
+    except BaseException:  # a check failed, or Ctrl-C: a Ray started here stops before the caller knows of it
         if started:
             ray.shutdown()
-        raise UserError(f"--cpus-per-trial {s.cpus_per_trial:g} is more than the cluster's {res.get('CPU', 0):g} CPUs")
-    if s.gpus_per_trial > res.get("GPU", 0):
-        if started:
-            ray.shutdown()
-        raise UserError(f"--gpus-per-trial {s.gpus_per_trial:g} but the cluster has {res.get('GPU', 0):g} GPUs")
+        raise
     return started
 
 
@@ -207,6 +209,7 @@ def trial_job(cfg: Any, args: argparse.Namespace, run_dir: str, make_job: Any) -
 
     from nas.lease import LeaseHeldError, LeaseKeeper
     from results_db.errors import DuplicateSearchError
+    from results_db.status import SearchStatus
 
     made = not os.path.exists(run_dir)
     view = make_view(args)
@@ -216,9 +219,9 @@ def trial_job(cfg: Any, args: argparse.Namespace, run_dir: str, make_job: Any) -
     os.makedirs(run_dir, exist_ok=True)
     try:
         with search_log(run_dir):
-            job = make_job(view)
-            keeper = LeaseKeeper(job.store, job.name, alive=lambda: time.monotonic() - job.last_turn)
             try:
+                job = make_job(view)
+                keeper = LeaseKeeper(job.store, job.name, alive=lambda: time.monotonic() - job.last_turn)
                 if getattr(args, "address", None):
                     start_ray_if_needed(cfg, args)
                 if job.resume:  # one driver per search: the lease before anything of the search changes
@@ -233,16 +236,23 @@ def trial_job(cfg: Any, args: argparse.Namespace, run_dir: str, make_job: Any) -
                     leased = True
                     job.last_turn = time.monotonic()
                     keeper.start()
-            except (UserError, LeaseHeldError, DuplicateSearchError) as e:
+            except (UserError, LeaseHeldError, DuplicateSearchError, KeyboardInterrupt) as e:
                 if made and not leased:  # nothing of this job was written: leave no folder behind
                     shutil.rmtree(run_dir, ignore_errors=True)
+                if isinstance(e, KeyboardInterrupt):
+                    raise
                 raise UserError(error_text(e)) from None
             job.lease = keeper
             if note:
                 job.view.line(f"  {note}")
-            if not getattr(args, "address", None):
-                started_ray = start_ray_if_needed(cfg, args)
-            job.start_runner()
+            try:
+                if not getattr(args, "address", None):
+                    started_ray = start_ray_if_needed(cfg, args)
+                job.start_runner()
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM while Ray or the runner starts: a search that resumes
+                job.store.set_search_status(job.name, SearchStatus.STOPPED)
+                job.view.line(f"interrupted while starting: run '{job.RESUME.format(name=job.name)}' to continue")
+                raise
             yield job
     finally:
         if leased:

@@ -13,6 +13,7 @@ outstanding on the channel beside the trials' result refs in its `ray.wait`, so 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Mapping
@@ -227,14 +228,57 @@ def init_ray(address: str | None, *, num_cpus: float | None = None, log_to_drive
     if address:
         ray.init(address=address, log_to_driver=log_to_driver)
         return False
-    # address="local": a new Ray instance of our own, even when another cluster runs on this machine (without it,
-    # ray.init() joins the cluster named by RAY_ADDRESS or /tmp/ray/ray_current_cluster, alive or stale).
-    ray.init(
-        address="local",
-        num_cpus=int(num_cpus) if num_cpus else None,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        log_to_driver=log_to_driver,
-        configure_logging=False,
-    )
+    import psutil  # a dependency of Ray's
+
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    try:
+        # address="local": a new Ray instance of our own, even when another cluster runs on this machine (without
+        # it, ray.init() joins the cluster named by RAY_ADDRESS or /tmp/ray/ray_current_cluster, alive or stale).
+        ray.init(
+            address="local",
+            num_cpus=int(num_cpus) if num_cpus else None,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=log_to_driver,
+            configure_logging=False,
+        )
+    except BaseException:  # Ctrl-C, SIGTERM or an error while Ray starts
+        stop_started(me, before)
+        raise
     return True
+
+
+def stop_started(me: Any, before: set[int]) -> None:
+    """Stops the Ray processes a local start that was cut short left behind: the processes started under `me`
+    since `before` (its children's PIDs then). `ray.shutdown()` knows only a node that finished starting, and the
+    agents a raylet starts outlive it. Ctrl-C and SIGTERM during it are held (the start's own exception is
+    on its way up)."""
+    import signal
+
+    import psutil
+    import ray
+
+    held: list[int] = []
+    try:
+        saved = {sig: signal.signal(sig, lambda signum, frame: held.append(signum))
+                 for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: signals stay as they are
+        saved = {}
+    try:
+        started = [p for p in me.children(recursive=True) if p.pid not in before]  # before the raylet goes
+        try:
+            ray.shutdown()
+        except Exception:  # noqa: BLE001 - a half-started node: its processes are stopped below
+            logger.debug("ray.shutdown() after a cut-short start", exc_info=True)
+        for p in started:
+            with contextlib.suppress(psutil.Error):
+                p.terminate()
+        _, alive = psutil.wait_procs(started, timeout=5)
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        psutil.wait_procs(alive, timeout=5)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)

@@ -4,9 +4,10 @@ bad input. The driver's logic without Ray is in test_driver.py."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -374,3 +375,69 @@ def test_resuming_a_finished_search_changes_nothing_unless_it_is_extended(tmp_pa
     assert more.returncode == 0, more.stderr[-2000:]
     store = ResultStore(f"sqlite:///{db}")
     assert len(store.trials("done")) == 6
+
+
+_CUT_SHORT_START = r"""
+import json, sys
+import psutil
+import ray._private.worker as worker
+from nas.runners.ray_runner import init_ray
+
+seen = []
+
+def connect(*args, **kwargs):  # Ray's node is up (GCS, raylet, its agents); Ctrl-C lands before the driver connects
+    seen.extend(p.pid for p in psutil.Process().children(recursive=True))
+    raise KeyboardInterrupt
+
+worker.connect = connect
+try:
+    init_ray(None, num_cpus=1)
+except KeyboardInterrupt:
+    pass
+alive = [pid for pid in seen if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+print(json.dumps({"started": seen, "alive": alive}))
+"""
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ctrl_c_while_ray_starts_leaves_no_ray_process(tmp_path):
+    import psutil
+
+    proc = subprocess.run([sys.executable, "-c", _CUT_SHORT_START], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    try:
+        assert len(got["started"]) >= 3  # the GCS, the raylet and the raylet's agents were running
+        assert got["alive"] == []
+    finally:
+        for pid in got["alive"]:  # ours: started by that child
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_ctrl_c_while_ray_starts_leaves_a_stopped_search_that_resumes(tmp_path, monkeypatch, capsys):
+    from nas import cli
+    from nas.runners import ray_runner
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(ray_runner, "init_ray", interrupted)
+    db = tmp_path / "r.db"
+    code = cli.main(["search", "--evaluator", "surrogate", "--controller", "random", "--trials", "2", "--cpus-per-trial",
+                     "1", "--db", str(db), "--name", "cut", "--top", "0", "--plain"])
+    out = capsys.readouterr()
+    assert code == 130
+    assert "interrupted while starting: run 'spinenas search --resume cut' to continue" in out.out
+    store = ResultStore(f"sqlite:///{db}")
+    assert store.open_search("cut").status == "stopped"
+    store.close()
+    monkeypatch.undo()
+    resumed = spinenas("search", "--resume", "cut", "--db", str(db), "--top", "0", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert "[2/2]" in resumed.stdout
