@@ -315,7 +315,7 @@ def register(sub: Any) -> None:
     p.add_argument("--cpus-per-trial", type=float, help="CPUs per training")
     p.add_argument("--gpus-per-trial", type=float, help="GPUs per training")
     p.add_argument("--trial-timeout", type=float, metavar="S", help="fail a training still running after S seconds")
-    p.add_argument("--address", help="an existing Ray cluster; default: start Ray here")
+    p.add_argument("--address", help="an existing Ray cluster (as search --address); default: start a Ray of its own here")
     p.add_argument("--run-dir", help="TensorBoard curves and the log (default runs/NAME)")
     p.add_argument("--plain", action="store_true", help="plain progress lines even on a terminal")
     p.set_defaults(func=_cmd_calibrate)

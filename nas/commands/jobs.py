@@ -170,7 +170,13 @@ def start_ray_if_needed(cfg: Any, args: argparse.Namespace) -> bool:
     except Exception as e:  # noqa: BLE001 - Ray's ConnectionError, RuntimeError, ...: one line, not its traceback
         text = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
         where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-        raise UserError(f"cannot reach {where}: {text}") from None
+        hint = ""
+        if address and address != "auto" and not os.environ.get("RAY_AUTH_MODE"):
+            # Ray sends its token to an address given explicitly only when told to (`ray start` turns token
+            # authentication on by default), and the refusal shows only in its C++ log.
+            hint = (" (a cluster with token authentication, as `ray start` makes by default, needs RAY_AUTH_MODE=token "
+                    "and its token in RAY_AUTH_TOKEN or ~/.ray/auth_token)")
+        raise UserError(f"cannot reach {where}: {text}{hint}") from None
     if other:
         say(f"  another Ray cluster is registered on this machine ({other}); this job started a Ray instance of its "
             "own on 127.0.0.1 and leaves that one alone (--address joins a cluster)")

@@ -228,7 +228,8 @@ def register(sub: Any) -> None:
     p.add_argument("--reward", choices=REWARDS, help="ap, or ap-flops (MnasNet-style, needs --target-flops)")
     p.add_argument("--target-flops", type=float, help="FLOPs target of ap-flops (multiply-adds per image)")
     p.add_argument("--seed", type=int, help="seed of the controller and the trials")
-    p.add_argument("--address", help="an existing Ray cluster ('auto' on a cluster node); default: start Ray here")
+    p.add_argument("--address", help="an existing Ray cluster ('auto' on a cluster node; HOST:PORT of a cluster "
+                   "with token authentication needs RAY_AUTH_MODE=token); default: start a Ray of its own here")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key (repeatable)")
     p.add_argument("--run-dir", help="TensorBoard scalars and the search log (default runs/NAME)")
     p.add_argument("--top", type=int, default=5, help="architectures listed at the end (default 5; 0: none)")

@@ -441,3 +441,90 @@ def test_ctrl_c_while_ray_starts_leaves_a_stopped_search_that_resumes(tmp_path, 
     resumed = spinenas("search", "--resume", "cut", "--db", str(db), "--top", "0", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     assert "[2/2]" in resumed.stdout
+
+
+@contextlib.contextmanager
+def _foreign_cluster(cpus: int):
+    """A cluster as another user's `ray start --head` makes it, on loopback, under a RAY_TMPDIR of its own; stopped by
+    the PIDs of its processes (those started with that RAY_TMPDIR), never by `ray stop`.
+
+    Yields:
+      (its address, the RAY_TMPDIR under which it registered itself as the machine's current cluster).
+    """
+    import shutil
+    import socket
+    import tempfile
+
+    import psutil
+
+    ray_tmp = tempfile.mkdtemp(prefix="rf", dir="/tmp")  # short: Ray's socket paths have a length limit
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, RAY_TMPDIR=ray_tmp)
+    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+    try:
+        started = subprocess.run([ray_cli, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+                                  f"--num-cpus={cpus}", "--num-gpus=0", "--include-dashboard=false",
+                                  "--disable-usage-stats"],
+                                 capture_output=True, text=True, env=env, timeout=180)
+        assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+        with open(os.path.join(ray_tmp, "ray", "ray_current_cluster")) as fh:
+            registered = fh.read().strip()
+        assert registered == f"127.0.0.1:{port}", f"the test cluster registered {registered!r}, not loopback"
+        yield registered, ray_tmp
+    finally:
+        ours = []
+        mark = f"RAY_TMPDIR={ray_tmp}".encode()
+        for p in psutil.process_iter():
+            with contextlib.suppress(psutil.Error, OSError):
+                # Read raw: Ray's agents retitle themselves ("ray::..."), which psutil's parse of environ misses.
+                with open(f"/proc/{p.pid}/environ", "rb") as fh:
+                    if mark in fh.read().split(b"\0"):
+                        ours.append(p)
+        for p in ours:
+            with contextlib.suppress(psutil.Error):
+                p.terminate()
+        _, alive = psutil.wait_procs(ours, timeout=10)
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_live_foreign_cluster_is_left_alone_unless_addressed(tmp_path):
+    import socket
+
+    with _foreign_cluster(cpus=1) as (address, ray_tmp):
+        env = dict(os.environ, RAY_TMPDIR=ray_tmp)
+        db = str(tmp_path / "r.db")
+        # Its own Ray: 2 CPUs per trial fit this machine, not the foreign cluster's 1.
+        own = spinenas("search", "--evaluator", "surrogate", "--controller", "random", "--trials", "2",
+                       "--cpus-per-trial", "2", "--db", db, "--name", "own", "--top", "0", cwd=tmp_path, env=env)
+        assert own.returncode == 0, own.stdout[-2000:] + own.stderr[-2000:]
+        assert f"another Ray cluster is registered on this machine ({address})" in own.stdout
+        assert "[2/2]" in own.stdout
+        host, port = address.split(":")
+        with socket.create_connection((host, int(port)), timeout=5):  # still up: nothing of ours stopped it
+            pass
+        # --address joins it (with its token, as Ray wants for an address given explicitly), and its resources are
+        # the ones checked.
+        refused = spinenas("search", "--evaluator", "surrogate", "--controller", "random", "--trials", "2",
+                           "--cpus-per-trial", "1", "--db", db, "--name", "joined", "--address", address, "--top", "0",
+                           cwd=tmp_path, env={k: v for k, v in env.items() if k != "RAY_AUTH_MODE"})
+        assert refused.returncode == 2 and "needs RAY_AUTH_MODE=token" in refused.stderr, refused.stderr[-2000:]
+        assert len(refused.stderr.strip().splitlines()) == 1
+        env["RAY_AUTH_MODE"] = "token"
+        joined = spinenas("search", "--evaluator", "surrogate", "--controller", "random", "--trials", "2",
+                          "--cpus-per-trial", "2", "--db", db, "--name", "joined", "--address", address, "--top", "0",
+                          cwd=tmp_path, env=env)
+        assert joined.returncode == 2 and "more than the cluster's 1 CPUs" in joined.stderr, joined.stderr[-2000:]
+        joined = spinenas("search", "--evaluator", "surrogate", "--controller", "random", "--trials", "2",
+                          "--cpus-per-trial", "1", "--db", db, "--name", "joined", "--address", address, "--top", "0",
+                          cwd=tmp_path, env=env)
+        assert joined.returncode == 0, joined.stdout[-2000:] + joined.stderr[-2000:]
+        assert "[2/2]" in joined.stdout and "another Ray cluster" not in joined.stdout
+        with socket.create_connection((host, int(port)), timeout=5):  # a joined cluster is not ours to stop
+            pass
