@@ -160,13 +160,22 @@ def _locked(path: str) -> Iterator[None]:
 def _check_out_dir(out: str, force: bool) -> None:
     if os.path.exists(out) and not os.path.isdir(out):
         raise DataError(f"--out {out} exists and is not a folder")
-    if os.path.isdir(out) and os.listdir(out) and not force:
+    try:
+        full = os.path.isdir(out) and bool(os.listdir(out))
+    except OSError as e:
+        raise DataError(f"cannot write --out {out}: {e.strerror}") from None
+    if full and not force:
         raise DataError(f"--out {out} is not empty (pass --force to replace it)")
     parent = os.path.dirname(os.path.abspath(out))
+    if os.path.lexists(parent) and not os.path.isdir(parent):
+        raise DataError(f"cannot write --out {out}: {parent}: Not a directory")
     if not os.path.isdir(parent):
         raise DataError(f"the parent folder of --out does not exist: {parent}")
-    if not os.access(parent, os.W_OK):
-        raise DataError(f"cannot write into {parent}")
+    # The folder is staged in `parent`: try it (os.access passes for root on /proc and read-only mounts).
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".spinenas-probe-", dir=parent))
+    except OSError as e:
+        raise DataError(f"cannot write --out {out}: {parent}: {e.strerror}") from None
 
 
 @contextlib.contextmanager

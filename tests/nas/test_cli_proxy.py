@@ -33,6 +33,8 @@ def _run(argv, cwd):
         (["data", "synth", "--out", "x", "--size", "8"], "--size must be at least 32"),
         (["data", "coco", "--coco-dir", "nope", "--out", "x"], "--coco-dir nope does not exist"),
         (["data", "coco", "--coco-dir", "empty", "--out", "x"], "missing COCO annotation file"),
+        (["data", "synth", "--out", "/proc/x", "--images", "4"], "cannot write --out /proc/x: /proc: "),
+        (["data", "synth", "--out", "full/keep/x", "--images", "4"], "cannot write --out full/keep/x: "),
     ],
 )
 def test_bad_input(argv, message, tmp_path):
