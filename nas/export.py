@@ -14,6 +14,7 @@ FLOPs (multiply-adds per image) are counted; if the build fails, nothing is writ
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -236,12 +237,23 @@ def export_arch(
         raise ExportError(f"--name must be a plain file name, got {name!r}")
     if os.path.exists(out) and not os.path.isdir(out):
         raise ExportError(f"--out {out} exists and is not a folder")
-    if os.path.isdir(out) and os.listdir(out) and not force:
+    try:
+        full = os.path.isdir(out) and bool(os.listdir(out))
+    except OSError as e:
+        raise ExportError(f"cannot write --out {out}: {e.strerror}") from None
+    if full and not force:
         raise ExportError(f"--out {out} is not empty (pass --force to write into it)")
     parent = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(parent) or not os.access(parent, os.W_OK) or (os.path.isdir(out) and
-                                                                      not os.access(out, os.W_OK)):
-        raise ExportError(f"cannot write into {out}")
+    # The files are staged where they will be moved to (inside `out` when it exists), so every move is a rename.
+    staging_dir = out if os.path.isdir(out) else parent
+    if not os.path.isdir(staging_dir):
+        raise ExportError(f"cannot write --out {out}: {parent}: No such file or directory")
+    if not os.access(staging_dir, os.W_OK | os.X_OK):
+        raise ExportError(f"cannot write --out {out}: {staging_dir}: Permission denied")
+    names = {"spec": f"{name}.spec.json", "yaml": f"{name}.yaml", "md": f"{name}.md", "png": f"{name}.png"}
+    for fname in names.values():
+        if os.path.isdir(os.path.join(out, fname)):
+            raise ExportError(f"cannot write --out {out}: {os.path.join(out, fname)} is a directory")
 
     arch = arch.canonical()
     exp = build_config(arch, scale=scale, image_size=image_size, task=task, num_classes=num_classes)
@@ -263,13 +275,15 @@ def export_arch(
     size = check.task.model.input_size[0]
     summary = ExportSummary(name=name, key=arch.key, scale=scale, image_size=size, task=task, experiment=experiment,
                             params=params, flops=flops, num_classes=check.task.model.num_classes, files=())
-    staging = tempfile.mkdtemp(prefix=".spinenas-export-", dir=parent)
+    made_out = not os.path.isdir(out)
+    staging = None
+    moved: list[str] = []  # files of this export that did not exist before
     try:
+        staging = tempfile.mkdtemp(prefix=".spinenas-export-", dir=staging_dir)
         spec = {"name": name, "key": arch.key, "spec": arch.to_dict(), "model_garden_tuples":
                 [list(t[:2]) + [list(t[2]), t[3]] for t in arch.to_model_garden()], "scale": scale,
                 "image_size": size, "task": task, "params": params, "flops": flops,
                 "provenance": dict(provenance or {})}
-        names = {"spec": f"{name}.spec.json", "yaml": f"{name}.yaml", "md": f"{name}.md", "png": f"{name}.png"}
         with open(os.path.join(staging, names["spec"]), "w", encoding="utf-8") as fh:
             json.dump(spec, fh, indent=2)
             fh.write("\n")
@@ -284,8 +298,22 @@ def export_arch(
         files = []
         for fname in names.values():
             target = os.path.join(out, fname)
+            existed = os.path.lexists(target)
             os.replace(os.path.join(staging, fname), target)
+            if not existed:
+                moved.append(target)
             files.append(os.path.abspath(target))
+    except OSError as e:
+        # A full disk, a folder changed under us: take back what this export added (files it replaced under
+        # --force stay replaced).
+        for target in moved:
+            with contextlib.suppress(OSError):
+                os.remove(target)
+        if made_out:
+            with contextlib.suppress(OSError):
+                os.rmdir(out)
+        raise ExportError(f"cannot write --out {out}: {e.strerror or e}") from None
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     return dataclasses.replace(summary, files=tuple(files))

@@ -7,6 +7,7 @@ matplotlib (Agg, no pyplot state) and embeds them as base64 PNG, so the page nee
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import datetime
 import html
@@ -484,11 +485,17 @@ def render_html(data: ReportData) -> str:
 
 def write_report(data: ReportData, out_dir: str | os.PathLike[str]) -> str:
     """Writes ``out_dir/index.html`` (atomically) and returns its path."""
+    page = render_html(data)
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(os.fspath(out_dir), "index.html")
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(render_html(data))
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(page)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, index.html a directory, Ctrl-C: leave no partial file behind
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
     logger.info("wrote %s", path)
     return path

@@ -54,6 +54,7 @@ class DatasetInfo:
       val_annotation_file: the COCO annotation file of proxy-val (for COCO AP).
       train_images, val_images: image counts.
       image_size: side of the images for the synthetic set (None for COCO).
+      skipped_images: images of a COCO split left out as bad (`--skip-bad-images`; listed in the manifest).
     """
 
     root: str
@@ -65,6 +66,7 @@ class DatasetInfo:
     train_images: int
     val_images: int
     image_size: int | None = None
+    skipped_images: int = 0
 
 
 def default_data_root() -> str:
@@ -113,6 +115,7 @@ def load_dataset(root: str) -> DatasetInfo:
             train_images=int(m["train"]["images"]),
             val_images=int(m["val"]["images"]),
             image_size=m.get("image_size"),
+            skipped_images=len(m.get("skipped_images", [])),
         )
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise DataError(f"{path} is not a valid dataset manifest: {e}") from None
@@ -157,13 +160,22 @@ def _locked(path: str) -> Iterator[None]:
 def _check_out_dir(out: str, force: bool) -> None:
     if os.path.exists(out) and not os.path.isdir(out):
         raise DataError(f"--out {out} exists and is not a folder")
-    if os.path.isdir(out) and os.listdir(out) and not force:
+    try:
+        full = os.path.isdir(out) and bool(os.listdir(out))
+    except OSError as e:
+        raise DataError(f"cannot write --out {out}: {e.strerror}") from None
+    if full and not force:
         raise DataError(f"--out {out} is not empty (pass --force to replace it)")
     parent = os.path.dirname(os.path.abspath(out))
+    if os.path.lexists(parent) and not os.path.isdir(parent):
+        raise DataError(f"cannot write --out {out}: {parent}: Not a directory")
     if not os.path.isdir(parent):
         raise DataError(f"the parent folder of --out does not exist: {parent}")
-    if not os.access(parent, os.W_OK):
-        raise DataError(f"cannot write into {parent}")
+    # The folder is staged in `parent`: try it (os.access passes for root on /proc and read-only mounts).
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".spinenas-probe-", dir=parent))
+    except OSError as e:
+        raise DataError(f"cannot write --out {out}: {parent}: {e.strerror}") from None
 
 
 @contextlib.contextmanager
@@ -277,6 +289,75 @@ def make_synth(
     return load_dataset(out)
 
 
+# ---------------------------------------------------------------------------------------------- images
+# Model Garden's converter stores an image's bytes as they are (it never decodes them), so an empty or cut-off file
+# becomes a record that fails only when a trial reads it. What the cheap check accepts, from each file's first and
+# last bytes: JPEG (SOI FF D8 FF first, EOI FF D9 last) or PNG (the 8-byte signature first, the IEND chunk last).
+# NUL bytes after the end marker are tolerated (some writers pad files; decoders stop at the marker), up to
+# IMAGE_TAIL_BYTES; any other trailing data is refused.
+JPEG_SOI = b"\xff\xd8\xff"
+JPEG_EOI = b"\xff\xd9"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # length 0, type IEND, its CRC
+IMAGE_TAIL_BYTES = 4096
+EXPECTED_IMAGE = "expected a JPEG (FF D8 ... FF D9) or PNG (89 50 4E 47 ... IEND)"
+
+
+def image_problem(path: str, *, decode: bool = False) -> str | None:
+    """What is wrong with an image file for the converter, or None when it looks whole.
+
+    Args:
+      path: the image file.
+      decode: also decode it fully with Pillow (slower: reads the whole file), which finds damage between the
+        markers, e.g. a bad PNG chunk CRC or a JPEG data stream that breaks off.
+
+    Returns:
+      A short reason (e.g. 'empty file (0 bytes)', 'truncated JPEG: ...'), or None.
+    """
+    try:
+        size = os.path.getsize(path)
+        if size == 0:
+            return f"empty file (0 bytes); {EXPECTED_IMAGE}"
+        with open(path, "rb") as fh:
+            head = fh.read(len(PNG_SIGNATURE))
+            fh.seek(max(0, size - IMAGE_TAIL_BYTES))
+            tail = fh.read().rstrip(b"\x00")
+    except OSError as e:
+        return f"cannot read it: {e.strerror or e}"
+    if head.startswith(JPEG_SOI):
+        kind, end, end_name = "JPEG", JPEG_EOI, "end marker FF D9"
+    elif head == PNG_SIGNATURE:
+        kind, end, end_name = "PNG", PNG_IEND, "IEND chunk"
+    else:
+        return f"not a JPEG or PNG (starts with {head.hex(' ').upper()}); {EXPECTED_IMAGE}"
+    if not tail.endswith(end):
+        return f"truncated {kind} ({size} bytes): no {end_name} at the end"
+    if decode:
+        from PIL import Image
+
+        try:
+            with Image.open(path) as im:
+                im.verify()  # PNG: every chunk's CRC
+            with Image.open(path) as im:
+                im.load()
+        except Exception as e:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ValueError, ... for bad data
+            return f"{kind} does not decode: {str(e) or type(e).__name__}"
+    return None
+
+
+def find_bad_images(paths: Sequence[str], *, decode: bool = False) -> list[tuple[str, str]]:
+    """(path, reason) of each bad image among `paths`, in their order (see `image_problem`)."""
+    if not decode:
+        found = [(p, image_problem(p)) for p in paths]
+    else:
+        # Decoding is most of the time; Pillow releases the GIL while it decodes.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            found = list(zip(paths, pool.map(lambda p: image_problem(p, decode=True), paths)))
+    return [(p, why) for p, why in found if why is not None]
+
+
 def carve_coco(
     coco_dir: str,
     out: str,
@@ -285,6 +366,8 @@ def carve_coco(
     train_images: int = 0,
     seed: int = 0,
     force: bool = False,
+    verify_images: bool = False,
+    skip_bad_images: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> DatasetInfo:
     """Carves a deterministic proxy split out of COCO train2017 and converts it with Model Garden's converter.
@@ -292,8 +375,14 @@ def carve_coco(
     Proxy-val is `val_images` images of train2017 chosen by `seed` (the paper held out 7,392); proxy-train is the
     next `train_images` of the same shuffle (0: all the rest).
 
+    Every image of the split is checked before anything is written (`image_problem`: size, format, start and end
+    markers; with `verify_images` also a full decode). A bad image is an error, or with `skip_bad_images` it is left
+    out with its annotations after the split is drawn, so the other images keep their splits (a split is smaller
+    by the images skipped from it) and the manifest lists what was skipped and why.
+
     Raises:
-      DataError: missing folder, annotation file or images, or sizes that do not fit.
+      DataError: missing folder, annotation file or images, a bad image (without `skip_bad_images`), or sizes that
+        do not fit.
     """
     if not os.path.isdir(coco_dir):
         raise DataError(f"--coco-dir {coco_dir} does not exist")
@@ -329,6 +418,8 @@ def carve_coco(
                                                                                                  im["file_name"]))]
     if missing:
         raise DataError(f"{len(missing)} images of the split are missing from {image_dir}, e.g. {missing[0]}")
+    val_ids, train_ids, skipped = _check_images(image_dir, val_ids, train_ids, decode=verify_images,
+                                                skip=skip_bad_images, progress=progress)
     by_image: dict[int, list[dict[str, Any]]] = {}
     for a in annotations:
         by_image.setdefault(a["image_id"], []).append(a)
@@ -364,9 +455,49 @@ def carve_coco(
                 "val": {"images": len(val_ids), "boxes": boxes["val"],
                         "annotations": "annotations/instances_proxy_val.json",
                         "tfrecords": "tfrecords/val-*.tfrecord"},
+                "image_check": "decoded" if verify_images else "markers",
+                "skipped_images": skipped,
             },
         )
     return load_dataset(out)
+
+
+def _check_images(
+    image_dir: str,
+    val_ids: list[dict[str, Any]],
+    train_ids: list[dict[str, Any]],
+    *,
+    decode: bool,
+    skip: bool,
+    progress: Callable[[str], None] | None,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(val, train, skipped) after checking each split's images; a bad one is a DataError unless `skip`."""
+    splits = {"val": val_ids, "train": train_ids}
+    paths = {split: [os.path.join(image_dir, im["file_name"]) for im in ims] for split, ims in splits.items()}
+    if progress:
+        how = "decoding each" if decode else "size, format and end markers"
+        progress(f"checking {len(val_ids) + len(train_ids)} images ({how})")
+    bad = {split: dict(find_bad_images(paths[split], decode=decode)) for split in splits}
+    found = [(path, why) for split in splits for path, why in bad[split].items()]
+    if found and not skip:
+        path, why = found[0]
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise DataError(f"bad image {path}: {why}{more}; pass --skip-bad-images to leave bad images and their "
+                        "annotations out")
+    kept, skipped = {}, []
+    for split, ims in splits.items():
+        kept[split] = [im for im, path in zip(ims, paths[split]) if path not in bad[split]]
+        skipped += [{"split": split, "id": im["id"], "file_name": im["file_name"], "problem": bad[split][path]}
+                    for im, path in zip(ims, paths[split]) if path in bad[split]]
+        if not kept[split]:
+            path, why = next(iter(bad[split].items()))
+            raise DataError(f"all {len(ims)} images of proxy-{split} are bad, e.g. {path}: {why}")
+    if progress:
+        for s in skipped[:10]:
+            progress(f"  skipping {os.path.join(image_dir, s['file_name'])} ({s['split']}): {s['problem']}")
+        if len(skipped) > 10:
+            progress(f"  ... and {len(skipped) - 10} more (listed in {MANIFEST})")
+    return kept["val"], kept["train"], skipped
 
 
 def file_digests(root: str, patterns: Sequence[str] = ("**/*",)) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""What the commands share: opening the database for reading, loading a config, printing tables.
+"""What the commands share: opening the database for reading, loading a config, output paths, printing tables.
 
 One home for each (commands never import each other's helpers). Nothing heavy is imported at module level.
 """
@@ -6,9 +6,12 @@ One home for each (commands never import each other's helpers). Nothing heavy is
 from __future__ import annotations
 
 import csv
+import errno
+import os
 import sys
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from nas.ui import UserError, error_text, fmt_count, fmt_float, fmt_seconds, print_table
@@ -55,6 +58,88 @@ def one_line(e: BaseException) -> str:
     text = error_text(orig)
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     return lines[0] if lines else type(orig).__name__
+
+
+def check_output_path(path: str, flag: str, *, directory: bool, parents: bool = False) -> None:
+    """Checks, before any work is done, that a command can write `path`; creates nothing.
+
+    The directory the command will create files in is probed by making and removing an empty directory there:
+    permission bits alone do not tell (root passes `os.access` on /proc and on read-only mounts).
+
+    Args:
+      path: the output, as the user gave it.
+      flag: its option, for the message ('--out').
+      directory: `path` is a directory to write files into (made if missing); else a file (replaced if it exists).
+      parents: missing parent directories may be made too; else the parent must exist.
+
+    Raises:
+      UserError: one line naming the path and the reason, e.g. 'cannot write --out /proc/x: /proc: No such file or
+        directory'.
+    """
+    target = os.path.abspath(path)
+    parent = os.path.dirname(target)
+    if os.path.lexists(target):
+        if directory and not os.path.isdir(target):
+            raise _cannot_write(flag, path, "it exists and is not a directory")
+        if not directory and os.path.isdir(target):
+            raise _cannot_write(flag, path, "it is a directory")
+        if not directory and not os.access(target, os.W_OK):
+            raise _cannot_write(flag, path, os.strerror(errno.EACCES))
+        probe = target if directory else parent
+    else:
+        probe = parent
+        while not os.path.lexists(probe):
+            probe = os.path.dirname(probe)
+        if not os.path.isdir(probe):
+            raise _cannot_write(flag, path, f"{probe}: {os.strerror(errno.ENOTDIR)}")
+        if probe != parent and not (directory and parents):
+            raise _cannot_write(flag, path, f"{parent}: {os.strerror(errno.ENOENT)}")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".spinenas-probe-", dir=probe))
+    except OSError as e:
+        raise _cannot_write(flag, path, e.strerror if probe == target else f"{probe}: {e.strerror}") from None
+
+
+@contextmanager
+def writing_output(path: str, flag: str, *, directory: bool) -> Iterator[None]:
+    """Turns an OSError in the block into a one-line UserError naming `path` and the OS's reason.
+
+    The directories on the way to `path` that the block made are removed again when it fails (if left empty).
+    """
+    missing = []
+    d = os.path.abspath(path) if directory else os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(d):
+        missing.append(d)
+        d = os.path.dirname(d)
+    try:
+        yield
+    except OSError as e:
+        for d in missing:  # deepest first
+            try:
+                os.rmdir(d)
+            except OSError:
+                break
+        raise _cannot_write(flag, path, e.strerror or one_line(e)) from None
+
+
+def replace_atomically(path: str, write: Callable[[str], Any]) -> None:
+    """Calls `write(tmp)` with a temporary name beside `path` (same extension), then moves it onto `path`.
+
+    A reader never sees a half-written file, and a failed write leaves `path` as it was.
+    """
+    parent, base = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(parent, f".{base}.{os.getpid()}.tmp{os.path.splitext(base)[1]}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def _cannot_write(flag: str, path: str, reason: str) -> UserError:
+    return UserError(f"cannot write {flag} {path}: {reason}")
 
 
 def load_arch_or_exit(ref: str) -> Any:

@@ -15,7 +15,14 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from nas.commands.common import curve_rows, open_reader, print_rich_or_plain
+from nas.commands.common import (
+    check_output_path,
+    curve_rows,
+    open_reader,
+    print_rich_or_plain,
+    replace_atomically,
+    writing_output,
+)
 from nas.ui import UserError, fmt_count, fmt_float, fmt_seconds, fmt_time, print_table
 from results_db.status import TrialStatus
 from results_db.url import DB_HELP
@@ -115,9 +122,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
         ext = os.path.splitext(args.image)[1].lower()
         if ext not in (".png", ".svg"):
             raise UserError(f"--image must end in .png or .svg, got {args.image!r}")
-        parent = os.path.dirname(os.path.abspath(args.image))
-        if not os.path.isdir(parent):
-            raise UserError(f"--image: directory {parent} does not exist")
+        check_output_path(args.image, "--image", directory=False)
     with open_reader(args.db) as store:
         rec = store.find_arch(args.key)
         trials = store.arch_trials(rec.key)
@@ -147,7 +152,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
     if args.image is not None:
         from nas.diagram import draw_arch
 
-        draw_arch(arch, args.image)
+        with writing_output(args.image, "--image", directory=False):
+            replace_atomically(args.image, lambda tmp: draw_arch(arch, tmp))
         print(f"\nwrote {args.image}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
@@ -223,8 +229,7 @@ def _print_show(rec: Any, arch: Any, trials: Sequence[TrialRecord], diagram: str
 def _cmd_report(args: argparse.Namespace) -> int:
     if args.top < 1:
         raise UserError(f"--top must be at least 1, got {args.top}")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        raise UserError(f"--out {args.out} exists and is not a directory")
+    check_output_path(args.out, "--out", directory=True, parents=True)
     names = list(dict.fromkeys(args.search))
     with open_reader(args.db) as store:
         from nas.report import collect
@@ -232,7 +237,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
         data = collect(store, names, top_k=args.top)
     from nas.report import write_report
 
-    path = write_report(data, args.out)
+    with writing_output(args.out, "--out", directory=True):
+        path = write_report(data, args.out)
     print(f"wrote {path}")
     return 0
 

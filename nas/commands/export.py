@@ -10,6 +10,7 @@ import re
 import sys
 from typing import Any
 
+from nas.commands.common import check_output_path, writing_output
 from nas.ui import UserError, error_text
 from results_db.status import TrialStatus
 
@@ -69,8 +70,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise UserError(f"unknown scale {args.scale!r}; expected one of {', '.join(SCALES)}")
     if args.image_size is not None and (args.image_size < 128 or args.image_size % 128):
         raise UserError(f"--image-size must be a positive multiple of 128, got {args.image_size}")
-    if os.path.isdir(args.out) and os.listdir(args.out) and not args.force:
-        raise UserError(f"--out {args.out} is not empty (pass --force to write into it)")
+    # Before the database is read and the model is built (a minute through Model Garden at full scale).
+    check_output_path(args.out, "--out", directory=True)
+    with writing_output(args.out, "--out", directory=True):
+        if os.path.isdir(args.out) and os.listdir(args.out) and not args.force:
+            raise UserError(f"--out {args.out} is not empty (pass --force to write into it)")
     arch, provenance, default_name = _resolve(args.arch, args.db, args.search, args.all_fingerprints)
     name = args.name or default_name
     print(f"building {name} (SpineNet-{args.scale} scaling, {args.task}) through Model Garden to check it ...",

@@ -50,6 +50,8 @@ def _cmd_data_coco(args: argparse.Namespace) -> int:
             train_images=args.train_images,
             seed=args.seed,
             force=args.force,
+            verify_images=args.verify_images,
+            skip_bad_images=args.skip_bad_images,
             progress=_progress,
         )
     except DataError as e:
@@ -67,6 +69,9 @@ def _print_dataset(info: Any, seconds: float, as_json: bool) -> None:
     print(f"dataset ready in {info.root} ({seconds:.0f} s)")
     print(f"  proxy-train: {info.train_images} images   proxy-val: {info.val_images} images   "
           f"num_classes: {info.num_classes}")
+    if info.skipped_images:
+        print(f"  skipped {info.skipped_images} bad image{'s' if info.skipped_images > 1 else ''} and their "
+              f"annotations (listed in {info.root}/dataset.json)")
     print(f"  use it with: --set proxy.data.kind=dir --set proxy.data.path={info.root}")
 
 
@@ -207,13 +212,22 @@ def register(sub: Any) -> None:
         help="carve the paper's proxy split out of COCO train2017",
         description="Carve a deterministic proxy split out of COCO train2017 (the paper held out 7,392 images "
         "for the reward), write its annotation files and convert it with Model Garden's converter. Expects "
-        "DIR/train2017/ and DIR/annotations/instances_train2017.json.",
+        "DIR/train2017/ and DIR/annotations/instances_train2017.json. Every image of the split is checked before "
+        "anything is written: a non-empty JPEG (FF D8 ... FF D9) or PNG (signature ... IEND chunk), NUL padding "
+        "after the end marker allowed; --verify-images also decodes each one. A bad image is an error naming the "
+        "file, unless --skip-bad-images leaves it and its annotations out (the split is drawn first, so a split "
+        "is smaller by the images skipped from it; the summary counts them and dataset.json lists them).",
     )
     q.add_argument("--coco-dir", required=True, help="the COCO folder")
     q.add_argument("--out", required=True, help="folder to write (must be empty or missing unless --force)")
     q.add_argument("--val-images", type=int, default=7392, help="proxy-val images (default 7392, as the paper)")
     q.add_argument("--train-images", type=int, default=0, help="proxy-train images (default 0: all the rest)")
     q.add_argument("--seed", type=int, default=0, help="seed of the split (default 0)")
+    q.add_argument("--verify-images", action="store_true",
+                   help="decode every image of the split with Pillow (slower) instead of checking its size, format "
+                        "and end marker only")
+    q.add_argument("--skip-bad-images", action="store_true",
+                   help="leave bad images and their annotations out (counted in the summary) instead of stopping")
     q.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
     q.add_argument("--json", action="store_true", help="print the dataset summary as JSON")
     q.set_defaults(func=_cmd_data_coco)

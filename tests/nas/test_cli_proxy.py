@@ -33,6 +33,8 @@ def _run(argv, cwd):
         (["data", "synth", "--out", "x", "--size", "8"], "--size must be at least 32"),
         (["data", "coco", "--coco-dir", "nope", "--out", "x"], "--coco-dir nope does not exist"),
         (["data", "coco", "--coco-dir", "empty", "--out", "x"], "missing COCO annotation file"),
+        (["data", "synth", "--out", "/proc/x", "--images", "4"], "cannot write --out /proc/x: /proc: "),
+        (["data", "synth", "--out", "full/keep/x", "--images", "4"], "cannot write --out full/keep/x: "),
     ],
 )
 def test_bad_input(argv, message, tmp_path):
@@ -47,6 +49,20 @@ def test_bad_input(argv, message, tmp_path):
     assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
 
 
+def test_a_bad_coco_image_is_one_line_naming_it_and_writes_nothing(tmp_path):
+    from tests.proxy_task.test_data import _fake_coco_with_bad
+
+    coco, (name,) = _fake_coco_with_bad(tmp_path / "coco", ["truncated_jpeg"])
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
+    proc = _run(["data", "coco", "--coco-dir", str(coco), "--out", "out", "--val-images", "2"], tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    *progress, error = proc.stderr.strip().splitlines()
+    assert progress[-1].startswith("checking 8 images") and "Traceback" not in proc.stderr, proc.stderr
+    assert error.startswith("spinenas: error: bad image ")
+    assert f"bad image {coco / 'train2017' / name}: truncated JPEG" in error and "--skip-bad-images" in error
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before
+
+
 def test_help_explains():
     proc = subprocess.run([sys.executable, "-m", "nas.cli", "proxy", "run", "--help"], capture_output=True,
                           text=True)
@@ -54,6 +70,9 @@ def test_help_explains():
     proc = subprocess.run([sys.executable, "-m", "nas.cli", "data", "synth", "--help"], capture_output=True,
                           text=True)
     assert "byte-identical" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "nas.cli", "data", "coco", "--help"], capture_output=True,
+                          text=True)
+    assert "--verify-images" in proc.stdout and "--skip-bad-images" in proc.stdout
 
 
 def test_eval_at_steps_is_a_yaml_list_on_the_command_line():

@@ -57,6 +57,17 @@ def test_export_writes_the_four_files_and_the_yaml_loads_strictly(tmp_path):
     assert "spinenas train --config sn49.yaml" in (out / "sn49.md").read_text()
 
 
+def test_export_into_an_existing_empty_folder_leaves_only_its_files(tmp_path):
+    # Staged inside --out (its parent may be read-only, as / is for `--out /tmp`); nothing else is left there.
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = _spinenas("export", "spinenet-49", "--out", str(out), "--name", "sn", "--scale", "49S",
+                     "--image-size", "128")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(os.listdir(out)) == ["sn.md", "sn.png", "sn.spec.json", "sn.yaml"]
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
 def _searched_db(tmp_path) -> tuple[str, list]:
     """A database with one search of three random spinenet49 architectures, rewards 0.1, 0.3, 0.2."""
     from results_db import ResultStore
