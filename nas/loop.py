@@ -207,17 +207,21 @@ class SearchDriver(TrialLoop):
             raise RuntimeError("SearchDriver.run() before start()")
         budget = self.cfg.search.trials
         interrupted = False
+        workers = self.cfg.search.workers
         try:
-            for item in self.requeue:
-                self._submit(item, restart=True)
-            self.requeue = []
-            while self.finished < budget:
+            # The trials a resume re-queued finish first, even past a budget lowered since (the controller has
+            # proposed them; left alone they would stay 'running'), `workers` at a time, like new proposals.
+            while self.finished < budget or self.requeue or self.inflight or any(self.waiting.values()):
+                while len(self.inflight) < workers and self.requeue:
+                    self._run_again(self.requeue.pop(0))
                 issued = self.finished + len(self.inflight) + sum(len(w) for w in self.waiting.values())
-                while len(self.inflight) < self.cfg.search.workers and issued < budget:
+                while len(self.inflight) < workers and not self.requeue and issued < budget:
                     self._propose_one()
                     issued = self.finished + len(self.inflight) + sum(len(w) for w in self.waiting.values())
                 if not self.inflight:
-                    if self.finished < budget and issued >= budget:
+                    if self.requeue:
+                        continue  # re-queued trials that finished from the store: more of them next
+                    if any(self.waiting.values()) or (self.finished < budget and issued >= budget):
                         raise RuntimeError("internal error: trials waiting with nothing in flight")
                     continue
                 self._turn()
@@ -226,7 +230,8 @@ class SearchDriver(TrialLoop):
             self.view.line(f"stopped: {e}")
         except KeyboardInterrupt:
             interrupted = True
-            self.view.line(f"interrupted: {len(self.inflight)} running trials stay 'running' and run again on "
+            unfinished = len(self.inflight) + len(self.requeue) + sum(len(w) for w in self.waiting.values())
+            self.view.line(f"interrupted: {unfinished} unfinished trials stay as they are and run again on "
                            f"'{self.RESUME.format(name=self.name)}'")
             self.runner.close()
             # No checkpoint here: Ctrl-C may have landed inside the controller's propose() or feedback(), so its
@@ -272,6 +277,17 @@ class SearchDriver(TrialLoop):
             self.waiting.setdefault(key, []).append(item)
         else:
             self._submit(item, started=True)
+
+    def _run_again(self, item: InFlight) -> None:
+        """A trial a resume re-queued: from the store when its architecture finished meanwhile (another trial of
+        the same key, before the crash), waiting when that key is in flight, else submitted again."""
+        known = self.store.find_result(item.key, fingerprint=self.fingerprint)
+        if known is not None:
+            self._finish_cached(item, known.reward, known.trial_id, known.metrics)
+        elif any(f.key == item.key for f in self.inflight.values()):
+            self.waiting.setdefault(item.key, []).append(item)
+        else:
+            self._submit(item, restart=True)
 
     def _item(self, trial_id: int, index: int, key: str, arch: ArchSpec, ctrl_id: int,
               decisions: tuple[int, ...]) -> InFlight:

@@ -119,6 +119,52 @@ def test_ctrl_c_inside_a_feedback_stores_no_checkpoint_and_the_resume_finishes_t
     assert store.load_checkpoint("s").state["feedbacks"] == 8
 
 
+def test_a_resume_runs_its_requeued_trials_workers_at_a_time_dedups_them_and_finishes_them_past_a_lowered_budget(
+        tmp_path, monkeypatch):
+    import sqlite3
+
+    db = tmp_path / "r.db"
+    store = ResultStore(f"sqlite:///{db}")
+    driver = SearchDriver(cfg_of(trials=12, workers=3), name="s", store=store, run_dir=str(tmp_path / "runs" / "s"),
+                          out=lambda _: None)
+    driver.start()
+    feedback, calls = driver.controller.feedback, []
+
+    def crash_after_four(*args, **kwargs):
+        feedback(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+
+    driver.controller.feedback = crash_after_four
+    assert driver.run().interrupted
+    store.close()
+    con = sqlite3.connect(db)
+    open_ids = [r[0] for r in con.execute("select id from trials where status in ('running', 'queued') order by id")]
+    assert len(open_ids) >= 2, open_ids  # in flight when the driver died (the in-process runner runs one per poll)
+    # Two of them the same architecture (one waiting on the other when the driver died, as the driver queues them).
+    con.execute("update trials set arch_key = (select arch_key from trials where id = ?) where id = ?",
+                (open_ids[0], open_ids[1]))
+    con.commit()
+    con.close()
+
+    most = []
+    submit = SearchDriver._submit
+
+    def counting(self, item, **kwargs):
+        most.append(len(self.inflight) + 1)
+        submit(self, item, **kwargs)
+
+    monkeypatch.setattr(SearchDriver, "_submit", counting)
+    # --trials 5 is below the 4 finished + the re-queued: the re-queued ones still finish, one at a time.
+    store, outcome, _ = run_search(tmp_path, cfg_of(trials=5, workers=1), resume=True)
+    trials = {t.id: t for t in store.trials("s")}
+    assert not any(t.status in ("running", "queued") for t in trials.values())
+    assert outcome.trials == 4 + len(open_ids) and max(most) == 1
+    assert trials[open_ids[1]].status == "cached" and trials[open_ids[1]].cached_from == open_ids[0]
+    assert all(trials[i].status == "completed" for i in [open_ids[0], *open_ids[2:]])
+
+
 def _ppo_cfg(trials=24, interval=0.0) -> NasConfig:
     return cfg_of(controller="ppo", trials=trials, workers=1, checkpoint_interval_s=interval)
 
