@@ -149,12 +149,14 @@ class LeaseKeeper:
 
 
 def lease_state(record: Any, now: Any, timeout_s: float = LEASE_TIMEOUT_S) -> str:
-    """A search's status as `spinenas searches` shows it: 'running' only while a driver's heartbeat is fresh, else
-    'interrupted' (derived when read, never stored)."""
+    """A search's status as `spinenas searches` shows it: 'running' only while a driver's heartbeat is fresh and,
+    for a driver of this host, its process lives; else 'interrupted' (derived when read, never stored)."""
     if record.status != "running":
         return record.status
     age = record.lease_age_s(now)
-    return "running" if age is not None and age <= timeout_s else "interrupted"
+    if age is None or age > timeout_s or holder_gone(record):  # holder_gone: a driver of this host that died
+        return "interrupted"
+    return "running"
 
 
 def last_seen(record: Any) -> Any:

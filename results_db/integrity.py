@@ -15,7 +15,16 @@ from results_db.errors import DatabaseNotFoundError, DatabaseOpenError
 
 
 def _connect_ro(path: str) -> sqlite3.Connection:
-    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+    """A read-only connection for a check, which leaves no file behind.
+
+    A read-only connection to a WAL database makes its -wal and -shm files and cannot remove them. With no -wal file
+    no connection has the database open in WAL mode and the main file holds everything, so the check reads it as
+    immutable, without either; with one, they exist already.
+    """
+    path = os.path.abspath(path)
+    uri = "file:" + urllib.parse.quote(path) + "?mode=ro"
+    if not os.path.exists(path + "-wal"):
+        uri += "&immutable=1"
     return sqlite3.connect(uri, uri=True, timeout=30)
 
 

@@ -160,6 +160,14 @@ def test_searches_shows_a_running_search_whose_lease_expired_as_interrupted(tmp_
     assert lease_state(store.open_search("s"), now + datetime.timedelta(seconds=120)) == "interrupted"
     store.set_search_status("s", "completed")
     assert lease_state(store.open_search("s"), now) == "completed"
+    # A driver of this host killed a moment ago: its heartbeat is fresh, its process gone.
+    gone = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+    store.create_search("k", config="{}")
+    killed = LeaseKeeper(store, "k")
+    killed.pid = gone
+    killed.take()
+    assert lease_state(store.open_search("k"), now) == "interrupted"
     store.close()
 
 

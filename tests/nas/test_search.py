@@ -331,6 +331,7 @@ def test_a_damaged_or_empty_database_is_refused_and_left_as_it_was(tmp_path):
     assert db.read_bytes() == damaged and not (tmp_path / "runs" / "done" / "search.log").exists()
     check = spinenas("db", "check", "--db", str(db), cwd=tmp_path)
     assert check.returncode == 1 and "integrity: DAMAGED" in check.stdout
+    assert not any(os.path.exists(f"{db}{suffix}") for suffix in ("-wal", "-shm"))  # not even SQLite's own files
     upgrade = spinenas("db", "upgrade", "--db", str(db), cwd=tmp_path)  # a migration would write into it
     assert upgrade.returncode == 2 and "is damaged" in upgrade.stderr and db.read_bytes() == damaged
     # A file of zeros bytes is not a database a resume may create.
