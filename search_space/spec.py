@@ -239,24 +239,28 @@ class ArchSpec:
         return cached
 
     def _build_network(self) -> Network:
-        nodes: list[tuple[int, str]] = [(lvl, STEM_BLOCK_FN) for lvl in self.stem_levels]
-        m = len(nodes)
-        outgoing = [0] * m
+        m = self.num_stem_candidates
+        kinds = [(lvl, STEM_BLOCK_FN) for lvl in self.stem_levels] + [(b.level, b.block_fn) for b in self.blocks]
+        # The features nothing has consumed yet (outdegree 0), per kind (level, block_fn), in build order (a dict
+        # is an ordered set): an output block takes its kind's at once instead of scanning every earlier feature,
+        # which keeps the build linear in the blocks.
+        unconsumed: dict[tuple[int, str], dict[int, None]] = {}
+        for j in range(m):
+            unconsumed.setdefault(kinds[j], {})[j] = None
         merged: list[tuple[int, ...]] = []
-        for b in self.blocks:
+        for i, b in enumerate(self.blocks):
             for o in b.input_offsets:
-                outgoing[o] += 1
-            found: list[int] = []
+                unconsumed[kinds[o]].pop(o, None)
+            found: tuple[int, ...] = ()
             if b.is_output:
                 # Model Garden's "merge 0 outdegree blocks to the output block": same width and same channels,
                 # i.e. (for inputs a multiple of 2**7) same level and same block type.
-                for j, node in enumerate(nodes):
-                    if outgoing[j] == 0 and node == (b.level, b.block_fn):
-                        found.append(j)
-                        outgoing[j] += 1
-            merged.append(tuple(found))
-            nodes.append((b.level, b.block_fn))
-            outgoing.append(0)
+                pending = unconsumed.get(kinds[m + i])
+                if pending:
+                    found = tuple(pending)
+                    pending.clear()
+            merged.append(found)
+            unconsumed.setdefault(kinds[m + i], {})[m + i] = None
 
         live: set[int] = set()
         stack = [m + i for i, b in enumerate(self.blocks) if b.is_output and b.level in OUTPUT_LEVELS]
