@@ -11,6 +11,10 @@ output blocks at levels 3..7 become endpoints, and Keras keeps only the layers t
 order does not matter, and blocks that feed no endpoint (such as the trailing level-2 output block of
 ``SPINENET_BLOCK_SPECS``) vanish from the model. The key hashes that network, not the spelling of the spec.
 Block order is part of the network here: two orderings of independent blocks get different keys.
+
+A spec has at most `MAX_BLOCKS` (256) blocks; spec JSON has at most `MAX_SPEC_BYTES` (1 MiB) and nests at most
+`MAX_JSON_DEPTH` (32) deep. Each limit is checked before the work it bounds, and breaking one is an
+`InvalidArchError` that names it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from typing import Any
 
 from search_space.errors import InvalidArchError
@@ -39,6 +44,14 @@ STEM_LEVELS: tuple[int, ...] = (2, 3, 4, 5)
 R0_STEM: tuple[int, int, int, int] = (2, 0, 0, 0)
 # Block type of every stem block (Model Garden's `_init_block_fn`).
 STEM_BLOCK_FN = "bottleneck"
+
+# Limits on a spec, far above any real one: SpineNet-49S, -49, -96, -143 and -190 all take Model Garden's 16 blocks
+# (they differ in scaling only) and the largest family has 15. A spec JSON file in `to_dict` form, indented, takes
+# about 150 bytes a block and nests 4 deep. The limits keep a bad input from costing minutes or memory (a 34 MB
+# file of 400,000 blocks) or ending in a RecursionError (json.loads of deep enough nesting).
+MAX_BLOCKS = 256
+MAX_SPEC_BYTES = 1 << 20  # bytes of a spec file; characters of `ArchSpec.from_json`'s text
+MAX_JSON_DEPTH = 32  # nested arrays and objects
 
 
 def stem_candidate_levels(stem: Sequence[int]) -> tuple[int, ...]:
@@ -61,6 +74,46 @@ def stem_candidate_levels(stem: Sequence[int]) -> tuple[int, ...]:
     if len(levels) == 1 and stem[STEM_LEVELS.index(levels[0])] >= 2:
         return (levels[0], levels[0])
     return tuple(levels)
+
+
+def _check_block_count(n: int) -> None:
+    if n > MAX_BLOCKS:
+        raise InvalidArchError(f"too many blocks: a spec has at most {MAX_BLOCKS} (MAX_BLOCKS), got {n:,}", "blocks")
+
+
+# The characters `_json_depth` looks at: brackets, and the quotes and backslashes that say whether one is in a string.
+_JSON_SPECIAL = re.compile(r'[\[\]{}"\\]')
+
+
+def _json_depth(text: str, limit: int) -> int:
+    """How deep arrays and objects nest in `text`, counted up to `limit` + 1: one pass, no recursion, no parse.
+
+    (A regular expression for whole strings would be shorter, but it rescans to the end from every quote of an
+    unterminated string: quadratic.)
+    """
+    depth = deepest = 0
+    in_string = False
+    escaped = -1  # the position a backslash in a string escapes
+    for match in _JSON_SPECIAL.finditer(text):
+        c = match.group()
+        if in_string:
+            if match.start() == escaped:
+                continue
+            if c == "\\":
+                escaped = match.start() + 1
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    break
+        elif c in "]}":
+            depth -= 1
+    return deepest
 
 
 def _check_stem(stem: Any) -> tuple[int, int, int, int]:
@@ -167,7 +220,7 @@ class ArchSpec:
     """A scale-permuted architecture: its blocks and the stem feeding them. Immutable and validated.
 
     Attributes:
-      blocks: the scale-permuted blocks in build order.
+      blocks: the scale-permuted blocks in build order; at most `MAX_BLOCKS`.
       stem: block counts of the (ResNet bottleneck) stem at L2..L5; `R0_STEM` is Model Garden's SpineNet stem.
 
     Example::
@@ -186,6 +239,7 @@ class ArchSpec:
         object.__setattr__(self, "stem", stem)
         if not isinstance(self.blocks, (tuple, list)) or not all(isinstance(b, BlockSpec) for b in self.blocks):
             raise InvalidArchError("expected a sequence of BlockSpec", "blocks")
+        _check_block_count(len(self.blocks))
         blocks = tuple(self.blocks)
         object.__setattr__(self, "blocks", blocks)
         m = len(stem_candidate_levels(stem))
@@ -356,7 +410,8 @@ class ArchSpec:
         """Strict inverse of `to_dict`. Also takes a bare list of Model Garden tuples (as lists).
 
         Each block may be a dict with exactly the keys level, block_fn, input_offsets, is_output, or a list
-        ``[level, block_fn, [input0, input1], is_output]``.
+        ``[level, block_fn, [input0, input1], is_output]``. More than `MAX_BLOCKS` blocks are refused before any
+        is read.
 
         Raises:
           InvalidArchError: naming the offending field.
@@ -373,6 +428,7 @@ class ArchSpec:
         raw = d["blocks"]
         if not isinstance(raw, Sequence) or isinstance(raw, (str, bytes)):
             raise InvalidArchError(f"expected a list of blocks, got {type(raw).__name__}", "blocks")
+        _check_block_count(len(raw))
         blocks = []
         fields = ("level", "block_fn", "input_offsets", "is_output")
         for i, item in enumerate(raw):
@@ -409,9 +465,21 @@ class ArchSpec:
     def from_json(cls, text: str) -> ArchSpec:
         """Parses `to_json` output (or any JSON `from_dict` accepts).
 
+        Text longer than `MAX_SPEC_BYTES` characters, or nesting deeper than `MAX_JSON_DEPTH`, is refused before
+        it is parsed; more than `MAX_BLOCKS` blocks before any block is read.
+
         Raises:
-          InvalidArchError: for malformed JSON or an invalid spec.
+          InvalidArchError: for malformed JSON, a limit broken or an invalid spec.
         """
+        if len(text) > MAX_SPEC_BYTES:
+            raise InvalidArchError(
+                f"spec JSON too long: at most {MAX_SPEC_BYTES:,} characters (MAX_SPEC_BYTES), got {len(text):,}"
+            )
+        if _json_depth(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+            raise InvalidArchError(
+                f"spec JSON nested too deeply: at most {MAX_JSON_DEPTH} levels of arrays and objects "
+                f"(MAX_JSON_DEPTH), got more"
+            )
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
@@ -435,6 +503,8 @@ class ArchSpec:
         Raises:
           InvalidArchError: naming the offending block and rule.
         """
+        if isinstance(block_specs, Sized):
+            _check_block_count(len(block_specs))
         blocks = []
         for i, t in enumerate(block_specs):
             try:
