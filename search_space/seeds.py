@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from search_space.errors import InvalidArchError
-from search_space.spec import ArchSpec
+from search_space.spec import MAX_SPEC_BYTES, ArchSpec
 
 # A copy of Model Garden's `spinenet.SPINENET_BLOCK_SPECS` (official/vision/modeling/backbones/spinenet.py):
 # SpineNet-49 as found by the paper's search, 16 tuples (level, block_fn, (input_offset0, input_offset1),
@@ -50,17 +50,29 @@ def get_named(name: str) -> ArchSpec:
 def load_arch(ref: str) -> ArchSpec:
     """A built-in name or the path of a JSON spec file (`ArchSpec.to_json`, or a list of Model Garden tuples).
 
+    A spec file has at most `MAX_SPEC_BYTES` (1 MiB), checked before it is read; its JSON then nests at most
+    `MAX_JSON_DEPTH` deep and holds at most `MAX_BLOCKS` blocks, checked before it is parsed and before its blocks
+    are read (see `ArchSpec.from_json`).
+
     Raises:
-      LookupError: unknown name. FileNotFoundError: missing file. InvalidArchError: malformed or invalid spec.
+      LookupError: unknown name. FileNotFoundError: missing file. InvalidArchError: malformed or invalid spec,
+        or a limit broken.
     """
     import os
 
     if ref.lower().endswith(".json") or os.sep in ref or os.path.exists(ref):
         if not os.path.isfile(ref):
             raise FileNotFoundError(f"spec file not found: {ref}")
+        too_big = f"{ref}: spec file too large: at most {MAX_SPEC_BYTES:,} bytes (MAX_SPEC_BYTES), got "
         try:
-            with open(ref, encoding="utf-8") as fh:
-                text = fh.read()
+            size = os.path.getsize(ref)
+            if size > MAX_SPEC_BYTES:
+                raise InvalidArchError(too_big + f"{size:,}")
+            with open(ref, "rb") as fh:
+                data = fh.read(MAX_SPEC_BYTES + 1)  # a file that grew, or reports no size (/proc), stops here
+            if len(data) > MAX_SPEC_BYTES:
+                raise InvalidArchError(too_big + "more")
+            text = data.decode("utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise InvalidArchError(f"cannot read spec file {ref}: {e}") from None
         try:

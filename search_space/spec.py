@@ -11,6 +11,10 @@ output blocks at levels 3..7 become endpoints, and Keras keeps only the layers t
 order does not matter, and blocks that feed no endpoint (such as the trailing level-2 output block of
 ``SPINENET_BLOCK_SPECS``) vanish from the model. The key hashes that network, not the spelling of the spec.
 Block order is part of the network here: two orderings of independent blocks get different keys.
+
+A spec has at most `MAX_BLOCKS` (256) blocks; spec JSON has at most `MAX_SPEC_BYTES` (1 MiB) and nests at most
+`MAX_JSON_DEPTH` (32) deep. Each limit is checked before the work it bounds, and breaking one is an
+`InvalidArchError` that names it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from typing import Any
 
 from search_space.errors import InvalidArchError
@@ -39,6 +44,14 @@ STEM_LEVELS: tuple[int, ...] = (2, 3, 4, 5)
 R0_STEM: tuple[int, int, int, int] = (2, 0, 0, 0)
 # Block type of every stem block (Model Garden's `_init_block_fn`).
 STEM_BLOCK_FN = "bottleneck"
+
+# Limits on a spec, far above any real one: SpineNet-49S, -49, -96, -143 and -190 all take Model Garden's 16 blocks
+# (they differ in scaling only) and the largest family has 15. A spec JSON file in `to_dict` form, indented, takes
+# about 150 bytes a block and nests 4 deep. The limits keep a bad input from costing minutes or memory (a 34 MB
+# file of 400,000 blocks) or ending in a RecursionError (json.loads of deep enough nesting).
+MAX_BLOCKS = 256
+MAX_SPEC_BYTES = 1 << 20  # bytes of a spec file; characters of `ArchSpec.from_json`'s text
+MAX_JSON_DEPTH = 32  # nested arrays and objects
 
 
 def stem_candidate_levels(stem: Sequence[int]) -> tuple[int, ...]:
@@ -61,6 +74,46 @@ def stem_candidate_levels(stem: Sequence[int]) -> tuple[int, ...]:
     if len(levels) == 1 and stem[STEM_LEVELS.index(levels[0])] >= 2:
         return (levels[0], levels[0])
     return tuple(levels)
+
+
+def _check_block_count(n: int) -> None:
+    if n > MAX_BLOCKS:
+        raise InvalidArchError(f"too many blocks: a spec has at most {MAX_BLOCKS} (MAX_BLOCKS), got {n:,}", "blocks")
+
+
+# The characters `_json_depth` looks at: brackets, and the quotes and backslashes that say whether one is in a string.
+_JSON_SPECIAL = re.compile(r'[\[\]{}"\\]')
+
+
+def _json_depth(text: str, limit: int) -> int:
+    """How deep arrays and objects nest in `text`, counted up to `limit` + 1: one pass, no recursion, no parse.
+
+    (A regular expression for whole strings would be shorter, but it rescans to the end from every quote of an
+    unterminated string: quadratic.)
+    """
+    depth = deepest = 0
+    in_string = False
+    escaped = -1  # the position a backslash in a string escapes
+    for match in _JSON_SPECIAL.finditer(text):
+        c = match.group()
+        if in_string:
+            if match.start() == escaped:
+                continue
+            if c == "\\":
+                escaped = match.start() + 1
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    break
+        elif c in "]}":
+            depth -= 1
+    return deepest
 
 
 def _check_stem(stem: Any) -> tuple[int, int, int, int]:
@@ -167,7 +220,7 @@ class ArchSpec:
     """A scale-permuted architecture: its blocks and the stem feeding them. Immutable and validated.
 
     Attributes:
-      blocks: the scale-permuted blocks in build order.
+      blocks: the scale-permuted blocks in build order; at most `MAX_BLOCKS`.
       stem: block counts of the (ResNet bottleneck) stem at L2..L5; `R0_STEM` is Model Garden's SpineNet stem.
 
     Example::
@@ -186,6 +239,7 @@ class ArchSpec:
         object.__setattr__(self, "stem", stem)
         if not isinstance(self.blocks, (tuple, list)) or not all(isinstance(b, BlockSpec) for b in self.blocks):
             raise InvalidArchError("expected a sequence of BlockSpec", "blocks")
+        _check_block_count(len(self.blocks))
         blocks = tuple(self.blocks)
         object.__setattr__(self, "blocks", blocks)
         m = len(stem_candidate_levels(stem))
@@ -239,24 +293,28 @@ class ArchSpec:
         return cached
 
     def _build_network(self) -> Network:
-        nodes: list[tuple[int, str]] = [(lvl, STEM_BLOCK_FN) for lvl in self.stem_levels]
-        m = len(nodes)
-        outgoing = [0] * m
+        m = self.num_stem_candidates
+        kinds = [(lvl, STEM_BLOCK_FN) for lvl in self.stem_levels] + [(b.level, b.block_fn) for b in self.blocks]
+        # The features nothing has consumed yet (outdegree 0), per kind (level, block_fn), in build order (a dict
+        # is an ordered set): an output block takes its kind's at once instead of scanning every earlier feature,
+        # which keeps the build linear in the blocks.
+        unconsumed: dict[tuple[int, str], dict[int, None]] = {}
+        for j in range(m):
+            unconsumed.setdefault(kinds[j], {})[j] = None
         merged: list[tuple[int, ...]] = []
-        for b in self.blocks:
+        for i, b in enumerate(self.blocks):
             for o in b.input_offsets:
-                outgoing[o] += 1
-            found: list[int] = []
+                unconsumed[kinds[o]].pop(o, None)
+            found: tuple[int, ...] = ()
             if b.is_output:
                 # Model Garden's "merge 0 outdegree blocks to the output block": same width and same channels,
                 # i.e. (for inputs a multiple of 2**7) same level and same block type.
-                for j, node in enumerate(nodes):
-                    if outgoing[j] == 0 and node == (b.level, b.block_fn):
-                        found.append(j)
-                        outgoing[j] += 1
-            merged.append(tuple(found))
-            nodes.append((b.level, b.block_fn))
-            outgoing.append(0)
+                pending = unconsumed.get(kinds[m + i])
+                if pending:
+                    found = tuple(pending)
+                    pending.clear()
+            merged.append(found)
+            unconsumed.setdefault(kinds[m + i], {})[m + i] = None
 
         live: set[int] = set()
         stack = [m + i for i, b in enumerate(self.blocks) if b.is_output and b.level in OUTPUT_LEVELS]
@@ -304,43 +362,32 @@ class ArchSpec:
 
         Each dead block is tried from the last one back, together with the dead blocks that consume it. A dead
         block stays only when removing it would change the network: it consumes a block that would otherwise be
-        merged into a later output block.
+        merged into a later output block. Cached; O(n log n) for n blocks (`_removable_blocks` has the one exception).
         """
-        net = self.network()
-        target = (net.stem, net.blocks)  # what `Network.to_json` spells, compared without spelling it
-        arch = self
-        ids = list(range(len(self.blocks)))  # original index of each block of `arch`
-        for i in reversed(self.dead_blocks()):
-            if i not in ids:
-                continue
-            group = {ids.index(i)}
-            m = arch.num_stem_candidates
-            for k in range(ids.index(i) + 1, len(arch.blocks)):
-                if any(o - m in group for o in arch.blocks[k].input_offsets):
-                    group.add(k)
-            candidate = arch._without(group)
-            if candidate is not None and (candidate.network().stem, candidate.network().blocks) == target:
-                arch = candidate
-                ids = [x for k, x in enumerate(ids) if k not in group]
-        return arch
+        cached = self.__dict__.get("_canonical")
+        if cached is None:
+            drop = _removable_blocks(self)
+            cached = self._without(drop) if drop else self
+            object.__setattr__(self, "_canonical", cached)  # a cache, not a field, as `network` is
+        return cached
 
-    def _without(self, group: set[int]) -> ArchSpec | None:
-        """This spec with the blocks in `group` removed and offsets renumbered (None if something still uses them)."""
+    def _without(self, drop: Sequence[int]) -> ArchSpec:
+        """This spec with the blocks `drop` removed and offsets renumbered; nothing left may consume them."""
         m = self.num_stem_candidates
-        removed = sorted(m + k for k in group)
+        gone = set(drop)
+        before = [0] * (m + len(self.blocks))  # how many removed blocks precede each offset
+        count = 0
+        for k in range(len(self.blocks)):
+            before[m + k] = count
+            count += k in gone
         blocks = []
         for k, b in enumerate(self.blocks):
-            if k in group:
+            if k in gone:
                 continue
-            if any(o in removed for o in b.input_offsets):
-                return None
-            offsets = tuple(o - sum(1 for r in removed if r < o) for o in b.input_offsets)
+            offsets = (b.input_offsets[0] - before[b.input_offsets[0]], b.input_offsets[1] - before[b.input_offsets[1]])
             # Blocks before the removed ones keep their offsets: reused as they are (they are immutable).
             blocks.append(b if offsets == b.input_offsets else dataclasses.replace(b, input_offsets=offsets))
-        try:
-            return ArchSpec(blocks=tuple(blocks), stem=self.stem)
-        except InvalidArchError:
-            return None
+        return ArchSpec(blocks=tuple(blocks), stem=self.stem)
 
     # ----------------------------------------------------------------------------------------------- formats
     def to_dict(self) -> dict[str, Any]:
@@ -363,7 +410,8 @@ class ArchSpec:
         """Strict inverse of `to_dict`. Also takes a bare list of Model Garden tuples (as lists).
 
         Each block may be a dict with exactly the keys level, block_fn, input_offsets, is_output, or a list
-        ``[level, block_fn, [input0, input1], is_output]``.
+        ``[level, block_fn, [input0, input1], is_output]``. More than `MAX_BLOCKS` blocks are refused before any
+        is read.
 
         Raises:
           InvalidArchError: naming the offending field.
@@ -380,6 +428,7 @@ class ArchSpec:
         raw = d["blocks"]
         if not isinstance(raw, Sequence) or isinstance(raw, (str, bytes)):
             raise InvalidArchError(f"expected a list of blocks, got {type(raw).__name__}", "blocks")
+        _check_block_count(len(raw))
         blocks = []
         fields = ("level", "block_fn", "input_offsets", "is_output")
         for i, item in enumerate(raw):
@@ -416,9 +465,21 @@ class ArchSpec:
     def from_json(cls, text: str) -> ArchSpec:
         """Parses `to_json` output (or any JSON `from_dict` accepts).
 
+        Text longer than `MAX_SPEC_BYTES` characters, or nesting deeper than `MAX_JSON_DEPTH`, is refused before
+        it is parsed; more than `MAX_BLOCKS` blocks before any block is read.
+
         Raises:
-          InvalidArchError: for malformed JSON or an invalid spec.
+          InvalidArchError: for malformed JSON, a limit broken or an invalid spec.
         """
+        if len(text) > MAX_SPEC_BYTES:
+            raise InvalidArchError(
+                f"spec JSON too long: at most {MAX_SPEC_BYTES:,} characters (MAX_SPEC_BYTES), got {len(text):,}"
+            )
+        if _json_depth(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+            raise InvalidArchError(
+                f"spec JSON nested too deeply: at most {MAX_JSON_DEPTH} levels of arrays and objects "
+                f"(MAX_JSON_DEPTH), got more"
+            )
         try:
             d = json.loads(text)
         except json.JSONDecodeError as e:
@@ -442,6 +503,8 @@ class ArchSpec:
         Raises:
           InvalidArchError: naming the offending block and rule.
         """
+        if isinstance(block_specs, Sized):
+            _check_block_count(len(block_specs))
         blocks = []
         for i, t in enumerate(block_specs):
             try:
@@ -468,3 +531,246 @@ class ArchSpec:
         for b in self.canonical().blocks:
             parts.append(f"{b.level}{b.block_fn[0]}{'*' if b.is_output else ''}")
         return " ".join(parts)
+
+
+# --------------------------------------------------------------------------------------------------- canonical form
+# `ArchSpec.canonical` used to rebuild and compare the whole network for every dead block it tried: quadratic
+# (2,000 blocks took 19 s, 8,000 blocks 349 s). `_removable_blocks` makes the same decisions from the few features
+# each removal can affect; tests/search_space/test_keys.py holds it to the old decisions.
+
+_NO_CONSUMER = 1 << 62  # the first consumer of a feature nothing consumes: later than any block
+
+
+class _MaxTree:
+    """Point updates and range maxima, with a slot holding the maximum, over a fixed number of slots."""
+
+    def __init__(self, values: Sequence[int]) -> None:
+        size = 1
+        while size < len(values):
+            size *= 2
+        self._size = size
+        tree = [(-1, -1)] * (2 * size)
+        tree[size : size + len(values)] = [(v, k) for k, v in enumerate(values)]
+        for p in range(size - 1, 0, -1):
+            tree[p] = max(tree[2 * p], tree[2 * p + 1])
+        self._tree = tree
+
+    def __getitem__(self, k: int) -> int:
+        return self._tree[self._size + k][0]
+
+    def __setitem__(self, k: int, value: int) -> None:
+        p = self._size + k
+        self._tree[p] = (value, k)
+        while p > 1:
+            p //= 2
+            self._tree[p] = max(self._tree[2 * p], self._tree[2 * p + 1])
+
+    def max(self, lo: int, hi: int) -> tuple[int, int]:
+        """(largest value, its slot) over the slots lo..hi-1; (-1, -1) when there is none."""
+        best = (-1, -1)
+        lo += self._size
+        hi += self._size
+        while lo < hi:
+            if lo & 1:
+                best = max(best, self._tree[lo])
+                lo += 1
+            if hi & 1:
+                hi -= 1
+                best = max(best, self._tree[hi])
+            lo //= 2
+            hi //= 2
+        return best
+
+
+def _find(parent: list[int], x: int) -> int:
+    root = x
+    while parent[root] != root:
+        root = parent[root]
+    while parent[x] != root:
+        parent[x], x = root, parent[x]
+    return root
+
+
+class _Present:
+    """Which of k ordered slots are still present: the nearest present slot after or before one (union-find)."""
+
+    def __init__(self, k: int) -> None:
+        self._next = list(range(k + 1))  # slot k: none after
+        self._prev = list(range(k + 1))  # index s + 1 stands for slot s; index 0: none before
+        self.size = k
+
+    def remove(self, s: int) -> None:
+        self._next[s] = s + 1
+        self._prev[s + 1] = s
+
+    def at_or_after(self, s: int) -> int:
+        """The first present slot >= s, or `size`."""
+        return _find(self._next, s)
+
+    def at_or_before(self, s: int) -> int:
+        """The last present slot <= s, or -1."""
+        return _find(self._prev, s + 1) - 1
+
+
+def _removable_blocks(arch: ArchSpec) -> list[int]:
+    """The blocks `ArchSpec.canonical` drops: its greedy over the dead blocks, in O(n log n) for n blocks.
+
+    Nodes are offsets: stem candidates, then blocks. A feature j is merged into the first output block of its kind
+    (level, block_fn) built after it, unless a block consumes j first (or that output block takes j as a parent).
+    Removing dead blocks changes the network exactly when a remaining feature that no live output block merges
+    today would then be merged into a live one. (A feature a live output merges stays merged: removing blocks
+    only delays its first consumer, and a live output block is never removed.) Removing a group can only do that
+    to a feature of two kinds, which is all this looks at:
+
+    1. a parent of a removed block, whose first consumer may move after its kind's next output block;
+    2. a feature whose next output block of its kind is removed (a dead level-2 output), if the next output
+       after that one is live and the feature's first consumer comes after it: a range maximum over the
+       feature's kind, of each feature's first consumer.
+
+    A group that fails keeps a witness (the feature that would be merged). Every later group that contains it and
+    not its witness fails as well (removing more blocks only delays consumers), so most failing groups are told
+    at their first kept block. Groups of kept blocks whose witnesses are dead blocks they contain (chains that
+    each stop the merge of the one before) are checked in full, so a long such chain costs its length squared.
+    """
+    dead = arch.dead_blocks()
+    if not dead:
+        return []
+    m = arch.num_stem_candidates
+    blocks = arch.blocks
+    n = m + len(blocks)
+    kinds = [(lvl, STEM_BLOCK_FN) for lvl in arch.stem_levels] + [(b.level, b.block_fn) for b in blocks]
+    net = arch.network()
+    live = bytearray(n)
+    for i in net.live:
+        live[m + i] = 1
+    node_of = list(range(m)) + [m + i for i in net.live]  # network index -> node
+    merged_live = {node_of[x] for *_, merged, _ in net.blocks for x in merged}
+
+    # The consumers of every node in build order, as linked lists of edges (edge 2i + s: parent s of block i),
+    # so that removing a block unlinks its two edges at once.
+    head, tail = [-1] * n, [-1] * n
+    nxt, prv = [-1] * (2 * len(blocks)), [-1] * (2 * len(blocks))
+    for i, b in enumerate(blocks):
+        for s, o in enumerate(b.input_offsets):
+            e = 2 * i + s
+            if tail[o] < 0:
+                head[o] = e
+            else:
+                nxt[tail[o]], prv[e] = e, tail[o]
+            tail[o] = e
+
+    def first_consumer(x: int) -> int:
+        return m + head[x] // 2 if head[x] >= 0 else _NO_CONSUMER
+
+    # Per kind: its nodes and its output blocks, in order; each node's slot among them.
+    members: dict[tuple[int, str], list[int]] = {}
+    outs: dict[tuple[int, str], list[int]] = {}
+    member_slot = [0] * n
+    out_slot: dict[int, int] = {}
+    next_out = [0] * n  # slot in outs[kind] of the first output block built after the node
+    for x in range(n):
+        k = kinds[x]
+        member_slot[x] = len(members.setdefault(k, []))
+        members[k].append(x)
+        kind_outs = outs.setdefault(k, [])
+        if x >= m and blocks[x - m].is_output:
+            out_slot[x] = len(kind_outs)
+            kind_outs.append(x)
+        next_out[x] = len(kind_outs)
+    present_outs = {k: _Present(len(v)) for k, v in outs.items()}
+    consumers = {k: _MaxTree([first_consumer(x) for x in v]) for k, v in members.items()}
+    removed = bytearray(n)
+    witness: dict[int, int] = {}
+
+    def next_output(x: int, group: set[int]) -> int:
+        """The first output block of x's kind after x that is present and not in `group`, or -1."""
+        kind_outs, present = outs[kinds[x]], present_outs[kinds[x]]
+        s = present.at_or_after(next_out[x])
+        while s < present.size and kind_outs[s] in group:
+            s = present.at_or_after(s + 1)
+        return kind_outs[s] if s < present.size else -1
+
+    def merged_after_removing(group: set[int]) -> int:
+        """A feature that removing `group` would merge into a live output block, or -1."""
+        parents: set[int] = set()
+        for y in group:
+            for o in blocks[y - m].input_offsets:
+                if o in group or o in parents or o in merged_live:
+                    continue
+                parents.add(o)
+                t = next_output(o, group)
+                if t < 0 or not live[t]:
+                    continue
+                e = head[o]
+                while e >= 0 and m + e // 2 in group:
+                    e = nxt[e]
+                if e < 0 or m + e // 2 > t:
+                    return o
+        saved: list[tuple[_MaxTree, int, int]] = []
+        try:
+            for g in sorted(y for y in group if y in out_slot):
+                t = next_output(g, group)
+                if t < 0 or not live[t]:
+                    continue
+                if not saved:  # leave the group and the parents checked above out of the range maxima
+                    for x in (*group, *parents):
+                        tree, slot = consumers[kinds[x]], member_slot[x]
+                        saved.append((tree, slot, tree[slot]))
+                        tree[slot] = -1
+                k = kinds[g]
+                p = present_outs[k].at_or_before(out_slot[g] - 1)  # the features from there on merge into g
+                lo = member_slot[outs[k][p]] if p >= 0 else 0
+                value, slot = consumers[k].max(lo, member_slot[g])
+                if value > t:
+                    return members[k][slot]
+            return -1
+        finally:
+            for tree, slot, value in reversed(saved):
+                tree[slot] = value
+
+    for i in reversed(dead):
+        u = m + i  # still present: a group holds its first block and later ones only
+        # The group: u and the present blocks that consume it, transitively; all dead, all tried before and kept.
+        group = {u}
+        stack = [u]
+        blocked = -1
+        while stack and blocked < 0:
+            e = head[stack.pop()]
+            while e >= 0:
+                y = m + e // 2
+                if y not in group:
+                    w = witness[y]
+                    if not removed[w] and (w < u or live[w]):  # w is outside every group from u on
+                        blocked = w
+                        break
+                    group.add(y)
+                    stack.append(y)
+                e = nxt[e]
+        if blocked < 0:
+            blocked = next((witness[y] for y in group if y != u and not removed[witness[y]]
+                            and witness[y] not in group), -1)
+        if blocked < 0:
+            blocked = merged_after_removing(group)
+        if blocked >= 0:
+            witness[u] = blocked
+            continue
+        for y in group:
+            removed[y] = 1
+            consumers[kinds[y]][member_slot[y]] = -1
+            if y in out_slot:
+                present_outs[kinds[y]].remove(out_slot[y])
+            for s, o in enumerate(blocks[y - m].input_offsets):
+                e = 2 * (y - m) + s
+                if prv[e] >= 0:
+                    nxt[prv[e]] = nxt[e]
+                else:
+                    head[o] = nxt[e]
+                if nxt[e] >= 0:
+                    prv[nxt[e]] = prv[e]
+                else:
+                    tail[o] = prv[e]
+        for y in group:
+            for o in blocks[y - m].input_offsets:
+                if not removed[o]:
+                    consumers[kinds[o]][member_slot[o]] = first_consumer(o)
+    return [x - m for x in range(m, n) if removed[x]]

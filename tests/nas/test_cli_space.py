@@ -117,3 +117,40 @@ def test_invalid_spec_files(content, message, tmp_path):
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1
     assert message in proc.stderr
+
+
+def _with_dead_blocks(n: int) -> str:
+    # SpineNet-49, then blocks that feed no endpoint, up to n blocks (the shape of issue 15's 8,017-block file).
+    dead = [[2, "residual", [2, 3], False]] * (n - 16)
+    return json.dumps([[lvl, fn, list(o), out] for lvl, fn, o, out in SPINENET_49.to_model_garden()] + dead)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (_with_dead_blocks(8_017), "blocks: too many blocks: a spec has at most 256 (MAX_BLOCKS), got 8,017"),
+        ('{"blocks": ' + "[" * 100_000 + "]" * 100_000 + "}", "spec JSON nested too deeply: at most 32 levels"),
+        (_with_dead_blocks(256) + " " * (1 << 20), "spec file too large: at most 1,048,576 bytes (MAX_SPEC_BYTES)"),
+    ],
+    ids=["8017-blocks", "deep", "over-1-MiB"],
+)
+def test_spec_files_beyond_a_limit_get_one_line(content, message, tmp_path):
+    path = tmp_path / "big.json"
+    path.write_text(content)
+    proc = subprocess.run(
+        [sys.executable, "-m", "nas.cli", "spec", "show", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"spinenas: error: {path}: {message}")
+
+
+def test_spec_show_of_max_blocks_keeps_spinenet49_membership(capsys, tmp_path):
+    # 256 blocks, 241 of them dead: its canonical form is SpineNet-49's 15 blocks, so it is in spinenet49 as
+    # Model Garden's 16-block SpineNet-49 is.
+    path = tmp_path / "a.json"
+    path.write_text(_with_dead_blocks(256))
+    code, out, _ = run(capsys, "spec", "show", str(path))
+    assert code == 0 and SPINENET_49.key in out
+    assert out.strip().splitlines()[-1] == "in search space(s): spinenet49"

@@ -68,6 +68,27 @@ def test_spinenet49_lies_in_the_spinenet49_space():
     assert not SearchSpace("r0-sp53").contains(SPINENET_49)  # it uses residual blocks and shifted levels
 
 
+def test_a_spec_is_in_a_family_only_if_its_canonical_form_has_the_familys_blocks(monkeypatch):
+    from search_space import spec
+    from search_space.seeds import SPINENET_49_TUPLES
+
+    space = SearchSpace("spinenet49")
+    # Model Garden's SpineNet-49: 16 blocks, the 16th dead, so its canonical form has the family's 15.
+    assert len(SPINENET_49.blocks) == 16 and len(SPINENET_49.canonical().blocks) == 15
+    assert space.contains(SPINENET_49)
+    # With 8,001 more dead blocks (issue 15's file; the limit lifted) its canonical form is the same 15 blocks.
+    monkeypatch.setattr(spec, "MAX_BLOCKS", 10_000)
+    long = ArchSpec(SPINENET_49.blocks + (BlockSpec(2, "residual", (2, 3), False),) * 8_001)
+    assert long.canonical() == SPINENET_49.canonical() and long.key == SPINENET_49.key
+    assert space.contains(long) and space.encode(long) == space.encode(SPINENET_49)
+    # A dead L6 block put in before the L5 output consumes block 9, which that output merged: another network,
+    # whose canonical form drops both and has 14 blocks. In no family.
+    shift = [(lvl, fn, tuple(o + (o >= 12) for o in offsets), out) for lvl, fn, offsets, out in SPINENET_49_TUPLES]
+    arch = ArchSpec.from_model_garden(shift[:10] + [(6, "residual", (10, 11), False)] + shift[10:])
+    assert arch.key != SPINENET_49.key and len(arch.canonical().blocks) == 14
+    assert not any(SearchSpace(name).contains(arch) for name in FAMILIES)
+
+
 def test_spinenet49_shifts_stay_within_the_paper_set():
     space = SearchSpace("spinenet49")
     d = space.encode(SPINENET_49)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 
+import numpy as np
 import pytest
 
-from search_space import SPINENET_49, ArchSpec, BlockSpec, InvalidArchError
+from search_space import SPINENET_49, ArchSpec, BlockSpec, InvalidArchError, spec
 from search_space.seeds import SPINENET_49_TUPLES
 
 B = BlockSpec
@@ -174,3 +176,123 @@ def test_specs_are_frozen():
         SPINENET_49.blocks = ()  # type: ignore[misc]
     with pytest.raises(AttributeError):
         SPINENET_49.blocks[0].level = 3  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------------------------------------- bounded inputs
+def _mg_list(n: int) -> list[list]:
+    """SpineNet-49's 16 Model Garden tuples (as JSON lists), then n - 16 blocks that feed no endpoint."""
+    dead = [[2, "residual", [2, 3], False]] * (n - len(SPINENET_49_TUPLES))
+    return [[lvl, fn, list(o), out] for lvl, fn, o, out in SPINENET_49_TUPLES] + dead
+
+
+def test_a_spec_of_max_blocks_is_taken_and_one_more_is_refused():
+    assert spec.MAX_BLOCKS >= 10 * len(SPINENET_49_TUPLES)
+    arch = ArchSpec.from_json(json.dumps(_mg_list(spec.MAX_BLOCKS)))
+    assert arch.canonical() == SPINENET_49.canonical()
+    message = rf"blocks: too many blocks: a spec has at most {spec.MAX_BLOCKS} \(MAX_BLOCKS\), got 257"
+    with pytest.raises(InvalidArchError, match=message):
+        ArchSpec.from_json(json.dumps(_mg_list(spec.MAX_BLOCKS + 1)))
+    with pytest.raises(InvalidArchError, match=message):
+        ArchSpec.from_model_garden([tuple(t) for t in _mg_list(spec.MAX_BLOCKS + 1)])
+    with pytest.raises(InvalidArchError, match=message):
+        ArchSpec((SPINENET_49.blocks[-1],) * (spec.MAX_BLOCKS + 1 - 15) + SPINENET_49.blocks[:15])
+
+
+def test_twenty_thousand_blocks_are_refused_before_any_block_is_read(monkeypatch):
+    text = json.dumps({"stem": [2, 0, 0, 0], "blocks": _mg_list(20_000)})
+    assert len(text) < spec.MAX_SPEC_BYTES  # the block count, not the size, refuses it
+    built = []
+    monkeypatch.setattr(spec, "BlockSpec", lambda *a: built.append(a))
+    with pytest.raises(InvalidArchError, match="too many blocks: .* got 20,000"):
+        ArchSpec.from_json(text)
+    assert built == []
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('{"blocks": ' + "[" * 100_000 + "]" * 100_000 + "}", r"nested too deeply: at most 32 .*\(MAX_JSON_DEPTH\)"),
+        ("[" * (spec.MAX_JSON_DEPTH + 1) + "]" * (spec.MAX_JSON_DEPTH + 1), "nested too deeply"),
+        ("[" * spec.MAX_JSON_DEPTH + "]" * spec.MAX_JSON_DEPTH, "expected an object or a"),  # deep enough to parse
+        ('{"blocks": "' + "[" * 1000 + '\\"[{"}', "expected a list of blocks"),  # brackets in a string don't nest
+        ('"' + '\\"' * 100_000, "malformed JSON"),  # an unterminated string of escaped quotes: one pass, not n^2
+        (" " * (spec.MAX_SPEC_BYTES + 1), r"too long: at most 1,048,576 characters \(MAX_SPEC_BYTES\), got 1,048,577"),
+    ],
+    ids=["deep", "one-too-deep", "deepest-parsed", "brackets-in-string", "escaped-quotes", "too-long"],
+)
+def test_json_beyond_a_limit_is_refused_before_it_is_parsed(text, message):
+    with pytest.raises(InvalidArchError, match=message):
+        ArchSpec.from_json(text)
+
+
+def test_spec_files_beyond_a_limit_are_refused(tmp_path):
+    from search_space import load_arch
+
+    path = tmp_path / "big.json"
+    path.write_text(SPINENET_49.to_json() + " " * spec.MAX_SPEC_BYTES)
+    with pytest.raises(InvalidArchError, match=r"big.json: spec file too large: at most 1,048,576 bytes .*got 1,0"):
+        load_arch(str(path))
+    path.write_text(json.dumps(_mg_list(spec.MAX_BLOCKS)), encoding="utf-8")
+    assert load_arch(str(path)).key == SPINENET_49.key
+
+
+def _random_spec(n: int, shape: str, seed: int = 0) -> ArchSpec:
+    """SpineNet-49's blocks, then ("appended") or among ("interleaved") random blocks; or ("free") n random blocks
+    with one output per L3..L7. Random blocks take random earlier parents, mostly recent ones."""
+    rng = np.random.default_rng(seed)
+    fns = ("bottleneck", "residual")
+    if shape == "free":
+        outputs = dict(zip(sorted(rng.choice(n, 5, replace=False).tolist()), rng.permutation([3, 4, 5, 6, 7])))
+        places: dict[int, int] = {}
+    else:
+        spread = range(16) if shape == "appended" else sorted(rng.choice(n, 16, replace=False).tolist())
+        places, outputs = {p: k for k, p in enumerate(spread)}, {}
+    offset = {0: 0, 1: 1}  # offset in SPINENET_49_TUPLES -> offset here
+    blocks = []
+    for i in range(n):
+        if i in places:
+            lvl, fn, (a, c), out = SPINENET_49_TUPLES[places[i]]
+            blocks.append(B(lvl, fn, (offset[a], offset[c]), out))
+            offset[2 + places[i]] = 2 + i
+            continue
+        hi = 2 + i
+        a = int(rng.integers(max(0, hi - 4), hi)) if rng.random() < 0.6 else int(rng.integers(0, hi))
+        c = int(rng.integers(0, hi - 1))
+        level = int(outputs.get(i, rng.integers(2, 8)))
+        out = i in outputs or (level == 2 and rng.random() < 0.3)
+        blocks.append(B(level, fns[int(rng.integers(0, 2))], (a, c + (c >= a)), bool(out)))
+    return ArchSpec(tuple(blocks))
+
+
+def _lines_run(fn) -> int:
+    """How many lines of search_space/spec.py `fn()` executes: its work, whatever the machine's load."""
+    count = 0
+
+    def local(frame, event, arg):
+        nonlocal count
+        count += event == "line"
+        return local
+
+    previous = sys.gettrace()
+    sys.settrace(lambda frame, event, arg: local if frame.f_code.co_filename == spec.__file__ else None)
+    try:
+        fn()
+    finally:
+        sys.settrace(previous)
+    return count
+
+
+@pytest.mark.parametrize(
+    "shape, n",
+    [("appended", 500), ("interleaved", 500), ("free", 500),
+     pytest.param("interleaved", 2000, marks=pytest.mark.slow), pytest.param("free", 2000, marks=pytest.mark.slow)],
+)
+def test_canonical_form_work_grows_about_linearly(monkeypatch, shape, n):
+    # The old canonicalisation rebuilt the network for every dead block it tried: 4x the blocks cost 16x the work
+    # (2,000 blocks 19 s, 8,000 blocks 349 s). n log n gives a little over 4x.
+    monkeypatch.setattr(spec, "MAX_BLOCKS", 8 * n)
+    small, large = _random_spec(n, shape), _random_spec(4 * n, shape)  # fresh: nothing cached, network included
+    ratio = _lines_run(large.canonical) / _lines_run(small.canonical)
+    assert ratio < 6, ratio
+    assert len(small.dead_blocks()) > n // 4 and len(large.dead_blocks()) > n
+    assert small.canonical().key == small.key and large.canonical().key == large.key
