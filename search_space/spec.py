@@ -116,6 +116,27 @@ def _json_depth(text: str, limit: int) -> int:
     return deepest
 
 
+def parse_bounded_json(text: str, *, max_chars: int = MAX_SPEC_BYTES, max_depth: int = MAX_JSON_DEPTH,
+                       what: str = "spec JSON") -> Any:
+    """`json.loads` of `text` after its length and nesting are checked (so no parse of a huge text, and no
+    RecursionError).
+
+    Raises:
+      InvalidArchError: too long, nested too deeply, or malformed.
+    """
+    if len(text) > max_chars:
+        limit = " (MAX_SPEC_BYTES)" if max_chars == MAX_SPEC_BYTES else ""
+        raise InvalidArchError(f"{what} too long: at most {max_chars:,} characters{limit}, got {len(text):,}")
+    if _json_depth(text, max_depth) > max_depth:
+        limit = " (MAX_JSON_DEPTH)" if max_depth == MAX_JSON_DEPTH else ""
+        raise InvalidArchError(f"{what} nested too deeply: at most {max_depth} levels of arrays and objects{limit}, "
+                               "got more")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InvalidArchError(f"malformed JSON: {e}") from None
+
+
 def _check_stem(stem: Any) -> tuple[int, int, int, int]:
     if (
         not isinstance(stem, (tuple, list))
@@ -471,20 +492,7 @@ class ArchSpec:
         Raises:
           InvalidArchError: for malformed JSON, a limit broken or an invalid spec.
         """
-        if len(text) > MAX_SPEC_BYTES:
-            raise InvalidArchError(
-                f"spec JSON too long: at most {MAX_SPEC_BYTES:,} characters (MAX_SPEC_BYTES), got {len(text):,}"
-            )
-        if _json_depth(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
-            raise InvalidArchError(
-                f"spec JSON nested too deeply: at most {MAX_JSON_DEPTH} levels of arrays and objects "
-                f"(MAX_JSON_DEPTH), got more"
-            )
-        try:
-            d = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InvalidArchError(f"malformed JSON: {e}") from None
-        return cls.from_dict(d)
+        return cls.from_dict(parse_bounded_json(text))
 
     def to_model_garden(self) -> list[tuple[int, str, tuple[int, int], bool]]:
         """The ``(level, block_fn, (input0, input1), is_output)`` tuples Model Garden's `build_block_specs` takes.

@@ -21,6 +21,9 @@ from nas.commands.jobs import (
 from nas.ui import UserError, error_text, print_table
 
 # Flags of `calibrate` that set keys of the preset's config (how the study's trainings run).
+#: Candidates a study takes from --archs-from (a study trains each of them twice).
+MAX_CANDIDATES = 1000
+
 _FLAG_KEYS = {"workers": "search.workers", "cpus_per_trial": "search.cpus_per_trial",
               "gpus_per_trial": "search.gpus_per_trial", "trial_timeout": "search.trial_timeout_s",
               "runner": "runner.type"}
@@ -41,11 +44,21 @@ def _candidates(args: argparse.Namespace, reader_db: str | None) -> tuple[list[A
     if args.archs_from and args.from_search:
         raise UserError("give either --archs-from FILE or --from-search NAME, not both")
     if args.archs_from:
+        from search_space.spec import MAX_JSON_DEPTH, MAX_SPEC_BYTES, parse_bounded_json
+
+        limit = MAX_CANDIDATES * MAX_SPEC_BYTES // 64  # a spec's JSON is about 1 KB; each may use 16 KB
         try:
+            if os.path.getsize(args.archs_from) > limit:
+                raise UserError(f"--archs-from {args.archs_from}: larger than {limit:,} bytes; a list of at most "
+                                f"{MAX_CANDIDATES} specs is expected")
             with open(args.archs_from, encoding="utf-8") as fh:
-                doc = json.load(fh)
-        except (OSError, json.JSONDecodeError) as e:
+                doc = parse_bounded_json(fh.read(limit + 1), max_chars=limit, max_depth=MAX_JSON_DEPTH + 1,
+                                         what="the JSON")
+        except (OSError, UnicodeDecodeError, InvalidArchError) as e:
             raise UserError(f"--archs-from {args.archs_from}: {str(e).splitlines()[0]}") from None
+        if isinstance(doc, list) and len(doc) > MAX_CANDIDATES:
+            raise UserError(f"--archs-from {args.archs_from}: {len(doc):,} specs; a study takes at most "
+                            f"{MAX_CANDIDATES}")
         if not isinstance(doc, list):
             raise UserError(f"--archs-from {args.archs_from}: expected a JSON list of specs, got {type(doc).__name__}")
         out = []

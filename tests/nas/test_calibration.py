@@ -245,8 +245,12 @@ def test_a_study_killed_with_kill_9_resumes_without_repeating_a_finished_trainin
     (["--resume", "ghost"], "no database at"),  # nothing to resume: no database is created for it
     (["--resume", "x", "--archs", "3"], "--archs does not apply to --resume"),
     (["--archs-from", "/nonexistent.json"], "--archs-from /nonexistent.json"),
+    (["--archs-from", "deep.json"], "the JSON nested too deeply"),
+    (["--archs-from", "many.json"], "1,001 specs; a study takes at most 1000"),
 ])
 def test_bad_input_is_one_line_before_anything_is_stored(tmp_path, argv, message):
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)  # json.load: RecursionError
+    (tmp_path / "many.json").write_text("[" + ",".join(["{}"] * 1001) + "]")
     db = tmp_path / "r.db"
     preset = [] if "--preset" in argv or "--resume" in argv else ["--preset", _preset(tmp_path)]
     proc = spinenas("calibrate", *preset, *argv, "--db", str(db), cwd=tmp_path)
