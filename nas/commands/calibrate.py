@@ -15,6 +15,7 @@ from nas.commands.jobs import (
     check_new_name,
     ensure_data,
     open_store,
+    run_dir_of,
     say,
     trial_job,
 )
@@ -129,6 +130,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         if study.proxy.evaluator.type == "retinanet":  # a dataset that is not there fails before the database is made
             ensure_data(study.proxy)
             ensure_data(study.reference)
+    run_dir_of(args, name if not args.resume else args.resume)  # before the database
     store, url = open_store(args.db, create=not args.resume)
     try:
         if args.resume:
@@ -191,7 +193,7 @@ def _run(study: Any, name: str, store: Any, url: str, args: argparse.Namespace) 
     from nas.calibration import CalibrationStudy
 
     cfg = study.proxy
-    run_dir = os.path.abspath(args.run_dir or os.path.join("runs", name))
+    run_dir = run_dir_of(args, name)
 
     def make(view: Any) -> CalibrationStudy:
         return CalibrationStudy(study, name=name, store=store, run_dir=run_dir, resume=bool(args.resume), view=view)

@@ -97,7 +97,8 @@ def check_output_path(path: str, flag: str, *, directory: bool, parents: bool = 
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".spinenas-probe-", dir=probe))
     except OSError as e:
-        raise _cannot_write(flag, path, e.strerror if probe == target else f"{probe}: {e.strerror}") from None
+        why = e.strerror if probe == target else f"cannot make anything in {probe} ({e.strerror})"
+        raise _cannot_write(flag, path, why) from None
 
 
 @contextmanager

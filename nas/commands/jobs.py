@@ -288,6 +288,17 @@ def check_new_name(name: str) -> None:
                         f"'_' or '-'; it names a folder under runs/), got {name!r}")
 
 
+def run_dir_of(args: argparse.Namespace, name: str) -> str:
+    """The job's run folder (--run-dir, else runs/NAME), checked to be one it can make or write in before anything
+    is created."""
+    from nas.commands.common import check_output_path
+
+    run_dir = os.path.abspath(getattr(args, "run_dir", None) or os.path.join("runs", name))
+    check_output_path(run_dir, "--run-dir" if getattr(args, "run_dir", None) else "the run folder", directory=True,
+                      parents=True)
+    return run_dir
+
+
 def check_address(address: str) -> None:
     """A cluster address that no one answers at is a one-line error at once (Ray itself would retry for minutes).
 

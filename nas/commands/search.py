@@ -16,6 +16,7 @@ from nas.commands.jobs import (
     check_new_name,
     ensure_data,
     open_store,
+    run_dir_of,
     say,
     trial_job,
 )
@@ -82,6 +83,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         check_machine(cfg, args)
         if cfg.evaluator.type == "retinanet":
             ensure_data(cfg)  # a dataset that is not there fails before the database is made
+    run_dir_of(args, name if not args.resume else args.resume)  # before the database
     store, url = open_store(args.db, create=not args.resume)
     try:
         if args.resume:
@@ -161,7 +163,7 @@ def _calibration_note(store: Any, fingerprint: str, preset: str) -> str:
 def _run(cfg: Any, name: str, store: Any, url: str, args: argparse.Namespace, faults: Any) -> int:
     from nas.loop import SearchDriver
 
-    run_dir = os.path.abspath(args.run_dir or os.path.join("runs", name))
+    run_dir = run_dir_of(args, name)
     s = cfg.search
 
     def make(view: Any) -> SearchDriver:

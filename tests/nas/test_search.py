@@ -162,6 +162,8 @@ def test_resume_after_kill_9_of_the_driver(ray_cluster, tmp_path):
         (["--resume", "existing", "--db", "typo/x.db"], "no database at"),
         (["--address", "127.0.0.1:1"], "cannot reach the Ray cluster at 127.0.0.1:1"),
         (["--address", "nonsense"], "--address must be 'auto' or HOST:PORT"),
+        (["--run-dir", "/proc/x"], "cannot write --run-dir /proc/x: cannot make anything in /proc"),
+        (["--run-dir", "r.db/x"], "r.db: Not a directory"),  # under a file
     ],
 )
 @pytest.mark.slow
