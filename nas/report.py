@@ -488,7 +488,7 @@ def write_report(data: ReportData, out_dir: str | os.PathLike[str]) -> str:
     page = render_html(data)
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(os.fspath(out_dir), "index.html")
-    tmp = path + ".tmp"
+    tmp = f"{path}.{os.getpid()}.tmp"  # two reports into one folder at once each write their own
     try:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(page)

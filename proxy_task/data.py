@@ -294,7 +294,8 @@ def make_synth(
 # becomes a record that fails only when a trial reads it. What the cheap check accepts, from each file's first and
 # last bytes: JPEG (SOI FF D8 FF first, EOI FF D9 last) or PNG (the 8-byte signature first, the IEND chunk last).
 # NUL bytes after the end marker are tolerated (some writers pad files; decoders stop at the marker), up to
-# IMAGE_TAIL_BYTES; any other trailing data is refused.
+# IMAGE_TAIL_BYTES. A file whose last bytes are not its end marker (a cut-off file, or a camera's trailer after a
+# whole image) is decoded in full to tell which: it passes when it decodes.
 JPEG_SOI = b"\xff\xd8\xff"
 JPEG_EOI = b"\xff\xd9"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -331,17 +332,26 @@ def image_problem(path: str, *, decode: bool = False) -> str | None:
     else:
         return f"not a JPEG or PNG (starts with {head.hex(' ').upper()}); {EXPECTED_IMAGE}"
     if not tail.endswith(end):
-        return f"truncated {kind} ({size} bytes): no {end_name} at the end"
+        broken = _decode_problem(path)
+        return None if broken is None else f"truncated {kind} ({size} bytes): no {end_name} at the end ({broken})"
     if decode:
-        from PIL import Image
+        broken = _decode_problem(path)
+        if broken is not None:
+            return f"{kind} does not decode: {broken}"
+    return None
 
-        try:
-            with Image.open(path) as im:
-                im.verify()  # PNG: every chunk's CRC
-            with Image.open(path) as im:
-                im.load()
-        except Exception as e:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ValueError, ... for bad data
-            return f"{kind} does not decode: {str(e) or type(e).__name__}"
+
+def _decode_problem(path: str) -> str | None:
+    """Why Pillow cannot decode an image in full, or None when it can."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.verify()  # PNG: every chunk's CRC
+        with Image.open(path) as im:
+            im.load()
+    except Exception as e:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ValueError, ... for bad data
+        return str(e) or type(e).__name__
     return None
 
 

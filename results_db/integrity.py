@@ -14,30 +14,21 @@ import urllib.parse
 from results_db.errors import DatabaseNotFoundError, DatabaseOpenError
 
 
-def _connect_ro(path: str) -> sqlite3.Connection:
-    """A read-only connection for a check, which leaves no file behind.
-
-    A read-only connection to a WAL database makes its -wal and -shm files and cannot remove them. With no -wal file
-    no connection has the database open in WAL mode and the main file holds everything, so the check reads it as
-    immutable, without either; with one, they exist already.
-    """
-    path = os.path.abspath(path)
-    uri = "file:" + urllib.parse.quote(path) + "?mode=ro"
-    if not os.path.exists(path + "-wal"):
-        uri += "&immutable=1"
+def _connect_ro(path: str, *, immutable: bool) -> sqlite3.Connection:
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro" + ("&immutable=1" if immutable else "")
     return sqlite3.connect(uri, uri=True, timeout=30)
 
 
-def integrity(path: str, *, quick: bool = True) -> list[str]:
-    """SQLite's `quick_check` (or the full `integrity_check`) of a file: ['ok'] for a sound one.
+def _stamp(path: str) -> tuple[int, int, int, bool]:
+    st = os.stat(path)
+    return st.st_ino, st.st_size, st.st_mtime_ns, os.path.exists(path + "-wal")
 
-    Raises:
-      DatabaseOpenError: the file is not a SQLite database at all.
-    """
+
+def _check(path: str, pragma: str, *, immutable: bool) -> list[str]:
     try:
-        con = _connect_ro(path)
+        con = _connect_ro(path, immutable=immutable)
         try:
-            rows = con.execute(f"PRAGMA {'quick_check' if quick else 'integrity_check'}").fetchall()
+            rows = con.execute(f"PRAGMA {pragma}").fetchall()
         finally:
             con.close()
     except sqlite3.DatabaseError as e:
@@ -46,6 +37,27 @@ def integrity(path: str, *, quick: bool = True) -> list[str]:
                                     "was written to it: give the right --db, or restore a copy") from None
         return [str(e)]  # the check itself ran into the damage ("database disk image is malformed")
     return [str(r[0]) for r in rows]
+
+
+def integrity(path: str, *, quick: bool = True) -> list[str]:
+    """SQLite's `quick_check` (or the full `integrity_check`) of a file: ['ok'] for a sound one.
+
+    It leaves no file behind when it can: a read-only connection to a WAL database makes its -wal and -shm files and
+    cannot remove them, so a database no connection has open (no -wal) is read as immutable, without either. Such a
+    read takes no lock, so it counts only when the file did not change under it and no -wal appeared (a writer that
+    came meanwhile wrote to its -wal, not to the file read); otherwise the check runs again on an ordinary read-only
+    connection (which may leave those two files).
+
+    Raises:
+      DatabaseOpenError: the file is not a SQLite database at all.
+    """
+    pragma = "quick_check" if quick else "integrity_check"
+    before = _stamp(path)
+    if not before[3]:
+        result = _check(path, pragma, immutable=True)
+        if _stamp(path) == before:
+            return result
+    return _check(path, pragma, immutable=False)
 
 
 def check_before_writing(path: str, *, create: bool) -> None:

@@ -174,8 +174,8 @@ def start_ray_if_needed(cfg: Any, args: argparse.Namespace) -> bool:
         if address and address != "auto" and not os.environ.get("RAY_AUTH_MODE"):
             # Ray sends its token to an address given explicitly only when told to (`ray start` turns token
             # authentication on by default), and the refusal shows only in its C++ log.
-            hint = (" (a cluster with token authentication, as `ray start` makes by default, needs RAY_AUTH_MODE=token "
-                    "and its token in RAY_AUTH_TOKEN or ~/.ray/auth_token)")
+            hint = (" (if that cluster uses token authentication, as `ray start` sets up by default: set "
+                    "RAY_AUTH_MODE=token, with its token in RAY_AUTH_TOKEN or ~/.ray/auth_token)")
         raise UserError(f"cannot reach {where}: {text}{hint}") from None
     if other:
         say(f"  another Ray cluster is registered on this machine ({other}); this job started a Ray instance of its "
@@ -220,7 +220,7 @@ def trial_job(cfg: Any, args: argparse.Namespace, run_dir: str, make_job: Any) -
     made = not os.path.exists(run_dir)
     view = make_view(args)
     keeper: Any = None
-    leased = False
+    leased = prepared = False
     started_ray = False
     os.makedirs(run_dir, exist_ok=True)
     try:
@@ -238,12 +238,16 @@ def trial_job(cfg: Any, args: argparse.Namespace, run_dir: str, make_job: Any) -
                     job.prepare()
                 else:
                     job.prepare()
+                    prepared = True
                     note = keeper.take()
                     leased = True
                     job.last_turn = time.monotonic()
                     keeper.start()
             except (UserError, LeaseHeldError, DuplicateSearchError, KeyboardInterrupt) as e:
-                if made and not leased:  # nothing of this job was written: leave no folder behind
+                # Nothing of this job was written: leave no folder behind, unless another driver of the same
+                # search (which holds its lease or won its name) may be writing into it.
+                theirs = isinstance(e, (LeaseHeldError, DuplicateSearchError))
+                if made and not leased and not prepared and not theirs:
                     shutil.rmtree(run_dir, ignore_errors=True)
                 if isinstance(e, KeyboardInterrupt):
                     raise

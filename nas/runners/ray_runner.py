@@ -251,9 +251,12 @@ def init_ray(address: str | None, *, num_cpus: float | None = None, log_to_drive
 
 def stop_started(me: Any, before: set[int]) -> None:
     """Stops the Ray processes a local start that was cut short left behind: the processes started under `me`
-    since `before` (its children's PIDs then). `ray.shutdown()` knows only a node that finished starting, and the
-    agents a raylet starts outlive it. Ctrl-C and SIGTERM during it are held (the start's own exception is
-    on its way up)."""
+    since `before` (its children's PIDs then), by PID, then Ray's state here. `ray.shutdown()` alone knows only a
+    node that finished starting, and the agents a raylet starts outlive it. Ctrl-C and SIGTERM during it are held
+    (the start's own exception is on its way up).
+
+    Note: the children are found before the raylet goes; agents already orphaned by a Ctrl-C sent to the whole
+    process group are not under `me` any more (they notice their raylet is gone and end in time)."""
     import signal
 
     import psutil
@@ -266,19 +269,22 @@ def stop_started(me: Any, before: set[int]) -> None:
     except ValueError:  # not the main thread: signals stay as they are
         saved = {}
     try:
-        started = [p for p in me.children(recursive=True) if p.pid not in before]  # before the raylet goes
+        seen: set[int] = set()
+        for _ in range(2):  # again for what the raylet started while the first round stopped it
+            started = [p for p in me.children(recursive=True) if p.pid not in before and p.pid not in seen]
+            seen.update(p.pid for p in started)
+            for p in started:
+                with contextlib.suppress(psutil.Error):
+                    p.terminate()
+            _, alive = psutil.wait_procs(started, timeout=5)
+            for p in alive:
+                with contextlib.suppress(psutil.Error):
+                    p.kill()
+            psutil.wait_procs(alive, timeout=5)
         try:
-            ray.shutdown()
-        except Exception:  # noqa: BLE001 - a half-started node: its processes are stopped below
+            ray.shutdown()  # Ray's own state in this process; its processes are gone, so nothing to wait for
+        except Exception:  # noqa: BLE001 - a half-started node
             logger.debug("ray.shutdown() after a cut-short start", exc_info=True)
-        for p in started:
-            with contextlib.suppress(psutil.Error):
-                p.terminate()
-        _, alive = psutil.wait_procs(started, timeout=5)
-        for p in alive:
-            with contextlib.suppress(psutil.Error):
-                p.kill()
-        psutil.wait_procs(alive, timeout=5)
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)

@@ -517,7 +517,7 @@ def test_a_live_foreign_cluster_is_left_alone_unless_addressed(tmp_path):
         refused = spinenas("search", "--evaluator", "surrogate", "--controller", "random", "--trials", "2",
                            "--cpus-per-trial", "1", "--db", db, "--name", "joined", "--address", address, "--top", "0",
                            cwd=tmp_path, env={k: v for k, v in env.items() if k != "RAY_AUTH_MODE"})
-        assert refused.returncode == 2 and "needs RAY_AUTH_MODE=token" in refused.stderr, refused.stderr[-2000:]
+        assert refused.returncode == 2 and "set RAY_AUTH_MODE=token" in refused.stderr, refused.stderr[-2000:]
         assert len(refused.stderr.strip().splitlines()) == 1
         env["RAY_AUTH_MODE"] = "token"
         joined = spinenas("search", "--evaluator", "surrogate", "--controller", "random", "--trials", "2",

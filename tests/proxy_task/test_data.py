@@ -187,9 +187,9 @@ def test_good_images_pass_both_checks(tmp_path):
     png.write_bytes(_png_bytes())
     for path in (jpeg, padded, png):
         assert image_problem(str(path)) is None and image_problem(str(path), decode=True) is None, path
-    trailing = tmp_path / "trailing.jpg"
+    trailing = tmp_path / "trailing.jpg"  # a camera's trailer after a whole image: decoders read it
     trailing.write_bytes(jpeg.read_bytes() + b"appended data")
-    assert "no end marker FF D9 at the end" in image_problem(str(trailing))
+    assert image_problem(str(trailing)) is None
 
 
 def test_all_bad_images_of_a_split_is_an_error_even_when_skipping(tmp_path):
