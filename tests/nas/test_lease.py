@@ -190,7 +190,7 @@ def test_a_second_driver_for_a_running_search_is_refused_in_one_line(tmp_path):
         os.kill(first.pid, signal.SIGKILL)
         first.wait()
         listed = spinenas("searches", "--db", str(db), cwd=tmp_path)
-        assert "running" in listed.stdout  # its heartbeat is still fresh
+        assert "interrupted (driver last seen" in listed.stdout  # its heartbeat is fresh, its process gone
         resumed = spinenas("search", "--resume", "x", "--db", str(db), "--runner", "local", "--top", "0",
                            cwd=tmp_path)
         assert resumed.returncode == 0, resumed.stderr[-2000:]
