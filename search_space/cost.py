@@ -22,8 +22,11 @@ profiler counts only ops with a registered ``flops`` statistic, so this counts, 
   3x3 (9 per output element: the stem's pool and the resampling pools);
 - nearest-neighbour upsampling (``Reshape``/``Tile``): 2, the two integer ``Mul`` ops of its shape arithmetic.
 
-Batch norm (``FusedBatchNormV3`` in inference), ``Identity``, ``Tile`` and the stochastic-depth layer (the identity
-at inference) count nothing. There is no squeeze-and-excitation in SpineNet's blocks.
+A batch norm counts nothing when it is fused (``FusedBatchNormV3`` in inference: ``use_sync_bn=False``, the
+proxy's setting); a synchronized one (``use_sync_bn=True``, Model Garden's ``retinanet_spinenet_coco`` default, so
+every ``spinenas export``) is computed as ``x * inv + (beta - mean * inv)``, a ``Mul`` and an ``AddV2`` per element
+plus 6 ops per channel (see `_bn`). ``Identity``, ``Tile`` and the stochastic-depth layer (the identity at inference)
+count nothing. There is no squeeze-and-excitation in SpineNet's blocks.
 
 Example::
 
@@ -144,25 +147,39 @@ class Cost:
 class _Tally:
     """Running totals while walking the layers: weights and profiler operations by op type."""
 
-    __slots__ = ("params", "conv", "bias", "mul", "add", "addn", "pool")
+    __slots__ = ("sync_bn", "params", "conv", "bias", "mul", "add", "addn", "pool", "rsqrt", "sub")
 
-    def __init__(self) -> None:
+    def __init__(self, sync_bn: bool) -> None:
+        self.sync_bn = sync_bn
         self.params = 0
-        self.conv = self.bias = self.mul = self.add = self.addn = self.pool = 0
+        self.conv = self.bias = self.mul = self.add = self.addn = self.pool = self.rsqrt = self.sub = 0
 
     @property
     def ops(self) -> int:
-        return self.conv + self.bias + self.mul + self.add + self.addn + self.pool
+        return self.conv + self.bias + self.mul + self.add + self.addn + self.pool + self.rsqrt + self.sub
 
     def by_type(self) -> dict[str, int]:
         return {"Conv2D": self.conv, "BiasAdd": self.bias, "Mul": self.mul, "AddV2": self.add, "AddN": self.addn,
-                "MaxPool": self.pool}
+                "MaxPool": self.pool, "Rsqrt": self.rsqrt, "Sub": self.sub}
+
+
+def _bn(t: _Tally, c: int, hw: int) -> None:
+    """A batch norm of C channels over hw positions: 4*C weights; ops only when synchronized (not fused)."""
+    t.params += 4 * c
+    if t.sync_bn:
+        # `x * inv + (beta - mean * inv)` with `inv = rsqrt(var + eps) * gamma`: per element a Mul and an AddV2;
+        # per channel an AddV2, a Mul each for `inv` and `mean * inv`, a Sub, and a Rsqrt (counted twice).
+        t.mul += c * hw + 2 * c
+        t.add += c * hw + c
+        t.rsqrt += 2 * c
+        t.sub += c
 
 
 def _conv_bn(t: _Tally, k: int, c_in: int, c_out: int, out_hw: int) -> None:
     """A bias-free k x k conv and its batch norm: k*k*C_in*C_out + 4*C_out weights."""
-    t.params += k * k * c_in * c_out + 4 * c_out
+    t.params += k * k * c_in * c_out
     t.conv += 2 * k * k * c_in * c_out * out_hw
+    _bn(t, c_out, out_hw)
 
 
 def _block(t: _Tally, block_fn: str, c_in: int, filters: int, stride: int, in_hw: int, out_hw: int, act: int) -> int:
@@ -304,7 +321,6 @@ def _head(
             t.params += 9 * c * f + f
             c = f
         t.params += 9 * c * outputs + outputs  # the predictor
-        t.params += 4 * f * n * (max_level - min_level + 1)  # a batch norm per level and conv
         for level in range(min_level, max_level + 1):
             width = math.ceil(size / 2**level)
             hw = width * width
@@ -312,6 +328,7 @@ def _head(
             for _ in range(n):
                 t.conv += 2 * 9 * c * f * hw
                 t.bias += f * hw
+                _bn(t, f, hw)  # a batch norm per level and conv
                 t.mul += act * f * hw
                 c = f
             t.conv += 2 * 9 * c * outputs * hw
@@ -326,6 +343,7 @@ def count_cost(
     scaling: Scaling | None = None,
     num_anchors: int = NUM_ANCHORS,
     activation: str = "swish",
+    use_sync_bn: bool = False,
 ) -> Cost:
     """Parameters and profiler operations of the RetinaNet that `arch` builds, backbone and head apart.
 
@@ -336,6 +354,9 @@ def count_cost(
       scaling: the detector's widths and depths; None: SpineNet-49's (`SCALINGS['49']`).
       num_anchors: anchors per location (Model Garden: ``num_scales * len(aspect_ratios)``, 9 by default).
       activation: 'swish' (Model Garden's SpineNet configs and the proxy's default) or 'relu'.
+      use_sync_bn: Model Garden's ``norm_activation.use_sync_bn``. A synchronized batch norm is not fused, so the
+        profiler counts its element-wise ops (about 2 per element); the proxy turns it off, Model Garden's
+        ``retinanet_spinenet_coco`` (and so ``spinenas export``) leaves it on.
 
     Returns:
       The `Cost`; ``cost.params`` and ``cost.flops`` are the whole detector's.
@@ -352,9 +373,9 @@ def count_cost(
     s = scaling if scaling is not None else SCALINGS["49"]
     act = _ACTIVATION_OPS[activation]
     lo, hi = OUTPUT_LEVELS[0], OUTPUT_LEVELS[-1]
-    backbone = _Tally()
+    backbone = _Tally(use_sync_bn)
     _backbone(backbone, arch, image_size, s, act, lo, hi)
-    head = _Tally()
+    head = _Tally(use_sync_bn)
     _head(head, image_size, s, num_classes, num_anchors, act, lo, hi)
     by_type = backbone.by_type()
     for k, v in head.by_type().items():
