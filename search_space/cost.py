@@ -30,8 +30,8 @@ count nothing. There is no squeeze-and-excitation in SpineNet's blocks.
 
 Example::
 
-  cost = count_cost(SPINENET_49, image_size=640, num_classes=91, scaling=SCALINGS["49"])
-  cost.params, cost.flops        # whole detector: parameters, multiply-adds per image
+  cost = count_cost(SPINENET_49, image_size=640, num_classes=91, scaling=SCALINGS["49"], use_sync_bn=True)
+  cost.params, cost.flops        # 28,652,567 and 85,566,955,418: what `spinenas export --scale 49` measures
   cost.backbone_params, cost.head_flops
 """
 
