@@ -20,7 +20,7 @@ def _loaded_after(code: str) -> set[str]:
     "code, forbidden",
     [
         ("import search_space", HEAVY),
-        ("import search_space.space, search_space.spec, search_space.seeds", HEAVY),
+        ("import search_space.space, search_space.spec, search_space.seeds, search_space.cost", HEAVY),
         # The CLI parser (every command module) and the TF-free parts of proxy_task and nas.
         ("from nas import cli\ncli.build_parser()\nimport nas.config, nas.presets, nas.config_io", HEAVY),
         ("import proxy_task.config, proxy_task.result, proxy_task.synth, proxy_task.data", HEAVY),
