@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
+from search_space.cost import Cost, Scaling, count_cost
+from search_space.spec import ArchSpec
+
 DATA_KINDS = ("synth", "coco", "dir")
 # The synthetic generator's version: bump when the drawing changes (cached datasets of another version are not
 # reused, and results on them get another fingerprint).
@@ -163,6 +166,21 @@ class ProxyConfig:
         if self.divergence_factor <= 1:
             raise ValueError(f"divergence_factor must be > 1, got {self.divergence_factor}")
         check_eval_steps(self.eval_at_steps, self.train_steps, "eval_at_steps")
+
+    def scaling(self) -> Scaling:
+        """The detector's widths and depths as `search_space.cost` takes them."""
+        return Scaling(filter_size_scale=self.filter_size_scale, resample_alpha=self.resample_alpha,
+                       block_repeats=self.block_repeats, endpoints_num_filters=self.endpoints_num_filters,
+                       head_num_convs=self.head_num_convs, head_num_filters=self.head_num_filters)
+
+    def cost(self, arch: ArchSpec, num_classes: int) -> Cost:
+        """Parameters and FLOPs of this proxy's detector of `arch` for `num_classes` classes, from the spec alone.
+
+        What a trial stores as its ``params`` and ``flops`` (the proxy builds its batch norms fused:
+        ``use_sync_bn=False``); `search_space.cost` says what is counted.
+        """
+        return count_cost(arch, image_size=self.image_size, num_classes=num_classes, scaling=self.scaling(),
+                          activation=self.activation, use_sync_bn=False)
 
 
 def check_eval_steps(steps: tuple[int, ...], train_steps: int, what: str) -> None:

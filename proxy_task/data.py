@@ -125,6 +125,26 @@ def load_dataset(root: str) -> DatasetInfo:
     return info
 
 
+#: Model Garden's ``num_classes`` of COCO (category ids 1..90, id + 1 classes): what a dataset folder not made yet
+#: is counted with.
+COCO_NUM_CLASSES = 91
+
+
+def num_classes_of(cfg: DataConfig) -> int:
+    """The class count a data config gives the detector, without making or reading TFRecords.
+
+    The synthetic dataset's is fixed by its generator; a converted dataset's is in its manifest. A folder without
+    one (not converted yet) counts as COCO's 91: only the surrogate, which trains nothing, asks before the data
+    exists (a RetinaNet search checks its dataset first).
+    """
+    if cfg.kind == "synth":
+        return max(c["id"] for c in CATEGORIES) + 1
+    try:
+        return load_dataset(cfg.path).num_classes
+    except DataError:
+        return COCO_NUM_CLASSES
+
+
 def ensure_dataset(cfg: DataConfig, progress: Callable[[str], None] | None = None) -> DatasetInfo:
     """The dataset a data config names; the synthetic one is made (once, under a lock) when missing.
 

@@ -178,7 +178,9 @@ def _create_optimizer_slots(optimizer: Any, variables: Any) -> None:
 def count_flops(model: Any, image_size: int) -> int:
     """Multiply-adds per image of the detector's backbone, decoder and head, with Model Garden's FLOPs counter.
 
-    TF's profiler counts a multiply and an add as two operations; this returns half its count.
+    TF's profiler counts a multiply and an add as two operations; this returns half its count. Trials no longer
+    call it (7.6 s per trial): `ProxyConfig.cost` gives the same count from the spec; this is its reference
+    (`proxy_task.measure`, `scripts/bench/cost.py`).
     """
     import tensorflow as tf
     import tf_keras
@@ -442,13 +444,20 @@ def run_trial(
         params = int(parts.model.count_params())
         metrics["build_s"] = time.time() - t0
         logger.info("[%s] built: %d params, %.1f s", trial_label, params, metrics["build_s"])
+        # FLOPs from the spec (search_space.cost: Model Garden's profiler count, without its 7 s per trial). The
+        # built model's own parameter count checks the analytic one; a difference means Model Garden builds
+        # something the counter does not know, so its FLOPs are not trusted either.
+        cost = cfg.cost(arch, dataset.num_classes)
+        if cost.params == params:
+            flops = cost.flops
+        else:
+            logger.warning("[%s] the analytic count has %d params, the built model %d: FLOPs not recorded "
+                           "(search_space.cost is out of step with this Model Garden)", trial_label, cost.params,
+                           params)
 
         evaluate = _CocoEvaluation(parts)
         stopped_at, last = _train(parts, cfg, metrics, evaluate=evaluate, report=report, label=trial_label)
 
-        t0 = time.time()
-        flops = count_flops(parts.model, cfg.image_size)
-        metrics["flops_s"] = time.time() - t0
         if flops and metrics["images_per_s"]:
             # Training costs about 3 forward passes (forward, and twice that backward); 2 FLOPs per multiply-add.
             metrics["gflops_per_s"] = 6.0 * flops * metrics["images_per_s"] / 1e9

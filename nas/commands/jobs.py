@@ -128,12 +128,13 @@ def route_to_log(package: str) -> None:
     lg.propagate = True
 
 
-def ensure_data(cfg: Any) -> None:
-    """The proxy's dataset, made when it is the synthetic one and missing (progress on stderr), or a UserError."""
+def ensure_data(cfg: Any) -> Any:
+    """The proxy's dataset (`DatasetInfo`), made when it is the synthetic one and missing (progress on stderr), or a
+    UserError."""
     from proxy_task.data import DataError, ensure_dataset
 
     try:
-        ensure_dataset(cfg.proxy.data, progress=lambda m: print(m, file=sys.stderr, flush=True))
+        return ensure_dataset(cfg.proxy.data, progress=lambda m: print(m, file=sys.stderr, flush=True))
     except DataError as e:
         raise UserError(str(e)) from None
 
