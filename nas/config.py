@@ -45,8 +45,13 @@ class SearchConfig:
       target_flops: the FLOPs target of 'ap-flops' (multiply-adds per image at the proxy resolution).
       flops_exponent: w of 'ap-flops' (MnasNet's -0.07 soft constraint is written here as 0.07).
       reward_for_failure: the reward a failed trial feeds the controller (None: the controller skips it).
-      reuse_workers: let TF-free (surrogate) trials reuse Ray worker processes (retinanet trials always get a
-        fresh process, because TensorFlow keeps graphs and memory for the life of a process).
+      reuse_workers: trials reuse Ray worker processes ("warm workers"): TensorFlow and Model Garden are imported
+        once per worker, not once per trial, and the worker clears Keras' session and the trial's graphs between
+        trials (the same seed gives the same losses and AP as in a fresh process). Trials that ask for GPUs always
+        get a fresh process (GPU memory is not known to be released between trials).
+      trials_per_worker: with reuse_workers, a worker runs at most this many TensorFlow trials, then Ray starts a
+        fresh one (0: no bound; TF-free trials are not bounded). Chosen by scripts/bench/warm.py: peak RSS over
+        10 trials in one worker.
       seed: seeds the controller and, with the trial index, each trial's proxy training.
       checkpoint_interval_s: the controller's state is stored after an update unless the last stored one is younger
         than this (0: after every update), and always when the search ends (not on Ctrl-C). A resume loads the
@@ -67,7 +72,8 @@ class SearchConfig:
     target_flops: float = 0.0
     flops_exponent: float = 0.07
     reward_for_failure: float | None = 0.0
-    reuse_workers: bool = False
+    reuse_workers: bool = True
+    trials_per_worker: int = 10
     seed: int = 0
     checkpoint_interval_s: float = 1.0
 
@@ -86,6 +92,8 @@ class SearchConfig:
             raise ValueError(f"trial_timeout_s must be >= 0, got {self.trial_timeout_s}")
         if not self.checkpoint_interval_s >= 0:
             raise ValueError(f"checkpoint_interval_s must be >= 0, got {self.checkpoint_interval_s}")
+        if self.trials_per_worker < 0:
+            raise ValueError(f"trials_per_worker must be >= 0 (0: no bound), got {self.trials_per_worker}")
         if self.window == 1 or self.window < 0:
             raise ValueError(f"window must be 0 (no limit) or at least 2, got {self.window}")
 

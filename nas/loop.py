@@ -151,13 +151,9 @@ class SearchDriver(TrialLoop):
                                      fingerprint=self.fingerprint)
 
     def start_runner(self) -> None:
-        """The runner the config names (the ray runner needs Ray up: `nas.runners.ray_runner.init_ray`); TF-free
-        trials may share Ray workers."""
-        s = self.cfg.search
-        kwargs: dict[str, Any] = {}
-        if self.cfg.runner.type == "ray":
-            kwargs["reuse_workers"] = s.reuse_workers and not _uses_tensorflow(self.cfg)
-        self._start_runner(**kwargs)
+        """The runner the config names (the ray runner needs Ray up: `nas.runners.ray_runner.init_ray`), with warm
+        workers when the search reuses them."""
+        self._start_runner(trials_per_worker=worker_calls(self.cfg))
 
     def _restore(self) -> None:
         """Controller from its last checkpoint plus the trials finished after it; in-flight trials re-queued."""
@@ -387,6 +383,18 @@ class SearchDriver(TrialLoop):
             eta = per * math.ceil(left / max(1, self.cfg.search.workers))
             line += f" | {per:.0f} s/trial | ETA {duration(eta)}"
         return line
+
+
+def worker_calls(cfg: NasConfig) -> int:
+    """Trials a Ray worker process runs before it exits: 1 (a fresh process per trial), a bound, or 0 (no bound).
+
+    Warm workers (``search.reuse_workers``) on CPU; a GPU trial always gets a fresh process, and TensorFlow trials
+    at most ``search.trials_per_worker`` in one process.
+    """
+    s = cfg.search
+    if not s.reuse_workers or (s.gpus_per_trial > 0 and _uses_tensorflow(cfg)):
+        return 1
+    return s.trials_per_worker if _uses_tensorflow(cfg) else 0
 
 
 def _uses_tensorflow(cfg: NasConfig) -> bool:

@@ -18,6 +18,7 @@ life of a process, and the thread pools can only be sized before the first op.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import itertools
 import logging
 import math
@@ -49,6 +50,20 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+# Trials this process has started: a warm worker (`search.reuse_workers`) runs several, one after another.
+_trials_started = 0
+
+
+def _release_tensorflow() -> None:
+    """What a trial leaves behind, let go: Keras' global state (layer names, the legacy graph) and the trial's
+    graphs and variables, once nothing refers to them. A warm worker's next trial then starts as a fresh process
+    would (`configure_tensorflow` sets the seeds again), and its memory returns to the pool."""
+    import tf_keras
+
+    tf_keras.backend.clear_session()
+    gc.collect()
+
+
 def configure_tensorflow(cfg: ProxyConfig) -> None:
     """Thread pools, seeds and determinism: must run before TensorFlow executes its first op."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -56,11 +71,15 @@ def configure_tensorflow(cfg: ProxyConfig) -> None:
     import tf_keras
 
     if cfg.threads:
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(cfg.threads)
-            tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, cfg.threads)))
-        except RuntimeError:  # the runtime is already up (a second trial in one process, as in tests)
-            logger.warning("TensorFlow is already initialized: thread settings unchanged")
+        intra, inter = cfg.threads, max(1, min(2, cfg.threads))
+        threading = tf.config.threading
+        if (threading.get_intra_op_parallelism_threads(), threading.get_inter_op_parallelism_threads()) != (intra,
+                                                                                                          inter):
+            try:
+                threading.set_intra_op_parallelism_threads(intra)
+                threading.set_inter_op_parallelism_threads(inter)
+            except RuntimeError:  # the runtime is already up (a later trial of a warm worker asking other sizes)
+                logger.warning("TensorFlow is already initialized: thread settings unchanged")
     # Seeds the initializers and every unseeded random op (augmentation). `tf.config.experimental.
     # enable_op_determinism()` is not used: its tf.data rewrite breaks Model Garden's parser graph ("input
     # '^args_3' is not found", in make_deterministic_parallel_map_and_batch and, with map-and-batch fusion off, in
@@ -425,13 +444,20 @@ def run_trial(
     Returns:
       The trial's `ProxyResult`.
     """
+    global _trials_started
     t_start = time.time()
-    metrics: dict[str, float] = {}
+    _trials_started += 1
+    # 1 in a fresh process; n: the n-th trial of a warm worker (its import_s is then ~0).
+    metrics: dict[str, float] = {"worker_trial": float(_trials_started)}
     params: int | None = None
     flops: int | None = None
     stopped_at: int | None = None
+    parts: Any = None
+    evaluate: Any = None
     try:
         t0 = time.time()
+        if _trials_started > 1:
+            _release_tensorflow()
         configure_tensorflow(cfg)
         from official.core import task_factory  # noqa: F401 - timed here, not in build_s
 
@@ -478,6 +504,11 @@ def run_trial(
         error = f"{type(e).__name__}: {e}".splitlines()[0][:500]
         logger.error("[%s] failed:\n%s", trial_label, traceback.format_exc())
     metrics["peak_rss_mb"] = _peak_rss_mb()
+    del parts, evaluate
+    try:
+        _release_tensorflow()
+    except Exception:  # noqa: BLE001 - the trial's result stands; the next trial releases again
+        logger.warning("[%s] could not release TensorFlow's state:\n%s", trial_label, traceback.format_exc())
     wall = time.time() - t_start
     return ProxyResult(metrics=metrics, flops=flops, params=params, wall_s=wall, error=error,
                        stopped_at=stopped_at if error is None else None)

@@ -12,7 +12,8 @@ Semantics every runner keeps:
 - `poll(timeout)` waits up to `timeout` seconds for something to happen and returns the trials that finished,
   after calling ``on_report`` for every report that arrived;
 - `stop(trial_id)` asks a running trial to stop at its next report: the evaluator returns what it has (its
-  outcome has ``stopped_at``) and its worker stays usable;
+  outcome has ``stopped_at``) and its worker stays usable (warm, for the next trial, when workers are reused);
+- with ``trials_per_worker`` other than 1 a worker process runs several trials one after another;
 - `cancel(trial_id)` kills it (a timeout): no outcome is returned for it;
 - a worker process that dies is started again up to ``worker_retries`` times; after that the outcome carries the
   error.
@@ -109,14 +110,20 @@ class Runner(abc.ABC):
       spec: what every trial evaluates with.
       cpus: CPUs per trial; gpus: GPUs per trial.
       on_report: the driver's callback for reports.
+      trials_per_worker: trials one worker process runs before it exits: 1 (a fresh process per trial, the
+        default), n, or 0 (no bound); see `nas.loop.worker_calls`.
     """
 
-    def __init__(self, settings: Any, *, spec: TrialSpec, cpus: float, gpus: float, on_report: OnReport) -> None:
+    def __init__(self, settings: Any, *, spec: TrialSpec, cpus: float, gpus: float, on_report: OnReport,
+                 trials_per_worker: int = 1) -> None:
+        if isinstance(trials_per_worker, bool) or not isinstance(trials_per_worker, int) or trials_per_worker < 0:
+            raise ValueError(f"trials_per_worker must be an integer >= 0 (0: no bound), got {trials_per_worker!r}")
         self.settings = settings
         self.spec = spec
         self.cpus = cpus
         self.gpus = gpus
         self.on_report = on_report
+        self.trials_per_worker = trials_per_worker
 
     def resources(self) -> dict[str, float]:
         """What trials can be given: {'CPU': n, 'GPU': m} (checked against the per-trial request)."""

@@ -28,9 +28,13 @@ from nas.runners.base import Runner, TrialOutcome, TrialTask
 logger = logging.getLogger(__name__)
 
 
-def _child_main(spec: dict[str, Any], task: dict[str, Any], conn: Connection) -> None:
-    """A child process: runs the trial body, sends reports and the result, honours stop requests."""
-    log_path = spec.get("log_path") or ""
+def _child_main(log_path: str, conn: Connection) -> None:
+    """A child process: runs the trials it is sent, one at a time, until told to exit (or the pipe closes).
+
+    Messages down the pipe: ``("task", spec, task)``, ``("stop", trial_id)`` (read at the trial's next report; one
+    for a trial that has ended is dropped), ``("exit",)``. Up: ``("report", step, metrics)`` and
+    ``("result", payload)``.
+    """
     if log_path:
         fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         os.dup2(fd, 1)
@@ -39,27 +43,41 @@ def _child_main(spec: dict[str, Any], task: dict[str, Any], conn: Connection) ->
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from nas.trial import run_trial_body
 
-    stop = False
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:  # the driver is gone
+            return
+        if message[0] == "exit":
+            break
+        if message[0] != "task":  # a stop for a trial that has ended
+            continue
+        _, spec, task = message
+        tid = int(task["trial_id"])
+        stop = False
 
-    def report(step: int, metrics: Mapping[str, float]) -> bool:
-        nonlocal stop
-        conn.send(("report", int(step), dict(metrics)))
-        while conn.poll():
-            if conn.recv() == "stop":
-                stop = True
-        return stop
+        def report(step: int, metrics: Mapping[str, float], tid: int = tid) -> bool:
+            nonlocal stop
+            conn.send(("report", int(step), dict(metrics)))
+            while conn.poll():
+                if tuple(conn.recv()) == ("stop", tid):
+                    stop = True
+            return stop
 
-    payload = run_trial_body(spec, task, report)
-    conn.send(("result", payload))
+        payload = run_trial_body(spec, task, report)
+        conn.send(("result", payload))
     conn.close()
 
 
 class _Child:
+    """A child process and the trial it runs (None while it waits, warm, for the next)."""
+
     def __init__(self, task: TrialTask, process: Any, conn: Connection) -> None:
-        self.task = task
+        self.task: TrialTask | None = task
         self.process = process
         self.conn = conn
         self.attempts = 1
+        self.trials = 1  # trials sent to this process
         self.result: dict[str, Any] | None = None
 
 
@@ -76,7 +94,8 @@ class LocalRunner(Runner):
                 raise ValueError(f"the in-process runner cannot inject {', '.join(bad)} (it would end or block the "
                                  "driver); use a child-process runner")
         self._ctx = multiprocessing.get_context("spawn")
-        self._children: dict[int, _Child] = {}
+        self._children: dict[int, _Child] = {}  # trial id -> the child running it
+        self._idle: list[_Child] = []  # warm children waiting for a trial
         self._queue: collections.deque[TrialTask] = collections.deque()  # in-process: waiting to run
         self._stops: set[int] = set()
         self._spec = self.spec.to_dict()
@@ -98,7 +117,7 @@ class LocalRunner(Runner):
         child = self._children.get(trial_id)
         if child is not None:
             try:
-                child.conn.send("stop")
+                child.conn.send(("stop", trial_id))
             except (BrokenPipeError, OSError):
                 pass
 
@@ -112,6 +131,8 @@ class LocalRunner(Runner):
     def close(self) -> None:
         for trial_id in list(self._children):
             self.cancel(trial_id)
+        while self._idle:
+            _retire(self._idle.pop())
         self._queue.clear()
 
     # ------------------------------------------------------------------------------------------- in-process
@@ -133,16 +154,36 @@ class LocalRunner(Runner):
 
     # ------------------------------------------------------------------------------------------- children
     def _start(self, task: TrialTask, attempts: int = 1) -> None:
-        parent, child_end = self._ctx.Pipe()
-        process = self._ctx.Process(target=_child_main, args=(task.spec_dict(self._spec), task.to_dict(), child_end),
-                                    name=f"spinenas-trial-{task.index}", daemon=True)
-        process.start()
-        child_end.close()
-        child = _Child(task, process, parent)
+        spec = task.spec_dict(self._spec)
+        child = self._warm_child()
+        if child is None:
+            parent, child_end = self._ctx.Pipe()
+            process = self._ctx.Process(target=_child_main, args=(spec.get("log_path") or "", child_end),
+                                        name=f"spinenas-trial-{task.index}", daemon=True)
+            process.start()
+            child_end.close()
+            child = _Child(task, process, parent)
+        else:
+            child.task = task
+            child.trials += 1
+            child.result = None
         child.attempts = attempts
         self._children[task.trial_id] = child
+        try:
+            child.conn.send(("task", spec, task.to_dict()))
+        except (BrokenPipeError, OSError):
+            pass  # it died: `_poll_children` sees its sentinel and starts the trial again
         if task.trial_id in self._stops:
             self.stop(task.trial_id)
+
+    def _warm_child(self) -> _Child | None:
+        """An idle child that may run another trial, if any (those that died while idle are let go)."""
+        while self._idle:
+            child = self._idle.pop()
+            if child.process.is_alive():
+                return child
+            _retire(child)
+        return None
 
     def _poll_children(self, timeout: float) -> list[TrialOutcome]:
         if not self._children:
@@ -189,13 +230,30 @@ class LocalRunner(Runner):
             pass
 
     def _finish(self, child: _Child, outcome: TrialOutcome) -> TrialOutcome:
+        assert child.task is not None
         self._children.pop(child.task.trial_id, None)
-        child.conn.close()
-        child.process.join(timeout=10)
-        if child.process.is_alive():
-            _kill(child)
         self._stops.discard(child.task.trial_id)
+        bound = self.trials_per_worker
+        child.task = None
+        child.result = None
+        if child.process.is_alive() and (bound == 0 or child.trials < bound):
+            self._idle.append(child)
+        else:
+            _retire(child)
         return outcome
+
+
+def _retire(child: _Child) -> None:
+    """Asks a child to exit, and kills it if it has not within 10 s."""
+    try:
+        child.conn.send(("exit",))
+    except (BrokenPipeError, OSError):
+        pass
+    child.process.join(timeout=10)
+    if child.process.is_alive():
+        _kill(child)
+    else:
+        child.conn.close()
 
 
 def _kill(child: _Child) -> None:

@@ -1,7 +1,9 @@
 """The ``ray`` runner: trials as Ray tasks, with their reports through a channel actor.
 
-Every real trial runs in a fresh Ray worker process (``max_calls=1``): TensorFlow keeps graphs and memory for the
-life of a process. TF-free trials may reuse workers (``search.reuse_workers``). A worker that dies (OOM kill,
+A trial runs in a fresh Ray worker process (``max_calls=1``) unless the search reuses workers
+(``search.reuse_workers``: up to ``trials_per_worker`` trials per process, `nas.loop.worker_calls`; the trainer
+releases TensorFlow's state between them). A trial stopped through the channel returns normally and leaves its
+worker warm; a cancelled one (a timeout) kills it. A worker that dies (OOM kill,
 segfault, a lost node) is retried by Ray (``worker_retries``); the driver sees one result either way. Plain data
 crosses the boundary: the spec and task as dicts, the result as a dict.
 
@@ -82,16 +84,16 @@ def _ray_trial(spec: dict[str, Any], task: dict[str, Any], channel: Any) -> dict
     return payload
 
 
-_REMOTE: dict[tuple[bool, int], Any] = {}
+_REMOTE: dict[tuple[int, int], Any] = {}
 
 
-def remote_trial(fresh_process: bool, retries: int) -> Any:
-    """The Ray remote function of a trial (cached per process reuse and retry count)."""
-    key = (fresh_process, retries)
+def remote_trial(trials_per_worker: int, retries: int) -> Any:
+    """The Ray remote function of a trial (cached per trials per worker, 0 for no bound, and retry count)."""
+    key = (trials_per_worker, retries)
     if key not in _REMOTE:
         import ray
 
-        _REMOTE[key] = ray.remote(max_calls=1 if fresh_process else 0, max_retries=retries,
+        _REMOTE[key] = ray.remote(max_calls=trials_per_worker, max_retries=retries,
                                   retry_exceptions=False)(_ray_trial)
     return _REMOTE[key]
 
@@ -99,13 +101,12 @@ def remote_trial(fresh_process: bool, retries: int) -> Any:
 class RayRunner(Runner):
     """Runs trials as Ray tasks on the Ray this process is connected to (`init_ray`)."""
 
-    def __init__(self, settings: Any, *, reuse_workers: bool = False, **kwargs: Any) -> None:
+    def __init__(self, settings: Any, **kwargs: Any) -> None:
         super().__init__(settings, **kwargs)
         import ray
 
         if not ray.is_initialized():
             raise RuntimeError("the ray runner needs Ray: call nas.runners.ray_runner.init_ray first")
-        self._fresh = not reuse_workers
         self._spec = self.spec.to_dict()
         self._channel = ray.remote(num_cpus=0)(_Channel).options(max_concurrency=1000).remote()
         self._take_ref: Any = None
@@ -123,7 +124,7 @@ class RayRunner(Runner):
         options: dict[str, Any] = {"num_cpus": self.cpus}
         if self.gpus:
             options["num_gpus"] = self.gpus
-        fn = remote_trial(self._fresh, self.settings.worker_retries)
+        fn = remote_trial(self.trials_per_worker, self.settings.worker_retries)
         ref = fn.options(**options).remote(task.spec_dict(self._spec), task.to_dict(), self._channel)
         self._refs[ref] = task.trial_id
         self._by_trial[task.trial_id] = ref

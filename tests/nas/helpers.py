@@ -57,11 +57,13 @@ def spinenas(*argv, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "nas.cli", *argv], capture_output=True, text=True, **kw)
 
 
-def stop_one_trial(runner_name: str, cfg: NasConfig, *, stop_at: int) -> tuple[dict, list[int], dict]:
+def stop_one_trial(runner_name: str, cfg: NasConfig, *, stop_at: int, trials_per_worker: int = 1,
+                   pids: list[int] | None = None) -> tuple[dict, list[int], dict]:
     """Runs trial 7 on a runner and asks it to stop at its report of step `stop_at`, then runs trial 8 unstopped.
 
     Returns:
-      (trial 7's result, the steps trial 7 reported, trial 8's result).
+      (trial 7's result, the steps trial 7 reported, trial 8's result); the two trials' worker PIDs are appended
+      to `pids` when given.
     """
     from nas.loop import trial_spec
     from nas.runners import TrialTask, build_runner
@@ -80,10 +82,12 @@ def stop_one_trial(runner_name: str, cfg: NasConfig, *, stop_at: int) -> tuple[d
         outcomes = []
         while not outcomes:
             outcomes = runner.poll(1.0)
+        if pids is not None:
+            pids.append(outcomes[0].payload["pid"])
         return outcomes[0].payload["result"]
 
     runner = build_runner(runner_name, cfg.runner.get(), spec=trial_spec(cfg), cpus=1.0, gpus=0.0,
-                          on_report=on_report)
+                          on_report=on_report, trials_per_worker=trials_per_worker)
     try:
         arch = SPINENET_49.canonical().to_json()
         first = one(TrialTask(7, 0, arch, 0))
@@ -91,3 +95,25 @@ def stop_one_trial(runner_name: str, cfg: NasConfig, *, stop_at: int) -> tuple[d
     finally:
         runner.close()
     return first, seen, second
+
+
+def worker_pids(runner_name: str, cfg: NasConfig, *, trials: int, trials_per_worker: int) -> list[int]:
+    """Runs `trials` trials one after another on a runner that reuses workers: the PID of each trial's worker."""
+    from nas.loop import trial_spec
+    from nas.runners import TrialTask, build_runner
+    from search_space import SPINENET_49
+
+    runner = build_runner(runner_name, cfg.runner.get(), spec=trial_spec(cfg), cpus=1.0, gpus=0.0,
+                          on_report=lambda *a: None, trials_per_worker=trials_per_worker)
+    pids = []
+    try:
+        for i in range(trials):
+            runner.submit(TrialTask(10 + i, i, SPINENET_49.canonical().to_json(), i))
+            outcomes: list = []
+            while not outcomes:
+                outcomes = runner.poll(1.0)
+            assert outcomes[0].payload is not None, outcomes[0].error
+            pids.append(outcomes[0].payload["pid"])
+    finally:
+        runner.close()
+    return pids

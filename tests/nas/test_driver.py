@@ -3,6 +3,7 @@ learning curves, through the local runner (in the driver's process, and in child
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from nas.config import NasConfig
 from nas.loop import SearchDriver
 from results_db import ResultStore
-from tests.nas.helpers import cfg_of, run_search, stop_one_trial
+from tests.nas.helpers import cfg_of, run_search, stop_one_trial, worker_pids
 
 
 def test_search_end_to_end_stores_every_trial_and_its_curve(tmp_path):
@@ -334,6 +335,43 @@ def test_a_cooperative_stop_ends_a_trial_at_its_next_report_with_what_it_has(in_
     assert result["error"] is None and result["metrics"]["steps"] == result["stopped_at"]
     assert "ap" in result["metrics"]  # the AP of its step-100 evaluation
     assert after["stopped_at"] is None  # the runner goes on with the next trial
+
+
+@pytest.mark.slow
+def test_a_stopped_trial_leaves_its_child_process_warm_for_the_next():
+    cfg = cfg_of(in_process=False, duration=8.0, proxy={"train_steps": 400})
+    pids: list[int] = []
+    result, _, after = stop_one_trial("local", cfg, stop_at=150, trials_per_worker=2, pids=pids)
+    assert result["stopped_at"] is not None and after["stopped_at"] is None
+    assert pids[0] == pids[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("bound, expected", [(1, [0, 1, 2, 3, 4]), (2, [0, 0, 1, 1, 2]), (0, [0, 0, 0, 0, 0])])
+def test_child_processes_run_at_most_trials_per_worker_trials_each(bound, expected):
+    pids = worker_pids("local", cfg_of(in_process=False), trials=5, trials_per_worker=bound)
+    order = list(dict.fromkeys(pids))
+    assert [order.index(p) for p in pids] == expected, pids
+
+
+def test_workers_are_warm_on_cpu_bounded_for_tensorflow_and_fresh_for_gpu_trials():
+    from nas.config import EvaluatorSection
+    from nas.loop import worker_calls
+
+    def calls(evaluator="surrogate", **search):
+        cfg = cfg_of(in_process=False, **search)
+        if evaluator != "surrogate":
+            cfg = dataclasses.replace(cfg, evaluator=EvaluatorSection(type=evaluator))
+        return worker_calls(cfg)
+
+    assert calls(reuse_workers=False) == 1  # a fresh process per trial
+    assert calls() == 0  # warm by default; TF-free trials: no bound
+    assert calls("retinanet", reuse_workers=True) == 10 and calls("retinanet", reuse_workers=True,
+                                                                  trials_per_worker=3) == 3
+    assert calls("retinanet", reuse_workers=True, gpus_per_trial=1.0) == 1
+    assert calls(reuse_workers=True, gpus_per_trial=1.0) == 0
+    with pytest.raises(ValueError, match="trials_per_worker must be >= 0"):
+        cfg_of(trials_per_worker=-1)
 
 
 @pytest.mark.slow

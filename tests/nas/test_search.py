@@ -16,7 +16,7 @@ import time
 import pytest
 
 from results_db import ResultStore
-from tests.nas.helpers import cfg_of, finished, run_search, spinenas, stop_one_trial
+from tests.nas.helpers import cfg_of, finished, run_search, spinenas, stop_one_trial, worker_pids
 
 ray_tests = pytest.mark.ray
 
@@ -94,6 +94,20 @@ def test_a_cooperative_stop_on_ray_ends_the_trial_at_its_next_report(ray_cluster
     assert 150 <= result["stopped_at"] < 400 and seen[-1] == result["stopped_at"]
     assert result["error"] is None and "ap" in result["metrics"]
     assert after["stopped_at"] is None
+
+
+@ray_tests
+@pytest.mark.slow
+def test_ray_workers_are_reused_up_to_trials_per_worker_and_a_stop_leaves_one_warm(ray_cluster):
+    pids: list[int] = []
+    result, _, after = stop_one_trial("ray", _ray_cfg(duration=2.0, proxy={"train_steps": 400}), stop_at=150,
+                                      trials_per_worker=2, pids=pids)
+    assert result["stopped_at"] is not None and after["stopped_at"] is None
+    assert pids[0] == pids[1]  # the stopped trial returned normally: its worker ran the next one
+    pids = worker_pids("ray", _ray_cfg(), trials=6, trials_per_worker=2)
+    assert max(pids.count(p) for p in pids) <= 2 and len(set(pids)) < 6, pids
+    fresh = worker_pids("ray", _ray_cfg(), trials=3, trials_per_worker=1)
+    assert len(set(fresh)) == 3, fresh
 
 
 @ray_tests
@@ -432,8 +446,8 @@ def test_ctrl_c_while_ray_starts_leaves_a_stopped_search_that_resumes(tmp_path, 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(ray_runner, "init_ray", interrupted)
     db = tmp_path / "r.db"
-    code = cli.main(["search", "--evaluator", "surrogate", "--controller", "random", "--trials", "2", "--cpus-per-trial",
-                     "1", "--db", str(db), "--name", "cut", "--top", "0", "--plain"])
+    code = cli.main(["search", "--evaluator", "surrogate", "--controller", "random", "--trials", "2",
+                     "--cpus-per-trial", "1", "--db", str(db), "--name", "cut", "--top", "0", "--plain"])
     out = capsys.readouterr()
     assert code == 130
     assert "interrupted while starting: run 'spinenas search --resume cut' to continue" in out.out

@@ -166,9 +166,17 @@ from proxy_task.config import DataConfig, ProxyConfig
 from proxy_task.data import load_dataset
 from proxy_task.trainer import run_trial
 from search_space import SPINENET_49
-root, deterministic, tiny = sys.argv[1], sys.argv[2] == "1", json.loads(sys.argv[3])
+root, deterministic, tiny, warm = sys.argv[1], sys.argv[2] == "1", json.loads(sys.argv[3]), sys.argv[4] == "1"
 cfg = ProxyConfig(data=DataConfig(kind="dir", path=root), deterministic=deterministic, **tiny)
 losses = []
+if warm:  # first another trial in this process (another arch, seed and length), as a warm worker runs them
+    import dataclasses
+    import numpy as np
+    from search_space import SearchSpace
+    space = SearchSpace("spinenet49")
+    other = space.decode(space.random(np.random.default_rng(1)))
+    first = run_trial(other, dataclasses.replace(cfg, seed=7, train_steps=4, eval_at_steps=()), load_dataset(root))
+    assert first.error is None and first.metrics["worker_trial"] == 1, first.error
 
 
 def report(step, metrics):
@@ -179,14 +187,15 @@ def report(step, metrics):
 
 result = run_trial(SPINENET_49.canonical(), cfg, load_dataset(root), report=report)
 assert result.error is None, result.error
+assert result.metrics["worker_trial"] == (2 if warm else 1)
 print(json.dumps({"losses": losses, "ap": result.metrics["ap"]}))
 """
 
 
-def _train_losses(root: str, deterministic: bool = True, **overrides) -> tuple[list[float], float]:
+def _train_losses(root: str, deterministic: bool = True, warm: bool = False, **overrides) -> tuple[list[float], float]:
     tiny = {**TINY, "train_steps": 8, "log_every": 1, **overrides}
     proc = subprocess.run([sys.executable, "-c", _LOSSES_SNIPPET, root, "1" if deterministic else "0",
-                           json.dumps(tiny)], capture_output=True, text=True)
+                           json.dumps(tiny), "1" if warm else "0"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     return out["losses"], out["ap"]
@@ -202,3 +211,8 @@ def test_same_seed_same_losses(tiny_dataset):
     assert len(first) == 8
     assert first == second
     assert first_ap == second_ap
+    # A warm worker's second trial (`search.reuse_workers`), after another architecture's, trains and scores as in
+    # a fresh process: Keras' session is cleared and the seeds set again between trials.
+    warm, warm_ap = _train_losses(tiny_dataset.root, warm=True)
+    assert warm == first
+    assert warm_ap == first_ap
