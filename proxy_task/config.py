@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
-from search_space.cost import Cost, Scaling, count_cost
-from search_space.spec import ArchSpec
+if TYPE_CHECKING:  # importing search_space loads numpy: `spinenas top` reads configs and stays without it
+    from search_space.cost import Cost, Scaling
+    from search_space.spec import ArchSpec
 
 DATA_KINDS = ("synth", "coco", "dir")
 # The synthetic generator's version: bump when the drawing changes (cached datasets of another version are not
@@ -169,6 +171,8 @@ class ProxyConfig:
 
     def scaling(self) -> Scaling:
         """The detector's widths and depths as `search_space.cost` takes them."""
+        from search_space.cost import Scaling
+
         return Scaling(filter_size_scale=self.filter_size_scale, resample_alpha=self.resample_alpha,
                        block_repeats=self.block_repeats, endpoints_num_filters=self.endpoints_num_filters,
                        head_num_convs=self.head_num_convs, head_num_filters=self.head_num_filters)
@@ -179,6 +183,8 @@ class ProxyConfig:
         What a trial stores as its ``params`` and ``flops`` (the proxy builds its batch norms fused:
         ``use_sync_bn=False``); `search_space.cost` says what is counted.
         """
+        from search_space.cost import count_cost
+
         return count_cost(arch, image_size=self.image_size, num_classes=num_classes, scaling=self.scaling(),
                           activation=self.activation, use_sync_bn=False)
 
