@@ -26,6 +26,10 @@ _PROXY_NON_SCORE = frozenset({"seed", "threads", "log_every", "eval_at_steps", "
 # The surrogate's AP depends only on these proxy settings (its curve follows the proxy's steps).
 _SURROGATE_PROXY = ("train_steps",)
 _SURROGATE_NON_SCORE = frozenset({"duration_s"})
+# A surrogate trial's params and FLOPs are those of the proxy's detector (`ProxyConfig.cost` with the dataset's
+# classes), so with a FLOPs reward these proxy settings and the dataset change its reward too.
+_SURROGATE_COST_PROXY = ("image_size", "filter_size_scale", "resample_alpha", "block_repeats", "endpoints_num_filters",
+                         "head_num_filters", "head_num_convs", "activation")
 
 
 def score_settings(cfg: NasConfig) -> dict[str, Any]:
@@ -39,15 +43,13 @@ def score_settings(cfg: NasConfig) -> dict[str, Any]:
         out["surrogate"] = settings
         out["space"] = {"family": cfg.search.family, "window": cfg.search.window}
         out["proxy"] = {k: getattr(cfg.proxy, k) for k in _SURROGATE_PROXY}
+        if cfg.search.reward == "ap-flops":
+            out["proxy"].update({k: getattr(cfg.proxy, k) for k in _SURROGATE_COST_PROXY})
+            # Only the classes count, which the synthetic generator fixes whatever its parameters.
+            out["proxy"]["data"] = _data_settings(to_dict(cfg.proxy.data), whole_synth=False)
     else:
         proxy = {k: v for k, v in to_dict(cfg.proxy).items() if k not in _PROXY_NON_SCORE}
-        data = dict(proxy["data"])
-        if data.get("kind") == "synth":
-            data.pop("path", None)  # the synthetic set is its parameters, wherever it is cached
-            data["generator_version"] = GENERATOR_VERSION
-        else:
-            data = {"kind": data.get("kind"), "path": data.get("path")}  # a made split: its folder says it all
-        proxy["data"] = data
+        proxy["data"] = _data_settings(proxy["data"], whole_synth=True)
         out["proxy"] = proxy
         section = cfg.evaluator.get()
         if section is not None:
@@ -57,6 +59,15 @@ def score_settings(cfg: NasConfig) -> dict[str, Any]:
     if s.reward == "ap-flops":
         out["reward"].update(target_flops=s.target_flops, flops_exponent=s.flops_exponent)
     return out
+
+
+def _data_settings(data: dict[str, Any], *, whole_synth: bool) -> dict[str, Any]:
+    """A dataset as a fingerprint sees it: the synthetic set by its generator (and its parameters if `whole_synth`),
+    wherever it is cached; a made split by its folder, which says it all."""
+    if data.get("kind") == "synth":
+        synth = {k: v for k, v in data.items() if k != "path"} if whole_synth else {"kind": "synth"}
+        return {**synth, "generator_version": GENERATOR_VERSION}
+    return {"kind": data.get("kind"), "path": data.get("path")}
 
 
 def fingerprint(cfg: NasConfig, *, study: str | None = None) -> str:

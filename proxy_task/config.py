@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the read commands import this module: stdlib only at import time
+if TYPE_CHECKING:  # importing search_space loads numpy: `spinenas top` reads configs and stays without it
     from search_space.cost import Cost, Scaling
     from search_space.spec import ArchSpec
 

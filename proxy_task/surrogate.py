@@ -26,9 +26,11 @@ the target's; the target architecture attains it. Hence the noiseless maximum ov
 attained by `SurrogateEvaluator.optimum_arch` (and by any architecture with the same features). This holds for
 every family and window, however large the space; no enumeration is needed.
 
-The reported ``params`` and ``flops`` are structural estimates of the SpineNet backbone at the proxy task's scale
-(Model Garden's block and resampling layout, with the filter sizes scaled by ``filter_size_scale``): they let
-FLOPs-constrained rewards be exercised, but they do not enter the AP, and they are not Model Garden's counts.
+The reported ``params`` and ``flops`` are those of the RetinaNet the architecture builds, counted from the spec by
+`search_space.cost` (Model Garden's layer rules, exact against its built models): a search's trial
+(`SurrogateTrialEvaluator`) reports what a real trial of the same proxy config stores (`ProxyConfig.cost`), and the
+standalone landscape counts the paper's proxy detector at its own scale. They let FLOPs-constrained rewards be
+exercised with real numbers; they do not enter the AP.
 
 **A trial's learning curve** (`SurrogateTrialEvaluator`, the search's ``surrogate`` evaluator) walks the proxy's
 schedule and reports an AP that grows with the training steps ``t``, at a rate of each architecture's own::
@@ -75,17 +77,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from proxy_task.data import num_classes_of
 from proxy_task.evaluator import Evaluator, Reporter, TrialContext, no_report
 from proxy_task.result import ProxyResult
 from search_space import LEVELS, OUTPUT_LEVELS, ArchSpec, SearchSpace
+from search_space.cost import Scaling, count_cost
 
 if TYPE_CHECKING:
     from proxy_task.config import ProxyConfig, SurrogateConfig
 
 logger = logging.getLogger(__name__)
 
-# Model Garden's FILTER_SIZE_MAP (official/vision/modeling/backbones/spinenet.py): base filters per level.
-FILTER_SIZE_MAP: dict[int, int] = {1: 32, 2: 64, 3: 128, 4: 256, 5: 256, 6: 256, 7: 256}
+# The standalone landscape counts the paper's proxy detector (section 5.1: COCO, so Model Garden's 91 classes; a
+# head of 4 convs as wide as the endpoints, one block per group), as the paper preset's proxy builds it.
+LANDSCAPE_NUM_CLASSES = 91
+LANDSCAPE_HEAD_NUM_CONVS = 4
 
 # Feature groups, in vector order: (name, size, scale). A feature is divided by its scale before the distance, so
 # that each group moves the distance by a comparable amount per unit change of the architecture.
@@ -143,72 +149,6 @@ def _check_arch(arch: Any, where: str) -> None:
         raise TypeError(f"{where}: expected an ArchSpec, got {type(arch).__name__}")
 
 
-def _structural_cost(
-    arch: ArchSpec, *, image_size: int, filter_size_scale: float, resample_alpha: float, endpoints_num_filters: int
-) -> tuple[int, int]:
-    """(params, multiply-adds) of the backbone's convolutions, following Model Garden's SpineNet layout.
-
-    Counts conv weights only (no batch norm, no biases, no detection head): the stem's ResNet bottleneck blocks
-    (after a 7x7 stride-2 conv and a max pool), every live block with its projection shortcut, every resampling
-    path (1x1 to alpha * C, a stride-2 3x3 per downsampling, 1x1 to the block's input width), and the 1x1 conv of
-    every endpoint.
-    """
-    net = arch.network()
-
-    def filters(level: int) -> int:
-        return max(1, int(FILTER_SIZE_MAP[level] * filter_size_scale))
-
-    def width(level: int, block_fn: str) -> int:  # channels a block outputs
-        return filters(level) * (4 if block_fn == "bottleneck" else 1)
-
-    def pixels(level: int) -> int:
-        return max(1, image_size // 2**level) ** 2
-
-    params = 0
-    flops = 0
-
-    def conv(cin: int, cout: int, k: int, level: int) -> None:
-        nonlocal params, flops
-        p = cin * cout * k * k
-        params += p
-        flops += p * pixels(level)
-
-    conv(3, filters(2), 7, 1)  # stem conv, stride 2; max pool to level 2
-    cin = filters(2)
-    for level, count in zip((2, 3, 4, 5), arch.stem):
-        for _ in range(count):
-            c = filters(level)
-            conv(cin, c, 1, level)
-            conv(c, c, 3, level)
-            conv(c, 4 * c, 1, level)
-            if cin != 4 * c:
-                conv(cin, 4 * c, 1, level)
-            cin = 4 * c
-    nodes = [(lv, "bottleneck") for lv in arch.stem_levels]
-    for level, block_fn, parents, _merged, is_endpoint in net.blocks:
-        target = width(level, block_fn)
-        for j in parents:
-            p_level, p_fn = nodes[j]
-            mid = max(1, int(filters(p_level) * resample_alpha))
-            conv(width(p_level, p_fn), mid, 1, p_level)
-            if p_level < level:
-                conv(mid, mid, 3, p_level + 1)  # then max pools, which have no weights
-            conv(mid, target, 1, level)
-        c = filters(level)
-        if block_fn == "bottleneck":
-            conv(4 * c, c, 1, level)
-            conv(c, c, 3, level)
-            conv(c, 4 * c, 1, level)
-        else:
-            conv(c, c, 3, level)
-            conv(c, c, 3, level)
-        conv(target, target, 1, level)  # projection shortcut
-        if is_endpoint:
-            conv(target, endpoints_num_filters, 1, level)
-        nodes.append((level, block_fn))
-    return params, flops
-
-
 class SurrogateEvaluator:
     """Scores architectures with a smooth, structured, deterministic landscape around a hidden target.
 
@@ -230,9 +170,11 @@ class SurrogateEvaluator:
         between features; the decisions still interact through the features themselves).
       failure_rate: probability (a deterministic function of arch key, target_seed and seed) that a trial
         fails with an error instead of an AP, for exercising failure handling. 0 by default.
-      image_size, filter_size_scale, resample_alpha, endpoints_num_filters: the scale at which `params` and
-        `flops` are counted; the defaults are the paper's proxy task (SpineNet-49 with features x0.25,
-        alpha 0.25, endpoints 64, 512-px images).
+      image_size, filter_size_scale, resample_alpha, endpoints_num_filters: the detector whose `params` and
+        `flops` are reported (`search_space.cost`, with a head of `LANDSCAPE_HEAD_NUM_CONVS` convs of
+        `endpoints_num_filters`, `LANDSCAPE_NUM_CLASSES` classes and fused batch norms); the defaults are the
+        paper's proxy task (features x0.25, alpha 0.25, endpoints and head 64, 512-px images: the paper
+        preset's proxy). `image_size` must be a multiple of 128.
 
     Raises:
       ValueError: for an out-of-range argument (what, expected, got).
@@ -276,8 +218,9 @@ class SurrogateEvaluator:
         need(is_int(interaction_rank) and interaction_rank >= 0, "interaction_rank", "an integer >= 0",
              interaction_rank)
         need(is_num(failure_rate) and 0 <= failure_rate < 1, "failure_rate", "a number in [0, 1)", failure_rate)
-        need(is_int(image_size) and image_size >= 2 ** LEVELS[-1], "image_size", f"an integer >= {2 ** LEVELS[-1]}",
-             image_size)
+        # As the proxy's: every level L3..L7 then has a width of its own (`search_space.cost.count_cost`).
+        need(is_int(image_size) and image_size >= 2 ** LEVELS[-1] and image_size % 2 ** LEVELS[-1] == 0,
+             "image_size", f"a positive multiple of {2 ** LEVELS[-1]}", image_size)
         need(is_num(filter_size_scale) and filter_size_scale > 0, "filter_size_scale", "a number > 0",
              filter_size_scale)
         need(is_num(resample_alpha) and resample_alpha > 0, "resample_alpha", "a number > 0", resample_alpha)
@@ -354,8 +297,8 @@ class SurrogateEvaluator:
             (arch.key, target_seed, seed).
 
         Returns:
-          A `ProxyResult` with ``metrics = {'ap', 'ap_noiseless', 'distance'}``, structural ``params`` and
-          ``flops``, and ``error`` set (and no 'ap') for a simulated failure.
+          A `ProxyResult` with ``metrics = {'ap', 'ap_noiseless', 'distance'}``, the ``params`` and ``flops`` of
+          its detector (see the constructor), and ``error`` set (and no 'ap') for a simulated failure.
 
         Raises:
           TypeError: when `arch` is not an `ArchSpec`.
@@ -397,15 +340,13 @@ class SurrogateEvaluator:
         return float(rng.random()), float(rng.standard_normal())
 
     def _cost(self, arch: ArchSpec) -> tuple[int, int]:
-        """(params, flops) of `arch` at the configured scale."""
+        """(params, flops) of the detector of `arch` at the configured scale (see the constructor)."""
         c = self._config
-        return _structural_cost(
-            arch,
-            image_size=c["image_size"],
-            filter_size_scale=c["filter_size_scale"],
-            resample_alpha=c["resample_alpha"],
-            endpoints_num_filters=c["endpoints_num_filters"],
-        )
+        scaling = Scaling(filter_size_scale=c["filter_size_scale"], resample_alpha=c["resample_alpha"],
+                          endpoints_num_filters=c["endpoints_num_filters"], head_num_convs=LANDSCAPE_HEAD_NUM_CONVS,
+                          head_num_filters=c["endpoints_num_filters"])
+        cost = count_cost(arch, image_size=c["image_size"], num_classes=LANDSCAPE_NUM_CLASSES, scaling=scaling)
+        return cost.params, cost.flops
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> SurrogateEvaluator:
@@ -464,7 +405,8 @@ class SurrogateTrialEvaluator(Evaluator):
       at each of proxy.eval_at_steps and at train_steps, in the same report, also:
           'ap', 'ap_noiseless'
 
-    The curve, the loss and the failures are in the module docstring. ``images_per_s`` is
+    The curve, the loss and the failures are in the module docstring. ``params`` and ``flops`` are what a
+    real trial of the same proxy config stores: ``proxy.cost(arch, num_classes_of(proxy.data))``. ``images_per_s`` is
     ``batch_size * train_steps / duration_s`` (the simulated pace, the same at every report), or
     ``batch_size / NOMINAL_STEP_S`` when ``duration_s`` is 0. ``learning_rate`` is the proxy's schedule: linear
     warmup from 0 over ``warmup_steps``, then cosine decay to 0 at ``train_steps`` (or constant).
@@ -472,7 +414,7 @@ class SurrogateTrialEvaluator(Evaluator):
     Args:
       settings: the ``evaluator.surrogate`` section.
       proxy: the proxy task's settings (its schedule: train_steps, log_every, eval_at_steps, batch_size,
-        learning_rate, warmup_steps, lr_schedule).
+        learning_rate, warmup_steps, lr_schedule; its detector and dataset, for ``params`` and ``flops``).
       context: the trial's context (family, window, and the search's seed when ``settings.target_seed`` is None).
       landscape: a prebuilt `SurrogateEvaluator` to use instead of the one the settings describe (tests: e.g. one
         with a ``failure_rate``).
@@ -498,12 +440,14 @@ class SurrogateTrialEvaluator(Evaluator):
         self.proxy = proxy
         self.context = context
         if landscape is None:
-            # As the search job builds it (nas.loop.evaluator_spec): params and flops at their own defaults.
+            # As the search job builds it (nas.loop.evaluator_spec).
             target_seed = settings.target_seed if settings.target_seed is not None else context.search_seed
             landscape = SurrogateEvaluator(target_seed=target_seed, noise=settings.noise, family=context.family,
                                            window=context.window)
         self.landscape = landscape
         self._target_seed = int(landscape.to_dict()["target_seed"])
+        # The detector's classes, as a real trial's dataset gives them (no data is read or made).
+        self.num_classes = num_classes_of(proxy.data)
 
     @property
     def full_steps(self) -> int:
@@ -570,7 +514,8 @@ class SurrogateTrialEvaluator(Evaluator):
         start = time.perf_counter()
         _check_arch(arch, "SurrogateTrialEvaluator.evaluate")
         u_fail, z = self.landscape._draws(arch, seed)
-        params, flops = self.landscape._cost(arch)
+        cost = self.proxy.cost(arch, self.num_classes)
+        params, flops = cost.params, cost.flops
         cfg = self.landscape.to_dict()
         distance = self.landscape.distance(arch)
         clean = self.landscape.ap(arch)

@@ -37,7 +37,10 @@ def _loaded_after(code: str) -> set[str]:
             "    cli.main(['space', '--family', 'spinenet49'])\n"
             "    cli.main(['space', '--family', 'r0-sp53', '--json'])\n"
             "    cli.main(['spec', 'show', 'spinenet-49'])\n"
-            "    cli.main(['spec', 'show', 'spinenet-49', '--format', 'model-garden'])",
+            "    cli.main(['spec', 'show', 'spinenet-49', '--format', 'model-garden'])\n"
+            "    assert cli.main(['spec', 'show', 'spinenet-49', '--cost']) == 0\n"
+            "    assert cli.main(['spec', 'show', 'spinenet-49', '--cost', '--preset', 'paper']) == 0\n"
+            "    assert cli.main(['spec', 'show', 'spinenet-49', '--cost', '--scale', '190', '--format', 'json']) == 0",
             ("tensorflow", "ray", "official", "tf_keras"),
         ),
     ],

@@ -27,11 +27,9 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import datetime
 import hashlib
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -45,6 +43,10 @@ from collections.abc import Callable
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+
+from scripts.bench.common import machine as machine_facts, provenance  # noqa: E402
+
 RESULTS = os.path.join(ROOT, "scripts", "bench", "results")
 PROGRESS = re.compile(r"^\[\d+/\d+\] trial ", re.M)  # a driver's line for a finished trial
 FINISHED = ("completed", "failed", "cached")
@@ -761,27 +763,6 @@ def _markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _commit() -> dict[str, Any]:
-    """HEAD, and whether tracked code differs from it (the results files aside)."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                 ":!scripts/bench/results"], cwd=ROOT, capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "commit_dirty": None}
-    return {"commit": head.stdout.strip(), "commit_dirty": bool(status.stdout.strip())}
-
-
-def _machine() -> dict[str, Any]:
-    cpu = ""
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
-    return {"host": socket.gethostname(), "platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(),
-            "loadavg_before": list(os.getloadavg()), "python": platform.python_version(),
-            "sqlite": sqlite3.sqlite_version}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", action="append", choices=sorted(NAMES), metavar="NAME",
@@ -791,7 +772,7 @@ def main(argv: list[str] | None = None) -> int:
                         "a run with --only writes nothing)")
     args = parser.parse_args(argv)
 
-    machine = _machine()
+    machine = machine_facts(sqlite=sqlite3.sqlite_version)
     root = tempfile.mkdtemp(prefix="spinenas-chaos-")
     rows = []
     t_all = time.perf_counter()
@@ -834,9 +815,7 @@ def main(argv: list[str] | None = None) -> int:
                   ray_left_behind=sum(len(r["ray_left_behind"]) for r in rows),
                   checks=sum(len(r["checks"]) for r in rows), checks_failed=sum(len(r["checks_failed"]) for r in rows))
     doc = {
-        "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *(sys.argv[1:] if argv is None else argv)]),
-        **_commit(),
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **provenance(__file__, argv),
         "machine": {**machine, "loadavg_after": list(os.getloadavg())},
         "seconds": round(time.perf_counter() - t_all, 1),
         "targets": "0 lost, duplicated, run twice, left running, tracebacks, files from failed commands and Ray "

@@ -50,6 +50,7 @@ sys.path.insert(0, ROOT)
 
 from controller import build_controller, get_config_class  # noqa: E402
 from proxy_task.surrogate import SurrogateEvaluator  # noqa: E402
+from scripts.bench.common import cpu_model  # noqa: E402
 
 RESULTS_DIR = os.path.join(ROOT, "scripts", "bench", "results")
 LOCK = "/tmp/spinenas-cpu.lock"
@@ -128,14 +129,8 @@ def _median_count(counts: list[int | None]) -> float | None:
 
 
 def machine_info() -> dict[str, Any]:
-    cpu = platform.processor()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
     info = {
-        "cpu": cpu,
+        "cpu": cpu_model() or platform.processor(),
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),

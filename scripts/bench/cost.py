@@ -29,13 +29,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import fcntl
 import json
 import os
-import platform
-import socket
-import subprocess
 import sys
 import time
 import timeit
@@ -49,6 +45,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 
 from proxy_task.config import ProxyConfig  # noqa: E402
+from scripts.bench.common import machine, provenance, versions  # noqa: E402
 from search_space import FAMILIES, SPINENET_49, ArchSpec, SearchSpace  # noqa: E402
 from search_space.cost import IMAGE_SIZES, SCALINGS, Cost, Scaling, count_cost  # noqa: E402
 
@@ -57,35 +54,6 @@ LOCK = "/tmp/spinenas-cpu.lock"
 SYNTH_CLASSES = 5  # the synthetic set's Model Garden num_classes (4 shapes, ids 1..4, + background)
 COCO_CLASSES = 91  # Model Garden's retinanet_spinenet_coco
 TARGET_REL_ERROR = 0.005
-
-
-def _commit() -> dict[str, Any]:
-    """HEAD, and whether tracked code differs from it (the results files aside)."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                 ":!scripts/bench/results"], cwd=ROOT, capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "commit_dirty": None}
-    return {"commit": head.stdout.strip(), "commit_dirty": bool(status.stdout.strip())}
-
-
-def machine() -> dict[str, Any]:
-    """Facts about the machine the figures come from."""
-    cpu = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    from importlib import metadata
-
-    versions = {}
-    for dist in ("tensorflow", "tf-models-official", "tf-keras"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            versions[dist] = metadata.version(dist)
-    return {"host": socket.gethostname(), "platform": platform.platform(), "cpu": cpu, "cpus": os.cpu_count(),
-            "loadavg_before": list(os.getloadavg()), "python": platform.python_version(), **versions}
 
 
 @contextlib.contextmanager
@@ -180,11 +148,9 @@ def main(argv: list[str] | None = None) -> int:
                 "activation": proxy.activation}
     specs = random_specs(args.per_family, args.seed)
     record: dict[str, Any] = {
-        "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *(sys.argv[1:] if argv is None else argv)]),
-        **_commit(),
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **provenance(__file__, argv),
         "note": args.note,
-        "machine": machine(),
+        "machine": machine(**versions("tensorflow", "tf-models-official", "tf-keras")),
         "target": {"params": "exact", "max_rel_flops_error": TARGET_REL_ERROR},
         "flops": "multiply-adds per image of backbone and head: TF profiler float ops / 2 (proxy_task.trainer."
                  "count_flops); analytic: search_space.cost.count_cost",

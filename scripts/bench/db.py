@@ -54,13 +54,10 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import datetime
 import json
 import logging
 import os
-import platform
 import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -78,6 +75,7 @@ import numpy as np  # noqa: E402
 
 from nas.config import ControllerSection, EvaluatorSection, NasConfig, RunnerSection, SearchConfig  # noqa: E402
 from results_db import ResultStore  # noqa: E402
+from scripts.bench.common import machine, provenance  # noqa: E402
 
 logger = logging.getLogger("bench.db")
 
@@ -310,41 +308,6 @@ def time_command(argv: list[str], runs: int) -> dict:
             "runs_s": [round(t, 4) for t in times]}
 
 
-def _commit() -> dict[str, Any]:
-    """HEAD, and whether tracked code differs from it (the results files aside)."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                 ":!scripts/bench/results"], cwd=ROOT, capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": os.environ.get("SPINENAS_BENCH_COMMIT"), "commit_dirty": None}
-    return {"commit": head.stdout.strip(), "commit_dirty": bool(status.stdout.strip())}
-
-
-def machine() -> dict:
-    """Facts about the machine the figures come from."""
-    import sqlalchemy
-
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "host": socket.gethostname(),
-        "platform": platform.platform(),
-        "cpu": cpu,
-        "cpus": os.cpu_count(),
-        "loadavg_before": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "sqlalchemy": sqlalchemy.__version__,
-    }
-
-
 def _rounded(d: dict) -> dict:
     return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in d.items()}
 
@@ -383,7 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     # The injected failures log their tracebacks (nas.trial) by design: hundreds of them at this scale.
     logging.getLogger("nas.trial").setLevel(logging.CRITICAL)
 
-    facts = machine()
+    import sqlalchemy
+
+    facts = machine(sqlite=sqlite3.sqlite_version, sqlalchemy=sqlalchemy.__version__)
     workdir = args.dir or tempfile.mkdtemp(prefix="spinenas-bench-db-")
     os.makedirs(workdir, exist_ok=True)
     path = os.path.join(workdir, f"bench-{args.trials}.db")
@@ -428,9 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         **summary,
         "targets": TARGETS,
         "met": met,
-        "command": "python " + " ".join([os.path.relpath(__file__, ROOT), *(sys.argv[1:] if argv is None else argv)]),
-        **_commit(),
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **provenance(__file__, argv),
         "note": args.note,
         "machine": {**facts, "loadavg_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
         "pattern": {

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
+from scripts.bench.common import machine, provenance, versions  # noqa: E402
 from search_space import SPINENET_49, SearchSpace  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "scripts", "bench", "results", "proxy.json")
@@ -160,13 +160,6 @@ def proxy_run(arch_json: str, overrides: list[str], steps: int | None = None) ->
         os.unlink(path)
 
 
-def _commit() -> str:
-    proc = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                           cwd=ROOT).stdout.strip()
-    return proc.stdout.strip() + ("-dirty" if dirty else "")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=120, help="steps timed in the step comparison")
@@ -179,14 +172,8 @@ def main() -> int:
     parser.add_argument("--note", default="", help="recorded with the results (e.g. what else ran meanwhile)")
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args()
-    doc: dict = {
-        "command": "python scripts/bench/proxy.py " + " ".join(sys.argv[1:]),
-        "commit": _commit(),
-        "note": args.note,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
-                    "loadavg_before": os.getloadavg()},
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-    }
+    doc: dict = {**provenance(__file__, None), "note": args.note,
+                 "machine": machine(**versions("tensorflow", "tf-models-official", "tf-keras"))}
     arch = SPINENET_49.canonical().to_json()
 
     if not args.skip_step:
@@ -265,7 +252,7 @@ def main() -> int:
         "target_growth": 0.10,
     }
     doc["memory"]["target_met"] = doc["memory"]["warm"]["over_fresh_max"] <= 0.10
-    doc["machine"]["loadavg_after"] = os.getloadavg()
+    doc["machine"]["loadavg_after"] = list(os.getloadavg())
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as fh:
         json.dump(doc, fh, indent=2)

@@ -1,5 +1,5 @@
 """What the search job's tests share: configs of a surrogate search, running a driver, counting finished trials,
-running one trial on a runner with a cooperative stop."""
+running one trial on a runner with a cooperative stop, running the CLI in or out of the test's process."""
 
 from __future__ import annotations
 
@@ -50,6 +50,18 @@ def finished(db: str, name: str) -> int:
         return n
     except sqlite3.Error:
         return 0
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """`spinenas ARGV` in this process: (exit code, stdout, stderr); argparse's own errors give their code too."""
+    from nas import cli
+
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
 
 
 def spinenas(*argv, **kw) -> subprocess.CompletedProcess:

@@ -13,28 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from nas import cli
 from nas.diagram import draw_arch, text_diagram
 from search_space import SPINENET_49
-from tests.results_db.fixtures import make_db
+from tests.nas.helpers import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def run(capsys, *argv):
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as e:  # argparse's own errors
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-@pytest.fixture(scope="module")
-def db(tmp_path_factory):
-    path = tmp_path_factory.mktemp("db") / "results.db"
-    facts = make_db(str(path))
-    return str(path), facts
 
 
 def _files(directory: Path) -> set[str]:
@@ -44,7 +27,7 @@ def _files(directory: Path) -> set[str]:
 # --------------------------------------------------------------------------------------------------- output
 def test_searches(capsys, db):
     path, facts = db
-    code, out, err = run(capsys, "searches", "--db", path)
+    code, out, err = run_cli(capsys, "searches", "--db", path)
     assert code == 0 and err == ""
     lines = out.splitlines()
     assert lines[0].split()[:4] == ["name", "controller", "family", "status"]
@@ -53,7 +36,7 @@ def test_searches(capsys, db):
     # 'running' in the table, but no driver holds it (no lease): it was interrupted.
     assert ppo.split()[1:3] == ["ppo", "spinenet49"] and "interrupted (driver last seen" in ppo
     assert ppo.split("ago)")[1].split()[:5] == [str(n + 1), str(n - 2), "1", "1", "1"]
-    code, out, _ = run(capsys, "searches", "--db", path, "--json")
+    code, out, _ = run_cli(capsys, "searches", "--db", path, "--json")
     rows = {r["name"]: r for r in json.loads(out)}
     assert rows["random-1"]["status"] == "completed" and rows["random-1"]["best_reward"] == 0.9
     assert rows["ppo-1"]["counts"]["failed"] == 1 and rows["ppo-1"]["status"] == "interrupted"
@@ -62,51 +45,51 @@ def test_searches(capsys, db):
 def test_top_ranks_within_the_newest_searchs_fingerprint_by_default(capsys, db):
     path, facts = db
     # 'random-1' (newer) has no fingerprint (written before schema 0002, never upgraded): 'ppo-1''s is the newest.
-    code, out, _ = run(capsys, "top", "--db", path, "-k", "3")
+    code, out, _ = run_cli(capsys, "top", "--db", path, "-k", "3")
     assert code == 0
     lines = out.splitlines()
     assert lines[0].startswith("ranking fingerprint fp-ppo") and "1 other fingerprint" in lines[0]
     assert lines[1].split()[:6] == ["rank", "key", "reward", "AP", "FLOPs", "params"]
     assert facts["key49"] not in out and "random-1" not in out
-    code, out, _ = run(capsys, "top", "--db", path, "-k", "3", "--json")
+    code, out, _ = run_cli(capsys, "top", "--db", path, "-k", "3", "--json")
     assert {r["fingerprint"] for r in json.loads(out)} == {"fp-ppo"}
-    code, out, _ = run(capsys, "top", "--db", path, "-k", "3", "--search", "random-1", "--json")
+    code, out, _ = run_cli(capsys, "top", "--db", path, "-k", "3", "--search", "random-1", "--json")
     assert [r["key"] for r in json.loads(out)] == [facts["key49"]]  # no fingerprint to rank within: its own trials
 
 
 def test_top_table_json_csv(capsys, db):
     path, facts = db
-    code, out, _ = run(capsys, "top", "--db", path, "-k", "3", "--all-fingerprints")
+    code, out, _ = run_cli(capsys, "top", "--db", path, "-k", "3", "--all-fingerprints")
     assert code == 0
     lines = out.splitlines()
     assert lines[0].startswith("ranking results of every fingerprint")
     assert lines[1].split()[:6] == ["rank", "key", "reward", "AP", "FLOPs", "params"]
     assert lines[3].split()[:3] == ["1", facts["key49"], "0.9000"]
     assert SPINENET_49.summary() in lines[3] and "random-1" in lines[3]  # several searches: a search column
-    code, out, _ = run(capsys, "top", "--db", path, "-k", "3", "--json", "--all-fingerprints")
+    code, out, _ = run_cli(capsys, "top", "--db", path, "-k", "3", "--json", "--all-fingerprints")
     rows = json.loads(out)
     assert [r["rank"] for r in rows] == [1, 2, 3] and rows[0]["key"] == facts["key49"]
     assert rows[0]["flops"] == int(2.5e9) and rows[0]["wall_s"] == 1234.5 and rows[0]["ap"] == 0.9
-    code, out, _ = run(capsys, "top", "--db", path, "-k", "3", "--csv", "--all-fingerprints")
+    code, out, _ = run_cli(capsys, "top", "--db", path, "-k", "3", "--csv", "--all-fingerprints")
     parsed = list(csv.DictReader(io.StringIO(out)))
     assert [r["key"] for r in parsed] == [r["key"] for r in rows]
-    code, out, _ = run(capsys, "top", "--db", path, "--search", "ppo-1", "--max-flops", "1e9", "--json")
+    code, out, _ = run_cli(capsys, "top", "--db", path, "--search", "ppo-1", "--max-flops", "1e9", "--json")
     rows = json.loads(out)
     assert rows and all(r["search"] == "ppo-1" and r["flops"] <= 1e9 for r in rows)
-    code, out, _ = run(capsys, "top", "--db", path, "--max-flops", "1", "--json", "--all-fingerprints")
+    code, out, _ = run_cli(capsys, "top", "--db", path, "--max-flops", "1", "--json", "--all-fingerprints")
     assert json.loads(out) == []
 
 
 def test_show(capsys, db, tmp_path):
     path, facts = db
     key = facts["key49"]
-    code, out, err = run(capsys, "show", key[:7], "--db", path)
+    code, out, err = run_cli(capsys, "show", key[:7], "--db", path)
     assert code == 0, err
     assert out.startswith(f"arch {key}")
     assert "(2, 'bottleneck', (0, 1), False)," in out  # Model Garden tuples
     assert "random-1" in out and "completed" in out and "0.9000" in out  # its trial
     assert text_diagram(SPINENET_49.canonical()) in out
-    code, out, _ = run(capsys, "show", key, "--db", path, "--json")
+    code, out, _ = run_cli(capsys, "show", key, "--db", path, "--json")
     shown = json.loads(out)
     assert shown["key"] == key and shown["trials"][0]["reward"] == 0.9
     tuples = [(lvl, fn, tuple(offsets), out) for lvl, fn, offsets, out in shown["model_garden"]]
@@ -119,7 +102,7 @@ def test_show_image(capsys, db, tmp_path):
     key = facts["key49"]
     for ext in ("png", "svg"):
         image = tmp_path / f"arch.{ext}"
-        code, out, err = run(capsys, "show", key, "--db", path, "--image", str(image))
+        code, out, err = run_cli(capsys, "show", key, "--db", path, "--image", str(image))
         assert code == 0 and image.stat().st_size > 1000, err
     assert (tmp_path / "arch.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert b"<svg" in (tmp_path / "arch.svg").read_bytes()[:2000]
@@ -129,7 +112,7 @@ def test_show_image(capsys, db, tmp_path):
 def test_report_is_self_contained(capsys, db, tmp_path):
     path, _ = db
     out_dir = tmp_path / "report"
-    code, out, err = run(capsys, "report", "--db", path, "--search", "ppo-1", "--search", "random-1",
+    code, out, err = run_cli(capsys, "report", "--db", path, "--search", "ppo-1", "--search", "random-1",
                          "--out", str(out_dir))
     assert code == 0, err
     page = (out_dir / "index.html").read_text()
@@ -157,7 +140,7 @@ def _argv(command, db, out_dir):
 @pytest.mark.parametrize("command", READ_COMMANDS, ids=lambda c: " ".join(c))
 def test_missing_database_is_one_line_and_creates_nothing(capsys, tmp_path, command):
     missing = tmp_path / "nowhere" / "results.db"
-    code, out, err = run(capsys, *_argv(command, str(missing), tmp_path / "out"))
+    code, out, err = run_cli(capsys, *_argv(command, str(missing), tmp_path / "out"))
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("spinenas: error: no database at ")
     assert _files(tmp_path) == set()
@@ -168,11 +151,11 @@ def test_default_location_is_not_created(capsys, tmp_path, monkeypatch, command)
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("SPINENAS_DB", raising=False)
     argv = [a.replace("OUT", str(tmp_path / "out")) for a in command]
-    code, _, err = run(capsys, *argv)
+    code, _, err = run_cli(capsys, *argv)
     assert code == 2 and err.count("\n") == 1 and "runs/spinenas.db" in err
     assert _files(tmp_path) == set()
     monkeypatch.setenv("SPINENAS_DB", str(tmp_path / "env.db"))
-    code, _, err = run(capsys, *argv)
+    code, _, err = run_cli(capsys, *argv)
     assert code == 2 and "env.db" in err and _files(tmp_path) == set()
 
 
@@ -180,7 +163,7 @@ def test_default_location_is_not_created(capsys, tmp_path, monkeypatch, command)
 def test_corrupt_file_is_one_line_and_left_unchanged(capsys, tmp_path, command):
     bad = tmp_path / "bad.db"
     bad.write_bytes(b"this is not a database\n" * 200)
-    code, _, err = run(capsys, *_argv(command, str(bad), tmp_path / "out"))
+    code, _, err = run_cli(capsys, *_argv(command, str(bad), tmp_path / "out"))
     assert code == 2 and err.count("\n") == 1
     assert "not a database" in err
     assert bad.read_bytes() == b"this is not a database\n" * 200 and _files(tmp_path) == {"bad.db"}
@@ -189,7 +172,7 @@ def test_corrupt_file_is_one_line_and_left_unchanged(capsys, tmp_path, command):
 @pytest.mark.parametrize("command", READ_COMMANDS, ids=lambda c: " ".join(c))
 def test_unreachable_url_is_one_line(capsys, tmp_path, command):
     # Port 1 on localhost: refused at once (or the PostgreSQL driver is missing): one line either way.
-    code, _, err = run(capsys, *_argv(command, "postgresql://nobody@127.0.0.1:1/none", tmp_path / "out"))
+    code, _, err = run_cli(capsys, *_argv(command, "postgresql://nobody@127.0.0.1:1/none", tmp_path / "out"))
     assert code == 2 and err.count("\n") == 1 and err.startswith("spinenas: error: cannot open database")
     assert _files(tmp_path) == set()
 
@@ -197,7 +180,7 @@ def test_unreachable_url_is_one_line(capsys, tmp_path, command):
 def test_unknown_search_lists_the_known_ones(capsys, db, tmp_path):
     path, _ = db
     for argv in (["top", "--search", "nope"], ["report", "--search", "nope", "--out", str(tmp_path / "r")]):
-        code, _, err = run(capsys, *argv, "--db", path)
+        code, _, err = run_cli(capsys, *argv, "--db", path)
         assert code == 2 and err.count("\n") == 1
         assert "unknown search 'nope'" in err and "ppo-1" in err and "random-1" in err
     assert _files(tmp_path) == set()
@@ -205,17 +188,17 @@ def test_unknown_search_lists_the_known_ones(capsys, db, tmp_path):
 
 def test_unknown_and_ambiguous_keys(capsys, db, tmp_path):
     path, facts = db
-    code, _, err = run(capsys, "show", "fffffffffffffffff", "--db", path)
+    code, _, err = run_cli(capsys, "show", "fffffffffffffffff", "--db", path)
     assert code == 2 and err.count("\n") == 1 and "no key starts with it" in err
     firsts = [k[0] for k in facts["keys"]]
     prefix = next(c for c in firsts if firsts.count(c) > 1)
-    code, _, err = run(capsys, "show", prefix, "--db", path, "--image", str(tmp_path / "x.png"))
+    code, _, err = run_cli(capsys, "show", prefix, "--db", path, "--image", str(tmp_path / "x.png"))
     assert code == 2 and err.count("\n") == 1 and "is ambiguous" in err
     for key in facts["keys"]:
         if key.startswith(prefix):
             assert key in err
     assert _files(tmp_path) == set()
-    code, _, err = run(capsys, "show", "xyz", "--db", path)
+    code, _, err = run_cli(capsys, "show", "xyz", "--db", path)
     assert code == 2 and "hex digits" in err
 
 
@@ -231,7 +214,7 @@ def test_unknown_and_ambiguous_keys(capsys, db, tmp_path):
 )
 def test_bad_arguments_are_one_line(capsys, db, tmp_path, argv, message):
     path, _ = db
-    code, _, err = run(capsys, *[a.replace("OUT", str(tmp_path / "o")) for a in argv], "--db", path)
+    code, _, err = run_cli(capsys, *[a.replace("OUT", str(tmp_path / "o")) for a in argv], "--db", path)
     assert code == 2 and err.count("\n") == 1 and message in err
 
 
@@ -239,7 +222,7 @@ def test_the_database_is_not_changed_by_reads(capsys, db, tmp_path):
     path, _ = db
     before = Path(path).read_bytes()
     for argv in (["searches"], ["top"], ["show", db[1]["key49"]]):
-        assert run(capsys, *argv, "--db", path)[0] == 0
+        assert run_cli(capsys, *argv, "--db", path)[0] == 0
     assert Path(path).read_bytes() == before
 
 

@@ -10,26 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from nas import cli
 from nas.commands.common import check_output_path, writing_output
 from nas.ui import UserError
-from tests.results_db.fixtures import make_db
-
-
-def run(capsys, *argv):
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as e:  # argparse's own errors
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-@pytest.fixture(scope="module")
-def db(tmp_path_factory):
-    path = tmp_path_factory.mktemp("db") / "results.db"
-    facts = make_db(str(path))
-    return str(path), facts
+from tests.nas.helpers import run_cli
 
 
 def _listing(root: Path) -> list[str]:
@@ -82,7 +65,7 @@ def test_unwritable_output_is_one_line_and_writes_nothing(capsys, db, tmp_path, 
     if command == "show":
         out += ".png"
     before = _listing(tmp_path)
-    code, stdout, err = run(capsys, *_argv(command, path, facts["key49"], out))
+    code, stdout, err = run_cli(capsys, *_argv(command, path, facts["key49"], out))
     assert code == 2, err
     lines = [ln for ln in err.strip().splitlines() if not ln.startswith("building ")]
     assert len(lines) == 1 and f"cannot write {FLAGS[command]} {out}: " in lines[0], err
@@ -97,7 +80,7 @@ def test_a_file_where_a_directory_is_expected_and_the_reverse(capsys, db, tmp_pa
     (tmp_path / "file").write_text("keep")
     (tmp_path / "dir.png").mkdir()
     out = str(tmp_path / ("dir.png" if command == "show" else "file"))
-    code, _, err = run(capsys, *_argv(command, path, facts["key49"], out))
+    code, _, err = run_cli(capsys, *_argv(command, path, facts["key49"], out))
     why = "it is a directory" if command == "show" else "it exists and is not a directory"
     assert code == 2 and err.count("\n") == 1 and f"cannot write {FLAGS[command]} {out}: {why}" in err, err
     assert _listing(tmp_path) == ["dir.png", "file"] and (tmp_path / "file").read_text() == "keep"
@@ -112,7 +95,7 @@ def test_a_directory_without_write_permission(capsys, db, tmp_path, command):
     locked.chmod(0o555)
     try:
         out = str(locked / ("x.png" if command == "show" else "x"))
-        code, _, err = run(capsys, *_argv(command, path, facts["key49"], out))
+        code, _, err = run_cli(capsys, *_argv(command, path, facts["key49"], out))
         assert code == 2 and err.count("\n") == 1 and "Permission denied" in err and out in err, err
         assert list(locked.iterdir()) == []
     finally:
@@ -131,7 +114,7 @@ def test_missing_parents_are_made_by_report_only(tmp_path):
 def test_export_refuses_a_directory_in_the_way_of_a_file_before_building(capsys, tmp_path):
     out = tmp_path / "out"
     (out / "sn.png").mkdir(parents=True)
-    code, _, err = run(capsys, "export", "spinenet-49", "--out", str(out), "--name", "sn", "--force")
+    code, _, err = run_cli(capsys, "export", "spinenet-49", "--out", str(out), "--name", "sn", "--force")
     assert code == 2 and f"cannot write --out {out}: {out / 'sn.png'} is a directory" in err, err
     assert _listing(tmp_path) == ["out", "out/sn.png"]
 
@@ -154,7 +137,7 @@ def test_show_image_failing_while_drawing_leaves_no_file(capsys, db, tmp_path, m
 
     monkeypatch.setattr("nas.diagram.draw_arch", half_draw)
     image = tmp_path / "arch.png"
-    code, _, err = run(capsys, "show", facts["key49"], "--db", path, "--image", str(image))
+    code, _, err = run_cli(capsys, "show", facts["key49"], "--db", path, "--image", str(image))
     assert code == 2 and err.count("\n") == 1 and f"cannot write --image {image}: No space left on device" in err
     assert _listing(tmp_path) == []
 
@@ -164,6 +147,6 @@ def test_report_failing_at_the_write_leaves_no_partial_file(capsys, db, tmp_path
     path, _ = db
     out = tmp_path / "report"
     (out / "index.html").mkdir(parents=True)  # passes the up-front check; the final rename fails
-    code, _, err = run(capsys, "report", "--db", path, "--search", "ppo-1", "--out", str(out))
+    code, _, err = run_cli(capsys, "report", "--db", path, "--search", "ppo-1", "--out", str(out))
     assert code == 2 and err.count("\n") == 1 and f"cannot write --out {out}: Is a directory" in err, err
     assert _listing(tmp_path) == ["report", "report/index.html"]

@@ -154,6 +154,14 @@ def test_fingerprints_follow_what_changes_a_score_and_nothing_else():
     surrogate = resolve(NasConfig, demo, ["evaluator.type=surrogate"])
     assert fingerprint(resolve(NasConfig, surrogate, ["search.seed=9"])) != fingerprint(surrogate)  # its target
     assert fingerprint(resolve(NasConfig, surrogate, ["evaluator.surrogate.duration_s=2"])) == fingerprint(surrogate)
+    # The surrogate's AP ignores the proxy's model and data; with a FLOPs reward its reward does not (its FLOPs are
+    # the proxy detector's).
+    for o in ("proxy.image_size=256", "proxy.filter_size_scale=0.5", "proxy.head_num_convs=2", "proxy.data.kind=dir"):
+        extra = ["proxy.data.path=/data/p"] if o.startswith("proxy.data") else []
+        assert fingerprint(resolve(NasConfig, surrogate, [o, *extra])) == fingerprint(surrogate), o
+        flops = resolve(NasConfig, surrogate, ["search.reward=ap-flops", "search.target_flops=1e9"])
+        assert fingerprint(resolve(NasConfig, flops, [o, *extra])) != fingerprint(flops), o
+    assert fingerprint(resolve(NasConfig, flops, ["proxy.data.images=1000"])) == fingerprint(flops)  # same classes
     assert describe(demo) == "retinanet 128 px 800 steps on synth, reward ap"
     # A split made by `spinenas data` is its folder: the synthetic generator's knobs do not enter its fingerprint.
     folder = resolve(NasConfig, demo, ["proxy.data.kind=dir", "proxy.data.path=/data/p"])

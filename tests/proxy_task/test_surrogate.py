@@ -9,11 +9,12 @@ import sys
 import numpy as np
 import pytest
 
-from proxy_task.config import ProxyConfig, SurrogateConfig
+from proxy_task.config import DataConfig, ProxyConfig, SurrogateConfig
 from proxy_task.evaluator import TrialContext, build_evaluator
 from proxy_task.result import ProxyResult
 from proxy_task.surrogate import SurrogateEvaluator, SurrogateTrialEvaluator, curve_shape, structural_features
 from search_space import SPINENET_49, SearchSpace
+from search_space.cost import Scaling, count_cost
 
 
 @pytest.fixture(scope="module")
@@ -111,16 +112,22 @@ def test_noise_is_seeded_and_centred(space):
     assert SurrogateEvaluator(target_seed=0, noise=0.02, seed=5).evaluate(arch).metrics["ap"] == values[5]
 
 
-def test_params_and_flops_are_structural(space):
+def test_params_and_flops_are_the_paper_proxys_detector(space):
     ev = SurrogateEvaluator(target_seed=0)
     results = [ev.evaluate(space.decode(d)) for d in randoms(space, 50)]
     params = [r.params for r in results]
     flops = [r.flops for r in results]
     assert all(isinstance(p, int) and p > 0 for p in params + flops)
     assert len(set(flops)) > 40
-    big = SurrogateEvaluator(target_seed=0, image_size=1024).evaluate(SPINENET_49)
+    # The defaults are the paper's proxy (the paper preset's: ProxyConfig's scaling at 512 px) on COCO's 91 classes.
     small = ev.evaluate(SPINENET_49)
-    assert big.params == small.params and 3.5 < big.flops / small.flops < 4.5
+    paper = ProxyConfig(image_size=512).cost(SPINENET_49, 91)
+    assert (small.params, small.flops) == (paper.params, paper.flops) == (1_989_655, 5_873_750_685)
+    big = SurrogateEvaluator(target_seed=0, image_size=1024).evaluate(SPINENET_49)
+    assert big.params == small.params and 3.9 < big.flops / small.flops < 4.1
+    wide = SurrogateEvaluator(target_seed=0, filter_size_scale=0.5, resample_alpha=0.5, endpoints_num_filters=128)
+    want = count_cost(SPINENET_49, image_size=512, num_classes=91, scaling=Scaling(0.5, 0.5, 1, 128, 4, 128))
+    assert (wide.evaluate(SPINENET_49).params, wide.evaluate(SPINENET_49).flops) == (want.params, want.flops)
 
 
 def test_simulated_failures():
@@ -144,6 +151,8 @@ def test_config_round_trip_and_errors():
         SurrogateEvaluator(noise=-0.1)
     with pytest.raises(ValueError, match=r"floor: expected a number in \[0, peak=0.4\), got 0.5"):
         SurrogateEvaluator(floor=0.5)
+    with pytest.raises(ValueError, match="image_size: expected a positive multiple of 128, got 200"):
+        SurrogateEvaluator(image_size=200)
     with pytest.raises(LookupError, match="unknown family"):
         SurrogateEvaluator(family="r99")
     with pytest.raises(TypeError, match="expected an ArchSpec, got tuple"):
@@ -200,13 +209,29 @@ def test_the_reports_follow_the_schedule():
     assert result.ok and result.stopped_at is None and result.metrics["steps"] == 450.0
     assert result.metrics["ap"] == rec.reports[-1][1]["ap"]
     assert result.metrics["train_loss"] == rec.reports[-1][1]["loss"]
-    assert (result.params, result.flops) == (ev.landscape.evaluate(SPINENET_49).params,
-                                             ev.landscape.evaluate(SPINENET_49).flops)
+    # What a real trial of this proxy config stores: tests/proxy_task/test_trial.py's SpineNet-49 at 128 px on the
+    # synthetic set's 5 classes.
+    assert (result.params, result.flops) == (1_543_057, 214_951_471)
     json.dumps(result.to_dict())
     # The log steps need not divide train_steps: the last step always reports.
     rec = Recorder()
     trial(train_steps=130, log_every=50).evaluate(SPINENET_49, seed=0, report=rec)
     assert [s for s, _ in rec.reports] == [50, 100, 130]
+
+
+def test_a_trial_reports_the_cost_a_real_trial_of_its_proxy_stores(space, tmp_path):
+    # Whatever the landscape's own scale: a search stores the proxy's params and FLOPs, surrogate or not.
+    landscape = SurrogateEvaluator(target_seed=0, image_size=1024, filter_size_scale=1.0)
+    folder = DataConfig(kind="dir", path=str(tmp_path / "not-made"))  # no manifest yet: COCO's 91 classes
+    proxy = ProxyConfig(data=folder, image_size=256, filter_size_scale=0.5, head_num_convs=2, activation="relu",
+                        train_steps=100, warmup_steps=5, log_every=50)
+    ev = SurrogateTrialEvaluator(SurrogateConfig(), proxy, TrialContext(), landscape=landscape)
+    assert ev.num_classes == 91
+    for d in randoms(space, 5):
+        arch = space.decode(d)
+        result, want = ev.evaluate(arch, seed=0), proxy.cost(arch, 91)
+        assert (result.params, result.flops) == (want.params, want.flops)
+        assert result.flops != landscape.evaluate(arch).flops
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "constant"])

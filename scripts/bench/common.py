@@ -1,0 +1,81 @@
+"""What every benchmark records beside its figures: the command, the commit, the date and the machine (stdlib only).
+
+The scripts import it as ``scripts.bench.common`` once they have put the repository root on ``sys.path`` (as they
+do to import the project), so it works both when a script is run and when a test loads one from its file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import platform
+import socket
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def commit() -> dict[str, Any]:
+    """HEAD, and whether tracked code differs from it (the results files aside).
+
+    Without git (a copy of the tree, no repository) the commit is ``$SPINENAS_BENCH_COMMIT`` (None if unset) and
+    the dirty flag None.
+    """
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                 ":!scripts/bench/results"], cwd=ROOT, capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return {"commit": os.environ.get("SPINENAS_BENCH_COMMIT"), "commit_dirty": None}
+    return {"commit": head.stdout.strip(), "commit_dirty": bool(status.stdout.strip())}
+
+
+def provenance(script: str, argv: list[str] | None) -> dict[str, Any]:
+    """The head of a results record: ``command`` (as run from the root), ``commit``, ``commit_dirty``, ``date_utc``.
+
+    Args:
+      script: the benchmark's ``__file__``.
+      argv: its arguments as `main` got them (None: ``sys.argv[1:]``).
+    """
+    args = sys.argv[1:] if argv is None else argv
+    return {
+        "command": "python " + " ".join([os.path.relpath(script, ROOT), *args]),
+        **commit(),
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ('' where there is none)."""
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            return next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
+    return ""
+
+
+def versions(*dists: str) -> dict[str, str]:
+    """The installed versions of those of `dists` (distribution names) that are installed."""
+    out = {}
+    for dist in dists:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            out[dist] = metadata.version(dist)
+    return out
+
+
+def machine(**extra: Any) -> dict[str, Any]:
+    """Facts about the machine the figures come from, before the run: host, platform, cpu, cpus, loadavg_before,
+    python, then `extra` (e.g. the versions of the libraries measured)."""
+    return {
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpus": os.cpu_count(),
+        "loadavg_before": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
+        **extra,
+    }
