@@ -326,13 +326,15 @@ class CalibrationStudy(TrialLoop):
       store: an open `results_db.ResultStore`.
       run_dir: where TensorBoard curves and the log go.
       resume: continue the stored study `name`.
+      retry_failed: with `resume`, run its failed trainings again (a fault that was not the architecture's: a
+        crashed worker, a timeout too short, a full disk).
       view, runner, tensorboard: as `TrialLoop`.
     """
 
     RESUME = "spinenas calibrate --resume {name}"
 
-    def __init__(self, study: Study, *, name: str, store: Any, run_dir: str, resume: bool = False, view: Any = None,
-                 runner: Any = None, tensorboard: bool = True) -> None:
+    def __init__(self, study: Study, *, name: str, store: Any, run_dir: str, resume: bool = False,
+                 retry_failed: bool = False, view: Any = None, runner: Any = None, tensorboard: bool = True) -> None:
         import os
 
         cfg = study.proxy
@@ -341,6 +343,8 @@ class CalibrationStudy(TrialLoop):
                          runner=runner, tensorboard=tensorboard)
         self.study = study
         self.resume = resume
+        self.retry_failed = retry_failed
+        self.retried = 0
         self._specs = {PROXY: self.spec,
                        REFERENCE: trial_spec(study.reference, log_path=os.path.join(run_dir, "search.log"))}
         self._todo: list[InFlight] = []
@@ -356,6 +360,8 @@ class CalibrationStudy(TrialLoop):
         study, plan = self.study, self.study.plan
         if self.resume:
             self.store.set_search_status(self.name, SearchStatus.RUNNING)
+            if self.retry_failed:
+                self.retried = len(self.store.retry_failed(self.name))
         else:
             self.store.create_search(self.name, config=study.to_yaml(), seed=study.settings.seed, controller="-",
                                      family=self.cfg.search.family, fingerprint=study.fingerprint(PROXY), kind=KIND)
@@ -377,8 +383,9 @@ class CalibrationStudy(TrialLoop):
                                        fingerprint=study.fingerprint(p.fidelity),
                                        timeout_s=study.config_of(p.fidelity).search.trial_timeout_s))
         if self.resume:
+            again = f" ({self.retried} failed ones again)" if self.retried else ""
             self.view.line(f"resuming calibration {self.name!r}: {self.done} of {len(plan)} trainings done, "
-                           f"{len(self._todo)} to run")
+                           f"{len(self._todo)} to run{again}")
 
     def run(self) -> StudyOutcome:
         """Runs what is left of the plan (Ctrl-C stops cleanly; resume later)."""

@@ -968,6 +968,35 @@ class ResultStore(ReadAPI):
             if not done:
                 self._raise_not_open(trial_id, conn, "start")
 
+    def retry_failed(self, search: str, trial_ids: Iterable[int] | None = None) -> list[int]:
+        """Puts failed trials of a search back in the queue, to be run again (their next start is a new attempt).
+
+        Their outcome (reward, metrics, error, times, host) and learning curve are cleared, in one transaction; the
+        attempt count is kept. Trials of other statuses are left alone.
+
+        Args:
+          search: the search (or study).
+          trial_ids: which of its failed trials (default: all of them).
+
+        Returns:
+          The ids of the trials re-queued.
+
+        Raises:
+          LookupError: unknown search.
+        """
+        with self._write_conn() as conn:
+            sid = self._search_id_conn(search, conn)
+            where = [_TRIALS.c.search_id == sid, _TRIALS.c.status == TrialStatus.FAILED]
+            if trial_ids is not None:
+                where.append(_TRIALS.c.id.in_([int(i) for i in trial_ids]))
+            ids = [r[0] for r in conn.execute(select(_TRIALS.c.id).where(*where).order_by(_TRIALS.c.id))]
+            if ids:
+                conn.execute(_REPORTS.delete().where(_REPORTS.c.trial_id.in_(ids)))
+                conn.execute(_TRIALS.update().where(_TRIALS.c.id.in_(ids)).values(
+                    status=TrialStatus.QUEUED, reward=None, metrics=None, error=None, wall_s=None, started_at=None,
+                    finished_at=None, host=None))
+        return ids
+
     @staticmethod
     def _raise_not_open(trial_id: int, conn: Connection, what: str) -> None:
         old = conn.scalar(select(_TRIALS.c.status).where(_TRIALS.c.id == trial_id))

@@ -100,6 +100,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             raise UserError(f"--{given[0].replace('_', '-')} does not apply to --resume: a resumed study keeps its "
                             "stored settings")
     else:
+        if args.retry_failed:
+            raise UserError("--retry-failed applies to --resume NAME: it runs a stored study's failed trainings again")
         preset = args.preset or "demo"
         cfg = load_config(preset, [*overrides, *(args.set or [])])
         from search_space import get_family
@@ -158,10 +160,14 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
                 study = replace(study, proxy=_resolved(study.proxy, overrides),
                                 reference=_resolved(study.reference, ref_overrides))
             check_machine(study.proxy, args)
-            done = sum(t.status in ("completed", "failed") for t in store.trials(name))
-            if record.status == "completed" and done >= len(study.plan):
+            trials = store.trials(name)
+            done = sum(t.status in ("completed", "failed") for t in trials)
+            failed = sum(t.status == "failed" for t in trials)
+            if record.status == "completed" and done >= len(study.plan) and not (args.retry_failed and failed):
+                hint = (f"; {failed} failed: 'spinenas calibrate --resume {name} --retry-failed' runs them again"
+                        if failed else "")
                 say(f"calibration {name!r} is complete: {done} of {len(study.plan)} trainings; nothing to do "
-                    f"('spinenas calibration show {name}')")
+                    f"('spinenas calibration show {name}'){hint}")
                 return 0
         else:
             try:
@@ -196,7 +202,8 @@ def _run(study: Any, name: str, store: Any, url: str, args: argparse.Namespace) 
     run_dir = run_dir_of(args, name)
 
     def make(view: Any) -> CalibrationStudy:
-        return CalibrationStudy(study, name=name, store=store, run_dir=run_dir, resume=bool(args.resume), view=view)
+        return CalibrationStudy(study, name=name, store=store, run_dir=run_dir, resume=bool(args.resume),
+                                retry_failed=bool(args.retry_failed), view=view)
 
     with trial_job(cfg, args, run_dir, make) as runner:
         view = runner.view
@@ -215,6 +222,9 @@ def _run(study: Any, name: str, store: Any, url: str, args: argparse.Namespace) 
 
         with open_reader(url) as reader:
             _print_study(name, _load(reader, name))
+        if outcome.failed:
+            say(f"{outcome.failed} trainings failed (why: {os.path.join(run_dir, 'search.log')}); if it was not "
+                f"the architectures' fault, 'spinenas calibrate --resume {name} --retry-failed' runs them again")
     return 130 if outcome.interrupted else 0
 
 
@@ -305,6 +315,10 @@ def register(sub: Any) -> None:
     p.add_argument("--preset", help="demo (default), paper, vertex-gpu, or a YAML file: the proxy to calibrate")
     p.add_argument("--name", help="the study's name (default calibration-PRESET-DATE-TIME)")
     p.add_argument("--resume", metavar="NAME", help="continue the stored study NAME")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="with --resume: run the study's failed trainings again (after a fault that was not the "
+                        "architecture's, such as a crashed worker or a timeout too short); their first outcome is "
+                        "replaced")
     p.add_argument("--db", help=DB_HELP)
     p.add_argument("--archs", type=int, help="candidates in all (default 12: SpineNet-49, poor, scale-decreased, "
                                              "and random ones)")

@@ -7,11 +7,17 @@ consistent copy while the study writes) to scripts/bench/results/calibration-dem
 next session's `run` picks the study up where the snapshot left it (a training that was running then runs again).
 
     python scripts/bench/calibration_demo.py run        # start, or resume from runs/ or from the snapshot
+    python scripts/bench/calibration_demo.py run --retry-failed   # resume, running failed trainings again
     python scripts/bench/calibration_demo.py snapshot   # the database, calibration show --json, every curve
     python scripts/bench/calibration_demo.py show       # spinenas calibration show
 
 The study (the command `run` starts): `spinenas calibrate --preset demo --name demo-cal --archs 10 --rungs
 100,200,400,800 --repeats 3 --variance-archs 3 --runner local` (reference: 4x the demo's 800 steps).
+
+Run it from a checkout that nobody edits while it runs (`git worktree add ../wt-study main`, then this script of
+that tree): every training starts a fresh Python process that imports the tree's code, so an edit in the middle
+of a study runs half of it on other code (on 2026-12-02 a change to the local runner's child protocol made 12
+trainings fail at once; `--retry-failed` ran them again).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ def _spinenas(*argv: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "nas.cli", *argv], cwd=ROOT, **kw)
 
 
-def run() -> int:
+def run(retry_failed: bool = False) -> int:
     os.makedirs(os.path.dirname(LIVE), exist_ok=True)
     if not os.path.exists(LIVE) and os.path.exists(SNAPSHOT):
         shutil.copyfile(SNAPSHOT, LIVE)
@@ -47,7 +53,9 @@ def run() -> int:
         upgraded = _spinenas("db", "upgrade", "--db", LIVE)
         if upgraded.returncode != 0:
             return upgraded.returncode
-        return _spinenas("calibrate", "--resume", NAME, "--db", LIVE, "--runner", "local", "--plain").returncode
+        again = ["--retry-failed"] if retry_failed else []
+        return _spinenas("calibrate", "--resume", NAME, *again, "--db", LIVE, "--runner", "local",
+                         "--plain").returncode
     return _spinenas("calibrate", *STUDY, "--db", LIVE, "--runner", "local", "--plain").returncode
 
 
@@ -99,9 +107,10 @@ def snapshot() -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=("run", "snapshot", "show"))
+    parser.add_argument("--retry-failed", action="store_true", help="run: resume, running failed trainings again")
     args = parser.parse_args()
     if args.what == "run":
-        return run()
+        return run(args.retry_failed)
     if args.what == "snapshot":
         return snapshot()
     db = LIVE if os.path.exists(LIVE) else SNAPSHOT

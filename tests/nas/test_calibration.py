@@ -237,6 +237,39 @@ def test_a_study_killed_with_kill_9_resumes_without_repeating_a_finished_trainin
 
 
 @pytest.mark.slow
+def test_a_study_runs_its_failed_trainings_again_with_retry_failed(tmp_path):
+    from results_db import ResultStore
+
+    db = tmp_path / "r.db"
+    # A timeout shorter than a training (0.6 s): every training fails, as after a fault that was not theirs.
+    proc = spinenas("calibrate", "--preset", _preset(tmp_path, duration=0.6, in_process=False), "--name", "r",
+                    "--archs", "3",
+                    "--repeats", "1", "--variance-archs", "1", "--db", str(db), "--runner", "local", "--trial-timeout",
+                    "0.2", "--plain", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "6 trainings failed" in proc.stdout and "--resume r --retry-failed" in proc.stdout
+    store = ResultStore(f"sqlite:///{db}")
+    before = {t.index: t for t in store.trials("r")}
+    store.close()
+    assert len(before) == 6 and all(t.status == "failed" and "timeout" in t.error for t in before.values())
+    # A plain resume has nothing to do, and says how to run them again.
+    again = spinenas("calibrate", "--resume", "r", "--db", str(db), cwd=tmp_path)
+    assert again.returncode == 0 and "6 failed" in again.stdout and "--retry-failed" in again.stdout
+    retried = spinenas("calibrate", "--resume", "r", "--retry-failed", "--trial-timeout", "0", "--db", str(db),
+                       "--runner", "local", "--plain", cwd=tmp_path)
+    assert retried.returncode == 0, retried.stdout[-2000:] + retried.stderr[-2000:]
+    assert "0 of 6 trainings done, 6 to run (6 failed ones again)" in retried.stdout
+    store = ResultStore(f"sqlite:///{db}")
+    after = {t.index: t for t in store.trials("r")}
+    assert all(t.status == "completed" and t.error is None and t.reward is not None for t in after.values())
+    assert all(after[i].attempt > before[i].attempt for i in after)
+    assert all(store.reports([t.id])[t.id] for t in after.values())  # their curves are the new runs'
+    store.close()
+    wrong = spinenas("calibrate", "--preset", _preset(tmp_path), "--retry-failed", "--db", str(db), cwd=tmp_path)
+    assert wrong.returncode == 2 and "--retry-failed applies to --resume" in wrong.stderr
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("argv, message", [
     (["--preset", "nope"], "unknown preset 'nope'"),
     (["--archs", "1"], "--archs must be at least 3"),
