@@ -264,9 +264,9 @@ class SearchDriver(TrialLoop):
 
         [proposal] = self.controller.propose(1)
         arch = self.space.decode(proposal.decisions)
-        cost = self._over_limit(arch)
+        key = self.store.register_arch(arch, family=self.cfg.search.family)
+        cost = self._over_limit(arch, key)
         if cost is not None:  # before any lookup: a stored result of it is no reason to accept it
-            key = self.store.register_arch(arch, family=self.cfg.search.family)
             [trial_id] = self.store.add_trials(self.name, [NewTrial(key, proposal.decisions)],
                                                status=TrialStatus.QUEUED, fingerprint=self.fingerprint)
             index = self._next_index
@@ -274,7 +274,6 @@ class SearchDriver(TrialLoop):
             self._finish_rejected(self._item(trial_id, index, key, arch, proposal.trial_id,
                                              tuple(proposal.decisions)), cost)
             return
-        key = self.store.register_arch(arch, family=self.cfg.search.family)
         known = self.store.find_result(key, fingerprint=self.fingerprint)
         in_flight = known is None and any(f.key == key for f in self.inflight.values())
         run_now = known is None and not in_flight
@@ -296,7 +295,7 @@ class SearchDriver(TrialLoop):
         """A trial a resume re-queued: from the store when its architecture finished meanwhile (another trial of
         the same key, before the crash), waiting when that key is in flight, else submitted again; rejected when it
         is over the FLOPs limit (a driver that died between storing a rejected proposal and its rejection)."""
-        cost = self._over_limit(item.arch)
+        cost = self._over_limit(item.arch, item.key)
         if cost is not None:
             self._finish_rejected(item, cost)
             return
@@ -339,12 +338,12 @@ class SearchDriver(TrialLoop):
         self._feedback(item, reward)
         self._record(item, TrialStatus.CACHED, reward, 0.0, None)
 
-    def _over_limit(self, arch: ArchSpec) -> tuple[int, int] | None:
-        """(flops, params) of `arch` when its FLOPs are over ``search.max_flops``, else None (and None without a
-        limit). The FLOPs are what a trial of this proxy stores (`ProxyConfig.cost`, for the surrogate too)."""
+    def _over_limit(self, arch: ArchSpec, key: str) -> tuple[int, int] | None:
+        """(flops, params) of `arch` (whose key is `key`) when its FLOPs are over ``search.max_flops``, else None
+        (and None without a limit). The FLOPs are what a trial of this proxy stores (`ProxyConfig.cost`, for the
+        surrogate too)."""
         if not self.max_flops:
             return None
-        key = arch.key
         known = self._flops.get(key)
         if known is not None:  # an architecture rejected before: no second count
             return known

@@ -486,6 +486,8 @@ def test_proposals_over_max_flops_are_rejected_untrained_fed_back_as_failures_an
 
 def test_an_architecture_proposed_again_is_rejected_again_without_counting_it_again(tmp_path, evaluated,
                                                                                      monkeypatch):
+    import sys
+
     import numpy as np
 
     from proxy_task.config import ProxyConfig
@@ -498,7 +500,8 @@ def test_an_architecture_proposed_again_is_rejected_again_without_counting_it_ag
     cost = ProxyConfig.cost
 
     def counting(self, arch, num_classes):
-        counted.append(arch.key)
+        if sys._getframe(1).f_code.co_name == "_over_limit":  # the driver's counts (the surrogate counts its own)
+            counted.append(arch.key)
         return cost(self, arch, num_classes)
 
     monkeypatch.setattr(ProxyConfig, "cost", counting)
