@@ -17,6 +17,7 @@ migrated when it is read (`NasConfig.migrate_dict`), so its search resumes.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -36,7 +37,7 @@ class SearchConfig:
     Attributes:
       family: the search space ('r35-sp18', 'r23-sp30', 'r14-sp39', 'r0-sp53', 'spinenet49').
       window: parents of intermediate blocks come from the last `window` blocks built (0: no limit).
-      trials: trials to finish (completed, failed and cached ones all count).
+      trials: trials to finish (completed, failed, cached and rejected ones all count).
       workers: trials run at once.
       cpus_per_trial: CPUs per trial (Ray's resource request; TF's thread pools are sized to it).
       gpus_per_trial: GPUs per trial.
@@ -44,6 +45,11 @@ class SearchConfig:
       reward: 'ap', or 'ap-flops' (MnasNet-style: AP * (target_flops / flops) ** w, penalty capped).
       target_flops: the FLOPs target of 'ap-flops' (multiply-adds per image at the proxy resolution).
       flops_exponent: w of 'ap-flops' (MnasNet's -0.07 soft constraint is written here as 0.07).
+      max_flops: a hard FLOPs limit (0: none), in multiply-adds per image at the proxy's resolution, as
+        `ProxyConfig.cost` counts them (what a trial stores as its flops): a proposal over it is not trained but
+        stored as 'rejected' and fed back to the controller as a failure (`reward_for_failure`), at once; it counts
+        toward `trials`. Vertex AI NAS treats its latency constraints so. Not part of the result fingerprint (it
+        decides which architectures are trained, not what a trained one scores); fixed for the life of a search.
       reward_for_failure: the reward a failed trial feeds the controller (None: the controller skips it).
       reuse_workers: trials reuse Ray worker processes ("warm workers"): TensorFlow and Model Garden are imported
         once per worker, not once per trial, and the worker clears Keras' session and the trial's graphs between
@@ -71,6 +77,7 @@ class SearchConfig:
     reward: str = "ap"
     target_flops: float = 0.0
     flops_exponent: float = 0.07
+    max_flops: float = 0.0
     reward_for_failure: float | None = 0.0
     reuse_workers: bool = True
     trials_per_worker: int = 10
@@ -82,6 +89,9 @@ class SearchConfig:
             raise ValueError(f"reward must be one of {list(REWARDS)}, got {self.reward!r}")
         if self.reward == "ap-flops" and not self.target_flops > 0:
             raise ValueError("reward 'ap-flops' needs target_flops > 0 (multiply-adds per image)")
+        if not (math.isfinite(self.max_flops) and self.max_flops >= 0):
+            raise ValueError(f"max_flops must be 0 (no limit) or a positive number of multiply-adds per image, got "
+                             f"{self.max_flops!r}")
         if self.trials < 1:
             raise ValueError(f"trials must be at least 1, got {self.trials}")
         if self.workers < 1:

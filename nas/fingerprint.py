@@ -5,6 +5,10 @@ size, steps, schedule, model scaling, evaluation: not seeds, threads, logging or
 the reward function. `fingerprint` hashes exactly those. The search job reuses a stored result (dedup, 'cached')
 only from a trial with the same fingerprint, and `spinenas top` / `export best` rank within one.
 
+A search's FLOPs limit (``search.max_flops``) is left out: it decides which architectures are trained, not what a
+trained one scores, so results of searches with and without a limit are reused across them (a rejected trial is
+never a result: it has no reward to reuse).
+
 The fingerprint is computed from a `NasConfig`; old databases get theirs from their stored configs when
 `spinenas db upgrade` runs. Changing what goes into it changes every fingerprint: do that only with a migration
 that recomputes the stored ones.

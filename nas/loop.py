@@ -3,9 +3,11 @@
 One driver process owns the controller, the runner and the database writes (STYLE.md: only `nas` writes, from one
 process). The loop:
 
-1. keeps `workers` trials in flight: asks the controller for a proposal, decodes it, and either reuses a stored
-   result for its key and fingerprint (a 'cached' trial, fed back at once), waits for the same key already in
-   flight, or submits it to the runner (`nas.runners`: Ray tasks by default, child processes with ``local``);
+1. keeps `workers` trials in flight: asks the controller for a proposal, decodes it, and either rejects it when
+   its FLOPs are over ``search.max_flops`` (a 'rejected' trial, fed back at once as a failure, never trained),
+   reuses a stored result for its key and fingerprint (a 'cached' trial, fed back at once), waits for the same key
+   already in flight, or submits it to the runner (`nas.runners`: Ray tasks by default, child processes with
+   ``local``);
 2. takes what the runner hands back as it comes: a trial's reports (its learning curve: loss every
    ``proxy.log_every`` steps, AP at ``proxy.eval_at_steps``) are stored, shown and written to TensorBoard while
    it runs; a finished trial is written to the store in one transaction with its status and its last reports,
@@ -63,6 +65,7 @@ class SearchOutcome:
     wall_s: float
     interrupted: bool = False
     checkpoints: int = 0  # controller checkpoints this run stored
+    rejected: int = 0  # over search.max_flops: stored, fed back as failures, never trained
 
 
 def trial_spec(cfg: NasConfig, faults: Mapping[str, Any] | None = None, fault_dir: str = "",
@@ -127,7 +130,11 @@ class SearchDriver(TrialLoop):
         self.waiting: dict[str, list[InFlight]] = {}  # key -> trials waiting for the same key in flight
         self.requeue: list[InFlight] = []
         self.finished = 0
-        self.counts = {TrialStatus.COMPLETED: 0, TrialStatus.FAILED: 0, TrialStatus.CACHED: 0}
+        self.counts = {TrialStatus.COMPLETED: 0, TrialStatus.FAILED: 0, TrialStatus.CACHED: 0,
+                       TrialStatus.REJECTED: 0}
+        self.max_flops = s.max_flops
+        self._num_classes: int | None = None  # the detector's, for the FLOPs limit (read at its first use)
+        self._flops: dict[str, tuple[int, int]] = {}  # key -> (flops, params) of the proposals over the limit
         self.best: tuple[float, str] | None = None
         self.wall_times: list[float] = []
         self._updates_seen = _num_updates(self.controller)
@@ -185,7 +192,7 @@ class SearchDriver(TrialLoop):
             self.counts[TrialStatus(t.status)] += 1
             if t.reward is not None and (self.best is None or t.reward > self.best[0]):
                 self.best = (t.reward, t.arch_key)
-            if t.wall_s and t.status != TrialStatus.CACHED:
+            if t.wall_s and t.status not in (TrialStatus.CACHED, TrialStatus.REJECTED):
                 self.wall_times.append(t.wall_s)
         for t, p in zip(again, proposals):
             arch = ArchSpec.from_json(self.store.get_arch(t.arch_key).spec_json)
@@ -244,6 +251,7 @@ class SearchDriver(TrialLoop):
             completed=self.counts[TrialStatus.COMPLETED],
             failed=self.counts[TrialStatus.FAILED],
             cached=self.counts[TrialStatus.CACHED],
+            rejected=self.counts[TrialStatus.REJECTED],
             best_reward=self.best[0] if self.best else None,
             best_key=self.best[1] if self.best else None,
             wall_s=time.time() - self._t0,
@@ -257,6 +265,15 @@ class SearchDriver(TrialLoop):
         [proposal] = self.controller.propose(1)
         arch = self.space.decode(proposal.decisions)
         key = self.store.register_arch(arch, family=self.cfg.search.family)
+        cost = self._over_limit(arch, key)
+        if cost is not None:  # before any lookup: a stored result of it is no reason to accept it
+            [trial_id] = self.store.add_trials(self.name, [NewTrial(key, proposal.decisions)],
+                                               status=TrialStatus.QUEUED, fingerprint=self.fingerprint)
+            index = self._next_index
+            self._next_index += 1
+            self._finish_rejected(self._item(trial_id, index, key, arch, proposal.trial_id,
+                                             tuple(proposal.decisions)), cost)
+            return
         known = self.store.find_result(key, fingerprint=self.fingerprint)
         in_flight = known is None and any(f.key == key for f in self.inflight.values())
         run_now = known is None and not in_flight
@@ -276,7 +293,12 @@ class SearchDriver(TrialLoop):
 
     def _run_again(self, item: InFlight) -> None:
         """A trial a resume re-queued: from the store when its architecture finished meanwhile (another trial of
-        the same key, before the crash), waiting when that key is in flight, else submitted again."""
+        the same key, before the crash), waiting when that key is in flight, else submitted again; rejected when it
+        is over the FLOPs limit (a driver that died between storing a rejected proposal and its rejection)."""
+        cost = self._over_limit(item.arch, item.key)
+        if cost is not None:
+            self._finish_rejected(item, cost)
+            return
         known = self.store.find_result(item.key, fingerprint=self.fingerprint)
         if known is not None:
             self._finish_cached(item, known.reward, known.trial_id, known.metrics)
@@ -316,6 +338,35 @@ class SearchDriver(TrialLoop):
         self._feedback(item, reward)
         self._record(item, TrialStatus.CACHED, reward, 0.0, None)
 
+    def _over_limit(self, arch: ArchSpec, key: str) -> tuple[int, int] | None:
+        """(flops, params) of `arch` (whose key is `key`) when its FLOPs are over ``search.max_flops``, else None
+        (and None without a limit). The FLOPs are what a trial of this proxy stores (`ProxyConfig.cost`, for the
+        surrogate too)."""
+        if not self.max_flops:
+            return None
+        known = self._flops.get(key)
+        if known is not None:  # an architecture rejected before: no second count
+            return known
+        if self._num_classes is None:
+            from proxy_task.data import num_classes_of
+
+            self._num_classes = num_classes_of(self.cfg.proxy.data)
+        cost = self.cfg.proxy.cost(arch, self._num_classes)
+        if cost.flops <= self.max_flops:
+            return None
+        self._flops[key] = (cost.flops, cost.params)
+        return self._flops[key]
+
+    def _finish_rejected(self, item: InFlight, cost: tuple[int, int]) -> None:
+        flops, params = cost
+        error = f"rejected: {flops:.4g} FLOPs is over max_flops {self.max_flops:.4g}"
+        self.store.finish_trial(item.trial_id, status=TrialStatus.REJECTED, reward=None,
+                                metrics={"flops": flops, "params": params, "max_flops": self.max_flops}, error=error,
+                                wall_s=0.0, flops=flops, params=params)
+        logger.info("[trial %d] %s %s", item.index, item.key, error)
+        self._feedback(item, None)  # the controller's failure rule: reward_for_failure, or skipped when None
+        self._record(item, TrialStatus.REJECTED, None, 0.0, error)
+
     def _feedback(self, item: InFlight, reward: float | None) -> None:
         self.controller.feedback(item.ctrl_id, reward)
         self._feedbacks += 1
@@ -351,7 +402,7 @@ class SearchDriver(TrialLoop):
         self.counts[status] += 1
         if reward is not None and (self.best is None or reward > self.best[0]):
             self.best = (reward, item.key)
-        if status != TrialStatus.CACHED and wall_s:
+        if status not in (TrialStatus.CACHED, TrialStatus.REJECTED) and wall_s:
             self.wall_times.append(wall_s)
         step = self.finished
         if self._tb is not None:
@@ -359,11 +410,13 @@ class SearchDriver(TrialLoop):
                 self._tb.scalar("search/reward", reward, step)
             if self.best is not None:
                 self._tb.scalar("search/best_reward", self.best[0], step)
-            if status != TrialStatus.CACHED:
+            if status not in (TrialStatus.CACHED, TrialStatus.REJECTED):
                 self._tb.scalar("search/trial_seconds", wall_s, step)
             self._tb.flush()
         budget = self.cfg.search.trials
         what = f"reward {reward:.4f}" if reward is not None else f"FAILED ({error})"
+        if status == TrialStatus.REJECTED:
+            what = f"REJECTED untrained ({error.removeprefix('rejected: ') if error else 'over max_flops'})"
         if status == TrialStatus.CACHED:
             what += " (cached: this architecture already has a result)"
         self.view.line(f"[{step}/{budget}] trial {item.index} {item.key} {what} {wall_s:.0f} s | "
@@ -375,8 +428,9 @@ class SearchDriver(TrialLoop):
         budget = self.cfg.search.trials
         best = f"{self.best[0]:.4f}" if self.best else "-"
         c = self.counts
+        rejected = f"rejected {c[TrialStatus.REJECTED]} " if self.max_flops or c[TrialStatus.REJECTED] else ""
         line = (f"done {c[TrialStatus.COMPLETED]} failed {c[TrialStatus.FAILED]} cached {c[TrialStatus.CACHED]} "
-                f"running {len(self.inflight)} | best {best}")
+                f"{rejected}running {len(self.inflight)} | best {best}")
         if self.wall_times:
             per = sum(self.wall_times) / len(self.wall_times)
             left = budget - self.finished

@@ -510,7 +510,8 @@ class ReadAPI(abc.ABC):
 
         Args:
           search: the search's name.
-          status: a status ('queued', 'running', 'completed', 'failed', 'cached'), several, or None for all.
+          status: a status ('queued', 'running', 'completed', 'failed', 'cached', 'rejected'), several, or None for
+            all.
 
         Raises:
           LookupError: unknown search. ValueError: unknown status.
@@ -527,7 +528,8 @@ class ReadAPI(abc.ABC):
     def history(self, search: str) -> list[tuple[tuple[int, ...], float | None]]:
         """``(decisions, reward)`` of the search's finished trials in completion order, for `controller.recover`.
 
-        Finished means completed, failed or cached; the reward is what `finish_trial` stored (None if none).
+        Finished means completed, failed, cached or rejected; the reward is what `finish_trial` stored (None if
+        none).
 
         Raises:
           LookupError: unknown search.

@@ -17,13 +17,16 @@ class _Status(str, enum.Enum):
 
 
 class TrialStatus(_Status):
-    """Where a trial is. QUEUED -> RUNNING -> COMPLETED | FAILED; CACHED = not run, a stored result was reused."""
+    """Where a trial is. QUEUED -> RUNNING -> COMPLETED | FAILED; CACHED = not run, a stored result was reused;
+    REJECTED = not run, its architecture is over the search's FLOPs limit (``search.max_flops``), fed back as a
+    failure."""
 
     QUEUED = "queued"
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
     CACHED = "cached"
+    REJECTED = "rejected"
 
     @property
     def is_finished(self) -> bool:
@@ -32,7 +35,7 @@ class TrialStatus(_Status):
 
 
 #: The statuses a trial ends in.
-FINISHED_STATUSES = frozenset({TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.CACHED})
+FINISHED_STATUSES = frozenset({TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.CACHED, TrialStatus.REJECTED})
 #: The statuses of a trial that has not ended (a resumed search runs them again).
 OPEN_STATUSES = frozenset({TrialStatus.QUEUED, TrialStatus.RUNNING})
 

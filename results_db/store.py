@@ -118,6 +118,8 @@ def _finish_trial_statement() -> Any:
 
 
 _FINISH_TRIAL = _finish_trial_statement()
+# What `finish_trial` may set, in the order its error message lists them.
+_FINAL_STATUSES = (TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.CACHED, TrialStatus.REJECTED)
 # A trial's measured cost goes to its arch, unless the arch already has one.
 _SET_ARCH_COST = (
     _ARCHS.update()
@@ -1029,7 +1031,8 @@ class ResultStore(ReadAPI):
 
         Args:
           trial_id: the trial.
-          status: 'completed', 'failed' or 'cached' (a stored result reused; give `cached_from`).
+          status: 'completed', 'failed', 'cached' (a stored result reused; give `cached_from`) or 'rejected' (not
+            trained: over the search's FLOPs limit).
           reward: the controller's reward (finite), or None.
           metrics: the proxy's raw outputs (JSON-able), e.g. ``ProxyResult.metrics``.
           error: why the trial failed.
@@ -1044,7 +1047,7 @@ class ResultStore(ReadAPI):
           LookupError: unknown trial. RuntimeError: the trial has already finished. ValueError: a bad value
           (a NaN or infinite reward, an unknown status, a malformed report).
         """
-        st = _check_status(status, (TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.CACHED), "final status")
+        st = _check_status(status, _FINAL_STATUSES, "final status")
         reward = _check_number(reward, "reward")
         wall_s = _check_number(wall_s, "wall_s")
         flops, params = _check_count(flops, "flops"), _check_count(params, "params")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -21,6 +22,7 @@ from nas.commands.jobs import (
     trial_job,
 )
 from nas.ui import UserError, error_text
+from results_db.status import FINISHED_STATUSES
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ _FLAG_KEYS = {
     "runner": "runner.type",
     "reward": "search.reward",
     "target_flops": "search.target_flops",
+    "max_flops": "search.max_flops",
     "family": "search.family",
     "seed": "search.seed",
 }
@@ -70,6 +73,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
         overrides = _overrides(args) + list(args.set or [])
     if args.trials is not None and args.trials < 1:
         raise UserError(f"--trials must be at least 1, got {args.trials}")
+    if args.max_flops is not None and not (math.isfinite(args.max_flops) and args.max_flops > 0):
+        raise UserError(f"--max-flops must be a positive number of multiply-adds per image (e.g. 2e9), got "
+                        f"{args.max_flops:g}")
     faults = _faults(args.inject_faults)
 
     # Everything the user gave is checked before anything is created: config, name, this machine's resources.
@@ -97,7 +103,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
             cfg = load_stored_config(record.config, overrides, search=args.resume)
             name = args.resume
             check_machine(cfg, args)
-            done = sum(t.status in ("completed", "failed", "cached") for t in store.trials(name))
+            done = sum(t.status in FINISHED_STATUSES for t in store.trials(name))
             if cfg.search.trials < done:
                 raise UserError(f"--trials {cfg.search.trials} is below the {done} trials search {name!r} has "
                                 "finished")
@@ -177,10 +183,14 @@ def _run(cfg: Any, name: str, store: Any, url: str, args: argparse.Namespace, fa
                   f"runner, evaluator {cfg.evaluator.type}, reward {s.reward}")
         view.line(f"  database {url}; log {os.path.join(run_dir, 'search.log')}; TensorBoard: tensorboard "
                   f"--logdir {run_dir}")
+        if s.max_flops:
+            view.line(f"  max FLOPs {s.max_flops:.4g} (multiply-adds per image at {cfg.proxy.image_size} px): "
+                      "proposals over it are rejected untrained and fed back as failures")
         view.line(_calibration_note(store, driver.fingerprint, args.preset))
         outcome = driver.run()
+    rejected = f", {outcome.rejected} rejected over max FLOPs" if s.max_flops or outcome.rejected else ""
     say(f"search {name!r} {'stopped' if outcome.interrupted else 'finished'}: {outcome.trials} trials "
-         f"({outcome.completed} completed, {outcome.failed} failed, {outcome.cached} cached) in "
+         f"({outcome.completed} completed, {outcome.failed} failed, {outcome.cached} cached{rejected}) in "
          f"{outcome.wall_s / 60:.1f} min")
     if outcome.trials and args.top > 0:
         from nas.commands.common import open_reader, print_top
@@ -214,7 +224,7 @@ def register(sub: Any) -> None:
     p.add_argument("--controller", choices=LazyChoices("controller", "controller_names"), metavar="NAME",
                    help="ppo (paper), evolution or random (controller.type; its settings: --set controller.ppo.KEY=V)")
     p.add_argument("--family", help="search space: r35-sp18, r23-sp30, r14-sp39, r0-sp53, spinenet49")
-    p.add_argument("--trials", type=int, help="trials to finish (completed, failed and cached count)")
+    p.add_argument("--trials", type=int, help="trials to finish (completed, failed, cached and rejected count)")
     p.add_argument("--workers", type=int, help="trials at once")
     p.add_argument("--cpus-per-trial", type=float, help="Ray CPUs per trial (TF threads)")
     p.add_argument("--gpus-per-trial", type=float, help="Ray GPUs per trial")
@@ -229,6 +239,12 @@ def register(sub: Any) -> None:
                         "--set runner.local.in_process=true runs TF-free trials in this process) (runner.type)")
     p.add_argument("--reward", choices=REWARDS, help="ap, or ap-flops (MnasNet-style, needs --target-flops)")
     p.add_argument("--target-flops", type=float, help="FLOPs target of ap-flops (multiply-adds per image)")
+    p.add_argument("--max-flops", type=float, metavar="X",
+                   help="a hard limit (search.max_flops): a proposal whose detector has more than X multiply-adds "
+                        "per image at the proxy's resolution (e.g. 2e9; as `spinenas top` shows FLOPs) is not "
+                        "trained, but stored as rejected and fed back as a failed trial (search.reward_for_failure); "
+                        "it counts toward --trials. Fixed for the life of a search: --resume keeps it and refuses "
+                        "--max-flops")
     p.add_argument("--seed", type=int, help="seed of the controller and the trials")
     p.add_argument("--address", help="an existing Ray cluster ('auto' on a cluster node; HOST:PORT of a cluster "
                    "with token authentication needs RAY_AUTH_MODE=token); default: start a Ray of its own here")

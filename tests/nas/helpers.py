@@ -45,7 +45,7 @@ def finished(db: str, name: str) -> int:
     try:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         n = con.execute("select count(*) from trials t join searches s on s.id = t.search_id where s.name = ? and "
-                        "t.status in ('completed', 'failed', 'cached')", (name,)).fetchone()[0]
+                        "t.status in ('completed', 'failed', 'cached', 'rejected')", (name,)).fetchone()[0]
         con.close()
         return n
     except sqlite3.Error:

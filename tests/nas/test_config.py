@@ -53,6 +53,10 @@ def test_overrides():
         ("proxy.eval_at_steps=[900]", "step 900 is not before the last training step"),
         ("proxy", "expects key=value"),
         ("proxy.image_size=96", "multiple of 128"),
+        (r"search.max_flops=-1", r"max_flops must be 0 \(no limit\) or a positive number"),
+        (r"search.max_flops=.nan", r"max_flops must be 0 \(no limit\)"),
+        (r"search.max_flops=.inf", r"max_flops must be 0 \(no limit\)"),
+        ("search.max_flops=lots", "max_flops: expected a number, got 'lots'"),
     ],
 )
 def test_bad_overrides(override, message):
@@ -140,7 +144,9 @@ def test_fingerprints_follow_what_changes_a_score_and_nothing_else():
     fp = fingerprint(demo)
     same = ["proxy.seed=5", "proxy.threads=1", "proxy.log_every=10", "proxy.eval_at_steps=[100]", "search.seed=4",
             "search.workers=3", "controller.type=random", "runner.type=local", "proxy.eval_batch_size=4",
-            "proxy.data.path=/elsewhere"]
+            "proxy.data.path=/elsewhere",
+            # Which architectures are trained, not what a trained one scores: results are shared across limits.
+            "search.max_flops=2e9"]
     for o in same:
         assert fingerprint(resolve(NasConfig, demo, [o])) == fp, o
     other = ["proxy.train_steps=400", "proxy.image_size=256", "proxy.learning_rate=0.001", "proxy.data.images=1000",

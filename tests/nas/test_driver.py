@@ -396,3 +396,204 @@ def test_show_and_report_give_the_curves_of_a_search(tmp_path, capsys):
     assert "Learning curves of the top architectures" in page
     assert 'alt="training loss and AP against proxy steps"' in page
     assert len(re.findall(r'src="data:image/png;base64,', page)) == 6
+
+
+# --------------------------------------------------------------------------------------------------- max_flops
+def _flops(cfg: NasConfig, decisions) -> int:
+    """What the driver counts for a proposal: the proxy's FLOPs of its architecture (`ProxyConfig.cost`)."""
+    from proxy_task.data import num_classes_of
+    from search_space import SearchSpace
+
+    arch = SearchSpace(cfg.search.family, window=cfg.search.window or None).decode(decisions)
+    return cfg.proxy.cost(arch, num_classes_of(cfg.proxy.data)).flops
+
+
+def _probe(tmp_path, cfg: NasConfig, name: str = "probe"):
+    """The proposals of an unlimited run of `cfg` (its own database), their FLOPs, and a limit between them."""
+    store, _, _ = run_search(tmp_path, cfg, name=name, db=f"sqlite:///{tmp_path / (name + '.db')}")
+    proposed = [t.decisions for t in store.trials(name)]
+    store.close()
+    flops = [_flops(cfg, d) for d in proposed]
+    values = sorted(set(flops))
+    assert len(values) >= 2
+    return proposed, flops, (values[len(values) // 2 - 1] + values[len(values) // 2]) / 2
+
+
+def _limited(cfg: NasConfig, limit: float) -> NasConfig:
+    return dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, max_flops=limit))
+
+
+@pytest.fixture
+def evaluated(monkeypatch):
+    """Keys of the architectures the surrogate evaluator scores (the in-process runner runs it in this process)."""
+    from proxy_task.surrogate import SurrogateTrialEvaluator
+
+    keys: list[str] = []
+    evaluate = SurrogateTrialEvaluator.evaluate
+
+    def counting(self, arch, **kwargs):
+        keys.append(arch.key)
+        return evaluate(self, arch, **kwargs)
+
+    monkeypatch.setattr(SurrogateTrialEvaluator, "evaluate", counting)
+    return keys
+
+
+def test_proposals_over_max_flops_are_rejected_untrained_fed_back_as_failures_and_count_toward_the_budget(
+        tmp_path, evaluated):
+    proposed, flops, limit = _probe(tmp_path, cfg_of(trials=12, workers=2))
+    over = {i for i, f in enumerate(flops) if f > limit}
+    assert 0 < len(over) < 12
+    evaluated.clear()
+    store = ResultStore(f"sqlite:///{tmp_path / 'r.db'}")
+    lines: list[str] = []
+    driver = SearchDriver(_limited(cfg_of(trials=12, workers=2), limit), name="s", store=store,
+                          run_dir=str(tmp_path / "runs" / "s"), out=lines.append)
+    driver.start()
+    fed: dict[int, float | None] = {}
+    feedback = driver.controller.feedback
+
+    def recording(trial_id, reward):
+        fed[trial_id] = reward
+        feedback(trial_id, reward)
+
+    driver.controller.feedback = recording
+    outcome = driver.run()
+    trials = store.trials("s")
+    assert [t.decisions for t in trials] == proposed  # the random controller ignores rewards: the probe's proposals
+    assert {t.index for t in trials if t.status == "rejected"} == over
+    assert all(t.status == "completed" for t in trials if t.index not in over)
+    assert (outcome.trials, outcome.rejected, outcome.completed) == (12, len(over), 12 - len(over))
+    # Never sent to the runner: the evaluator scored exactly the accepted ones.
+    assert sorted(evaluated) == sorted(t.arch_key for t in trials if t.status == "completed")
+    for t in trials:
+        if t.status != "rejected":
+            continue
+        assert t.reward is None and t.wall_s == 0.0 and t.attempt == 0 and "max_flops" in t.error
+        assert t.metrics == {"flops": flops[t.index], "params": t.metrics["params"], "max_flops": limit}
+        arch = store.get_arch(t.arch_key)
+        assert (arch.flops, arch.params) == (flops[t.index], t.metrics["params"])
+    # The controller got each rejection as a failed trial: reward None, turned into reward_for_failure (0.0).
+    assert {i for i, r in fed.items() if r is None} == over and len(fed) == 12
+    state = driver.controller.state_dict()
+    assert state["num_failures"] == len(over) and state["num_rewards"] == 12
+    assert any("REJECTED untrained" in line for line in lines)
+    assert f"rejected {len(over)} running 0" in lines[-1]
+    # `top` ranks the trained architectures only; `searches` counts the rejected ones.
+    assert {r.arch_key for r in store.top(k=50)} == {t.arch_key for t in trials if t.status == "completed"}
+    assert store.search_summaries()[0].counts == {"completed": 12 - len(over), "rejected": len(over)}
+
+
+def test_an_architecture_proposed_again_is_rejected_again_without_counting_it_again(tmp_path, evaluated,
+                                                                                     monkeypatch):
+    import sys
+
+    import numpy as np
+
+    from proxy_task.config import ProxyConfig
+    from search_space import SearchSpace
+
+    base = cfg_of(trials=5, workers=1)
+    decisions = SearchSpace(base.search.family, window=base.search.window).random(np.random.default_rng(0))
+    flops = _flops(base, decisions)
+    counted = []
+    cost = ProxyConfig.cost
+
+    def counting(self, arch, num_classes):
+        if sys._getframe(1).f_code.co_name == "_over_limit":  # the driver's counts (the surrogate counts its own)
+            counted.append(arch.key)
+        return cost(self, arch, num_classes)
+
+    monkeypatch.setattr(ProxyConfig, "cost", counting)
+    for name, limit, statuses in (("over", flops - 1, ["rejected"] * 5),
+                                  ("at", flops, ["completed"] + ["cached"] * 4)):  # a limit is inclusive
+        counted.clear()
+        store = ResultStore(f"sqlite:///{tmp_path / (name + '.db')}")
+        driver = SearchDriver(_limited(base, limit), name=name, store=store, run_dir=str(tmp_path / "runs" / name),
+                              out=lambda _: None)
+        driver.start()
+        driver.controller._propose = lambda n: [(decisions, {}) for _ in range(n)]  # the same proposal every time
+        assert driver.run().trials == 5
+        assert [t.status for t in store.trials(name)] == statuses
+        if name == "over":
+            assert len(counted) == 1 and evaluated == []
+        else:
+            assert len(counted) == 5 and len(evaluated) == 1  # counted each time, trained once, then cached
+        store.close()
+
+
+def test_a_resume_replays_rejected_trials_as_failures_and_rejects_again_one_a_crash_left_queued(tmp_path, evaluated):
+    import sqlite3
+
+    from nas.config import ControllerSection
+
+    def cfg(limit: float = 0.0) -> NasConfig:
+        # Evolution with a small population: after 4 trials its proposals depend on every reward it got, the
+        # rejections' reward_for_failure included, so a resume that replayed them otherwise would propose otherwise.
+        c = dataclasses.replace(cfg_of(trials=14, workers=1, seed=11, checkpoint_interval_s=3600.0),
+                                controller=ControllerSection.of("evolution", population_size=4, tournament_size=2))
+        return _limited(c, limit)
+
+    _, _, limit = _probe(tmp_path, cfg())
+    ref, _, _ = run_search(tmp_path, cfg(limit), name="ref", db=f"sqlite:///{tmp_path / 'ref.db'}")
+    expected = [(t.decisions, t.status) for t in ref.trials("ref")]
+    ref.close()
+    rejected = [i for i, (_, status) in enumerate(expected) if status == "rejected"]
+    assert rejected and rejected[-1] > 5, expected
+
+    db = tmp_path / "r.db"
+    store = ResultStore(f"sqlite:///{db}")
+    driver = SearchDriver(cfg(limit), name="s", store=store, run_dir=str(tmp_path / "runs" / "s"), out=lambda _: None)
+    driver.start()
+    feedback, calls = driver.controller.feedback, []
+
+    def interrupted_after_a_rejection(trial_id, reward):
+        feedback(trial_id, reward)
+        calls.append(reward)
+        if len(calls) > 5 and reward is None:
+            raise KeyboardInterrupt
+
+    driver.controller.feedback = interrupted_after_a_rejection
+    assert driver.run().interrupted
+    store.close()
+    # A driver that died between storing that rejected proposal and rejecting it left it queued.
+    con = sqlite3.connect(db)
+    [(last, status)] = con.execute("select id, status from trials order by finish_order desc limit 1").fetchall()
+    assert status == "rejected"
+    con.execute("update trials set status = 'queued', finish_order = null, finished_at = null, error = null, "
+                "metrics = null, wall_s = null where id = ?", (last,))
+    con.commit()
+    con.close()
+    done = len(calls) - 1
+    evaluated.clear()
+
+    store, outcome, lines = run_search(tmp_path, cfg(limit), db=f"sqlite:///{db}", resume=True)
+    assert any(f"resuming search 's': {done} trials done, 1 to run again; controller from the history, {done} "
+               "trials replayed" in line for line in lines), lines
+    trials = store.trials("s")
+    assert [(t.decisions, t.status) for t in trials] == expected
+    assert store.get_trial(last).status == "rejected" and store.get_trial(last).arch_key not in evaluated
+    assert sorted(evaluated) == sorted(t.arch_key for t in trials if t.status == "completed" and t.index > done)
+    assert outcome.trials == 14 and outcome.rejected == len(rejected)
+
+
+def test_max_flops_keeps_the_fingerprint_so_results_are_shared_but_a_rejection_is_never_reused(tmp_path, evaluated):
+    proposed, flops, limit = _probe(tmp_path, cfg_of(trials=8))
+    over = {i for i, f in enumerate(flops) if f > limit}
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    store, _, _ = run_search(tmp_path, _limited(cfg_of(trials=8), limit), name="limited", db=db)
+    assert {t.index for t in store.trials("limited") if t.status == "rejected"} == over
+    store.close()
+    # The same search without a limit: the trained archs come from the store, the rejected ones are trained now.
+    evaluated.clear()
+    store, outcome, _ = run_search(tmp_path, cfg_of(trials=8), name="free", db=db)
+    assert store.open_search("free").fingerprint == store.open_search("limited").fingerprint
+    free = store.trials("free")
+    assert {t.index for t in free if t.status == "completed"} == over and outcome.cached == 8 - len(over)
+    assert sorted(evaluated) == sorted(free[i].arch_key for i in over)
+    store.close()
+    # With the limit again: what is under it is cached, what is over it rejected, though it has a result now.
+    evaluated.clear()
+    store, outcome, _ = run_search(tmp_path, _limited(cfg_of(trials=8), limit), name="again", db=db)
+    assert {t.index for t in store.trials("again") if t.status == "rejected"} == over
+    assert outcome.cached == 8 - len(over) and evaluated == []

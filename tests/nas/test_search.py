@@ -545,3 +545,84 @@ def test_a_live_foreign_cluster_is_left_alone_unless_addressed(tmp_path):
         assert "[2/2]" in joined.stdout and "another Ray cluster" not in joined.stdout
         with socket.create_connection((host, int(port)), timeout=5):  # a joined cluster is not ours to stop
             pass
+
+
+# --------------------------------------------------------------------------------------------------- --max-flops
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--max-flops", "0"], "--max-flops must be a positive number of multiply-adds per image (e.g. 2e9), got 0"),
+        (["--max-flops=-2e9"], "--max-flops must be a positive number of multiply-adds per image"),
+        (["--max-flops", "nan"], "--max-flops must be a positive number of multiply-adds per image"),
+        (["--max-flops", "inf"], "--max-flops must be a positive number of multiply-adds per image"),
+        (["--max-flops", "lots"], "argument --max-flops: invalid float value: 'lots'"),
+        (["--set", "search.max_flops=-1"], "max_flops must be 0 (no limit) or a positive number"),
+        # Fixed for the life of a search: a resume keeps the stored limit.
+        (["--resume", "existing", "--max-flops", "1e9"], "--max-flops cannot change a resumed search"),
+    ],
+)
+def test_a_bad_max_flops_is_one_line_and_creates_nothing(argv, message, tmp_path, monkeypatch, capsys):
+    from nas import cli
+
+    db = tmp_path / "r.db"
+    store = ResultStore(f"sqlite:///{db}")
+    store.create_search("existing", config="{}")
+    store.close()
+    digest = db.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    args = ["search", "--db", str(db)] + ([] if "--resume" in argv else ["--evaluator", "surrogate", "--name", "new"])
+    try:
+        code = cli.main([*args, *argv])
+    except SystemExit as e:  # argparse's own errors (the console script prints them on one line too)
+        code = e.code
+    assert code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[-1], lines
+    assert db.read_bytes() == digest and sorted(p.name for p in tmp_path.iterdir()) == ["r.db"]
+
+
+@pytest.mark.slow
+def test_search_max_flops_rejects_untrained_says_how_many_and_keeps_its_limit_on_resume(tmp_path):
+    from controller import build_controller
+    from nas.commands.common import load_config
+    from proxy_task.data import num_classes_of
+    from search_space import SearchSpace
+
+    common = ["--runner", "local", "--set", "runner.local.in_process=true", "--evaluator", "surrogate",
+              "--controller", "random", "--seed", "3", "--cpus-per-trial", "1", "--db", str(tmp_path / "r.db"),
+              "--top", "3"]
+    # The random controller's proposals do not depend on rewards: these are the search's, with their FLOPs.
+    cfg = load_config("demo", ["evaluator.type=surrogate", "search.seed=3"])
+    space = SearchSpace(cfg.search.family, window=cfg.search.window or None)
+    flops = [cfg.proxy.cost(space.decode(p.decisions), num_classes_of(cfg.proxy.data)).flops
+             for p in build_controller("random", space, seed=3).propose(14)]
+    limit = sorted(flops)[6]  # inclusive: 7 of the first 14 (at least) are accepted
+    over10, over14 = sum(f > limit for f in flops[:10]), sum(f > limit for f in flops)
+    assert 0 < over10 < 10
+    proc = spinenas("search", *common, "--trials", "10", "--name", "lim", "--max-flops", f"{limit!r}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert f"max FLOPs {limit:.4g} (multiply-adds per image at {cfg.proxy.image_size} px)" in proc.stdout
+    assert (f"search 'lim' finished: 10 trials ({10 - over10} completed, 0 failed, 0 cached, {over10} rejected "
+            "over max FLOPs)") in proc.stdout
+    assert "REJECTED untrained" in proc.stdout
+    listing = spinenas("searches", "--db", str(tmp_path / "r.db"), cwd=tmp_path)
+    header, _, row = listing.stdout.splitlines()[:3]
+    assert header.split()[4:10] == ["trials", "done", "failed", "cached", "rejected", "open"]
+    assert row.split()[4:10] == ["10", str(10 - over10), "0", "0", str(over10), "0"]
+    refused = spinenas("search", "--resume", "lim", "--max-flops", "1e12", "--db", str(tmp_path / "r.db"),
+                       cwd=tmp_path)
+    assert refused.returncode == 2 and "--max-flops cannot change a resumed search" in refused.stderr
+    # A longer budget on resume: the stored limit still applies to the new proposals.
+    more = spinenas("search", "--resume", "lim", "--trials", "14", "--runner", "local", "--db",
+                    str(tmp_path / "r.db"), "--top", "0", cwd=tmp_path)
+    assert more.returncode == 0, more.stdout[-2000:] + more.stderr[-2000:]
+    assert f"{over14} rejected over max FLOPs" in more.stdout
+    with ResultStore(f"sqlite:///{tmp_path / 'r.db'}") as store:
+        trials = store.trials("lim")
+        assert [t.status == "rejected" for t in trials] == [f > limit for f in flops]
+        assert all(t.arch_key not in {r.arch_key for r in store.top(k=50)} for t in trials if t.status == "rejected")
+    report = spinenas("report", "--search", "lim", "--out", str(tmp_path / "rep"), "--db", str(tmp_path / "r.db"),
+                      cwd=tmp_path)
+    assert report.returncode == 0, report.stderr[-2000:]
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert "<th>cached</th><th>rejected</th>" in page and f"<td class=num>0</td><td class=num>{over14}</td>" in page

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from results_db import NewTrial, ResultStore
+from results_db.version import SCHEMA_VERSION
 from search_space import SPINENET_49, SearchSpace
 
 # The result fingerprint of 'ppo-1' and its trials; 'random-1' has none (a search from before schema 0002).
@@ -161,7 +162,7 @@ def assert_0001_upgrades(url: str) -> None:
 
     from results_db.migrate import upgrade
 
-    assert upgrade(url) == ("0001", "0003")
+    assert upgrade(url) == ("0001", SCHEMA_VERSION)
     assert {t: table_rows(url, t, cols) for t, cols in COLUMNS_0001.items()} == before
     assert table_rows(url, "searches", ("fingerprint", "kind")) == [(None, "search")] * 2
     assert table_rows(url, "trials", ("fingerprint",)) == [(None,)] * 4
@@ -194,3 +195,77 @@ def assert_0001_upgrades(url: str) -> None:
         store.create_search("new", fingerprint="fp-new")
         [t] = store.add_trials("new", [(other, [3, 4])], status="running", fingerprint="fp-new")
         assert store.get_trial(t).fingerprint == "fp-new"
+
+
+# --------------------------------------------------------------------------------------------------- schema 0003
+def _insert_trial_sql() -> str:
+    return ('INSERT INTO trials (search_id, "index", arch_key, status, decisions, attempt, created_at, finished_at, '
+            "finish_order, fingerprint) VALUES (:s, :i, :k, :st, '[1]', 1, :t, :t, :o, 'fp-3')")
+
+
+def assert_0003_upgrades(url: str) -> None:
+    """A database at revision 0003 refuses a 'rejected' trial (its CHECK constraint lists the older statuses);
+    `upgrade` to 0004 keeps every row, and then a rejected trial is stored, while an unknown status is still refused.
+
+    The database must be empty.
+    """
+    import datetime
+
+    from sqlalchemy import create_engine, exc, text
+
+    from results_db.migrate import upgrade
+
+    assert upgrade(url, revision="0003") == (None, "0003")
+    engine = create_engine(url)
+    t = datetime.datetime(2026, 12, 1, 12, 0, 0)
+    if engine.dialect.name == "sqlite":
+        t = t.strftime("%Y-%m-%d %H:%M:%S.%f")
+    with engine.begin() as conn:
+        conn.execute(text('INSERT INTO archs ("key", spec_json, summary, created_at) VALUES (:k, :j, :m, :t)'),
+                     {"k": SPINENET_49.key, "j": SPINENET_49.canonical().to_json(), "m": SPINENET_49.summary(), "t": t})
+        conn.execute(text("INSERT INTO searches (name, config, controller, family, status, kind, fingerprint, "
+                          "created_at, updated_at) VALUES ('s3', '', 'random', 'spinenet49', 'running', 'search', "
+                          "'fp-3', :t, :t)"), {"t": t})
+        sid = conn.execute(text("SELECT id FROM searches")).scalar()
+        for i, st in enumerate(("completed", "failed", "cached", "running")):
+            conn.execute(text(_insert_trial_sql()), {"s": sid, "i": i, "k": SPINENET_49.key, "st": st, "t": t,
+                                                     "o": i + 1 if st != "running" else None})
+        first = conn.execute(text('SELECT id FROM trials WHERE "index" = 0')).scalar()
+        conn.execute(text("INSERT INTO trial_reports (trial_id, step, metrics, created_at) VALUES (:i, 5, :m, :t)"),
+                     {"i": first, "m": '{"loss": 1.5}', "t": t})
+    for bad in ("rejected", "bogus"):  # 0003 knows no 'rejected'
+        try:
+            with engine.begin() as conn:
+                conn.execute(text(_insert_trial_sql()), {"s": sid, "i": 9, "k": SPINENET_49.key, "st": bad, "t": t,
+                                                         "o": 9})
+        except exc.IntegrityError:
+            pass
+        else:
+            raise AssertionError(f"schema 0003 stored a trial of status {bad!r}")
+    engine.dispose()
+    columns = ("id", "search_id", "index", "arch_key", "status", "decisions", "finish_order", "fingerprint")
+    before = table_rows(url, "trials", columns), table_rows(url, "trial_reports", ("id", "trial_id", "metrics"))
+
+    assert upgrade(url) == ("0003", "0004")
+    assert (table_rows(url, "trials", columns), table_rows(url, "trial_reports", ("id", "trial_id", "metrics"))) == before
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(_insert_trial_sql()), {"s": sid, "i": 9, "k": SPINENET_49.key, "st": "bogus", "t": t,
+                                                     "o": 9})
+    except exc.IntegrityError:
+        pass
+    else:
+        raise AssertionError("schema 0004 lost the trial_status constraint: it stored status 'bogus'")
+    engine.dispose()
+    with ResultStore(url) as store:
+        [running] = store.trials("s3", status="running")
+        store.finish_trial(running.id, status="rejected", metrics={"flops": 3e9}, error="over max_flops", wall_s=0.0,
+                           flops=3_000_000_000)
+        [new] = store.add_trials("s3", [(SPINENET_49.key, [2])], fingerprint="fp-3")
+        store.finish_trial(new, status="rejected", error="over max_flops")
+        assert [t.status for t in store.trials("s3")] == ["completed", "failed", "cached", "rejected", "rejected"]
+        assert store.history("s3")[-2:] == [((1,), None), ((2,), None)]
+        assert store.search_summaries()[0].counts["rejected"] == 2
+        assert store.get_arch(SPINENET_49.key).flops == 3_000_000_000
+        assert store.find_result(SPINENET_49.key, fingerprint="fp-3").status == "completed"
