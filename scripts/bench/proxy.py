@@ -81,7 +81,9 @@ from proxy_task.data import ensure_dataset
 from proxy_task.trainer import run_trial
 from search_space import ArchSpec
 steps, archs = int(sys.argv[1]), json.load(open(sys.argv[2]))
-cfg = resolve(NasConfig, get_preset("demo"), [f"proxy.train_steps={steps}"]).proxy
+# As `spinenas proxy run --steps` shortens a trial: the warmup scaled with it.
+cfg = resolve(NasConfig, get_preset("demo"), [f"proxy.train_steps={steps}",
+                                              f"proxy.warmup_steps={max(0, steps // 4)}"]).proxy
 dataset = ensure_dataset(cfg.data)
 
 
@@ -169,6 +171,7 @@ def main() -> int:
     parser.add_argument("--memory-steps", type=int, default=20)
     parser.add_argument("--skip-demo", action="store_true", help="skip the full demo trial (fixed-cost share)")
     parser.add_argument("--skip-step", action="store_true", help="skip the step comparison with Model Garden's")
+    parser.add_argument("--skip-fixed", action="store_true", help="skip the fresh/warm fixed-cost series")
     parser.add_argument("--note", default="", help="recorded with the results (e.g. what else ran meanwhile)")
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args()
@@ -190,18 +193,19 @@ def main() -> int:
         doc["step"]["target_met"] = doc["step"]["ratio"] <= 1.10
         print(json.dumps(doc["step"]), flush=True)
 
-    print(f"[proxy bench] fixed cost: {args.warm_trials} trials of {args.warm_steps} steps in one process (the "
-          "first fresh, the others warm)", flush=True)
-    series = warm_series([arch] * args.warm_trials, args.warm_steps)
-    fresh, warm = fixed_cost(series[0]), [fixed_cost(r) for r in series[1:]]
-    doc["fixed_cost"] = {"steps": args.warm_steps, "trials": series, "fresh": fresh, "warm": warm,
-                         "aps": [r["ap"] for r in series],
-                         "targets": {"warm_share_demo_800": 0.15, "warm_share_steps_200": 0.50}}
-    if warm:
-        last = warm[-1]
-        doc["fixed_cost"]["targets_met"] = {"warm_share_demo_800": last["fixed_share_demo_800"] <= 0.15,
-                                            "warm_share_steps_200": last["fixed_share_steps_200"] <= 0.50}
-    print(json.dumps({k: v for k, v in doc["fixed_cost"].items() if k != "trials"}), flush=True)
+    if not args.skip_fixed:
+        print(f"[proxy bench] fixed cost: {args.warm_trials} trials of {args.warm_steps} steps in one process (the "
+              "first fresh, the others warm)", flush=True)
+        series = warm_series([arch] * args.warm_trials, args.warm_steps)
+        fresh, warm = fixed_cost(series[0]), [fixed_cost(r) for r in series[1:]]
+        doc["fixed_cost"] = {"steps": args.warm_steps, "trials": series, "fresh": fresh, "warm": warm,
+                             "aps": [r["ap"] for r in series],
+                             "targets": {"warm_share_demo_800": 0.15, "warm_share_steps_200": 0.50}}
+        if warm:
+            last = warm[-1]
+            doc["fixed_cost"]["targets_met"] = {"warm_share_demo_800": last["fixed_share_demo_800"] <= 0.15,
+                                                "warm_share_steps_200": last["fixed_share_steps_200"] <= 0.50}
+        print(json.dumps({k: v for k, v in doc["fixed_cost"].items() if k != "trials"}), flush=True)
 
     if not args.skip_demo:
         print("[proxy bench] a full demo trial of SpineNet-49 in a fresh process", flush=True)
