@@ -510,7 +510,7 @@ class ReadAPI(abc.ABC):
 
         Args:
           search: the search's name.
-          status: a status ('queued', 'running', 'completed', 'failed', 'cached', 'rejected'), several, or None for
+          status: a status ('queued', 'running', 'completed', 'failed', 'cached', 'rejected', 'pruned'), several, or None for
             all.
 
         Raises:
@@ -528,7 +528,7 @@ class ReadAPI(abc.ABC):
     def history(self, search: str) -> list[tuple[tuple[int, ...], float | None]]:
         """``(decisions, reward)`` of the search's finished trials in completion order, for `controller.recover`.
 
-        Finished means completed, failed, cached or rejected; the reward is what `finish_trial` stored (None if
+        Finished means completed, failed, cached, rejected or pruned; the reward is what `finish_trial` stored (None if
         none).
 
         Raises:

@@ -89,6 +89,7 @@ def _cmd_searches(args: argparse.Namespace) -> int:
             s.counts.get(TrialStatus.FAILED, 0),
             s.counts.get(TrialStatus.CACHED, 0),
             s.counts.get(TrialStatus.REJECTED, 0),
+            s.counts.get(TrialStatus.PRUNED, 0),
             s.counts.get(TrialStatus.RUNNING, 0) + s.counts.get(TrialStatus.QUEUED, 0),
             fmt_float(s.best_reward),
             fmt_time(s.search.created_at),
@@ -96,8 +97,8 @@ def _cmd_searches(args: argparse.Namespace) -> int:
         )
         for s in summaries
     ]
-    header = ("name", "controller", "family", "status", "trials", "done", "failed", "cached", "rejected", "open",
-              "best reward", "started (UTC)", "duration")
+    header = ("name", "controller", "family", "status", "trials", "done", "failed", "cached", "rejected", "pruned",
+              "open", "best reward", "started (UTC)", "duration")
     print_rich_or_plain(header, rows)
     return 0
 
@@ -367,7 +368,7 @@ def register(sub: Any) -> None:
         "searches",
         help="list the searches in the results database",
         description="List the searches in the results database: status, trials done / failed / cached / rejected "
-        "(over the search's --max-flops, never trained) / still open, best reward, start (UTC) and duration. Opens "
+        "(over the search's --max-flops, never trained) / pruned (stopped at a rung by --scheduler asha) / still open, best reward, start (UTC) and duration. Opens "
         "the database read-only.",
     )
     p.add_argument("--db", help=DB_HELP)
