@@ -551,7 +551,7 @@ class ResultStore(ReadAPI):
         return record
 
     def find_result(
-        self, arch_key: str, *, fingerprint: str | None, include_failed: bool = False
+        self, arch_key: str, *, fingerprint: str | None, include_failed: bool = False, include_pruned: bool = False
     ) -> KnownResult | None:
         """The best finished result of an arch under `fingerprint` across all searches, or None.
 
@@ -575,7 +575,8 @@ class ResultStore(ReadAPI):
             not self.readonly and (arch_key not in self._arch_keys or arch_key in self._trialless_keys)
         ):
             return None
-        return super().find_result(arch_key, fingerprint=fingerprint, include_failed=include_failed)
+        return super().find_result(arch_key, fingerprint=fingerprint, include_failed=include_failed,
+                                   include_pruned=include_pruned)
 
     @contextmanager
     def _write_conn(self) -> Iterator[Connection]:

@@ -114,7 +114,7 @@ def _cmd_top(args: argparse.Namespace) -> int:
     fmt = "json" if args.json else "csv" if args.csv else "table"
     with open_reader(args.db) as reader:
         print_top(reader, searches=args.search, k=args.k, max_flops=args.max_flops, fmt=fmt,
-                  all_fingerprints=args.all_fingerprints)
+                  all_fingerprints=args.all_fingerprints, include_pruned=args.include_pruned)
     return 0
 
 
@@ -391,6 +391,9 @@ def register(sub: Any) -> None:
     p.add_argument("-k", type=int, default=10, help="how many architectures (default 10)")
     p.add_argument("--max-flops", type=_positive_float, metavar="X",
                    help="only architectures with measured FLOPs <= X (e.g. 2e9); archs without FLOPs are left out")
+    p.add_argument("--include-pruned", action="store_true",
+                   help="rank trials pruned at a rung (--scheduler asha) too, by the reward they were fed (default: "
+                        "only trials that trained to the last step)")
     p.add_argument("--all-fingerprints", action="store_true",
                    help="rank results of every fingerprint together (default: only those of the newest search's "
                         "fingerprint: the same evaluator, score-changing proxy settings and reward)")
