@@ -52,6 +52,22 @@ def test_search_end_to_end_on_ray(ray_cluster, tmp_path):
 
 @ray_tests
 @pytest.mark.slow
+def test_asha_prunes_trials_on_ray_through_the_channels_stop(ray_cluster, tmp_path):
+    # Trials that take a while (1 s): the stop reaches them through the channel while they run.
+    cfg = _ray_cfg(trials=10, workers=2, noise=0.01, duration=1.0, asha={"rungs": (50, 100)})
+    store, outcome, _ = run_search(tmp_path, cfg)
+    trials = store.trials("s")
+    pruned = [t for t in trials if t.status == "pruned"]
+    assert outcome.trials == 10 and outcome.pruned == len(pruned) > 0, [t.status for t in trials]
+    curves = store.reports([t.id for t in pruned])
+    for t in pruned:
+        assert t.metrics["rung"] in (50, 100) and t.metrics["rung"] <= t.metrics["stopped_at"] < 200
+        assert t.metrics["steps"] == t.metrics["stopped_at"] == max(r.step for r in curves[t.id])
+        assert t.reward is not None and t.host
+
+
+@ray_tests
+@pytest.mark.slow
 def test_one_worker_on_ray_and_on_the_local_runner_make_the_same_search(ray_cluster, tmp_path):
     def trials(runner, in_process):
         cfg = cfg_of(runner=runner, in_process=in_process, controller="evolution", trials=30, workers=1, seed=11,
