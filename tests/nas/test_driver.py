@@ -676,9 +676,18 @@ def test_a_pruned_architecture_is_known_to_the_dedup_unless_retry_pruned(tmp_pat
     store.close()
     # The same proposals again (same seed): a pruned arch is not trained again, its fed reward is reused.
     evaluated.clear()
-    store, outcome, _ = run_search(tmp_path, _asha_cfg(trials=12), name="again", db=db)
+    store = ResultStore(db)
+    driver = SearchDriver(_asha_cfg(trials=12), name="again", store=store, run_dir=str(tmp_path / "runs"),
+                          out=lambda _: None)
+    driver.start()
+    outcome = driver.run()
     again = store.trials("again")
     assert evaluated == [] and outcome.cached == 12
+    # Cached trials count with their stored curves: every first-search trial reached rung 50, once each.
+    first = store.trials("first")
+    assert sorted(driver.scheduler.rewards(50)) == sorted(
+        r.metrics["ap"] for t in first for r in store.reports([t.id])[t.id] if r.step == 50)
+    assert len(driver.scheduler.rewards(50)) == len({t.arch_key for t in first})
     assert all(t.reward == pruned[t.arch_key].reward for t in again if t.arch_key in pruned)
     store.close()
     evaluated.clear()
