@@ -71,7 +71,8 @@ class AshaScheduler:
 
         The trial continues when the rung held fewer than `min_results` rewards before its own; else its reward
         joins the rung's table and it continues when fewer than ``max(1, n // eta)`` of the n rewards there now are
-        better than its own. A second report of the same trial at the same rung (a runner retrying it) is not recorded again.
+        better than its own. A second report of the same trial at the same rung (a runner retrying it) is not
+        recorded again.
 
         Raises:
           ValueError: `rung` is not one of the rungs.

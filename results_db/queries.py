@@ -524,8 +524,8 @@ class ReadAPI(abc.ABC):
 
         Args:
           search: the search's name.
-          status: a status ('queued', 'running', 'completed', 'failed', 'cached', 'rejected', 'pruned'), several, or None for
-            all.
+          status: a status ('queued', 'running', 'completed', 'failed', 'cached', 'rejected', 'pruned'), several, or
+            None for all.
 
         Raises:
           LookupError: unknown search. ValueError: unknown status.

@@ -368,7 +368,8 @@ def register(sub: Any) -> None:
         "searches",
         help="list the searches in the results database",
         description="List the searches in the results database: status, trials done / failed / cached / rejected "
-        "(over the search's --max-flops, never trained) / pruned (stopped at a rung by --scheduler asha) / still open, best reward, start (UTC) and duration. Opens "
+        "(over the search's --max-flops, never trained) / pruned (stopped at a rung by --scheduler asha) / still "
+        "open, best reward, start (UTC) and duration. Opens "
         "the database read-only.",
     )
     p.add_argument("--db", help=DB_HELP)
