@@ -8,6 +8,7 @@ A whole search is one `NasConfig`:
 - ``evaluator``: ``type`` (retinanet, surrogate) and the settings of those that have some
   (``evaluator.surrogate.*``; the retinanet evaluator's settings are ``proxy.*``);
 - ``runner``: ``type`` (ray, local) and their settings (``runner.local.in_process``, ...);
+- ``scheduler``: ``type`` (none, asha) and the asha settings (``scheduler.asha.rungs``, ``.eta``, ``.min_results``);
 - ``proxy``: the proxy task (data, model scaling, schedule, evaluation).
 
 A config stored by an earlier version (with ``search.controller``, ``search.evaluator``, ``search.surrogate_*``) is
@@ -22,12 +23,13 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from nas.sections import OneOf
-from proxy_task.config import DataConfig, ProxyConfig, SurrogateConfig
+from proxy_task.config import DataConfig, ProxyConfig, SurrogateConfig, check_eval_steps
 
 REWARDS = ("ap", "ap-flops")
 
-__all__ = ["ControllerSection", "DataConfig", "EvaluatorSection", "NasConfig", "ProxyConfig", "REWARDS",
-           "RunnerSection", "SearchConfig", "SurrogateConfig", "controller_config"]
+__all__ = ["AshaConfig", "ControllerSection", "DataConfig", "EvaluatorSection", "NasConfig", "ProxyConfig", "REWARDS",
+           "RunnerSection", "SchedulerSection", "SearchConfig", "SurrogateConfig", "controller_config",
+           "scheduler_rungs", "trial_proxy"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +53,9 @@ class SearchConfig:
         toward `trials`. Vertex AI NAS treats its latency constraints so. Not part of the result fingerprint (it
         decides which architectures are trained, not what a trained one scores); fixed for the life of a search.
       reward_for_failure: the reward a failed trial feeds the controller (None: the controller skips it).
+      retry_pruned: train an architecture again although a trial of it was pruned (``scheduler.type`` asha) under
+        the same fingerprint; by default such an architecture is known, like a completed one: it is not retrained,
+        and the reward its pruned trial was fed is fed again (a 'cached' trial).
       reuse_workers: trials reuse Ray worker processes ("warm workers"): TensorFlow and Model Garden are imported
         once per worker, not once per trial, and the worker clears Keras' session and the trial's graphs between
         trials (the same seed gives the same losses and AP as in a fresh process). Trials that ask for GPUs always
@@ -79,6 +84,7 @@ class SearchConfig:
     flops_exponent: float = 0.07
     max_flops: float = 0.0
     reward_for_failure: float | None = 0.0
+    retry_pruned: bool = False
     reuse_workers: bool = True
     trials_per_worker: int = 10
     seed: int = 0
@@ -153,6 +159,47 @@ class RunnerSection(OneOf):
 
 
 @dataclasses.dataclass(frozen=True)
+class AshaConfig:
+    """Asynchronous successive halving (`nas.scheduler.AshaScheduler`): trials below the top 1/eta at a rung stop.
+
+    Attributes:
+      rungs: the proxy steps at which a running trial is judged by its intermediate reward (increasing, each
+        before ``proxy.train_steps``); empty: the proxy's ``eval_at_steps``. They imply intermediate evaluations
+        at those steps (merged into ``proxy.eval_at_steps`` for the trials, which leaves the result fingerprint as
+        it is: intermediate evaluations do not change a trial's final score).
+      eta: the reduction factor (>= 2): a trial continues past a rung when its reward is in the top 1/eta of the
+        rewards recorded there so far by the search's trials.
+      min_results: nothing is stopped at a rung before it holds this many rewards (None: eta).
+    """
+
+    rungs: tuple[int, ...] = ()
+    eta: int = 3
+    min_results: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.eta, bool) or not isinstance(self.eta, int) or self.eta < 2:
+            raise ValueError(f"scheduler.asha.eta must be an integer >= 2 (1 would stop nothing), got {self.eta!r}")
+        if self.min_results is not None and self.min_results < 1:
+            raise ValueError(f"scheduler.asha.min_results must be >= 1 (or null: eta), got {self.min_results!r}")
+
+
+# The schedulers: name -> settings class (None: no settings). 'none' first: the default.
+SCHEDULERS: dict[str, type | None] = {"none": None, "asha": AshaConfig}
+
+
+@dataclasses.dataclass(frozen=True)
+class SchedulerSection(OneOf):
+    """Which running trials continue: ``type`` none (every trial trains to the end) or asha (`AshaConfig`). Fixed
+    for the life of a search."""
+
+    kind: ClassVar[str] = "scheduler"
+
+    @classmethod
+    def choices(cls) -> dict[str, type | None]:
+        return dict(SCHEDULERS)
+
+
+@dataclasses.dataclass(frozen=True)
 class NasConfig:
     """A whole search: its settings, the controller, the evaluator, the runner and the proxy task.
 
@@ -162,6 +209,7 @@ class NasConfig:
       evaluator: what scores them (``evaluator.type``, ``evaluator.surrogate.<field>``).
       runner: where trials run (``runner.type``, ``runner.<type>.<field>``).
       proxy: how each architecture is trained and scored (the retinanet evaluator's settings).
+      scheduler: which running trials continue (``scheduler.type``, ``scheduler.asha.<field>``).
     """
 
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
@@ -169,8 +217,15 @@ class NasConfig:
     evaluator: EvaluatorSection = dataclasses.field(default_factory=EvaluatorSection)
     runner: RunnerSection = dataclasses.field(default_factory=RunnerSection)
     proxy: ProxyConfig = dataclasses.field(default_factory=ProxyConfig)
+    scheduler: SchedulerSection = dataclasses.field(default_factory=SchedulerSection)
 
     def __post_init__(self) -> None:
+        if self.scheduler.type == "asha":
+            rungs = scheduler_rungs(self)
+            if not rungs:
+                raise ValueError("scheduler asha needs rungs: set scheduler.asha.rungs (--rungs) or the proxy's "
+                                 "eval_at_steps")
+            check_eval_steps(rungs, self.proxy.train_steps, "scheduler.asha.rungs")
         local = self.runner.sections.get("local")
         if self.runner.type == "local" and local is not None and local.in_process:
             from proxy_task.evaluator import get_evaluator_entry
@@ -223,3 +278,18 @@ def controller_config(cfg: NasConfig) -> Any:
     if "reward_for_failure" in {f.name for f in dataclasses.fields(section)}:
         section = dataclasses.replace(section, reward_for_failure=cfg.search.reward_for_failure)
     return section
+
+
+def scheduler_rungs(cfg: NasConfig) -> tuple[int, ...]:
+    """The rungs of an asha scheduler (its own, else the proxy's eval_at_steps); () for no scheduler."""
+    if cfg.scheduler.type != "asha":
+        return ()
+    return tuple(cfg.scheduler.get().rungs) or tuple(cfg.proxy.eval_at_steps)
+
+
+def trial_proxy(cfg: NasConfig) -> ProxyConfig:
+    """The proxy the trials run: the config's, with an intermediate evaluation at every rung of the scheduler."""
+    rungs = scheduler_rungs(cfg)
+    if not rungs or set(rungs) <= set(cfg.proxy.eval_at_steps):
+        return cfg.proxy
+    return dataclasses.replace(cfg.proxy, eval_at_steps=tuple(sorted(set(cfg.proxy.eval_at_steps) | set(rungs))))

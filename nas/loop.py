@@ -14,7 +14,12 @@ process). The loop:
    then fed back to the controller; the controller's state is checkpointed after an update it makes (at most one
    per `checkpoint_interval_s`, and once more when the search ends);
 3. cancels trials that outlive `trial_timeout_s` and stores them as failed; a worker that dies is retried by the
-   runner.
+   runner;
+4. with ``scheduler.type`` asha, gives every running trial's intermediate reward at a rung to the scheduler
+   (`nas.scheduler.AshaScheduler`) and stops the trials it says to through the runner's cooperative stop: such a
+   trial is stored as 'pruned' with its rung and its metrics so far, and fed back with the reward
+   `nas.scheduler.pruned_reward` gives, which is stored with it (a resume feeds the stored value). An architecture
+   with a pruned trial is known to the dedup, as a completed one is, unless ``search.retry_pruned``.
 
 Every checkpoint records how many feedbacks the controller had received; feedback order is the store's completion
 order, so a resume loads the last checkpoint and replays exactly the trials finished after it (see `_restore`).
@@ -36,7 +41,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from nas.config import NasConfig, controller_config
+from nas.config import NasConfig, controller_config, scheduler_rungs, trial_proxy
 from nas.config_io import to_dict, to_yaml
 from nas.console import PlainView
 from nas.fingerprint import fingerprint
@@ -66,6 +71,7 @@ class SearchOutcome:
     interrupted: bool = False
     checkpoints: int = 0  # controller checkpoints this run stored
     rejected: int = 0  # over search.max_flops: stored, fed back as failures, never trained
+    pruned: int = 0  # stopped at a rung by the scheduler
 
 
 def trial_spec(cfg: NasConfig, faults: Mapping[str, Any] | None = None, fault_dir: str = "",
@@ -76,7 +82,7 @@ def trial_spec(cfg: NasConfig, faults: Mapping[str, Any] | None = None, fault_di
     return TrialSpec(
         evaluator=cfg.evaluator.type,
         settings=to_dict(section) if section is not None else {},
-        proxy=to_dict(cfg.proxy),
+        proxy=to_dict(trial_proxy(cfg)),
         context={"family": s.family, "window": s.window or None, "search_seed": s.seed, "cpus": s.cpus_per_trial},
         faults=dict(faults or {}),
         fault_dir=fault_dir,
@@ -131,7 +137,7 @@ class SearchDriver(TrialLoop):
         self.requeue: list[InFlight] = []
         self.finished = 0
         self.counts = {TrialStatus.COMPLETED: 0, TrialStatus.FAILED: 0, TrialStatus.CACHED: 0,
-                       TrialStatus.REJECTED: 0}
+                       TrialStatus.REJECTED: 0, TrialStatus.PRUNED: 0}
         self.max_flops = s.max_flops
         self._num_classes: int | None = None  # the detector's, for the FLOPs limit (read at its first use)
         self._flops: dict[str, tuple[int, int]] = {}  # key -> (flops, params) of the proposals over the limit
@@ -144,6 +150,11 @@ class SearchDriver(TrialLoop):
         self.checkpoints = 0  # controller checkpoints written by this driver
         self._next_index = 0
         self._t0 = time.time()
+        self.scheduler = _build_scheduler(cfg)
+        self._prune: dict[int, tuple[int, float]] = {}  # trial id -> (rung, reward there) of a trial told to stop
+        self._final_rewards: list[float] = []  # of completed trials: what a pruned trial's rung reward maps onto
+        self._curves_seen: set[int] = set()  # trial ids whose rung rewards the scheduler's tables hold
+        self._arch_flops: dict[str, float | None] = {}  # key -> FLOPs, for an intermediate 'ap-flops' reward
 
     # ------------------------------------------------------------------------------------------- setup
     def prepare(self) -> None:
@@ -190,10 +201,13 @@ class SearchDriver(TrialLoop):
         for t in done:
             self.finished += 1
             self.counts[TrialStatus(t.status)] += 1
-            if t.reward is not None and (self.best is None or t.reward > self.best[0]):
+            if t.reward is not None and t.status != TrialStatus.PRUNED and (self.best is None
+                                                                              or t.reward > self.best[0]):
                 self.best = (t.reward, t.arch_key)
             if t.wall_s and t.status not in (TrialStatus.CACHED, TrialStatus.REJECTED):
                 self.wall_times.append(t.wall_s)
+        if self.scheduler is not None:
+            self._seed_scheduler(done)
         for t, p in zip(again, proposals):
             arch = ArchSpec.from_json(self.store.get_arch(t.arch_key).spec_json)
             self.requeue.append(self._item(t.id, t.index, t.arch_key, arch, p.trial_id, tuple(t.decisions)))
@@ -252,6 +266,7 @@ class SearchDriver(TrialLoop):
             failed=self.counts[TrialStatus.FAILED],
             cached=self.counts[TrialStatus.CACHED],
             rejected=self.counts[TrialStatus.REJECTED],
+            pruned=self.counts[TrialStatus.PRUNED],
             best_reward=self.best[0] if self.best else None,
             best_key=self.best[1] if self.best else None,
             wall_s=time.time() - self._t0,
@@ -274,7 +289,7 @@ class SearchDriver(TrialLoop):
             self._finish_rejected(self._item(trial_id, index, key, arch, proposal.trial_id,
                                              tuple(proposal.decisions)), cost)
             return
-        known = self.store.find_result(key, fingerprint=self.fingerprint)
+        known = self._known(key)
         in_flight = known is None and any(f.key == key for f in self.inflight.values())
         run_now = known is None and not in_flight
         # A trial that runs now is stored as running at once (one transaction); the others wait as queued.
@@ -299,7 +314,7 @@ class SearchDriver(TrialLoop):
         if cost is not None:
             self._finish_rejected(item, cost)
             return
-        known = self.store.find_result(item.key, fingerprint=self.fingerprint)
+        known = self._known(item.key)
         if known is not None:
             self._finish_cached(item, known.reward, known.trial_id, known.metrics)
         elif any(f.key == item.key for f in self.inflight.values()):
@@ -313,13 +328,26 @@ class SearchDriver(TrialLoop):
                         total_steps=self.cfg.proxy.train_steps, ctrl_id=ctrl_id, decisions=decisions,
                         fingerprint=self.fingerprint)
 
+    def _known(self, key: str) -> Any:
+        """A stored result of `key` under the search's fingerprint: a completed trial's, else a pruned one's (unless
+        ``search.retry_pruned``), else None."""
+        return self.store.find_result(key, fingerprint=self.fingerprint,
+                                      include_pruned=not self.cfg.search.retry_pruned)
+
     def _finish(self, item: InFlight, result: ProxyResult, host: str | None) -> None:
+        pruned = self._prune.pop(item.trial_id, None)
+        if pruned is not None and result.error is None and result.stopped_at is not None \
+                and result.stopped_at < self.cfg.proxy.train_steps:
+            self._finish_pruned(item, result, host, *pruned)
+            return
         reward = compute_reward(result, self.cfg.search)
         status = TrialStatus.COMPLETED if reward is not None else TrialStatus.FAILED
         error = result.error
         if status == TrialStatus.FAILED and error is None:
             error = f"no usable AP (ap={result.metrics.get('ap')})"
         metrics = {k: v for k, v in result.metrics.items() if v is None or math.isfinite(v)}
+        if status == TrialStatus.COMPLETED:
+            self._final_rewards.append(reward)
         self.store.finish_trial(item.trial_id, status=status, reward=reward, metrics=metrics, error=error,
                                 wall_s=result.wall_s, flops=result.flops, params=result.params, host=host,
                                 reports=self._take_reports(item))
@@ -331,8 +359,99 @@ class SearchDriver(TrialLoop):
             else:
                 self._submit(other)
 
+    def _finish_pruned(self, item: InFlight, result: ProxyResult, host: str | None, rung: int,
+                       rung_reward: float) -> None:
+        """A trial the scheduler stopped at `rung`: stored as pruned with its metrics so far, fed `pruned_reward`."""
+        from nas.scheduler import pruned_reward
+
+        reward = pruned_reward(rung_reward, self.scheduler.rewards(rung), self._final_rewards)
+        metrics = {k: v for k, v in result.metrics.items() if v is None or math.isfinite(v)}
+        metrics.update(rung=rung, rung_reward=rung_reward, stopped_at=result.stopped_at)
+        metrics.setdefault("steps", float(result.stopped_at))
+        self.store.finish_trial(item.trial_id, status=TrialStatus.PRUNED, reward=reward, metrics=metrics,
+                                wall_s=result.wall_s, flops=result.flops, params=result.params, host=host,
+                                reports=self._take_reports(item))
+        logger.info("[trial %d] pruned at step %d (rung reward %.4f, fed %.4f)", item.index, rung, rung_reward,
+                    reward)
+        self._feedback(item, reward)
+        self._record(item, TrialStatus.PRUNED, reward, result.wall_s, None, rung=rung)
+        for other in self.waiting.pop(item.key, []):
+            if self.cfg.search.retry_pruned:
+                self._submit(other)
+            else:
+                self._finish_cached(other, reward, item.trial_id, metrics)
+
+    # ------------------------------------------------------------------------------------------- scheduler
+    def _on_report(self, trial_id: int, step: int, metrics: Mapping[str, Any]) -> None:
+        super()._on_report(trial_id, step, metrics)
+        if self.scheduler is None or step not in self.scheduler.rungs or trial_id in self._prune:
+            return
+        item = self.inflight.get(trial_id)
+        ap = metrics.get("ap")
+        if item is None or not isinstance(ap, (int, float)) or not math.isfinite(ap):
+            return
+        reward = self._rung_reward(float(ap), item.key, item.arch)
+        if reward is None:
+            return
+        self._curves_seen.add(trial_id)
+        if not self.scheduler.on_result(trial_id, step, reward):
+            self._prune[trial_id] = (step, reward)
+            logger.info("[trial %d] below the top 1/%d at step %d (reward %.4f): stopping it", item.index,
+                        self.scheduler.eta, step, reward)
+            self.runner.stop(trial_id)
+
+    def _rung_reward(self, ap: float, key: str, arch: ArchSpec | None) -> float | None:
+        """The reward an intermediate AP stands for (the search's reward function at that step)."""
+        flops = None
+        if self.cfg.search.reward != "ap":
+            if key not in self._arch_flops:
+                stored = self.store.get_arch(key).flops
+                if stored is None and arch is not None:
+                    from proxy_task.data import num_classes_of
+
+                    if self._num_classes is None:
+                        self._num_classes = num_classes_of(self.cfg.proxy.data)
+                    stored = self.cfg.proxy.cost(arch, self._num_classes).flops
+                self._arch_flops[key] = stored
+            flops = self._arch_flops[key]
+        return compute_reward(ProxyResult(metrics={"ap": ap}, wall_s=0.0, flops=flops), self.cfg.search)
+
+    def _count_curve(self, trial_id: int | None) -> None:
+        """Adds a stored trial's rung rewards to the scheduler's tables once (a cached trial's source curve)."""
+        if self.scheduler is None or trial_id is None or trial_id in self._curves_seen:
+            return
+        self._curves_seen.add(trial_id)
+        source = self.store.get_trial(trial_id)
+        self.scheduler.seed([self._stored_curve(source.arch_key, self.store.reports([trial_id])[trial_id])])
+        if source.status == TrialStatus.COMPLETED and source.reward is not None and source.search != self.name:
+            self._final_rewards.append(source.reward)
+
+    def _stored_curve(self, key: str, reports: Any) -> dict[int, float]:
+        curve = {}
+        for r in reports:
+            ap = r.metrics.get("ap")
+            if r.step in self.scheduler.rungs and ap is not None:
+                reward = self._rung_reward(float(ap), key, None)
+                if reward is not None:
+                    curve[r.step] = reward
+        return curve
+
+    def _seed_scheduler(self, done: list[Any]) -> None:
+        """The scheduler's tables and the final rewards from the finished trials of a resumed search."""
+        own = [t for t in done if t.status in (TrialStatus.COMPLETED, TrialStatus.PRUNED, TrialStatus.FAILED)]
+        curves = self.store.reports([t.id for t in own]) if own else {}
+        for t in own:
+            self._curves_seen.add(t.id)
+            self.scheduler.seed([self._stored_curve(t.arch_key, curves.get(t.id, []))])
+            if t.status == TrialStatus.COMPLETED and t.reward is not None:
+                self._final_rewards.append(t.reward)
+        for t in done:
+            if t.status == TrialStatus.CACHED:
+                self._count_curve(t.cached_from)
+
     def _finish_cached(self, item: InFlight, reward: float | None, source: int | None,
                        metrics: Mapping[str, Any] | None) -> None:
+        self._count_curve(source)
         self.store.finish_trial(item.trial_id, status=TrialStatus.CACHED, reward=reward, metrics=metrics or {},
                                 wall_s=0.0, cached_from=source)
         self._feedback(item, reward)
@@ -397,10 +516,11 @@ class SearchDriver(TrialLoop):
 
     # ------------------------------------------------------------------------------------------- progress
     def _record(self, item: InFlight, status: TrialStatus, reward: float | None, wall_s: float,
-                error: str | None) -> None:
+                error: str | None, rung: int | None = None) -> None:
         self.finished += 1
         self.counts[status] += 1
-        if reward is not None and (self.best is None or reward > self.best[0]):
+        # A pruned trial's reward is fed, not measured at the last step: it is no candidate for the best.
+        if reward is not None and status != TrialStatus.PRUNED and (self.best is None or reward > self.best[0]):
             self.best = (reward, item.key)
         if status not in (TrialStatus.CACHED, TrialStatus.REJECTED) and wall_s:
             self.wall_times.append(wall_s)
@@ -417,6 +537,8 @@ class SearchDriver(TrialLoop):
         what = f"reward {reward:.4f}" if reward is not None else f"FAILED ({error})"
         if status == TrialStatus.REJECTED:
             what = f"REJECTED untrained ({error.removeprefix('rejected: ') if error else 'over max_flops'})"
+        if status == TrialStatus.PRUNED:
+            what = f"PRUNED at step {rung} (fed reward {reward:.4f})"
         if status == TrialStatus.CACHED:
             what += " (cached: this architecture already has a result)"
         self.view.line(f"[{step}/{budget}] trial {item.index} {item.key} {what} {wall_s:.0f} s | "
@@ -429,14 +551,26 @@ class SearchDriver(TrialLoop):
         best = f"{self.best[0]:.4f}" if self.best else "-"
         c = self.counts
         rejected = f"rejected {c[TrialStatus.REJECTED]} " if self.max_flops or c[TrialStatus.REJECTED] else ""
+        pruned = f"pruned {c[TrialStatus.PRUNED]} " if self.scheduler is not None or c[TrialStatus.PRUNED] else ""
         line = (f"done {c[TrialStatus.COMPLETED]} failed {c[TrialStatus.FAILED]} cached {c[TrialStatus.CACHED]} "
-                f"{rejected}running {len(self.inflight)} | best {best}")
+                f"{rejected}{pruned}running {len(self.inflight)} | best {best}")
         if self.wall_times:
             per = sum(self.wall_times) / len(self.wall_times)
             left = budget - self.finished
             eta = per * math.ceil(left / max(1, self.cfg.search.workers))
             line += f" | {per:.0f} s/trial | ETA {duration(eta)}"
         return line
+
+
+def _build_scheduler(cfg: NasConfig) -> Any:
+    """The scheduler ``cfg.scheduler`` names: an `AshaScheduler`, or None for 'none'."""
+    if cfg.scheduler.type == "none":
+        return None
+    from nas.scheduler import AshaScheduler
+
+    asha = cfg.scheduler.get()
+    return AshaScheduler(rungs=scheduler_rungs(cfg), eta=asha.eta,
+                         min_results=asha.min_results if asha.min_results is not None else asha.eta)
 
 
 def worker_calls(cfg: NasConfig) -> int:

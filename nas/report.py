@@ -27,9 +27,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 STATUSES = tuple(s.value for s in (TrialStatus.COMPLETED, TrialStatus.CACHED, TrialStatus.FAILED,
-                                    TrialStatus.REJECTED, TrialStatus.RUNNING, TrialStatus.QUEUED))
+                                    TrialStatus.REJECTED, TrialStatus.PRUNED, TrialStatus.RUNNING, TrialStatus.QUEUED))
 STATUS_COLOURS = {TrialStatus.COMPLETED.value: "#4c72b0", TrialStatus.CACHED.value: "#8da0cb",
                   TrialStatus.FAILED.value: "#c44e52", TrialStatus.REJECTED.value: "#937860",
+                  TrialStatus.PRUNED.value: "#da8bc3",
                   TrialStatus.RUNNING.value: "#dd8452", TrialStatus.QUEUED.value: "#bbbbbb"}
 SEARCH_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
 
@@ -422,12 +423,12 @@ def render_html(data: ReportData) -> str:
     names = ", ".join(s.search.name for s in data.searches)
     searches = _table(
         ("search", "controller", "family", "seed", "status", "trials", "completed", "failed", "cached", "rejected",
-         "best reward", "started (UTC)"),
+         "pruned", "best reward", "started (UTC)"),
         [
             (s.search.name, s.search.controller or "-", s.search.family or "-", s.search.seed, s.search.status,
              s.trials, s.counts.get(TrialStatus.COMPLETED, 0), s.counts.get(TrialStatus.FAILED, 0),
              s.counts.get(TrialStatus.CACHED, 0), s.counts.get(TrialStatus.REJECTED, 0),
-             s.best_reward, fmt_time(s.search.created_at))
+             s.counts.get(TrialStatus.PRUNED, 0), s.best_reward, fmt_time(s.search.created_at))
             for s in data.searches
         ],
         numeric=(5, 6, 7, 8, 9, 10),

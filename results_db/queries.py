@@ -252,9 +252,11 @@ def history(ex: Executor, search_id_: int) -> list[tuple[tuple[int, ...], float 
 
 
 def find_result(
-    ex: Executor, arch_key: str, *, fingerprint: str | None, include_failed: bool = False
+    ex: Executor, arch_key: str, *, fingerprint: str | None, include_failed: bool = False,
+    include_pruned: bool = False,
 ) -> KnownResult | None:
-    """The best completed result of an arch under `fingerprint` (or, with `include_failed`, its latest failure).
+    """The best completed result of an arch under `fingerprint` (or, with `include_pruned`, its best pruned trial;
+    with `include_failed`, its latest failure).
 
     Only trials with exactly this fingerprint count; None (like a trial's NULL fingerprint) matches nothing.
     """
@@ -266,7 +268,11 @@ def find_result(
         "WHERE t.arch_key = :k AND t.status = :st AND t.fingerprint = :fp "
     )
     params = {"k": arch_key, "st": _COMPLETED, "fp": fingerprint}
-    rows = list(ex(base + "ORDER BY CASE WHEN t.reward IS NULL THEN 1 ELSE 0 END, t.reward DESC, t.id LIMIT 1", params))
+    best_first = "ORDER BY CASE WHEN t.reward IS NULL THEN 1 ELSE 0 END, t.reward DESC, t.id LIMIT 1"
+    rows = list(ex(base + best_first, params))
+    if not rows and include_pruned:
+        params["st"] = TrialStatus.PRUNED.value
+        rows = list(ex(base + best_first, params))
     if not rows and include_failed:
         params["st"] = TrialStatus.FAILED.value
         rows = list(ex(base + "ORDER BY t.finished_at DESC, t.id DESC LIMIT 1", params))
@@ -286,6 +292,7 @@ def top(
     k: int = 10,
     max_flops: float | None = None,
     fingerprint: str | None = None,
+    include_pruned: bool = False,
 ) -> list[RankedArch]:
     """The `k` best archs by the best reward of their completed trials (see `ReadAPI.top`)."""
     if k < 1:
@@ -293,6 +300,9 @@ def top(
     names = search_names(ex)
     where = "t.status = :completed AND t.reward IS NOT NULL"
     params: dict[str, Any] = {"completed": _COMPLETED}
+    if include_pruned:  # (an IN would cost the index's order walk to the default ranking)
+        where = "t.status IN (:completed, :pruned) AND t.reward IS NOT NULL"
+        params["pruned"] = TrialStatus.PRUNED.value
     if fingerprint is not None:
         # With the (fingerprint, status, reward) index this is the same early-stopping walk as without.
         where += " AND t.fingerprint = :fp"
@@ -449,6 +459,7 @@ class ReadAPI(abc.ABC):
         k: int = 10,
         max_flops: float | None = None,
         fingerprint: str | None = None,
+        include_pruned: bool = False,
     ) -> list[RankedArch]:
         """The `k` best architectures by the best reward of their completed trials.
 
@@ -459,6 +470,8 @@ class ReadAPI(abc.ABC):
           fingerprint: only trials with exactly this fingerprint are ranked and counted in `evaluations` (so
             rewards measured under different settings are not compared); None ranks every trial, whatever its
             fingerprint. `newest_fingerprint` gives the latest search's.
+          include_pruned: rank pruned trials too, by the reward they were fed (by default only trials that trained
+            to the last step are ranked).
 
         Raises:
           LookupError: an unknown search (the message lists the known ones). ValueError: k < 1, a bad fingerprint.
@@ -466,7 +479,8 @@ class ReadAPI(abc.ABC):
         fingerprint = check_fingerprint(fingerprint)
         with self._executor() as ex:
             ids = [search_id(ex, n) for n in searches] if searches else None
-            return top(ex, search_ids=ids, k=k, max_flops=max_flops, fingerprint=fingerprint)
+            return top(ex, search_ids=ids, k=k, max_flops=max_flops, fingerprint=fingerprint,
+                       include_pruned=include_pruned)
 
     def find_arch(self, key_or_prefix: str) -> ArchRecord:
         """The arch whose key is, or starts with, `key_or_prefix`.
@@ -510,8 +524,8 @@ class ReadAPI(abc.ABC):
 
         Args:
           search: the search's name.
-          status: a status ('queued', 'running', 'completed', 'failed', 'cached', 'rejected'), several, or None for
-            all.
+          status: a status ('queued', 'running', 'completed', 'failed', 'cached', 'rejected', 'pruned'), several, or
+            None for all.
 
         Raises:
           LookupError: unknown search. ValueError: unknown status.
@@ -528,7 +542,7 @@ class ReadAPI(abc.ABC):
     def history(self, search: str) -> list[tuple[tuple[int, ...], float | None]]:
         """``(decisions, reward)`` of the search's finished trials in completion order, for `controller.recover`.
 
-        Finished means completed, failed, cached or rejected; the reward is what `finish_trial` stored (None if
+        Finished means completed, failed, cached, rejected or pruned; the reward is what `finish_trial` stored (None if
         none).
 
         Raises:
@@ -538,15 +552,16 @@ class ReadAPI(abc.ABC):
             return history(ex, search_id(ex, search))
 
     def find_result(
-        self, arch_key: str, *, fingerprint: str | None, include_failed: bool = False
+        self, arch_key: str, *, fingerprint: str | None, include_failed: bool = False, include_pruned: bool = False
     ) -> KnownResult | None:
         """The best finished result of an arch across all searches, or None: "this key already has a result".
 
         Only trials with exactly `fingerprint` count: a reward measured under other settings (another evaluator,
         proxy or reward function) is not this search's to reuse. A trial without a fingerprint (written before
         schema 0002, not backfilled) matches nothing, and neither does ``fingerprint=None``. The completed trial
-        with the highest reward wins (completed trials without a reward come last). With `include_failed`, an
-        arch that only ever failed under the fingerprint gives its latest failed trial.
+        with the highest reward wins (completed trials without a reward come last). With `include_pruned`, an arch
+        that never completed gives its pruned trial with the highest reward (the reward it was fed). With
+        `include_failed`, an arch that only ever failed under the fingerprint gives its latest failed trial.
 
         Raises:
           ValueError: a fingerprint that is not a string of 1..16 characters (or None).
@@ -555,7 +570,8 @@ class ReadAPI(abc.ABC):
         if fingerprint is None:
             return None
         with self._executor() as ex:
-            return find_result(ex, arch_key, fingerprint=fingerprint, include_failed=include_failed)
+            return find_result(ex, arch_key, fingerprint=fingerprint, include_failed=include_failed,
+                               include_pruned=include_pruned)
 
     def reports(self, trial_ids: Iterable[int]) -> dict[int, list[TrialReport]]:
         """The learning curves of trials: trial id -> its reports in step order.

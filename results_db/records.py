@@ -101,7 +101,7 @@ class TrialRecord:
       search: the search's name.
       index: 0, 1, ... within the search, in proposal order.
       arch_key: the arch evaluated.
-      status: 'queued', 'running', 'completed', 'failed', 'cached' or 'rejected'.
+      status: 'queued', 'running', 'completed', 'failed', 'cached', 'rejected' or 'pruned'.
       decisions: the decision sequence.
       reward: the controller's reward (None if none was stored).
       metrics: the proxy's raw outputs (empty if none).

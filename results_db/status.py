@@ -19,7 +19,8 @@ class _Status(str, enum.Enum):
 class TrialStatus(_Status):
     """Where a trial is. QUEUED -> RUNNING -> COMPLETED | FAILED; CACHED = not run, a stored result was reused;
     REJECTED = not run, its architecture is over the search's FLOPs limit (``search.max_flops``), fed back as a
-    failure."""
+    failure; PRUNED = stopped at a rung by the search's scheduler (``scheduler.type`` asha): its intermediate metrics
+    are stored, and the reward it was fed back with (`nas.scheduler.pruned_reward`)."""
 
     QUEUED = "queued"
     RUNNING = "running"
@@ -27,6 +28,7 @@ class TrialStatus(_Status):
     FAILED = "failed"
     CACHED = "cached"
     REJECTED = "rejected"
+    PRUNED = "pruned"
 
     @property
     def is_finished(self) -> bool:
@@ -35,7 +37,8 @@ class TrialStatus(_Status):
 
 
 #: The statuses a trial ends in.
-FINISHED_STATUSES = frozenset({TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.CACHED, TrialStatus.REJECTED})
+FINISHED_STATUSES = frozenset({TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.CACHED, TrialStatus.REJECTED,
+                               TrialStatus.PRUNED})
 #: The statuses of a trial that has not ended (a resumed search runs them again).
 OPEN_STATUSES = frozenset({TrialStatus.QUEUED, TrialStatus.RUNNING})
 

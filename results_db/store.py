@@ -119,7 +119,8 @@ def _finish_trial_statement() -> Any:
 
 _FINISH_TRIAL = _finish_trial_statement()
 # What `finish_trial` may set, in the order its error message lists them.
-_FINAL_STATUSES = (TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.CACHED, TrialStatus.REJECTED)
+_FINAL_STATUSES = (TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.CACHED, TrialStatus.REJECTED,
+                   TrialStatus.PRUNED)
 # A trial's measured cost goes to its arch, unless the arch already has one.
 _SET_ARCH_COST = (
     _ARCHS.update()
@@ -550,7 +551,7 @@ class ResultStore(ReadAPI):
         return record
 
     def find_result(
-        self, arch_key: str, *, fingerprint: str | None, include_failed: bool = False
+        self, arch_key: str, *, fingerprint: str | None, include_failed: bool = False, include_pruned: bool = False
     ) -> KnownResult | None:
         """The best finished result of an arch under `fingerprint` across all searches, or None.
 
@@ -574,7 +575,8 @@ class ResultStore(ReadAPI):
             not self.readonly and (arch_key not in self._arch_keys or arch_key in self._trialless_keys)
         ):
             return None
-        return super().find_result(arch_key, fingerprint=fingerprint, include_failed=include_failed)
+        return super().find_result(arch_key, fingerprint=fingerprint, include_failed=include_failed,
+                                   include_pruned=include_pruned)
 
     @contextmanager
     def _write_conn(self) -> Iterator[Connection]:
@@ -1031,8 +1033,8 @@ class ResultStore(ReadAPI):
 
         Args:
           trial_id: the trial.
-          status: 'completed', 'failed', 'cached' (a stored result reused; give `cached_from`) or 'rejected' (not
-            trained: over the search's FLOPs limit).
+          status: 'completed', 'failed', 'cached' (a stored result reused; give `cached_from`), 'rejected' (not
+            trained: over the search's FLOPs limit) or 'pruned' (stopped at a rung by the search's scheduler).
           reward: the controller's reward (finite), or None.
           metrics: the proxy's raw outputs (JSON-able), e.g. ``ProxyResult.metrics``.
           error: why the trial failed.

@@ -252,15 +252,18 @@ def describe_fingerprint(reader: ReadAPI, fingerprint: str | None) -> str:
 
 
 def print_top(reader: ReadAPI, *, searches: Sequence[str] | None = None, k: int = 10,
-              max_flops: float | None = None, fmt: str = "table", all_fingerprints: bool = False) -> None:
+              max_flops: float | None = None, fmt: str = "table", all_fingerprints: bool = False,
+              include_pruned: bool = False) -> None:
     """Prints the `k` best architectures (the body of `spinenas top`, also the end of `spinenas search`).
 
     Args:
       fmt: 'table' (a first line says which fingerprint is ranked), 'json' or 'csv' (the fingerprint is a
         column).
+      include_pruned: rank pruned trials too (by the reward they were fed).
     """
     fingerprint = ranking_fingerprint(reader, searches, all_fingerprints)
-    ranked = reader.top(searches=searches, k=k, max_flops=max_flops, fingerprint=fingerprint)
+    ranked = reader.top(searches=searches, k=k, max_flops=max_flops, fingerprint=fingerprint,
+                        include_pruned=include_pruned)
     rows = top_rows(ranked)
     if fmt == "json":
         import json

@@ -89,6 +89,7 @@ def _cmd_searches(args: argparse.Namespace) -> int:
             s.counts.get(TrialStatus.FAILED, 0),
             s.counts.get(TrialStatus.CACHED, 0),
             s.counts.get(TrialStatus.REJECTED, 0),
+            s.counts.get(TrialStatus.PRUNED, 0),
             s.counts.get(TrialStatus.RUNNING, 0) + s.counts.get(TrialStatus.QUEUED, 0),
             fmt_float(s.best_reward),
             fmt_time(s.search.created_at),
@@ -96,8 +97,8 @@ def _cmd_searches(args: argparse.Namespace) -> int:
         )
         for s in summaries
     ]
-    header = ("name", "controller", "family", "status", "trials", "done", "failed", "cached", "rejected", "open",
-              "best reward", "started (UTC)", "duration")
+    header = ("name", "controller", "family", "status", "trials", "done", "failed", "cached", "rejected", "pruned",
+              "open", "best reward", "started (UTC)", "duration")
     print_rich_or_plain(header, rows)
     return 0
 
@@ -113,7 +114,7 @@ def _cmd_top(args: argparse.Namespace) -> int:
     fmt = "json" if args.json else "csv" if args.csv else "table"
     with open_reader(args.db) as reader:
         print_top(reader, searches=args.search, k=args.k, max_flops=args.max_flops, fmt=fmt,
-                  all_fingerprints=args.all_fingerprints)
+                  all_fingerprints=args.all_fingerprints, include_pruned=args.include_pruned)
     return 0
 
 
@@ -367,7 +368,8 @@ def register(sub: Any) -> None:
         "searches",
         help="list the searches in the results database",
         description="List the searches in the results database: status, trials done / failed / cached / rejected "
-        "(over the search's --max-flops, never trained) / still open, best reward, start (UTC) and duration. Opens "
+        "(over the search's --max-flops, never trained) / pruned (stopped at a rung by --scheduler asha) / still "
+        "open, best reward, start (UTC) and duration. Opens "
         "the database read-only.",
     )
     p.add_argument("--db", help=DB_HELP)
@@ -390,6 +392,9 @@ def register(sub: Any) -> None:
     p.add_argument("-k", type=int, default=10, help="how many architectures (default 10)")
     p.add_argument("--max-flops", type=_positive_float, metavar="X",
                    help="only architectures with measured FLOPs <= X (e.g. 2e9); archs without FLOPs are left out")
+    p.add_argument("--include-pruned", action="store_true",
+                   help="rank trials pruned at a rung (--scheduler asha) too, by the reward they were fed (default: "
+                        "only trials that trained to the last step)")
     p.add_argument("--all-fingerprints", action="store_true",
                    help="rank results of every fingerprint together (default: only those of the newest search's "
                         "fingerprint: the same evaluator, score-changing proxy settings and reward)")

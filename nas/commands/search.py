@@ -40,11 +40,15 @@ _FLAG_KEYS = {
     "reward": "search.reward",
     "target_flops": "search.target_flops",
     "max_flops": "search.max_flops",
+    "retry_pruned": "search.retry_pruned",
+    "scheduler": "scheduler.type",
+    "rungs": "scheduler.asha.rungs",
+    "eta": "scheduler.asha.eta",
     "family": "search.family",
     "seed": "search.seed",
 }
 # What a resumed search may change: how it runs, not what it searches.
-_RESUMABLE = {"trials", "workers", "trial_timeout", "cpus_per_trial", "gpus_per_trial", "runner"}
+_RESUMABLE = {"trials", "workers", "trial_timeout", "cpus_per_trial", "gpus_per_trial", "runner", "retry_pruned"}
 
 
 def _overrides(args: argparse.Namespace, allowed: set[str] | None = None) -> list[str]:
@@ -56,8 +60,17 @@ def _overrides(args: argparse.Namespace, allowed: set[str] | None = None) -> lis
         if allowed is not None and flag not in allowed:
             raise UserError(f"--{flag.replace('_', '-')} cannot change a resumed search (only "
                             f"{', '.join('--' + f.replace('_', '-') for f in sorted(allowed))} can)")
-        out.append(f"{key}={value}")
+        out.append(f"{key}={list(value) if isinstance(value, tuple) else value}")
     return out
+
+
+def _rungs(text: str) -> tuple[int, ...]:
+    """--rungs 100,200: integer steps (their order and range are checked with the config)."""
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integer steps such as 100,200, got {text!r}") \
+            from None
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -73,6 +86,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
         overrides = _overrides(args) + list(args.set or [])
     if args.trials is not None and args.trials < 1:
         raise UserError(f"--trials must be at least 1, got {args.trials}")
+    if args.eta is not None and args.eta < 2:
+        raise UserError(f"--eta must be an integer >= 2 (the reduction factor; 1 would stop nothing), got {args.eta}")
+    if (args.rungs is not None or args.eta is not None) and not args.resume and args.scheduler != "asha":
+        raise UserError("--rungs and --eta are settings of --scheduler asha: give --scheduler asha too")
     if args.max_flops is not None and not (math.isfinite(args.max_flops) and args.max_flops > 0):
         raise UserError(f"--max-flops must be a positive number of multiply-adds per image (e.g. 2e9), got "
                         f"{args.max_flops:g}")
@@ -183,12 +200,21 @@ def _run(cfg: Any, name: str, store: Any, url: str, args: argparse.Namespace, fa
                   f"runner, evaluator {cfg.evaluator.type}, reward {s.reward}")
         view.line(f"  database {url}; log {os.path.join(run_dir, 'search.log')}; TensorBoard: tensorboard "
                   f"--logdir {run_dir}")
+        if cfg.scheduler.type == "asha":
+            from nas.config import scheduler_rungs
+
+            asha = cfg.scheduler.get()
+            view.line(f"  scheduler asha: rungs at steps {', '.join(map(str, scheduler_rungs(cfg)))} of "
+                      f"{cfg.proxy.train_steps}, eta {asha.eta}: a trial below the top 1/{asha.eta} at a rung is "
+                      "pruned")
         if s.max_flops:
             view.line(f"  max FLOPs {s.max_flops:.4g} (multiply-adds per image at {cfg.proxy.image_size} px): "
                       "proposals over it are rejected untrained and fed back as failures")
         view.line(_calibration_note(store, driver.fingerprint, args.preset))
         outcome = driver.run()
     rejected = f", {outcome.rejected} rejected over max FLOPs" if s.max_flops or outcome.rejected else ""
+    if cfg.scheduler.type != "none" or outcome.pruned:
+        rejected += f", {outcome.pruned} pruned"
     say(f"search {name!r} {'stopped' if outcome.interrupted else 'finished'}: {outcome.trials} trials "
          f"({outcome.completed} completed, {outcome.failed} failed, {outcome.cached} cached{rejected}) in "
          f"{outcome.wall_s / 60:.1f} min")
@@ -245,6 +271,17 @@ def register(sub: Any) -> None:
                         "trained, but stored as rejected and fed back as a failed trial (search.reward_for_failure); "
                         "it counts toward --trials. Fixed for the life of a search: --resume keeps it and refuses "
                         "--max-flops")
+    p.add_argument("--scheduler", choices=("none", "asha"),
+                   help="none (default: every trial trains to the end) or asha (asynchronous successive halving: a "
+                        "trial below the top 1/eta of the rewards at a rung is stopped and stored as pruned) "
+                        "(scheduler.type). Fixed for the life of a search")
+    p.add_argument("--rungs", type=_rungs, metavar="S1,S2",
+                   help="asha's rungs in proxy steps, increasing and before the last step (scheduler.asha.rungs; "
+                        "default the proxy's eval_at_steps); each implies an intermediate evaluation")
+    p.add_argument("--eta", type=int, help="asha's reduction factor, >= 2 (scheduler.asha.eta; default 3)")
+    p.add_argument("--retry-pruned", action="store_const", const=True,
+                   help="train architectures again that a pruned trial has a reward for (search.retry_pruned; "
+                        "default: a pruned architecture is known, like a completed one, and its reward reused)")
     p.add_argument("--seed", type=int, help="seed of the controller and the trials")
     p.add_argument("--address", help="an existing Ray cluster ('auto' on a cluster node; HOST:PORT of a cluster "
                    "with token authentication needs RAY_AUTH_MODE=token); default: start a Ray of its own here")

@@ -7,14 +7,15 @@ import sqlite3
 import subprocess
 import sys
 
-from nas.config import ControllerSection, EvaluatorSection, NasConfig, RunnerSection, SearchConfig
+from nas.config import ControllerSection, EvaluatorSection, NasConfig, RunnerSection, SchedulerSection, SearchConfig
 from nas.loop import SearchDriver
 from results_db import ResultStore
 
 
 def cfg_of(*, controller: str = "random", runner: str = "local", in_process: bool = True, duration: float = 0.0,
-           noise: float = 0.0, proxy: dict | None = None, **search) -> NasConfig:
-    """A surrogate search on the local runner (in the driver's process by default)."""
+           noise: float = 0.0, proxy: dict | None = None, asha: dict | None = None, **search) -> NasConfig:
+    """A surrogate search on the local runner (in the driver's process by default); with `asha` (its settings, e.g.
+    ``{'rungs': (50, 100)}``), under the asha scheduler."""
     from proxy_task.config import ProxyConfig
 
     base = dict(trials=8, workers=2, cpus_per_trial=1.0, seed=3)
@@ -26,6 +27,7 @@ def cfg_of(*, controller: str = "random", runner: str = "local", in_process: boo
         evaluator=EvaluatorSection.of("surrogate", duration_s=duration, noise=noise),
         runner=runner_section,
         proxy=ProxyConfig(**{"train_steps": 200, "log_every": 50, "warmup_steps": 10, **(proxy or {})}),
+        scheduler=SchedulerSection.of("asha", **asha) if asha is not None else SchedulerSection(),
     )
 
 
@@ -45,7 +47,7 @@ def finished(db: str, name: str) -> int:
     try:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         n = con.execute("select count(*) from trials t join searches s on s.id = t.search_id where s.name = ? and "
-                        "t.status in ('completed', 'failed', 'cached', 'rejected')", (name,)).fetchone()[0]
+                        "t.status in ('completed', 'failed', 'cached', 'rejected', 'pruned')", (name,)).fetchone()[0]
         con.close()
         return n
     except sqlite3.Error:

@@ -35,8 +35,8 @@ def test_searches(capsys, db):
     n = facts["n"]
     # 'running' in the table, but no driver holds it (no lease): it was interrupted.
     assert ppo.split()[1:3] == ["ppo", "spinenet49"] and "interrupted (driver last seen" in ppo
-    # trials, done, failed, cached, rejected, open
-    assert ppo.split("ago)")[1].split()[:6] == [str(n + 1), str(n - 2), "1", "1", "0", "1"]
+    # trials, done, failed, cached, rejected, pruned, open
+    assert ppo.split("ago)")[1].split()[:7] == [str(n + 1), str(n - 2), "1", "1", "0", "0", "1"]
     code, out, _ = run_cli(capsys, "searches", "--db", path, "--json")
     rows = {r["name"]: r for r in json.loads(out)}
     assert rows["random-1"]["status"] == "completed" and rows["random-1"]["best_reward"] == 0.9

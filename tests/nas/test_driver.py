@@ -597,3 +597,199 @@ def test_max_flops_keeps_the_fingerprint_so_results_are_shared_but_a_rejection_i
     store, outcome, _ = run_search(tmp_path, _limited(cfg_of(trials=8), limit), name="again", db=db)
     assert {t.index for t in store.trials("again") if t.status == "rejected"} == over
     assert outcome.cached == 8 - len(over) and evaluated == []
+
+
+# --------------------------------------------------------------------------------------------------- asha
+def _asha_cfg(**kw) -> NasConfig:
+    """A surrogate search whose architectures' curves differ (rate_spread), judged at steps 50 and 100 of 200."""
+    kw.setdefault("trials", 24)
+    kw.setdefault("workers", 1)
+    kw.setdefault("asha", {"rungs": (50, 100), "eta": 3})
+    kw.setdefault("noise", 0.01)
+    return cfg_of(**kw)
+
+
+def _replay_asha(cfg: NasConfig, store, name: str):
+    """What ASHA and the reward rule should have done, recomputed from the stored curves in finish order (one trial
+    at a time): (trial, expected continue-at-every-rung, expected reward) per trained trial."""
+    from nas.config import scheduler_rungs
+    from nas.scheduler import AshaScheduler, pruned_reward
+
+    asha = cfg.scheduler.get()
+    s = AshaScheduler(rungs=scheduler_rungs(cfg), eta=asha.eta, min_results=asha.min_results or asha.eta)
+    trials = sorted((t for t in store.trials(name) if t.status in ("completed", "pruned")),
+                    key=lambda t: t.finish_order)
+    curves = store.reports([t.id for t in trials])
+    finals, out = [], []
+    for t in trials:
+        aps = {r.step: r.metrics["ap"] for r in curves[t.id] if r.step in s.rungs and r.metrics.get("ap") is not None}
+        kept, reward = True, t.metrics.get("ap")
+        for rung in s.rungs:
+            if rung not in aps:
+                break
+            if not s.on_result(t.id, rung, aps[rung]):
+                kept, reward = False, pruned_reward(aps[rung], s.rewards(rung), finals)
+                break
+        if kept:
+            finals.append(t.reward)
+        out.append((t, kept, reward))
+    return out
+
+
+def test_asha_prunes_trials_below_the_top_third_at_a_rung_and_the_search_finishes_its_budget(tmp_path, evaluated):
+    from nas.fingerprint import fingerprint
+    from nas.loop import trial_spec
+
+    cfg = _asha_cfg()
+    assert fingerprint(cfg) == fingerprint(dataclasses.replace(cfg, scheduler=cfg_of().scheduler))
+    assert trial_spec(cfg).proxy["eval_at_steps"] == [50, 100]  # the rungs imply intermediate evaluations
+    store, outcome, lines = run_search(tmp_path, cfg)
+    trials = store.trials("s")
+    pruned = [t for t in trials if t.status == "pruned"]
+    assert outcome.trials == len(trials) == 24 and outcome.pruned == len(pruned)
+    assert outcome.completed == 24 - len(pruned)
+    assert 6 <= len(pruned) <= 20, [t.status for t in trials]
+    assert {t.metrics["rung"] for t in pruned} == {50, 100}  # pruned at both rungs
+    curves = store.reports([t.id for t in trials])
+    for t in pruned:
+        # Stopped at its rung: it trained no further, and stored what it had.
+        assert t.metrics["stopped_at"] == t.metrics["rung"] == t.metrics["steps"]
+        assert max(r.step for r in curves[t.id]) == t.metrics["rung"]
+        assert t.metrics["rung_reward"] == t.metrics["ap"] and t.reward is not None
+    assert all(t.metrics["steps"] == 200 for t in trials if t.status == "completed")
+    # Every decision and every fed reward is what ASHA and the documented rule give on the stored curves.
+    for t, kept, reward in _replay_asha(cfg, store, "s"):
+        assert (t.status == "completed") == kept, t.index
+        assert t.reward == pytest.approx(reward), t.index
+    assert any("PRUNED at step" in line for line in lines)
+    # `top` ranks trials that reached the last step only, unless asked.
+    ranked = {r.trial_id for r in store.top(k=50)}
+    assert ranked and not ranked & {t.id for t in pruned}
+    assert {t.id for t in pruned} & {r.trial_id for r in store.top(k=50, include_pruned=True)}
+    assert store.search_summaries()[0].counts["pruned"] == len(pruned)
+
+
+def test_a_pruned_architecture_is_known_to_the_dedup_unless_retry_pruned(tmp_path, evaluated):
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    store, _, _ = run_search(tmp_path, _asha_cfg(trials=12), name="first", db=db)
+    pruned = {t.arch_key: t for t in store.trials("first") if t.status == "pruned"}
+    assert pruned
+    store.close()
+    # The same proposals again (same seed): a pruned arch is not trained again, its fed reward is reused.
+    evaluated.clear()
+    store = ResultStore(db)
+    driver = SearchDriver(_asha_cfg(trials=12), name="again", store=store, run_dir=str(tmp_path / "runs"),
+                          out=lambda _: None)
+    driver.start()
+    outcome = driver.run()
+    again = store.trials("again")
+    assert evaluated == [] and outcome.cached == 12
+    # Cached trials count with their stored curves: every first-search trial reached rung 50, once each.
+    first = store.trials("first")
+    assert sorted(driver.scheduler.rewards(50)) == sorted(
+        r.metrics["ap"] for t in first for r in store.reports([t.id])[t.id] if r.step == 50)
+    assert len(driver.scheduler.rewards(50)) == len({t.arch_key for t in first})
+    assert all(t.reward == pruned[t.arch_key].reward for t in again if t.arch_key in pruned)
+    store.close()
+    evaluated.clear()
+    store, _, _ = run_search(tmp_path, _asha_cfg(trials=12, retry_pruned=True), name="retry", db=db)
+    assert set(pruned) <= set(evaluated)
+    assert {t.arch_key for t in store.trials("retry") if t.status == "cached"}.isdisjoint(pruned)
+
+
+@pytest.mark.parametrize("controller", ["random", "evolution",
+                                        pytest.param("ppo", marks=[pytest.mark.tf, pytest.mark.slow])])
+def test_each_controller_is_fed_the_stored_reward_of_every_pruned_trial(tmp_path, controller):
+    from nas.config import ControllerSection
+
+    cfg = _asha_cfg(trials=30, controller=controller)
+    if controller == "evolution":
+        cfg = dataclasses.replace(cfg, controller=ControllerSection.of("evolution", population_size=6,
+                                                                        tournament_size=3))
+    if controller == "ppo":
+        cfg = dataclasses.replace(cfg, controller=ControllerSection.of("ppo", batch_size=5))
+    store = ResultStore(f"sqlite:///{tmp_path / 'r.db'}")
+    driver = SearchDriver(cfg, name="s", store=store, run_dir=str(tmp_path / "runs"), out=lambda _: None)
+    driver.start()
+    fed = []
+    feedback = driver.controller.feedback
+
+    def recording(trial_id, reward):
+        fed.append(reward)
+        feedback(trial_id, reward)
+
+    driver.controller.feedback = recording
+    outcome = driver.run()
+    assert outcome.pruned > 0 and outcome.trials == 30
+    stored = [t.reward for t in sorted(store.trials("s"), key=lambda t: t.finish_order)]
+    assert fed == stored and None not in fed
+    assert driver.controller.num_rewards == 30
+
+
+def test_a_resume_after_ctrl_c_reruns_no_pruned_trial_and_replays_the_stored_rewards(tmp_path, evaluated):
+    from nas.config import ControllerSection
+
+    def cfg() -> NasConfig:
+        # Evolution with a small population: its proposals depend on every reward it got, pruned ones included.
+        return dataclasses.replace(_asha_cfg(trials=20, seed=5, checkpoint_interval_s=3600.0),
+                                   controller=ControllerSection.of("evolution", population_size=4, tournament_size=2))
+
+    ref, _, _ = run_search(tmp_path, cfg(), name="ref", db=f"sqlite:///{tmp_path / 'ref.db'}")
+    expected = [(t.decisions, t.status, t.reward) for t in ref.trials("ref")]
+    ref.close()
+
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    store = ResultStore(db)
+    driver = SearchDriver(cfg(), name="s", store=store, run_dir=str(tmp_path / "runs" / "s"), out=lambda _: None)
+    driver.start()
+    feedback, calls = driver.controller.feedback, []
+
+    def interrupted(trial_id, reward):
+        feedback(trial_id, reward)
+        calls.append(reward)
+        if len(calls) == 11:
+            raise KeyboardInterrupt
+
+    driver.controller.feedback = interrupted
+    assert driver.run().interrupted
+    before = {t.id: t for t in store.trials("s")}
+    assert any(t.status == "pruned" for t in before.values())
+    store.close()
+    evaluated.clear()
+
+    from controller import Controller
+
+    replayed = []
+    recover = Controller.recover
+
+    def spying(self, history, **kwargs):
+        replayed.extend(reward for _, reward in history)
+        return recover(self, history, **kwargs)
+
+    import unittest.mock
+
+    with unittest.mock.patch.object(Controller, "recover", spying):
+        store, outcome, lines = run_search(tmp_path, cfg(), db=db, resume=True)
+    trials = store.trials("s")
+    done = [t for t in before.values() if t.finish_order is not None]
+    # The replay fed the stored rewards (the pruned trials' too), and nothing that had finished ran again.
+    assert replayed == [t.reward for t in sorted(done, key=lambda t: t.finish_order)]
+    assert not {t.arch_key for t in done if t.status in ("completed", "pruned")} & set(evaluated)
+    assert all(store.get_trial(t.id).reward == t.reward for t in done)
+    assert [(t.decisions, t.status, t.reward) for t in trials] == expected
+    assert outcome.trials == 20 and outcome.pruned == sum(s == "pruned" for _, s, _ in expected)
+
+
+@pytest.mark.slow
+def test_asha_prunes_trials_running_in_child_processes(tmp_path):
+    # Trials that take a while (1.5 s): a stop sent down the pipe reaches them while they run.
+    cfg = _asha_cfg(trials=10, workers=2, in_process=False, duration=1.5)
+    store, outcome, _ = run_search(tmp_path, cfg)
+    trials = store.trials("s")
+    pruned = [t for t in trials if t.status == "pruned"]
+    assert outcome.trials == 10 and pruned, [t.status for t in trials]
+    curves = store.reports([t.id for t in pruned])
+    for t in pruned:
+        # The stop is read at the trial's next report (log_every later) at the latest: it trained no further.
+        assert t.metrics["rung"] in (50, 100) and t.metrics["rung"] <= t.metrics["stopped_at"] < 200
+        assert t.metrics["steps"] == t.metrics["stopped_at"] == max(r.step for r in curves[t.id])

@@ -52,6 +52,22 @@ def test_search_end_to_end_on_ray(ray_cluster, tmp_path):
 
 @ray_tests
 @pytest.mark.slow
+def test_asha_prunes_trials_on_ray_through_the_channels_stop(ray_cluster, tmp_path):
+    # Trials that take a while (1 s): the stop reaches them through the channel while they run.
+    cfg = _ray_cfg(trials=10, workers=2, noise=0.01, duration=1.0, asha={"rungs": (50, 100)})
+    store, outcome, _ = run_search(tmp_path, cfg)
+    trials = store.trials("s")
+    pruned = [t for t in trials if t.status == "pruned"]
+    assert outcome.trials == 10 and outcome.pruned == len(pruned) > 0, [t.status for t in trials]
+    curves = store.reports([t.id for t in pruned])
+    for t in pruned:
+        assert t.metrics["rung"] in (50, 100) and t.metrics["rung"] <= t.metrics["stopped_at"] < 200
+        assert t.metrics["steps"] == t.metrics["stopped_at"] == max(r.step for r in curves[t.id])
+        assert t.reward is not None and t.host
+
+
+@ray_tests
+@pytest.mark.slow
 def test_one_worker_on_ray_and_on_the_local_runner_make_the_same_search(ray_cluster, tmp_path):
     def trials(runner, in_process):
         cfg = cfg_of(runner=runner, in_process=in_process, controller="evolution", trials=30, workers=1, seed=11,
@@ -581,6 +597,70 @@ def test_a_bad_max_flops_is_one_line_and_creates_nothing(argv, message, tmp_path
     assert db.read_bytes() == digest and sorted(p.name for p in tmp_path.iterdir()) == ["r.db"]
 
 
+# --------------------------------------------------------------------------------------------------- --scheduler
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--scheduler", "asha", "--rungs", "400,200"], "scheduler.asha.rungs must be increasing steps >= 1"),
+        (["--scheduler", "asha", "--rungs", "200,800"],
+         "scheduler.asha.rungs: step 800 is not before the last training step (800, always evaluated)"),
+        (["--scheduler", "asha", "--rungs", "100,5000"], "step 5000 is not before the last training step"),
+        (["--scheduler", "asha", "--rungs", "0,100"], "scheduler.asha.rungs must be increasing steps >= 1"),
+        (["--scheduler", "asha", "--rungs", "1.5"], "argument --rungs: expected comma-separated integer steps"),
+        (["--scheduler", "asha", "--rungs", "200", "--eta", "1"], "--eta must be an integer >= 2"),
+        (["--scheduler", "asha", "--set", "scheduler.asha.rungs=[200]", "--set", "scheduler.asha.eta=1"],
+         "scheduler.asha.eta must be an integer >= 2"),
+        (["--scheduler", "asha"], "scheduler asha needs rungs"),  # the demo proxy has no eval_at_steps
+        (["--rungs", "200"], "--rungs and --eta are settings of --scheduler asha"),
+        (["--scheduler", "fifo"], "argument --scheduler: invalid choice: 'fifo'"),
+        # Fixed for the life of a search.
+        (["--resume", "existing", "--scheduler", "asha"], "--scheduler cannot change a resumed search"),
+        (["--resume", "existing", "--rungs", "100"], "--rungs cannot change a resumed search"),
+        (["--resume", "existing", "--eta", "4"], "--eta cannot change a resumed search"),
+    ],
+)
+def test_bad_scheduler_input_is_one_line_and_creates_nothing(argv, message, tmp_path, monkeypatch, capsys):
+    test_a_bad_max_flops_is_one_line_and_creates_nothing(argv, message, tmp_path, monkeypatch, capsys)
+
+
+@pytest.mark.slow
+def test_a_cli_asha_search_killed_and_resumed_reruns_no_pruned_trial(tmp_path):
+    """`spinenas search --scheduler asha` in child processes, killed with SIGKILL mid-search, then resumed: the pruned
+    trials stay as stored (none rerun) and the search finishes its --trials; `searches` and `top` see them."""
+    db = str(tmp_path / "r.db")
+    common = ["--evaluator", "surrogate", "--runner", "local", "--controller", "random", "--seed", "3",
+              "--cpus-per-trial", "1", "--db", db, "--top", "0", "--plain", "--set", "proxy.train_steps=200",
+              "--set", "proxy.warmup_steps=10", "--set", "evaluator.surrogate.noise=0.01"]
+    driver = subprocess.Popen([sys.executable, "-m", "nas.cli", "search", *common, "--name", "a", "--trials", "16",
+                               "--scheduler", "asha", "--rungs", "50,100", "--surrogate-duration", "0.5"],
+                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while finished(db, "a") < 7 and time.time() < deadline and driver.poll() is None:
+            time.sleep(0.2)
+        assert driver.poll() is None, "the search ended before it could be killed"
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    with ResultStore(f"sqlite:///{db}") as store:
+        before = {t.id: (t.status, t.reward, t.finish_order) for t in store.trials("a") if t.finish_order}
+    assert any(status == "pruned" for status, _, _ in before.values()), before
+    resumed = spinenas("search", "--resume", "a", "--db", db, "--top", "0", "--plain", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert "pruned" in resumed.stdout.splitlines()[-1]
+    with ResultStore(f"sqlite:///{db}") as store:
+        after = {t.id: t for t in store.trials("a")}
+        assert len(after) == 16 and all(t.status in ("completed", "pruned", "cached") for t in after.values())
+        assert {i: (after[i].status, after[i].reward, after[i].finish_order) for i in before} == before
+        pruned = sum(t.status == "pruned" for t in after.values())
+    listing = spinenas("searches", "--db", db, cwd=tmp_path)
+    header, _, row = listing.stdout.splitlines()[:3]
+    assert header.split()[4:11] == ["trials", "done", "failed", "cached", "rejected", "pruned", "open"]
+    assert row.split()[4] == "16" and row.split()[9] == str(pruned)
+
+
 @pytest.mark.slow
 def test_search_max_flops_rejects_untrained_says_how_many_and_keeps_its_limit_on_resume(tmp_path):
     from controller import build_controller
@@ -607,8 +687,8 @@ def test_search_max_flops_rejects_untrained_says_how_many_and_keeps_its_limit_on
     assert "REJECTED untrained" in proc.stdout
     listing = spinenas("searches", "--db", str(tmp_path / "r.db"), cwd=tmp_path)
     header, _, row = listing.stdout.splitlines()[:3]
-    assert header.split()[4:10] == ["trials", "done", "failed", "cached", "rejected", "open"]
-    assert row.split()[4:10] == ["10", str(10 - over10), "0", "0", str(over10), "0"]
+    assert header.split()[4:11] == ["trials", "done", "failed", "cached", "rejected", "pruned", "open"]
+    assert row.split()[4:11] == ["10", str(10 - over10), "0", "0", str(over10), "0", "0"]
     refused = spinenas("search", "--resume", "lim", "--max-flops", "1e12", "--db", str(tmp_path / "r.db"),
                        cwd=tmp_path)
     assert refused.returncode == 2 and "--max-flops cannot change a resumed search" in refused.stderr

@@ -246,7 +246,7 @@ def assert_0003_upgrades(url: str) -> None:
     columns = ("id", "search_id", "index", "arch_key", "status", "decisions", "finish_order", "fingerprint")
     before = table_rows(url, "trials", columns), table_rows(url, "trial_reports", ("id", "trial_id", "metrics"))
 
-    assert upgrade(url) == ("0003", "0004")
+    assert upgrade(url) == ("0003", SCHEMA_VERSION)
     assert (table_rows(url, "trials", columns), table_rows(url, "trial_reports", ("id", "trial_id", "metrics"))) == before
     engine = create_engine(url)
     try:
@@ -256,7 +256,7 @@ def assert_0003_upgrades(url: str) -> None:
     except exc.IntegrityError:
         pass
     else:
-        raise AssertionError("schema 0004 lost the trial_status constraint: it stored status 'bogus'")
+        raise AssertionError(f"schema {SCHEMA_VERSION} lost the trial_status constraint: it stored status 'bogus'")
     engine.dispose()
     with ResultStore(url) as store:
         [running] = store.trials("s3", status="running")
@@ -268,4 +268,70 @@ def assert_0003_upgrades(url: str) -> None:
         assert store.history("s3")[-2:] == [((1,), None), ((2,), None)]
         assert store.search_summaries()[0].counts["rejected"] == 2
         assert store.get_arch(SPINENET_49.key).flops == 3_000_000_000
+        assert store.find_result(SPINENET_49.key, fingerprint="fp-3").status == "completed"
+
+
+# --------------------------------------------------------------------------------------------------- schema 0004
+def assert_0004_upgrades(url: str) -> None:
+    """A database at revision 0004 refuses a 'pruned' trial (its CHECK constraint lists the older statuses);
+    `upgrade` to 0005 keeps every row, and then a pruned trial is stored, while an unknown status is still refused.
+
+    The database must be empty.
+    """
+    import datetime
+
+    from sqlalchemy import create_engine, exc, text
+
+    from results_db.migrate import upgrade
+
+    assert upgrade(url, revision="0004") == (None, "0004")
+    engine = create_engine(url)
+    t = datetime.datetime(2026, 12, 2, 5, 0, 0)
+    if engine.dialect.name == "sqlite":
+        t = t.strftime("%Y-%m-%d %H:%M:%S.%f")
+    with engine.begin() as conn:
+        conn.execute(text('INSERT INTO archs ("key", spec_json, summary, created_at) VALUES (:k, :j, :m, :t)'),
+                     {"k": SPINENET_49.key, "j": SPINENET_49.canonical().to_json(), "m": SPINENET_49.summary(), "t": t})
+        conn.execute(text("INSERT INTO searches (name, config, controller, family, status, kind, fingerprint, "
+                          "created_at, updated_at) VALUES ('s4', '', 'random', 'spinenet49', 'running', 'search', "
+                          "'fp-3', :t, :t)"), {"t": t})
+        sid = conn.execute(text("SELECT id FROM searches")).scalar()
+        for i, st in enumerate(("completed", "failed", "cached", "rejected", "running")):
+            conn.execute(text(_insert_trial_sql()), {"s": sid, "i": i, "k": SPINENET_49.key, "st": st, "t": t,
+                                                     "o": i + 1 if st != "running" else None})
+        first = conn.execute(text('SELECT id FROM trials WHERE "index" = 0')).scalar()
+        conn.execute(text("INSERT INTO trial_reports (trial_id, step, metrics, created_at) VALUES (:i, 5, :m, :t)"),
+                     {"i": first, "m": '{"loss": 1.5}', "t": t})
+    for bad in ("pruned", "bogus"):  # 0004 knows no 'pruned'
+        try:
+            with engine.begin() as conn:
+                conn.execute(text(_insert_trial_sql()), {"s": sid, "i": 9, "k": SPINENET_49.key, "st": bad, "t": t,
+                                                         "o": 9})
+        except exc.IntegrityError:
+            pass
+        else:
+            raise AssertionError(f"schema 0004 stored a trial of status {bad!r}")
+    engine.dispose()
+    columns = ("id", "search_id", "index", "arch_key", "status", "decisions", "finish_order", "fingerprint")
+    before = table_rows(url, "trials", columns), table_rows(url, "trial_reports", ("id", "trial_id", "metrics"))
+
+    assert upgrade(url) == ("0004", "0005")
+    assert (table_rows(url, "trials", columns), table_rows(url, "trial_reports", ("id", "trial_id", "metrics"))) == before
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(_insert_trial_sql()), {"s": sid, "i": 9, "k": SPINENET_49.key, "st": "bogus", "t": t,
+                                                     "o": 9})
+    except exc.IntegrityError:
+        pass
+    else:
+        raise AssertionError("schema 0005 lost the trial_status constraint: it stored status 'bogus'")
+    engine.dispose()
+    with ResultStore(url) as store:
+        [running] = store.trials("s4", status="running")
+        store.finish_trial(running.id, status="pruned", reward=0.2, metrics={"ap": 0.1, "rung": 100, "steps": 100},
+                           wall_s=1.0)
+        assert [t.status for t in store.trials("s4")] == ["completed", "failed", "cached", "rejected", "pruned"]
+        assert store.history("s4")[-1] == ((1,), 0.2)
+        assert store.search_summaries()[0].counts["pruned"] == 1
         assert store.find_result(SPINENET_49.key, fingerprint="fp-3").status == "completed"

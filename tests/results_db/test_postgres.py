@@ -8,7 +8,7 @@ import pytest
 
 from results_db import NewTrial, ResultReader, ResultStore
 from search_space import SPINENET_49
-from tests.results_db.fixtures import assert_0001_upgrades, assert_0003_upgrades
+from tests.results_db.fixtures import assert_0001_upgrades, assert_0003_upgrades, assert_0004_upgrades
 
 PG_URL = os.environ.get("SPINENAS_TEST_PG_URL")
 
@@ -104,3 +104,7 @@ def test_a_0001_database_upgrades_on_postgres(pg_empty):
 
 def test_a_0003_database_upgrades_to_0004_and_takes_rejected_trials_on_postgres(pg_empty):
     assert_0003_upgrades(pg_empty)
+
+
+def test_a_0004_database_upgrades_to_0005_and_takes_pruned_trials_on_postgres(pg_empty):
+    assert_0004_upgrades(pg_empty)

@@ -13,7 +13,13 @@ from results_db.migrate import revisions, upgrade
 from results_db.models import BaseModel
 from results_db.version import SCHEMA_HISTORY, SCHEMA_VERSION
 from search_space import SPINENET_49
-from tests.results_db.fixtures import assert_0001_upgrades, assert_0003_upgrades, make_0001_db, make_db
+from tests.results_db.fixtures import (
+    assert_0001_upgrades,
+    assert_0003_upgrades,
+    assert_0004_upgrades,
+    make_0001_db,
+    make_db,
+)
 
 
 def _schema_diff(url: str) -> list:
@@ -153,10 +159,11 @@ def test_a_0003_database_is_refused_until_upgraded_and_a_downgrade_keeps_rejecte
     path = tmp_path / "old.db"
     url = "sqlite:///" + str(path)
     assert upgrade(url, revision="0003") == (None, "0003")
-    with pytest.raises(SchemaVersionError, match="schema version 0003, this spinenas uses 0004.*spinenas db upgrade"):
+    with pytest.raises(SchemaVersionError,
+                       match=f"schema version 0003, this spinenas uses {SCHEMA_VERSION}.*spinenas db upgrade"):
         ResultStore(str(path))
     assert cli.main(["db", "upgrade", "--db", str(path)]) == 0
-    assert "schema version 0003 -> 0004" in capsys.readouterr().out
+    assert f"schema version 0003 -> {SCHEMA_VERSION}" in capsys.readouterr().out
     with ResultStore(url) as store:
         store.create_search("s")
         key = store.register_arch(SPINENET_49)
@@ -165,4 +172,30 @@ def test_a_0003_database_is_refused_until_upgraded_and_a_downgrade_keeps_rejecte
     command.downgrade(alembic_config(url), "0003")
     with sqlite3.connect(path) as c:
         assert c.execute("SELECT status, error FROM trials").fetchall() == [("failed", "rejected: over the FLOPs limit")]
-    assert upgrade(url) == ("0003", "0004")
+    assert upgrade(url) == ("0003", SCHEMA_VERSION)
+
+
+def test_a_0004_database_upgrades_to_0005_and_takes_pruned_trials(tmp_path):
+    """Revision 0005 rewrites the trials table's status constraint (SQLite: a table copy) and keeps every row."""
+    assert_0004_upgrades("sqlite:///" + str(tmp_path / "old.db"))
+    with sqlite3.connect(tmp_path / "old.db") as c:
+        assert c.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert c.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+def test_a_downgrade_from_0005_keeps_pruned_trials_as_failed(tmp_path):
+    from alembic import command
+
+    from results_db.migrate import alembic_config
+
+    path = tmp_path / "old.db"
+    url = "sqlite:///" + str(path)
+    with ResultStore(url) as store:
+        store.create_search("s")
+        key = store.register_arch(SPINENET_49)
+        [t] = store.add_trials("s", [(key, [1])])
+        store.finish_trial(t, status="pruned", reward=0.1, metrics={"rung": 100})
+    command.downgrade(alembic_config(url), "0004")
+    with sqlite3.connect(path) as c:
+        assert c.execute("SELECT status, error FROM trials").fetchall() == [("failed", "pruned: stopped at a rung")]
+    assert upgrade(url) == ("0004", SCHEMA_VERSION)

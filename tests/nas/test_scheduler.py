@@ -1,0 +1,89 @@
+"""The ASHA scheduler's decisions on hand-made rung tables, and the reward rule for pruned trials (no driver)."""
+
+from __future__ import annotations
+
+import pytest
+
+from nas.scheduler import AshaScheduler, pruned_reward, quantile, rank_quantile
+
+
+def test_nothing_is_stopped_before_a_rung_holds_min_results_rewards():
+    s = AshaScheduler(rungs=(10,), eta=3, min_results=3)
+    # Ever worse rewards: the first three are not judged (too few results before them), the fourth is.
+    assert [s.on_result(t, 10, r) for t, r in enumerate([0.3, 0.2, 0.1, 0.05])] == [True, True, True, False]
+    assert s.rewards(10) == [0.05, 0.1, 0.2, 0.3]
+
+
+def test_a_trial_continues_only_in_the_top_one_over_eta_of_what_arrived_before_it():
+    s = AshaScheduler(rungs=(100, 200), eta=3, min_results=3)
+    decisions = [s.on_result(t, 100, r) for t, r in enumerate([0.3, 0.2, 0.1, 0.4, 0.25, 0.22, 0.5])]
+    # 0.4: best of 4 (top 1); 0.25: 3rd of 5 (top 1); 0.22: 4th of 6 (top 2); 0.5: best of 7 (top 2).
+    assert decisions == [True, True, True, True, False, False, True]
+
+
+def test_promotion_is_asynchronous_the_same_reward_is_judged_by_what_arrived_first():
+    early, late = AshaScheduler(rungs=(5,), eta=2, min_results=2), AshaScheduler(rungs=(5,), eta=2, min_results=2)
+    # A trial with reward 0.2 arriving after two weaker ones continues; after two stronger ones it stops.
+    for t, r in enumerate([0.1, 0.15]):
+        early.on_result(t, 5, r)
+    for t, r in enumerate([0.3, 0.25]):
+        late.on_result(t, 5, r)
+    assert early.on_result(9, 5, 0.2) is True
+    assert late.on_result(9, 5, 0.2) is False
+    # Decisions already made stand: a later, better trial does not stop one that continued.
+    assert early.on_result(10, 5, 0.9) is True and early.rewards(5) == [0.1, 0.15, 0.2, 0.9]
+
+
+@pytest.mark.parametrize("eta, kept", [(2, 9), (3, 4), (4, 3)])
+def test_eta_sets_how_many_continue(eta, kept):
+    # After 9 stored zeros, descending rewards: the i-th has i better ones among n = 10 + i, and continues while
+    # i < (10 + i) // eta.
+    s = AshaScheduler(rungs=(1,), eta=eta, min_results=1)
+    s.seed([{1: v} for v in (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)])  # 9 stored results, all 0
+    rewards = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]
+    assert sum(s.on_result(t, 1, r) for t, r in enumerate(rewards)) == kept
+
+
+def test_rungs_are_judged_separately_and_seeded_from_stored_curves():
+    s = AshaScheduler(rungs=(50, 100), eta=2, min_results=2)
+    s.seed([{50: 0.1, 100: 0.3, 150: 0.9}, {50: 0.2}])  # a step that is no rung is ignored
+    assert s.rewards(50) == [0.1, 0.2] and s.rewards(100) == [0.3]
+    assert s.on_result(1, 100, 0.01) is True  # rung 100 held 1 < 2 results
+    assert s.on_result(2, 50, 0.05) is False  # rung 50 held 2: 0.05 is the worst of 3
+    assert s.on_result(2, 50, 0.05) is False and s.rewards(50) == [0.05, 0.1, 0.2]  # a repeat is not recorded twice
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"rungs": (), "eta": 3, "min_results": 3}, "integer steps"),
+    ({"rungs": (100, 50), "eta": 3, "min_results": 3}, "increasing"),
+    ({"rungs": (50,), "eta": 1, "min_results": 3}, "eta: expected an integer >= 2"),
+    ({"rungs": (50,), "eta": 3, "min_results": 0}, "min_results"),
+])
+def test_bad_settings_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        AshaScheduler(**kwargs)
+
+
+def test_a_step_that_is_no_rung_is_refused():
+    with pytest.raises(ValueError, match="step 75 is not a rung"):
+        AshaScheduler(rungs=(50,), eta=3, min_results=3).on_result(0, 75, 0.1)
+
+
+def test_rank_quantile_and_quantile():
+    assert rank_quantile([0.1, 0.2, 0.3, 0.4, 0.5], 0.1) == 0.0
+    assert rank_quantile([0.1, 0.2, 0.3, 0.4, 0.5], 0.5) == 1.0
+    assert rank_quantile([0.1, 0.2, 0.3, 0.4, 0.5], 0.3) == 0.5
+    assert rank_quantile([0.2, 0.2, 0.2], 0.2) == 0.5  # ties: mid-rank
+    assert rank_quantile([0.7], 0.7) == 0.5
+    assert quantile([1.0, 3.0, 2.0], 0.5) == 2.0 and quantile([1.0, 2.0], 0.25) == 1.25
+    assert quantile([1.0, 2.0], 0.0) == 1.0 and quantile([1.0, 2.0], 1.0) == 2.0
+
+
+def test_pruned_reward_maps_the_rung_rank_onto_the_final_rewards():
+    rung = [0.01, 0.02, 0.03, 0.04, 0.05]  # APs after a few steps
+    finals = [0.20, 0.30, 0.40]  # completed trials' final rewards
+    assert pruned_reward(0.01, rung, finals) == 0.20  # the worst at its rung: the worst final reward
+    assert pruned_reward(0.03, rung, finals) == 0.30  # the median: the median
+    assert pruned_reward(0.02, rung, finals) == pytest.approx(0.25)  # a quarter up: a quarter up
+    # Before any trial has completed there is no final distribution: the rung reward itself.
+    assert pruned_reward(0.02, rung, []) == 0.02
