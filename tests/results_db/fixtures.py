@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from results_db import NewTrial, ResultStore
@@ -203,61 +205,68 @@ def _insert_trial_sql() -> str:
             "finish_order, fingerprint) VALUES (:s, :i, :k, :st, '[1]', 1, :t, :t, :o, 'fp-3')")
 
 
-def assert_0003_upgrades(url: str) -> None:
-    """A database at revision 0003 refuses a 'rejected' trial (its CHECK constraint lists the older statuses);
-    `upgrade` to 0004 keeps every row, and then a rejected trial is stored, while an unknown status is still refused.
-
-    The database must be empty.
-    """
-    import datetime
-
+def _upgrade_adds_a_status(url: str, *, at: str, new: str, statuses: tuple[str, ...], name: str,
+                           when: Any) -> None:
+    """Makes an empty database at revision `at` with a search `name` holding one trial of each of `statuses` (the
+    last one running) and a report, checks that `at` refuses a trial of status `new` (and of an unknown one), then
+    upgrades to the newest schema: every trial and report row is kept, and an unknown status is still refused."""
     from sqlalchemy import create_engine, exc, text
 
     from results_db.migrate import upgrade
 
-    assert upgrade(url, revision="0003") == (None, "0003")
+    assert upgrade(url, revision=at) == (None, at)
     engine = create_engine(url)
-    t = datetime.datetime(2026, 12, 1, 12, 0, 0)
-    if engine.dialect.name == "sqlite":
-        t = t.strftime("%Y-%m-%d %H:%M:%S.%f")
+    t = when.strftime("%Y-%m-%d %H:%M:%S.%f") if engine.dialect.name == "sqlite" else when
     with engine.begin() as conn:
         conn.execute(text('INSERT INTO archs ("key", spec_json, summary, created_at) VALUES (:k, :j, :m, :t)'),
                      {"k": SPINENET_49.key, "j": SPINENET_49.canonical().to_json(), "m": SPINENET_49.summary(), "t": t})
         conn.execute(text("INSERT INTO searches (name, config, controller, family, status, kind, fingerprint, "
-                          "created_at, updated_at) VALUES ('s3', '', 'random', 'spinenet49', 'running', 'search', "
-                          "'fp-3', :t, :t)"), {"t": t})
+                          "created_at, updated_at) VALUES (:n, '', 'random', 'spinenet49', 'running', 'search', "
+                          "'fp-3', :t, :t)"), {"n": name, "t": t})
         sid = conn.execute(text("SELECT id FROM searches")).scalar()
-        for i, st in enumerate(("completed", "failed", "cached", "running")):
+        for i, st in enumerate(statuses):
             conn.execute(text(_insert_trial_sql()), {"s": sid, "i": i, "k": SPINENET_49.key, "st": st, "t": t,
                                                      "o": i + 1 if st != "running" else None})
         first = conn.execute(text('SELECT id FROM trials WHERE "index" = 0')).scalar()
         conn.execute(text("INSERT INTO trial_reports (trial_id, step, metrics, created_at) VALUES (:i, 5, :m, :t)"),
                      {"i": first, "m": '{"loss": 1.5}', "t": t})
-    for bad in ("rejected", "bogus"):  # 0003 knows no 'rejected'
+
+    def refused(status: str, schema: str) -> None:
         try:
             with engine.begin() as conn:
-                conn.execute(text(_insert_trial_sql()), {"s": sid, "i": 9, "k": SPINENET_49.key, "st": bad, "t": t,
-                                                         "o": 9})
+                conn.execute(text(_insert_trial_sql()), {"s": sid, "i": 9, "k": SPINENET_49.key, "st": status,
+                                                         "t": t, "o": 9})
         except exc.IntegrityError:
             pass
         else:
-            raise AssertionError(f"schema 0003 stored a trial of status {bad!r}")
+            raise AssertionError(f"schema {schema} stored a trial of status {status!r}")
+
+    for bad in (new, "bogus"):  # `at` knows no `new`
+        refused(bad, at)
     engine.dispose()
     columns = ("id", "search_id", "index", "arch_key", "status", "decisions", "finish_order", "fingerprint")
-    before = table_rows(url, "trials", columns), table_rows(url, "trial_reports", ("id", "trial_id", "metrics"))
 
-    assert upgrade(url) == ("0003", SCHEMA_VERSION)
-    assert (table_rows(url, "trials", columns), table_rows(url, "trial_reports", ("id", "trial_id", "metrics"))) == before
+    def rows() -> tuple:
+        return table_rows(url, "trials", columns), table_rows(url, "trial_reports", ("id", "trial_id", "metrics"))
+
+    before = rows()
+    assert upgrade(url) == (at, SCHEMA_VERSION)
+    assert rows() == before
     engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text(_insert_trial_sql()), {"s": sid, "i": 9, "k": SPINENET_49.key, "st": "bogus", "t": t,
-                                                     "o": 9})
-    except exc.IntegrityError:
-        pass
-    else:
-        raise AssertionError(f"schema {SCHEMA_VERSION} lost the trial_status constraint: it stored status 'bogus'")
+    refused("bogus", f"{SCHEMA_VERSION} lost the trial_status constraint:")
     engine.dispose()
+
+
+def assert_0003_upgrades(url: str) -> None:
+    """A database at revision 0003 refuses a 'rejected' trial (its CHECK constraint lists the older statuses);
+    `upgrade` keeps every row, and then a rejected trial is stored, while an unknown status is still refused.
+
+    The database must be empty.
+    """
+    import datetime
+
+    _upgrade_adds_a_status(url, at="0003", new="rejected", statuses=("completed", "failed", "cached", "running"),
+                           name="s3", when=datetime.datetime(2026, 12, 1, 12, 0, 0))
     with ResultStore(url) as store:
         [running] = store.trials("s3", status="running")
         store.finish_trial(running.id, status="rejected", metrics={"flops": 3e9}, error="over max_flops", wall_s=0.0,
@@ -274,59 +283,15 @@ def assert_0003_upgrades(url: str) -> None:
 # --------------------------------------------------------------------------------------------------- schema 0004
 def assert_0004_upgrades(url: str) -> None:
     """A database at revision 0004 refuses a 'pruned' trial (its CHECK constraint lists the older statuses);
-    `upgrade` to 0005 keeps every row, and then a pruned trial is stored, while an unknown status is still refused.
+    `upgrade` keeps every row, and then a pruned trial is stored, while an unknown status is still refused.
 
     The database must be empty.
     """
     import datetime
 
-    from sqlalchemy import create_engine, exc, text
-
-    from results_db.migrate import upgrade
-
-    assert upgrade(url, revision="0004") == (None, "0004")
-    engine = create_engine(url)
-    t = datetime.datetime(2026, 12, 2, 5, 0, 0)
-    if engine.dialect.name == "sqlite":
-        t = t.strftime("%Y-%m-%d %H:%M:%S.%f")
-    with engine.begin() as conn:
-        conn.execute(text('INSERT INTO archs ("key", spec_json, summary, created_at) VALUES (:k, :j, :m, :t)'),
-                     {"k": SPINENET_49.key, "j": SPINENET_49.canonical().to_json(), "m": SPINENET_49.summary(), "t": t})
-        conn.execute(text("INSERT INTO searches (name, config, controller, family, status, kind, fingerprint, "
-                          "created_at, updated_at) VALUES ('s4', '', 'random', 'spinenet49', 'running', 'search', "
-                          "'fp-3', :t, :t)"), {"t": t})
-        sid = conn.execute(text("SELECT id FROM searches")).scalar()
-        for i, st in enumerate(("completed", "failed", "cached", "rejected", "running")):
-            conn.execute(text(_insert_trial_sql()), {"s": sid, "i": i, "k": SPINENET_49.key, "st": st, "t": t,
-                                                     "o": i + 1 if st != "running" else None})
-        first = conn.execute(text('SELECT id FROM trials WHERE "index" = 0')).scalar()
-        conn.execute(text("INSERT INTO trial_reports (trial_id, step, metrics, created_at) VALUES (:i, 5, :m, :t)"),
-                     {"i": first, "m": '{"loss": 1.5}', "t": t})
-    for bad in ("pruned", "bogus"):  # 0004 knows no 'pruned'
-        try:
-            with engine.begin() as conn:
-                conn.execute(text(_insert_trial_sql()), {"s": sid, "i": 9, "k": SPINENET_49.key, "st": bad, "t": t,
-                                                         "o": 9})
-        except exc.IntegrityError:
-            pass
-        else:
-            raise AssertionError(f"schema 0004 stored a trial of status {bad!r}")
-    engine.dispose()
-    columns = ("id", "search_id", "index", "arch_key", "status", "decisions", "finish_order", "fingerprint")
-    before = table_rows(url, "trials", columns), table_rows(url, "trial_reports", ("id", "trial_id", "metrics"))
-
-    assert upgrade(url) == ("0004", "0005")
-    assert (table_rows(url, "trials", columns), table_rows(url, "trial_reports", ("id", "trial_id", "metrics"))) == before
-    engine = create_engine(url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(text(_insert_trial_sql()), {"s": sid, "i": 9, "k": SPINENET_49.key, "st": "bogus", "t": t,
-                                                     "o": 9})
-    except exc.IntegrityError:
-        pass
-    else:
-        raise AssertionError("schema 0005 lost the trial_status constraint: it stored status 'bogus'")
-    engine.dispose()
+    _upgrade_adds_a_status(url, at="0004", new="pruned",
+                           statuses=("completed", "failed", "cached", "rejected", "running"), name="s4",
+                           when=datetime.datetime(2026, 12, 2, 5, 0, 0))
     with ResultStore(url) as store:
         [running] = store.trials("s4", status="running")
         store.finish_trial(running.id, status="pruned", reward=0.2, metrics={"ap": 0.1, "rung": 100, "steps": 100},
