@@ -250,6 +250,21 @@ def init_ray(address: str | None, *, num_cpus: float | None = None, log_to_drive
     return True
 
 
+def stop_processes(procs: list[Any], timeout_s: float = 5.0) -> None:
+    """Stops these `psutil.Process`es (ours, by PID): SIGTERM, up to `timeout_s` to exit, then SIGKILL for the rest
+    and up to `timeout_s` more. One already gone is skipped."""
+    import psutil
+
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=timeout_s)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(alive, timeout=timeout_s)
+
+
 def stop_started(me: Any, before: set[int]) -> None:
     """Stops the Ray processes a local start that was cut short left behind: the processes started under `me`
     since `before` (its children's PIDs then), by PID, then Ray's state here. `ray.shutdown()` alone knows only a
@@ -274,14 +289,7 @@ def stop_started(me: Any, before: set[int]) -> None:
         for _ in range(2):  # again for what the raylet started while the first round stopped it
             started = [p for p in me.children(recursive=True) if p.pid not in before and p.pid not in seen]
             seen.update(p.pid for p in started)
-            for p in started:
-                with contextlib.suppress(psutil.Error):
-                    p.terminate()
-            _, alive = psutil.wait_procs(started, timeout=5)
-            for p in alive:
-                with contextlib.suppress(psutil.Error):
-                    p.kill()
-            psutil.wait_procs(alive, timeout=5)
+            stop_processes(started)
         try:
             ray.shutdown()  # Ray's own state in this process; its processes are gone, so nothing to wait for
         except Exception:  # noqa: BLE001 - a half-started node

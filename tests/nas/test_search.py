@@ -488,6 +488,8 @@ def _foreign_cluster(cpus: int):
     import socket
     import tempfile
 
+    from nas.runners.ray_runner import stop_processes
+
     import psutil
 
     ray_tmp = tempfile.mkdtemp(prefix="rf", dir="/tmp")  # short: Ray's socket paths have a length limit
@@ -515,13 +517,7 @@ def _foreign_cluster(cpus: int):
                 with open(f"/proc/{p.pid}/environ", "rb") as fh:
                     if mark in fh.read().split(b"\0"):
                         ours.append(p)
-        for p in ours:
-            with contextlib.suppress(psutil.Error):
-                p.terminate()
-        _, alive = psutil.wait_procs(ours, timeout=10)
-        for p in alive:
-            with contextlib.suppress(psutil.Error):
-                p.kill()
+        stop_processes(ours, timeout_s=10)
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
