@@ -52,6 +52,8 @@ def _peak_rss_mb() -> float:
 
 # Trials this process has started: a warm worker (`search.reuse_workers`) runs several, one after another.
 _trials_started = 0
+# Whether the last trial's state was let go at its end (`_release_tensorflow`); if not, the next trial does it first.
+_released = True
 
 
 def _release_tensorflow() -> None:
@@ -444,7 +446,7 @@ def run_trial(
     Returns:
       The trial's `ProxyResult`.
     """
-    global _trials_started
+    global _trials_started, _released
     t_start = time.time()
     _trials_started += 1
     # 1 in a fresh process; n: the n-th trial of a warm worker (its import_s is then ~0).
@@ -456,7 +458,7 @@ def run_trial(
     evaluate: Any = None
     try:
         t0 = time.time()
-        if _trials_started > 1:
+        if not _released:
             _release_tensorflow()
         configure_tensorflow(cfg)
         from official.core import task_factory  # noqa: F401 - timed here, not in build_s
@@ -505,8 +507,10 @@ def run_trial(
         logger.error("[%s] failed:\n%s", trial_label, traceback.format_exc())
     metrics["peak_rss_mb"] = _peak_rss_mb()
     del parts, evaluate
+    _released = False
     try:
         _release_tensorflow()
+        _released = True
     except Exception:  # noqa: BLE001 - the trial's result stands; the next trial releases again
         logger.warning("[%s] could not release TensorFlow's state:\n%s", trial_label, traceback.format_exc())
     wall = time.time() - t_start
