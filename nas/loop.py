@@ -139,7 +139,7 @@ class SearchDriver(TrialLoop):
         self.counts = {TrialStatus.COMPLETED: 0, TrialStatus.FAILED: 0, TrialStatus.CACHED: 0,
                        TrialStatus.REJECTED: 0, TrialStatus.PRUNED: 0}
         self.max_flops = s.max_flops
-        self._num_classes: int | None = None  # the detector's, for the FLOPs limit (read at its first use)
+        self._num_classes: int | None = None  # the detector's, for its FLOPs (read at their first use)
         self._flops: dict[str, tuple[int, int]] = {}  # key -> (flops, params) of the proposals over the limit
         self.best: tuple[float, str] | None = None
         self.wall_times: list[float] = []
@@ -407,11 +407,7 @@ class SearchDriver(TrialLoop):
             if key not in self._arch_flops:
                 stored = self.store.get_arch(key).flops
                 if stored is None and arch is not None:
-                    from proxy_task.data import num_classes_of
-
-                    if self._num_classes is None:
-                        self._num_classes = num_classes_of(self.cfg.proxy.data)
-                    stored = self.cfg.proxy.cost(arch, self._num_classes).flops
+                    stored = self._detector_cost(arch).flops
                 self._arch_flops[key] = stored
             flops = self._arch_flops[key]
         return compute_reward(ProxyResult(metrics={"ap": ap}, wall_s=0.0, flops=flops), self.cfg.search)
@@ -457,6 +453,15 @@ class SearchDriver(TrialLoop):
         self._feedback(item, reward)
         self._record(item, TrialStatus.CACHED, reward, 0.0, None)
 
+    def _detector_cost(self, arch: ArchSpec) -> Any:
+        """What a trial of this proxy stores as the cost of `arch` (`ProxyConfig.cost`, for the surrogate too), with
+        the dataset's class count read once."""
+        if self._num_classes is None:
+            from proxy_task.data import num_classes_of
+
+            self._num_classes = num_classes_of(self.cfg.proxy.data)
+        return self.cfg.proxy.cost(arch, self._num_classes)
+
     def _over_limit(self, arch: ArchSpec, key: str) -> tuple[int, int] | None:
         """(flops, params) of `arch` (whose key is `key`) when its FLOPs are over ``search.max_flops``, else None
         (and None without a limit). The FLOPs are what a trial of this proxy stores (`ProxyConfig.cost`, for the
@@ -466,11 +471,7 @@ class SearchDriver(TrialLoop):
         known = self._flops.get(key)
         if known is not None:  # an architecture rejected before: no second count
             return known
-        if self._num_classes is None:
-            from proxy_task.data import num_classes_of
-
-            self._num_classes = num_classes_of(self.cfg.proxy.data)
-        cost = self.cfg.proxy.cost(arch, self._num_classes)
+        cost = self._detector_cost(arch)
         if cost.flops <= self.max_flops:
             return None
         self._flops[key] = (cost.flops, cost.params)

@@ -501,7 +501,7 @@ def test_an_architecture_proposed_again_is_rejected_again_without_counting_it_ag
     cost = ProxyConfig.cost
 
     def counting(self, arch, num_classes):
-        if sys._getframe(1).f_code.co_name == "_over_limit":  # the driver's counts (the surrogate counts its own)
+        if sys._getframe(1).f_code.co_name == "_detector_cost":  # the driver's (the surrogate counts its own)
             counted.append(arch.key)
         return cost(self, arch, num_classes)
 
