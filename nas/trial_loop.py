@@ -168,7 +168,7 @@ class TrialLoop(abc.ABC):
 
             raise LeaseLostError(f"another driver took over {self.name!r}: this one stops without writing more")
         t_wait = time.perf_counter()
-        outcomes = self.runner.poll(POLL_S)
+        outcomes = self.runner.poll(self._wait_s())
         self.stats["wait_s"] += time.perf_counter() - t_wait
         for outcome in outcomes:
             self._collect(outcome)
@@ -225,15 +225,25 @@ class TrialLoop(abc.ABC):
             result = ProxyResult(metrics={}, wall_s=time.time() - item.submitted, error=outcome.error)
         self._finish(item, result, host)
 
+    def _limit(self, item: InFlight) -> float:
+        return self.cfg.search.trial_timeout_s if item.timeout_s is None else item.timeout_s
+
+    def _wait_s(self) -> float:
+        """How long a turn waits on the runner: `POLL_S`, or less when a trial's timeout falls sooner (a result that
+        arrived during a longer wait would be kept although its trial had outlived its limit)."""
+        now = time.time()
+        deadlines = [item.submitted + self._limit(item) for item in self.inflight.values() if self._limit(item)]
+        return max(0.0, min([POLL_S, *(d - now for d in deadlines)]))
+
     def _check_timeouts(self) -> None:
         now = time.time()
         for trial_id, item in list(self.inflight.items()):
-            limit = self.cfg.search.trial_timeout_s if item.timeout_s is None else item.timeout_s
+            limit = self._limit(item)
             if limit and now - item.submitted > limit:
                 self.runner.cancel(trial_id)
                 self.inflight.pop(trial_id)
                 self._finish(item, ProxyResult(metrics={}, wall_s=now - item.submitted,
-                                               error=f"timeout: still running after {limit:.0f} s"), None)
+                                               error=f"timeout: still running after {limit:g} s"), None)
 
     def _refresh(self) -> None:
         running = [i.progress for i in sorted(self.inflight.values(), key=lambda i: i.index) if i.progress]

@@ -241,11 +241,11 @@ def test_a_study_runs_its_failed_trainings_again_with_retry_failed(tmp_path):
     from results_db import ResultStore
 
     db = tmp_path / "r.db"
-    # A timeout shorter than a training (0.6 s): every training fails, as after a fault that was not theirs.
+    # A timeout shorter than a training (0.6 s), also the reference's (4x the proxy's, for 4x its steps): every
+    # training fails, as after a fault that was not theirs.
     proc = spinenas("calibrate", "--preset", _preset(tmp_path, duration=0.6, in_process=False), "--name", "r",
-                    "--archs", "3",
-                    "--repeats", "1", "--variance-archs", "1", "--db", str(db), "--runner", "local", "--trial-timeout",
-                    "0.2", "--plain", cwd=tmp_path)
+                    "--archs", "3", "--repeats", "1", "--variance-archs", "1", "--db", str(db), "--runner", "local",
+                    "--trial-timeout", "0.1", "--plain", cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "6 trainings failed" in proc.stdout and "--resume r --retry-failed" in proc.stdout
     store = ResultStore(f"sqlite:///{db}")
