@@ -61,11 +61,11 @@ class SearchConfig:
         trials (the same seed gives the same losses and AP as in a fresh process). Trials that ask for GPUs always
         get a fresh process (GPU memory is not known to be released between trials).
       trials_per_worker: with reuse_workers, a worker runs at most this many TensorFlow trials, then a fresh one
-        takes over (0: no bound; TF-free trials are not bounded). 1 by default, i.e. TensorFlow trials get a fresh
-        process: measured (scripts/bench/proxy.py, memory), a warm worker keeps ~250 MB more RSS after each demo
-        trial (1.6 GB peak after one, 3.8 GB after ten) although no model, variable or function of a finished
-        trial is left; until that leak is found, more than 1 trades memory for the ~6 s import and the faster
-        first trace of a warm worker.
+        takes over (0: no bound; TF-free trials are not bounded). 10 by default, chosen by measurement
+        (scripts/bench/proxy.py, memory): once the trainer let go of the custom gradients each trial's graphs
+        registered (they had kept ~150 MB of graph per trial alive), a warm worker's RSS after a demo trial grew
+        ~16 MB a trial (1.09 to 1.22 GB over 8 trials), so 10 trials stay within the 10% growth the fast-start
+        issue allows while saving the ~6 s import and the slower first trace of a fresh process 9 times in 10.
       seed: seeds the controller and, with the trial index, each trial's proxy training.
       checkpoint_interval_s: the controller's state is stored after an update unless the last stored one is younger
         than this (0: after every update), and always when the search ends (not on Ctrl-C). A resume loads the
@@ -89,7 +89,7 @@ class SearchConfig:
     reward_for_failure: float | None = 0.0
     retry_pruned: bool = False
     reuse_workers: bool = True
-    trials_per_worker: int = 1
+    trials_per_worker: int = 10
     seed: int = 0
     checkpoint_interval_s: float = 1.0
 

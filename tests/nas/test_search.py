@@ -284,12 +284,14 @@ def test_a_real_search_reuses_nothing_of_a_surrogate_search_in_the_same_database
               "--set", "proxy.batch_size=4", "--set", "proxy.eval_batch_size=4", "--set", "proxy.log_every=2"]
     surrogate = spinenas("search", "--evaluator", "surrogate", "--name", "sur", *common, cwd=tmp_path)
     assert surrogate.returncode == 0, surrogate.stderr[-2000:]
-    real = spinenas("search", "--name", "real", *common, cwd=tmp_path)
+    real = spinenas("search", "--name", "real", *common, "--trials", "2", cwd=tmp_path)
     assert real.returncode == 0, real.stdout[-2000:] + real.stderr[-2000:]
     store = ResultStore(f"sqlite:///{db}")
-    [s], [r] = store.trials("sur"), store.trials("real")
+    [s], (r, r2) = store.trials("sur"), sorted(store.trials("real"), key=lambda t: t.index)
     assert s.arch_key == r.arch_key  # the same seed proposed the same architecture ...
     assert r.status == "completed" and r.cached_from is None  # ... and the real search trained it
+    # Its second trial ran in the same warm worker (`search.trials_per_worker`), and trained as well.
+    assert r2.status == "completed" and (r.metrics["worker_trial"], r2.metrics["worker_trial"]) == (1, 2)
     assert store.open_search("real").fingerprint != store.open_search("sur").fingerprint
     # `top` ranks the newest search's fingerprint and says so.
     assert "ranking fingerprint" in real.stdout and "retinanet 128 px 4 steps" in real.stdout
