@@ -64,8 +64,8 @@ class SearchConfig:
         takes over (0: no bound; TF-free trials are not bounded). 10 by default, chosen by measurement
         (scripts/bench/proxy.py, memory): once the trainer let go of the custom gradients each trial's graphs
         registered (they had kept ~150 MB of graph per trial alive), a warm worker's RSS after a demo trial grew
-        ~16 MB a trial (1.09 to 1.22 GB over 8 trials), so 10 trials stay within the 10% growth the fast-start
-        issue allows while saving the ~6 s import and the slower first trace of a fresh process 9 times in 10.
+        ~16 MB a trial (1.09 to 1.22 GB over 8 trials, a memory probe; the peak-RSS series of 10 trials in
+        scripts/bench/proxy.py is still to be recorded), saving the ~6 s import of a fresh process 9 times in 10.
       seed: seeds the controller and, with the trial index, each trial's proxy training.
       checkpoint_interval_s: the controller's state is stored after an update unless the last stored one is younger
         than this (0: after every update), and always when the search ends (not on Ctrl-C). A resume loads the
