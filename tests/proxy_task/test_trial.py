@@ -180,6 +180,9 @@ if warm:  # first another trial in this process (another arch, seed and length),
     # Its swish activations registered a custom gradient each, holding its graph (~150 MB a trial): all let go.
     from tensorflow.python.framework import ops
     assert not [k for k in ops._gradient_registry._registry if k.startswith("CustomGradient-")]
+    # Its parsed validation batches are kept for the next trial (they depend on neither the seed nor the length).
+    from proxy_task import trainer
+    [val_key] = trainer._validation_cache
 
 
 def report(step, metrics):
@@ -191,6 +194,8 @@ def report(step, metrics):
 result = run_trial(SPINENET_49.canonical(), cfg, load_dataset(root), report=report)
 assert result.error is None, result.error
 assert result.metrics["worker_trial"] == (2 if warm else 1)
+if warm:  # the second trial evaluated on the first one's batches (a miss would have replaced them)
+    assert list(trainer._validation_cache) == [val_key]
 print(json.dumps({"losses": losses, "ap": result.metrics["ap"]}))
 """
 
