@@ -32,6 +32,8 @@ STATUS_COLOURS = {TrialStatus.COMPLETED.value: "#4c72b0", TrialStatus.CACHED.val
                   TrialStatus.FAILED.value: "#c44e52", TrialStatus.REJECTED.value: "#937860",
                   TrialStatus.PRUNED.value: "#da8bc3",
                   TrialStatus.RUNNING.value: "#dd8452", TrialStatus.QUEUED.value: "#bbbbbb"}
+# The trials whose reward is a measured one (the best reward, the running best).
+_RANKED = (TrialStatus.COMPLETED, TrialStatus.CACHED)
 SEARCH_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
 
 
@@ -140,6 +142,7 @@ def plot_rewards(data: ReportData) -> str:
         fresh = [(x, y) for x, y, t in zip(xs, ys, done) if t.status == TrialStatus.COMPLETED]
         reused = [(x, y) for x, y, t in zip(xs, ys, done) if t.status == TrialStatus.CACHED]
         failed = [(x, y) for x, y, t in zip(xs, ys, done) if t.status == TrialStatus.FAILED]
+        pruned = [(x, y) for x, y, t in zip(xs, ys, done) if t.status == TrialStatus.PRUNED]
         size = 10 if len(done) > 500 else 18
         if fresh:
             ax.scatter(*zip(*fresh), s=size, color=colour, alpha=0.45, linewidths=0)
@@ -147,9 +150,11 @@ def plot_rewards(data: ReportData) -> str:
             ax.scatter(*zip(*reused), s=size, facecolors="none", edgecolors=colour, alpha=0.6, linewidths=0.8)
         if failed:
             ax.scatter(*zip(*failed), s=size + 6, marker="x", color=colour, alpha=0.6, linewidths=0.8)
+        if pruned:
+            ax.scatter(*zip(*pruned), s=size, marker="v", color=colour, alpha=0.35, linewidths=0)
         best, running = -math.inf, []
         for t in done:
-            if t.status != TrialStatus.FAILED:
+            if t.status in _RANKED:  # a pruned trial's reward is the controller's stand-in, not a measured one
                 best = max(best, t.reward)
             running.append(best if best > -math.inf else None)
         ax.plot(xs, running, color=colour, linewidth=2.0, label=f"{_label(s)}: running best")
@@ -159,7 +164,51 @@ def plot_rewards(data: ReportData) -> str:
         ax.legend(loc="lower right", fontsize=8)
     ax.set_xlabel("trial, in completion order")
     ax.set_ylabel("reward")
-    ax.set_title("Reward per trial (dots: evaluated, circles: reused result, x: failed) and running best", fontsize=10)
+    ax.set_title("Reward per trial (dots: evaluated, circles: reused result, x: failed, triangles: pruned, their "
+                 "reward the controller's) and running best", fontsize=10)
+    ax.grid(color="#eeeeee")
+    return _png(fig)
+
+
+def compute_curve(trials: Sequence[TrialRecord]) -> list[tuple[float, float | None]]:
+    """(cumulative trial-seconds, best reward so far) after each finished trial, in completion order.
+
+    A trial's seconds are its `wall_s` (a cached or rejected trial's are 0); the best is over completed and cached
+    trials only (a pruned trial's reward is the controller's stand-in; None until there is one), so two searches,
+    with or without early stopping, compare on equal compute (`plot_best_vs_compute`).
+    """
+    done = sorted((t for t in trials if t.finish_order is not None), key=lambda t: t.finish_order)
+    spent, best, out = 0.0, None, []
+    for t in done:
+        spent += t.wall_s or 0.0
+        if t.status in _RANKED and t.reward is not None:
+            best = t.reward if best is None else max(best, t.reward)
+        out.append((spent, best))
+    return out
+
+
+def plot_best_vs_compute(data: ReportData) -> str:
+    """Best reward against cumulative trial-seconds, one line per search: the multi-fidelity view."""
+    fig = _figure(10, 4.0)
+    ax = fig.subplots()
+    hours = max((s.trial_s for s in data.searches), default=0.0) >= 3 * 3600
+    unit, scale = ("trial-hours", 3600.0) if hours else ("trial-minutes", 60.0)
+    drawn = False
+    for i, s in enumerate(data.searches):
+        points = [(x / scale, y) for x, y in compute_curve(data.trials[s.search.name]) if y is not None]
+        if not points:
+            continue
+        drawn = True
+        xs, ys = zip(*points)
+        ax.step(xs, ys, where="post", color=SEARCH_COLOURS[i % len(SEARCH_COLOURS)], linewidth=2.0,
+                label=f"{_label(s)}: {s.steps:,} steps in {s.trial_s / scale:.1f} {unit}")
+    if drawn:
+        ax.legend(loc="lower right", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no completed trial yet", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel(f"cumulative {unit} (the trained trials' seconds, summed over workers)")
+    ax.set_ylabel("best reward")
+    ax.set_title("Best reward against compute spent", fontsize=10)
     ax.grid(color="#eeeeee")
     return _png(fig)
 
@@ -423,15 +472,16 @@ def render_html(data: ReportData) -> str:
     names = ", ".join(s.search.name for s in data.searches)
     searches = _table(
         ("search", "controller", "family", "seed", "status", "trials", "completed", "failed", "cached", "rejected",
-         "pruned", "best reward", "started (UTC)"),
+         "pruned", "best reward", "started (UTC)", "trial time", "steps"),
         [
             (s.search.name, s.search.controller or "-", s.search.family or "-", s.search.seed, s.search.status,
              s.trials, s.counts.get(TrialStatus.COMPLETED, 0), s.counts.get(TrialStatus.FAILED, 0),
              s.counts.get(TrialStatus.CACHED, 0), s.counts.get(TrialStatus.REJECTED, 0),
-             s.counts.get(TrialStatus.PRUNED, 0), s.best_reward, fmt_time(s.search.created_at))
+             s.counts.get(TrialStatus.PRUNED, 0), s.best_reward, fmt_time(s.search.created_at),
+             fmt_seconds(s.trial_s), s.steps)
             for s in data.searches
         ],
-        numeric=(5, 6, 7, 8, 9, 10),
+        numeric=(5, 6, 7, 8, 9, 10, 11, 13, 14),
     )  # fmt: skip
     top = _table(
         ("rank", "key", "reward", "AP", "FLOPs", "params", "trial time", "n", "search", "spec"),
@@ -460,6 +510,10 @@ def render_html(data: ReportData) -> str:
         configs,
         "<h2>Reward over the search</h2>",
         _img(plot_rewards(data), "reward per trial and running best"),
+        "<h2>Best reward against compute</h2>",
+        '<p class="meta">trial time: the trained trials\' seconds, summed over workers (cached and rejected trials '
+        "cost nothing); searches with and without early stopping compare here on equal compute</p>",
+        _img(plot_best_vs_compute(data), "best reward against cumulative trial-seconds"),
         f"<h2>Top {len(data.top)} architectures</h2>",
         f'<p class="meta">ranked within fingerprint {html.escape(data.fingerprint)} (the newest search\'s: one '
         "evaluator, proxy settings and reward)</p>" if data.fingerprint else "",

@@ -156,6 +156,7 @@ def search_summaries(ex: Executor) -> list[SearchSummary]:
         )
     }
     last = {sid: _dt(t) for sid, t in ex("SELECT search_id, MAX(finished_at) FROM trials GROUP BY search_id", {})}
+    cost = trial_costs(ex)
     return [
         SearchSummary(
             search=s,
@@ -163,9 +164,40 @@ def search_summaries(ex: Executor) -> list[SearchSummary]:
             counts=counts.get(s.id, {}),
             best_reward=best.get(s.id),
             last_finished_at=last.get(s.id),
+            trial_s=cost.get(s.id, (0.0, 0))[0],
+            steps=cost.get(s.id, (0.0, 0))[1],
         )
         for s in searches
     ]
+
+
+# Statuses of the trials that trained and finished (a cached trial reused another's result, a rejected one never
+# ran; a running one is counted when it finishes, as its seconds are known only then).
+_TRAINED = tuple(s.value for s in (TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.PRUNED))
+
+
+def trial_steps(metrics: Mapping[str, Any], reported: int | None) -> int:
+    """The proxy steps a trial trained: its metrics' ``steps`` (what the trainer counted, also for a failed or
+    pruned trial), else the last step it reported (a trial that timed out or lost its worker), else 0."""
+    steps = metrics.get("steps") if isinstance(metrics, Mapping) else None
+    if isinstance(steps, (int, float)) and not isinstance(steps, bool) and steps >= 0:
+        return int(steps)
+    return int(reported or 0)
+
+
+def trial_costs(ex: Executor) -> dict[int, tuple[float, int]]:
+    """Search id -> (trial-seconds, proxy steps) its trials spent: what trained counts (completed, failed and pruned
+    trials; a cached or rejected one cost nothing), each trial's seconds as its worker measured them."""
+    last_step = {tid: step for tid, step in ex("SELECT trial_id, MAX(step) FROM trial_reports GROUP BY trial_id", {})}
+    clause, params = _in("st", list(_TRAINED))
+    out: dict[int, tuple[float, int]] = {}
+    for tid, sid, metrics, wall_s in ex(
+        f"SELECT id, search_id, metrics, wall_s FROM trials WHERE status IN {clause}", params
+    ):
+        seconds, steps = out.get(sid, (0.0, 0))
+        out[sid] = (seconds + float(wall_s or 0.0), steps + trial_steps(json.loads(metrics) if metrics else {},
+                                                                          last_step.get(tid)))
+    return out
 
 
 # --------------------------------------------------------------------------------------------------- archs

@@ -229,6 +229,9 @@ class SearchSummary:
       counts: trials per status, e.g. {'completed': 120, 'failed': 3}.
       best_reward: the highest reward of a completed trial (None if none).
       last_finished_at: when the last trial finished (None if none).
+      trial_s: the trial-seconds its trials spent (`queries.trial_costs`: trained trials only, as their workers
+        measured them), the compute two searches are compared on.
+      steps: the proxy steps its trials trained (`queries.trial_steps`).
     """
 
     search: SearchRecord
@@ -236,6 +239,8 @@ class SearchSummary:
     counts: Mapping[str, int]
     best_reward: float | None
     last_finished_at: datetime.datetime | None
+    trial_s: float = 0.0
+    steps: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

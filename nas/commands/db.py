@@ -69,6 +69,8 @@ def _cmd_searches(args: argparse.Namespace) -> int:
                 "created_at": s.search.created_at.isoformat(),
                 "finished_at": s.search.finished_at.isoformat() if s.search.finished_at else None,
                 "duration_s": _search_duration(s),
+                "trial_s": s.trial_s,
+                "steps": s.steps,
             }
             for s in summaries
         ]
@@ -94,11 +96,13 @@ def _cmd_searches(args: argparse.Namespace) -> int:
             fmt_float(s.best_reward),
             fmt_time(s.search.created_at),
             fmt_seconds(_search_duration(s)),
+            fmt_seconds(s.trial_s),
+            s.steps,
         )
         for s in summaries
     ]
     header = ("name", "controller", "family", "status", "trials", "done", "failed", "cached", "rejected", "pruned",
-              "open", "best reward", "started (UTC)", "duration")
+              "open", "best reward", "started (UTC)", "duration", "trial time", "steps")
     print_rich_or_plain(header, rows)
     return 0
 
@@ -369,8 +373,9 @@ def register(sub: Any) -> None:
         help="list the searches in the results database",
         description="List the searches in the results database: status, trials done / failed / cached / rejected "
         "(over the search's --max-flops, never trained) / pruned (stopped at a rung by --scheduler asha) / still "
-        "open, best reward, start (UTC) and duration. Opens "
-        "the database read-only.",
+        "open, best reward, start (UTC), duration, and the compute its trials spent: trial time (the sum of the "
+        "trained trials' seconds, as their workers measured them: several workers make it exceed the duration) and "
+        "proxy steps (cached and rejected trials cost nothing). Opens the database read-only.",
     )
     p.add_argument("--db", help=DB_HELP)
     p.add_argument("--json", action="store_true", help="print JSON")

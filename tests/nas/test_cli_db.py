@@ -41,6 +41,10 @@ def test_searches(capsys, db):
     rows = {r["name"]: r for r in json.loads(out)}
     assert rows["random-1"]["status"] == "completed" and rows["random-1"]["best_reward"] == 0.9
     assert rows["ppo-1"]["counts"]["failed"] == 1 and rows["ppo-1"]["status"] == "interrupted"
+    # The compute its trials spent: the failed one's 12 s and the completed ones' 600 + i s; none recorded steps.
+    assert rows["random-1"]["trial_s"] == 1234.5 and rows["random-1"]["steps"] == 0
+    assert rows["ppo-1"]["trial_s"] == pytest.approx(12.0 + sum(600.0 + i for i in range(n - 1) if i != 3))
+    assert lines[0].split()[-3:] == ["trial", "time", "steps"] and ppo.split()[-2:] == ["3h44m", "0"]
 
 
 def test_top_ranks_within_the_newest_searchs_fingerprint_by_default(capsys, db):
@@ -118,10 +122,26 @@ def test_report_is_self_contained(capsys, db, tmp_path):
     assert code == 0, err
     page = (out_dir / "index.html").read_text()
     assert _files(out_dir) == {"index.html"}
-    assert len(re.findall(r'src="data:image/png;base64,', page)) == 5
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 6
+    assert "Best reward against compute" in page
     # Nothing to fetch: no remote or relative resources at all.
     assert not re.search(r'(src|href)="(?!data:)', page)
     assert "ppo-1" in page and "random-1" in page and "Pareto" in page
+
+
+def test_the_compute_curve_counts_every_trained_second_and_ranks_measured_rewards_only():
+    from types import SimpleNamespace
+
+    from nas.report import compute_curve
+
+    def trial(order, status, reward, wall_s):
+        return SimpleNamespace(finish_order=order, status=status, reward=reward, wall_s=wall_s)
+
+    trials = [trial(3, "pruned", 0.9, 50.0),  # the controller's stand-in reward: its seconds count, not its reward
+              trial(1, "failed", None, 20.0), trial(2, "completed", 0.3, 200.0), trial(4, "cached", 0.4, 0.0),
+              trial(5, "rejected", 0.0, None), trial(None, "running", None, None), trial(6, "completed", 0.35, 210.0)]
+    assert compute_curve(trials) == [(20.0, None), (220.0, 0.3), (270.0, 0.3), (270.0, 0.4), (270.0, 0.4),
+                                     (480.0, 0.4)]
 
 
 # --------------------------------------------------------------------------------------------------- bad input

@@ -334,6 +334,35 @@ def test_search_summaries(tmp_path):
     assert json.loads(rnd.search.config) == {"controller": "random"}
 
 
+def test_search_summaries_count_the_compute_of_trained_trials_only(tmp_path):
+    url = str(tmp_path / "r.db")
+    facts = make_db(url)
+    # make_db's ppo-1: a failed trial of 12 s, completed ones of 600 + i s (i = 0..22 but 3), none with steps.
+    expected_s = 12.0 + sum(600.0 + i for i in range(facts["n"] - 1) if i != 3)
+    space = SearchSpace("spinenet49")
+    with ResultStore(url) as s:
+        s.create_search("asha", config={}, seed=0, controller="ppo", family="spinenet49")
+        decisions = [space.random(np.random.default_rng(i)) for i in range(5)]
+        keys = s.register_archs([space.decode(d) for d in decisions], family="spinenet49")
+        done, lost, pruned, cached, rejected = s.add_trials("asha", [NewTrial(k, d) for k, d in
+                                                                      zip(keys, decisions)], status="running")
+        s.finish_trial(done, status="completed", reward=0.2, metrics={"ap": 0.2, "steps": 800.0}, wall_s=240.0)
+        # Lost its worker after reporting step 200: its steps are its last report's.
+        s.add_reports(lost, [(100, {"loss": 1.0}), (200, {"loss": 0.9})])
+        s.finish_trial(lost, status="failed", error="the worker died", wall_s=70.0)
+        s.finish_trial(pruned, status="pruned", reward=0.05, metrics={"ap": 0.05, "steps": 400.0}, wall_s=120.0,
+                       reports=[(400, {"ap": 0.05})])
+        s.finish_trial(cached, status="cached", reward=0.2, metrics={"ap": 0.2, "steps": 800.0}, cached_from=done,
+                       wall_s=0.0)
+        s.finish_trial(rejected, status="rejected", reward=0.0, metrics={"flops": 9e12}, wall_s=0.0)
+    for opener in (ResultReader, lambda u: ResultStore(u, readonly=True)):  # sqlite3 and SQLAlchemy
+        with opener(url) as r:
+            ppo, rnd, asha = r.search_summaries()
+        assert (ppo.trial_s, ppo.steps) == (pytest.approx(expected_s), 0)
+        assert (rnd.trial_s, rnd.steps) == (pytest.approx(1234.5), 0)
+        assert (asha.trial_s, asha.steps) == (pytest.approx(240.0 + 70.0 + 120.0), 800 + 200 + 400)
+
+
 # --------------------------------------------------------------------------------------------------- opening
 def test_readonly_open_of_a_missing_file_creates_nothing(tmp_path):
     path = tmp_path / "sub" / "missing.db"
