@@ -397,7 +397,7 @@ def test_show_and_report_give_the_curves_of_a_search(tmp_path, capsys):
     page = (tmp_path / "rep" / "index.html").read_text()
     assert "Learning curves of the top architectures" in page
     assert 'alt="training loss and AP against proxy steps"' in page
-    assert len(re.findall(r'src="data:image/png;base64,', page)) == 6
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 7  # the curves plot beside the six of every report
 
 
 # --------------------------------------------------------------------------------------------------- max_flops
