@@ -438,11 +438,10 @@ def _train(
             window_timed += n
         for loss in chunk:
             step += 1
+            metrics["steps"] = float(step)  # so far: what a failed trial trained too
             losses.append(loss)
             if not math.isfinite(loss):
-                metrics["steps"] = float(step)
                 raise TrialError(f"training loss became {loss} at step {step}")
-        metrics["steps"] = float(step)  # so far: what a failed trial trained too
         t_pause = time.time()
         out: dict[str, float] = {}
         if step % cfg.log_every == 0 or step == cfg.train_steps:
