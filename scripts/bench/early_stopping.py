@@ -1,0 +1,729 @@
+#!/usr/bin/env python
+"""Early stopping of poor trials (issue 17, part 4): what ASHA buys on real demo learning curves, and what it does to
+the controllers that learn from pruned trials.
+
+    python scripts/bench/early_stopping.py pool --pool-db DB   # the pool of real curves (early-stopping-pool.json)
+    python scripts/bench/early_stopping.py replay              # ASHA against full training on the pool
+    python scripts/bench/early_stopping.py shape               # surrogate curve settings matching the demo's rung taus
+    python scripts/bench/early_stopping.py controllers         # PPO and evolution with and without ASHA (surrogate)
+
+**The pool** is every architecture trained to the demo's last step (800) with its AP at steps 100, 200, 400 and 800:
+the proxy-fidelity trainings of the demo calibration study (results/calibration-demo.db, the first seed of each
+architecture) and a search of further random architectures with intermediate evaluations, run as
+
+    spinenas search --preset demo --controller random --trials 20 --name es-pool --seed 17 \\
+        --set 'proxy.eval_at_steps=[100,200,400]' --db runs/es-pool.db     # (--resume es-pool continues it)
+
+**Replay** runs the real search driver (`nas.loop.SearchDriver`, its ASHA scheduler and its store, an SQLite file per
+search) on `ReplayRunner`, a `nas.runners.Runner` with a simulated clock: a submitted trial's reports and its end
+are events at the times the cost model gives, and the recorded AP at each step is what the trial reports; the
+runner's cooperative stop ends a trial at the report that stopped it. The controller proposes the pool's
+architectures in a random order (`OrderController` on `PoolSpace`, the pool as one decision), 20 orders, on 1 and 4
+simulated workers, once with every trial trained to the end and once per ASHA setting. Reported: the trial-seconds
+spent (summed over workers) until the pool's best architecture (the highest AP at step 800) has completed, its
+median over the orders, its ratio to full training's, and in how many orders ASHA pruned the best.
+
+**The cost model** (`TrialCost`, from results/proxy.json: an idle machine, warm workers, the fast-start issue's
+figures): a trial costs the warm worker's build and trace before its first step, one step time per step (the
+SpineNet-49 proxy's steady step, scaled by the architecture's multiply-adds per image, `ProxyConfig.cost`), and one
+evaluation per intermediate evaluation and at the end (the warm worker's evaluation; a pruned trial has no final
+one). Full training evaluates only at the end; ASHA evaluates at its rungs.
+
+**Controllers** run PPO and evolution on the surrogate evaluator (TF-free; its curve settings from `shape`, chosen so
+that each rung ranks 200 random architectures against a 4x-longer training with the Kendall tau the demo's
+calibration measured) through the same runner: without ASHA for 2,000 trials, then with ASHA until the same
+trial-seconds are spent; 5 seeds each. Reported: the final best reward (observed and noiseless) and the proposals
+evaluated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import heapq
+import json
+import math
+import os
+import shutil
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from nas.runners.base import Runner, TrialOutcome  # noqa: E402 (stdlib only: no Ray, no TensorFlow)
+from scripts.bench.common import machine, provenance  # noqa: E402
+
+RESULTS = ROOT / "scripts" / "bench" / "results"
+POOL = RESULTS / "early-stopping-pool.json"
+CALIBRATION_DB = RESULTS / "calibration-demo.db"
+CALIBRATION_STUDY = "demo-cal"
+POOL_SEARCH = "es-pool"
+POOL_STEPS = (100, 200, 400, 800)  # the steps every pool curve has an AP at (800: the demo's last step)
+CONVERGED_AFTER = 1000  # a controller search stops after this many cached trials in a row (see run_search)
+# The ASHA settings replayed: the rungs the calibration's verdict keeps (tau >= 0.6 from step 400) and the three
+# intermediate evaluations of the pool; eta 3 (the default).
+ASHA_SETTINGS = ({"rungs": (400,), "eta": 3}, {"rungs": (200, 400), "eta": 3}, {"rungs": (100, 200, 400), "eta": 3})
+
+
+# ------------------------------------------------------------------------------------------------ cost model
+@dataclasses.dataclass(frozen=True)
+class TrialCost:
+    """Seconds a demo trial costs on the machine results/proxy.json measured (an idle one, warm workers).
+
+    Attributes:
+      setup_s: the warm worker's model build and first-step trace, before the first step.
+      eval_s: one evaluation on the proxy-val split (at a rung, or at the end).
+      step_s: one steady training step of the reference architecture (the SpineNet-49 proxy).
+      ref_flops: the reference's multiply-adds per image; an architecture's step takes ``step_s * flops /
+        ref_flops`` (``step_s`` when its FLOPs are unknown).
+      source: where the figures come from.
+    """
+
+    setup_s: float
+    eval_s: float
+    step_s: float
+    ref_flops: float
+    source: str = ""
+
+    def step(self, flops: float | None) -> float:
+        return self.step_s * flops / self.ref_flops if flops else self.step_s
+
+    def trial(self, flops: float | None, steps: int, evals: int) -> float:
+        """A trial that trained `steps` steps and evaluated `evals` times."""
+        return self.setup_s + steps * self.step(flops) + evals * self.eval_s
+
+    @classmethod
+    def from_proxy_bench(cls, path: Path = RESULTS / "proxy.json") -> TrialCost:
+        with open(path, encoding="utf-8") as fh:
+            d = json.load(fh)
+        warm = d["fixed_cost"]["warm"]
+
+        def mean(part: str) -> float:
+            return statistics.fmean(w["parts_s"][part] for w in warm)
+
+        return cls(setup_s=mean("build_s") + mean("trace_s"), eval_s=mean("eval_s"), step_s=d["step"]["ours_step_s"],
+                   ref_flops=float(d["demo_trial"]["flops_per_image"]),
+                   source=f"{os.path.relpath(path, ROOT)} ({d.get('date_utc', '?')}, "
+                          f"commit {d.get('commit', '?')[:7]})")
+
+
+# ------------------------------------------------------------------------------------------------ the runner
+class BudgetSpent(KeyboardInterrupt):
+    """`ReplayRunner.poll` once the trial-seconds reach the runner's budget: the driver stops as on Ctrl-C (its
+    unfinished trial stays open in the store and counts for nothing)."""
+
+
+@dataclasses.dataclass
+class Curve:
+    """What a trial of one architecture reports: its AP at evaluation steps and its last-step result.
+
+    Attributes:
+      aps: step -> AP at that step's evaluation (the last step's included).
+      metrics: the last step's metrics (``ap`` at least), unless `error`.
+      flops, params: the detector's cost.
+      error: a trial that fails at its last step (the surrogate's simulated failure).
+    """
+
+    aps: Mapping[int, float]
+    metrics: Mapping[str, float]
+    flops: int | None = None
+    params: int | None = None
+    error: str | None = None
+
+
+CurveSource = Callable[[Any, int, int], Curve]  # (ArchSpec, seed, index) -> its curve
+
+
+@dataclasses.dataclass
+class _Run:
+    task: Any
+    curve: Curve
+    start: float
+    end: float  # scheduled end (moved up when it is stopped)
+    steps: int
+    evals: tuple[int, ...]
+    stopped_at: int | None = None
+    done: bool = False
+
+
+class ReplayRunner(Runner):
+    """A `nas.runners.Runner` on a simulated clock: each trial's reports and end are events at the times `cost` gives,
+    carrying the APs `source` gives (recorded curves, or the surrogate's).
+
+    `poll` advances the clock to the next event, calls ``on_report`` for a report (AP at an evaluation step) and
+    returns a trial at its end; `stop` ends a trial at the report that asked for it (what a cooperative stop does
+    in a real trial). No trial waits: the driver keeps ``search.workers`` in flight, so the clock advances as on
+    that many workers. With `budget_s`, the first `poll` at which the trial-seconds spent (summed over trials)
+    reach it raises `BudgetSpent`.
+    """
+
+    def __init__(self, *, spec: Any, source: CurveSource, cost: TrialCost, budget_s: float | None = None) -> None:
+        super().__init__(None, spec=spec, cpus=1.0, gpus=0.0, on_report=lambda *a: None)
+        self.source = source
+        self.cost = cost
+        self.budget_s = budget_s
+        self.clock = 0.0
+        self.runs: dict[int, _Run] = {}
+        self._events: list[tuple[float, int, int, str, int]] = []  # (time, seq, trial id, 'report'|'end', step)
+        self._seq = 0
+        self._reporting: tuple[int, int] | None = None  # (trial id, step) of the report being delivered
+
+    def resources(self) -> dict[str, float]:
+        return {"CPU": 1e6, "GPU": 0.0}
+
+    def _push(self, t: float, trial_id: int, kind: str, step: int) -> None:
+        self._seq += 1
+        heapq.heappush(self._events, (t, self._seq, trial_id, kind, step))
+
+    def submit(self, task: Any) -> None:
+        from search_space import ArchSpec
+
+        proxy = task.spec_dict(self.spec.to_dict())["proxy"]
+        total = int(proxy["train_steps"])
+        evals = tuple(sorted(int(s) for s in proxy.get("eval_at_steps") or () if int(s) < total))
+        curve = self.source(ArchSpec.from_json(task.arch_json), task.seed, task.index)
+        missing = [s for s in (*evals, total) if s not in curve.aps and curve.error is None]
+        if missing:
+            raise ValueError(f"ReplayRunner: trial {task.index}'s curve has no AP at steps {missing}")
+        step_s = self.cost.step(curve.flops)
+        t, prev = self.clock + self.cost.setup_s, 0
+        for s in evals:
+            t += (s - prev) * step_s + self.cost.eval_s
+            self._push(t, task.trial_id, "report", s)
+            prev = s
+        t += (total - prev) * step_s + self.cost.eval_s
+        self._push(t, task.trial_id, "end", total)
+        self.runs[task.trial_id] = _Run(task, curve, self.clock, t, total, evals)
+
+    def spent(self, at: float | None = None) -> float:
+        """Trial-seconds spent by `at` (default: now), summed over trials."""
+        at = self.clock if at is None else at
+        return sum(max(0.0, min(r.end, at) - r.start) for r in self.runs.values())
+
+    def poll(self, timeout: float) -> list[Any]:
+        from proxy_task.result import ProxyResult
+
+        if self.budget_s is not None and self.spent() >= self.budget_s:
+            raise BudgetSpent(f"{self.spent():.0f} trial-seconds spent (budget {self.budget_s:.0f})")
+        while self._events:
+            t, _, trial_id, kind, step = heapq.heappop(self._events)
+            run = self.runs.get(trial_id)
+            if run is None or run.done or (kind == "report" and run.stopped_at is not None):
+                continue
+            if kind == "end" and run.stopped_at is not None and step != run.stopped_at:
+                continue  # the end it had before it was stopped
+            self.clock = t
+            if kind == "report":
+                self._reporting = (trial_id, step)
+                try:
+                    self.on_report(trial_id, step, {"ap": run.curve.aps[step]})
+                finally:
+                    self._reporting = None
+                continue
+            run.done = True
+            c = run.curve
+            if run.stopped_at is not None:
+                result = ProxyResult(metrics={"ap": c.aps[run.stopped_at], "steps": float(run.stopped_at)},
+                                     flops=c.flops, params=c.params, wall_s=run.end - run.start,
+                                     stopped_at=run.stopped_at)
+            elif c.error is not None:
+                result = ProxyResult(metrics={}, flops=c.flops, params=c.params, wall_s=run.end - run.start,
+                                     error=c.error)
+            else:
+                result = ProxyResult(metrics={**c.metrics, "steps": float(run.steps)}, flops=c.flops,
+                                     params=c.params, wall_s=run.end - run.start)
+            return [TrialOutcome(trial_id, {"result": result.to_dict(), "host": "replay", "pid": 0,
+                                            "started": run.start})]
+        return []
+
+    def stop(self, trial_id: int) -> None:
+        """Ends the trial at the report being delivered (its next report, in a real trial)."""
+        run = self.runs.get(trial_id)
+        if run is None or run.done or run.stopped_at is not None:
+            return
+        if self._reporting is None or self._reporting[0] != trial_id:
+            raise RuntimeError("ReplayRunner.stop outside the trial's own report: the scheduler stops at a report")
+        run.stopped_at = self._reporting[1]
+        run.end = self.clock
+        self._push(self.clock, trial_id, "end", run.stopped_at)
+
+    def cancel(self, trial_id: int) -> None:
+        run = self.runs.pop(trial_id, None)
+        if run is not None:
+            run.done = True
+
+    def close(self) -> None:
+        pass
+
+
+# ------------------------------------------------------------------------------------------------ pool controller
+class PoolSpace:
+    """The pool as a space of one decision: choice i is the pool's i-th architecture."""
+
+    def __init__(self, archs: Sequence[Any]) -> None:
+        self.archs = list(archs)
+        self.num_choices = (len(self.archs),)
+
+    def decode(self, decisions: Sequence[int]) -> Any:
+        return self.archs[int(decisions[0])]
+
+
+def order_controller(space: PoolSpace, order: Sequence[int]) -> Any:
+    """A controller that proposes the pool's architectures in `order` (then again from the start)."""
+    from controller.base import Controller
+    from controller.config import RandomConfig
+
+    class OrderController(Controller):
+        name = "order"
+        config_cls = RandomConfig
+
+        def _setup(self) -> None:
+            self._order = list(order)
+            self._i = 0
+
+        def _propose(self, n: int) -> list[tuple[tuple[int, ...], dict[str, Any]]]:
+            out = []
+            for _ in range(n):
+                out.append(((int(self._order[self._i % len(self._order)]),), {}))
+                self._i += 1
+            return out
+
+        def _replay(self, decisions: tuple[int, ...]) -> None:
+            self._i += 1
+
+        def _feedback(self, trial_id: int, decisions: tuple[int, ...], reward: float) -> None:
+            pass
+
+        def _state_dict(self) -> dict[str, Any]:
+            return {"i": self._i}
+
+        def _load_state_dict(self, state: Mapping[str, Any]) -> None:
+            self._i = int(state["i"])
+
+    return OrderController(space, seed=0)
+
+
+# ------------------------------------------------------------------------------------------------ one search
+def search_config(overrides: Sequence[str]) -> Any:
+    from nas.config import NasConfig
+    from nas.config_io import resolve
+    from nas.presets import get_preset
+
+    return resolve(NasConfig, get_preset("demo"), ["search.trial_timeout_s=0", *overrides])
+
+
+class Converged(KeyboardInterrupt):
+    """The controller proposed only architectures with a result for a long run of trials: nothing new is trained."""
+
+
+def run_search(cfg: Any, source: CurveSource, cost: TrialCost, *, budget_s: float | None = None,
+               pool: Sequence[Any] | None = None, order: Sequence[int] | None = None,
+               converged_after: int | None = None) -> tuple[Any, ReplayRunner, list[Any]]:
+    """One search through `SearchDriver` on a `ReplayRunner` (a fresh SQLite store): (outcome, runner, trials in
+    finish order). With `pool` and `order`, the controller proposes the pool's architectures in that order. With
+    `converged_after`, the search stops (as on Ctrl-C) after that many cached trials in a row: a controller that
+    has converged costs no trial-seconds, so a budget of them would never be spent."""
+    from nas.loop import SearchDriver, trial_spec
+    from results_db import ResultStore
+
+    tmp = tempfile.mkdtemp(prefix="spinenas-es-")
+    try:
+        store = ResultStore(f"sqlite:///{tmp}/r.db")
+        runner = ReplayRunner(spec=trial_spec(cfg), source=source, cost=cost, budget_s=budget_s)
+        cached_run = [0]
+
+        def out(line: str) -> None:  # the driver's progress line of every finished trial
+            if not line.startswith("["):
+                return
+            cached_run[0] = cached_run[0] + 1 if "(cached:" in line else 0
+            if converged_after is not None and cached_run[0] >= converged_after:
+                raise Converged(f"{converged_after} cached trials in a row")
+
+        driver = SearchDriver(cfg, name="replay", store=store, run_dir=os.path.join(tmp, "run"), out=out,
+                              runner=runner, tensorboard=False)
+        if pool is not None:
+            driver.space = PoolSpace(pool)
+            driver.controller = order_controller(driver.space, order or range(len(pool)))
+        driver.start()
+        outcome = driver.run()
+        trials = sorted((t for t in store.trials("replay") if t.finish_order is not None),
+                        key=lambda t: t.finish_order)
+        store.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return outcome, runner, trials
+
+
+# ------------------------------------------------------------------------------------------------ the pool
+def _curve_from_reports(reports: Sequence[tuple[int, str]]) -> dict[int, float]:
+    aps = {}
+    for step, metrics in reports:
+        ap = json.loads(metrics).get("ap")
+        if ap is not None:
+            aps[int(step)] = float(ap)
+    return aps
+
+
+def _pool_rows(db: Path, search: str, source: str) -> list[dict[str, Any]]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = con.execute(
+            'SELECT t.id, t."index", t.arch_key, t.metrics, a.spec_json FROM trials t JOIN searches s ON s.id = '
+            "t.search_id JOIN archs a ON a.key = t.arch_key WHERE s.name = ? AND t.status = 'completed' "
+            'ORDER BY t."index"', (search,)).fetchall()
+        out = []
+        for tid, index, key, metrics, spec_json in rows:
+            m = json.loads(metrics or "{}")
+            if int(m.get("steps", 0)) != POOL_STEPS[-1]:
+                continue  # a calibration's reference training (another fidelity)
+            aps = _curve_from_reports(con.execute("SELECT step, metrics FROM trial_reports WHERE trial_id = ?",
+                                                  (tid,)).fetchall())
+            aps[POOL_STEPS[-1]] = float(m["ap"])
+            if not all(s in aps for s in POOL_STEPS):
+                continue
+            out.append({"key": key, "source": f"{source}:{index}", "arch": json.loads(spec_json),
+                        "ap": {str(s): aps[s] for s in POOL_STEPS}})
+        return out
+    finally:
+        con.close()
+
+
+def build_pool(pool_db: Path, out: Path = POOL) -> dict[str, Any]:
+    """The pool: the calibration's proxy-fidelity curves (first seed per architecture), then the es-pool search's."""
+    from proxy_task.data import num_classes_of
+    from search_space import ArchSpec
+
+    cfg = search_config([])
+    classes = num_classes_of(cfg.proxy.data)
+    archs: dict[str, dict[str, Any]] = {}
+    for db, search, source in ((CALIBRATION_DB, CALIBRATION_STUDY, "calibration"), (pool_db, POOL_SEARCH, "es-pool")):
+        for row in _pool_rows(db, search, source):
+            if row["key"] not in archs:
+                row["flops"] = cfg.proxy.cost(ArchSpec.from_json(json.dumps(row["arch"])), classes).flops
+                archs[row["key"]] = row
+    doc = {**provenance(__file__, None), "steps": list(POOL_STEPS), "sources": {
+        "calibration": f"{os.path.relpath(CALIBRATION_DB, ROOT)}, study {CALIBRATION_STUDY}",
+        "es-pool": "spinenas search --preset demo --controller random --trials 20 --name es-pool --seed 17 "
+                   "--set 'proxy.eval_at_steps=[100,200,400]'"}, "archs": list(archs.values())}
+    with open(out, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, indent=1)
+    return doc
+
+
+def load_pool(path: Path = POOL) -> list[dict[str, Any]]:
+    from search_space import ArchSpec
+
+    with open(path, encoding="utf-8") as fh:
+        doc = json.load(fh)
+    pool = []
+    for row in doc["archs"]:
+        arch = ArchSpec.from_json(json.dumps(row["arch"]))
+        pool.append({**row, "arch": arch, "ap": {int(s): float(v) for s, v in row["ap"].items()}})
+    return pool
+
+
+def pool_source(pool: Sequence[Mapping[str, Any]]) -> CurveSource:
+    by_key = {row["arch"].key: row for row in pool}
+
+    def source(arch: Any, seed: int, index: int) -> Curve:
+        row = by_key[arch.key]
+        return Curve(aps=row["ap"], metrics={"ap": row["ap"][POOL_STEPS[-1]]}, flops=row["flops"])
+
+    return source
+
+
+# ------------------------------------------------------------------------------------------------ replay
+def _median(values: Sequence[float]) -> float | None:
+    """The median, with a never-reached run counted as infinitely late (None when the median is such a run)."""
+    m = statistics.median(sorted(values))
+    return None if math.isinf(m) else m
+
+
+def asha_overrides(asha: Mapping[str, Any]) -> list[str]:
+    """The ``--set`` overrides of an ASHA setting ``{'rungs': (...), 'eta': n}``."""
+    return ["scheduler.type=asha", f"scheduler.asha.rungs={list(asha['rungs'])}", f"scheduler.asha.eta={asha['eta']}"]
+
+
+def replay_one(pool: Sequence[Mapping[str, Any]], order: Sequence[int], cost: TrialCost, *, workers: int,
+               asha: Mapping[str, Any] | None) -> dict[str, Any]:
+    """One simulated search over the pool in `order`: when the pool's best completed, and what it cost."""
+    over = [f"search.trials={len(order)}", f"search.workers={workers}", "controller.type=random"]
+    if asha is not None:
+        over += asha_overrides(asha)
+    cfg = search_config(over)
+    outcome, runner, trials = run_search(cfg, pool_source(pool), cost, pool=[r["arch"] for r in pool], order=order)
+    best_key = max(pool, key=lambda r: r["ap"][POOL_STEPS[-1]])["arch"].key
+    best = next(t for t in trials if t.arch_key == best_key)
+    found = best.status == "completed"
+    at = runner.runs[best.id].end
+    completed = [t for t in trials if t.status == "completed"]
+    return {
+        "found_best": found,
+        "best_status": best.status,
+        "best_rung": best.metrics.get("rung"),
+        "trial_s_to_best": runner.spent(at) if found else math.inf,
+        "clock_s_to_best": at if found else math.inf,
+        "trial_s_total": runner.spent(math.inf),
+        "clock_s_total": runner.clock,
+        "best_found_ap": max((t.reward for t in completed), default=None),
+        "pruned": outcome.pruned,
+        "steps": sum(int(t.metrics.get("steps", 0)) for t in trials),
+    }
+
+
+def replay(orders: int, seed: int, out: Path) -> dict[str, Any]:
+    import numpy as np
+
+    pool = load_pool()
+    cost = TrialCost.from_proxy_bench()
+    rng = np.random.default_rng(seed)
+    perms = [rng.permutation(len(pool)).tolist() for _ in range(orders)]
+    best = max(pool, key=lambda r: r["ap"][POOL_STEPS[-1]])
+    doc: dict[str, Any] = {**provenance(__file__, sys.argv[1:]), "machine": machine(), "cost_model": {
+        **dataclasses.asdict(cost), "full_trial_s_reference": cost.trial(cost.ref_flops, POOL_STEPS[-1], 1)},
+        "pool": {"archs": len(pool), "file": os.path.relpath(POOL, ROOT), "best_key": best["arch"].key,
+                 "best_source": best["source"], "best_ap": best["ap"][POOL_STEPS[-1]]},
+        "orders": orders, "order_seed": seed, "settings": {}}
+    t0 = time.perf_counter()
+    for workers in (1, 4):
+        full = [replay_one(pool, p, cost, workers=workers, asha=None) for p in perms]
+        full_median = _median([r["trial_s_to_best"] for r in full])
+        rows = {"none": {"runs": full, "median_trial_s_to_best": full_median,
+                         "median_trial_s_total": statistics.median(r["trial_s_total"] for r in full)}}
+        for asha in ASHA_SETTINGS:
+            runs = [replay_one(pool, p, cost, workers=workers, asha=asha) for p in perms]
+            med = _median([r["trial_s_to_best"] for r in runs])
+            lost = sum(not r["found_best"] for r in runs)
+            rows[_label(asha)] = {
+                "asha": {"rungs": list(asha["rungs"]), "eta": asha["eta"]}, "runs": runs,
+                "median_trial_s_to_best": med,
+                "ratio_to_full": med / full_median if med is not None and full_median else None,
+                "median_trial_s_total": statistics.median(r["trial_s_total"] for r in runs),
+                "total_ratio_to_full": statistics.median(r["trial_s_total"] for r in runs)
+                / rows["none"]["median_trial_s_total"],
+                "lost_best": lost,
+                "median_pruned": statistics.median(r["pruned"] for r in runs),
+                "targets_met": {"ratio_at_most_1_3": med is not None and full_median is not None
+                                and med <= full_median / 3, "lost_at_most_1_of_20": lost <= orders / 20},
+            }
+        doc["settings"][f"{workers} workers"] = rows
+    doc["wall_s"] = time.perf_counter() - t0
+    with open(out, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, indent=1)
+    return doc
+
+
+def print_replay(doc: Mapping[str, Any]) -> None:
+    p = doc["pool"]
+    print(f"pool: {p['archs']} architectures, best {p['best_key']} ({p['best_source']}) AP {p['best_ap']:.4f}; "
+          f"{doc['orders']} orders")
+    for workers, rows in doc["settings"].items():
+        print(f"{workers}:")
+        for name, row in rows.items():
+            med = row["median_trial_s_to_best"]
+            line = f"  {name:28s} median trial-s to the best {med:8.0f}" if med is not None else \
+                f"  {name:28s} median trial-s to the best    never"
+            if "ratio_to_full" in row:
+                ratio = row["ratio_to_full"]
+                line += (f" ({ratio:.2f} of full)" if ratio is not None else "") + \
+                    f", lost the best in {row['lost_best']}/{doc['orders']}, whole pool " \
+                    f"{row['total_ratio_to_full']:.2f} of full, pruned {row['median_pruned']:.0f}"
+            print(line)
+
+
+# ------------------------------------------------------------------------------------------------ surrogate shape
+def surrogate_taus(*, noise: float, rate_spread: float, steps: Sequence[int], reference: int, archs: int,
+                   seed: int = 0) -> dict[int, float]:
+    """Kendall tau of the surrogate's AP at each of `steps` (seed 0) against its AP after `reference` steps (another
+    seed: another training), over `archs` random architectures of the demo's family."""
+    import numpy as np
+    from scipy.stats import kendalltau
+
+    from nas.trial import build_trial_evaluator
+    from nas.loop import trial_spec
+
+    cfg = search_config(["evaluator.type=surrogate", f"evaluator.surrogate.noise={noise}",
+                         f"evaluator.surrogate.rate_spread={rate_spread}", f"search.seed={seed}"])
+    ev = build_trial_evaluator(trial_spec(cfg).to_dict(), 0)
+    from search_space import SearchSpace
+
+    space = SearchSpace(cfg.search.family, window=cfg.search.window or None)
+    rng = np.random.default_rng(seed + 1000)
+    at: dict[int, list[float]] = {s: [] for s in steps}
+    ref = []
+    for _ in range(archs):
+        arch = space.decode([int(rng.integers(n)) for n in space.num_choices])
+        clean, rate = ev.landscape.ap(arch), ev.rate(arch)
+        noise_a = ev.landscape.to_dict()["noise"] * ev.landscape._draws(arch, 0)[1]
+        noise_b = ev.landscape.to_dict()["noise"] * ev.landscape._draws(arch, 1)[1]
+        for s in steps:
+            at[s].append(ev._ap(clean, rate, s, noise_a))
+        ref.append(ev._ap(clean, rate, reference, noise_b))
+    return {s: float(kendalltau(at[s], ref).statistic) for s in steps}
+
+
+def calibration_taus() -> dict[int, float]:
+    with open(RESULTS / "calibration-demo.json", encoding="utf-8") as fh:
+        study = json.load(fh)
+    return {int(r["step"]): float(r["all"]["tau"]) for r in study["rungs"]}
+
+
+def shape(out: Path) -> dict[str, Any]:
+    target = calibration_taus()
+    steps = sorted(target)
+    grid = []
+    for noise in (0.0025, 0.005, 0.0075, 0.01, 0.02, 0.03, 0.05):
+        for spread in (0.0, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5):
+            taus = surrogate_taus(noise=noise, rate_spread=spread, steps=steps, reference=4 * steps[-1], archs=200)
+            err = math.sqrt(statistics.fmean((taus[s] - target[s]) ** 2 for s in steps))
+            grid.append({"noise": noise, "rate_spread": spread, "taus": {str(s): taus[s] for s in steps},
+                         "rms_error": err})
+    chosen = min(grid, key=lambda g: g["rms_error"])
+    doc = {**provenance(__file__, sys.argv[1:]), "target_taus": {str(s): t for s, t in target.items()},
+           "target_source": "results/calibration-demo.json, all candidates", "chosen": chosen, "grid": grid}
+    with open(out, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, indent=1)
+    return doc
+
+
+# ------------------------------------------------------------------------------------------------ controllers
+def surrogate_source(cfg: Any) -> CurveSource:
+    from nas.loop import trial_spec
+    from nas.trial import build_trial_evaluator
+
+    ev = build_trial_evaluator(trial_spec(cfg).to_dict(), 0)
+
+    def source(arch: Any, seed: int, index: int) -> Curve:
+        aps: dict[int, float] = {}
+
+        def report(step: int, metrics: Mapping[str, float]) -> bool:
+            if metrics.get("ap") is not None:
+                aps[step] = float(metrics["ap"])
+            return False
+
+        result = ev.evaluate(arch, seed=seed, report=report)
+        return Curve(aps=aps, metrics=dict(result.metrics), flops=result.flops, params=result.params,
+                     error=result.error)
+
+    return source
+
+
+def controller_run(controller: str, seed: int, cost: TrialCost, surrogate: Mapping[str, float], *,
+                   trials: int, asha: Mapping[str, Any] | None, budget_s: float | None) -> dict[str, Any]:
+    over = [f"search.trials={trials}", "search.workers=1", f"search.seed={seed}", f"controller.type={controller}",
+            "evaluator.type=surrogate", f"evaluator.surrogate.noise={surrogate['noise']}",
+            f"evaluator.surrogate.rate_spread={surrogate['rate_spread']}"]
+    if asha is not None:
+        over += asha_overrides(asha)
+    cfg = search_config(over)
+    t0 = time.perf_counter()
+    outcome, runner, done = run_search(cfg, surrogate_source(cfg), cost, budget_s=budget_s,
+                                       converged_after=CONVERGED_AFTER)
+    completed = [t for t in done if t.status == "completed"]
+    best = max(completed, key=lambda t: t.reward)
+    return {"controller": controller, "seed": seed, "asha": dict(asha) if asha else None,
+            "budget_spent": budget_s is None or runner.spent() >= budget_s, "trials": len(done),
+            "completed": len(completed), "pruned": outcome.pruned, "cached": outcome.cached,
+            "distinct_archs": len({t.arch_key for t in done}), "trial_s": runner.spent(),
+            "best_reward": best.reward, "best_noiseless": best.metrics.get("ap_noiseless"),
+            "best_key": best.arch_key, "wall_s": time.perf_counter() - t0}
+
+
+def _label(asha: Mapping[str, Any] | None) -> str:
+    return "none" if asha is None else "asha rungs " + ",".join(map(str, asha["rungs"])) + f" eta {asha['eta']}"
+
+
+def controllers(seeds: int, trials: int, out: Path, settings: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    with open(RESULTS / "early_stopping_shape.json", encoding="utf-8") as fh:
+        chosen = json.load(fh)["chosen"]
+    surrogate = {"noise": chosen["noise"], "rate_spread": chosen["rate_spread"]}
+    cost = TrialCost.from_proxy_bench()
+    doc: dict[str, Any] = {**provenance(__file__, sys.argv[1:]), "machine": machine(), "surrogate": surrogate,
+                           "cost_model": dataclasses.asdict(cost), "seeds": seeds,
+                           "budget_s": trials * cost.trial(cost.ref_flops, POOL_STEPS[-1], 1),
+                           "budget": f"what {trials} trials of the reference architecture trained to the end cost; "
+                                     f"a search also stops after {CONVERGED_AFTER} cached trials in a row "
+                                     "(converged: budget_spent false)", "runs": [], "summary": {}}
+
+    def save() -> None:
+        with open(out, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, indent=1)
+
+    for controller in ("evolution", "ppo"):
+        for seed in range(seeds):
+            full = controller_run(controller, seed, cost, surrogate, trials=trials * 50, asha=None,
+                                  budget_s=doc["budget_s"])
+            doc["runs"].append({**full, "setting": "none"})
+            print(f"{controller} seed {seed} none: best {full['best_reward']:.4f} ({full['trials']} trials, "
+                  f"{full['wall_s']:.0f} s)", flush=True)
+            for asha in settings:
+                run = controller_run(controller, seed, cost, surrogate, trials=trials * 50, asha=asha,
+                                     budget_s=doc["budget_s"])
+                doc["runs"].append({**run, "asha": {**asha, "rungs": list(asha["rungs"])}, "setting": _label(asha)})
+                print(f"{controller} seed {seed} {_label(asha)}: best {run['best_reward']:.4f} ({run['trials']} "
+                      f"trials, {run['pruned']} pruned, {run['wall_s']:.0f} s)", flush=True)
+            save()
+        rows = {}
+        for label in ("none", *map(_label, settings)):
+            runs = [r for r in doc["runs"] if r["controller"] == controller and r["setting"] == label]
+            rows[label] = {
+                "median_best_reward": statistics.median(r["best_reward"] for r in runs),
+                "median_best_noiseless": statistics.median(r["best_noiseless"] for r in runs),
+                "median_trials": statistics.median(r["trials"] for r in runs),
+                "median_distinct_archs": statistics.median(r["distinct_archs"] for r in runs),
+                "median_pruned": statistics.median(r["pruned"] for r in runs),
+                "converged_runs": sum(not r["budget_spent"] for r in runs)}
+            if label != "none":
+                rows[label]["target_met"] = rows[label]["median_best_reward"] >= rows["none"]["median_best_reward"]
+        doc["summary"][controller] = rows
+    save()
+    return doc
+
+
+# ------------------------------------------------------------------------------------------------ main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("pool", help="the pool of real curves -> results/early-stopping-pool.json")
+    p.add_argument("--pool-db", type=Path, default=ROOT / "runs" / "es-pool.db",
+                   help="the database of the es-pool search (default runs/es-pool.db)")
+    r = sub.add_parser("replay", help="ASHA against full training on the pool")
+    r.add_argument("--orders", type=int, default=20)
+    r.add_argument("--seed", type=int, default=0, help="draws the orders")
+    r.add_argument("--out", type=Path, default=RESULTS / "early_stopping_replay.json")
+    s = sub.add_parser("shape", help="the surrogate's curve settings whose rung taus match the demo calibration's")
+    s.add_argument("--out", type=Path, default=RESULTS / "early_stopping_shape.json")
+    c = sub.add_parser("controllers", help="PPO and evolution on the surrogate, with and without ASHA")
+    c.add_argument("--seeds", type=int, default=5)
+    c.add_argument("--trials", type=int, default=2000, help="the budget: what this many full trials cost")
+    c.add_argument("--out", type=Path, default=RESULTS / "early_stopping_controllers.json")
+    args = parser.parse_args(argv)
+    if args.what == "pool":
+        if not args.pool_db.exists():
+            parser.error(f"no database at {args.pool_db}: run the es-pool search first (see --help)")
+        doc = build_pool(args.pool_db)
+        print(f"pool: {len(doc['archs'])} architectures -> {os.path.relpath(POOL, ROOT)}")
+        return 0
+    if args.what == "replay":
+        print_replay(replay(args.orders, args.seed, args.out))
+        return 0
+    if args.what == "shape":
+        doc = shape(args.out)
+        print(f"target taus {doc['target_taus']}; chosen noise {doc['chosen']['noise']} rate_spread "
+              f"{doc['chosen']['rate_spread']}: {doc['chosen']['taus']} (rms {doc['chosen']['rms_error']:.3f})")
+        return 0
+    doc = controllers(args.seeds, args.trials, args.out, ASHA_SETTINGS)
+    print(json.dumps(doc["summary"], indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
