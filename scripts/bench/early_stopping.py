@@ -71,6 +71,9 @@ CONVERGED_AFTER = 1000  # a controller search stops after this many cached trial
 # The ASHA settings replayed: the rungs the calibration's verdict keeps (tau >= 0.6 from step 400) and the three
 # intermediate evaluations of the pool; eta 3 (the default).
 ASHA_SETTINGS = ({"rungs": (400,), "eta": 3}, {"rungs": (200, 400), "eta": 3}, {"rungs": (100, 200, 400), "eta": 3})
+# The replay is cheap: it also tries a gentler and a harsher reduction factor.
+REPLAY_SETTINGS = (*ASHA_SETTINGS, {"rungs": (400,), "eta": 2}, {"rungs": (200, 400), "eta": 2},
+                   {"rungs": (400,), "eta": 4})
 
 
 # ------------------------------------------------------------------------------------------------ cost model
@@ -479,17 +482,17 @@ def replay_one(pool: Sequence[Mapping[str, Any]], order: Sequence[int], cost: Tr
     }
 
 
-def replay(orders: int, seed: int, out: Path) -> dict[str, Any]:
+def replay(orders: int, seed: int, out: Path, pool_path: Path = POOL) -> dict[str, Any]:
     import numpy as np
 
-    pool = load_pool()
+    pool = load_pool(pool_path)
     cost = TrialCost.from_proxy_bench()
     rng = np.random.default_rng(seed)
     perms = [rng.permutation(len(pool)).tolist() for _ in range(orders)]
     best = max(pool, key=lambda r: r["ap"][POOL_STEPS[-1]])
     doc: dict[str, Any] = {**provenance(__file__, sys.argv[1:]), "machine": machine(), "cost_model": {
         **dataclasses.asdict(cost), "full_trial_s_reference": cost.trial(cost.ref_flops, POOL_STEPS[-1], 1)},
-        "pool": {"archs": len(pool), "file": os.path.relpath(POOL, ROOT), "best_key": best["arch"].key,
+        "pool": {"archs": len(pool), "file": os.path.relpath(pool_path, ROOT), "best_key": best["arch"].key,
                  "best_source": best["source"], "best_ap": best["ap"][POOL_STEPS[-1]]},
         "orders": orders, "order_seed": seed, "settings": {}}
     t0 = time.perf_counter()
@@ -498,7 +501,7 @@ def replay(orders: int, seed: int, out: Path) -> dict[str, Any]:
         full_median = _median([r["trial_s_to_best"] for r in full])
         rows = {"none": {"runs": full, "median_trial_s_to_best": full_median,
                          "median_trial_s_total": statistics.median(r["trial_s_total"] for r in full)}}
-        for asha in ASHA_SETTINGS:
+        for asha in REPLAY_SETTINGS:
             runs = [replay_one(pool, p, cost, workers=workers, asha=asha) for p in perms]
             med = _median([r["trial_s_to_best"] for r in runs])
             lost = sum(not r["found_best"] for r in runs)
@@ -698,6 +701,7 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("replay", help="ASHA against full training on the pool")
     r.add_argument("--orders", type=int, default=20)
     r.add_argument("--seed", type=int, default=0, help="draws the orders")
+    r.add_argument("--pool", type=Path, default=POOL, help="the pool (default results/early-stopping-pool.json)")
     r.add_argument("--out", type=Path, default=RESULTS / "early_stopping_replay.json")
     s = sub.add_parser("shape", help="the surrogate's curve settings whose rung taus match the demo calibration's")
     s.add_argument("--out", type=Path, default=RESULTS / "early_stopping_shape.json")
@@ -713,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pool: {len(doc['archs'])} architectures -> {os.path.relpath(POOL, ROOT)}")
         return 0
     if args.what == "replay":
-        print_replay(replay(args.orders, args.seed, args.out))
+        print_replay(replay(args.orders, args.seed, args.out, args.pool))
         return 0
     if args.what == "shape":
         doc = shape(args.out)
