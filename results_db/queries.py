@@ -176,27 +176,42 @@ def search_summaries(ex: Executor) -> list[SearchSummary]:
 _TRAINED = tuple(s.value for s in (TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.PRUNED))
 
 
+def _counted_steps(metrics: Any) -> bool:
+    steps = metrics.get("steps") if isinstance(metrics, Mapping) else None
+    return isinstance(steps, (int, float)) and not isinstance(steps, bool) and steps >= 0
+
+
 def trial_steps(metrics: Mapping[str, Any], reported: int | None) -> int:
     """The proxy steps a trial trained: its metrics' ``steps`` (what the trainer counted, also for a failed or
     pruned trial), else the last step it reported (a trial that timed out or lost its worker), else 0."""
-    steps = metrics.get("steps") if isinstance(metrics, Mapping) else None
-    if isinstance(steps, (int, float)) and not isinstance(steps, bool) and steps >= 0:
-        return int(steps)
-    return int(reported or 0)
+    return int(metrics["steps"]) if _counted_steps(metrics) else int(reported or 0)
 
 
 def trial_costs(ex: Executor) -> dict[int, tuple[float, int]]:
     """Search id -> (trial-seconds, proxy steps) its trials spent: what trained counts (completed, failed and pruned
-    trials; a cached or rejected one cost nothing), each trial's seconds as its worker measured them."""
-    last_step = {tid: step for tid, step in ex("SELECT trial_id, MAX(step) FROM trial_reports GROUP BY trial_id", {})}
+    trials; a cached or rejected one cost nothing), each trial's seconds as its worker measured them.
+
+    The learning curves are read only for the trials whose metrics lack ``steps`` (a timeout, a lost worker, a
+    database from before the steps were kept), not for every report of the database.
+    """
     clause, params = _in("st", list(_TRAINED))
-    out: dict[int, tuple[float, int]] = {}
+    rows = []  # (search id, seconds, steps or None, trial id)
     for tid, sid, metrics, wall_s in ex(
         f"SELECT id, search_id, metrics, wall_s FROM trials WHERE status IN {clause}", params
     ):
-        seconds, steps = out.get(sid, (0.0, 0))
-        out[sid] = (seconds + float(wall_s or 0.0), steps + trial_steps(json.loads(metrics) if metrics else {},
-                                                                          last_step.get(tid)))
+        m = json.loads(metrics) if metrics else {}
+        rows.append((sid, float(wall_s or 0.0), trial_steps(m, None) if _counted_steps(m) else None, tid))
+    missing = [tid for _, _, steps, tid in rows if steps is None]
+    last_step: dict[int, int] = {}
+    for i in range(0, len(missing), _CHUNK):
+        ids, ids_params = _in("t", missing[i:i + _CHUNK])
+        for tid, step in ex(f"SELECT trial_id, MAX(step) FROM trial_reports WHERE trial_id IN {ids} "
+                            "GROUP BY trial_id", ids_params):
+            last_step[tid] = step
+    out: dict[int, tuple[float, int]] = {}
+    for sid, seconds, steps, tid in rows:
+        total_s, total_steps = out.get(sid, (0.0, 0))
+        out[sid] = (total_s + seconds, total_steps + (steps if steps is not None else int(last_step.get(tid) or 0)))
     return out
 
 

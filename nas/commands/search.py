@@ -235,11 +235,12 @@ def register(sub: Any) -> None:
         "search",
         help="run a SpineNet search on Ray (or resume one)",
         description="Search SpineNet architectures: a controller proposes, Ray trains each proposal with the "
-        "proxy task (one fresh worker process per trial), the COCO AP becomes the reward, and every trial is "
-        "written to the results database the moment it finishes. Runs locally (ray.init on this machine) or "
-        "on a cluster (--address, or scripts/search.py under 'ray submit'). Ctrl-C or a crash loses nothing: "
-        "'spinenas search --resume NAME' finishes the budget, re-runs the trials that were in flight and "
-        "continues the controller from its last checkpoint. Watch it with 'spinenas top' from another shell.",
+        "proxy task (warm worker processes: up to search.trials_per_worker TensorFlow trials each), the COCO AP "
+        "becomes the reward, and every trial is written to the results database the moment it finishes. Runs "
+        "locally (ray.init on this machine) or on a cluster (--address, or scripts/search.py under 'ray submit'). "
+        "Ctrl-C or a crash loses nothing: 'spinenas search --resume NAME' finishes the budget, re-runs the trials "
+        "that were in flight and continues the controller from its last checkpoint. Watch it "
+        "with 'spinenas top' from another shell.",
     )
     p.add_argument("--preset", default="demo",
                    help="demo (default: embedded synthetic data, real proxy training on CPU), paper, vertex-gpu, "

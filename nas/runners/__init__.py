@@ -2,7 +2,7 @@
 
 | name | what | module |
 |---|---|---|
-| ``ray`` | Ray tasks on this machine or a cluster: a fresh worker process per real trial, dead workers retried, reports through an actor | `nas.runners.ray_runner` |
+| ``ray`` | Ray tasks on this machine or a cluster: warm worker processes, dead workers retried, reports by an actor | `nas.runners.ray_runner` |
 | ``local`` | child processes of the driver (or, with ``in_process``, the driver itself), no Ray | `nas.runners.local` |
 
 The registry names modules, imported when a runner is built, so choosing ``local`` never imports Ray.
