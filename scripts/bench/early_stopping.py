@@ -6,6 +6,7 @@ the controllers that learn from pruned trials.
     python scripts/bench/early_stopping.py replay              # ASHA against full training on the pool
     python scripts/bench/early_stopping.py shape               # surrogate curve settings matching the demo's rung taus
     python scripts/bench/early_stopping.py controllers         # PPO and evolution with and without ASHA (surrogate)
+    python scripts/bench/early_stopping.py demo [--minutes 30] # a real demo search with ASHA (rung 400) on this machine
 
 **The pool** is every architecture trained to the demo's last step (800) with its AP at steps 100, 200, 400 and 800:
 the proxy-fidelity trainings of the demo calibration study (results/calibration-demo.db, the first seed of each
@@ -13,6 +14,8 @@ architecture) and a search of further random architectures with intermediate eva
 
     spinenas search --preset demo --controller random --trials 20 --name es-pool --seed 17 \\
         --set 'proxy.eval_at_steps=[100,200,400]' --db runs/es-pool.db     # (--resume es-pool continues it)
+
+(its database as recorded, 20 trials in 80 minutes on 2 cores, is scripts/bench/results/es-pool.db, the default).
 
 **Replay** runs the real search driver (`nas.loop.SearchDriver`, its ASHA scheduler and its store, an SQLite file per
 search) on `ReplayRunner`, a `nas.runners.Runner` with a simulated clock: a submitted trial's reports and its end
@@ -40,13 +43,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import heapq
 import json
 import math
 import os
 import shutil
+import signal
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -691,13 +697,69 @@ def controllers(seeds: int, trials: int, out: Path, settings: Sequence[Mapping[s
     return doc
 
 
+# ------------------------------------------------------------------------------------------------ a real demo search
+DEMO_SEARCH = ("--preset", "demo", "--scheduler", "asha", "--rungs", "400", "--eta", "3", "--trials", "100")
+# make search (PPO, no scheduler, the same preset and seed: the same first proposals) from a fresh clone, README.
+MAKE_SEARCH = {"archs": 6, "best_ap": 0.469, "minutes": [28.3, 35.3], "dates": ["2026-12-01", "2026-12-02"],
+               "source": "README, Start here: make search from a fresh clone (the 6 trials of the demo preset)"}
+
+
+def run_demo(db: Path, name: str, minutes: float) -> float:
+    """Run the demo search with ASHA (`DEMO_SEARCH`) for `minutes`, then stop it as Ctrl-C does; its seconds."""
+    cmd = [sys.executable, "-m", "nas.cli", "search", *DEMO_SEARCH, "--name", name, "--db", str(db),
+           "--run-dir", str(db.with_suffix("")), "--top", "0", "--plain"]
+    start = time.monotonic()
+    with open(db.with_suffix(".log"), "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            proc.wait(timeout=minutes * 60)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGINT)  # the search stores what finished; the trial in flight is not counted
+            proc.wait(timeout=600)
+    return time.monotonic() - start
+
+
+def summarize_demo(db: Path, name: str, minutes: float) -> dict[str, Any]:
+    """What a real search evaluated in its first `minutes`, from its database (trials by their finish time)."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = con.execute(
+            'SELECT t."index", t.arch_key, t.status, t.reward, t.metrics, t.wall_s, t.started_at, t.finished_at FROM '
+            "trials t JOIN searches s ON s.id = t.search_id WHERE s.name = ? ORDER BY t.\"index\"", (name,)).fetchall()
+    finally:
+        con.close()
+    if not rows:
+        raise SystemExit(f"early_stopping.py demo: no search {name!r} in {db}")
+
+    def stamp(text: str | None) -> float | None:
+        return datetime.datetime.fromisoformat(text).timestamp() if text else None
+
+    start = min(stamp(r[6]) for r in rows if r[6])
+    trials = []
+    for index, key, status, reward, metrics, wall_s, _, finished in rows:
+        end = stamp(finished)
+        if status not in ("completed", "pruned") or end is None or end - start > minutes * 60:
+            continue
+        m = json.loads(metrics or "{}")
+        trials.append({"index": index, "key": key, "status": status, "ap": m.get("ap"), "reward": reward,
+                       "steps": m.get("steps"), "wall_s": wall_s, "finished_min": round((end - start) / 60, 2)})
+    completed = [t for t in trials if t["status"] == "completed"]
+    best = max(completed, key=lambda t: t["ap"], default=None)
+    return {"search": name, "minutes": minutes, "search_command": "spinenas search " + " ".join(DEMO_SEARCH) +
+            f" --name {name}, stopped by SIGINT after {minutes:g} minutes",
+            "archs_evaluated": len(trials), "completed": len(completed), "pruned": len(trials) - len(completed),
+            "best_ap": best["ap"] if best else None, "best_key": best["key"] if best else None,
+            "trial_s": sum(t["wall_s"] or 0.0 for t in trials), "trials": trials, "make_search": MAKE_SEARCH}
+
+
 # ------------------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("pool", help="the pool of real curves -> results/early-stopping-pool.json")
-    p.add_argument("--pool-db", type=Path, default=ROOT / "runs" / "es-pool.db",
-                   help="the database of the es-pool search (default runs/es-pool.db)")
+    p.add_argument("--pool-db", type=Path, default=RESULTS / "es-pool.db",
+                   help="the database of the es-pool search (default scripts/bench/results/es-pool.db, the one "
+                   "recorded on 2026-12-03)")
     r = sub.add_parser("replay", help="ASHA against full training on the pool")
     r.add_argument("--orders", type=int, default=20)
     r.add_argument("--seed", type=int, default=0, help="draws the orders")
@@ -709,7 +771,32 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--seeds", type=int, default=5)
     c.add_argument("--trials", type=int, default=2000, help="the budget: what this many full trials cost")
     c.add_argument("--out", type=Path, default=RESULTS / "early_stopping_controllers.json")
+    d = sub.add_parser("demo", help="a real demo search with ASHA for --minutes, then what it evaluated")
+    d.add_argument("--minutes", type=float, default=30.0)
+    d.add_argument("--db", type=Path, default=ROOT / "runs" / "asha-demo.db",
+                   help="its database (default runs/asha-demo.db; its run folder and log beside it)")
+    d.add_argument("--name", default="asha-demo")
+    d.add_argument("--summarize", action="store_true",
+                   help="do not run: summarize the search already in --db (e.g. one run by hand with the command "
+                   "in --help, stopped by Ctrl-C)")
+    d.add_argument("--out", type=Path, default=RESULTS / "early_stopping_demo.json")
     args = parser.parse_args(argv)
+    if args.what == "demo":
+        if args.summarize and not args.db.exists():
+            parser.error(f"no database at {args.db}: run without --summarize first")
+        if not args.summarize and args.db.exists():
+            parser.error(f"{args.db} exists: remove it, or add --summarize to read it")
+        if not args.summarize:
+            args.db.parent.mkdir(parents=True, exist_ok=True)
+            run_demo(args.db, args.name, args.minutes)
+        doc = {**provenance(__file__, argv), "machine": machine(), **summarize_demo(args.db, args.name, args.minutes)}
+        with open(args.out, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, indent=1)
+        print(f"{args.name}: {doc['archs_evaluated']} architectures in {args.minutes:g} min ({doc['completed']} "
+              f"completed, {doc['pruned']} pruned), best AP {doc['best_ap']}; make search: "
+              f"{MAKE_SEARCH['archs']} in {MAKE_SEARCH['minutes'][0]}-{MAKE_SEARCH['minutes'][1]} min, best AP "
+              f"{MAKE_SEARCH['best_ap']} -> {os.path.relpath(args.out, ROOT)}")
+        return 0
     if args.what == "pool":
         if not args.pool_db.exists():
             parser.error(f"no database at {args.pool_db}: run the es-pool search first (see --help)")

@@ -84,3 +84,36 @@ def test_a_budget_of_trial_seconds_stops_the_search_as_ctrl_c_does(bench):
     outcome, runner, trials = bench.run_search(cfg, bench.pool_source(pool), cost, budget_s=2.5 * full,
                                                pool=[r["arch"] for r in pool], order=range(6))
     assert outcome.interrupted and len(trials) == 3 and runner.spent() == pytest.approx(3 * full)
+
+
+def test_demo_summary_counts_what_finished_within_the_minutes(bench, tmp_path):
+    """The real demo search's summary: completed and pruned trials that finished in the window count; a trial after
+    it, a failed one and one still running do not; the best AP is a completed trial's."""
+    import datetime
+
+    import numpy as np
+
+    from results_db import NewTrial, ResultStore
+
+    space = SearchSpace("spinenet49")
+    db = tmp_path / "d.db"
+    t0 = datetime.datetime(2026, 12, 3, 7, 0, 0)
+    with ResultStore(str(db)) as s:
+        s.create_search("d", config={}, seed=0, controller="ppo", family="spinenet49")
+        decisions = [space.random(np.random.default_rng(i)) for i in range(5)]
+        keys = s.register_archs([space.decode(d) for d in decisions], family="spinenet49")
+        ids = s.add_trials("d", [NewTrial(k, d) for k, d in zip(keys, decisions)])
+        # (status, AP, minutes after the first start it finished): the last two never finish in the window.
+        plan = [("completed", 0.30, 4.0), ("pruned", 0.05, 6.0), ("completed", 0.45, 10.0), ("failed", None, 12.0),
+                ("completed", 0.60, 31.0)]
+        for tid, (status, ap, minutes) in zip(ids, plan):
+            s.start_trial(tid, started_at=t0)
+            metrics = {"ap": ap, "steps": 400.0 if status == "pruned" else 800.0} if ap is not None else None
+            s.finish_trial(tid, status=status, reward=ap, metrics=metrics, wall_s=60.0,
+                           error="boom" if status == "failed" else None,
+                           finished_at=t0 + datetime.timedelta(minutes=minutes))
+    doc = bench.summarize_demo(db, "d", 30.0)
+    assert (doc["archs_evaluated"], doc["completed"], doc["pruned"]) == (3, 2, 1)
+    assert doc["best_ap"] == pytest.approx(0.45) and doc["best_key"] == keys[2]
+    assert doc["trial_s"] == pytest.approx(180.0)
+    assert [t["finished_min"] for t in doc["trials"]] == [4.0, 6.0, 10.0]
