@@ -1,9 +1,8 @@
 """Runners: where a search's trials run. The driver talks to trials only through the `Runner` interface.
 
-| name | what | module |
-|---|---|---|
-| ``ray`` | Ray tasks on this machine or a cluster: warm worker processes, dead workers retried, reports by an actor | `nas.runners.ray_runner` |
-| ``local`` | child processes of the driver (or, with ``in_process``, the driver itself), no Ray | `nas.runners.local` |
+- ``ray`` (`nas.runners.ray_runner`): Ray tasks on this machine or a cluster; warm worker processes, dead workers
+  retried, reports by an actor.
+- ``local`` (`nas.runners.local`): child processes of the driver (or, with ``in_process``, the driver itself), no Ray.
 
 The registry names modules, imported when a runner is built, so choosing ``local`` never imports Ray.
 """

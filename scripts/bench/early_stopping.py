@@ -6,7 +6,7 @@ the controllers that learn from pruned trials.
     python scripts/bench/early_stopping.py replay              # ASHA against full training on the pool
     python scripts/bench/early_stopping.py shape               # surrogate curve settings matching the demo's rung taus
     python scripts/bench/early_stopping.py controllers         # PPO and evolution with and without ASHA (surrogate)
-    python scripts/bench/early_stopping.py demo [--minutes 30] # a real demo search with ASHA (rung 400) on this machine
+    python scripts/bench/early_stopping.py demo [--minutes 30] # a real demo search with ASHA on this machine
 
 **The pool** is every architecture trained to the demo's last step (800) with its AP at steps 100, 200, 400 and 800:
 the proxy-fidelity trainings of the demo calibration study (results/calibration-demo.db, the first seed of each
@@ -37,6 +37,15 @@ that each rung ranks 200 random architectures against a 4x-longer training with 
 calibration measured) through the same runner: without ASHA for 2,000 trials, then with ASHA until the same
 trial-seconds are spent; 5 seeds each. Reported: the final best reward (observed and noiseless) and the proposals
 evaluated.
+
+**The demo** runs the real thing on this machine, for `--minutes` after its first trial starts, then stops it as
+Ctrl-C does (the trial in flight is not counted):
+
+    spinenas search --preset demo --scheduler asha --rungs 400 --eta 3 --trials 100 --name asha-demo \
+        --db runs/asha-demo.db --run-dir runs/asha-demo --top 0 --plain
+
+Reported: the architectures it evaluated (completed and pruned trials finished in the window), its best AP, beside
+`make search`'s 6 architectures (PPO, no scheduler, the same seed and so the same first proposals; README figures).
 """
 
 from __future__ import annotations
@@ -699,56 +708,90 @@ def controllers(seeds: int, trials: int, out: Path, settings: Sequence[Mapping[s
 
 # ------------------------------------------------------------------------------------------------ a real demo search
 DEMO_SEARCH = ("--preset", "demo", "--scheduler", "asha", "--rungs", "400", "--eta", "3", "--trials", "100")
-# make search (PPO, no scheduler, the same preset and seed: the same first proposals) from a fresh clone, README.
-MAKE_SEARCH = {"archs": 6, "best_ap": 0.469, "minutes": [28.3, 35.3], "dates": ["2026-12-01", "2026-12-02"],
+# make search (PPO, no scheduler, the same preset and seed: the same first proposals) from a fresh clone, README:
+# its 6 trials' minutes (without setup and export) and its best AP.
+MAKE_SEARCH = {"archs": 6, "best_ap": 0.469, "trial_minutes": [27.7, 32.4], "dates": ["2026-12-01", "2026-12-02"],
                "source": "README, Start here: make search from a fresh clone (the 6 trials of the demo preset)"}
 
 
-def run_demo(db: Path, name: str, minutes: float) -> float:
-    """Run the demo search with ASHA (`DEMO_SEARCH`) for `minutes`, then stop it as Ctrl-C does; its seconds."""
+def run_demo(db: Path, name: str, minutes: float) -> dict[str, Any]:
+    """Run the demo search with ASHA (`DEMO_SEARCH`) for `minutes` after its first trial started (plus its start-up),
+    then stop it as Ctrl-C does; whatever happens, its process group (the driver and its Ray) is gone on return."""
     cmd = [sys.executable, "-m", "nas.cli", "search", *DEMO_SEARCH, "--name", name, "--db", str(db),
            "--run-dir", str(db.with_suffix("")), "--top", "0", "--plain"]
     start = time.monotonic()
     with open(db.with_suffix(".log"), "w", encoding="utf-8") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            proc.wait(timeout=minutes * 60)
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGINT)  # the search stores what finished; the trial in flight is not counted
-            proc.wait(timeout=600)
-    return time.monotonic() - start
+            # The search's start-up (Ray, the dataset) is not the trials' time: the window opens at the first start.
+            while proc.poll() is None and _first_start(db, name) is None:
+                time.sleep(5)
+            try:
+                proc.wait(timeout=minutes * 60 + 5)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGINT)  # the search stores what finished; the trial in flight is not counted
+                proc.wait(timeout=600)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+    if proc.returncode not in (0, 130):
+        raise SystemExit(f"early_stopping.py demo: the search exited with {proc.returncode}; see "
+                         f"{db.with_suffix('.log')}")
+    return {"returncode": proc.returncode, "run_s": round(time.monotonic() - start, 1)}
+
+
+def _first_start(db: Path, name: str) -> datetime.datetime | None:
+    if not db.exists():
+        return None
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            row = con.execute("SELECT MIN(t.started_at) FROM trials t JOIN searches s ON s.id = t.search_id "
+                              "WHERE s.name = ?", (name,)).fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:  # not yet created, or being created
+        return None
+    return datetime.datetime.fromisoformat(row[0]) if row and row[0] else None
 
 
 def summarize_demo(db: Path, name: str, minutes: float) -> dict[str, Any]:
-    """What a real search evaluated in its first `minutes`, from its database (trials by their finish time)."""
+    """What a real search evaluated in its first `minutes` of trials (from its first trial's start): the completed
+    and pruned trials that finished by then. A failed trial is counted apart (it cost time, evaluated nothing)."""
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         rows = con.execute(
-            'SELECT t."index", t.arch_key, t.status, t.reward, t.metrics, t.wall_s, t.started_at, t.finished_at FROM '
-            "trials t JOIN searches s ON s.id = t.search_id WHERE s.name = ? ORDER BY t.\"index\"", (name,)).fetchall()
+            'SELECT t."index", t.arch_key, t.status, t.reward, t.metrics, t.wall_s, t.finished_at FROM trials t '
+            'JOIN searches s ON s.id = t.search_id WHERE s.name = ? ORDER BY t."index"', (name,)).fetchall()
     finally:
         con.close()
-    if not rows:
-        raise SystemExit(f"early_stopping.py demo: no search {name!r} in {db}")
-
-    def stamp(text: str | None) -> float | None:
-        return datetime.datetime.fromisoformat(text).timestamp() if text else None
-
-    start = min(stamp(r[6]) for r in rows if r[6])
-    trials = []
-    for index, key, status, reward, metrics, wall_s, _, finished in rows:
-        end = stamp(finished)
-        if status not in ("completed", "pruned") or end is None or end - start > minutes * 60:
+    first = _first_start(db, name)
+    if first is None:
+        raise SystemExit(f"early_stopping.py demo: search {name!r} in {db} has no trial that started")
+    trials, failed = [], 0
+    for index, key, status, reward, metrics, wall_s, finished in rows:
+        # Both times are naive UTC as the store writes them: their difference needs no time zone.
+        elapsed = (datetime.datetime.fromisoformat(finished) - first).total_seconds() if finished else None
+        if elapsed is None or elapsed > minutes * 60:
+            continue
+        if status == "failed":
+            failed += 1
+        if status not in ("completed", "pruned"):
             continue
         m = json.loads(metrics or "{}")
         trials.append({"index": index, "key": key, "status": status, "ap": m.get("ap"), "reward": reward,
-                       "steps": m.get("steps"), "wall_s": wall_s, "finished_min": round((end - start) / 60, 2)})
+                       "steps": m.get("steps"), "wall_s": wall_s, "finished_min": round(elapsed / 60, 2)})
     completed = [t for t in trials if t["status"] == "completed"]
     best = max(completed, key=lambda t: t["ap"], default=None)
-    return {"search": name, "minutes": minutes, "search_command": "spinenas search " + " ".join(DEMO_SEARCH) +
-            f" --name {name}, stopped by SIGINT after {minutes:g} minutes",
+    return {"search": name, "minutes": minutes, "first_trial_start_utc": first.isoformat(),
+            "search_command": "spinenas search " + " ".join(DEMO_SEARCH) + f" --name {name}",
             "archs_evaluated": len(trials), "completed": len(completed), "pruned": len(trials) - len(completed),
-            "best_ap": best["ap"] if best else None, "best_key": best["key"] if best else None,
+            "failed": failed, "best_ap": best["ap"] if best else None, "best_key": best["key"] if best else None,
             "trial_s": sum(t["wall_s"] or 0.0 for t in trials), "trials": trials, "make_search": MAKE_SEARCH}
 
 
@@ -786,16 +829,19 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"no database at {args.db}: run without --summarize first")
         if not args.summarize and args.db.exists():
             parser.error(f"{args.db} exists: remove it, or add --summarize to read it")
+        ran = None
         if not args.summarize:
             args.db.parent.mkdir(parents=True, exist_ok=True)
-            run_demo(args.db, args.name, args.minutes)
-        doc = {**provenance(__file__, argv), "machine": machine(), **summarize_demo(args.db, args.name, args.minutes)}
+            ran = run_demo(args.db, args.name, args.minutes)
+        doc = {**provenance(__file__, argv), "machine": machine(), "run": ran,
+               **summarize_demo(args.db, args.name, args.minutes)}
         with open(args.out, "w", encoding="utf-8") as fh:
             json.dump(doc, fh, indent=1)
+        low, high = MAKE_SEARCH["trial_minutes"]
         print(f"{args.name}: {doc['archs_evaluated']} architectures in {args.minutes:g} min ({doc['completed']} "
-              f"completed, {doc['pruned']} pruned), best AP {doc['best_ap']}; make search: "
-              f"{MAKE_SEARCH['archs']} in {MAKE_SEARCH['minutes'][0]}-{MAKE_SEARCH['minutes'][1]} min, best AP "
-              f"{MAKE_SEARCH['best_ap']} -> {os.path.relpath(args.out, ROOT)}")
+              f"completed, {doc['pruned']} pruned, {doc['failed']} failed), best AP {doc['best_ap']}; make search: "
+              f"{MAKE_SEARCH['archs']} in {low}-{high} min, best AP {MAKE_SEARCH['best_ap']} -> "
+              f"{os.path.relpath(args.out, ROOT)}")
         return 0
     if args.what == "pool":
         if not args.pool_db.exists():

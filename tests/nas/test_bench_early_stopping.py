@@ -87,8 +87,8 @@ def test_a_budget_of_trial_seconds_stops_the_search_as_ctrl_c_does(bench):
 
 
 def test_demo_summary_counts_what_finished_within_the_minutes(bench, tmp_path):
-    """The real demo search's summary: completed and pruned trials that finished in the window count; a trial after
-    it, a failed one and one still running do not; the best AP is a completed trial's."""
+    """The real demo search's summary: completed and pruned trials that finished in the window count; one after it
+    and one still running do not, a failed one apart; the best AP is a completed trial's."""
     import datetime
 
     import numpy as np
@@ -100,12 +100,14 @@ def test_demo_summary_counts_what_finished_within_the_minutes(bench, tmp_path):
     t0 = datetime.datetime(2026, 12, 3, 7, 0, 0)
     with ResultStore(str(db)) as s:
         s.create_search("d", config={}, seed=0, controller="ppo", family="spinenet49")
-        decisions = [space.random(np.random.default_rng(i)) for i in range(5)]
+        decisions = [space.random(np.random.default_rng(i)) for i in range(6)]
         keys = s.register_archs([space.decode(d) for d in decisions], family="spinenet49")
         ids = s.add_trials("d", [NewTrial(k, d) for k, d in zip(keys, decisions)])
-        # (status, AP, minutes after the first start it finished): the last two never finish in the window.
+        # (status, AP, minutes after the first start it finished): a failed trial in the window is counted apart,
+        # one that completed after the window not at all; the sixth is still running.
         plan = [("completed", 0.30, 4.0), ("pruned", 0.05, 6.0), ("completed", 0.45, 10.0), ("failed", None, 12.0),
                 ("completed", 0.60, 31.0)]
+        s.start_trial(ids[5], started_at=t0 + datetime.timedelta(minutes=20))
         for tid, (status, ap, minutes) in zip(ids, plan):
             s.start_trial(tid, started_at=t0)
             metrics = {"ap": ap, "steps": 400.0 if status == "pruned" else 800.0} if ap is not None else None
@@ -113,7 +115,7 @@ def test_demo_summary_counts_what_finished_within_the_minutes(bench, tmp_path):
                            error="boom" if status == "failed" else None,
                            finished_at=t0 + datetime.timedelta(minutes=minutes))
     doc = bench.summarize_demo(db, "d", 30.0)
-    assert (doc["archs_evaluated"], doc["completed"], doc["pruned"]) == (3, 2, 1)
+    assert (doc["archs_evaluated"], doc["completed"], doc["pruned"], doc["failed"]) == (3, 2, 1, 1)
     assert doc["best_ap"] == pytest.approx(0.45) and doc["best_key"] == keys[2]
     assert doc["trial_s"] == pytest.approx(180.0)
     assert [t["finished_min"] for t in doc["trials"]] == [4.0, 6.0, 10.0]
