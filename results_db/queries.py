@@ -195,13 +195,12 @@ def trial_costs(ex: Executor) -> dict[int, tuple[float, int]]:
     database from before the steps were kept), not for every report of the database.
     """
     clause, params = _in("st", list(_TRAINED))
-    rows = []  # (search id, seconds, steps or None, trial id)
+    rows = []  # (search id, seconds, metrics, trial id)
     for tid, sid, metrics, wall_s in ex(
         f"SELECT id, search_id, metrics, wall_s FROM trials WHERE status IN {clause}", params
     ):
-        m = json.loads(metrics) if metrics else {}
-        rows.append((sid, float(wall_s or 0.0), trial_steps(m, None) if _counted_steps(m) else None, tid))
-    missing = [tid for _, _, steps, tid in rows if steps is None]
+        rows.append((sid, float(wall_s or 0.0), json.loads(metrics) if metrics else {}, tid))
+    missing = [tid for _, _, m, tid in rows if not _counted_steps(m)]
     last_step: dict[int, int] = {}
     for i in range(0, len(missing), _CHUNK):
         ids, ids_params = _in("t", missing[i:i + _CHUNK])
@@ -209,9 +208,9 @@ def trial_costs(ex: Executor) -> dict[int, tuple[float, int]]:
                             "GROUP BY trial_id", ids_params):
             last_step[tid] = step
     out: dict[int, tuple[float, int]] = {}
-    for sid, seconds, steps, tid in rows:
+    for sid, seconds, m, tid in rows:
         total_s, total_steps = out.get(sid, (0.0, 0))
-        out[sid] = (total_s + seconds, total_steps + (steps if steps is not None else int(last_step.get(tid) or 0)))
+        out[sid] = (total_s + seconds, total_steps + trial_steps(m, last_step.get(tid)))
     return out
 
 

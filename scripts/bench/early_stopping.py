@@ -766,15 +766,17 @@ def summarize_demo(db: Path, name: str, minutes: float) -> dict[str, Any]:
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         rows = con.execute(
-            'SELECT t."index", t.arch_key, t.status, t.reward, t.metrics, t.wall_s, t.finished_at FROM trials t '
-            'JOIN searches s ON s.id = t.search_id WHERE s.name = ? ORDER BY t."index"', (name,)).fetchall()
+            'SELECT t."index", t.arch_key, t.status, t.reward, t.metrics, t.wall_s, t.finished_at, t.started_at '
+            'FROM trials t JOIN searches s ON s.id = t.search_id WHERE s.name = ? ORDER BY t."index"',
+            (name,)).fetchall()
     finally:
         con.close()
-    first = _first_start(db, name)
-    if first is None:
+    starts = [datetime.datetime.fromisoformat(r[7]) for r in rows if r[7]]
+    if not starts:
         raise SystemExit(f"early_stopping.py demo: search {name!r} in {db} has no trial that started")
+    first = min(starts)
     trials, failed = [], 0
-    for index, key, status, reward, metrics, wall_s, finished in rows:
+    for index, key, status, reward, metrics, wall_s, finished, _ in rows:
         # Both times are naive UTC as the store writes them: their difference needs no time zone.
         elapsed = (datetime.datetime.fromisoformat(finished) - first).total_seconds() if finished else None
         if elapsed is None or elapsed > minutes * 60:

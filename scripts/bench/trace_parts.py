@@ -135,9 +135,9 @@ def main() -> int:
     firsts: dict[str, list[dict]] = {}
     for run in doc["runs"]:
         firsts.setdefault(run["config"], []).append(run["trials"][0])
-    doc["median_first_trial"] = {c: {k: statistics.median(r[k] for r in rows) for k in ("build_s", "trace_s",
-                                                                                         "eval_s", "step_s")}
-                                 for c, rows in firsts.items()}
+    doc["median_first_trial"] = {c: {k: statistics.median(t[k] for t in trials) for k in ("build_s", "trace_s",
+                                                                                           "eval_s", "step_s")}
+                                 for c, trials in firsts.items()}
     ref = doc["median_first_trial"].get("default")
     if ref:
         doc["against_default"] = {
