@@ -417,7 +417,7 @@ class CalibrationStudy(TrialLoop):
         metrics = {k: v for k, v in result.metrics.items() if v is None or math.isfinite(v)}
         self.store.finish_trial(item.trial_id, status=status, reward=float(ap) if ok else None, metrics=metrics,
                                 error=error, wall_s=result.wall_s, flops=result.flops, params=result.params,
-                                host=host, reports=self._take_reports(item))
+                                host=host, precision=result.precision, reports=self._take_reports(item))
         self.done += 1
         self.failed += not ok
         if ok and result.wall_s:

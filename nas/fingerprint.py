@@ -53,6 +53,10 @@ def score_settings(cfg: NasConfig) -> dict[str, Any]:
             out["proxy"]["data"] = _data_settings(to_dict(cfg.proxy.data), whole_synth=False)
     else:
         proxy = {k: v for k, v in to_dict(cfg.proxy).items() if k not in _PROXY_NON_SCORE}
+        if proxy.get("mixed_precision") == "float32":
+            # The default, and what every trial stored before the setting existed: left out, so their fingerprints
+            # stand. Another precision changes the scores (a little), so it gets fingerprints of its own.
+            del proxy["mixed_precision"]
         proxy["data"] = _data_settings(proxy["data"], whole_synth=True)
         out["proxy"] = proxy
         section = cfg.evaluator.get()

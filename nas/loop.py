@@ -83,7 +83,8 @@ def trial_spec(cfg: NasConfig, faults: Mapping[str, Any] | None = None, fault_di
         evaluator=cfg.evaluator.type,
         settings=to_dict(section) if section is not None else {},
         proxy=to_dict(trial_proxy(cfg)),
-        context={"family": s.family, "window": s.window or None, "search_seed": s.seed, "cpus": s.cpus_per_trial},
+        context={"family": s.family, "window": s.window or None, "search_seed": s.seed, "cpus": s.cpus_per_trial,
+                 "gpus": s.gpus_per_trial},
         faults=dict(faults or {}),
         fault_dir=fault_dir,
         log_path=log_path,
@@ -350,7 +351,7 @@ class SearchDriver(TrialLoop):
             self._final_rewards.append(reward)
         self.store.finish_trial(item.trial_id, status=status, reward=reward, metrics=metrics, error=error,
                                 wall_s=result.wall_s, flops=result.flops, params=result.params, host=host,
-                                reports=self._take_reports(item))
+                                precision=result.precision, reports=self._take_reports(item))
         self._feedback(item, reward)
         self._record(item, status, reward, result.wall_s, error)
         for other in self.waiting.pop(item.key, []):
@@ -370,7 +371,7 @@ class SearchDriver(TrialLoop):
         metrics.setdefault("steps", float(result.stopped_at))
         self.store.finish_trial(item.trial_id, status=TrialStatus.PRUNED, reward=reward, metrics=metrics,
                                 wall_s=result.wall_s, flops=result.flops, params=result.params, host=host,
-                                reports=self._take_reports(item))
+                                precision=result.precision, reports=self._take_reports(item))
         logger.info("[trial %d] pruned at step %d (rung reward %.4f, fed %.4f)", item.index, rung, rung_reward,
                     reward)
         self._feedback(item, reward)
@@ -581,12 +582,14 @@ def worker_calls(cfg: NasConfig) -> int:
     at most ``search.trials_per_worker`` in one process.
     """
     s = cfg.search
-    if not s.reuse_workers or (s.gpus_per_trial > 0 and _uses_tensorflow(cfg)):
+    if not s.reuse_workers or (s.gpus_per_trial > 0 and uses_tensorflow(cfg)):
         return 1
-    return s.trials_per_worker if _uses_tensorflow(cfg) else 0
+    return s.trials_per_worker if uses_tensorflow(cfg) else 0
 
 
-def _uses_tensorflow(cfg: NasConfig) -> bool:
+def uses_tensorflow(cfg: NasConfig) -> bool:
+    """Whether the config's evaluator trains with TensorFlow (its trials need processes, CPUs and GPUs of their
+    own)."""
     from proxy_task.evaluator import get_evaluator_entry
 
     return get_evaluator_entry(cfg.evaluator.type).uses_tensorflow

@@ -16,6 +16,8 @@ GENERATOR_VERSION = 1
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("cosine", "constant")
 NMS_VERSIONS = ("batched", "v1", "v2")
+# The values of `proxy.mixed_precision` (what each means: proxy_task.devices.choose_precision).
+PRECISIONS = ("auto", "float32", "float16", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +87,8 @@ class ProxyConfig:
       aug_rand_hflip: random horizontal flips in training.
       aug_scale_min: smallest random scale in training (1.0: no scale jitter).
       aug_scale_max: largest random scale in training.
-      nms_version: Model Garden's NMS ('batched' is fast on CPU with untrained models, 'v2' is its default).
+      nms_version: Model Garden's NMS ('batched' is fast on CPU with untrained models, 'v2' is its default and the
+        one mixed precision needs).
       pre_nms_top_k: candidate boxes per image before NMS.
       divergence_factor: the trial fails as diverged when the mean loss of its last tenth of steps exceeds this
         multiple of the mean loss of its first ten steps (a non-finite loss always fails it).
@@ -96,6 +99,10 @@ class ProxyConfig:
       threads: TF intra-op threads (0: every CPU the process may use).
       log_every: report the training loss, learning rate and images/s every this many steps (the trial's
         learning curve; a cooperative stop is honoured at these reports).
+      mixed_precision: 'float32', 'float16' (Keras mixed precision with Model Garden's dynamic loss scaling),
+        'bfloat16', or 'auto': decided inside the trial from the devices TensorFlow sees
+        (`proxy_task.devices.choose_precision`: float32 on CPUs, float16 on GPUs of compute capability 7.x such as
+        V100 and T4, bfloat16 on 8.0 and later such as A100, A10G and H100). The trial stores what it trained in.
       eval_at_steps: intermediate COCO evaluations on the whole proxy-val set at these steps (increasing, each
         below `train_steps`), reported with the curve; the final evaluation at `train_steps` always runs. They
         cost one evaluation each (about 12 s on the demo preset) and do not change the final AP.
@@ -131,6 +138,7 @@ class ProxyConfig:
     threads: int = 0
     log_every: int = 50
     eval_at_steps: tuple[int, ...] = ()
+    mixed_precision: str = "float32"
 
     def __post_init__(self) -> None:
         if self.image_size < 128 or self.image_size % 128:
@@ -153,6 +161,13 @@ class ProxyConfig:
             raise ValueError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.nms_version not in NMS_VERSIONS:
             raise ValueError(f"nms_version must be one of {list(NMS_VERSIONS)}, got {self.nms_version!r}")
+        if self.mixed_precision not in PRECISIONS:
+            raise ValueError(f"mixed_precision must be one of {list(PRECISIONS)}, got {self.mixed_precision!r}")
+        if self.mixed_precision != "float32" and self.nms_version == "batched":
+            # Model Garden's batched NMS (CombinedNonMaxSuppression) takes float32 scores only; its v2 NMS takes the
+            # model's float16/bfloat16 ones (checked: a trial in each trains and evaluates).
+            raise ValueError(f"mixed_precision={self.mixed_precision} needs nms_version 'v2' (the 'batched' NMS takes "
+                             "float32 scores only)")
         if self.activation not in ("relu", "swish"):
             raise ValueError(f"activation must be 'relu' or 'swish', got {self.activation!r}")
         if not self.learning_rate > 0:

@@ -60,6 +60,7 @@ class TrialContext:
       window: the space's parent window (None: no limit).
       search_seed: the search's seed (the surrogate draws its hidden optimum from it unless told otherwise).
       cpus: the CPUs the trial holds (TensorFlow's intra-op threads).
+      gpus: the GPUs it holds (``search.gpus_per_trial``; a fraction caps its share of GPU memory).
       label: tags the trial's log lines, e.g. 'trial 12'.
     """
 
@@ -67,6 +68,7 @@ class TrialContext:
     window: int | None = 5
     search_seed: int = 0
     cpus: float = 1.0
+    gpus: float = 0.0
     label: str = "trial"
 
 

@@ -23,6 +23,8 @@ class ProxyResult:
       error: None for a trial that finished, else a one-line reason (the traceback goes to the log).
       stopped_at: the step at which the trial was stopped by its runner (a cooperative stop: it returned what it
         had at that report), or None when it ran to its last step.
+      precision: what it trained in ('float32', 'float16', 'bfloat16': ``proxy.mixed_precision`` as the trial
+        decided it), or None when it did not get that far or its evaluator does not train.
     """
 
     metrics: Mapping[str, float]
@@ -31,6 +33,7 @@ class ProxyResult:
     wall_s: float = 0.0
     error: str | None = None
     stopped_at: int | None = None
+    precision: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -47,6 +50,7 @@ class ProxyResult:
             "wall_s": float(self.wall_s),
             "error": self.error,
             "stopped_at": self.stopped_at,
+            "precision": self.precision,
         }
 
     @classmethod
@@ -59,11 +63,12 @@ class ProxyResult:
             wall_s=float(d.get("wall_s", 0.0)),
             error=d.get("error"),
             stopped_at=d.get("stopped_at"),
+            precision=d.get("precision"),
         )
 
     def flat(self) -> dict[str, Any]:
         """One flat dict: the metrics next to params, flops, wall_s and error (`spinenas proxy run --json`)."""
         out: dict[str, Any] = {k: float(v) for k, v in self.metrics.items()}
         out.update(params=self.params, flops=self.flops, wall_s=round(float(self.wall_s), 3), error=self.error,
-                   stopped_at=self.stopped_at)
+                   stopped_at=self.stopped_at, precision=self.precision)
         return out

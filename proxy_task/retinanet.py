@@ -22,7 +22,8 @@ class RetinaNetEvaluator(Evaluator):
     """Scores an architecture by `proxy_task.trainer.run_trial`: a short RetinaNet training, then COCO AP.
 
     It has no settings section of its own: everything is in ``proxy.*``. The trial's seed replaces
-    ``proxy.seed`` and TensorFlow gets ``floor(context.cpus)`` intra-op threads (at least one).
+    ``proxy.seed``, TensorFlow gets ``floor(context.cpus)`` intra-op threads (at least one) and the trial's GPU share
+    (``context.gpus``) sets how it takes GPU memory.
 
     Example::
 
@@ -66,4 +67,5 @@ class RetinaNetEvaluator(Evaluator):
             logger.error("[%s] no dataset: %s", self._context.label, e)
             return ProxyResult(metrics={}, wall_s=time.time() - started,
                                error=f"{type(e).__name__}: {e}".splitlines()[0][:500])
-        return run_trial(arch, cfg, dataset, trial_label=self._context.label, report=report)
+        return run_trial(arch, cfg, dataset, trial_label=self._context.label, report=report,
+                         gpu_share=self._context.gpus)

@@ -88,6 +88,7 @@ def _release_tensorflow() -> None:
     import tf_keras
 
     tf_keras.backend.clear_session()
+    tf_keras.mixed_precision.set_global_policy("float32")
     registry = _custom_gradients()
     if registry is not None:
         for name in _custom_gradient_names() - _custom_gradients_before:
@@ -99,11 +100,21 @@ def _release_tensorflow() -> None:
         pass
 
 
-def configure_tensorflow(cfg: ProxyConfig) -> None:
-    """Thread pools, seeds and determinism: must run before TensorFlow executes its first op."""
+def configure_tensorflow(cfg: ProxyConfig, gpu_share: float = 0.0) -> None:
+    """Thread pools, GPU memory, seeds and determinism: must run before TensorFlow executes its first op.
+
+    Args:
+      cfg: the proxy settings (threads, seed).
+      gpu_share: the GPUs the trial holds (Ray's ``--gpus-per-trial``): below 1, each visible GPU's memory is capped
+        at that fraction; otherwise it grows as needed (`proxy_task.devices.configure_gpus`).
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
     import tf_keras
+
+    from proxy_task.devices import configure_gpus
+
+    configure_gpus(gpu_share)
 
     if cfg.threads:
         intra, inter = cfg.threads, max(1, min(2, cfg.threads))
@@ -140,8 +151,12 @@ def _deterministic_inputs(dataset: Any, cfg: ProxyConfig) -> Any:
     return dataset.with_options(options)
 
 
-def build_experiment(arch: ArchSpec, cfg: ProxyConfig, dataset: DatasetInfo) -> Any:
-    """The Model Garden experiment config of a proxy trial: ``retinanet_spinenet_nas_coco`` with overrides."""
+def build_experiment(arch: ArchSpec, cfg: ProxyConfig, dataset: DatasetInfo, precision: str = "float32") -> Any:
+    """The Model Garden experiment config of a proxy trial: ``retinanet_spinenet_nas_coco`` with overrides.
+
+    `precision` is the trial's chosen one (`proxy_task.devices.choose_precision`): the runtime's mixed-precision
+    dtype (float16 makes the task's optimizer a loss-scale optimizer) and the input pipelines' dtype, as Model
+    Garden's GPU and TPU configs pair them."""
     from proxy_task import builder
 
     exp = builder.get_experiment_config()
@@ -169,7 +184,7 @@ def build_experiment(arch: ArchSpec, cfg: ProxyConfig, dataset: DatasetInfo) -> 
         optimizer = {"type": "sgd", "sgd": {"momentum": 0.9, "clipnorm": cfg.clipnorm}}
     exp.override(
         {
-            "runtime": {"mixed_precision_dtype": "float32"},
+            "runtime": {"mixed_precision_dtype": precision},
             "task": {
                 "annotation_file": dataset.val_annotation_file,
                 "init_checkpoint": None,
@@ -185,7 +200,7 @@ def build_experiment(arch: ArchSpec, cfg: ProxyConfig, dataset: DatasetInfo) -> 
                     "input_path": dataset.train_pattern,
                     "global_batch_size": cfg.batch_size,
                     "is_training": True,
-                    "dtype": "float32",
+                    "dtype": precision,
                     "shuffle_buffer_size": min(10000, dataset.train_images),
                     "seed": cfg.seed,
                     "deterministic": cfg.deterministic,
@@ -196,7 +211,7 @@ def build_experiment(arch: ArchSpec, cfg: ProxyConfig, dataset: DatasetInfo) -> 
                     "input_path": dataset.val_pattern,
                     "global_batch_size": cfg.eval_batch_size,
                     "is_training": False,
-                    "dtype": "float32",
+                    "dtype": precision,
                     "drop_remainder": False,
                     "seed": cfg.seed,
                     "deterministic": cfg.deterministic,
@@ -262,12 +277,18 @@ class _TrialParts:
     train_iter: Any
 
 
-def _build_trial(arch: ArchSpec, cfg: ProxyConfig, dataset: DatasetInfo) -> _TrialParts:
-    """The experiment config, the task, the model (variables built), the optimizer (slots built), the train input."""
+def _build_trial(arch: ArchSpec, cfg: ProxyConfig, dataset: DatasetInfo, precision: str = "float32") -> _TrialParts:
+    """The experiment config, the task, the model (variables built), the optimizer (slots built), the train input.
+
+    The Keras policy of `precision` is set first, as Model Garden's ``official/vision/train.py`` does before it
+    builds the task's model."""
     import tensorflow as tf
     from official.core import task_factory
 
-    exp = build_experiment(arch, cfg, dataset)
+    from proxy_task.devices import set_precision_policy
+
+    set_precision_policy(precision)
+    exp = build_experiment(arch, cfg, dataset, precision)
     task = task_factory.get_task(exp.task)
     model = task.build_model()
     # One eager pass builds the head's lazily created variables, so the train step traces once.
@@ -504,6 +525,7 @@ def run_trial(
     *,
     trial_label: str = "trial",
     report: Reporter = no_report,
+    gpu_share: float = 0.0,
 ) -> ProxyResult:
     """Trains and evaluates one architecture; never raises for a failed trial (see `ProxyResult.error`).
 
@@ -530,6 +552,7 @@ def run_trial(
       dataset: a ready dataset (`proxy_task.data.ensure_dataset`).
       trial_label: tags the log lines, e.g. 'trial 12'.
       report: the `Reporter` of the learning curve (default: nobody watches).
+      gpu_share: the GPUs the trial holds (`configure_tensorflow`); the trial trains on one GPU when it sees any.
 
     Returns:
       The trial's `ProxyResult`.
@@ -542,25 +565,28 @@ def run_trial(
     params: int | None = None
     flops: int | None = None
     stopped_at: int | None = None
+    precision: str | None = None
     parts: Any = None
     evaluate: Any = None
     try:
         t0 = time.time()
         if not _released:
             _release_tensorflow()
-        configure_tensorflow(cfg)
+        configure_tensorflow(cfg, gpu_share)
         _custom_gradients_before = _custom_gradient_names()
         from official.core import task_factory  # noqa: F401 - timed here, not in build_s
 
         from proxy_task import builder  # noqa: F401 - registers the backbone and the experiment
+        from proxy_task.devices import choose_precision, visible_gpus
 
         metrics["import_s"] = time.time() - t0
 
         t0 = time.time()
-        parts = _build_trial(arch, cfg, dataset)
+        precision = choose_precision(cfg.mixed_precision, visible_gpus())
+        parts = _build_trial(arch, cfg, dataset, precision)
         params = int(parts.model.count_params())
         metrics["build_s"] = time.time() - t0
-        logger.info("[%s] built: %d params, %.1f s", trial_label, params, metrics["build_s"])
+        logger.info("[%s] built: %d params, %s, %.1f s", trial_label, params, precision, metrics["build_s"])
         # FLOPs from the spec (search_space.cost: Model Garden's profiler count, without its 7 s per trial). The
         # built model's own parameter count checks the analytic one; a difference means Model Garden builds
         # something the counter does not know, so its FLOPs are not trusted either.
@@ -604,7 +630,7 @@ def run_trial(
         logger.warning("[%s] could not release TensorFlow's state:\n%s", trial_label, traceback.format_exc())
     wall = time.time() - t_start
     return ProxyResult(metrics=metrics, flops=flops, params=params, wall_s=wall, error=error,
-                       stopped_at=stopped_at if error is None else None)
+                       stopped_at=stopped_at if error is None else None, precision=precision)
 
 
 def result_summary(result: ProxyResult) -> dict[str, Any]:

@@ -183,6 +183,9 @@ class TrialModel(BaseModel):
     # What the reward was measured under (see FINGERPRINT_LENGTH): only a result of the same fingerprint may be
     # reused for an arch. None for trials written before revision 0002 (until their search is backfilled).
     fingerprint: Mapped[str | None] = mapped_column(String(FINGERPRINT_LENGTH))
+    # What it trained in ('float32', 'float16', 'bfloat16'; `proxy.mixed_precision`), as the trial decided it. None
+    # for trials written before revision 0006 (float32, the only precision then) and for untrained ones.
+    precision: Mapped[str | None] = mapped_column(String(16))
 
 
 class TrialReportModel(BaseModel):

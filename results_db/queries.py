@@ -46,7 +46,7 @@ _SEARCH_COLUMNS = (
 _ARCH_COLUMNS = "a.key, a.spec_json, a.summary, a.family, a.flops, a.params, a.created_at"
 _TRIAL_COLUMNS = (
     't.id, s.name, t."index", t.arch_key, t.status, t.decisions, t.reward, t.metrics, t.error, t.attempt, t.host, '
-    "t.cached_from, t.created_at, t.started_at, t.finished_at, t.wall_s, t.finish_order, t.fingerprint"
+    "t.cached_from, t.created_at, t.started_at, t.finished_at, t.wall_s, t.finish_order, t.fingerprint, t.precision"
 )
 
 
@@ -99,7 +99,7 @@ def trial_record(row: Sequence[Any]) -> TrialRecord:
         decisions=tuple(json.loads(row[5])), reward=row[6], metrics=json.loads(row[7]) if row[7] else {},
         error=row[8], attempt=row[9], host=row[10], cached_from=row[11], created_at=_dt(row[12]),
         started_at=_dt(row[13]), finished_at=_dt(row[14]), wall_s=row[15], finish_order=row[16],
-        fingerprint=row[17],
+        fingerprint=row[17], precision=row[18],
     )  # fmt: skip
 
 

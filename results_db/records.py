@@ -114,6 +114,8 @@ class TrialRecord:
       finish_order: 1, 2, ... within the search, in completion order (None until finished).
       fingerprint: what its score was measured under (evaluator, score-changing proxy settings, reward
         function), as the search job computed it; None for a trial from before schema 0002 not backfilled yet.
+      precision: what it trained in ('float32', 'float16', 'bfloat16'); None for a trial that did not train or
+        from before schema 0006 (which trained in float32).
     """
 
     id: int
@@ -134,6 +136,7 @@ class TrialRecord:
     wall_s: float | None
     finish_order: int | None
     fingerprint: str | None
+    precision: str | None = None
 
     @property
     def ap(self) -> float | None:

@@ -107,7 +107,8 @@ def _finish_trial_statement() -> Any:
         .where(other.c.search_id == _TRIALS.c.search_id)
         .scalar_subquery()
     )
-    values = {c: bindparam(c) for c in ("status", "reward", "metrics", "error", "wall_s", "finished_at", "cached_from")}
+    values = {c: bindparam(c) for c in ("status", "reward", "metrics", "error", "wall_s", "finished_at", "cached_from",
+                                        "precision")}
     # The worker reports its host with the result; keep the start's host when it does not.
     host = func.coalesce(bindparam("host", type_=String), _TRIALS.c.host)
     return (
@@ -998,7 +999,7 @@ class ResultStore(ReadAPI):
                 conn.execute(_REPORTS.delete().where(_REPORTS.c.trial_id.in_(ids)))
                 conn.execute(_TRIALS.update().where(_TRIALS.c.id.in_(ids)).values(
                     status=TrialStatus.QUEUED, reward=None, metrics=None, error=None, wall_s=None, started_at=None,
-                    finished_at=None, host=None))
+                    finished_at=None, host=None, precision=None))
         return ids
 
     @staticmethod
@@ -1024,6 +1025,7 @@ class ResultStore(ReadAPI):
         params: int | None = None,
         cached_from: int | None = None,
         host: str | None = None,
+        precision: str | None = None,
         reports: Iterable[tuple[int, Mapping[str, Any]]] | None = None,
     ) -> None:
         """Records a trial's outcome, in one transaction: status, reward, metrics, error, times and the arch's cost.
@@ -1043,6 +1045,7 @@ class ResultStore(ReadAPI):
           flops, params: the proxy detector's cost; stored on the arch if it had none.
           cached_from: the trial whose result a cached trial reuses.
           host: the worker host that ran it (the host given to `start_trial` is kept when None).
+          precision: what it trained in (`ProxyResult.precision`), if it trained.
           reports: ``(step, metrics)`` pairs, as for `add_reports`; nothing is written if the finish fails.
 
         Raises:
@@ -1050,6 +1053,8 @@ class ResultStore(ReadAPI):
           (a NaN or infinite reward, an unknown status, a malformed report).
         """
         st = _check_status(status, _FINAL_STATUSES, "final status")
+        if precision is not None and (not isinstance(precision, str) or not 0 < len(precision) <= 16):
+            raise ValueError(f"precision must be a name of at most 16 characters or None, got {precision!r}")
         reward = _check_number(reward, "reward")
         wall_s = _check_number(wall_s, "wall_s")
         flops, params = _check_count(flops, "flops"), _check_count(params, "params")
@@ -1067,6 +1072,7 @@ class ResultStore(ReadAPI):
             "finished_at": finished_at or utcnow(),
             "cached_from": cached_from,
             "host": host,
+            "precision": precision,
         }
         with self._write_conn() as conn:
             if conn.execute(_FINISH_TRIAL, {"trial_id": trial_id, **values}).rowcount != 1:

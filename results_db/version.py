@@ -6,7 +6,7 @@ from results_db.errors import SchemaVersionError
 
 # Every Alembic revision in results_db/migrations/versions, oldest first; the last is the schema this code uses.
 # A test checks this tuple against the migrations, so telling "older" from "newer" needs no Alembic import.
-SCHEMA_HISTORY: tuple[str, ...] = ("0001", "0002", "0003", "0004", "0005")
+SCHEMA_HISTORY: tuple[str, ...] = ("0001", "0002", "0003", "0004", "0005", "0006")
 SCHEMA_VERSION = SCHEMA_HISTORY[-1]
 
 

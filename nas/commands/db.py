@@ -191,6 +191,7 @@ def _trial_json(t: TrialRecord) -> dict[str, Any]:
         "error": t.error,
         "attempt": t.attempt,
         "host": t.host,
+        "precision": t.precision,
         "wall_s": t.wall_s,
         "started_at": t.started_at.isoformat() if t.started_at else None,
         "finished_at": t.finished_at.isoformat() if t.finished_at else None,

@@ -325,8 +325,14 @@ def check_address(address: str) -> None:
 
 def check_machine(cfg: Any, args: argparse.Namespace) -> None:
     """Per-trial resources against this machine, before anything is created, when trials run here (no --address);
-    the local runner's other limits too; a cluster's address, that it answers."""
+    the local runner's other limits too; a cluster's address, that it answers. A trial's GPUs, for every runner."""
+    from nas.loop import uses_tensorflow
+
     s = cfg.search
+    if s.gpus_per_trial > 1 and uses_tensorflow(cfg):
+        # Ray would hand a trial GPUs it leaves idle.
+        raise UserError(f"--gpus-per-trial {s.gpus_per_trial:g}: a trial trains on one GPU (no multi-GPU strategy "
+                        "yet); give 1, or a fraction such as 0.5 to run two trials per GPU")
     if cfg.runner.type == "local":
         check_local_runner(cfg, args)
         return

@@ -58,7 +58,7 @@ def test_an_old_database_upgrades_and_its_search_resumes_and_finishes(tmp_path):
 
     up = spinenas("db", "upgrade", "--db", str(db), cwd=tmp_path)
     assert up.returncode == 0, up.stderr
-    assert "0001 -> 0005" in up.stdout and "fingerprints computed from the stored configs of 1 search" in up.stdout
+    assert "0001 -> 0006" in up.stdout and "fingerprints computed from the stored configs of 1 search" in up.stdout
 
     resumed = spinenas("search", "--resume", "old", "--runner", "local", "--db", str(db), "--run-dir",
                         str(tmp_path / "runs"), "--top", "0", cwd=tmp_path)

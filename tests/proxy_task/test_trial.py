@@ -111,8 +111,38 @@ def test_a_stopped_trial_returns_what_it_measured(tiny_dataset):
     # No final evaluation: the AP (and its eval_s) are the intermediate evaluation's at step 4.
     assert all(m[k] == recorder.reports[4][k] for k in AP_KEYS)
     assert result.ok and result.flops > 0 and result.params > 0
+    assert result.precision == "float32"  # the default, on any device
     for key in ("train_loss", "initial_loss", "images_per_s", "step_s", "train_s", "trace_s", "peak_rss_mb"):
         assert key in m, key
+
+
+@pytest.mark.parametrize("precision", ["float16", "bfloat16"])
+def test_mixed_precision_builds_in_its_dtype_and_trains(tiny_dataset, precision):
+    """As Model Garden's train.py sets it: the Keras policy before the model, the inputs in its dtype, float16 with
+    a loss-scale optimizer. On CPU (no tensor cores): correctness only, two steps and an evaluation."""
+    import tensorflow as tf
+    import tf_keras
+
+    from proxy_task.trainer import _build_trial, _release_tensorflow, run_trial
+
+    cfg = ProxyConfig(data=DataConfig(kind="dir", path=tiny_dataset.root), mixed_precision=precision,
+                      nms_version="v2", **{**TINY, "train_steps": 2, "warmup_steps": 0, "log_every": 1})
+    parts = _build_trial(SPINENET_49.canonical(), cfg, tiny_dataset, precision)
+    try:
+        assert parts.model.compute_dtype == precision and parts.model.variable_dtype == "float32"
+        assert parts.exp.runtime.mixed_precision_dtype == precision
+        assert parts.exp.task.train_data.dtype == precision
+        images, _ = next(parts.train_iter)
+        assert images.dtype == tf.as_dtype(precision)
+        scaled = isinstance(parts.optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
+        assert scaled == (precision == "float16")
+    finally:
+        del parts
+        _release_tensorflow()
+    result = run_trial(SPINENET_49.canonical(), cfg, tiny_dataset)
+    assert result.error is None, result.error
+    assert result.precision == precision and result.ok and math.isfinite(result.metrics["train_loss"])
+    assert tf_keras.mixed_precision.global_policy().name == "float32"  # a warm worker's next trial starts clean
 
 
 def test_an_evaluator_without_its_dataset_fails_as_data(tmp_path):

@@ -199,3 +199,32 @@ def test_a_downgrade_from_0005_keeps_pruned_trials_as_failed(tmp_path):
     with sqlite3.connect(path) as c:
         assert c.execute("SELECT status, error FROM trials").fetchall() == [("failed", "pruned: stopped at a rung")]
     assert upgrade(url) == ("0004", SCHEMA_VERSION)
+
+
+def test_a_0005_database_upgrades_to_0006_and_its_trials_read_without_a_precision(tmp_path):
+    """Revision 0006 adds trials.precision (nullable): older trials keep every field and read as None."""
+    from alembic import command
+
+    from results_db.migrate import alembic_config
+
+    path = tmp_path / "old.db"
+    url = "sqlite:///" + str(path)
+    with ResultStore(url) as store:
+        store.create_search("s")
+        key = store.register_arch(SPINENET_49)
+        [t] = store.add_trials("s", [(key, [1])])
+        store.finish_trial(t, status="completed", reward=0.3, metrics={"ap": 0.3}, host="w1")
+    command.downgrade(alembic_config(url), "0005")
+    with sqlite3.connect(path) as c:
+        assert "precision" not in [row[1] for row in c.execute("PRAGMA table_info(trials)")]
+    assert upgrade(url) == ("0005", SCHEMA_VERSION)
+    with ResultStore(url) as store:
+        [old] = store.trials("s")
+        assert (old.reward, old.host, dict(old.metrics), old.precision) == (0.3, "w1", {"ap": 0.3}, None)
+        [t2] = store.add_trials("s", [(key, [2])])
+        store.finish_trial(t2, status="completed", reward=0.31, precision="bfloat16")
+        assert store.get_trial(t2).precision == "bfloat16"
+        [t3] = store.add_trials("s", [(key, [3])])
+        with pytest.raises(ValueError, match="precision must be"):
+            store.finish_trial(t3, status="failed", precision="x" * 17)
+        assert store.get_trial(t3).status == "queued"  # a refused finish writes nothing

@@ -1,0 +1,156 @@
+"""A trial's devices: which precision it trains in, and how it takes its GPUs (TF-free choices, TF-side setup).
+
+`choose_precision` is the rule of ``proxy.mixed_precision``; `gpu_memory_limits` the rule of a fractional GPU
+share. Both are pure functions of what the trial sees, so they are tested on machines without a GPU.
+`configure_gpus` and `visible_gpus` apply them through TensorFlow, before its runtime starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+
+from proxy_task.config import PRECISIONS
+
+logger = logging.getLogger(__name__)
+
+# The Keras policy Model Garden's `performance.set_mixed_precision_policy` sets for each precision.
+_POLICIES = {"float32": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+
+
+def choose_precision(setting: str, gpus: Sequence[tuple[int, int] | None]) -> str:
+    """The precision a trial trains in: `setting` unless it is 'auto'.
+
+    'auto' follows the tensor cores of the trial's GPUs (their compute capabilities, `gpus`; None for one whose
+    capability TensorFlow does not report):
+
+    - no GPU (a CPU trial): float32 (mixed precision was measured not to pay on the CPUs here: the SpineNet-49
+      proxy's step 0.125 s in float32, 0.133 s in mixed_bfloat16);
+    - every GPU at compute capability 8.0 or later (A100, A10G, L4, H100): bfloat16, which needs no loss scaling;
+    - otherwise, every GPU at 7.0 or later (V100, T4): float16, with Model Garden's dynamic loss scaling;
+    - older GPUs (P100, K80: no tensor cores) or an unknown capability: float32.
+
+    Raises:
+      ValueError: an unknown setting.
+    """
+    if setting not in PRECISIONS:
+        raise ValueError(f"mixed_precision must be one of {list(PRECISIONS)}, got {setting!r}")
+    if setting != "auto":
+        return setting
+    if not gpus:
+        return "float32"
+    if any(cc is None for cc in gpus):
+        return "float32"
+    lowest = min(tuple(cc) for cc in gpus if cc is not None)
+    if lowest >= (8, 0):
+        return "bfloat16"
+    if lowest >= (7, 0):
+        return "float16"
+    return "float32"
+
+
+def keras_policy(precision: str) -> str:
+    """The Keras mixed-precision policy name of a chosen precision ('float16' -> 'mixed_float16')."""
+    return _POLICIES[precision]
+
+
+def gpu_memory_limits(share: float, totals_mb: Sequence[int | None]) -> list[int | None]:
+    """The memory cap of each visible GPU for a trial holding `share` of a GPU (Ray's ``--gpus-per-trial``).
+
+    A whole GPU or more (or no share given): no cap, each process grows its use as it needs it (memory growth).
+    A fraction (0.5: two trials per GPU): that fraction of each GPU's memory, so two trials cannot starve each
+    other; None where a GPU's total is unknown (then it gets memory growth only).
+
+    Raises:
+      ValueError: a negative share.
+    """
+    if share < 0:
+        raise ValueError(f"a GPU share must be >= 0, got {share}")
+    if share == 0 or share >= 1:
+        return [None] * len(totals_mb)
+    return [None if total is None else max(1, int(total * share)) for total in totals_mb]
+
+
+def gpu_totals_mb(count: int) -> list[int | None]:
+    """Total memory (MiB) of the process's visible GPUs, in TensorFlow's order, from ``nvidia-smi``; None for each
+    when it cannot tell (no nvidia-smi, another vendor). Honours CUDA_VISIBLE_DEVICES (Ray sets it per trial)."""
+    if count == 0:
+        return []
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return [None] * count
+    try:
+        out = subprocess.run([exe, "--query-gpu=index,memory.total", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return [None] * count
+    return parse_gpu_totals(out, os.environ.get("CUDA_VISIBLE_DEVICES"), count)
+
+
+def parse_gpu_totals(nvidia_smi_csv: str, visible: str | None, count: int) -> list[int | None]:
+    """`gpu_totals_mb` from the text of ``nvidia-smi --query-gpu=index,memory.total --format=csv,noheader,nounits``
+    and CUDA_VISIBLE_DEVICES (indices; None or empty: every GPU in order)."""
+    totals: dict[str, int] = {}
+    for line in nvidia_smi_csv.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+            totals[parts[0]] = int(parts[1])
+    order = [v.strip() for v in visible.split(",")] if visible else sorted(totals, key=int)
+    out = [totals.get(i) for i in order][:count]
+    return out + [None] * (count - len(out))
+
+
+def visible_gpus() -> list[tuple[int, int] | None]:
+    """The compute capability of each GPU TensorFlow sees (None where it does not say); [] on a CPU machine."""
+    import tensorflow as tf
+
+    out: list[tuple[int, int] | None] = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            cc = tf.config.experimental.get_device_details(gpu).get("compute_capability")
+        except (RuntimeError, ValueError):
+            cc = None
+        out.append(tuple(cc) if cc else None)  # type: ignore[arg-type]
+    return out
+
+
+def configure_gpus(share: float) -> None:
+    """Memory growth on every visible GPU, or each capped at `share` of its memory (`gpu_memory_limits`).
+
+    Must run before TensorFlow's runtime starts; in a process whose runtime is up already (a warm worker's later
+    trial) the first trial's setting stands. No-op without GPUs.
+    """
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return
+    limits = gpu_memory_limits(share, gpu_totals_mb(len(gpus)))
+    for gpu, limit in zip(gpus, limits):
+        try:
+            if limit is None:
+                tf.config.experimental.set_memory_growth(gpu, True)
+            else:
+                tf.config.set_logical_device_configuration(gpu, [tf.config.LogicalDeviceConfiguration(
+                    memory_limit=limit)])
+        except (RuntimeError, ValueError) as e:  # the runtime is up: this process's first setting stands
+            logger.debug("GPU %s left as it is: %s", gpu.name, e)
+    logger.info("GPUs: %s", ", ".join(f"{g.name} ({'growth' if lim is None else f'{lim} MiB cap'})"
+                                      for g, lim in zip(gpus, limits)))
+
+
+def set_precision_policy(precision: str) -> None:
+    """The global Keras policy of a trial, set as Model Garden's ``official/vision/train.py`` sets it
+    (`performance.set_mixed_precision_policy`), before the model is built. float32 resets it, so a warm worker's
+    next trial never inherits the previous one's."""
+    import tensorflow as tf
+    from official.modeling import performance
+
+    performance.set_mixed_precision_policy(tf.as_dtype(precision))
+
+
+__all__ = ["PRECISIONS", "choose_precision", "configure_gpus", "gpu_memory_limits", "keras_policy",
+           "parse_gpu_totals", "set_precision_policy", "visible_gpus"]
