@@ -123,6 +123,10 @@ class PlannedTrial:
     seed: int
 
 
+# A pooled seed std below this is no seed noise (APs agree to float residue): no spread/noise ratio is given.
+NO_NOISE = 1e-9
+
+
 def poor_arch() -> ArchSpec:
     """SpineNet-49 with every intermediate block at level 7: the outputs see almost no spatial detail."""
     base = SPINENET_49.canonical()
@@ -531,7 +535,8 @@ def analyze(study: Study, trials: Sequence[Any], reports: Mapping[int, Sequence[
             "candidates": [{"name": study.candidates[j].name, **n.to_dict()} for j, n in variance],
             "pooled_std": pooled,
             "spread": spread,
-            "spread_over_noise": spread / pooled if spread is not None and pooled else None,
+            # None also when the seeds agree (a pooled std that is float residue, e.g. the noiseless surrogate).
+            "spread_over_noise": spread / pooled if spread is not None and pooled and pooled > NO_NOISE else None,
             "cv_target": CV_TARGET,
             "cv_ok": None if not variance or any(cv is None for cv in cvs) else all(cv <= CV_TARGET for cv in cvs),
         },

@@ -57,6 +57,25 @@ _trials_started = 0
 _released = True
 
 
+# glibc malloc arenas of a process that runs trials (`_cap_malloc_arenas`). glibc's default, 8 per core, let a warm
+# worker's RSS grow by 10-30 MB a trial after everything Python and TensorFlow hold was released (the same
+# architecture trained again and again: no Python object and no function more): freed memory stayed scattered over
+# the arenas of TensorFlow's many threads. With 2 the growth fell to ~5 MB a trial (scripts/bench/proxy.py).
+MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8  # glibc's mallopt parameter number
+
+
+def _cap_malloc_arenas() -> None:
+    """Caps glibc's malloc arenas at `MALLOC_ARENAS` before TensorFlow starts its threads (first trial of a process;
+    the MALLOC_ARENA_MAX environment variable, when set, is left to decide). No-op without glibc."""
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return
+    try:
+        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def _custom_gradients() -> dict[str, Any] | None:
     """TensorFlow's registry of graph-mode gradient functions, or None where this TensorFlow has no such registry.
 
@@ -562,6 +581,8 @@ def run_trial(
     _trials_started += 1
     # 1 in a fresh process; n: the n-th trial of a warm worker (its import_s is then ~0).
     metrics: dict[str, float] = {"worker_trial": float(_trials_started)}
+    if _trials_started == 1:
+        _cap_malloc_arenas()
     params: int | None = None
     flops: int | None = None
     stopped_at: int | None = None

@@ -273,7 +273,10 @@ def _print_study(name: str, d: dict[str, Any]) -> None:
         print_table(("candidate", "APs", "mean", "std", "CV"),
                     [(c["name"], " ".join(f"{x:.3f}" for x in c["aps"]), _f(c["mean"]), _f(c["std"]), _f(c["cv"], 2))
                      for c in v["candidates"]])
-        ratio = f" ({v['spread_over_noise']:.1f}x the seed std)" if v["spread_over_noise"] is not None else ""
+        if v["spread_over_noise"] is not None:
+            ratio = f" ({v['spread_over_noise']:.1f}x the seed std)"
+        else:
+            ratio = " (no seed noise)" if v["pooled_std"] is not None and v["spread"] is not None else ""
         print(f"pooled seed std {_f(v['pooled_std'])}; spread of the candidates' proxy AP {_f(v['spread'])}{ratio}")
     print("\ncandidates (AP at each rung, and at the reference):")
     print_table(("candidate", "key", *map(str, s["rungs"]), "reference"),

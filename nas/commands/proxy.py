@@ -1,4 +1,5 @@
-"""`spinenas data synth|coco` and `spinenas proxy run`: the proxy task's data and one trial from the shell."""
+"""`spinenas data synth|coco`, `spinenas proxy run` and `proxy cost`: the proxy task's data, one trial from the shell,
+and what trials cost."""
 
 from __future__ import annotations
 
@@ -149,6 +150,71 @@ def _cmd_proxy_run(args: argparse.Namespace) -> int:
     return 0 if result.error is None else 1
 
 
+def cost_rows(cfg: Any, devices: list[str], *, arch: Any, gpus: int = 1) -> list[dict[str, Any]]:
+    """`spinenas proxy cost`'s rows: one trial of `cfg`'s proxy on each device, and its search's device-hours."""
+    from nas.trial_cost import DEVICES, proxy_trial_cost
+    from proxy_task.data import num_classes_of
+
+    proxy = cfg.proxy
+    try:
+        flops = proxy.cost(arch, num_classes_of(proxy.data)).flops
+    except ValueError as e:  # a stem the builder does not build
+        raise UserError(str(e)) from None
+    per_trial = gpus if gpus > 1 else max(cfg.search.gpus_per_trial, 1.0)
+    rows = []
+    for name in devices:
+        device = DEVICES[name]
+        c = proxy_trial_cost(proxy, device, flops=flops, eval_images=proxy.data.val_images, gpus=gpus)
+        trial_h = c.total_s / 3600.0
+        rows.append({
+            "device": name, "label": device.label, "measured": device.measured, "source": device.source,
+            "precision": c.precision, "gpus": gpus, "flops": flops, "image_size": proxy.image_size,
+            "batch_size": proxy.batch_size, "train_steps": proxy.train_steps,
+            "setup_s": c.setup_s, "train_s": c.train_s, "eval_s": c.eval_s, "trial_s": c.total_s,
+            "trial_hours": trial_h, "trials": cfg.search.trials,
+            # CPU rows: machine-hours of this 2-core machine; GPU rows: GPU-hours (a trial holds `per_trial`).
+            "search_device_hours": trial_h * cfg.search.trials * (1.0 if name == "cpu" else per_trial),
+            "search_wall_hours": trial_h * cfg.search.trials / max(1, cfg.search.workers),
+        })
+    return rows
+
+
+def _cmd_proxy_cost(args: argparse.Namespace) -> int:
+    from nas.commands.common import load_arch_or_exit
+    from nas.trial_cost import DEVICES
+
+    if args.gpus < 1:
+        raise UserError(f"--gpus must be at least 1, got {args.gpus}")
+    devices = list(DEVICES) if args.device == "all" else [args.device]
+    arch = load_arch_or_exit(args.arch)
+    cfg = load_config(args.preset, list(args.set or []))
+    rows = cost_rows(cfg, devices, arch=arch, gpus=args.gpus)
+    if args.json:
+        print(json.dumps({"preset": args.preset, "arch": arch.key, "rows": rows}, indent=2))
+        return 0
+    r0 = rows[0]
+    print(f"a trial of preset {args.preset} ({args.arch}, {r0['flops'] / 1e9:.2f} G multiply-adds per image at "
+          f"{r0['image_size']} px): {r0['train_steps']:,} steps of batch {r0['batch_size']}, "
+          f"{cfg.search.trials:,} trials on {cfg.search.workers} workers")
+    table = [(r["device"], r["precision"], f"{r['setup_s']:.0f}", f"{r['train_s']:,.0f}", f"{r['eval_s']:,.0f}",
+              _hours(r["trial_hours"]), f"{r['search_device_hours']:,.0f}", _hours(r["search_wall_hours"]),
+              "measured" if r["measured"] else "estimate") for r in rows]
+    print_table(("device", "precision", "setup s", "train s", "eval s", "trial", "search device-h", "search wall",
+                 "kind"), table)
+    if any(not r["measured"] for r in rows):
+        from nas.trial_cost import GPU_UTILIZATION
+
+        print(f"GPU rows are estimates, never run on a GPU: published dense peaks x {GPU_UTILIZATION:.1%} (the share "
+              "Vertex AI's 512-px SpineNet proxy sustained on V100s), the CPU's setup and COCO work; a lower bound "
+              "(Vertex's 384-px proxy took 10x the model's time). CPU: fitted here on SpineNet-49 at 128 px "
+              "(scripts/bench/trial_cost.py).")
+    return 0
+
+
+def _hours(h: float) -> str:
+    return f"{h * 60:.1f} min" if h < 1 else f"{int(h)}h{round((h - int(h)) * 60):02d}m"
+
+
 def _curve_line(step: int, steps: int, metrics: Any) -> str:
     """One report of a trial as a progress line: 'HH:MM:SS step 40/450 loss 1.2345 lr 0.00187 ... AP 0.1234'."""
     parts = [time.strftime("%H:%M:%S"), f"step {step}/{steps}"]
@@ -250,3 +316,24 @@ def register(sub: Any) -> None:
                    help="override a config key, e.g. --set proxy.learning_rate=0.001 (repeatable)")
     q.add_argument("--json", action="store_true", help="print the result as one JSON object")
     q.set_defaults(func=_cmd_proxy_run)
+
+    q = proxy_sub.add_parser(
+        "cost",
+        help="predict what a preset's trials cost on a CPU or GPU (a FLOPs model; no TensorFlow)",
+        description="Predict one proxy trial's seconds and a search's device-hours from the detector's FLOPs "
+        "(counted from the spec): training steps at the device's sustained FLOP/s at the trial's precision "
+        "(proxy.mixed_precision, 'auto' decided per device), evaluations, and the setup (import, build, trace). "
+        "The CPU row is fitted on these machines (SpineNet-49 at 128 px) and checked on held-out architectures "
+        "and sizes (scripts/bench/trial_cost.py); GPU rows are estimates from published peaks, never run here.",
+    )
+    q.add_argument("--preset", default="demo", help="demo (default), paper, vertex-gpu, or a YAML file")
+    q.add_argument("--device", default="all", choices=["all", "cpu", "v100", "a10g", "a100", "h100"],
+                   help="one device, or all of them (default)")
+    q.add_argument("--arch", default="spinenet-49", help="the architecture costed (default spinenet-49; a search's "
+                   "architectures differ in FLOPs by about +-20%%)")
+    q.add_argument("--gpus", type=int, default=1, help="GPUs a trial would train on, at linear scaling (trials "
+                   "here train on one; e.g. 2 to compare with Vertex AI's 2-V100 proxy)")
+    q.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set proxy.image_size=512 (repeatable)")
+    q.add_argument("--json", action="store_true", help="print the rows as JSON")
+    q.set_defaults(func=_cmd_proxy_cost)

@@ -18,9 +18,7 @@ skips the trials already there). Heavy runs take the shared CPU lock /tmp/spinen
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import math
 import os
 import platform
 import subprocess
@@ -33,17 +31,12 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
+from nas.calibration import poor_arch  # noqa: E402
+from nas.calibration_stats import pooled_std, seed_noise  # noqa: E402
 from search_space import SPINENET_49, ArchSpec, SearchSpace  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "scripts", "bench", "results", "reward_signal.json")
 LOCK = "/tmp/spinenas-cpu.lock"
-
-
-def poor_arch() -> ArchSpec:
-    """SpineNet-49 with every intermediate block at level 7: the outputs see almost no spatial detail."""
-    base = SPINENET_49.canonical()
-    blocks = tuple(b if b.is_output else dataclasses.replace(b, level=7) for b in base.blocks)
-    return ArchSpec(blocks=blocks, stem=base.stem)
 
 
 def archs(n_random: int, seed: int) -> dict[str, ArchSpec]:
@@ -75,20 +68,21 @@ def run_trial(arch: ArchSpec, seed: int, preset: str, overrides: list[str]) -> d
 
 
 def summarize(runs: list[dict], names: list[str]) -> dict:
+    """Per-architecture seed noise and the pooled seed std, as `spinenas calibrate` computes them
+    (`nas.calibration_stats.seed_noise`, `pooled_std`), and the spread of the architectures' means against it."""
     per_arch = {}
-    variances = []
+    noises = []
     for name in names:
         aps = [r["ap"] for r in runs if r["arch"] == name and not r.get("repeat") and r.get("ap") is not None
                and r.get("error") is None]
         if not aps:
             continue
-        mean = float(np.mean(aps))
-        std = float(np.std(aps, ddof=1)) if len(aps) > 1 else float("nan")
-        per_arch[name] = {"aps": aps, "mean": mean, "std": std}
-        if len(aps) > 1:
-            variances.append(std**2)
+        noise = seed_noise(aps)
+        noises.append(noise)
+        per_arch[name] = {"aps": aps, "mean": noise.mean, "std": noise.std if noise.std is not None else float("nan")}
     means = [v["mean"] for v in per_arch.values()]
-    seed_std = math.sqrt(float(np.mean(variances))) if variances else float("nan")
+    seed_std = pooled_std(noises)
+    seed_std = float("nan") if seed_std is None else seed_std
     spread = max(means) - min(means) if means else float("nan")
     summary = {
         "per_arch": per_arch,

@@ -1,0 +1,171 @@
+#!/usr/bin/env python
+"""The trial-cost model's CPU constants, fitted and checked (issue 18): `nas.trial_cost`.
+
+1. Fit: one fresh `spinenas proxy run` of SpineNet-49 at 128 px (the demo preset, `--steps` steps, an evaluation
+   at half of them): the sustained FLOP/s of its steady step, its setup (import, build, trace), the host's work per
+   evaluated image and the first evaluation's one-off part (`nas.trial_cost.fit_cpu`).
+2. Check: the same schedule on held-out architectures (random specs of the spinenet49 family, seeded) at 128 px
+   and at larger sizes (`--sizes`), each in a fresh process: predicted against measured trial seconds. Target:
+   within 20% on every one.
+3. The step time of the 20 random architectures of `results/es-pool.db` (full demo trials of another day),
+   predicted from their FLOPs with the fitted rate: how far the FLOPs alone explain an architecture's step.
+
+    python scripts/bench/trial_cost.py [--steps 200] [--random 3] [--sizes 256] [--large-random 1] [--note TEXT]
+
+Writes scripts/bench/results/trial_cost.json and prints the table. Every TF process takes the shared CPU lock; run
+it on an otherwise idle machine (it is a timing benchmark).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+
+from nas import trial_cost  # noqa: E402
+from scripts.bench.common import machine, provenance, versions  # noqa: E402
+from search_space import SPINENET_49, ArchSpec, SearchSpace  # noqa: E402
+
+RESULTS = os.path.join(ROOT, "scripts", "bench", "results", "trial_cost.json")
+POOL_DB = os.path.join(ROOT, "scripts", "bench", "results", "es-pool.db")
+LOCK = "/tmp/spinenas-cpu.lock"
+VAL_IMAGES = 300  # the demo's proxy-val split
+BATCH = 8
+
+
+def proxy_run(arch: ArchSpec, *, steps: int, image_size: int) -> dict:
+    """One fresh `spinenas proxy run --json` of `arch`: its flat result (curve included) and the process's seconds."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
+        fh.write(arch.to_json())
+        path = fh.name
+    cmd = ["flock", LOCK, sys.executable, "-m", "nas.cli", "proxy", "run", "--arch", path, "--preset", "demo",
+           "--steps", str(steps), "--set", f"proxy.eval_at_steps=[{steps // 2}]", "--set",
+           f"proxy.image_size={image_size}", "--json"]
+    t0 = time.time()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    finally:
+        os.unlink(path)
+    if proc.returncode != 0:
+        raise SystemExit(f"proxy run failed ({arch.key}, {image_size} px):\n{proc.stderr[-3000:]}")
+    out = json.loads(proc.stdout[proc.stdout.index("{"):])
+    out["process_s"] = time.time() - t0
+    return out
+
+
+def measured_parts(run: dict) -> dict:
+    """A run's parts as the model splits them: setup, training, first and last evaluation, and the whole trial."""
+    evals = [p["eval_s"] for p in run.get("curve", []) if "eval_s" in p]
+    first, last = (evals[0], evals[-1]) if len(evals) >= 2 else (run["eval_s"], run["eval_s"])
+    return {"setup_s": run["import_s"] + run["build_s"] + run["trace_s"], "step_s": run["step_s"],
+            "train_s": run["train_s"], "first_eval_s": first, "later_eval_s": last, "trial_s": run["wall_s"],
+            "evaluations": len(evals)}
+
+
+def pool_steps(device: trial_cost.Device) -> list[dict]:
+    """Predicted against measured step seconds of the es-pool search's completed trials."""
+    con = sqlite3.connect(f"file:{POOL_DB}?mode=ro", uri=True)
+    try:
+        rows = con.execute("SELECT t.arch_key, t.metrics, a.flops FROM trials t JOIN archs a ON a.key = t.arch_key "
+                           "WHERE t.status = 'completed' ORDER BY t.id").fetchall()
+    finally:
+        con.close()
+    out = []
+    for key, metrics, flops in rows:
+        step = json.loads(metrics)["step_s"]
+        predicted = 6.0 * flops * BATCH / device.rate("float32")
+        out.append({"key": key, "flops": flops, "measured_step_s": step, "predicted_step_s": predicted,
+                    "error": trial_cost.relative_error(predicted, step)})
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=200, help="training steps of every run (evaluated at half)")
+    parser.add_argument("--random", type=int, default=3, help="held-out random architectures at 128 px")
+    parser.add_argument("--sizes", default="256", help="larger image sizes checked (comma-separated)")
+    parser.add_argument("--large-random", type=int, default=1, help="random architectures at each larger size "
+                        "(besides SpineNet-49)")
+    parser.add_argument("--seed", type=int, default=18, help="seed of the random architectures")
+    parser.add_argument("--note", default="")
+    parser.add_argument("--out", default=RESULTS)
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+
+    head = {**provenance(__file__, argv), "note": args.note, "machine": machine(**versions())}
+    space = SearchSpace("spinenet49")
+    rng = np.random.default_rng(args.seed)
+    randoms = [space.decode(space.random(rng)) for _ in range(max(args.random, args.large_random))]
+    plan = [("spinenet-49", SPINENET_49.canonical(), 128)]
+    plan += [(f"random {i}", a, 128) for i, a in enumerate(randoms[:args.random])]
+    for size in sizes:
+        plan.append(("spinenet-49", SPINENET_49.canonical(), size))
+        plan += [(f"random {i}", a, size) for i, a in enumerate(randoms[:args.large_random])]
+
+    runs = []
+    for name, arch, size in plan:
+        print(f"{name} ({arch.key}) at {size} px: {args.steps} steps ...", flush=True)
+        r = proxy_run(arch, steps=args.steps, image_size=size)
+        runs.append({"name": name, "key": arch.key, "image_size": size, "flops": r["flops"],
+                     "measured": measured_parts(r), "ap": r.get("ap")})
+
+    ref = runs[0]
+    m = ref["measured"]
+    fitted = trial_cost.fit_cpu(flops=ref["flops"], batch_size=BATCH, step_s=m["step_s"], setup_s=m["setup_s"],
+                                first_eval_s=m["first_eval_s"], later_eval_s=m["later_eval_s"],
+                                eval_images=VAL_IMAGES, source="SpineNet-49 at 128 px")
+    for run in runs:
+        p = trial_cost.predict(fitted, flops=run["flops"], batch_size=BATCH, train_steps=args.steps,
+                               eval_images=VAL_IMAGES, evaluations=run["measured"]["evaluations"])
+        run["predicted"] = {"setup_s": p.setup_s, "train_s": p.train_s, "eval_s": p.eval_s, "trial_s": p.total_s,
+                            "step_s": p.train_s / args.steps}
+        run["error"] = trial_cost.relative_error(p.total_s, run["measured"]["trial_s"])
+        run["step_error"] = trial_cost.relative_error(run["predicted"]["step_s"], run["measured"]["step_s"])
+    held = runs[1:]
+    pool = pool_steps(fitted) if os.path.exists(POOL_DB) else []
+    result = {
+        **head,
+        "steps": args.steps,
+        "fit": {"train_flops_per_s": fitted.train_flops_per_s["float32"], "setup_s": fitted.setup_s,
+                "first_eval_s": fitted.first_eval_s, "host_s_per_eval_image": fitted.host_s_per_eval_image},
+        "runs": runs,
+        "held_out_max_abs_error": max(abs(r["error"]) for r in held) if held else None,
+        "target": 0.2,
+        "target_met": bool(held) and all(abs(r["error"]) <= 0.2 for r in held),
+        "es_pool_steps": pool,
+        "es_pool_step_max_abs_error": max(abs(p["error"]) for p in pool) if pool else None,
+        "es_pool_step_median_abs_error": float(np.median([abs(p["error"]) for p in pool])) if pool else None,
+    }
+    result["machine"]["loadavg_after"] = list(os.getloadavg())
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as fh:
+        json.dump(result, fh, indent=2)
+        fh.write("\n")
+    f = result["fit"]
+    print(f"fit (SpineNet-49, 128 px): {f['train_flops_per_s'] / 1e9:.1f} GFLOP/s, setup {f['setup_s']:.1f} s, "
+          f"first evaluation +{f['first_eval_s']:.1f} s, host {f['host_s_per_eval_image'] * 1e3:.2f} ms/image")
+    print(f"{'run':14s} {'px':>4s} {'GMACs':>6s} {'measured s':>10s} {'predicted s':>11s} {'error':>7s} "
+          f"{'step err':>8s}")
+    for r in runs:
+        print(f"{r['name']:14s} {r['image_size']:4d} {r['flops'] / 1e9:6.2f} {r['measured']['trial_s']:10.1f} "
+              f"{r['predicted']['trial_s']:11.1f} {r['error']:+7.1%} {r['step_error']:+8.1%}")
+    if pool:
+        print(f"es-pool steps (20 archs, another day): median |error| {result['es_pool_step_median_abs_error']:.1%}, "
+              f"max {result['es_pool_step_max_abs_error']:.1%}")
+    print(f"held-out within 20%: {result['target_met']} (max {result['held_out_max_abs_error']:.1%}) -> "
+          f"{os.path.relpath(args.out, ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
