@@ -327,7 +327,9 @@ def register(sub: Any) -> None:
         "and sizes (scripts/bench/trial_cost.py); GPU rows are estimates from published peaks, never run here.",
     )
     q.add_argument("--preset", default="demo", help="demo (default), paper, vertex-gpu, or a YAML file")
-    q.add_argument("--device", default="all", choices=["all", "cpu", "v100", "a10g", "a100", "h100"],
+    from nas.trial_cost import DEVICES
+
+    q.add_argument("--device", default="all", choices=["all", *DEVICES],
                    help="one device, or all of them (default)")
     q.add_argument("--arch", default="spinenet-49", help="the architecture costed (default spinenet-49; a search's "
                    "architectures differ in FLOPs by about +-20%%)")
