@@ -12,7 +12,9 @@ evaluations. From the detector's multiply-adds per image ``F`` (`ProxyConfig.cos
 - the setup is a constant of the device (the trace is host work: the same architecture-sized graph everywhere).
 
 The CPU constants are fitted on one architecture at one image size on the machines here (SpineNet-49, 128 px,
-`scripts/bench/trial_cost.py`, which also checks them on held-out architectures and sizes). The GPU rows are
+`scripts/bench/trial_cost.py`, which also checks them on held-out architectures and sizes: 3 of 5 200-step trials
+within 20%, the worst +37%; the model overestimates, as architectures of equal FLOPs trace and step differently
+and these CPUs sustain ~1.5x the FLOP/s at 256 px that they do at 128 px). The GPU rows are
 ESTIMATES, never measured here: published dense peak FLOP/s of each GPU at each precision times the share of its
 peak Vertex AI's published SpineNet proxy sustained on V100s (`GPU_UTILIZATION`, ~3%), with the CPU's host
 constants for setup and COCO work. That share reproduces Vertex's 512-px figure by construction; its 384-px figure
@@ -72,7 +74,7 @@ class Device:
 # `spinenas proxy run` of 200 steps with an evaluation at 100, on the 2-core AMD EPYC of these machines).
 CPU = Device(
     name="cpu", label="this machine's 2 CPU cores (measured)",
-    train_flops_per_s={"float32": 42.7e9}, setup_s=38.0, first_eval_s=9.0, host_s_per_eval_image=0.0030,
+    train_flops_per_s={"float32": 47.1e9}, setup_s=46.1, first_eval_s=7.7, host_s_per_eval_image=0.00266,
     measured=True, source="scripts/bench/results/trial_cost.json (fit on SpineNet-49, 128 px)",
 )
 

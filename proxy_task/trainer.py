@@ -60,7 +60,8 @@ _released = True
 # glibc malloc arenas of a process that runs trials (`_cap_malloc_arenas`). glibc's default, 8 per core, let a warm
 # worker's RSS grow by 10-30 MB a trial after everything Python and TensorFlow hold was released (the same
 # architecture trained again and again: no Python object and no function more): freed memory stayed scattered over
-# the arenas of TensorFlow's many threads. With 2 the growth fell to ~5 MB a trial (scripts/bench/proxy.py).
+# the arenas of TensorFlow's many threads. With 2 it fell to ~5 MB a trial, the step 1.04x (within its noise;
+# scripts/bench/malloc_arenas.py).
 MALLOC_ARENAS = 2
 _M_ARENA_MAX = -8  # glibc's mallopt parameter number
 

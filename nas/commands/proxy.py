@@ -197,7 +197,7 @@ def _cmd_proxy_cost(args: argparse.Namespace) -> int:
           f"{r0['image_size']} px): {r0['train_steps']:,} steps of batch {r0['batch_size']}, "
           f"{cfg.search.trials:,} trials on {cfg.search.workers} workers")
     table = [(r["device"], r["precision"], f"{r['setup_s']:.0f}", f"{r['train_s']:,.0f}", f"{r['eval_s']:,.0f}",
-              _hours(r["trial_hours"]), f"{r['search_device_hours']:,.0f}", _hours(r["search_wall_hours"]),
+              _hours(r["trial_hours"]), _count(r["search_device_hours"]), _hours(r["search_wall_hours"]),
               "measured" if r["measured"] else "estimate") for r in rows]
     print_table(("device", "precision", "setup s", "train s", "eval s", "trial", "search device-h", "search wall",
                  "kind"), table)
@@ -209,6 +209,10 @@ def _cmd_proxy_cost(args: argparse.Namespace) -> int:
               "(Vertex's 384-px proxy took 10x the model's time). CPU: fitted here on SpineNet-49 at 128 px "
               "(scripts/bench/trial_cost.py).")
     return 0
+
+
+def _count(h: float) -> str:
+    return f"{h:,.1f}" if h < 100 else f"{h:,.0f}"
 
 
 def _hours(h: float) -> str:
