@@ -61,11 +61,13 @@ class SearchConfig:
         trials (the same seed gives the same losses and AP as in a fresh process). Trials that ask for GPUs always
         get a fresh process (GPU memory is not known to be released between trials).
       trials_per_worker: with reuse_workers, a worker runs at most this many TensorFlow trials, then a fresh one
-        takes over (0: no bound; TF-free trials are not bounded). 5 by default, chosen by measurement
-        (scripts/bench/proxy.py, memory, 2026-12-02): a warm worker's peak RSS over 10 short demo-size trials went
-        1,572 MB (trial 1), 1,683 (trial 2: the cached validation batches, ~104 MB, now held), then ~17 MB a trial
-        to 1,821 MB at trial 10 (14% over the largest fresh-process peak, 1,598 MB); at trial 5 it was 1,755 MB,
-        within 10% of that fresh peak. Each warm trial saves a fresh process's ~5 s import and ~4 s of build.
+        takes over (0: no bound; TF-free trials are not bounded). 10 by default, chosen by measurement
+        (scripts/bench/proxy.py, memory, 2026-12-03, results/proxy-warm-memory-arenas.json): with glibc's malloc
+        arenas capped (proxy_task.trainer.MALLOC_ARENAS), a warm worker's peak RSS over 10 short demo-size trials of
+        random architectures went 1,606 MB (trial 1), 1,728 (trial 2: the cached validation batches, ~94 MB, now
+        held), then ~9 MB a trial to 1,797 MB at trial 10: 9.1% over the largest of their fresh-process peaks
+        (1,647 MB), within the 10% target. (Before the cap, 2026-12-02: ~17 MB a trial, 14% at trial 10, so the
+        bound was 5.) Each warm trial saves a fresh process's ~5 s import and ~4 s of build.
       seed: seeds the controller and, with the trial index, each trial's proxy training.
       checkpoint_interval_s: the controller's state is stored after an update unless the last stored one is younger
         than this (0: after every update), and always when the search ends (not on Ctrl-C). A resume loads the
@@ -89,7 +91,7 @@ class SearchConfig:
     reward_for_failure: float | None = 0.0
     retry_pruned: bool = False
     reuse_workers: bool = True
-    trials_per_worker: int = 5
+    trials_per_worker: int = 10
     seed: int = 0
     checkpoint_interval_s: float = 1.0
 

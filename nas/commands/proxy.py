@@ -216,7 +216,11 @@ def _count(h: float) -> str:
 
 
 def _hours(h: float) -> str:
-    return f"{h * 60:.1f} min" if h < 1 else f"{int(h)}h{round((h - int(h)) * 60):02d}m"
+    if h < 1:
+        return f"{h * 60:.1f} min"
+    if h >= 48:
+        return f"{h / 24:,.1f} days"
+    return f"{int(h)}h{round((h - int(h)) * 60):02d}m"
 
 
 def _curve_line(step: int, steps: int, metrics: Any) -> str:

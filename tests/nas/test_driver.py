@@ -366,9 +366,9 @@ def test_workers_are_warm_on_cpu_bounded_for_tensorflow_and_fresh_for_gpu_trials
 
     assert calls(reuse_workers=False) == 1  # a fresh process per trial
     assert calls() == 0  # warm by default; TF-free trials: no bound
-    # TensorFlow trials: up to 5 in one process by default (measured: peak RSS within 10% of a fresh process's),
+    # TensorFlow trials: up to 10 in one process by default (measured: peak RSS within 10% of a fresh process's),
     # as asked otherwise.
-    assert calls("retinanet", reuse_workers=True) == 5 and calls("retinanet", reuse_workers=True,
+    assert calls("retinanet", reuse_workers=True) == 10 and calls("retinanet", reuse_workers=True,
                                                                   trials_per_worker=3) == 3
     assert calls("retinanet", reuse_workers=True, gpus_per_trial=1.0) == 1
     assert calls(reuse_workers=True, gpus_per_trial=1.0) == 0
