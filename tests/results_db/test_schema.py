@@ -183,7 +183,9 @@ def test_a_0004_database_upgrades_to_0005_and_takes_pruned_trials(tmp_path):
         assert c.execute("PRAGMA foreign_key_check").fetchall() == []
 
 
-def test_a_downgrade_from_0005_keeps_pruned_trials_as_failed(tmp_path):
+def _one_trial_downgraded(tmp_path, revision: str, **finish) -> tuple:
+    """A database of today's schema holding one finished trial (`finish`: finish_trial's arguments), downgraded to
+    `revision`: (its path, URL, the arch's key)."""
     from alembic import command
 
     from results_db.migrate import alembic_config
@@ -194,8 +196,13 @@ def test_a_downgrade_from_0005_keeps_pruned_trials_as_failed(tmp_path):
         store.create_search("s")
         key = store.register_arch(SPINENET_49)
         [t] = store.add_trials("s", [(key, [1])])
-        store.finish_trial(t, status="pruned", reward=0.1, metrics={"rung": 100})
-    command.downgrade(alembic_config(url), "0004")
+        store.finish_trial(t, **finish)
+    command.downgrade(alembic_config(url), revision)
+    return path, url, key
+
+
+def test_a_downgrade_from_0005_keeps_pruned_trials_as_failed(tmp_path):
+    path, url, _ = _one_trial_downgraded(tmp_path, "0004", status="pruned", reward=0.1, metrics={"rung": 100})
     with sqlite3.connect(path) as c:
         assert c.execute("SELECT status, error FROM trials").fetchall() == [("failed", "pruned: stopped at a rung")]
     assert upgrade(url) == ("0004", SCHEMA_VERSION)
@@ -203,18 +210,8 @@ def test_a_downgrade_from_0005_keeps_pruned_trials_as_failed(tmp_path):
 
 def test_a_0005_database_upgrades_to_0006_and_its_trials_read_without_a_precision(tmp_path):
     """Revision 0006 adds trials.precision (nullable): older trials keep every field and read as None."""
-    from alembic import command
-
-    from results_db.migrate import alembic_config
-
-    path = tmp_path / "old.db"
-    url = "sqlite:///" + str(path)
-    with ResultStore(url) as store:
-        store.create_search("s")
-        key = store.register_arch(SPINENET_49)
-        [t] = store.add_trials("s", [(key, [1])])
-        store.finish_trial(t, status="completed", reward=0.3, metrics={"ap": 0.3}, host="w1")
-    command.downgrade(alembic_config(url), "0005")
+    path, url, key = _one_trial_downgraded(tmp_path, "0005", status="completed", reward=0.3, metrics={"ap": 0.3},
+                                           host="w1")
     with sqlite3.connect(path) as c:
         assert "precision" not in [row[1] for row in c.execute("PRAGMA table_info(trials)")]
     assert upgrade(url) == ("0005", SCHEMA_VERSION)
