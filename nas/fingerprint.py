@@ -55,7 +55,8 @@ def score_settings(cfg: NasConfig) -> dict[str, Any]:
         proxy = {k: v for k, v in to_dict(cfg.proxy).items() if k not in _PROXY_NON_SCORE}
         if proxy.get("mixed_precision") == "float32":
             # The default, and what every trial stored before the setting existed: left out, so their fingerprints
-            # stand. Another precision changes the scores (a little), so it gets fingerprints of its own.
+            # stand. Another setting changes the scores (a little), so it gets fingerprints of its own; 'auto' is one
+            # fingerprint whatever each trial picked on its devices (the trial stores what it trained in).
             del proxy["mixed_precision"]
         proxy["data"] = _data_settings(proxy["data"], whole_synth=True)
         out["proxy"] = proxy
@@ -114,6 +115,8 @@ def describe_dict(d: dict[str, Any]) -> str:
         data = proxy.get("data") or {}
         where = data.get("kind", "?") if data.get("kind") == "synth" else (data.get("path") or data.get("kind", "?"))
         what = f"{evaluator} {proxy.get('image_size', '?')} px {steps} steps on {where}"
+        if proxy.get("mixed_precision", "float32") != "float32":
+            what += f", {proxy['mixed_precision']} precision"
     reward = search.get("reward", "ap")
     if reward == "ap-flops":
         reward = f"{reward} (target {search.get('target_flops', 0):.3g})"

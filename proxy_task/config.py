@@ -166,8 +166,8 @@ class ProxyConfig:
         if self.mixed_precision != "float32" and self.nms_version == "batched":
             # Model Garden's batched NMS (CombinedNonMaxSuppression) takes float32 scores only; its v2 NMS takes the
             # model's float16/bfloat16 ones (checked: a trial in each trains and evaluates).
-            raise ValueError(f"mixed_precision={self.mixed_precision} needs nms_version 'v2' (the 'batched' NMS takes "
-                             "float32 scores only)")
+            raise ValueError(f"mixed_precision={self.mixed_precision} needs nms_version 'v2': the 'batched' NMS takes "
+                             "float32 scores only (and 'auto' trains in float16 or bfloat16 on a GPU)")
         if self.activation not in ("relu", "swish"):
             raise ValueError(f"activation must be 'relu' or 'swish', got {self.activation!r}")
         if not self.learning_rate > 0:

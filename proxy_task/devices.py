@@ -8,6 +8,7 @@ share. Both are pure functions of what the trial sees, so they are tested on mac
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
 import subprocess
@@ -57,12 +58,17 @@ def keras_policy(precision: str) -> str:
     return _POLICIES[precision]
 
 
+# MiB of a GPU left out of the shares: each process's CUDA context (a few hundred MB) lives outside TensorFlow's cap.
+CONTEXT_RESERVE_MB = 512
+
+
 def gpu_memory_limits(share: float, totals_mb: Sequence[int | None]) -> list[int | None]:
     """The memory cap of each visible GPU for a trial holding `share` of a GPU (Ray's ``--gpus-per-trial``).
 
     A whole GPU or more (or no share given): no cap, each process grows its use as it needs it (memory growth).
-    A fraction (0.5: two trials per GPU): that fraction of each GPU's memory, so two trials cannot starve each
-    other; None where a GPU's total is unknown (then it gets memory growth only).
+    A fraction (0.5: two trials per GPU): that fraction of each GPU's memory after a `CONTEXT_RESERVE_MB` per
+    process, so two trials cannot starve each other; None where a GPU's total is unknown (then it gets memory
+    growth only).
 
     Raises:
       ValueError: a negative share.
@@ -71,7 +77,8 @@ def gpu_memory_limits(share: float, totals_mb: Sequence[int | None]) -> list[int
         raise ValueError(f"a GPU share must be >= 0, got {share}")
     if share == 0 or share >= 1:
         return [None] * len(totals_mb)
-    return [None if total is None else max(1, int(total * share)) for total in totals_mb]
+    per = max(1, math.floor(1 / share))  # processes sharing a GPU
+    return [None if total is None else max(1, int((total - per * CONTEXT_RESERVE_MB) * share)) for total in totals_mb]
 
 
 def gpu_totals_mb(count: int) -> list[int | None]:
@@ -129,6 +136,7 @@ def configure_gpus(share: float) -> None:
     if not gpus:
         return
     limits = gpu_memory_limits(share, gpu_totals_mb(len(gpus)))
+    applied = []
     for gpu, limit in zip(gpus, limits):
         try:
             if limit is None:
@@ -138,8 +146,10 @@ def configure_gpus(share: float) -> None:
                     memory_limit=limit)])
         except (RuntimeError, ValueError) as e:  # the runtime is up: this process's first setting stands
             logger.debug("GPU %s left as it is: %s", gpu.name, e)
-    logger.info("GPUs: %s", ", ".join(f"{g.name} ({'growth' if lim is None else f'{lim} MiB cap'})"
-                                      for g, lim in zip(gpus, limits)))
+            continue
+        applied.append(f"{gpu.name} ({'memory growth' if limit is None else f'{limit} MiB cap'})")
+    if applied:
+        logger.info("GPUs: %s", ", ".join(applied))
 
 
 def set_precision_policy(precision: str) -> None:

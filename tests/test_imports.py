@@ -40,7 +40,8 @@ def _loaded_after(code: str) -> set[str]:
             "    cli.main(['spec', 'show', 'spinenet-49', '--format', 'model-garden'])\n"
             "    assert cli.main(['spec', 'show', 'spinenet-49', '--cost']) == 0\n"
             "    assert cli.main(['spec', 'show', 'spinenet-49', '--cost', '--preset', 'paper']) == 0\n"
-            "    assert cli.main(['spec', 'show', 'spinenet-49', '--cost', '--scale', '190', '--format', 'json']) == 0\n"
+            "    assert cli.main(['spec', 'show', 'spinenet-49', '--cost', '--scale', '190', '--format', 'json']) "
+            "== 0\n"
             "    assert cli.main(['proxy', 'cost', '--preset', 'paper']) == 0",
             ("tensorflow", "ray", "official", "tf_keras"),
         ),

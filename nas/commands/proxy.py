@@ -152,19 +152,27 @@ def _cmd_proxy_run(args: argparse.Namespace) -> int:
 
 def cost_rows(cfg: Any, devices: list[str], *, arch: Any, gpus: int = 1) -> list[dict[str, Any]]:
     """`spinenas proxy cost`'s rows: one trial of `cfg`'s proxy on each device, and its search's device-hours."""
+    from nas.config import trial_proxy
     from nas.trial_cost import DEVICES, proxy_trial_cost
-    from proxy_task.data import num_classes_of
+    from proxy_task.data import DataError, load_dataset, num_classes_of
 
-    proxy = cfg.proxy
+    proxy = trial_proxy(cfg)  # with the scheduler's rungs as evaluations, as the trials run
     try:
         flops = proxy.cost(arch, num_classes_of(proxy.data)).flops
     except ValueError as e:  # a stem the builder does not build
         raise UserError(str(e)) from None
-    per_trial = gpus if gpus > 1 else max(cfg.search.gpus_per_trial, 1.0)
+    val_images = proxy.data.val_images
+    if proxy.data.kind != "synth":
+        try:  # a made split's own count, when it exists here
+            val_images = load_dataset(proxy.data.path).val_images
+        except DataError:
+            pass
+    # GPUs a trial holds (a share below 1 counts as that share; its time still assumes the whole GPU).
+    per_trial = gpus if gpus > 1 else (cfg.search.gpus_per_trial or 1.0)
     rows = []
     for name in devices:
         device = DEVICES[name]
-        c = proxy_trial_cost(proxy, device, flops=flops, eval_images=proxy.data.val_images, gpus=gpus)
+        c = proxy_trial_cost(proxy, device, flops=flops, eval_images=val_images, gpus=gpus)
         trial_h = c.total_s / 3600.0
         rows.append({
             "device": name, "label": device.label, "measured": device.measured, "source": device.source,
@@ -172,7 +180,7 @@ def cost_rows(cfg: Any, devices: list[str], *, arch: Any, gpus: int = 1) -> list
             "batch_size": proxy.batch_size, "train_steps": proxy.train_steps,
             "setup_s": c.setup_s, "train_s": c.train_s, "eval_s": c.eval_s, "trial_s": c.total_s,
             "trial_hours": trial_h, "trials": cfg.search.trials,
-            # CPU rows: machine-hours of this 2-core machine; GPU rows: GPU-hours (a trial holds `per_trial`).
+            # CPU rows: machine-hours of this 2-core machine; GPU rows: GPU-hours.
             "search_device_hours": trial_h * cfg.search.trials * (1.0 if name == "cpu" else per_trial),
             "search_wall_hours": trial_h * cfg.search.trials / max(1, cfg.search.workers),
         })
@@ -216,11 +224,13 @@ def _count(h: float) -> str:
 
 
 def _hours(h: float) -> str:
-    if h < 1:
-        return f"{h * 60:.1f} min"
     if h >= 48:
         return f"{h / 24:,.1f} days"
-    return f"{int(h)}h{round((h - int(h)) * 60):02d}m"
+    minutes = round(h * 60, 1)
+    if minutes < 60:
+        return f"{minutes:.1f} min"
+    whole, rest = divmod(round(h * 60), 60)
+    return f"{whole}h{rest:02d}m"
 
 
 def _curve_line(step: int, steps: int, metrics: Any) -> str:
@@ -340,7 +350,7 @@ def register(sub: Any) -> None:
     q.add_argument("--device", default="all", choices=["all", *DEVICES],
                    help="one device, or all of them (default)")
     q.add_argument("--arch", default="spinenet-49", help="the architecture costed (default spinenet-49; a search's "
-                   "architectures differ in FLOPs by about +-20%%)")
+                   "architectures differ in FLOPs by about +-6%%)")
     q.add_argument("--gpus", type=int, default=1, help="GPUs a trial would train on, at linear scaling (trials "
                    "here train on one; e.g. 2 to compare with Vertex AI's 2-V100 proxy)")
     q.add_argument("--set", action="append", metavar="KEY=VALUE",

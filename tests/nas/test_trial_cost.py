@@ -88,3 +88,15 @@ def test_bad_proxy_cost_input_is_one_line(argv, message, capsys):
     code, _, err = run_cli(capsys, "proxy", "cost", *argv)
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and message in lines[0], lines
+
+
+def test_proxy_cost_counts_the_schedulers_rungs_as_evaluations(capsys):
+    def eval_s(*argv):
+        code, out, err = run_cli(capsys, "proxy", "cost", "--device", "cpu", "--json", *argv)
+        assert code == 0, err
+        return json.loads(out)["rows"][0]["eval_s"]
+
+    plain = eval_s()
+    with_rungs = eval_s("--set", "scheduler.type=asha", "--set", "scheduler.asha.rungs=[200,400]")
+    per_eval = 300 * (2 * 214_951_471 / trial_cost.CPU.rate("float32") + trial_cost.CPU.host_s_per_eval_image)
+    assert with_rungs == pytest.approx(plain + 2 * per_eval)

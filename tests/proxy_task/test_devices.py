@@ -62,8 +62,9 @@ def test_mixed_precision_needs_an_nms_that_takes_its_scores():
 def test_gpu_memory_is_capped_only_for_a_fraction_of_a_gpu():
     assert gpu_memory_limits(0, [16000]) == [None]  # no share given: memory growth
     assert gpu_memory_limits(1, [16000, 16000]) == [None, None]
-    assert gpu_memory_limits(0.5, [16000, None]) == [8000, None]
-    assert gpu_memory_limits(0.25, [24564]) == [6141]
+    # Each process's CUDA context (CONTEXT_RESERVE_MB) is left out of the shares.
+    assert gpu_memory_limits(0.5, [16000, None]) == [(16000 - 2 * 512) // 2, None]
+    assert gpu_memory_limits(0.25, [24564]) == [(24564 - 4 * 512) // 4]
     with pytest.raises(ValueError):
         gpu_memory_limits(-1, [16000])
 

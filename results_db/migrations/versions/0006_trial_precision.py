@@ -2,7 +2,8 @@
 
 ``proxy.mixed_precision=auto`` lets each trial decide from the devices it sees, so the precision is a fact of the
 trial, not of its search's config. A nullable column: every existing trial keeps NULL (it trained in float32, the
-only precision before this revision; readers say so). Adding a nullable column needs no table copy on SQLite.
+only precision before this revision; `show --json` prints null). Adding a nullable column needs no table copy on
+SQLite.
 
 Revision ID: 0006
 Revises: 0005
