@@ -33,13 +33,12 @@ from typing import Any
 # are SpineNet-49's in that detector with COCO's 91 classes (`ProxyConfig.cost`; a test checks the number).
 VERTEX_512 = {"flops": 8_666_349_085, "batch_size": 80, "train_steps": 16_634, "eval_images": 5000, "gpus": 2,
               "trial_s": 2 * 3600 + 17 * 60}
-# Vertex's other published figure: its 384-px proxy (the `vertex-gpu` preset's settings), 2.5 h a trial on 2 V100s.
-VERTEX_384 = {"batch_size": 32, "train_steps": 11_088, "gpus": 2, "trial_s": 2.5 * 3600}
 _V100_FLOAT16_PEAK = 125e12
 # The share of a GPU's published dense peak a SpineNet proxy sustains, taken from VERTEX_512 (its whole trial's
 # training FLOPs over its seconds, per V100, against the V100's float16 tensor peak): about 3%. Not measured here.
 GPU_UTILIZATION = (6.0 * VERTEX_512["flops"] * VERTEX_512["batch_size"] * VERTEX_512["train_steps"]
                    / (VERTEX_512["trial_s"] * VERTEX_512["gpus"]) / _V100_FLOAT16_PEAK)
+
 
 @dataclasses.dataclass(frozen=True)
 class Device:
@@ -54,6 +53,7 @@ class Device:
       host_s_per_eval_image: host seconds per evaluated image besides its forward pass (NMS, COCO matching).
       measured: True when the constants were fitted on this machine; False for an estimate.
       source: where the numbers come from.
+      compute_capability: a GPU's (what `proxy.mixed_precision=auto` decides by); None for a CPU.
     """
 
     name: str
@@ -64,6 +64,7 @@ class Device:
     host_s_per_eval_image: float
     measured: bool
     source: str
+    compute_capability: tuple[int, int] | None = None
 
     def rate(self, precision: str) -> float:
         """Sustained FLOP/s at `precision` (CPUs: float32 whatever is asked; mixed precision does not pay there)."""
@@ -80,28 +81,25 @@ CPU = Device(
 
 # Published dense peaks (no sparsity), FLOP/s: float32 is TF32 on Ampere and later (TensorFlow's default there).
 _PEAKS = {
-    "v100": ("NVIDIA V100 SXM2 (16/32 GB)", {"float32": 15.7e12, "float16": 125e12, "bfloat16": 15.7e12},
+    "v100": ("NVIDIA V100 SXM2 (16/32 GB)", (7, 0), {"float32": 15.7e12, "float16": 125e12, "bfloat16": 15.7e12},
              "NVIDIA V100 datasheet: 15.7 TFLOPS FP32, 125 TFLOPS FP16 tensor; no bfloat16 tensor cores"),
-    "a10g": ("NVIDIA A10G (AWS g5)", {"float32": 31.2e12, "float16": 125e12, "bfloat16": 125e12},
+    "a10g": ("NVIDIA A10G (AWS g5)", (8, 6), {"float32": 31.2e12, "float16": 125e12, "bfloat16": 125e12},
              "NVIDIA A10 datasheet (the A10G runs at close clocks): 31.2 TFLOPS FP32, 125 TFLOPS FP16/BF16 tensor "
              "dense"),
-    "a100": ("NVIDIA A100 SXM (40/80 GB)", {"float32": 156e12, "float16": 312e12, "bfloat16": 312e12},
+    "a100": ("NVIDIA A100 SXM (40/80 GB)", (8, 0), {"float32": 156e12, "float16": 312e12, "bfloat16": 312e12},
              "NVIDIA A100 datasheet: 156 TFLOPS TF32, 312 TFLOPS FP16/BF16 tensor dense"),
-    "h100": ("NVIDIA H100 SXM", {"float32": 494e12, "float16": 989e12, "bfloat16": 989e12},
+    "h100": ("NVIDIA H100 SXM", (9, 0), {"float32": 494e12, "float16": 989e12, "bfloat16": 989e12},
              "NVIDIA H100 datasheet: 494 TFLOPS TF32, 989 TFLOPS FP16/BF16 tensor dense"),
 }
 
 DEVICES: dict[str, Device] = {"cpu": CPU}
-for _name, (_label, _peaks, _source) in _PEAKS.items():
+for _name, (_label, _cc, _peaks, _source) in _PEAKS.items():
     DEVICES[_name] = Device(
         name=_name, label=f"{_label} (ESTIMATE: {GPU_UTILIZATION:.1%} of its published peak)",
         train_flops_per_s={k: v * GPU_UTILIZATION for k, v in _peaks.items()}, setup_s=CPU.setup_s,
         first_eval_s=CPU.first_eval_s, host_s_per_eval_image=CPU.host_s_per_eval_image, measured=False,
-        source=_source,
+        source=_source, compute_capability=_cc,
     )
-
-# What `proxy.mixed_precision=auto` picks on each GPU (proxy_task.devices.choose_precision).
-AUTO_PRECISION = {"cpu": "float32", "v100": "float16", "a10g": "bfloat16", "a100": "bfloat16", "h100": "bfloat16"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,13 +119,15 @@ class TrialCost:
 
 
 def precision_on(device: Device, setting: str) -> str:
-    """The precision a trial of `setting` ('auto' or an explicit one) trains in on `device`."""
-    return AUTO_PRECISION[device.name] if setting == "auto" else setting
+    """The precision a trial of `setting` ('auto' or an explicit one) trains in on `device`: the trial's own rule
+    (`proxy_task.devices.choose_precision`) applied to the device's compute capability."""
+    from proxy_task.devices import choose_precision
+
+    return choose_precision(setting, [] if device.compute_capability is None else [device.compute_capability])
 
 
 def predict(device: Device, *, flops: int, batch_size: int, train_steps: int, eval_images: int, evaluations: int,
-            precision: str = "float32", warm: bool = False, warm_setup_s: float | None = None,
-            gpus: int = 1) -> TrialCost:
+            precision: str = "float32", gpus: int = 1) -> TrialCost:
     """The seconds of one trial (see the module docstring).
 
     Args:
@@ -137,7 +137,6 @@ def predict(device: Device, *, flops: int, batch_size: int, train_steps: int, ev
       eval_images: proxy-val images each evaluation scores.
       evaluations: how many (the intermediate ones and the final one).
       precision: what the trial trains in.
-      warm: a warm worker's later trial (no import; `warm_setup_s` when given, else the fresh setup).
       gpus: devices a trial would train on, at linear scaling (trials here train on one: an estimate for
         comparisons such as Vertex AI's 2-V100 proxy).
     """
@@ -148,8 +147,7 @@ def predict(device: Device, *, flops: int, batch_size: int, train_steps: int, ev
     step_s = 6.0 * flops * batch_size / rate
     per_eval = eval_images * (2.0 * flops / rate + device.host_s_per_eval_image)
     evals_s = evaluations * per_eval + (device.first_eval_s if evaluations else 0.0)
-    setup = warm_setup_s if warm and warm_setup_s is not None else device.setup_s
-    return TrialCost(device=device.name, precision=precision, flops=int(flops), setup_s=setup,
+    return TrialCost(device=device.name, precision=precision, flops=int(flops), setup_s=device.setup_s,
                      train_s=train_steps * step_s, eval_s=evals_s)
 
 
@@ -183,5 +181,5 @@ def relative_error(predicted: float, measured: float) -> float:
     return (predicted - measured) / measured
 
 
-__all__ = ["AUTO_PRECISION", "CPU", "DEVICES", "Device", "GPU_UTILIZATION", "TrialCost", "VERTEX_384", "VERTEX_512",
-           "fit_cpu", "precision_on", "predict", "proxy_trial_cost", "relative_error"]
+__all__ = ["CPU", "DEVICES", "Device", "GPU_UTILIZATION", "TrialCost", "VERTEX_512", "fit_cpu", "precision_on",
+           "predict", "proxy_trial_cost", "relative_error"]

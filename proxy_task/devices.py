@@ -45,7 +45,7 @@ def choose_precision(setting: str, gpus: Sequence[tuple[int, int] | None]) -> st
         return "float32"
     if any(cc is None for cc in gpus):
         return "float32"
-    lowest = min(tuple(cc) for cc in gpus if cc is not None)
+    lowest = min(tuple(cc) for cc in gpus)
     if lowest >= (8, 0):
         return "bfloat16"
     if lowest >= (7, 0):
