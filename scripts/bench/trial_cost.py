@@ -22,10 +22,7 @@ import argparse
 import json
 import os
 import sqlite3
-import subprocess
 import sys
-import tempfile
-import time
 
 import numpy as np
 
@@ -34,33 +31,20 @@ sys.path.insert(0, ROOT)
 
 from nas import trial_cost  # noqa: E402
 from scripts.bench.common import machine, provenance, versions  # noqa: E402
+from scripts.bench.proxy import proxy_run  # noqa: E402
 from search_space import SPINENET_49, ArchSpec, SearchSpace  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "scripts", "bench", "results", "trial_cost.json")
 POOL_DB = os.path.join(ROOT, "scripts", "bench", "results", "es-pool.db")
-LOCK = "/tmp/spinenas-cpu.lock"
 VAL_IMAGES = 300  # the demo's proxy-val split
 BATCH = 8
 
 
-def proxy_run(arch: ArchSpec, *, steps: int, image_size: int) -> dict:
-    """One fresh `spinenas proxy run --json` of `arch`: its flat result (curve included) and the process's seconds."""
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as fh:
-        fh.write(arch.to_json())
-        path = fh.name
-    cmd = ["flock", LOCK, sys.executable, "-m", "nas.cli", "proxy", "run", "--arch", path, "--preset", "demo",
-           "--steps", str(steps), "--set", f"proxy.eval_at_steps=[{steps // 2}]", "--set",
-           f"proxy.image_size={image_size}", "--json"]
-    t0 = time.time()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    finally:
-        os.unlink(path)
-    if proc.returncode != 0:
-        raise SystemExit(f"proxy run failed ({arch.key}, {image_size} px):\n{proc.stderr[-3000:]}")
-    out = json.loads(proc.stdout[proc.stdout.index("{"):])
-    out["process_s"] = time.time() - t0
-    return out
+def run_arch(arch: ArchSpec, *, steps: int, image_size: int) -> dict:
+    """One fresh `spinenas proxy run --json` of `arch` (`scripts/bench/proxy.py`'s runner, under the CPU lock): its
+    flat result, curve included, with an evaluation at half its steps."""
+    return proxy_run(arch.to_json(), [f"proxy.eval_at_steps=[{steps // 2}]", f"proxy.image_size={image_size}"],
+                     steps=steps)
 
 
 def measured_parts(run: dict) -> dict:
@@ -115,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for name, arch, size in plan:
         print(f"{name} ({arch.key}) at {size} px: {args.steps} steps ...", flush=True)
-        r = proxy_run(arch, steps=args.steps, image_size=size)
+        r = run_arch(arch, steps=args.steps, image_size=size)
         runs.append({"name": name, "key": arch.key, "image_size": size, "flops": r["flops"],
                      "measured": measured_parts(r), "ap": r.get("ap")})
 
