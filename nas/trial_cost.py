@@ -4,22 +4,27 @@ A trial is its setup (TensorFlow import, model build, the first step's trace), i
 evaluations. From the detector's multiply-adds per image ``F`` (`ProxyConfig.cost`, the analytic count of
 `search_space.cost`, equal to Model Garden's profiler's):
 
-- a training step costs ``2 * 3 * F * batch`` FLOPs (2 FLOPs a multiply-add; forward and backward about 3
-  forward passes), at the device's sustained training FLOP/s at the trial's precision;
-- an evaluation costs ``2 * F`` FLOPs per proxy-val image at the same rate, plus the host's per-image work (NMS and
-  pycocotools' matching), plus, at a trial's first evaluation, the trace of the evaluation step and the parsing of
-  the split;
+- a training step costs the device's per-step overhead (work that does not grow with the batch or the image: op
+  dispatch of a graph of thousands of ops, the optimizer's update) plus ``2 * 3 * F * batch`` FLOPs (2 FLOPs a
+  multiply-add; forward and backward about 3 forward passes) at the device's sustained training FLOP/s at the
+  trial's precision;
+- an evaluation costs ``2 * F`` FLOPs per proxy-val image at the device's evaluation rate, plus the host's
+  per-image work (NMS and pycocotools' matching), plus, at a trial's first evaluation, the trace of the
+  evaluation step and the parsing of the split;
 - the setup is a constant of the device (the trace is host work: the same architecture-sized graph everywhere).
 
 The CPU constants are fitted on one architecture at one image size on the machines here (SpineNet-49, 128 px,
-`scripts/bench/trial_cost.py`, which also checks them on held-out architectures and sizes: 3 of 5 200-step trials
-within 20%, the worst +37%; the model overestimates, as architectures of equal FLOPs trace and step differently
-and these CPUs sustain ~1.5x the FLOP/s at 256 px that they do at 128 px). The GPU rows are
-ESTIMATES, never measured here: published dense peak FLOP/s of each GPU at each precision times the share of its
-peak Vertex AI's published SpineNet proxy sustained on V100s (`GPU_UTILIZATION`, ~3%), with the CPU's host
-constants for setup and COCO work. That share reproduces Vertex's 512-px figure by construction; its 384-px figure
-(2.5 h) it does not (the model says ~15 min): on GPUs such a proxy is not bound by its FLOPs alone (input
-pipeline, NMS, host work), so treat the GPU rows as a lower bound.
+`scripts/bench/trial_cost.py`): the overhead and the rate from its steps at three batch sizes (a line through
+step seconds against images a step), the rest from its trial at the preset's batch; the script checks them on
+held-out architectures at 128 px and at 256 px (results/trial_cost.json; the README quotes the errors). Without the
+overhead a rate fitted at 128 px overestimates a 256-px step by ~50%: these CPUs spend ~0.08 s a step on it. The
+evaluation rate is the step's own at the fit's batch (overhead included): an evaluation (forward passes, every
+anchor's box decoded, NMS) grows with the image at least as fast as its FLOPs. The GPU rows are ESTIMATES, never
+measured here: published dense peak FLOP/s of each GPU at each precision times the share of its peak Vertex AI's
+published SpineNet proxy sustained on V100s (`GPU_UTILIZATION`, ~3%, which folds in any per-step overhead), with the
+CPU's host constants for setup and COCO work. That share reproduces Vertex's 512-px figure by construction; its
+384-px figure (2.5 h) it does not (the model says ~15 min): on GPUs such a proxy is not bound by its FLOPs alone
+(input pipeline, NMS, host work), so treat the GPU rows as a lower bound.
 """
 
 from __future__ import annotations
@@ -47,13 +52,16 @@ class Device:
     Attributes:
       name: the `--device` name.
       label: what it is.
-      train_flops_per_s: sustained training FLOP/s by precision ('float32', 'float16', 'bfloat16').
+      train_flops_per_s: sustained training FLOP/s by precision ('float32', 'float16', 'bfloat16'), beyond the
+        per-step overhead.
       setup_s: a fresh trial's import, build and first-step trace.
       first_eval_s: the extra seconds of a trial's first evaluation (its trace; parsing the split).
       host_s_per_eval_image: host seconds per evaluated image besides its forward pass (NMS, COCO matching).
       measured: True when the constants were fitted on this machine; False for an estimate.
       source: where the numbers come from.
       compute_capability: a GPU's (what `proxy.mixed_precision=auto` decides by); None for a CPU.
+      step_overhead_s: seconds a training step costs whatever its batch and image size.
+      eval_flops_per_s: the evaluation's forward FLOP/s by precision; None: the training rate.
     """
 
     name: str
@@ -65,10 +73,21 @@ class Device:
     measured: bool
     source: str
     compute_capability: tuple[int, int] | None = None
+    step_overhead_s: float = 0.0
+    eval_flops_per_s: dict[str, float] | None = None
 
     def rate(self, precision: str) -> float:
         """Sustained FLOP/s at `precision` (CPUs: float32 whatever is asked; mixed precision does not pay there)."""
         return self.train_flops_per_s.get(precision) or self.train_flops_per_s["float32"]
+
+    def eval_rate(self, precision: str) -> float:
+        """The evaluation's forward FLOP/s at `precision`."""
+        rates = self.eval_flops_per_s or self.train_flops_per_s
+        return rates.get(precision) or rates["float32"]
+
+    def step_s(self, *, flops: int, batch_size: int, precision: str = "float32", gpus: int = 1) -> float:
+        """One training step's seconds: the overhead plus its FLOPs at the sustained rate."""
+        return self.step_overhead_s + 6.0 * flops * batch_size / (self.rate(precision) * gpus)
 
 
 # Fitted by `python scripts/bench/trial_cost.py` (results/trial_cost.json: SpineNet-49 at 128 px, batch 8, one fresh
@@ -143,9 +162,8 @@ def predict(device: Device, *, flops: int, batch_size: int, train_steps: int, ev
     if flops <= 0 or batch_size < 1 or train_steps < 1 or eval_images < 0 or evaluations < 0 or gpus < 1:
         raise ValueError("flops, batch_size, train_steps and gpus must be positive; eval_images and evaluations "
                          "at least 0")
-    rate = device.rate(precision) * gpus
-    step_s = 6.0 * flops * batch_size / rate
-    per_eval = eval_images * (2.0 * flops / rate + device.host_s_per_eval_image)
+    step_s = device.step_s(flops=flops, batch_size=batch_size, precision=precision, gpus=gpus)
+    per_eval = eval_images * (2.0 * flops / (device.eval_rate(precision) * gpus) + device.host_s_per_eval_image)
     evals_s = evaluations * per_eval + (device.first_eval_s if evaluations else 0.0)
     return TrialCost(device=device.name, precision=precision, flops=int(flops), setup_s=device.setup_s,
                      train_s=train_steps * step_s, eval_s=evals_s)
@@ -160,18 +178,40 @@ def proxy_trial_cost(proxy: Any, device: Device, *, flops: int, eval_images: int
                    precision=precision_on(device, proxy.mixed_precision), gpus=gpus)
 
 
-def fit_cpu(*, flops: int, batch_size: int, step_s: float, setup_s: float, first_eval_s: float, later_eval_s: float,
-            eval_images: int, source: str) -> Device:
-    """CPU constants from one measured trial: its steady step, its setup, and its first and a later evaluation.
+def fit_steps(points: list[tuple[int, float]]) -> tuple[float, float]:
+    """The line through (images a step, step seconds) by least squares: (overhead seconds, seconds an image).
 
-    The sustained rate is the step's FLOPs over its seconds; a later evaluation's seconds beyond its forward passes
-    at that rate are the host's per-image work; the first evaluation's beyond a later one's are its one-off part.
+    One point, or a line whose overhead comes out negative, gives the line through the origin."""
+    if not points or any(b < 1 or s <= 0 for b, s in points):
+        raise ValueError(f"step points need batches >= 1 and positive seconds, got {points}")
+    xs, ys = [float(b) for b, _ in points], [s for _, s in points]
+    n, mx, my = len(xs), sum(xs) / len(xs), sum(ys) / len(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if n > 1 and sxx > 0:
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+        overhead = my - slope * mx
+        if overhead >= 0 and slope > 0:
+            return overhead, slope
+    return 0.0, sum(x * y for x, y in zip(xs, ys)) / sum(x * x for x in xs)
+
+
+def fit_cpu(*, flops: int, batch_size: int, step_points: list[tuple[int, float]], setup_s: float,
+            first_eval_s: float, later_eval_s: float, eval_images: int, source: str) -> Device:
+    """CPU constants from one architecture at one image size: its steady steps at one or more batch sizes, and its
+    trial at `batch_size` (setup, first and a later evaluation).
+
+    The overhead and the sustained rate come from the line through the steps (`fit_steps`); the evaluation's rate
+    is the line's step at `batch_size` as FLOP/s (overhead included); a later evaluation's seconds beyond its
+    forward passes at that rate are the host's per-image work; the first evaluation's beyond a later one's are its
+    one-off part.
     """
-    rate = 6.0 * flops * batch_size / step_s
-    host = max(0.0, later_eval_s / eval_images - 2.0 * flops / rate)
+    overhead, per_image = fit_steps(step_points)
+    rate = 6.0 * flops / per_image
+    eval_rate = 6.0 * flops * batch_size / (overhead + per_image * batch_size)
+    host = max(0.0, later_eval_s / eval_images - 2.0 * flops / eval_rate)
     return Device(name="cpu", label="CPU (fitted)", train_flops_per_s={"float32": rate}, setup_s=setup_s,
                   first_eval_s=max(0.0, first_eval_s - later_eval_s), host_s_per_eval_image=host, measured=True,
-                  source=source)
+                  source=source, step_overhead_s=overhead, eval_flops_per_s={"float32": eval_rate})
 
 
 def relative_error(predicted: float, measured: float) -> float:
@@ -181,5 +221,5 @@ def relative_error(predicted: float, measured: float) -> float:
     return (predicted - measured) / measured
 
 
-__all__ = ["CPU", "DEVICES", "Device", "GPU_UTILIZATION", "TrialCost", "VERTEX_512", "fit_cpu", "precision_on",
-           "predict", "proxy_trial_cost", "relative_error"]
+__all__ = ["CPU", "DEVICES", "Device", "GPU_UTILIZATION", "TrialCost", "VERTEX_512", "fit_cpu", "fit_steps",
+           "precision_on", "predict", "proxy_trial_cost", "relative_error"]

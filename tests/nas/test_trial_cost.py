@@ -30,14 +30,39 @@ def test_predict_counts_training_and_evaluation_flops_at_the_device_rate():
         trial_cost.predict(device, flops=0, batch_size=4, train_steps=1, eval_images=1, evaluations=1)
 
 
-def test_a_fit_reproduces_the_trial_it_was_fitted_on():
-    flops, step_s, setup, first, later = 214_951_471, 0.25, 37.0, 13.6, 4.0
-    fitted = trial_cost.fit_cpu(flops=flops, batch_size=8, step_s=step_s, setup_s=setup, first_eval_s=first,
+def test_predict_adds_the_step_overhead_to_every_step():
+    device = trial_cost.Device(name="x", label="x", train_flops_per_s={"float32": 1e9}, setup_s=0.0,
+                               first_eval_s=0.0, host_s_per_eval_image=0.0, measured=True, source="hand",
+                               step_overhead_s=0.05, eval_flops_per_s={"float32": 5e8})
+    c = trial_cost.predict(device, flops=1_000_000, batch_size=4, train_steps=100, eval_images=50, evaluations=1)
+    assert c.train_s == pytest.approx(100 * (0.05 + 6 * 1e6 * 4 / 1e9))
+    assert c.eval_s == pytest.approx(50 * 2e6 / 5e8)  # the evaluation's own rate, no overhead
+
+
+def test_fit_steps_recovers_a_line_and_falls_back_to_the_origin():
+    assert trial_cost.fit_steps([(4, 0.1 + 4 * 0.02), (8, 0.1 + 8 * 0.02), (16, 0.1 + 16 * 0.02)]) == pytest.approx(
+        (0.1, 0.02))
+    assert trial_cost.fit_steps([(8, 0.2)]) == pytest.approx((0.0, 0.025))
+    # A negative overhead is not physical: the line through the origin instead.
+    assert trial_cost.fit_steps([(4, 0.05), (8, 0.2)]) == pytest.approx((0.0, (4 * 0.05 + 8 * 0.2) / 80))
+    with pytest.raises(ValueError):
+        trial_cost.fit_steps([(0, 0.1)])
+
+
+@pytest.mark.parametrize("points", [[(8, 0.25)], [(4, 0.16), (8, 0.25), (16, 0.43)]])
+def test_a_fit_reproduces_the_trial_it_was_fitted_on(points):
+    flops, setup, first, later = 214_951_471, 37.0, 13.6, 4.0
+    fitted = trial_cost.fit_cpu(flops=flops, batch_size=8, step_points=points, setup_s=setup, first_eval_s=first,
                                 later_eval_s=later, eval_images=300, source="test")
+    overhead, per_image = trial_cost.fit_steps(points)
+    assert fitted.step_overhead_s == pytest.approx(overhead)
     c = trial_cost.predict(fitted, flops=flops, batch_size=8, train_steps=200, eval_images=300, evaluations=2)
-    assert c.train_s == pytest.approx(200 * step_s)
+    assert c.train_s == pytest.approx(200 * (overhead + 8 * per_image))
     assert c.eval_s == pytest.approx(first + later)
     assert c.setup_s == setup
+    if len(points) > 1:  # four times the pixels: the FLOPs four times, the overhead once
+        big = trial_cost.predict(fitted, flops=4 * flops, batch_size=8, train_steps=1, eval_images=0, evaluations=0)
+        assert big.train_s == pytest.approx(overhead + 4 * 8 * per_image)
 
 
 def test_the_vertex_figures_are_spinenet_49s_and_the_v100_row_reproduces_them():
@@ -57,6 +82,8 @@ def test_the_cpu_constants_are_the_recorded_fit():
         fit = json.load(fh)["fit"]
     cpu = trial_cost.CPU
     assert cpu.train_flops_per_s["float32"] == pytest.approx(fit["train_flops_per_s"], rel=0.01)
+    assert cpu.eval_rate("float32") == pytest.approx(fit["eval_flops_per_s"], rel=0.01)
+    assert cpu.step_overhead_s == pytest.approx(fit["step_overhead_s"], abs=0.002)
     assert cpu.setup_s == pytest.approx(fit["setup_s"], abs=0.5)
     assert cpu.first_eval_s == pytest.approx(fit["first_eval_s"], abs=0.5)
     assert cpu.host_s_per_eval_image == pytest.approx(fit["host_s_per_eval_image"], abs=5e-4)
@@ -98,5 +125,5 @@ def test_proxy_cost_counts_the_schedulers_rungs_as_evaluations(capsys):
 
     plain = eval_s()
     with_rungs = eval_s("--set", "scheduler.type=asha", "--set", "scheduler.asha.rungs=[200,400]")
-    per_eval = 300 * (2 * 214_951_471 / trial_cost.CPU.rate("float32") + trial_cost.CPU.host_s_per_eval_image)
+    per_eval = 300 * (2 * 214_951_471 / trial_cost.CPU.eval_rate("float32") + trial_cost.CPU.host_s_per_eval_image)
     assert with_rungs == pytest.approx(plain + 2 * per_eval)
