@@ -645,11 +645,14 @@ def run_trial(
     metrics["peak_rss_mb"] = _peak_rss_mb()
     del parts, evaluate
     _released = False
+    t0 = time.time()
     try:
         _release_tensorflow()
         _released = True
     except Exception:  # noqa: BLE001 - the trial's result stands; the next trial releases again
         logger.warning("[%s] could not release TensorFlow's state:\n%s", trial_label, traceback.format_exc())
+    # Timed: a stall of ~50 s outside every other timer showed in 2 of 14 benchmark trials (trial_cost.json).
+    metrics["release_s"] = time.time() - t0
     wall = time.time() - t_start
     return ProxyResult(metrics=metrics, flops=flops, params=params, wall_s=wall, error=error,
                        stopped_at=stopped_at if error is None else None, precision=precision)

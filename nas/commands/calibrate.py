@@ -309,7 +309,7 @@ def register(sub: Any) -> None:
         "(SpineNet-49, a poor one, a scale-decreased one and random ones of the preset's space; or --archs-from, "
         "--from-search) at the proxy's fidelity with intermediate evaluations at the rungs and at a reference "
         "fidelity (--reference-steps, default 4x the proxy's), and a few again with other seeds. Reports Kendall "
-        "tau and Spearman rho of every rung against the reference with bootstrap 90%% intervals and p-values, the "
+        "tau and Spearman rho of every rung against the reference with bootstrap 90% intervals and p-values, the "
         "coefficient of variation over seeds, the cost of each rung, and the cheapest rung whose tau reaches "
         "--target-tau. The study is stored in the results database (a search of kind calibration: 'spinenas "
         "calibration show NAME', 'spinenas report --search NAME'); --resume NAME continues it after any crash "

@@ -222,10 +222,15 @@ def top_rows(ranked: Sequence[RankedArch]) -> list[dict[str, Any]]:
 
 
 def ranking_fingerprint(reader: ReadAPI, searches: Sequence[str] | None, all_fingerprints: bool) -> str | None:
-    """The fingerprint `top` and `export best` rank within: the newest search's (None: mix them all)."""
+    """The fingerprint `top` and `export best` rank within: the newest search's, or in a database of calibration
+    studies alone the newest study's proxy trials' (None: mix them all)."""
     if all_fingerprints:
         return None
-    return reader.newest_fingerprint(list(searches) if searches else None)
+    fingerprint = reader.newest_fingerprint(list(searches) if searches else None)
+    if fingerprint is None and not searches:
+        names = [s.name for s in reader.list_searches()]
+        fingerprint = reader.newest_fingerprint(names) if names else None
+    return fingerprint
 
 
 def describe_fingerprint(reader: ReadAPI, fingerprint: str | None) -> str:
@@ -236,11 +241,8 @@ def describe_fingerprint(reader: ReadAPI, fingerprint: str | None) -> str:
     what = ""
     if rows and rows[0].newest_search:
         try:
-            import yaml
-
-            from nas.fingerprint import describe_dict
-
-            what = describe_dict(yaml.safe_load(reader.open_search(rows[0].newest_search).config) or {})
+            what = _describe_stored(rows[0].newest_search, reader.open_search(rows[0].newest_search).config,
+                                    fingerprint)
         except Exception:  # noqa: BLE001 - the description is a courtesy; the ranking does not depend on it
             what = ""
     others = [f for f in reader.fingerprint_summary() if f.fingerprint != fingerprint]
@@ -249,6 +251,28 @@ def describe_fingerprint(reader: ReadAPI, fingerprint: str | None) -> str:
         text += (f"; {len(others)} other fingerprint{'s' if len(others) > 1 else ''} in this database "
                  "(--all-fingerprints mixes them)")
     return text
+
+
+def _describe_stored(name: str, config: str, fingerprint: str) -> str:
+    """What a stored config measures; for a calibration study (which stores both its fidelities' configs), the
+    fidelity whose trials carry `fingerprint`."""
+    import yaml
+
+    from nas.fingerprint import describe_dict
+
+    doc = yaml.safe_load(config) or {}
+    if "proxy_config" not in doc:
+        return describe_dict(doc)
+    from nas.calibration import PROXY, REFERENCE, STUDY_MARK
+    from nas.config import NasConfig
+    from nas.config_io import from_dict
+    from nas.fingerprint import fingerprint as fingerprint_of
+
+    for fidelity in (PROXY, REFERENCE):
+        sub = doc.get(f"{fidelity}_config") or {}
+        if fingerprint_of(from_dict(NasConfig, sub), study=f"{STUDY_MARK}:{fidelity}") == fingerprint:
+            return f"calibration study {name}, its {fidelity} trials: {describe_dict(sub)}"
+    return f"calibration study {name}"
 
 
 def print_top(reader: ReadAPI, *, searches: Sequence[str] | None = None, k: int = 10,

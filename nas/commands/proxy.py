@@ -203,7 +203,7 @@ def _cmd_proxy_cost(args: argparse.Namespace) -> int:
     r0 = rows[0]
     print(f"a trial of preset {args.preset} ({args.arch}, {r0['flops'] / 1e9:.2f} G multiply-adds per image at "
           f"{r0['image_size']} px): {r0['train_steps']:,} steps of batch {r0['batch_size']}, "
-          f"{cfg.search.trials:,} trials on {cfg.search.workers} workers")
+          f"{cfg.search.trials:,} trials on {cfg.search.workers} worker{'s' if cfg.search.workers != 1 else ''}")
     table = [(r["device"], r["precision"], f"{r['setup_s']:.0f}", f"{r['train_s']:,.0f}", f"{r['eval_s']:,.0f}",
               _hours(r["trial_hours"]), _count(r["search_device_hours"]), _hours(r["search_wall_hours"]),
               "measured" if r["measured"] else "estimate") for r in rows]

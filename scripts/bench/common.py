@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
+# Every TensorFlow process of the benchmarks runs under `flock LOCK`, so no two time each other's CPU.
+LOCK = "/tmp/spinenas-cpu.lock"
 
 
 def commit() -> dict[str, Any]:

@@ -50,10 +50,9 @@ sys.path.insert(0, ROOT)
 
 from controller import build_controller, get_config_class  # noqa: E402
 from proxy_task.surrogate import SurrogateEvaluator  # noqa: E402
-from scripts.bench.common import cpu_model  # noqa: E402
+from scripts.bench.common import LOCK, cpu_model  # noqa: E402
 
 RESULTS_DIR = os.path.join(ROOT, "scripts", "bench", "results")
-LOCK = "/tmp/spinenas-cpu.lock"
 CONTROLLERS = ("ppo", "evolution", "random")
 CHECKPOINTS = (100, 250, 500, 1000, 2000)
 WARMUP = 100  # proposals excluded from the timing (TensorFlow import and tracing happen there)

@@ -45,12 +45,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 
 from proxy_task.config import ProxyConfig  # noqa: E402
-from scripts.bench.common import machine, provenance, versions  # noqa: E402
+from scripts.bench.common import LOCK, machine, provenance, versions  # noqa: E402
 from search_space import FAMILIES, SPINENET_49, ArchSpec, SearchSpace  # noqa: E402
 from search_space.cost import IMAGE_SIZES, SCALINGS, Cost, Scaling, count_cost  # noqa: E402
 
 RESULTS = Path(ROOT) / "scripts" / "bench" / "results" / "cost.json"
-LOCK = "/tmp/spinenas-cpu.lock"
 SYNTH_CLASSES = 5  # the synthetic set's Model Garden num_classes (4 shapes, ids 1..4, + background)
 COCO_CLASSES = 91  # Model Garden's retinanet_spinenet_coco
 TARGET_REL_ERROR = 0.005

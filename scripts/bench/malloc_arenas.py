@@ -24,10 +24,9 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
-from scripts.bench.common import machine, provenance, versions  # noqa: E402
+from scripts.bench.common import LOCK, machine, provenance, versions  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "scripts", "bench", "results", "malloc_arenas.json")
-LOCK = "/tmp/spinenas-cpu.lock"
 
 SERIES = r'''
 import json, os, sys

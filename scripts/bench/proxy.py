@@ -36,11 +36,10 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
-from scripts.bench.common import machine, provenance, versions  # noqa: E402
+from scripts.bench.common import LOCK, machine, provenance, versions  # noqa: E402
 from search_space import SPINENET_49, SearchSpace  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "scripts", "bench", "results", "proxy.json")
-LOCK = "/tmp/spinenas-cpu.lock"
 
 BARE = r'''
 import json, os, sys, time

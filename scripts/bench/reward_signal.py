@@ -33,10 +33,10 @@ sys.path.insert(0, ROOT)
 
 from nas.calibration import poor_arch  # noqa: E402
 from nas.calibration_stats import pooled_std, seed_noise  # noqa: E402
+from scripts.bench.common import LOCK  # noqa: E402
 from search_space import SPINENET_49, ArchSpec, SearchSpace  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "scripts", "bench", "results", "reward_signal.json")
-LOCK = "/tmp/spinenas-cpu.lock"
 
 
 def archs(n_random: int, seed: int) -> dict[str, ArchSpec]:

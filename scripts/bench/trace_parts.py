@@ -35,10 +35,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
-from scripts.bench.common import machine, provenance, versions  # noqa: E402
+from scripts.bench.common import LOCK, machine, provenance, versions  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "scripts", "bench", "results", "trace_parts.json")
-LOCK = "/tmp/spinenas-cpu.lock"
 
 DEFAULT_CONFIGS = [
     "default",

@@ -55,11 +55,12 @@ def measured_parts(run: dict) -> dict:
     """A run's parts as the model splits them: setup, training, first and last evaluation, and the whole trial."""
     evals = [p["eval_s"] for p in run.get("curve", []) if "eval_s" in p]
     first, last = (evals[0], evals[-1]) if len(evals) >= 2 else (run["eval_s"], run["eval_s"])
-    # What the trial's own timers leave out of its wall (report calls, releasing TensorFlow): ~1-2 s normally.
+    # What the trial's own timers leave out of its wall (report calls, releasing TensorFlow, timed as release_s
+    # since the 12-03 run): ~1-2 s normally, ~50 s in 2 of 14 runs.
     other = run["wall_s"] - (run["import_s"] + run["build_s"] + run["train_s"] + sum(evals or [run["eval_s"]]))
     return {"setup_s": run["import_s"] + run["build_s"] + run["trace_s"], "step_s": run["step_s"],
             "train_s": run["train_s"], "first_eval_s": first, "later_eval_s": last, "trial_s": run["wall_s"],
-            "evaluations": len(evals), "other_s": other}
+            "evaluations": len(evals), "other_s": other, "release_s": run.get("release_s")}
 
 
 def pool_steps(device: trial_cost.Device) -> list[dict]:
@@ -130,7 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     fitted = trial_cost.fit_cpu(flops=ref["flops"], batch_size=BATCH, step_points=points, setup_s=m["setup_s"],
                                 first_eval_s=m["first_eval_s"], later_eval_s=m["later_eval_s"],
                                 eval_images=VAL_IMAGES, source="SpineNet-49 at 128 px")
+    # The model without the overhead (a rate from the demo's batch alone), for comparison.
+    one_rate = trial_cost.fit_cpu(flops=ref["flops"], batch_size=BATCH, step_points=points[:1], setup_s=m["setup_s"],
+                                  first_eval_s=m["first_eval_s"], later_eval_s=m["later_eval_s"],
+                                  eval_images=VAL_IMAGES, source="SpineNet-49 at 128 px, batch 8 alone")
     for run in runs:
+        run["one_rate_step_error"] = trial_cost.relative_error(
+            one_rate.step_s(flops=run["flops"], batch_size=BATCH), run["measured"]["step_s"])
         p = trial_cost.predict(fitted, flops=run["flops"], batch_size=BATCH, train_steps=args.steps,
                                eval_images=VAL_IMAGES, evaluations=run["measured"]["evaluations"])
         run["predicted"] = {"setup_s": p.setup_s, "train_s": p.train_s, "eval_s": p.eval_s, "trial_s": p.total_s,

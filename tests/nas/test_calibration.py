@@ -134,6 +134,27 @@ def test_a_study_resolves_its_rungs_reference_and_plan():
     assert study.fingerprint("reference") != study.fingerprint("proxy")
 
 
+def test_top_in_a_database_of_studies_alone_ranks_the_newest_studys_proxy_trials(tmp_path):
+    from nas.calibration import KIND, Study
+    from nas.commands.common import describe_fingerprint, open_reader, ranking_fingerprint
+    from results_db import ResultStore
+
+    study = build_study(StudySettings(preset="x", archs=3, repeats=1, variance_archs=0), _surrogate_cfg())
+    url = str(tmp_path / "r.db")
+    with ResultStore(url) as store:
+        store.create_search("cal", config=study.to_yaml(), fingerprint=study.fingerprint("proxy"), kind=KIND)
+    with open_reader(url) as reader:
+        assert reader.newest_fingerprint() is None  # searches leave studies out ...
+        fp = ranking_fingerprint(reader, None, False)  # ... but `top` with nothing else ranks the study's proxy
+        assert fp == study.fingerprint("proxy") and ranking_fingerprint(reader, None, True) is None
+        text = describe_fingerprint(reader, fp)
+        assert "calibration study cal, its proxy trials: surrogate" in text and "400 steps" in text, text
+        assert Study.from_yaml(reader.open_search("cal").config) == study
+        with ResultStore(url) as store:
+            store.create_search("s", config=to_yaml(_surrogate_cfg()), fingerprint="fp-search")
+        assert ranking_fingerprint(reader, None, False) == "fp-search"  # a search there: its fingerprint
+
+
 def _preset(tmp_path, **kw):
     path = tmp_path / "surrogate.yaml"
     path.write_text(to_yaml(_surrogate_cfg(**kw)))

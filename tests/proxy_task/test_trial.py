@@ -59,7 +59,7 @@ def test_a_trial_returns_ap_and_every_field(curve_trial):
     m = result.metrics
     for key in ("ap", "ap50", "ap75", "aps", "apm", "apl", "ar100", "train_loss", "initial_loss", "steps",
                 "images_per_s", "step_s", "trace_s", "train_s", "import_s", "gflops_per_s",
-                "peak_rss_mb", "eval_s", "build_s"):
+                "peak_rss_mb", "eval_s", "build_s", "release_s"):
         assert key in m, key
     assert 0.0 <= m["ap"] <= 1.0 and math.isfinite(m["train_loss"]) and m["steps"] == 6
     # FLOPs come from the spec (no 7 s profiling); the built model's parameter count agrees with the analytic one.
