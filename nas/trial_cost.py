@@ -8,9 +8,9 @@ evaluations. From the detector's multiply-adds per image ``F`` (`ProxyConfig.cos
   dispatch of a graph of thousands of ops, the optimizer's update) plus ``2 * 3 * F * batch`` FLOPs (2 FLOPs a
   multiply-add; forward and backward about 3 forward passes) at the device's sustained training FLOP/s at the
   trial's precision;
-- an evaluation costs ``2 * F`` FLOPs per proxy-val image at the device's evaluation rate, plus the host's
-  per-image work (NMS and pycocotools' matching), plus, at a trial's first evaluation, the trace of the
-  evaluation step and the parsing of the split;
+- an evaluation costs ``2 * F`` FLOPs per proxy-val image at the same rate, plus the host's per-image work (box
+  decoding, NMS and pycocotools' matching), plus, at a trial's first evaluation, the trace of the evaluation step
+  and the parsing of the split;
 - the setup is a constant of the device (the trace is host work: the same architecture-sized graph everywhere).
 
 The CPU constants are fitted on one architecture at one image size on the machines here (SpineNet-49, 128 px,
@@ -18,10 +18,8 @@ The CPU constants are fitted on one architecture at one image size on the machin
 step seconds against images a step), the rest from its trial at the preset's batch; the script checks them on
 held-out architectures at 128 px and at 256 px (results/trial_cost.json; the README quotes the errors). Without the
 overhead a rate fitted at 128 px overestimates a 256-px step by ~70%: these CPUs spend ~0.16 s of a 0.3-s step on
-it. The evaluation rate is the step's own at the fit's batch (overhead included): an evaluation (forward passes,
-every anchor's box decoded, NMS) grows with the image at least as fast as its FLOPs. What the model cannot know:
-architectures of equal FLOPs step up to ~20% apart, and these machines' step time drifts as much between runs of
-one trial (0.24-0.30 s for SpineNet-49's in one session). The GPU rows are ESTIMATES, never
+it. What the model cannot know: architectures of equal FLOPs step up to ~20% apart, and these machines' step time
+drifts about as much between runs of one trial (the bench's rounds record it). The GPU rows are ESTIMATES, never
 measured here: published dense peak FLOP/s of each GPU at each precision times the share of its peak Vertex AI's
 published SpineNet proxy sustained on V100s (`GPU_UTILIZATION`, ~3%, which folds in any per-step overhead), with the
 CPU's host constants for setup and COCO work. That share reproduces Vertex's 512-px figure by construction; its
@@ -63,7 +61,6 @@ class Device:
       source: where the numbers come from.
       compute_capability: a GPU's (what `proxy.mixed_precision=auto` decides by); None for a CPU.
       step_overhead_s: seconds a training step costs whatever its batch and image size.
-      eval_flops_per_s: the evaluation's forward FLOP/s by precision; None: the training rate.
     """
 
     name: str
@@ -76,16 +73,10 @@ class Device:
     source: str
     compute_capability: tuple[int, int] | None = None
     step_overhead_s: float = 0.0
-    eval_flops_per_s: dict[str, float] | None = None
 
     def rate(self, precision: str) -> float:
         """Sustained FLOP/s at `precision` (CPUs: float32 whatever is asked; mixed precision does not pay there)."""
         return self.train_flops_per_s.get(precision) or self.train_flops_per_s["float32"]
-
-    def eval_rate(self, precision: str) -> float:
-        """The evaluation's forward FLOP/s at `precision`."""
-        rates = self.eval_flops_per_s or self.train_flops_per_s
-        return rates.get(precision) or rates["float32"]
 
     def step_s(self, *, flops: int, batch_size: int, precision: str = "float32", gpus: int = 1) -> float:
         """One training step's seconds: the overhead plus its FLOPs at the sustained rate."""
@@ -97,9 +88,9 @@ class Device:
 # and 16 for the overhead and the rate; the batch-8 run, 200 steps evaluated at 100, for the rest).
 CPU = Device(
     name="cpu", label="this machine's 2 CPU cores (measured)",
-    train_flops_per_s={"float32": 84.7e9}, setup_s=52.2, first_eval_s=9.3, host_s_per_eval_image=0.00965,
+    train_flops_per_s={"float32": 84.7e9}, setup_s=52.2, first_eval_s=9.3, host_s_per_eval_image=0.0162,
     measured=True, source="scripts/bench/results/trial_cost.json (fit on SpineNet-49, 128 px)",
-    step_overhead_s=0.157, eval_flops_per_s={"float32": 36.9e9},
+    step_overhead_s=0.157,
 )
 
 # Published dense peaks (no sparsity), FLOP/s: float32 is TF32 on Ampere and later (TensorFlow's default there).
@@ -167,7 +158,7 @@ def predict(device: Device, *, flops: int, batch_size: int, train_steps: int, ev
         raise ValueError("flops, batch_size, train_steps and gpus must be positive; eval_images and evaluations "
                          "at least 0")
     step_s = device.step_s(flops=flops, batch_size=batch_size, precision=precision, gpus=gpus)
-    per_eval = eval_images * (2.0 * flops / (device.eval_rate(precision) * gpus) + device.host_s_per_eval_image)
+    per_eval = eval_images * (2.0 * flops / (device.rate(precision) * gpus) + device.host_s_per_eval_image)
     evals_s = evaluations * per_eval + (device.first_eval_s if evaluations else 0.0)
     return TrialCost(device=device.name, precision=precision, flops=int(flops), setup_s=device.setup_s,
                      train_s=train_steps * step_s, eval_s=evals_s)
@@ -185,8 +176,9 @@ def proxy_trial_cost(proxy: Any, device: Device, *, flops: int, eval_images: int
 def fit_steps(points: list[tuple[int, float]]) -> tuple[float, float]:
     """The line through (images a step, step seconds) by least squares: (overhead seconds, seconds an image).
 
-    One point, or a line whose overhead comes out negative, gives the line through the origin."""
-    if not points or any(b < 1 or s <= 0 for b, s in points):
+    The line through the origin instead when there is no line to fit (one point, or every point at one batch size)
+    or the fitted one is not physical (a negative overhead or slope)."""
+    if not points or any(not b >= 1 or not (s > 0 and math.isfinite(s)) for b, s in points):
         raise ValueError(f"step points need batches >= 1 and positive seconds, got {points}")
     xs, ys = [float(b) for b, _ in points], [s for _, s in points]
     n, mx, my = len(xs), sum(xs) / len(xs), sum(ys) / len(ys)
@@ -204,18 +196,16 @@ def fit_cpu(*, flops: int, batch_size: int, step_points: list[tuple[int, float]]
     """CPU constants from one architecture at one image size: its steady steps at one or more batch sizes, and its
     trial at `batch_size` (setup, first and a later evaluation).
 
-    The overhead and the sustained rate come from the line through the steps (`fit_steps`); the evaluation's rate
-    is the line's step at `batch_size` as FLOP/s (overhead included); a later evaluation's seconds beyond its
-    forward passes at that rate are the host's per-image work; the first evaluation's beyond a later one's are its
-    one-off part.
+    The overhead and the sustained rate come from the line through the steps (`fit_steps`); a later evaluation's
+    seconds beyond its forward passes at that rate are the host's per-image work; the first evaluation's beyond a
+    later one's are its one-off part.
     """
     overhead, per_image = fit_steps(step_points)
     rate = 6.0 * flops / per_image
-    eval_rate = 6.0 * flops * batch_size / (overhead + per_image * batch_size)
-    host = max(0.0, later_eval_s / eval_images - 2.0 * flops / eval_rate)
+    host = max(0.0, later_eval_s / eval_images - 2.0 * flops / rate)
     return Device(name="cpu", label="CPU (fitted)", train_flops_per_s={"float32": rate}, setup_s=setup_s,
                   first_eval_s=max(0.0, first_eval_s - later_eval_s), host_s_per_eval_image=host, measured=True,
-                  source=source, step_overhead_s=overhead, eval_flops_per_s={"float32": eval_rate})
+                  source=source, step_overhead_s=overhead)
 
 
 def relative_error(predicted: float, measured: float) -> float:

@@ -651,7 +651,8 @@ def run_trial(
         _released = True
     except Exception:  # noqa: BLE001 - the trial's result stands; the next trial releases again
         logger.warning("[%s] could not release TensorFlow's state:\n%s", trial_label, traceback.format_exc())
-    # Timed: a stall of ~50 s outside every other timer showed in 2 of 14 benchmark trials (trial_cost.json).
+    # Timed: a stall of ~50 s outside every other timer showed in 2 of the 12 trials of the trial-cost benchmark's
+    # runs of 12-03 (scripts/bench/trial_cost.py, other_s); the release was the one part of a trial left untimed.
     metrics["release_s"] = time.time() - t0
     wall = time.time() - t_start
     return ProxyResult(metrics=metrics, flops=flops, params=params, wall_s=wall, error=error,

@@ -228,8 +228,9 @@ def ranking_fingerprint(reader: ReadAPI, searches: Sequence[str] | None, all_fin
         return None
     fingerprint = reader.newest_fingerprint(list(searches) if searches else None)
     if fingerprint is None and not searches:
-        names = [s.name for s in reader.list_searches()]
-        fingerprint = reader.newest_fingerprint(names) if names else None
+        stored = reader.list_searches()
+        if stored and all(getattr(s, "kind", "search") != "search" for s in stored):
+            fingerprint = reader.newest_fingerprint([s.name for s in stored])
     return fingerprint
 
 

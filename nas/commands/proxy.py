@@ -339,8 +339,9 @@ def register(sub: Any) -> None:
         "cost",
         help="predict what a preset's trials cost on a CPU or GPU (a FLOPs model; no TensorFlow)",
         description="Predict one proxy trial's seconds and a search's device-hours from the detector's FLOPs "
-        "(counted from the spec): training steps at the device's sustained FLOP/s at the trial's precision "
-        "(proxy.mixed_precision, 'auto' decided per device), evaluations, and the setup (import, build, trace). "
+        "(counted from the spec): training steps (a per-step overhead plus their FLOPs at the device's sustained "
+        "FLOP/s at the trial's precision, proxy.mixed_precision, 'auto' decided per device), evaluations, and the "
+        "setup (import, build, trace). "
         "The CPU row is fitted on these machines (SpineNet-49 at 128 px) and checked on held-out architectures "
         "and sizes (scripts/bench/trial_cost.py); GPU rows are estimates from published peaks, never run here.",
     )

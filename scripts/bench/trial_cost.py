@@ -10,11 +10,13 @@
 2. Check: the same schedule on held-out architectures (random specs of the spinenet49 family, seeded) at 128 px
    and at larger sizes (`--sizes`), each in a fresh process: predicted against measured trial seconds. Target:
    within 20% on every one.
+   With `--rounds N` every run of 1 and 2 is made N times, round after round, and the medians are fitted and
+   checked (this machine's step time drifts ~20% between runs of one trial).
 3. The step time of the 20 random architectures of `results/es-pool.db` (full demo trials of another day),
    predicted from their FLOPs with the fitted rate: how far the FLOPs alone explain an architecture's step.
 
     python scripts/bench/trial_cost.py [--steps 200] [--fit-batches 4,16] [--fit-steps 100] [--random 3]
-        [--sizes 256] [--large-random 1] [--note TEXT]
+        [--sizes 256] [--large-random 1] [--rounds 1] [--note TEXT]
 
 Writes scripts/bench/results/trial_cost.json and prints the table. Every TF process takes the shared CPU lock; run
 it on an otherwise idle machine (it is a timing benchmark).
@@ -44,10 +46,11 @@ VAL_IMAGES = 300  # the demo's proxy-val split
 BATCH = 8
 
 
-def run_arch(arch: ArchSpec, *, steps: int, image_size: int, batch_size: int = BATCH) -> dict:
+def run_arch(arch: ArchSpec, *, steps: int, image_size: int, batch_size: int = BATCH, mid_eval: bool = True) -> dict:
     """One fresh `spinenas proxy run --json` of `arch` (`scripts/bench/proxy.py`'s runner, under the CPU lock): its
-    flat result, curve included, with an evaluation at half its steps."""
-    return proxy_run(arch.to_json(), [f"proxy.eval_at_steps=[{steps // 2}]", f"proxy.image_size={image_size}",
+    flat result, curve included, with an evaluation at half its steps (unless not `mid_eval`)."""
+    evals = f"[{steps // 2}]" if mid_eval else "[]"
+    return proxy_run(arch.to_json(), [f"proxy.eval_at_steps={evals}", f"proxy.image_size={image_size}",
                                       f"proxy.batch_size={batch_size}"], steps=steps)
 
 
@@ -61,6 +64,18 @@ def measured_parts(run: dict) -> dict:
     return {"setup_s": run["import_s"] + run["build_s"] + run["trace_s"], "step_s": run["step_s"],
             "train_s": run["train_s"], "first_eval_s": first, "later_eval_s": last, "trial_s": run["wall_s"],
             "evaluations": len(evals), "other_s": other, "release_s": run.get("release_s")}
+
+
+def median_parts(rounds: list[dict]) -> dict:
+    """Each part's median over the rounds, each on its own (so with an even number of rounds, or a stall in one
+    round, the parts need not add up to the trial); a part missing from a round is left out of its median; the
+    evaluation count is the first round's."""
+    out = {}
+    for key in rounds[0]:
+        values = [r[key] for r in rounds if r.get(key) is not None]
+        out[key] = float(np.median(values)) if values else None
+    out["evaluations"] = rounds[0]["evaluations"]
+    return out
 
 
 def pool_steps(device: trial_cost.Device) -> list[dict]:
@@ -91,12 +106,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="256", help="larger image sizes checked (comma-separated)")
     parser.add_argument("--large-random", type=int, default=1, help="random architectures at each larger size "
                         "(besides SpineNet-49)")
+    parser.add_argument("--rounds", type=int, default=1, help="times every run is repeated (one after the other: "
+                        "medians are fitted and checked)")
     parser.add_argument("--seed", type=int, default=18, help="seed of the random architectures")
     parser.add_argument("--note", default="")
     parser.add_argument("--out", default=RESULTS)
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     fit_batches = [int(b) for b in args.fit_batches.split(",") if b]
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
 
     head = {**provenance(__file__, argv), "note": args.note, "machine": machine(**versions())}
     space = SearchSpace("spinenet49")
@@ -112,18 +131,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.warmup_steps:
         print(f"warm-up (discarded): spinenet-49 at 128 px, {args.warmup_steps} steps ...", flush=True)
         run_arch(s49, steps=args.warmup_steps, image_size=128)
-    fit_runs = []
-    for batch in fit_batches:
-        print(f"fit: spinenet-49 at 128 px, batch {batch}: {args.fit_steps} steps ...", flush=True)
-        r = run_arch(s49, steps=args.fit_steps, image_size=128, batch_size=batch)
-        fit_runs.append({"batch_size": batch, "steps": args.fit_steps, "measured": measured_parts(r)})
-
-    runs = []
-    for name, arch, size in plan:
-        print(f"{name} ({arch.key}) at {size} px: {args.steps} steps ...", flush=True)
-        r = run_arch(arch, steps=args.steps, image_size=size)
-        runs.append({"name": name, "key": arch.key, "image_size": size, "flops": r["flops"],
-                     "measured": measured_parts(r), "ap": r.get("ap")})
+    # Rounds: every run of the fit and of the check once a round, the rounds one after the other, so the machine's
+    # drift over minutes (a trial's step here moves ~20% between runs) spreads over all of them; the medians count.
+    fit_rounds: dict[int, list[dict]] = {b: [] for b in fit_batches}
+    run_rounds: list[list[dict]] = [[] for _ in plan]
+    first: list[dict] = [{} for _ in plan]
+    for k in range(args.rounds):
+        tag = f"round {k + 1}/{args.rounds}: " if args.rounds > 1 else ""
+        for batch in fit_batches:
+            print(f"{tag}fit: spinenet-49 at 128 px, batch {batch}: {args.fit_steps} steps ...", flush=True)
+            r = run_arch(s49, steps=args.fit_steps, image_size=128, batch_size=batch, mid_eval=False)
+            fit_rounds[batch].append(measured_parts(r))
+        for i, (name, arch, size) in enumerate(plan):
+            print(f"{tag}{name} ({arch.key}) at {size} px: {args.steps} steps ...", flush=True)
+            r = run_arch(arch, steps=args.steps, image_size=size)
+            run_rounds[i].append(measured_parts(r))
+            first[i] = first[i] or {"flops": r["flops"], "ap": r.get("ap")}
+    fit_runs = [{"batch_size": b, "steps": args.fit_steps, "measured": median_parts(fit_rounds[b]),
+                 "rounds": fit_rounds[b]} for b in fit_batches]
+    runs = [{"name": name, "key": arch.key, "image_size": size, "flops": first[i]["flops"],
+             "measured": median_parts(run_rounds[i]), "rounds": run_rounds[i], "ap": first[i]["ap"]}
+            for i, (name, arch, size) in enumerate(plan)]
 
     ref = runs[0]
     m = ref["measured"]
@@ -135,11 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     one_rate = trial_cost.fit_cpu(flops=ref["flops"], batch_size=BATCH, step_points=points[:1], setup_s=m["setup_s"],
                                   first_eval_s=m["first_eval_s"], later_eval_s=m["later_eval_s"],
                                   eval_images=VAL_IMAGES, source="SpineNet-49 at 128 px, batch 8 alone")
+    result_one_rate = one_rate.train_flops_per_s["float32"]
     for run in runs:
         run["one_rate_step_error"] = trial_cost.relative_error(
             one_rate.step_s(flops=run["flops"], batch_size=BATCH), run["measured"]["step_s"])
         p = trial_cost.predict(fitted, flops=run["flops"], batch_size=BATCH, train_steps=args.steps,
-                               eval_images=VAL_IMAGES, evaluations=run["measured"]["evaluations"])
+                               eval_images=VAL_IMAGES, evaluations=int(run["measured"]["evaluations"]))
         run["predicted"] = {"setup_s": p.setup_s, "train_s": p.train_s, "eval_s": p.eval_s, "trial_s": p.total_s,
                             "step_s": p.train_s / args.steps}
         run["error"] = trial_cost.relative_error(p.total_s, run["measured"]["trial_s"])
@@ -149,10 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         **head,
         "steps": args.steps,
+        "rounds": args.rounds,
         "fit": {"train_flops_per_s": fitted.train_flops_per_s["float32"], "step_overhead_s": fitted.step_overhead_s,
-                "eval_flops_per_s": fitted.eval_rate("float32"), "setup_s": fitted.setup_s,
+                "setup_s": fitted.setup_s,
                 "first_eval_s": fitted.first_eval_s, "host_s_per_eval_image": fitted.host_s_per_eval_image,
                 "step_points": [{"batch_size": b, "step_s": t} for b, t in points]},
+        "one_rate_train_flops_per_s": result_one_rate,
         "fit_runs": fit_runs,
         "runs": runs,
         "held_out_max_abs_error": max(abs(r["error"]) for r in held) if held else None,
@@ -170,14 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     f = result["fit"]
     print("fit steps (batch: s): " + ", ".join(f"{p['batch_size']}: {p['step_s']:.3f}" for p in f["step_points"]))
     print(f"fit (SpineNet-49, 128 px): {f['step_overhead_s']:.3f} s a step + {f['train_flops_per_s'] / 1e9:.1f} "
-          f"GFLOP/s, evaluation {f['eval_flops_per_s'] / 1e9:.1f} GFLOP/s, setup {f['setup_s']:.1f} s, "
+          f"GFLOP/s, setup {f['setup_s']:.1f} s, "
           f"first evaluation +{f['first_eval_s']:.1f} s, host {f['host_s_per_eval_image'] * 1e3:.2f} ms/image")
     print(f"{'run':14s} {'px':>4s} {'GMACs':>6s} {'measured s':>10s} {'predicted s':>11s} {'error':>7s} "
-          f"{'step err':>8s} {'other s':>7s}")
+          f"{'step err':>8s} {'other s':>7s} {'release s':>9s}")
     for r in runs:
         print(f"{r['name']:14s} {r['image_size']:4d} {r['flops'] / 1e9:6.2f} {r['measured']['trial_s']:10.1f} "
               f"{r['predicted']['trial_s']:11.1f} {r['error']:+7.1%} {r['step_error']:+8.1%} "
-              f"{r['measured']['other_s']:7.1f}")
+              f"{r['measured']['other_s']:7.1f} {r['measured'].get('release_s') or 0.0:9.1f}")
     if pool:
         print(f"es-pool steps (20 archs, another day): median |error| {result['es_pool_step_median_abs_error']:.1%}, "
               f"max {result['es_pool_step_max_abs_error']:.1%}")

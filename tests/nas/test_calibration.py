@@ -150,6 +150,16 @@ def test_top_in_a_database_of_studies_alone_ranks_the_newest_studys_proxy_trials
         text = describe_fingerprint(reader, fp)
         assert "calibration study cal, its proxy trials: surrogate" in text and "400 steps" in text, text
         assert Study.from_yaml(reader.open_search("cal").config) == study
+        ref = describe_fingerprint(reader, study.fingerprint("reference"))
+        assert "fingerprint " + study.fingerprint("reference") in ref  # no trials of it: no description to find
+        from nas.commands.common import _describe_stored
+
+        stored = reader.open_search("cal").config
+        assert "its reference trials: surrogate" in _describe_stored("cal", stored, study.fingerprint("reference"))
+        assert _describe_stored("cal", stored, "nope") == "calibration study cal"
+        with ResultStore(url) as store:
+            store.create_search("old", config="")  # a search of before fingerprints: mixing stays the default
+        assert ranking_fingerprint(reader, None, False) is None
         with ResultStore(url) as store:
             store.create_search("s", config=to_yaml(_surrogate_cfg()), fingerprint="fp-search")
         assert ranking_fingerprint(reader, None, False) == "fp-search"  # a search there: its fingerprint
