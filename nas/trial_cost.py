@@ -17,8 +17,8 @@ The CPU constants are fitted on one architecture at one image size on the machin
 `scripts/bench/trial_cost.py`): the overhead and the rate from its steps at three batch sizes (a line through
 step seconds against images a step), the rest from its trial at the preset's batch; the script checks them on
 held-out architectures at 128 px and at 256 px (results/trial_cost.json; the README quotes the errors). Without the
-overhead a rate fitted at 128 px overestimates a 256-px step by ~70%: these CPUs spend ~0.16 s of a 0.3-s step on
-it. What the model cannot know: architectures of equal FLOPs step up to ~20% apart, and these machines' step time
+overhead a rate fitted at 128 px overestimates a 256-px step by ~70%: these CPUs spend ~0.16 s of a 0.27-s step
+on it. What the model cannot know: architectures of equal FLOPs step up to ~20% apart, and these machines' step time
 drifts about as much between runs of one trial (the bench's rounds record it). The GPU rows are ESTIMATES, never
 measured here: published dense peak FLOP/s of each GPU at each precision times the share of its peak Vertex AI's
 published SpineNet proxy sustained on V100s (`GPU_UTILIZATION`, ~3%, which folds in any per-step overhead), with the
@@ -84,13 +84,14 @@ class Device:
 
 
 # Fitted by `python scripts/bench/trial_cost.py` (results/trial_cost.json: SpineNet-49 at 128 px on the 2-core AMD
-# EPYC of these machines, after a discarded warm-up run: fresh `spinenas proxy run`s of its steps at batches 4, 8
-# and 16 for the overhead and the rate; the batch-8 run, 200 steps evaluated at 100, for the rest).
+# EPYC of these machines, after a discarded warm-up run, medians of 3 rounds: fresh `spinenas proxy run`s of its
+# steps at batches 4, 8 and 16 for the overhead and the rate; the batch-8 run, 150 steps evaluated at 75 and 150,
+# for the rest).
 CPU = Device(
     name="cpu", label="this machine's 2 CPU cores (measured)",
-    train_flops_per_s={"float32": 84.7e9}, setup_s=52.2, first_eval_s=9.3, host_s_per_eval_image=0.0162,
+    train_flops_per_s={"float32": 92.0e9}, setup_s=49.6, first_eval_s=7.8, host_s_per_eval_image=0.0166,
     measured=True, source="scripts/bench/results/trial_cost.json (fit on SpineNet-49, 128 px)",
-    step_overhead_s=0.157,
+    step_overhead_s=0.163,
 )
 
 # Published dense peaks (no sparsity), FLOP/s: float32 is TF32 on Ampere and later (TensorFlow's default there).

@@ -242,15 +242,12 @@ def _train_losses(root: str, deterministic: bool = True, warm: bool = False, **o
 def test_same_seed_same_losses(tiny_dataset):
     # Each run in a fresh process, as a search runs its trials. Without the one-thread training pipeline,
     # Model Garden's parser took its random augmentation draws in a racy order and the losses differed from step 2.
-    # The second run also evaluates at step 4: an intermediate evaluation must not change the training either
-    # (if only this fails, rerun both without eval_at_steps to tell the two apart).
     first, first_ap = _train_losses(tiny_dataset.root)
-    second, second_ap = _train_losses(tiny_dataset.root, eval_at_steps=[4])
     assert len(first) == 8
-    assert first == second
-    assert first_ap == second_ap
     # A warm worker's second trial (`search.reuse_workers`), after another architecture's, trains and scores as in
-    # a fresh process: Keras' session is cleared and the seeds set again between trials.
-    warm, warm_ap = _train_losses(tiny_dataset.root, warm=True)
+    # a fresh process: Keras' session is cleared and the seeds set again between trials. It also evaluates at step
+    # 4: an intermediate evaluation must not change the training either (one process for both checks, ~70 s of
+    # CI saved; if this fails, rerun with warm=False or without eval_at_steps to tell the two apart).
+    warm, warm_ap = _train_losses(tiny_dataset.root, warm=True, eval_at_steps=[4])
     assert warm == first
     assert warm_ap == first_ap
