@@ -23,7 +23,7 @@ drifts about as much between runs of one trial (the bench's rounds record it). T
 measured here: published dense peak FLOP/s of each GPU at each precision times the share of its peak Vertex AI's
 published SpineNet proxy sustained on V100s (`GPU_UTILIZATION`, ~3%, which folds in any per-step overhead), with the
 CPU's host constants for setup and COCO work. That share reproduces Vertex's 512-px figure by construction; its
-384-px figure (2.5 h) it does not (the model says ~15 min): on GPUs such a proxy is not bound by its FLOPs alone
+384-px figure (2.5 h) it does not (the model says ~17 min): on GPUs such a proxy is not bound by its FLOPs alone
 (input pipeline, NMS, host work), so treat the GPU rows as a lower bound.
 """
 

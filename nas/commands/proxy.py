@@ -214,7 +214,7 @@ def _cmd_proxy_cost(args: argparse.Namespace) -> int:
 
         print(f"GPU rows are estimates, never run on a GPU: published dense peaks x {GPU_UTILIZATION:.1%} (the share "
               "Vertex AI's 512-px SpineNet proxy sustained on V100s), the CPU's setup and COCO work; a lower bound "
-              "(Vertex's 384-px proxy took 10x the model's time). CPU: fitted here on SpineNet-49 at 128 px "
+              "(Vertex's 384-px proxy took ~9x the model's time). CPU: fitted here on SpineNet-49 at 128 px "
               "(scripts/bench/trial_cost.py).")
     return 0
 
