@@ -264,15 +264,12 @@ def _describe_stored(name: str, config: str, fingerprint: str) -> str:
     doc = yaml.safe_load(config) or {}
     if "proxy_config" not in doc:
         return describe_dict(doc)
-    from nas.calibration import PROXY, REFERENCE, STUDY_MARK
-    from nas.config import NasConfig
-    from nas.config_io import from_dict
-    from nas.fingerprint import fingerprint as fingerprint_of
+    from nas.calibration import PROXY, REFERENCE, Study
 
+    study = Study.from_yaml(config)
     for fidelity in (PROXY, REFERENCE):
-        sub = doc.get(f"{fidelity}_config") or {}
-        if fingerprint_of(from_dict(NasConfig, sub), study=f"{STUDY_MARK}:{fidelity}") == fingerprint:
-            return f"calibration study {name}, its {fidelity} trials: {describe_dict(sub)}"
+        if study.fingerprint(fidelity) == fingerprint:
+            return f"calibration study {name}, its {fidelity} trials: {describe_dict(doc[f'{fidelity}_config'])}"
     return f"calibration study {name}"
 
 

@@ -59,7 +59,7 @@ def measured_parts(run: dict) -> dict:
     evals = [p["eval_s"] for p in run.get("curve", []) if "eval_s" in p]
     first, last = (evals[0], evals[-1]) if len(evals) >= 2 else (run["eval_s"], run["eval_s"])
     # What the trial's own timers leave out of its wall (report calls, releasing TensorFlow, timed as release_s
-    # since the 12-03 run): ~1-2 s normally, ~50 s in 2 of 14 runs.
+    # since the 12-03 runs): ~1-2 s normally, ~50 s in 2 of the 12 single-round trials of 12-03.
     other = run["wall_s"] - (run["import_s"] + run["build_s"] + run["train_s"] + sum(evals or [run["eval_s"]]))
     return {"setup_s": run["import_s"] + run["build_s"] + run["trace_s"], "step_s": run["step_s"],
             "train_s": run["train_s"], "first_eval_s": first, "later_eval_s": last, "trial_s": run["wall_s"],
@@ -163,7 +163,6 @@ def main(argv: list[str] | None = None) -> int:
     one_rate = trial_cost.fit_cpu(flops=ref["flops"], batch_size=BATCH, step_points=points[:1], setup_s=m["setup_s"],
                                   first_eval_s=m["first_eval_s"], later_eval_s=m["later_eval_s"],
                                   eval_images=VAL_IMAGES, source="SpineNet-49 at 128 px, batch 8 alone")
-    result_one_rate = one_rate.train_flops_per_s["float32"]
     for run in runs:
         run["one_rate_step_error"] = trial_cost.relative_error(
             one_rate.step_s(flops=run["flops"], batch_size=BATCH), run["measured"]["step_s"])
@@ -183,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                 "setup_s": fitted.setup_s,
                 "first_eval_s": fitted.first_eval_s, "host_s_per_eval_image": fitted.host_s_per_eval_image,
                 "step_points": [{"batch_size": b, "step_s": t} for b, t in points]},
-        "one_rate_train_flops_per_s": result_one_rate,
+        "one_rate_train_flops_per_s": one_rate.train_flops_per_s["float32"],
         "fit_runs": fit_runs,
         "runs": runs,
         "held_out_max_abs_error": max(abs(r["error"]) for r in held) if held else None,
