@@ -9,16 +9,21 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from nas import signals
 from nas.ui import UserError
+from results_db.errors import LeaseLostError
 
 logger = logging.getLogger(__name__)
 
 PROG = "spinenas"
+
+#: The exit code of a search or study whose driver was fenced out: another driver took its lease over (this one was
+#: paused or cut off for longer than the lease), so it stopped without writing more.
+EXIT_LEASE_LOST = 3
 
 # Each module has `register(subparsers)` and imports nothing heavy at module level: TensorFlow, Ray and SQLAlchemy
 # are imported inside the command functions that need them.
@@ -30,18 +35,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "nas.commands.db",
     "nas.commands.export",
 )
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program is, so a search stops as on Ctrl-C (nothing lost; resume later)."""
-
-
-_TERMINATED = {"seen": False}
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    _TERMINATED["seen"] = True
-    raise Terminated()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,27 +74,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     # SIGTERM (a scheduler, `kill`, a container stop) is handled like Ctrl-C: the job stops cleanly, exit code 143.
-    # SIGINT too, even when the shell that started a background job set it to be ignored.
-    _TERMINATED["seen"] = False
-    try:
-        previous = {sig: signal.signal(sig, handler) for sig, handler in (
-            (signal.SIGTERM, _on_sigterm), (signal.SIGINT, signal.default_int_handler))}
-    except ValueError:  # not the main thread (an embedding host): leave the signals as they are
-        previous = {}
+    previous = signals.install()
     try:
         code = func(args)
-        return 143 if _TERMINATED["seen"] else code
+        return signals.EXIT_TERMINATED if signals.terminated() else code
     except UserError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2
+    except LeaseLostError as e:
+        print(f"{PROG}: stopped: {e}", file=sys.stderr)
+        return EXIT_LEASE_LOST
     except KeyboardInterrupt:
-        print(f"{PROG}: {'terminated' if _TERMINATED['seen'] else 'interrupted'}", file=sys.stderr)
-        return 143 if _TERMINATED["seen"] else 130
+        print(f"{PROG}: {'terminated' if signals.terminated() else 'interrupted'}", file=sys.stderr)
+        return signals.EXIT_TERMINATED if signals.terminated() else 130
     except BrokenPipeError:
         return 0
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        signals.restore(previous)
 
 
 if __name__ == "__main__":

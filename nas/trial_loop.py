@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from nas import signals
 from nas.config import NasConfig
 from nas.console import PlainView, TrialProgress
 from nas.runners import Runner, TrialOutcome, TrialSpec, TrialTask, build_runner
@@ -163,6 +164,7 @@ class TrialLoop(abc.ABC):
     def _turn(self) -> None:
         """One turn of the loop: wait on the runner, record what finished, store reports, timeouts, console."""
         self.last_turn = time.monotonic()
+        signals.reassert()  # ours, whatever a library the trials or the runner loaded did to it
         if self.lease is not None and self.lease.lost:
             from nas.lease import LeaseLostError
 

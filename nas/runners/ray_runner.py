@@ -198,6 +198,15 @@ class RayRunner(Runner):
 
 
 
+def keep_local_on_loopback() -> None:
+    """Selects Ray's single-node mode for a local cluster: every server it starts then binds 127.0.0.1 and the node
+    registers 127.0.0.1 (in its cluster mode Ray 2.60 listens on every interface and turns a node address of
+    127.0.0.1 into the machine's network address). Ray reads the setting when it is first imported, so this runs
+    before anything here imports Ray (`route_to_log`, `other_cluster`); Ray's workers inherit it. A value the user
+    set is kept. Not for joining a cluster (`--address`), whose nodes must reach this driver."""
+    os.environ.setdefault(LOOPBACK_ENV, "0")
+
+
 def other_cluster() -> str | None:
     """The address of a Ray cluster `ray start` registered on this machine (alive or stale), or None."""
     if os.environ.get("RAY_ADDRESS"):
@@ -216,18 +225,25 @@ def init_ray(address: str | None, *, num_cpus: float | None = None, log_to_drive
     Returns:
       True when this call started a local cluster (the caller shuts it down).
     """
+    from nas import signals
+
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not address:
-        # A local cluster stays on loopback: Ray 2.60 turns 127.0.0.1 given as the node address into the
-        # machine's network address, except in its single-node mode, which this variable selects (it must be set
-        # before Ray is imported; Ray's workers inherit it).
-        os.environ.setdefault(LOOPBACK_ENV, "0")
+        keep_local_on_loopback()
     import ray
+    from ray._private import ray_constants
+
+    if not address and os.environ.get(LOOPBACK_ENV) == "0" and ray_constants.ENABLE_RAY_CLUSTER:
+        logger.warning("Ray was imported before its single-node setting: the local cluster may listen on every "
+                       "network interface, not only on 127.0.0.1")
 
     if ray.is_initialized():
         return False
     if address:
-        ray.init(address=address, log_to_driver=log_to_driver)
+        try:
+            ray.init(address=address, log_to_driver=log_to_driver)
+        finally:
+            signals.reassert()  # ray.init() installs a SIGTERM handler of its own (sys.exit)
         return False
     import psutil  # a dependency of Ray's
 
@@ -245,8 +261,10 @@ def init_ray(address: str | None, *, num_cpus: float | None = None, log_to_drive
             configure_logging=False,
         )
     except BaseException:  # Ctrl-C, SIGTERM or an error while Ray starts
+        signals.reassert()
         stop_started(me, before)
         raise
+    signals.reassert()  # ray.init() installs a SIGTERM handler of its own (sys.exit)
     return True
 
 

@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -319,6 +320,75 @@ def test_sigterm_stops_a_search_as_ctrl_c_does_and_it_resumes(tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     store = ResultStore(f"sqlite:///{db}")
     assert sum(t.status == "completed" for t in store.trials("t")) == 6
+
+
+LOOPBACK = ("127.0.0.1", "::ffff:127.0.0.1", "::1")
+
+
+def _bound_sockets(procs):
+    """(process name, address, port) of every listening TCP socket and every bound UDP socket of `procs`."""
+    import psutil
+
+    out = []
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            for c in p.net_connections(kind="inet"):
+                if c.laddr and (c.status == psutil.CONN_LISTEN or c.type == socket.SOCK_DGRAM):
+                    out.append((p.name(), c.laddr.ip, c.laddr.port))
+    return out
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_sigterm_on_the_ray_runner_stops_the_search_its_cluster_on_loopback_and_it_resumes(tmp_path):
+    """What a user runs: the default runner, the environment without the test suite's loopback setting. While it
+    runs, every socket of the search's process tree (driver, GCS, raylet, agents, workers) is bound to loopback;
+    SIGTERM stops it as Ctrl-C does (exit 143, stopped, Ray's processes gone) and a resume finishes the budget."""
+    import shutil
+    import tempfile
+
+    import psutil
+
+    db = tmp_path / "r.db"
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    env["RAY_TMPDIR"] = ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths
+    args = ["search", "--evaluator", "surrogate", "--controller", "random", "--trials", "8", "--workers", "2",
+            "--surrogate-duration", "1", "--cpus-per-trial", "1", "--db", str(db), "--top", "0", "--plain"]
+    proc = subprocess.Popen([sys.executable, "-m", "nas.cli", *args, "--name", "t"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path, env=env)
+    try:
+        deadline = time.time() + 120
+        while finished(str(db), "t") < 2 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        bound = _bound_sockets(tree)
+        assert any(name == "gcs_server" for name, _, _ in bound), bound  # the cluster's servers were seen
+        assert [b for b in bound if b[1] not in LOOPBACK] == [], bound
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, out + err
+    assert "Traceback" not in err and "interrupted: " in out
+    _, alive = psutil.wait_procs([p for p in tree[1:] if p.is_running()], timeout=15)
+    try:
+        assert alive == [], [p.pid for p in alive]  # Ray's processes ended with the driver
+    finally:
+        for p in alive:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    store = ResultStore(f"sqlite:///{db}")
+    assert store.open_search("t").status == "stopped"
+    store.close()
+    resumed = spinenas("search", "--resume", "t", "--db", str(db), "--runner", "local", "--top", "0", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    store = ResultStore(f"sqlite:///{db}")
+    trials = store.trials("t")
+    assert sum(t.status == "completed" for t in trials) == 8
+    assert sorted(t.index for t in trials) == list(range(len(trials)))  # none stored twice
 
 
 @pytest.mark.ray
