@@ -399,9 +399,8 @@ class CalibrationStudy(TrialLoop):
                 while self._todo and len(self.inflight) < self.cfg.search.workers:
                     self._submit(self._todo.pop(0))
                 self._turn()
-        except LeaseLostError as e:
-            interrupted = True
-            self.view.line(f"stopped: {e}")
+        except LeaseLostError:
+            raise  # fenced out: no write more; the trials stop as the runner closes; the CLI says so in one line
         except KeyboardInterrupt:
             interrupted = True
             self.view.line(f"interrupted: run '{self.RESUME.format(name=self.name)}' to continue")

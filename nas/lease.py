@@ -3,10 +3,12 @@
 A driver takes the lease (atomically: `ResultStore.take_lease`) before it touches a search it resumes, and right
 after it creates a new one. A second driver for the same search is refused in one line naming the holder and the
 age of its heartbeat. The lease is taken over when its heartbeat is older than `LEASE_TIMEOUT_S`, or at once when
-its holder ran on this host and its process is gone (a `kill -9` then an immediate `--resume`). A thread renews
+its holder ran on this host and its process is gone (a `kill -9` then an immediate `--resume`); a heartbeat further
+than the timeout in the future (a clock set back) counts as expired too. A thread renews
 it every `RENEW_S` while the driver's loop turns; a loop stuck for longer than the timeout stops renewing, so the
-lease expires and another driver may take over. `spinenas searches` shows a running search whose lease expired as
-`interrupted`.
+lease expires and another driver may take over. The driver's store is fenced by its lease (`ResultStore.fence`):
+a driver that was paused past its lease (SIGSTOP, a suspended VM) and taken over finds out at its next write,
+which stores nothing, and stops. `spinenas searches` shows a running search whose lease expired as `interrupted`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+# LeaseLostError: another driver took this driver's lease over, so this one stops at once, writing nothing more.
+# Raised by the loop when the heartbeat finds the lease gone, and by every write of a fenced store.
+from results_db.errors import LeaseLostError
+
 logger = logging.getLogger(__name__)
 
 #: A lease whose heartbeat is older than this belongs to a driver that died (or whose loop is stuck).
@@ -30,9 +36,6 @@ RENEW_S = 5.0
 class LeaseHeldError(RuntimeError):
     """Another live driver holds the search."""
 
-
-class LeaseLostError(RuntimeError):
-    """Another driver took this driver's lease over: this one stops at once, writing nothing more."""
 
 
 def host_identity() -> str:
@@ -65,8 +68,13 @@ def holder_gone(record: Any) -> bool:
 def describe_holder(record: Any, now: Any) -> str:
     """'pid 123 on host h (heartbeat 4 s ago)'."""
     age = record.lease_age_s(now)
-    return (f"pid {record.lease_pid} on host {record.lease_host}"
-            + (f" (heartbeat {age:.0f} s ago)" if age is not None else ""))
+    if age is None:
+        beat = ""
+    elif age < 0:
+        beat = f" (heartbeat {-age:.0f} s in the future: a clock was set back or runs ahead)"
+    else:
+        beat = f" (heartbeat {age:.0f} s ago)"
+    return f"pid {record.lease_pid} on host {record.lease_host}{beat}"
 
 
 class LeaseKeeper:
@@ -153,8 +161,7 @@ def lease_state(record: Any, now: Any, timeout_s: float = LEASE_TIMEOUT_S) -> st
     for a driver of this host, its process lives; else 'interrupted' (derived when read, never stored)."""
     if record.status != "running":
         return record.status
-    age = record.lease_age_s(now)
-    if age is None or age > timeout_s or holder_gone(record):  # holder_gone: a driver of this host that died
+    if not record.lease_fresh(now, timeout_s) or holder_gone(record):  # holder_gone: a driver of this host that died
         return "interrupted"
     return "running"
 
@@ -164,5 +171,5 @@ def last_seen(record: Any) -> Any:
     return record.lease_heartbeat or record.updated_at
 
 
-__all__ = ["LEASE_TIMEOUT_S", "LeaseHeldError", "LeaseKeeper", "RENEW_S", "describe_holder", "holder_gone",
+__all__ = ["LEASE_TIMEOUT_S", "LeaseHeldError", "LeaseKeeper", "LeaseLostError", "RENEW_S", "describe_holder", "holder_gone",
            "last_seen", "lease_state"]

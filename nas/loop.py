@@ -243,9 +243,8 @@ class SearchDriver(TrialLoop):
                         raise RuntimeError("internal error: trials waiting with nothing in flight")
                     continue
                 self._turn()
-        except LeaseLostError as e:
-            interrupted = True
-            self.view.line(f"stopped: {e}")
+        except LeaseLostError:
+            raise  # fenced out: no write more; the trials stop as the runner closes; the CLI says so in one line
         except KeyboardInterrupt:
             interrupted = True
             unfinished = len(self.inflight) + len(self.requeue) + sum(len(w) for w in self.waiting.values())

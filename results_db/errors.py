@@ -15,6 +15,11 @@ class SchemaVersionError(RuntimeError):
     """The database was written with another schema version; the message says how to upgrade."""
 
 
+class LeaseLostError(RuntimeError):
+    """A write of a fenced store (`ResultStore.fence`) found that its driver no longer holds the search's lease:
+    another driver took it over. Nothing of the write was stored."""
+
+
 class DuplicateSearchError(ValueError):
     """`create_search` was given a name that is already taken."""
 

@@ -56,6 +56,14 @@ class SearchRecord:
             return None
         return (now - self.lease_heartbeat).total_seconds()
 
+    def lease_fresh(self, now: datetime.datetime, timeout_s: float) -> bool:
+        """Whether the lease's heartbeat says its driver is alive: no older than `timeout_s`, and no further than
+        `timeout_s` in the future. A heartbeat from the future was written by a clock that has since been set back
+        (or by a host whose clock runs ahead): its age says nothing, so it counts as expired rather than locking
+        the search out until that time comes (a driver that still lives is then fenced out by its next write)."""
+        age = self.lease_age_s(now)
+        return age is not None and -timeout_s <= age <= timeout_s
+
 
 @dataclasses.dataclass(frozen=True)
 class ArchRecord:

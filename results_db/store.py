@@ -55,6 +55,7 @@ from results_db.errors import (
     DatabaseNotFoundError,
     DatabaseOpenError,
     DuplicateSearchError,
+    LeaseLostError,
     SchemaVersionError,
 )
 from results_db.integrity import check_before_writing
@@ -360,6 +361,7 @@ class ResultStore(ReadAPI):
         self._next_index: dict[int, int] = {}  # writer: search id -> index of its next trial
         self._local = threading.local()  # the writer's connection of each thread
         self._connections: list[Connection] = []
+        self._fence: tuple[int, str, str] | None = None  # (search id, lease owner, name): see `fence`
         self._engine = self._create_engine(echo)
         try:
             self._open()
@@ -524,7 +526,34 @@ class ResultStore(ReadAPI):
         if self.readonly:
             raise RuntimeError(f"{self!r} was opened read-only; open it without readonly=True to write")
         with self._sessions() as session, session.begin():
+            self._check_fence(session.connection())
             yield session
+
+    # ------------------------------------------------------------------------------------------- fencing
+    def fence(self, search: str, owner: str) -> None:
+        """From now on every write of this store (trials, reports, checkpoints, the search row, archs) first checks,
+        in its own transaction, that `owner` still holds the lease of `search`, and raises `LeaseLostError`
+        otherwise, storing nothing. The check is an update of the search row by its lease owner: it takes the
+        row's write lock, so a takeover (`take_lease`) lands either before the check, which then fails, or after
+        the write has committed. Lease operations themselves are not fenced.
+
+        Raises:
+          LookupError: unknown search.
+        """
+        with self._write_conn(fenced=False) as conn:
+            self._fence = (self._search_id_conn(search, conn), str(owner), search)
+
+    def _check_fence(self, conn: Connection) -> None:
+        fence = self._fence
+        if fence is None:
+            return
+        sid, owner, name = fence
+        held = conn.execute(
+            _SEARCHES.update().where(_SEARCHES.c.id == sid, _SEARCHES.c.lease_owner == owner)
+            .values(lease_owner=owner)
+        ).rowcount
+        if held != 1:
+            raise LeaseLostError(f"another driver took over search {name!r}: this one stops without writing more")
 
     @contextmanager
     def _read(self) -> Iterator[Session]:
@@ -580,7 +609,7 @@ class ResultStore(ReadAPI):
                                    include_pruned=include_pruned)
 
     @contextmanager
-    def _write_conn(self) -> Iterator[Connection]:
+    def _write_conn(self, *, fenced: bool = True) -> Iterator[Connection]:
         # Core statements on the writer's own connection: the per-trial writes skip the ORM unit of work and the
         # pool's checkout and reset (together 3-5x the cost of the SQL itself). One connection per thread.
         if self.readonly:
@@ -590,6 +619,8 @@ class ResultStore(ReadAPI):
             conn = self._local.conn = self._engine.connect()
             self._connections.append(conn)
         with conn.begin():
+            if fenced:
+                self._check_fence(conn)
             yield conn
 
     def _search_id_conn(self, name: str, conn: Connection) -> int:
@@ -687,7 +718,8 @@ class ResultStore(ReadAPI):
           name: the search.
           owner: this driver's id (unique per run).
           host, pid: where this driver runs.
-          timeout_s: a heartbeat older than this is a dead driver's.
+          timeout_s: a heartbeat older than this (or further than this in the future: a clock set back) is a dead
+            driver's (`SearchRecord.lease_fresh`).
           may_take: may this driver take a lease held by another live-looking one.
 
         Returns:
@@ -699,10 +731,9 @@ class ResultStore(ReadAPI):
         now = utcnow()
         record = self.open_search(name)
         held = record.lease_owner is not None and record.lease_owner != owner
-        age = record.lease_age_s(now)
-        if held and age is not None and age <= timeout_s and not (may_take and may_take(record)):
+        if held and record.lease_fresh(now, timeout_s) and not (may_take and may_take(record)):
             return False, record
-        with self._write_conn() as conn:
+        with self._write_conn(fenced=False) as conn:
             sid = self._search_id_conn(name, conn)
             # Compare-and-set on the holder and its heartbeat as read: a holder that renewed in between keeps it.
             same = (_SEARCHES.c.lease_owner.is_(None) if record.lease_owner is None
@@ -720,7 +751,7 @@ class ResultStore(ReadAPI):
 
     def renew_lease(self, name: str, owner: str) -> bool:
         """The heartbeat of a lease `owner` holds; False when it no longer holds it (another driver took it over)."""
-        with self._write_conn() as conn:
+        with self._write_conn(fenced=False) as conn:
             sid = self._search_id_conn(name, conn)
             return conn.execute(
                 _SEARCHES.update()
@@ -730,7 +761,7 @@ class ResultStore(ReadAPI):
 
     def release_lease(self, name: str, owner: str) -> None:
         """Gives the lease up (if `owner` still holds it)."""
-        with self._write_conn() as conn:
+        with self._write_conn(fenced=False) as conn:
             sid = self._search_id_conn(name, conn)
             conn.execute(
                 _SEARCHES.update()

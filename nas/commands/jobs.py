@@ -18,6 +18,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from nas import signals
 from nas.ui import UserError, error_text
 
 
@@ -161,10 +162,12 @@ def start_ray_if_needed(cfg: Any, args: argparse.Namespace) -> bool:
     """
     if cfg.runner.type != "ray":
         return False
-    from nas.runners.ray_runner import init_ray, other_cluster
+    from nas.runners.ray_runner import init_ray, keep_local_on_loopback, other_cluster
 
-    route_to_log("ray")
     address = getattr(args, "address", None)
+    if not address:
+        keep_local_on_loopback()  # before the first import of Ray, which route_to_log and other_cluster make
+    route_to_log("ray")
     other = None if address else other_cluster()
     try:
         started = init_ray(address, num_cpus=None)
@@ -234,16 +237,14 @@ def trial_job(cfg: Any, args: argparse.Namespace, run_dir: str, make_job: Any) -
                 if job.resume:  # one driver per search: the lease before anything of the search changes
                     note = keeper.take()
                     leased = True
-                    job.last_turn = time.monotonic()
-                    keeper.start()
+                    _hold(job, keeper)
                     job.prepare()
                 else:
                     job.prepare()
                     prepared = True
                     note = keeper.take()
                     leased = True
-                    job.last_turn = time.monotonic()
-                    keeper.start()
+                    _hold(job, keeper)
             except (UserError, LeaseHeldError, DuplicateSearchError, KeyboardInterrupt) as e:
                 # Nothing of this job was written: leave no folder behind, unless another driver of the same
                 # search (which holds its lease or won its name) may be writing into it.
@@ -260,6 +261,7 @@ def trial_job(cfg: Any, args: argparse.Namespace, run_dir: str, make_job: Any) -
                 if not getattr(args, "address", None):
                     started_ray = start_ray_if_needed(cfg, args)
                 job.start_runner()
+                signals.reassert()  # a library started here may have replaced our SIGTERM handler
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM while Ray or the runner starts: a search that resumes
                 job.store.set_search_status(job.name, SearchStatus.STOPPED)
                 job.view.line(f"interrupted while starting: run '{job.RESUME.format(name=job.name)}' to continue")
@@ -273,6 +275,15 @@ def trial_job(cfg: Any, args: argparse.Namespace, run_dir: str, make_job: Any) -
             import ray
 
             ray.shutdown()
+
+
+def _hold(job: Any, keeper: Any) -> None:
+    """The lease just taken: every write of the job's store is fenced by it from now on, and the heartbeat runs."""
+    import time
+
+    job.store.fence(job.name, keeper.owner)
+    job.last_turn = time.monotonic()
+    keeper.start()
 
 
 def make_view(args: argparse.Namespace) -> Any:

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from nas.lease import LeaseHeldError, LeaseKeeper, holder_gone, lease_state
+from nas.lease import LeaseHeldError, LeaseKeeper, LeaseLostError, holder_gone, lease_state
 from results_db import ResultStore
 from tests.nas.helpers import finished, spinenas
 
@@ -100,9 +100,130 @@ def test_a_driver_whose_lease_was_taken_over_stops_without_writing_more(tmp_path
     keeper.take()
     driver.lease = keeper
     keeper.lost = True  # as the heartbeat thread finds when another driver took the lease
-    outcome = driver.run()
-    assert outcome.interrupted and outcome.trials < 50
+    with pytest.raises(LeaseLostError):
+        driver.run()
     assert store.open_search("s").status == "running"  # the new holder's to set, not this driver's
+    store.close()
+
+
+def _take_over(url, name="s"):
+    """A second driver's store that has taken the lease over (as after the first one's heartbeat expired)."""
+    other = ResultStore(url)
+    keeper = LeaseKeeper(other, name, timeout_s=-1.0)
+    keeper.take()
+    other.fence(name, keeper.owner)
+    return other, keeper
+
+
+def test_every_write_of_a_fenced_out_store_stores_nothing(url):
+    import numpy as np
+
+    from results_db.records import NewTrial
+    from search_space import SearchSpace, seeds
+
+    space = SearchSpace("r0-sp53")
+    other = space.decode(space.random(np.random.default_rng(0)))
+    store = _store(url)
+    a = LeaseKeeper(store, "s")
+    a.take()
+    store.fence("s", a.owner)
+    key = store.register_arch(seeds.SPINENET_49)
+    [t0, t1] = store.add_trials("s", [NewTrial(key, (1, 2)), NewTrial(key, (1, 2))], status="running")
+    store.save_checkpoint("s", 1, {"x": 1})
+    b_store, b = _take_over(url)
+    before = (store.trials("s"), store.load_checkpoint("s"), store.open_search("s").status)
+    writes = {
+        "add_trials": lambda: store.add_trials("s", [NewTrial(key, (1, 2))]),
+        "start_trial": lambda: store.start_trial(t0),
+        "finish_trial": lambda: store.finish_trial(t0, status="completed", reward=0.5, reports=[(1, {"ap": 0.5})]),
+        "add_reports": lambda: store.add_reports(t1, [(5, {"train_loss": 1.0})]),
+        "save_checkpoint": lambda: store.save_checkpoint("s", 2, {"x": 2}),
+        "set_search_status": lambda: store.set_search_status("s", "stopped"),
+        "retry_failed": lambda: store.retry_failed("s"),
+        "register_arch": lambda: store.register_arch(other),
+    }
+    for what, write in writes.items():
+        with pytest.raises(LeaseLostError, match="another driver took over search 's'"):
+            write()
+            pytest.fail(f"{what} wrote")
+    assert (store.trials("s"), store.load_checkpoint("s"), store.open_search("s").status) == before
+    assert store.reports([t1])[t1] == []
+    # The rightful holder writes as usual, and its lease operations were never fenced.
+    b_store.finish_trial(t0, status="completed", reward=0.5)
+    assert b_store.renew_lease("s", b.owner) and not store.renew_lease("s", a.owner)
+    a.stop()  # gives up nothing: the lease is b's
+    assert b_store.open_search("s").lease_owner == b.owner
+    b_store.close()
+    store.close()
+
+
+def test_a_heartbeat_from_the_future_does_not_lock_the_search_out(url):
+    store = _store(url)
+    a = LeaseKeeper(store, "s")
+    a.take()
+    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    later = now + datetime.timedelta(days=1)  # written by a clock set back since (or a host a day ahead)
+    with store._write_conn(fenced=False) as conn:
+        from results_db.store import _SEARCHES
+
+        conn.execute(_SEARCHES.update().values(lease_heartbeat=later))
+    record = store.open_search("s")
+    assert lease_state(record, now) == "interrupted"
+    from nas.lease import describe_holder
+
+    assert "s in the future" in describe_holder(record, now)
+    b = LeaseKeeper(store, "s")
+    b.pid = a.pid  # the same live process: only the heartbeat's age can free the lease
+    note = b.take()
+    assert note.startswith("took over the lease of pid") and "in the future" in note
+    # A heartbeat a little ahead (clocks of two hosts a few seconds apart) is a live driver's.
+    with store._write_conn(fenced=False) as conn:
+        conn.execute(_SEARCHES.update().values(lease_heartbeat=now + datetime.timedelta(seconds=5)))
+    assert lease_state(store.open_search("s"), now) == "running"
+    store.close()
+
+
+def test_a_paused_driver_taken_over_stops_and_the_new_holder_finishes_the_search(tmp_path):
+    """The split brain of a SIGSTOP past the lease, in one process: driver A is taken over between two of its
+    writes (as when it was paused that long); its next write stores nothing and it stops; B resumes and finishes
+    every trial once."""
+    from nas.loop import SearchDriver
+    from tests.nas.helpers import cfg_of
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    cfg = cfg_of(trials=12, workers=2)
+    store = ResultStore(url)
+    a = SearchDriver(cfg, name="s", store=store, run_dir=str(tmp_path / "runs"), out=lambda _: None)
+    a.prepare()
+    keeper = LeaseKeeper(store, "s")
+    keeper.take()
+    store.fence("s", keeper.owner)
+    a.lease = keeper
+    a.start_runner()
+    taken: list = []
+    finish = a._finish
+
+    def finish_then_pause(item, result, host):
+        finish(item, result, host)
+        if a.finished == 4 and not taken:  # A "pauses" here; B takes the search over meanwhile
+            taken.append(_take_over(url))
+
+    a._finish = finish_then_pause
+    with pytest.raises(LeaseLostError):
+        a.run()
+    b_store, b_keeper = taken[0]
+    stored = {t.index: t.status for t in b_store.trials("s")}
+    assert sum(st == "completed" for st in stored.values()) == 4  # nothing of A after the takeover
+    b = SearchDriver(cfg, name="s", store=b_store, run_dir=str(tmp_path / "runs"), resume=True, out=lambda _: None)
+    b.lease = b_keeper
+    b.start()
+    outcome = b.run()
+    trials = b_store.trials("s")
+    assert outcome.trials == 12 and not outcome.interrupted
+    assert sorted(t.index for t in trials) == list(range(len(trials)))
+    assert sum(t.status in ("completed", "cached") for t in trials) == 12
+    assert b_store.open_search("s").status == "completed"
+    b_store.close()
     store.close()
 
 
