@@ -14,9 +14,9 @@ def run_migrations_online() -> None:
     """Runs the migrations on ``config.attributes['connection']`` (or an engine made from the configured URL)."""
     connection = config.attributes.get("connection")
     if connection is None:
-        from sqlalchemy import create_engine
+        from results_db.migrate import migration_engine
 
-        engine = create_engine(config.get_main_option("sqlalchemy.url"))
+        engine = migration_engine(config.get_main_option("sqlalchemy.url"))
         with engine.connect() as connection:
             _run(connection)
         engine.dispose()
@@ -25,12 +25,15 @@ def run_migrations_online() -> None:
 
 
 def _run(connection) -> None:  # type: ignore[no-untyped-def]
-    # SQLite cannot ALTER most things in place; batch mode copies the table instead.
+    # SQLite cannot ALTER most things in place; batch mode copies the table instead. Its DDL is transactional on a
+    # `migration_engine` connection (Alembic assumes it is not): all the migrations of a run in one transaction.
+    sqlite = connection.dialect.name == "sqlite"
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        render_as_batch=connection.dialect.name == "sqlite",
+        render_as_batch=sqlite,
         compare_type=True,
+        **({"transactional_ddl": True} if sqlite else {}),
     )
     with context.begin_transaction():
         context.run_migrations()

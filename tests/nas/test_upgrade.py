@@ -78,3 +78,93 @@ def test_an_old_database_upgrades_and_its_search_resumes_and_finishes(tmp_path):
     store, outcome, _ = run_search(tmp_path, cfg, name="new", db=url)
     assert outcome.cached == 12
     assert store.open_search("new").fingerprint == fingerprint
+
+
+# A driver of `spinenas db upgrade` runs that interrupt it: after its migration statement `at` (counted as in
+# tests/results_db/test_migrate.py) the child sends itself a signal: SIGKILL after every statement, SIGINT and SIGTERM
+# after every third. One fork per case from one interpreter that has imported everything and counted the statements
+# in a warm-up upgrade (a case costs ~50 ms, not a fresh interpreter's second). Prints {case: [signal, exit code]}.
+_KILL_AT = r"""
+import json, os, shutil, signal, sys
+from alembic.ddl.impl import DefaultImpl
+from nas import cli
+from results_db.migrate import upgrade
+base, work = sys.argv[1], sys.argv[2]
+original = DefaultImpl._exec
+state = {"n": 0, "at": 0, "sig": 0}
+def _exec(impl, construct, *args, **kwargs):
+    result = original(impl, construct, *args, **kwargs)
+    state["n"] += 1
+    if state["n"] == state["at"]:
+        os.kill(os.getpid(), state["sig"])
+    return result
+DefaultImpl._exec = _exec
+cli.build_parser()  # every command module imported once, here
+shutil.copyfile(base, os.path.join(work, "warm.db"))
+upgrade(os.path.join(work, "warm.db"))  # Alembic, SQLAlchemy and the migrations loaded once, here
+total = state["n"]
+cases = [(f"kill-{at}", signal.SIGKILL, at) for at in range(1, total + 1)]
+cases += [(f"{name}-{at}", sig, at) for at in range(1, total + 1, 3)
+          for name, sig in (("int", signal.SIGINT), ("term", signal.SIGTERM))]
+out = {}
+for name, sig, at in cases:
+    db = os.path.join(work, name + ".db")
+    shutil.copyfile(base, db)
+    state.update(n=0, at=at, sig=sig)
+    pid = os.fork()
+    if pid == 0:
+        fd = os.open(os.path.join(work, name + ".err"), os.O_WRONLY | os.O_CREAT, 0o644)
+        os.dup2(fd, 2)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+        code = 99
+        try:
+            code = cli.main(["db", "upgrade", "--db", db])
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    out[name] = [os.WTERMSIG(status) if os.WIFSIGNALED(status) else None, os.WEXITSTATUS(status)
+                 if os.WIFEXITED(status) else None]
+print(json.dumps({"total": total, "exits": out}))
+"""
+
+
+def test_db_upgrade_killed_ctrl_c_or_sigterm_at_any_statement_leaves_the_old_database_and_reruns(tmp_path):
+    """Issue 29: interrupted a few ms in, `db upgrade` left trial_reports at version 0001, and every later upgrade
+    failed with 'table trial_reports already exists'. Now: kill -9 after every statement of the upgrade, and Ctrl-C
+    and SIGTERM after every third, leave the database exactly as it was; `db upgrade` then completes it."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    from results_db.migrate import upgrade
+    from tests.results_db.fixtures import COLUMNS_0001, make_0001_db, table_rows
+    from tests.results_db.test_migrate import dump
+
+    base = tmp_path / "base.db"
+    make_0001_db(f"sqlite:///{base}")
+    before = dump(base)
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.run([sys.executable, "-c", _KILL_AT, str(base), str(work)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout)
+    total, exits = report["total"], report["exits"]
+    assert total >= 30 and len(exits) == total + 2 * len(range(1, total + 1, 3))
+    expected = {"kill": [signal.SIGKILL, None], "int": [None, 130], "term": [None, 143]}
+    for name, got in exits.items():
+        kind = name.split("-")[0]
+        assert got == expected[kind], (name, got)
+        err = (work / f"{name}.err").read_text()
+        if kind != "kill":
+            assert err == f"spinenas: {'interrupted' if kind == 'int' else 'terminated'}\n", (name, err)
+        assert dump(work / f"{name}.db") == before, f"{name}: the database changed"
+    rows = {t: table_rows(f"sqlite:///{base}", t, cols) for t, cols in COLUMNS_0001.items()}
+    rerun = spinenas("db", "upgrade", "--db", str(work / "kill-17.db"), cwd=tmp_path)
+    assert rerun.returncode == 0 and "schema version 0001 -> 0006" in rerun.stdout, rerun.stderr
+    for name in ("kill-17", "kill-1", f"kill-{total}", "int-16", "term-34"):
+        url = f"sqlite:///{work / f'{name}.db'}"
+        if name != "kill-17":
+            assert upgrade(url) == ("0001", "0006")
+        assert {t: table_rows(url, t, cols) for t, cols in COLUMNS_0001.items()} == rows
