@@ -139,8 +139,8 @@ class LeaseKeeper:
                 continue
             try:
                 if not self.store.renew_lease(self.name, self.owner):
-                    self.lost = True
-                    logger.error("the lease of %r was taken over by another driver", self.name)
+                    self.lost = True  # the loop stops at its next turn and the command says so in one line
+                    logger.info("the lease of %r was taken over by another driver", self.name)
                     return
             except Exception:  # noqa: BLE001 - a busy database: try again at the next beat
                 logger.warning("could not renew the lease of %r", self.name, exc_info=True)

@@ -46,7 +46,11 @@ def _status(s: SearchSummary, now: datetime.datetime) -> str:
 
 
 def _ago(t: datetime.datetime | None, now: datetime.datetime) -> str:
-    return "-" if t is None else f"{fmt_seconds((now - t).total_seconds())} ago"
+    if t is None:
+        return "-"
+    age = (now - t).total_seconds()
+    # A time ahead of now was written by a clock that has since been set back, or one that runs ahead.
+    return f"{fmt_seconds(age)} ago" if age >= 0 else f"{fmt_seconds(-age)} in the future"
 
 
 def _cmd_searches(args: argparse.Namespace) -> int:

@@ -1,14 +1,18 @@
 #!/usr/bin/env python
-"""Chaos against the real CLI (issue 15, item 6): kills, races, foreign clusters, damaged files, hostile input.
+"""Chaos against the real CLI: kills, signals, pauses, races, foreign clusters, damaged files, hostile input.
 
 Each scenario runs `python -m nas.cli ...` in subprocesses, in a working folder of its own, with the surrogate
-evaluator (simulated trial time, no TensorFlow training) and a private short RAY_TMPDIR, Ray on loopback. Its row
-says what happened (exit codes and the one-line messages) and what the database and the files held afterwards:
+evaluator (simulated trial time, no TensorFlow training) and a private short RAY_TMPDIR, in the environment a user
+has (no loopback setting of the bench's own: the commands keep a local Ray on loopback themselves). Its row says
+which runner its searches ran on, what happened (exit codes and the one-line messages) and what the database and
+the files held afterwards:
 - lost: trials the budget asked for that were not finished after the final resume;
 - duplicated: two finished rows for one trial index, or one architecture trained to completion twice in a search;
 - run twice: a trial trained by two drivers (a refused driver printed a trial's progress line, or a trial was
   started more than once by the one resume after a kill);
 - left running: trials with status running or queued after the scenario's final command;
+- writes after a lost lease: trials a driver stored after another driver took its search over;
+- wedged: databases that no command could read or upgrade after the scenario's fault;
 - tracebacks: commands whose output held "Traceback";
 - files from failed commands: paths that appeared in the working folder (runs/, database files included) during a
   command that must fail or change nothing, plus database files whose bytes such a command changed;
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import datetime
 import hashlib
 import json
 import os
@@ -234,13 +239,17 @@ class Scenario:
         os.makedirs(self.logs)
         self.ray_tmp = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths have a length limit
         env = {k: v for k, v in os.environ.items() if k not in ("SPINENAS_DB", "RAY_ADDRESS")}
+        # Without Ray's single-node setting: the commands must keep a local cluster on loopback themselves.
+        env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)
         self.env = dict(env, PYTHONPATH=os.pathsep.join([ROOT, *filter(None, [env.get("PYTHONPATH")])]),
-                        RAY_TMPDIR=self.ray_tmp, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+                        RAY_TMPDIR=self.ray_tmp)
         self.runs: list[Run] = []
         self.started = 0
         self.checks: list[dict[str, Any]] = []
         self.facts: list[dict[str, Any]] = []
         self.run_twice = 0
+        self.late_writes = 0  # trials a driver stored after another one took its lease over
+        self.wedged = 0  # databases that no command could read or upgrade afterwards
         self.ray_left: list[str] = []
         self.notes: list[str] = []
         self.spared: set[int] = set()  # PIDs of a foreign cluster: not left behind by the scenario's commands
@@ -448,9 +457,9 @@ def kill_9_and_resume(sc: Scenario) -> None:
     sc.ray_left_behind()
 
 
-def sigterm_and_resume(sc: Scenario) -> None:
-    """3. SIGTERM mid-run: exit 143, search stopped; the resume completes."""
-    first, proc = sc.start("search", *_search("term", 8))
+def sigterm_and_resume(sc: Scenario, runner: str = "local") -> None:
+    """3. SIGTERM mid-run (local runner): exit 143, search stopped; the resume completes."""
+    first, proc = sc.start("search", *_search("term", 8, runner=runner))
     sc.check("2 trials finished before SIGTERM", sc.wait_for(lambda: _finished(sc.path("r.db"), "term") >= 2))
     proc.send_signal(signal.SIGTERM)
     sc.wait((first, proc), timeout=60)
@@ -690,19 +699,134 @@ def zero_byte_jpeg(sc: Scenario) -> None:
     sc.check("out/ not created", not os.path.exists(sc.path("out")))
 
 
+def sigterm_on_ray(sc: Scenario) -> None:
+    """17. SIGTERM mid-run on the Ray runner: exit 143, search stopped, Ray's processes gone; the resume completes."""
+    sigterm_and_resume(sc, runner="ray")
+
+
+def _bound_sockets(pids: list[int]) -> list[tuple[str, str, int]]:
+    """(process, address, port) of every listening TCP and bound UDP socket of these processes."""
+    import psutil
+
+    out = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            p = psutil.Process(pid)
+            for c in p.net_connections(kind="inet"):
+                if c.laddr and (c.status == psutil.CONN_LISTEN or c.type == socket.SOCK_DGRAM):
+                    out.append((p.name(), c.laddr.ip, c.laddr.port))
+    return out
+
+
+def loopback_only(sc: Scenario) -> None:
+    """18. A local Ray search, as a user runs it: every socket its processes listen on is bound to loopback."""
+    first, proc = sc.start("search", *_search("lo", 6, duration=2.0, runner="ray"))
+    sc.check("2 trials finished", sc.wait_for(lambda: _finished(sc.path("r.db"), "lo") >= 2 or proc.poll() is not None)
+             and proc.poll() is None)
+    bound = _bound_sockets(_marked_pids(sc.ray_tmp))
+    open_ = sorted({f"{name} {ip}:{port}" for name, ip, port in bound
+                    if ip not in ("127.0.0.1", "::ffff:127.0.0.1", "::1")})
+    sc.check("the cluster's servers were seen listening", any(name == "gcs_server" for name, _, _ in bound),
+             sorted({name for name, _, _ in bound}))
+    sc.check("no socket bound beyond loopback", not open_, open_[:6])
+    sc.notes.append(f"{len(bound)} listening sockets of {len({b[0] for b in bound})} kinds of process, "
+                    f"{len(open_)} beyond loopback")
+    sc.wait((first, proc), timeout=120)
+    first.shown = f"{len(bound)} listening sockets, {len(open_)} beyond 127.0.0.1; then exit {first.code}"
+    sc.check("search: exit 0", first.code == 0, first.code)
+    sc.db_facts("r.db", "lo", 6)
+    sc.ray_left_behind()
+
+
+def paused_driver_taken_over(sc: Scenario) -> None:
+    """19. SIGSTOP of a local-runner driver past its lease, a resume takes over, SIGCONT: the paused driver stores
+    nothing more and exits 3 in one line; the resume finishes every trial once."""
+    first, proc = sc.start("search", *_search("pause", 14, duration=1.0))
+    sc.check("3 trials finished before SIGSTOP", sc.wait_for(lambda: _finished(sc.path("r.db"), "pause") >= 3))
+    proc.send_signal(signal.SIGSTOP)
+    stopped_at = _finished(sc.path("r.db"), "pause")
+    time.sleep(0.5)
+    out_file = first._files[0] if first._files else None
+    progress_before = len(PROGRESS.findall(open(out_file.name).read())) if out_file else 0
+    time.sleep(62.0)  # past the lease's 60 s without a heartbeat
+    resume, rproc = sc.start("resume", "search", "--resume", "pause", "--db", "r.db", "--top", "0", "--plain")
+    took = sc.wait_for(lambda: _finished(sc.path("r.db"), "pause") > stopped_at or rproc.poll() is not None,
+                       timeout=120)
+    sc.check("the resume took over and stored a trial while the first driver was paused", took and rproc.poll() is None)
+    proc.send_signal(signal.SIGCONT)
+    sc.wait((first, proc), timeout=60)
+    sc.wait((resume, rproc), timeout=180)
+    late = first.progress - progress_before
+    sc.late_writes += max(0, late)
+    sc.check("the paused driver: exit 3", first.code == 3, first.code)
+    lines = first.error_lines
+    sc.check("the paused driver: one line saying another driver took over",
+             len(lines) == 1 and "another driver took over search 'pause'" in lines[0], lines[:3])
+    first.shown = lines[-1] if lines else first.message
+    sc.check("the paused driver stored no trial after SIGCONT", late == 0, late)
+    sc.check("resume: exit 0", resume.code == 0, resume.code)
+    resume.shown = resume.line("took over the lease").strip() or resume.message
+    sc.db_facts("r.db", "pause", 14)
+    sc.ray_left_behind()
+
+
+def heartbeat_from_the_future(sc: Scenario) -> None:
+    """20. A search whose driver died with its heartbeat stored a day ahead (a clock set back since): `searches`
+    says interrupted and a resume takes it over at once and finishes it."""
+    first, proc = sc.start("search", *_search("skew", 8))
+    sc.check("2 trials finished before the kill", sc.wait_for(lambda: _finished(sc.path("r.db"), "skew") >= 2))
+    proc.kill()
+    sc.wait((first, proc))
+    first.shown = f"killed (SIGKILL) with {_finished(sc.path('r.db'), 'skew')} trials finished"
+    ahead = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)).replace(tzinfo=None)
+    con = sqlite3.connect(sc.path("r.db"))
+    with con:  # another host's driver (its process cannot be looked up here), a day ahead; as the store writes it
+        con.execute("update searches set lease_heartbeat = ?, lease_host = 'elsewhere' where name = 'skew'",
+                    (ahead.strftime("%Y-%m-%d %H:%M:%S.%f"),))
+    con.close()
+    listed = sc.cli("searches", "searches", "--db", "r.db")
+    row = _one_line(listed.line("skew"), 140)
+    listed.shown = row
+    sc.check("searches shows it as interrupted", "interrupted" in row, row)
+    resumed = sc.cli("resume", "search", "--resume", "skew", "--db", "r.db", "--top", "0", "--plain")
+    sc.check("resume: exit 0", resumed.code == 0, resumed.code)
+    sc.check("resume says the heartbeat was in the future", "in the future" in resumed.out,
+             _one_line(resumed.line("lease"), 140))
+    resumed.shown = resumed.line("took over the lease").strip() or resumed.message
+    sc.db_facts("r.db", "skew", 8)
+    sc.ray_left_behind()
+
+
 SCENARIOS: list[Callable[[Scenario], None]] = [
     two_drivers_race, kill_9_and_resume, sigterm_and_resume, ctrl_c_while_ray_starts, stale_foreign_cluster,
     live_foreign_cluster, damaged_database, empty_database, too_many_cpus, resume_into_a_typo, escaping_name,
-    no_op_resume, trials_below_finished, oversized_specs, unwritable_outputs, zero_byte_jpeg,
+    no_op_resume, trials_below_finished, oversized_specs, unwritable_outputs, zero_byte_jpeg, sigterm_on_ray,
+    loopback_only, paused_driver_taken_over, heartbeat_from_the_future,
 ]
 NAMES = {f.__name__.replace("_", "-"): f for f in SCENARIOS}
 
 
 # ------------------------------------------------------------------------------------------------ the table
+def _runners(sc: Scenario) -> str:
+    """The runners a scenario's searches ran on: each `search`'s --runner, ray without one (a resume without one
+    keeps its search's); '-' when it ran no search."""
+    found: list[str] = []
+    for r in sc.runs:
+        if r.argv[:1] != ["search"]:
+            continue
+        runner = r.argv[r.argv.index("--runner") + 1] if "--runner" in r.argv else None
+        if runner is None and "--resume" not in r.argv:
+            runner = "ray"
+        if runner and runner not in found:
+            found.append(runner)
+    return ", ".join(found) or "-"
+
+
 def _row(index: int, name: str, sc: Scenario, seconds: float, crash: str | None) -> dict[str, Any]:
     refusals = [r for r in sc.runs if r.must_not_write]
     row = {
         "scenario": f"{index}. {name}",
+        "runner": _runners(sc),
         "what": (SCENARIOS[index - 1].__doc__ or "").split(". ", 1)[1].strip(),
         "commands": [r.record(sc.work) for r in sc.runs],
         "databases": sc.facts,
@@ -710,6 +834,8 @@ def _row(index: int, name: str, sc: Scenario, seconds: float, crash: str | None)
         "duplicated": sum(f["duplicated"] for f in sc.facts),
         "run_twice": sc.run_twice,
         "left_running": sum(f["left_running"] for f in sc.facts),
+        "late_writes": sc.late_writes,
+        "wedged": sc.wedged,
         "tracebacks": sum("Traceback" in r.out + r.err for r in sc.runs),
         "files_from_failed": sum(len(r.created) + len(r.changed) for r in refusals),
         "files_from_failed_list": [f"{r.label}: {', '.join(r.created + [f'{p} (bytes changed)' for p in r.changed])}"
@@ -721,8 +847,12 @@ def _row(index: int, name: str, sc: Scenario, seconds: float, crash: str | None)
     }
     row["checks_failed"] = [c for c in row["checks"] if not c["ok"]]
     row["targets_met"] = (not row["checks_failed"] and not sc.ray_left and all(
-        row[k] == 0 for k in ("lost", "duplicated", "run_twice", "left_running", "tracebacks", "files_from_failed")))
+        row[k] == 0 for k in COUNTS))
     return row
+
+
+#: The counts every row keeps, each with the target 0.
+COUNTS = ("lost", "duplicated", "run_twice", "left_running", "late_writes", "wedged", "tracebacks", "files_from_failed")
 
 
 def _happened(row: dict[str, Any], width: int = 70) -> str:
@@ -735,8 +865,8 @@ def _happened(row: dict[str, Any], width: int = 70) -> str:
 
 
 def _markdown(doc: dict[str, Any]) -> str:
-    cols = ("scenario", "what happened", "lost", "dup", "run twice", "left running", "tracebacks", "files", "Ray left",
-            "checks", "s")
+    cols = ("scenario", "runner", "what happened", "lost", "dup", "run twice", "left running", "writes after lost lease",
+            "wedged", "tracebacks", "files", "Ray left", "checks", "s")
     lines = [f"# Chaos benchmark ({doc['date_utc']}, commit {(doc['commit'] or '?')[:10]}"
              f"{' + local changes' if doc['commit_dirty'] else ''})", "",
              f"`{doc['command']}` on {doc['machine']['cpus']} CPUs, {doc['seconds'] / 60:.1f} min. "
@@ -749,8 +879,8 @@ def _markdown(doc: dict[str, Any]) -> str:
         if failed:
             checks += " (missed: " + "; ".join(f"{c['check']}" + (f" [got {_one_line(str(c['got']), 60)}]"
                                                                   if "got" in c else "") for c in failed) + ")"
-        cells = [r["scenario"], _happened(r).replace("|", "\\|"), r["lost"], r["duplicated"], r["run_twice"],
-                 r["left_running"], r["tracebacks"],
+        cells = [r["scenario"], r.get("runner", "?"), _happened(r).replace("|", "\\|"), r["lost"], r["duplicated"],
+                 r["run_twice"], r["left_running"], r.get("late_writes", 0), r.get("wedged", 0), r["tracebacks"],
                  f"{r['files_from_failed']}" + (f" ({'; '.join(r['files_from_failed_list'])})"
                                                 if r["files_from_failed"] else ""), len(r["ray_left_behind"]),
                  checks.replace("|", "\\|"), r["seconds"]]
@@ -758,6 +888,7 @@ def _markdown(doc: dict[str, Any]) -> str:
     t = doc["totals"]
     lines += ["", f"Totals: {t['scenarios']} scenarios, {t['scenarios_met']} met every target; lost {t['lost']}, "
               f"duplicated {t['duplicated']}, run twice {t['run_twice']}, left running {t['left_running']}, "
+              f"writes after a lost lease {t.get('late_writes', 0)}, wedged databases {t.get('wedged', 0)}, "
               f"tracebacks {t['tracebacks']}, files from failed commands {t['files_from_failed']}, Ray processes left "
               f"{t['ray_left_behind']}, checks missed {t['checks_failed']}.", ""]
     return "\n".join(lines)
@@ -799,7 +930,7 @@ def main(argv: list[str] | None = None) -> int:
             for c in row["checks_failed"]:
                 print(f"    missed: {c['check']}" + (f" (got {_one_line(str(c['got']), 100)})" if "got" in c else ""),
                       flush=True)
-            for k in ("lost", "duplicated", "run_twice", "left_running", "tracebacks", "files_from_failed"):
+            for k in COUNTS:
                 if row[k]:
                     print(f"    missed: {k.replace('_', ' ')} {row[k]}"
                           + (f" ({'; '.join(row['files_from_failed_list'])})" if k == "files_from_failed" else ""),
@@ -809,8 +940,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)
-    totals = {k: sum(r[k] for r in rows) for k in ("lost", "duplicated", "run_twice", "left_running", "tracebacks",
-                                                   "files_from_failed")}
+    totals = {k: sum(r[k] for r in rows) for k in COUNTS}
     totals.update(scenarios=len(rows), scenarios_met=sum(r["targets_met"] for r in rows),
                   ray_left_behind=sum(len(r["ray_left_behind"]) for r in rows),
                   checks=sum(len(r["checks"]) for r in rows), checks_failed=sum(len(r["checks_failed"]) for r in rows))
@@ -818,7 +948,8 @@ def main(argv: list[str] | None = None) -> int:
         **provenance(__file__, argv),
         "machine": {**machine, "loadavg_after": list(os.getloadavg())},
         "seconds": round(time.perf_counter() - t_all, 1),
-        "targets": "0 lost, duplicated, run twice, left running, tracebacks, files from failed commands and Ray "
+        "targets": "0 lost, duplicated, run twice, left running, writes after a lost lease, wedged databases, "
+                   "tracebacks, files from failed commands and Ray "
                    "processes left behind; every scenario's checks pass",
         "totals": totals,
         "targets_met": totals["scenarios_met"] == totals["scenarios"],
