@@ -1,0 +1,83 @@
+"""TensorBoard events never stop a search: a write that fails (a full disk) is one warning, and no writer of the
+process writes to that file system again."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+
+import pytest
+
+import nas.tensorboard
+from nas.tensorboard import ScalarWriter
+from tests.nas.helpers import cfg_of, run_search
+
+
+@pytest.fixture(autouse=True)
+def _no_failed_file_systems(monkeypatch):
+    # The record of failed file systems is the process's: each test starts and ends with its own.
+    monkeypatch.setattr(nas.tensorboard, "_FAILED", {})
+
+
+def _full_after(monkeypatch, writes: int) -> list[int]:
+    """Every file write after the first `writes` fails with ENOSPC, as on a full disk (file objects are C types, so
+    the record writer's `write` is where the disk is simulated). Returns the count of attempts, in a list."""
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    attempts = [0]
+    original = RecordWriter.write
+
+    def write(self, data):
+        attempts[0] += 1
+        if attempts[0] > writes:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, data)
+
+    monkeypatch.setattr(RecordWriter, "write", write)
+    return attempts
+
+
+def test_a_failed_write_is_one_warning_and_every_writer_on_that_file_system_stops(tmp_path, monkeypatch, caplog):
+    attempts = _full_after(monkeypatch, 3)
+    first = ScalarWriter(str(tmp_path / "tb"))
+    other = ScalarWriter(str(tmp_path / "tb" / "trials" / "trial_00000"))
+    with caplog.at_level(logging.WARNING, logger="nas.tensorboard"):
+        for step in range(5):
+            first.scalar("search/reward", 0.5, step)
+            other.scalar("curve/loss", 1.0, step)  # the first one fails: two headers and a scalar fitted
+        first.flush()
+        later = ScalarWriter(str(tmp_path / "tb" / "trials" / "trial_00001"))
+        later.scalar("curve/loss", 1.0, 0)
+        for w in (first, other, later):
+            w.close()
+            w.close()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"cannot write TensorBoard events to {other.path} ([Errno 28] No space left on device): no more TensorBoard "
+        "events on that file system; the search goes on, its results are in the database"
+    ]
+    assert attempts[0] == 4  # two file headers, one scalar, the failed one: nothing tried after it
+    assert not (first.enabled or other.enabled or later.enabled)
+    assert not os.path.exists(tmp_path / "tb" / "trials" / "trial_00001")  # a writer made after: no folder, no file
+
+
+def test_a_writer_that_cannot_make_its_folder_is_a_warning(tmp_path, caplog):
+    (tmp_path / "file").write_text("")
+    with caplog.at_level(logging.WARNING, logger="nas.tensorboard"):
+        w = ScalarWriter(str(tmp_path / "file" / "tb"))  # a file where the folder would go: NotADirectoryError
+        w.scalar("a", 1.0, 0)
+        w.flush()
+        w.close()
+    assert not w.enabled and len(caplog.records) == 1 and "cannot write TensorBoard events" in caplog.text
+
+
+def test_a_search_whose_tensorboard_disk_fills_finishes_every_trial(tmp_path, monkeypatch, caplog):
+    """Issue 29: ENOSPC from the TensorBoard writer killed the search with a traceback and left its trial running."""
+    _full_after(monkeypatch, 6)
+    with caplog.at_level(logging.WARNING, logger="nas.tensorboard"):
+        store, outcome, _ = run_search(tmp_path, cfg_of(trials=6, workers=2))
+    assert outcome.trials == 6
+    assert [t.status for t in store.trials("s")] == ["completed"] * 6
+    assert store.open_search("s").status == "completed"
+    store.close()
+    assert len(caplog.records) == 1 and "No space left on device" in caplog.text
