@@ -19,6 +19,7 @@ from results_db.url import DEFAULT_URL, ENV_VAR, resolve_url
 if TYPE_CHECKING:
     from results_db.errors import (
         AmbiguousKeyError,
+        DatabaseFullError,
         DatabaseNotFoundError,
         DatabaseOpenError,
         DuplicateSearchError,
@@ -52,6 +53,7 @@ _LAZY = {
         n: "results_db.errors"
         for n in (
             "AmbiguousKeyError",
+            "DatabaseFullError",
             "DatabaseNotFoundError",
             "DatabaseOpenError",
             "DuplicateSearchError",

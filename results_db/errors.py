@@ -11,6 +11,11 @@ class DatabaseOpenError(RuntimeError):
     """The database exists but cannot be used: not a database, corrupt, unreachable, or not a spinenas database."""
 
 
+class DatabaseFullError(DatabaseOpenError):
+    """A write found the database's file system full (SQLite's "database or disk is full", ENOSPC, PostgreSQL's
+    disk_full): nothing of that write was stored, and the database is as it was before it."""
+
+
 class SchemaVersionError(RuntimeError):
     """The database was written with another schema version; the message says how to upgrade."""
 

@@ -14,14 +14,54 @@ import urllib.parse
 from results_db.errors import DatabaseNotFoundError, DatabaseOpenError
 
 
+# SQLite's result codes that say the file could not be reached or used here (permissions, a read-only or full file
+# system, a lock, memory), not that its content is damaged: the primary codes PERM, BUSY, LOCKED, NOMEM, READONLY,
+# FULL, CANTOPEN, and the I/O errors of the -shm file a WAL database needs beside it (IOERR_SHMOPEN, _SHMSIZE,
+# _SHMLOCK, _SHMMAP). Python 3.11 gives the code (`sqlite_errorcode`); on 3.10 the messages tell.
+_NOT_DAMAGE_PRIMARY = frozenset({3, 5, 6, 7, 8, 13, 14})
+_NOT_DAMAGE_EXTENDED = frozenset({4618, 4874, 5130, 5386})
+_NOT_DAMAGE_MESSAGES = ("unable to open database file", "database or disk is full", "readonly database",
+                        "database is locked", "out of memory")
+
+
+def not_damage(e: sqlite3.Error) -> bool:
+    """Is this SQLite error the environment's (no access, a full or read-only disk, a lock), not the file's damage?"""
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _NOT_DAMAGE_PRIMARY or code in _NOT_DAMAGE_EXTENDED
+    return any(m in str(e) for m in _NOT_DAMAGE_MESSAGES)
+
+
+def open_hint(path: str, e: BaseException) -> str:
+    """What to do about an environment's SQLite error met opening `path` ('' when there is nothing to add)."""
+    code = getattr(e, "sqlite_errorcode", None)
+    if code == 13 or "disk is full" in str(e):
+        return ": free space on its file system"
+    if code in _NOT_DAMAGE_EXTENDED or code == 14 or "unable to open" in str(e):
+        return f" (SQLite could not make or grow {path}-shm beside it: is that file system full or read-only?)"
+    return ""
+
+
+def cannot_read(path: str, e: sqlite3.Error) -> str:
+    """The one line of an environment's error (`not_damage`) met reading `path`, with what to do about it."""
+    return f"cannot read database {path}: {e}{open_hint(path, e)}"
+
+
 def _connect_ro(path: str, *, immutable: bool) -> sqlite3.Connection:
     uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro" + ("&immutable=1" if immutable else "")
     return sqlite3.connect(uri, uri=True, timeout=30)
 
 
-def _stamp(path: str) -> tuple[int, int, int, bool]:
+def _wal_size(path: str) -> int | None:
+    try:
+        return os.path.getsize(path + "-wal")
+    except OSError:
+        return None
+
+
+def _stamp(path: str) -> tuple[int, int, int, int | None]:
     st = os.stat(path)
-    return st.st_ino, st.st_size, st.st_mtime_ns, os.path.exists(path + "-wal")
+    return st.st_ino, st.st_size, st.st_mtime_ns, _wal_size(path)
 
 
 def _check(path: str, pragma: str, *, immutable: bool) -> list[str]:
@@ -35,6 +75,8 @@ def _check(path: str, pragma: str, *, immutable: bool) -> list[str]:
         if "not a database" in str(e):
             raise DatabaseOpenError(f"{path} is not a SQLite database, or its header is damaged ({e}); nothing "
                                     "was written to it: give the right --db, or restore a copy") from None
+        if not_damage(e):
+            raise DatabaseOpenError(cannot_read(path, e)) from None
         return [str(e)]  # the check itself ran into the damage ("database disk image is malformed")
     return [str(r[0]) for r in rows]
 
@@ -43,17 +85,25 @@ def integrity(path: str, *, quick: bool = True) -> list[str]:
     """SQLite's `quick_check` (or the full `integrity_check`) of a file: ['ok'] for a sound one.
 
     It leaves no file behind when it can: a read-only connection to a WAL database makes its -wal and -shm files and
-    cannot remove them, so a database no connection has open (no -wal) is read as immutable, without either. Such a
-    read takes no lock, so it counts only when the file did not change under it and no -wal appeared (a writer that
-    came meanwhile wrote to its -wal, not to the file read); otherwise the check runs again on an ordinary read-only
-    connection (which may leave those two files).
+    cannot remove them, so a database with nothing in a -wal (none, or an empty one: no connection has it open, or
+    none has written since its last checkpoint) is read as immutable, without either; that needs neither write
+    access nor free space. Such a read takes no lock, so it counts only when the file did not change under it and
+    its -wal neither appeared nor grew (a writer that came meanwhile wrote to its -wal, not to the file read);
+    otherwise the check runs again on an ordinary read-only connection (which may leave those two files).
 
     Raises:
-      DatabaseOpenError: the file is not a SQLite database at all.
+      DatabaseNotFoundError: no such file.
+      DatabaseOpenError: a directory or a device, not a SQLite database at all, or a file that cannot be read here
+        (permissions; a full or read-only file system where SQLite needs to write the -shm beside it).
     """
+    if not os.path.exists(path):
+        raise DatabaseNotFoundError(f"no database at {path}: nothing has been written there (give the search's "
+                                    "--db, or set $SPINENAS_DB)")
+    if not os.path.isfile(path):
+        raise DatabaseOpenError(f"{path} is not a database file (it is a directory or a device)")
     pragma = "quick_check" if quick else "integrity_check"
     before = _stamp(path)
-    if not before[3]:
+    if not before[3]:  # no -wal, or an empty one
         result = _check(path, pragma, immutable=True)
         if _stamp(path) == before:
             return result
@@ -65,7 +115,8 @@ def check_before_writing(path: str, *, create: bool) -> None:
 
     Raises:
       DatabaseNotFoundError: no file and `create` is False.
-      DatabaseOpenError: a directory, an empty file (with `create` False), a non-database or a damaged database.
+      DatabaseOpenError: a directory, an empty file (with `create` False), a non-database, a damaged database, or one
+        that cannot be read here (see `integrity`).
     """
     if not os.path.exists(path):
         if create:
@@ -86,4 +137,4 @@ def check_before_writing(path: str, *, create: bool) -> None:
         )
 
 
-__all__ = ["check_before_writing", "integrity"]
+__all__ = ["cannot_read", "check_before_writing", "integrity", "not_damage", "open_hint"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from results_db.url import resolve_url
@@ -154,6 +155,11 @@ def _failure(e: BaseException, url: str, before: str | None, opened: bool, diale
     why = lines[0] if lines else type(orig).__name__
     if "disk is full" in why or getattr(orig, "errno", None) == 28:  # SQLITE_FULL, ENOSPC
         why += " (free space on its file system, then run `spinenas db upgrade` again)"
+    elif isinstance(orig, sqlite3.Error):
+        from results_db.integrity import open_hint
+        from results_db.url import sqlite_path
+
+        why += open_hint(sqlite_path(url) or "the database", orig)  # no -shm beside it: a full or read-only disk
     if not opened:
         return f"cannot open database for upgrading: {why}"
     kept = " nothing was changed (the upgrade is one transaction):" if dialect in ("sqlite", "postgresql") else ""

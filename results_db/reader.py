@@ -5,7 +5,9 @@ created (a missing path is an error) and nothing can be written. Every other URL
 (`ResultStore` with ``readonly=True``). Both run the same queries (`results_db.queries`).
 
 SQLite in WAL mode lets this reader run while the search job writes. Like any WAL reader it may leave the
-``-wal`` / ``-shm`` side files of an existing database in place; it never creates the database file itself.
+``-wal`` / ``-shm`` side files of an existing database in place; it never creates the database file itself. Where
+it cannot make them (a read-only mount, a folder it may not write, a full disk) it reads the file as immutable
+(`connect_readonly`): reading needs no write access.
 
 Example::
 
@@ -25,6 +27,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from results_db.errors import DatabaseNotFoundError, DatabaseOpenError
+from results_db.integrity import cannot_read
 from results_db.queries import Executor, ReadAPI
 from results_db.url import resolve_url, sqlite_path
 
@@ -35,6 +38,66 @@ logger = logging.getLogger(__name__)
 
 # Milliseconds a read waits on a lock (SQLite busy timeout); WAL readers wait only in rare moments.
 BUSY_TIMEOUT_MS = 30_000
+
+# SQLite's result codes of a read-only open that failed for want of the -shm file beside a WAL database (it cannot
+# be made or grown here): CANTOPEN, READONLY (and its extended codes), FULL, PERM, IOERR_SHMOPEN/_SHMSIZE/_SHMMAP.
+# Python 3.10's errors carry no code: their messages tell.
+_NO_SHM_PRIMARY = frozenset({3, 8, 13, 14})
+_NO_SHM_EXTENDED = frozenset({4618, 4874, 5386})
+_NO_SHM_MESSAGES = ("unable to open database file", "disk I/O error", "database or disk is full", "readonly database")
+
+
+def _no_shm(e: sqlite3.Error) -> bool:
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _NO_SHM_PRIMARY or code in _NO_SHM_EXTENDED
+    return any(m in str(e) for m in _NO_SHM_MESSAGES)
+
+
+def connect_readonly(path: str, *, timeout: float) -> sqlite3.Connection:
+    """A read-only connection to an existing SQLite file, that needs no write access to it or its folder.
+
+    ``mode=ro`` first: it reads a WAL database through the -wal and -shm files beside it, and so sees what a
+    writer is committing meanwhile, but it must create the -shm (and the -wal) when they are missing. Where it
+    cannot (a read-only mount, a folder this user may not write, a full file system) the file is opened
+    ``immutable=1`` instead: no -shm, no locks. That is sound here only because no writer can be at work: a writer
+    of a WAL database always has its -shm, and the -shm was missing or unusable; and the -wal must hold nothing
+    (none, or empty), since an immutable read never looks at it.
+
+    Raises:
+      DatabaseOpenError: the -wal holds committed changes that cannot be read without making the -shm here.
+      sqlite3.Error: any other failure of the open (the caller's to describe).
+    """
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+    conn = None
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the first read opens the -wal and -shm
+        return conn
+    except sqlite3.OperationalError as e:
+        if conn is not None:
+            conn.close()
+        if not _no_shm(e):
+            raise
+        error = e
+    try:
+        wal = os.path.getsize(path + "-wal")
+    except OSError:
+        wal = 0
+    if wal:
+        raise DatabaseOpenError(
+            f"{cannot_read(path, error)}; its -wal ({wal} bytes) may hold committed changes, which SQLite reads "
+            f"only through a {path}-shm it cannot make here: open the database once where it can be written (a "
+            "copy of it and its -wal in a writable folder will do)"
+        )
+    logger.info("reading %s as immutable: %s (no -shm can be made beside it)", path, error)
+    conn = sqlite3.connect(uri + "&immutable=1", uri=True, timeout=timeout, check_same_thread=False)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except BaseException:
+        conn.close()
+        raise
+    return conn
 
 
 class ResultReader(ReadAPI):
@@ -76,8 +139,11 @@ class ResultReader(ReadAPI):
             )
         if not os.path.isfile(path):
             raise DatabaseOpenError(f"{path} is not a database file (it is a directory or a device)")
-        uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+        try:
+            conn = connect_readonly(path, timeout=BUSY_TIMEOUT_MS / 1000)
+        except sqlite3.DatabaseError as e:
+            hint = " (the file is not a SQLite database, or it is corrupt)" if "not a database" in str(e) else ""
+            raise DatabaseOpenError(f"cannot open database {path}: {e}{hint}") from None
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA query_only = ON")

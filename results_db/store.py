@@ -20,13 +20,13 @@ Example::
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
 import os
 import sqlite3
 import threading
-import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -52,13 +52,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from results_db.errors import (
+    DatabaseFullError,
     DatabaseNotFoundError,
     DatabaseOpenError,
     DuplicateSearchError,
     LeaseLostError,
     SchemaVersionError,
 )
-from results_db.integrity import check_before_writing
+from results_db.integrity import check_before_writing, open_hint
 from results_db.models import (
     MAX_NAME_LENGTH,
     SEARCH_KIND,
@@ -144,6 +145,32 @@ def _one_line(e: BaseException) -> str:
     orig = getattr(e, "orig", None) or e
     lines = [ln.strip() for ln in str(orig).strip().splitlines() if ln.strip()]
     return lines[0] if lines else type(orig).__name__
+
+
+def _disk_full(orig: BaseException | None) -> bool:
+    """Is a driver's error a full file system? SQLite's SQLITE_FULL (13), an OSError ENOSPC, PostgreSQL's
+    disk_full (SQLSTATE 53100)."""
+    if isinstance(orig, OSError):
+        return orig.errno == errno.ENOSPC
+    code = getattr(orig, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF == 13
+    return "database or disk is full" in str(orig) or getattr(orig, "sqlstate", None) == "53100"
+
+
+def _full_disk_in_one_line(engine: Engine, where: str) -> None:
+    """Every statement and commit of `engine` that fails on a full file system raises `DatabaseFullError` (one line
+    for the user) instead of the driver's error. SQLite rolls the transaction back, so the database stays sound."""
+
+    @event.listens_for(engine, "handle_error")
+    def _full(context: Any) -> BaseException | None:
+        if not _disk_full(context.original_exception):
+            return None
+        return DatabaseFullError(
+            f"cannot write database {where}: its file system is full ({_one_line(context.original_exception)}); "
+            "nothing of this write was stored and the database is sound: free space there, then run the command "
+            "again (a search or a study continues with --resume)"
+        )
 
 
 def _check_status(value: Any, allowed: Iterable[TrialStatus | SearchStatus], what: str) -> Any:
@@ -363,6 +390,7 @@ class ResultStore(ReadAPI):
         self._connections: list[Connection] = []
         self._fence: tuple[int, str, str] | None = None  # (search id, lease owner, name): see `fence`
         self._engine = self._create_engine(echo)
+        _full_disk_in_one_line(self._engine, self.display_url)
         try:
             self._open()
         except BaseException:
@@ -397,10 +425,11 @@ class ResultStore(ReadAPI):
                     )
                 if not os.path.isfile(path):
                     raise DatabaseOpenError(f"{path} is not a database file (it is a directory or a device)")
-                uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+                from results_db.reader import connect_readonly
 
                 def connect() -> sqlite3.Connection:
-                    return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+                    # mode=ro, or immutable where no -shm can be made beside it (a read-only or full disk).
+                    return connect_readonly(path, timeout=BUSY_TIMEOUT_S)
 
                 engine = create_engine("sqlite://", creator=connect, echo=echo)
             else:
@@ -474,6 +503,8 @@ class ResultStore(ReadAPI):
             hint = ""
             if "not a database" in str(e):
                 hint = " (the file is not a SQLite database, or it is corrupt)"
+            elif isinstance(getattr(e, "orig", None), sqlite3.Error):
+                hint = open_hint(sqlite_path(self.url) or "the database", e.orig)  # a full or read-only disk
             raise DatabaseOpenError(f"cannot open database {self.display_url}: {_one_line(e)}{hint}") from None
 
     @staticmethod

@@ -1,0 +1,171 @@
+"""The database under faults of its surroundings: a full disk, no write access, a directory given as the file.
+
+Each is one line naming the problem, nothing is damaged, and reading needs no write access. These tests need no
+root: a full disk is SQLite's own `max_page_count` (a write past it fails with SQLITE_FULL, "database or disk is
+full", as on a full file system), and a read-only folder is a read-only open that fails as SQLite's does there
+(CANTOPEN). tests/nas/test_cli_db_mounts.py checks the same on a real full tmpfs and a read-only mount.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+import pytest
+from sqlalchemy import event
+
+import results_db.reader
+from results_db import DatabaseFullError, DatabaseOpenError, ResultReader, ResultStore
+from results_db.integrity import check_before_writing, integrity, not_damage
+from results_db.store import ResultStore as _Store
+
+
+def _files(path) -> set[str]:
+    return {n for n in os.listdir(path.parent) if n.startswith(path.name)}
+
+
+def _closed_db(path) -> str:
+    """A WAL database with two searches, closed (no -wal, no -shm), as a URL."""
+    url = f"sqlite:///{path}"
+    with ResultStore(url) as store:
+        store.create_search("a", config="x: 1\n")
+        store.create_search("b")
+    assert _files(path) == {path.name}
+    return url
+
+
+# --------------------------------------------------------------------------------------------------- a full disk
+@pytest.fixture
+def full_after(monkeypatch):
+    """Stores opened from now on can grow their file by `pages` pages, no more (`PRAGMA max_page_count`)."""
+    limit = {}
+    create = _Store._create_engine
+
+    def _create_engine(self, echo):
+        engine = create(self, echo)
+
+        @event.listens_for(engine, "connect")
+        def _limit(dbapi_conn, _record):
+            if "pages" not in limit:
+                return
+            size = dbapi_conn.execute("PRAGMA page_count").fetchone()[0]
+            dbapi_conn.execute(f"PRAGMA max_page_count = {size + limit['pages']}")
+
+        return engine
+
+    monkeypatch.setattr(_Store, "_create_engine", _create_engine)
+
+    def set_pages(pages: int) -> None:
+        limit["pages"] = pages
+
+    return set_pages
+
+
+def test_a_write_on_a_full_disk_is_one_line_and_stores_nothing(tmp_path, full_after):
+    """Issue 29: a full file system gave a ~40-line SQLAlchemy traceback at resume."""
+    url = _closed_db(tmp_path / "r.db")
+    full_after(2)
+    store = ResultStore(url)
+    with pytest.raises(DatabaseFullError) as e:
+        store.create_search("big", config="x" * 100_000)
+    assert str(e.value) == (
+        f"cannot write database {url}: its file system is full (database or disk is full); nothing of this write was "
+        "stored and the database is sound: free space there, then run the command again (a search or a study "
+        "continues with --resume)"
+    )
+    assert isinstance(e.value, DatabaseOpenError)  # where the commands already turn store errors into one line
+    store.create_search("small")  # what fits is still written: the store goes on
+    assert [s.name for s in store.list_searches()] == ["a", "b", "small"]
+    store.close()
+    assert integrity(str(tmp_path / "r.db"), quick=False) == ["ok"]
+
+
+# --------------------------------------------------------------------------------------------------- a directory
+def test_a_directory_is_not_a_database_file_for_every_check(tmp_path):
+    """Issue 29: `db check --db DIR` said DAMAGED (disk I/O error) where `searches` said it is a directory."""
+    line = f"{tmp_path} is not a database file (it is a directory or a device)"
+    for check in (lambda: integrity(str(tmp_path)), lambda: check_before_writing(str(tmp_path), create=True),
+                  lambda: ResultReader(str(tmp_path))):
+        with pytest.raises(DatabaseOpenError) as e:
+            check()
+        assert str(e.value) == line
+
+
+# --------------------------------------------------------------------------------------------------- no write access
+def test_errors_of_the_surroundings_are_not_damage(tmp_path):
+    """A file SQLite cannot open (here: in a folder that is not there) is not a damaged one."""
+    with pytest.raises(sqlite3.OperationalError) as e:
+        sqlite3.connect(f"file:{tmp_path}/missing/r.db?mode=ro", uri=True)
+    assert not_damage(e.value)
+    malformed = sqlite3.DatabaseError("database disk image is malformed")
+    assert not not_damage(malformed)
+
+
+def test_a_quick_check_with_an_empty_wal_needs_no_shm(tmp_path):
+    """A read that failed on a full disk leaves an empty -wal: the check after it must not need a -shm either (it
+    said DAMAGED, 'disk I/O error', on a full disk)."""
+    path = tmp_path / "r.db"
+    _closed_db(path)
+    (tmp_path / "r.db-wal").write_bytes(b"")
+    assert integrity(str(path), quick=False) == ["ok"]
+    assert _files(path) == {"r.db", "r.db-wal"}  # read as immutable: no -shm made
+
+
+@pytest.fixture
+def no_shm_here(monkeypatch):
+    """Read-only opens (``mode=ro`` without ``immutable=1``) fail as they do where SQLite cannot make the -shm
+    beside a WAL database (a read-only mount, a folder this user may not write): SQLITE_CANTOPEN. Root passes every
+    permission check, so the failure is SQLite's own, from a path it cannot open."""
+    connect = sqlite3.connect
+    opened = []
+
+    def _connect(database, *args, **kwargs):
+        opened.append(database)
+        if "mode=ro" in database and "immutable=1" not in database:
+            return connect("file:/nonexistent-folder/r.db?mode=ro", *args, **kwargs)
+        return connect(database, *args, **kwargs)
+
+    monkeypatch.setattr(results_db.reader.sqlite3, "connect", _connect)
+    return opened
+
+
+def test_reading_needs_no_write_access(tmp_path, no_shm_here):
+    """Issue 29: a WAL database on a read-only mount failed every read command with 'unable to open database file'."""
+    path = tmp_path / "r.db"
+    _closed_db(path)
+    with ResultReader(str(path)) as reader:
+        assert [s.search.name for s in reader.search_summaries()] == ["a", "b"]
+        assert reader.open_search("a").config == "x: 1\n"
+    assert [u.rsplit("?", 1)[1] for u in no_shm_here] == ["mode=ro", "mode=ro&immutable=1"]
+    with ResultStore(str(path), readonly=True) as store:  # the SQLAlchemy reader too
+        assert [s.name for s in store.list_searches()] == ["a", "b"]
+    assert _files(path) == {"r.db"}
+
+
+def test_a_wal_with_changes_is_not_read_as_immutable(tmp_path, no_shm_here):
+    """An immutable read never looks at the -wal: with changes in it, that would be a stale read; refuse instead."""
+    path = tmp_path / "r.db"
+    _closed_db(path)
+    (tmp_path / "r.db-wal").write_bytes(b"\x37\x7f\x06\x82" + bytes(100))
+    with pytest.raises(DatabaseOpenError) as e:
+        ResultReader(str(path))
+    assert str(e.value) == (
+        f"cannot read database {path}: unable to open database file (SQLite could not make or grow {path}-shm beside "
+        "it: is that file system full or read-only?); its -wal (104 bytes) may hold committed changes, which SQLite "
+        "reads only through a "
+        f"{path}-shm it cannot make here: open the database once where it can be written (a copy of it and its -wal "
+        "in a writable folder will do)"
+    )
+    assert [u.rsplit("?", 1)[1] for u in no_shm_here] == ["mode=ro"]
+
+
+def test_where_it_can_a_reader_reads_a_live_writers_wal(tmp_path):
+    """Not immutable where a -shm can be made: a reader sees what a writer committed and has not checkpointed."""
+    path = tmp_path / "r.db"
+    url = _closed_db(path)
+    writer = ResultStore(url)
+    writer.create_search("c")
+    assert os.path.getsize(tmp_path / "r.db-wal") > 0
+    with ResultReader(str(path)) as reader:
+        assert [s.name for s in reader.list_searches()] == ["a", "b", "c"]
+    writer.close()
