@@ -16,26 +16,66 @@ DB_HELP = (
 )
 
 
-def resolve_url(db: str | None = None) -> str:
+def resolve_url(db: str | None = None, *, persistent: bool = False) -> str:
     """The SQLAlchemy URL of a `--db` value.
 
     Args:
-      db: a SQLAlchemy URL, a plain file path (taken as SQLite), or None for ``$SPINENAS_DB`` or `DEFAULT_URL`.
+      db: a SQLAlchemy URL, a plain file path (taken as SQLite), ``:memory:``, or None for ``$SPINENAS_DB`` or
+        `DEFAULT_URL`.
+      persistent: refuse an in-memory database (``sqlite://``, ``:memory:``): for the commands that write results,
+        which would vanish with the process. The Python API (tests) may use one.
 
     Returns:
-      A URL; plain paths become ``sqlite:///<absolute path>``.
+      A URL; plain paths become ``sqlite:///<absolute path>``, ``:memory:`` becomes ``sqlite://``.
 
     Raises:
-      ValueError: for an empty string.
+      ValueError: an empty string; a SQLite ``file:`` URI given as a path (SQLite's URI parameters are taken only
+        from a ``sqlite:///file:...?uri=true`` URL; as a path it names a file called ``file:...``); a
+        ``sqlite:///file:...`` URL without ``uri=true`` (the same); with `persistent`, an in-memory database.
     """
+    source = ""
     if db is None:
         db = os.environ.get(ENV_VAR) or DEFAULT_URL
+        source = f" (from ${ENV_VAR})" if os.environ.get(ENV_VAR) else ""
     if not isinstance(db, str) or not db.strip():
         raise ValueError(f"expected a database URL or file path, got {db!r}")
     db = db.strip()
-    if "://" not in db:
-        return "sqlite:///" + os.path.abspath(os.path.expanduser(db))
-    return db
+    if db == ":memory:":
+        url = "sqlite://"
+    elif db[:5].lower() == "file:":
+        path = urllib.parse.unquote(urllib.parse.urlsplit(db).path) or "PATH"
+        raise ValueError(
+            f"expected a database URL (sqlite:///path.db, postgresql://user@host/db) or a plain file path, got the "
+            f"SQLite URI {db!r}{source}: give its path ({path}) or sqlite:///{path}"
+        )
+    elif "://" not in db:
+        url = "sqlite:///" + os.path.abspath(os.path.expanduser(db))
+    else:
+        url = db
+        _check_sqlite_uri(url)
+    if persistent and sqlite_path(url) == "":
+        raise ValueError(
+            f"{db!r}{source} is an in-memory database: it holds nothing before a command and keeps nothing after "
+            f"it, so results written there would vanish; expected a file path or a database URL such as {DEFAULT_URL}"
+        )
+    return url
+
+
+def _check_sqlite_uri(url: str) -> None:
+    """Refuses ``sqlite:///file:x.db?mode=rw`` without ``uri=true``: SQLAlchemy would drop the parameters with a
+    warning and make a file literally named ``file:x.db``."""
+    scheme, _, rest = url.partition("://")
+    if scheme.split("+")[0].lower() != "sqlite":
+        return
+    path, _, query = rest.partition("?")
+    path = path[1:] if path.startswith("/") else path
+    if path.startswith("file:") and urllib.parse.parse_qs(query).get("uri", ["false"])[0].lower() not in ("true",
+                                                                                                          "1"):
+        plain = urllib.parse.unquote(path[len("file:"):]) or "PATH"
+        raise ValueError(
+            f"expected uri=true in a sqlite:///file:... URL (without it SQLite's parameters are dropped and a file "
+            f"named {path!r} is made), got {url!r}: add uri=true to its query, or give sqlite:///{plain}"
+        )
 
 
 def sqlite_path(url: str) -> str | None:

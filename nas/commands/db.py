@@ -256,11 +256,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------------- db upgrade
 def _existing_db(db: str | None, what: str) -> tuple[str, str | None]:
-    """(URL, SQLite path or None) of a database that must exist already, or a one-line UserError."""
+    """(URL, SQLite path or None) of a database that must exist already, or a one-line UserError (an in-memory
+    database is refused: it holds nothing to upgrade or check)."""
     from results_db.url import resolve_url, sqlite_path
 
     try:
-        url = resolve_url(db)
+        url = resolve_url(db, persistent=True)
     except ValueError as e:
         raise UserError(str(e)) from None
     path = sqlite_path(url)
@@ -298,7 +299,7 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _cmd_db_check(args: argparse.Namespace) -> int:
-    from results_db.errors import DatabaseOpenError
+    from results_db.errors import DatabaseNotFoundError, DatabaseOpenError
     from results_db.integrity import integrity
     from results_db.version import SCHEMA_VERSION
 
@@ -309,7 +310,7 @@ def _cmd_db_check(args: argparse.Namespace) -> int:
             raise UserError(f"{path} is an empty file, not a results database")
         try:
             result = integrity(path, quick=False)
-        except DatabaseOpenError as e:
+        except (DatabaseNotFoundError, DatabaseOpenError) as e:  # a directory, a non-database, no access
             raise UserError(str(e)) from None
         ok = result == ["ok"]
         print(f"integrity: {'ok' if ok else 'DAMAGED'} (SQLite's integrity_check)")

@@ -198,6 +198,39 @@ def test_unreachable_url_is_one_line(capsys, tmp_path, command):
     assert _files(tmp_path) == set()
 
 
+@pytest.mark.parametrize("command", [("db", "check"), ("db", "upgrade"), *READ_COMMANDS], ids=lambda c: " ".join(c))
+def test_a_directory_is_one_line_the_same_for_every_command(capsys, tmp_path, command):
+    """Issue 29: `db check --db DIR` said DAMAGED (disk I/O error); `searches` said it is a directory."""
+    code, out, err = run_cli(capsys, *_argv(command, str(tmp_path), tmp_path / "out"))
+    assert (code, out) == (2, "")
+    assert err == f"spinenas: error: {tmp_path} is not a database file (it is a directory or a device)\n"
+    assert _files(tmp_path) == set()
+
+
+@pytest.mark.parametrize("db", ["sqlite://", ":memory:"])
+@pytest.mark.parametrize("command", [("db", "upgrade"), ("db", "check")], ids=lambda c: " ".join(c))
+def test_an_in_memory_database_is_refused_by_db_commands(capsys, tmp_path, monkeypatch, command, db):
+    """An upgrade of it would vanish, a check of it has nothing to check; ':memory:' was a file called that."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, *command, "--db", db)
+    assert (code, out) == (2, "")
+    assert err == (f"spinenas: error: {db!r} is an in-memory database: it holds nothing before a command and keeps "
+                   "nothing after it, so results written there would vanish; expected a file path or a database URL "
+                   "such as sqlite:///runs/spinenas.db\n")
+    assert _files(tmp_path) == set()
+
+
+@pytest.mark.parametrize("command", [("db", "upgrade"), ("db", "check"), *READ_COMMANDS], ids=lambda c: " ".join(c))
+def test_a_sqlite_uri_as_a_path_is_one_line_and_creates_nothing(capsys, tmp_path, monkeypatch, command):
+    """Issue 29: `file:x.db?mode=rw` made a file literally named 'file:x.db'."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, *_argv(command, "file:x.db?mode=rw", tmp_path / "out"))
+    assert code == 2
+    assert err == ("spinenas: error: expected a database URL (sqlite:///path.db, postgresql://user@host/db) or a "
+                   "plain file path, got the SQLite URI 'file:x.db?mode=rw': give its path (x.db) or sqlite:///x.db\n")
+    assert _files(tmp_path) == set()
+
+
 def test_unknown_search_lists_the_known_ones(capsys, db, tmp_path):
     path, _ = db
     for argv in (["top", "--search", "nope"], ["report", "--search", "nope", "--out", str(tmp_path / "r")]):
