@@ -7,8 +7,15 @@ import math
 from typing import Any
 
 
+# PPO's LSTM and embedding widths stop here (NASNet's LSTM has 100 units; one of 4096 holds about 68M weights).
+MAX_WIDTH = 4096
+# PPO's epochs per batch stop here (the PPO paper's runs use 3 to 15): each is an optimizer step in the driver.
+MAX_EPOCHS = 1000
+
+
 def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+    # Within 64 bits: a setting beyond them would overflow NumPy's and TensorFlow's integers.
+    return isinstance(x, int) and not isinstance(x, bool) and -(2**63) <= x < 2**63
 
 
 def _is_num(x: Any) -> bool:
@@ -136,8 +143,9 @@ class PPOConfig(ControllerConfig):
     Attributes:
       hidden_size: LSTM units (NASNet: 100).
       embedding_size: width of the embedding of the previous decision fed to the LSTM.
-      init_scale: weights start uniform in [-init_scale, init_scale] (NASNet: 0.1); biases start at 0.
-      learning_rate: Adam step size (NASNet: 0.00035).
+      init_scale: weights start uniform in [-init_scale, init_scale] (NASNet: 0.1), at most 1; biases start at 0.
+      learning_rate: Adam step size (NASNet: 0.00035), at most 1 (Adam moves every weight by about this much a
+        step: larger ones saturate the policy's softmax at once).
       adam_beta1, adam_beta2, adam_epsilon: Adam's moment decays and epsilon (Kingma & Ba defaults).
       batch_size: K, rewards per policy update: the policy is updated once every K accepted rewards.
       epochs: optimizer steps on each batch (PPO reuses a batch for several epochs).
@@ -172,15 +180,17 @@ class PPOConfig(ControllerConfig):
         super().__post_init__()
         name = type(self).__name__
         checks = [
-            ("hidden_size", _is_int(self.hidden_size) and self.hidden_size >= 1, "an integer >= 1"),
-            ("embedding_size", _is_int(self.embedding_size) and self.embedding_size >= 1, "an integer >= 1"),
-            ("init_scale", _is_num(self.init_scale) and self.init_scale > 0, "a number > 0"),
-            ("learning_rate", _is_num(self.learning_rate) and self.learning_rate > 0, "a number > 0"),
+            ("hidden_size", _is_int(self.hidden_size) and 1 <= self.hidden_size <= MAX_WIDTH,
+             f"an integer in [1, {MAX_WIDTH}]"),
+            ("embedding_size", _is_int(self.embedding_size) and 1 <= self.embedding_size <= MAX_WIDTH,
+             f"an integer in [1, {MAX_WIDTH}]"),
+            ("init_scale", _is_num(self.init_scale) and 0 < self.init_scale <= 1, "a number in (0, 1]"),
+            ("learning_rate", _is_num(self.learning_rate) and 0 < self.learning_rate <= 1, "a number in (0, 1]"),
             ("adam_beta1", _is_num(self.adam_beta1) and 0 <= self.adam_beta1 < 1, "a number in [0, 1)"),
             ("adam_beta2", _is_num(self.adam_beta2) and 0 <= self.adam_beta2 < 1, "a number in [0, 1)"),
             ("adam_epsilon", _is_num(self.adam_epsilon) and self.adam_epsilon > 0, "a number > 0"),
             ("batch_size", _is_int(self.batch_size) and self.batch_size >= 1, "an integer >= 1"),
-            ("epochs", _is_int(self.epochs) and self.epochs >= 1, "an integer >= 1"),
+            ("epochs", _is_int(self.epochs) and 1 <= self.epochs <= MAX_EPOCHS, f"an integer in [1, {MAX_EPOCHS}]"),
             ("clip_epsilon", _is_num(self.clip_epsilon) and 0 < self.clip_epsilon < 1, "a number in (0, 1)"),
             ("entropy_weight", _is_num(self.entropy_weight) and self.entropy_weight >= 0, "a number >= 0"),
             ("baseline_decay", _is_num(self.baseline_decay) and 0 <= self.baseline_decay < 1, "a number in [0, 1)"),

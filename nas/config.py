@@ -23,9 +23,22 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from nas.sections import OneOf
-from proxy_task.config import DataConfig, ProxyConfig, SurrogateConfig, check_eval_steps
+from proxy_task.config import (
+    MAX_INT,
+    MAX_SEED,
+    DataConfig,
+    ProxyConfig,
+    SurrogateConfig,
+    check_eval_steps,
+    check_number,
+    excerpt,
+)
 
 REWARDS = ("ap", "ap-flops")
+# `search.flops_exponent` stops here (MnasNet's is 0.07): a larger w makes (target / flops) ** w overflow a float.
+MAX_FLOPS_EXPONENT = 10.0
+# `search.workers` stops here: trials at once, far past any cluster this runs on (each holds a Ray task or a process).
+MAX_WORKERS = 10_000
 
 __all__ = ["AshaConfig", "ControllerSection", "DataConfig", "EvaluatorSection", "NasConfig", "ProxyConfig", "REWARDS",
            "RunnerSection", "SchedulerSection", "SearchConfig", "SurrogateConfig", "controller_config",
@@ -40,19 +53,20 @@ class SearchConfig:
       family: the search space ('r35-sp18', 'r23-sp30', 'r14-sp39', 'r0-sp53', 'spinenet49').
       window: parents of intermediate blocks come from the last `window` blocks built (0: no limit).
       trials: trials to finish (completed, failed, cached and rejected ones all count).
-      workers: trials run at once.
+      workers: trials run at once (at most `MAX_WORKERS`).
       cpus_per_trial: CPUs per trial (Ray's resource request; TF's thread pools are sized to it).
       gpus_per_trial: GPUs per trial.
       trial_timeout_s: a trial running longer is cancelled and stored as failed (0: no limit).
       reward: 'ap', or 'ap-flops' (MnasNet-style: AP * (target_flops / flops) ** w, penalty capped).
       target_flops: the FLOPs target of 'ap-flops' (multiply-adds per image at the proxy resolution).
-      flops_exponent: w of 'ap-flops' (MnasNet's -0.07 soft constraint is written here as 0.07).
+      flops_exponent: w of 'ap-flops' (MnasNet's -0.07 soft constraint is written here as 0.07), in [0, 10].
       max_flops: a hard FLOPs limit (0: none), in multiply-adds per image at the proxy's resolution, as
         `ProxyConfig.cost` counts them (what a trial stores as its flops): a proposal over it is not trained but
         stored as 'rejected' and fed back to the controller as a failure (`reward_for_failure`), at once; it counts
         toward `trials`. Vertex AI NAS treats its latency constraints so. Not part of the result fingerprint (it
         decides which architectures are trained, not what a trained one scores); fixed for the life of a search.
-      reward_for_failure: the reward a failed trial feeds the controller (None: the controller skips it).
+      reward_for_failure: the reward a failed trial feeds the controller, in [-1, 1] like the rewards (an AP, or an
+        AP scaled down by 'ap-flops'); None: the controller skips it.
       retry_pruned: train an architecture again although a trial of it was pruned (``scheduler.type`` asha) under
         the same fingerprint; by default such an architecture is known, like a completed one: it is not retrained,
         and the reward its pruned trial was fed is fed again (a 'cached' trial).
@@ -68,7 +82,7 @@ class SearchConfig:
         held), then ~9 MB a trial to 1,797 MB at trial 10: 9.1% over the largest of their fresh-process peaks
         (1,647 MB), within the 10% target. (Before the cap, 2026-12-02: ~17 MB a trial, 14% at trial 10, so the
         bound was 5.) Each warm trial saves a fresh process's ~5 s import and ~4 s of build.
-      seed: seeds the controller and, with the trial index, each trial's proxy training.
+      seed: seeds the controller and, with the trial index, each trial's proxy training (0 to `MAX_SEED`).
       checkpoint_interval_s: the controller's state is stored after an update unless the last stored one is younger
         than this (0: after every update), and always when the search ends (not on Ctrl-C). A resume loads the
         last one and replays the trials finished after it, in their order, so the controller learns from the same
@@ -97,26 +111,31 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         if self.reward not in REWARDS:
-            raise ValueError(f"reward must be one of {list(REWARDS)}, got {self.reward!r}")
+            raise ValueError(f"reward must be one of {list(REWARDS)}, got {excerpt(self.reward)}")
+        check_number("target_flops", self.target_flops, low=0, note="(multiply-adds per image; 0: none)")
         if self.reward == "ap-flops" and not self.target_flops > 0:
             raise ValueError("reward 'ap-flops' needs target_flops > 0 (multiply-adds per image)")
-        if not (math.isfinite(self.max_flops) and self.max_flops >= 0):
+        check_number("flops_exponent", self.flops_exponent, low=0, high=MAX_FLOPS_EXPONENT)
+        if not (isinstance(self.max_flops, (int, float)) and not isinstance(self.max_flops, bool)
+                and math.isfinite(self.max_flops) and self.max_flops >= 0):
             raise ValueError(f"max_flops must be 0 (no limit) or a positive number of multiply-adds per image, got "
-                             f"{self.max_flops!r}")
-        if self.trials < 1:
-            raise ValueError(f"trials must be at least 1, got {self.trials}")
-        if self.workers < 1:
-            raise ValueError(f"workers must be at least 1, got {self.workers}")
-        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
-            raise ValueError("cpus_per_trial must be > 0 and gpus_per_trial >= 0")
-        if self.trial_timeout_s < 0:
-            raise ValueError(f"trial_timeout_s must be >= 0, got {self.trial_timeout_s}")
-        if not self.checkpoint_interval_s >= 0:
-            raise ValueError(f"checkpoint_interval_s must be >= 0, got {self.checkpoint_interval_s}")
-        if self.trials_per_worker < 0:
-            raise ValueError(f"trials_per_worker must be >= 0 (0: no bound), got {self.trials_per_worker}")
-        if self.window == 1 or self.window < 0:
-            raise ValueError(f"window must be 0 (no limit) or at least 2, got {self.window}")
+                             f"{excerpt(self.max_flops)}")
+        check_number("trials", self.trials, integer=True, low=1)
+        check_number("workers", self.workers, integer=True, low=1, high=MAX_WORKERS)
+        check_number("cpus_per_trial", self.cpus_per_trial, low=0, low_open=True)
+        check_number("gpus_per_trial", self.gpus_per_trial, low=0)
+        check_number("trial_timeout_s", self.trial_timeout_s, low=0, note="(seconds; 0: no limit)")
+        check_number("reward_for_failure", self.reward_for_failure, low=-1, high=1, optional=True,
+                     note="(null: failed trials are skipped)")
+        check_number("trials_per_worker", self.trials_per_worker, integer=True, low=0, note="(0: no bound)")
+        check_number("seed", self.seed, integer=True, low=0, high=MAX_SEED)
+        check_number("checkpoint_interval_s", self.checkpoint_interval_s, low=0)
+        if not (isinstance(self.window, int) and not isinstance(self.window, bool)
+                and (self.window == 0 or 2 <= self.window <= MAX_INT)):
+            raise ValueError(f"window must be 0 (no limit) or at least 2, got {excerpt(self.window)}")
+        for name in ("retry_pruned", "reuse_workers"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {excerpt(getattr(self, name))}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,10 +201,10 @@ class AshaConfig:
     min_results: int | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.eta, bool) or not isinstance(self.eta, int) or self.eta < 2:
-            raise ValueError(f"scheduler.asha.eta must be an integer >= 2 (1 would stop nothing), got {self.eta!r}")
-        if self.min_results is not None and self.min_results < 1:
-            raise ValueError(f"scheduler.asha.min_results must be >= 1 (or null: eta), got {self.min_results!r}")
+        check_number("scheduler.asha.eta", self.eta, integer=True, low=2, note="(1 would stop nothing)")
+        check_number("scheduler.asha.min_results", self.min_results, integer=True, low=1, optional=True,
+                     note="(null: eta)")
+        check_eval_steps(self.rungs, MAX_INT, "scheduler.asha.rungs")  # against train_steps: `NasConfig`
 
 
 # The schedulers: name -> settings class (None: no settings). 'none' first: the default.

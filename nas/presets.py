@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable
 
 from nas.config import ControllerSection, DataConfig, NasConfig, ProxyConfig, SearchConfig
+from proxy_task.config import excerpt
 
 _PRESETS: dict[str, Callable[[], NasConfig]] = {}
 
@@ -39,18 +40,16 @@ def get_preset(name_or_file: str) -> NasConfig:
 
     Raises:
       LookupError: unknown name (listing the known ones). FileNotFoundError: missing YAML file.
-      nas.config_io.ConfigError: a YAML file that does not fit.
+      nas.config_io.ConfigError: a YAML file that does not fit, or past `nas.config_io.load_yaml`'s bounds (its
+        size is checked before it is read).
     """
     if name_or_file in _PRESETS:
         return _PRESETS[name_or_file]()
     if name_or_file.endswith((".yaml", ".yml")) or os.sep in name_or_file:
-        from nas.config_io import from_yaml
+        from nas.config_io import from_dict, read_yaml_file
 
-        if not os.path.isfile(name_or_file):
-            raise FileNotFoundError(f"preset file not found: {name_or_file}")
-        with open(name_or_file, encoding="utf-8") as fh:
-            return from_yaml(NasConfig, fh.read())
-    raise LookupError(f"unknown preset {name_or_file!r}; expected one of {', '.join(_PRESETS)} or a .yaml file")
+        return from_dict(NasConfig, read_yaml_file(name_or_file, what="preset file") or {})
+    raise LookupError(f"unknown preset {excerpt(name_or_file)}; expected one of {', '.join(_PRESETS)} or a .yaml file")
 
 
 # PPOConfig's learning rate was tuned for searches of about this many proposals (controllers_tuning.json).

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+import math
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # importing search_space loads numpy: `spinenas top` reads configs and stays without it
     from search_space.cost import Cost, Scaling
     from search_space.spec import ArchSpec
 
 DATA_KINDS = ("synth", "coco", "dir")
+# The largest synthetic dataset (`data.images`): far above any proxy's (the demo's has 2,300 images, COCO's
+# train2017 118,287), below one whose drawing would not end today.
+MAX_SYNTH_IMAGES = 10**6
+# The largest image side of the data and the proxy (`data.image_size`, `proxy.image_size`): beyond any SpineNet
+# (Model Garden's largest, SpineNet-190, trains at 1280 px).
+MAX_IMAGE_SIZE = 4096
 # The synthetic generator's version: bump when the drawing changes (cached datasets of another version are not
 # reused, and results on them get another fingerprint).
 GENERATOR_VERSION = 1
@@ -18,6 +25,88 @@ LR_SCHEDULES = ("cosine", "constant")
 NMS_VERSIONS = ("batched", "v1", "v2")
 # The values of `proxy.mixed_precision` (what each means: proxy_task.devices.choose_precision).
 PRECISIONS = ("auto", "float32", "float16", "bfloat16")
+# Every seed of a config: NumPy's legacy seeder (which `tf_keras.utils.set_random_seed` calls) takes 32 bits, and a
+# trial adds its index to `proxy.seed`, so seeds stop at 2**31 - 1 (the trial index has the other 2**31).
+MAX_SEED = 2**31 - 1
+# Integers a config holds go into 64-bit database columns and TensorFlow's int64 step counters.
+MAX_INT = 2**63 - 1
+# Characters of a value quoted in an error message; a longer one is cut, ending in '...'.
+EXCERPT_CHARS = 80
+
+
+def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> str:
+    """`repr(value)` for an error message, cut to `limit` characters (a 1 MB value must not make a 1 MB message).
+
+    The repr escapes control characters and newlines, so the message stays one line.
+    """
+    try:
+        text = repr(value)
+    except RecursionError:  # a self-referencing list
+        text = f"<a {type(value).__name__} nested too deep to show>"
+    return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
+
+
+def check_number(name: str, value: Any, *, integer: bool = False, low: float | None = None,
+                 high: float | None = None, low_open: bool = False, high_open: bool = False, optional: bool = False,
+                 note: str = "") -> None:
+    """One numeric setting checked: its type, finite, in its range (the configs' shared check).
+
+    NaN fails every comparison, so a plain ``x <= 0`` check lets it through; here a float must be finite before its
+    range is looked at, and an integer must be a real `int` (not a bool) within 64 bits.
+
+    Args:
+      name: the setting, as the message names it ('learning_rate', 'search.seed').
+      value: what was given.
+      integer: an `int` is required (else any finite int or float).
+      low, high: the range's ends (None: unbounded on that side; an integer's `high` defaults to `MAX_INT`).
+      low_open, high_open: the end itself is excluded.
+      optional: None is allowed (it means something documented, such as 'no clipping').
+      note: what is said after the expected range, e.g. '(0: no limit)'.
+
+    Raises:
+      ValueError: '<name> must be <expected>, got <value>', e.g. 'learning_rate must be a finite number > 0, got
+        nan'.
+
+    Example::
+
+      check_number("trials", 0, integer=True, low=1)  # ValueError: trials must be an integer >= 1, got 0
+    """
+    if optional and value is None:
+        return
+    if integer and high is None:
+        high = MAX_INT
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        ok = False
+    elif integer:
+        ok = isinstance(value, int)
+    else:
+        ok = math.isfinite(value)
+    if ok:
+        ok = ((low is None or (value > low if low_open else value >= low))
+              and (high is None or (value < high if high_open else value <= high)))
+    if ok:
+        return
+    kind = "an integer" if integer else "a finite number"
+    beyond_int64 = integer and isinstance(value, int) and value > MAX_INT
+    show_high = high is not None and (not integer or high != MAX_INT or beyond_int64)
+    if low is not None and show_high:
+        expected = f"{kind} in {'(' if low_open else '['}{_num(low)}, {_num(high)}{')' if high_open else ']'}"
+    elif low is not None:
+        expected = f"{kind} {'>' if low_open else '>='} {_num(low)}"
+    elif show_high:
+        expected = f"{kind} {'<' if high_open else '<='} {_num(high)}"
+    else:
+        expected = kind
+    if optional:
+        expected += " or null"
+    if note:
+        expected += f" {note}"
+    raise ValueError(f"{name} must be {expected}, got {excerpt(value)}")
+
+
+def _num(x: float) -> str:
+    """A range end as a message shows it: 2147483647, 0.5, 1e+06."""
+    return str(x) if isinstance(x, int) else f"{x:g}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,16 +134,43 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         if self.kind not in DATA_KINDS:
-            raise ValueError(f"data.kind must be one of {list(DATA_KINDS)}, got {self.kind!r}")
+            raise ValueError(f"data.kind must be one of {list(DATA_KINDS)}, got {excerpt(self.kind)}")
         if self.kind in ("coco", "dir") and not self.path:
             raise ValueError(f"data.path is required for data.kind={self.kind!r} (the folder `spinenas data` wrote)")
-        if self.kind == "synth":
-            if self.image_size < 32:
-                raise ValueError(f"data.image_size must be at least 32 pixels, got {self.image_size}")
-            if not 0 < self.val_images < self.images:
-                raise ValueError(
-                    f"data.val_images must be between 1 and data.images - 1 ({self.images - 1}), got {self.val_images}"
-                )
+        check_number("data.images", self.images, integer=True, low=2, high=MAX_SYNTH_IMAGES)
+        check_number("data.val_images", self.val_images, integer=True, low=1)
+        check_number("data.image_size", self.image_size, integer=True, low=32, high=MAX_IMAGE_SIZE)
+        check_number("data.seed", self.seed, integer=True, low=0, high=MAX_SEED)
+        if self.kind == "synth" and not self.val_images < self.images:
+            raise ValueError(
+                f"data.val_images must be between 1 and data.images - 1 ({self.images - 1}), got {self.val_images}"
+            )
+
+
+ACTIVATIONS = ("relu", "swish")
+# The proxy's integers but `image_size`: field -> (low, high) (high None: up to `MAX_INT`). The model's sizes stop
+# far past any SpineNet (the largest, SpineNet-190: 1280 px, filter scale 1.3, resample alpha 1, 4 block repeats,
+# 512-filter endpoints; Model Garden's RetinaNet heads have 256 filters and 4 convolutions), before a trial could not
+# be built and its FLOPs would leave the 64 bits of the database's column.
+_PROXY_INTS: dict[str, tuple[int, int | None]] = {
+    "batch_size": (1, 4096),
+    "train_steps": (1, None),
+    "eval_batch_size": (1, 4096),
+    "eval_images": (0, None),
+    "warmup_steps": (0, None),
+    "block_repeats": (1, 16),
+    "endpoints_num_filters": (1, 2048),
+    "head_num_filters": (1, 2048),
+    "head_num_convs": (1, 16),
+    "pre_nms_top_k": (1, 100_000),
+    "seed": (0, MAX_SEED),
+    "threads": (0, 1024),
+    "log_every": (1, None),
+}
+# `filter_size_scale` and `resample_alpha` stop here (SpineNet-190's are 1.3 and 1).
+MAX_MODEL_SCALE = 8.0
+# `aug_scale_min` and `aug_scale_max` stop here (Model Garden's SpineNet RetinaNet configs jitter 0.1..2.0).
+MAX_AUG_SCALE = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,47 +257,37 @@ class ProxyConfig:
     mixed_precision: str = "float32"
 
     def __post_init__(self) -> None:
-        if self.image_size < 128 or self.image_size % 128:
-            raise ValueError(
-                f"image_size must be a multiple of 128 (levels L3..L7 need distinct widths), got {self.image_size}"
-            )
-        for name in ("batch_size", "train_steps", "eval_batch_size", "head_num_filters", "head_num_convs",
-                     "endpoints_num_filters", "block_repeats", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.eval_images < 0 or self.warmup_steps < 0 or self.threads < 0:
-            raise ValueError("eval_images, warmup_steps and threads must be >= 0")
+        size = self.image_size
+        if isinstance(size, bool) or not isinstance(size, int) or not 128 <= size <= MAX_IMAGE_SIZE or size % 128:
+            raise ValueError(f"image_size must be a multiple of 128 up to {MAX_IMAGE_SIZE} (levels L3..L7 need "
+                             f"distinct widths), got {excerpt(size)}")
+        for name, (low, high) in _PROXY_INTS.items():
+            check_number(name, getattr(self, name), integer=True, low=low, high=high)
         if self.warmup_steps >= self.train_steps:
             raise ValueError(
                 f"warmup_steps ({self.warmup_steps}) must be less than train_steps ({self.train_steps})"
             )
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {self.lr_schedule!r}")
-        if self.nms_version not in NMS_VERSIONS:
-            raise ValueError(f"nms_version must be one of {list(NMS_VERSIONS)}, got {self.nms_version!r}")
-        if self.mixed_precision not in PRECISIONS:
-            raise ValueError(f"mixed_precision must be one of {list(PRECISIONS)}, got {self.mixed_precision!r}")
+        for name, choices in (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES), ("nms_version", NMS_VERSIONS),
+                              ("mixed_precision", PRECISIONS), ("activation", ACTIVATIONS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {list(choices)}, got {excerpt(getattr(self, name))}")
         if self.mixed_precision != "float32" and self.nms_version == "batched":
             # Model Garden's batched NMS (CombinedNonMaxSuppression) takes float32 scores only; its v2 NMS takes the
             # model's float16/bfloat16 ones (checked: a trial in each trains and evaluates).
             raise ValueError(f"mixed_precision={self.mixed_precision} needs nms_version 'v2': the 'batched' NMS takes "
                              "float32 scores only (and 'auto' trains in float16 or bfloat16 on a GPU)")
-        if self.activation not in ("relu", "swish"):
-            raise ValueError(f"activation must be 'relu' or 'swish', got {self.activation!r}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
-        if self.clipnorm is not None and not self.clipnorm > 0:
-            raise ValueError(f"clipnorm must be > 0 or null, got {self.clipnorm}")
-        if not 0 < self.aug_scale_min <= self.aug_scale_max:
+        check_number("learning_rate", self.learning_rate, low=0, low_open=True)
+        check_number("clipnorm", self.clipnorm, low=0, low_open=True, optional=True, note="(null: no clipping)")
+        check_number("l2_weight_decay", self.l2_weight_decay, low=0)
+        check_number("filter_size_scale", self.filter_size_scale, low=0, high=MAX_MODEL_SCALE, low_open=True)
+        check_number("resample_alpha", self.resample_alpha, low=0, high=MAX_MODEL_SCALE, low_open=True)
+        check_number("aug_scale_min", self.aug_scale_min, low=0, high=MAX_AUG_SCALE, low_open=True)
+        check_number("aug_scale_max", self.aug_scale_max, low=0, high=MAX_AUG_SCALE, low_open=True)
+        if not self.aug_scale_min <= self.aug_scale_max:
             raise ValueError(
-                f"need 0 < aug_scale_min <= aug_scale_max, got {self.aug_scale_min} and {self.aug_scale_max}"
+                f"need aug_scale_min <= aug_scale_max, got {self.aug_scale_min} and {self.aug_scale_max}"
             )
-        if self.filter_size_scale <= 0 or self.resample_alpha <= 0:
-            raise ValueError("filter_size_scale and resample_alpha must be > 0")
-        if self.divergence_factor <= 1:
-            raise ValueError(f"divergence_factor must be > 1, got {self.divergence_factor}")
+        check_number("divergence_factor", self.divergence_factor, low=1, low_open=True)
         check_eval_steps(self.eval_at_steps, self.train_steps, "eval_at_steps")
 
     def scaling(self) -> Scaling:
@@ -223,6 +329,13 @@ def check_eval_steps(steps: tuple[int, ...], train_steps: int, what: str) -> Non
         last = step
 
 
+# `SurrogateConfig.duration_s` stops at about 11 days a trial (a real trial of the paper's proxy takes hours).
+MAX_SURROGATE_S = 1e6
+# `SurrogateConfig.rate_spread` stops here: an architecture's learning rate is exp(rate_spread * z) with z normal,
+# which overflows a float from about 140 on.
+MAX_RATE_SPREAD = 10.0
+
+
 @dataclasses.dataclass(frozen=True)
 class SurrogateConfig:
     """The TF-free surrogate evaluator (`proxy_task.surrogate`): an instant AP from a landscape with a known optimum.
@@ -248,9 +361,8 @@ class SurrogateConfig:
     rate_spread: float = 0.5
 
     def __post_init__(self) -> None:
-        if not self.noise >= 0 or not self.duration_s >= 0 or not self.rate_spread >= 0:
-            raise ValueError("noise, duration_s and rate_spread must be >= 0")
-        if self.target_seed is not None and self.target_seed < 0:
-            raise ValueError(f"target_seed must be >= 0 or null, got {self.target_seed}")
-        if self.full_steps < 1:
-            raise ValueError(f"full_steps must be at least 1, got {self.full_steps}")
+        check_number("noise", self.noise, low=0, high=1, note="(a standard deviation of the AP)")
+        check_number("duration_s", self.duration_s, low=0, high=MAX_SURROGATE_S)
+        check_number("target_seed", self.target_seed, integer=True, low=0, high=MAX_SEED, optional=True)
+        check_number("full_steps", self.full_steps, integer=True, low=1)
+        check_number("rate_spread", self.rate_spread, low=0, high=MAX_RATE_SPREAD)

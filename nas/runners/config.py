@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from proxy_task.config import check_number
+
+# `worker_retries` stops here: a trial whose worker keeps dying is a fault to look at, not to retry for ever.
+MAX_WORKER_RETRIES = 100
+
 
 @dataclasses.dataclass(frozen=True)
 class RayRunnerConfig:
@@ -17,8 +22,7 @@ class RayRunnerConfig:
     worker_retries: int = 2
 
     def __post_init__(self) -> None:
-        if self.worker_retries < 0:
-            raise ValueError(f"worker_retries must be >= 0, got {self.worker_retries}")
+        check_number("worker_retries", self.worker_retries, integer=True, low=0, high=MAX_WORKER_RETRIES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,5 +40,4 @@ class LocalRunnerConfig:
     worker_retries: int = 2
 
     def __post_init__(self) -> None:
-        if self.worker_retries < 0:
-            raise ValueError(f"worker_retries must be >= 0, got {self.worker_retries}")
+        check_number("worker_retries", self.worker_retries, integer=True, low=0, high=MAX_WORKER_RETRIES)

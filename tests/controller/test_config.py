@@ -29,18 +29,22 @@ def test_defaults_are_valid_frozen_and_documented(cls):
         (EvolutionConfig, "population_size", 10.0, "an integer >= 2"),
         (EvolutionConfig, "tournament_size", 1, r"an integer in \[2, population_size=50\]"),
         (EvolutionConfig, "tournament_size", 51, r"an integer in \[2, population_size=50\]"),
-        (PPOConfig, "hidden_size", 0, "an integer >= 1"),
-        (PPOConfig, "learning_rate", 0.0, "a number > 0"),
-        (PPOConfig, "learning_rate", float("inf"), "a number > 0"),
+        (PPOConfig, "hidden_size", 0, r"an integer in \[1, 4096\]"),
+        (PPOConfig, "hidden_size", 10**18, r"an integer in \[1, 4096\]"),  # a policy no machine builds
+        (PPOConfig, "learning_rate", 0.0, r"a number in \(0, 1\]"),
+        (PPOConfig, "learning_rate", float("inf"), r"a number in \(0, 1\]"),
+        (PPOConfig, "learning_rate", 2.0, r"a number in \(0, 1\]"),
         (PPOConfig, "batch_size", 0, "an integer >= 1"),
-        (PPOConfig, "epochs", 0, "an integer >= 1"),
+        (PPOConfig, "epochs", 0, r"an integer in \[1, 1000\]"),
+        (PPOConfig, "epochs", 10**6, r"an integer in \[1, 1000\]"),  # a million optimizer steps per batch
         (PPOConfig, "clip_epsilon", 1.0, r"a number in \(0, 1\)"),
         (PPOConfig, "entropy_weight", -0.1, "a number >= 0"),
         (PPOConfig, "baseline_decay", 1.0, r"a number in \[0, 1\)"),
         (PPOConfig, "adam_beta2", -0.5, r"a number in \[0, 1\)"),
         (PPOConfig, "normalize_advantages", 1, "true or false"),
         (PPOConfig, "max_grad_norm", 0.0, "a number > 0 or None"),
-        (PPOConfig, "init_scale", True, "a number > 0"),
+        (PPOConfig, "init_scale", True, r"a number in \(0, 1\]"),
+        (EvolutionConfig, "population_size", 10**23, "an integer >= 2"),  # past 64 bits
     ],
 )
 def test_bad_values_say_what_was_expected_and_what_came(cls, field, value, message):

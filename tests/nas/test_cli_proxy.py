@@ -23,7 +23,7 @@ def _run(argv, cwd):
         (["proxy", "run", "--arch", "spinenet-49", "--set", "proxy.data.kind=dir", "--set",
           "proxy.data.path=missing"], "no dataset folder missing"),
         (["proxy", "run", "--arch", "spinenet-49", "--preset", "paper"], "no dataset folder"),
-        (["proxy", "run", "--arch", "spinenet-49", "--steps", "0"], "train_steps must be at least 1"),
+        (["proxy", "run", "--arch", "spinenet-49", "--steps", "0"], "train_steps must be an integer >= 1"),
         (["proxy", "run", "--arch", "spinenet-49", "--set", "proxy.eval_at_steps=[4,2]"], "must be increasing"),
         (["proxy", "run", "--arch", "spinenet-49", "--steps", "4", "--set", "proxy.eval_at_steps=[2,4]"],
          "not before the last training step"),

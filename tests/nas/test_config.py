@@ -41,14 +41,14 @@ def test_overrides():
         ("proxy.nope=1", "unknown key 'proxy.nope'"),
         ("nope.x=1", "no config section 'nope'"),
         ("proxy.train_steps=abc", "expected an integer"),
-        ("proxy.train_steps=0", "train_steps must be at least 1"),
+        ("proxy.train_steps=0", r"proxy.train_steps must be an integer >= 1, got 0"),
         ("controller.type=bayes", "unknown controller 'bayes'; expected one of ppo, evolution, random"),
         ("evaluator.type=nosuch", "unknown evaluator 'nosuch'; expected one of retinanet, surrogate"),
         ("runner.type=k8s", "unknown runner 'k8s'; expected one of ray, local"),
         ("controller.ppo.nosuch=1", "unknown key 'controller.ppo.nosuch'; expected one of .*learning_rate"),
-        ("controller.ppo.learning_rate=-1", "learning_rate: expected a number > 0"),
+        ("controller.ppo.learning_rate=-1", r"learning_rate: expected a number in \(0, 1\]"),
         ("controller.bayes.x=1", "no config section 'controller.bayes'; expected one of type, ppo, evolution, random"),
-        ("evaluator.surrogate.noise=-1", "noise, duration_s and rate_spread must be >= 0"),
+        ("evaluator.surrogate.noise=-1", r"evaluator.surrogate.noise must be a finite number in \[0, 1\]"),
         ("search.controller=random", "unknown key 'search.controller'"),
         ("proxy.eval_at_steps=[900]", "step 900 is not before the last training step"),
         ("proxy", "expects key=value"),
@@ -173,3 +173,126 @@ def test_fingerprints_follow_what_changes_a_score_and_nothing_else():
     folder = resolve(NasConfig, demo, ["proxy.data.kind=dir", "proxy.data.path=/data/p"])
     assert fingerprint(resolve(NasConfig, folder, ["proxy.data.images=99"])) == fingerprint(folder)
     assert fingerprint(resolve(NasConfig, folder, ["proxy.data.path=/data/q"])) != fingerprint(folder)
+
+
+# --------------------------------------------------------------------------------------------------- bounds
+def _laughs(levels: int, width: int) -> str:
+    """A "billion laughs" document: each level an anchored list of `width` aliases of the one before."""
+    lines = [f"l0: &l0 [{', '.join(['lol'] * width)}]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[" * 50_000 + "]" * 50_000, r"nested deeper than 32 levels \(line 1\)"),  # was a RecursionError
+        ("a:\n" + "".join(" " * i + "b:\n" for i in range(1, 60)), "nested deeper than 32 levels"),
+        (_laughs(9, 9), "more than 32 aliases"),  # 422 bytes that expanded past 1.6 GB
+        # Few aliases, each repeating a large node: counted expanded.
+        (_laughs(5, 6).replace(", ".join(["lol"] * 6), ", ".join(["1"] * 2000)),
+         "aliases expand it past 262,144 values"),
+        ("search: &x [*x]", r"alias \*x inside the node it names"),  # a structure containing itself
+        ("search:\n  trials: 3\n" + "#" * (1 << 20), "larger than 1,048,576 bytes"),
+        ("a: 1\n---\nb: 2\n", "expected a single document in the stream"),
+        ("proxy: [", "malformed YAML at line 1, column 9"),
+        ("a: \x1b[31m", r"malformed YAML at character 4: special characters are not allowed \(#x001b\)"),
+        ("a: !!python/object:os.system {}", "malformed YAML at line 1, column 4: could not determine a constructor"),
+    ],
+)
+def test_yaml_past_its_bounds_is_one_line_at_once(text, message):
+    import time
+
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError, match=message) as e:
+        from_yaml(NasConfig, text)
+    assert time.monotonic() - t0 < 1.0
+    assert "\n" not in str(e.value) and len(str(e.value)) < 160
+
+
+def test_a_few_aliases_are_read_and_messages_quote_an_excerpt():
+    from nas.config_io import load_yaml
+
+    assert load_yaml("a: &a [1, 2]\nb: *a\nc: *a\n") == {"a": [1, 2], "b": [1, 2], "c": [1, 2]}
+    # At depth 5, a value of a megabyte: the message quotes 80 characters of it (it quoted all 5.8 MB).
+    big = "search: [[[[[" + ", ".join(["123456"] * 120_000) + "]]]]]"
+    expected = r"search: expected a mapping for SearchConfig, got \[\[\[\[\[123456, .*\.\.\.$"
+    with pytest.raises(ConfigError, match=expected) as e:
+        from_yaml(NasConfig, big)
+    assert len(str(e.value)) < 160
+    with pytest.raises(ConfigError, match=r"unknown key 'proxy\.xxxxxxxx.*\.\.\. for ProxyConfig") as e:
+        from_dict(NasConfig, {"proxy": {"x" * 100_000: 1}})
+    assert len(str(e.value)) < 900  # the known keys are listed, the unknown one cut
+
+
+def test_a_preset_file_is_measured_before_it_is_read(tmp_path, monkeypatch):
+    import builtins
+    import time
+
+    huge = tmp_path / "huge.yaml"
+    with open(huge, "wb") as fh:
+        fh.truncate(50 << 20)  # 50 MB (sparse): accepted after 80 s and 0.8 GB before
+    opened = []
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: (opened.append(f), real_open(f, *a, **k))[1])
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError, match=r"preset file .*huge.yaml: larger than 1,048,576 bytes \(52,428,800\)"):
+        get_preset(str(huge))
+    assert time.monotonic() - t0 < 0.5 and str(huge) not in map(str, opened)
+    monkeypatch.undo()
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes(b"search:\n  family: \xe9\n")
+    with pytest.raises(ConfigError, match=r"latin1.yaml: not UTF-8 text \(byte 18\)"):
+        get_preset(str(bad))
+
+
+# --------------------------------------------------------------------------------------------------- numbers
+def _numeric_fields():
+    """(config class, field, is_int) for every number of every config class, as a test table."""
+    import dataclasses
+    import typing
+
+    from controller import EvolutionConfig, PPOConfig, RandomConfig
+    from nas.config import AshaConfig, DataConfig, SurrogateConfig
+    from nas.runners.config import LocalRunnerConfig, RayRunnerConfig
+
+    out = []
+    for cls in (SearchConfig, ProxyConfig, DataConfig, SurrogateConfig, AshaConfig, PPOConfig, EvolutionConfig,
+                RandomConfig, LocalRunnerConfig, RayRunnerConfig):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            hint = hints[f.name]
+            args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+            if typing.get_origin(hint) is not tuple and args[0] in (int, float):
+                out.append((cls, f.name, args[0] is int))
+    return out
+
+
+@pytest.mark.parametrize("cls, field, is_int", _numeric_fields(), ids=lambda x: getattr(x, "__name__", str(x)))
+def test_no_number_takes_nan_infinity_or_a_bool(cls, field, is_int):
+    for bad in (float("nan"), float("inf"), float("-inf"), True, "1", 10**30 if is_int else 1e309):
+        with pytest.raises(ValueError, match=field):
+            cls(**{field: bad})
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(name="x", value=float("nan"), low=0), "x must be a finite number >= 0, got nan"),
+        (dict(name="x", value=float("inf"), low=0, high=1), r"x must be a finite number in \[0, 1\], got inf"),
+        (dict(name="x", value=0.0, low=0, low_open=True), "x must be a finite number > 0, got 0.0"),
+        (dict(name="n", value=1.5, integer=True, low=1), "n must be an integer >= 1, got 1.5"),
+        (dict(name="n", value=True, integer=True, low=0), "n must be an integer >= 0, got True"),
+        (dict(name="n", value=2**63, integer=True, low=0), r"n must be an integer in \[0, 9223372036854775807\]"),
+        (dict(name="n", value=-1, integer=True, low=0, optional=True, note="(null: none)"),
+         r"n must be an integer >= 0 or null \(null: none\), got -1"),
+        (dict(name="s", value="x" * 1000, low=0), r"s must be a finite number >= 0, got 'x{76}\.\.\.$"),
+    ],
+)
+def test_check_number_says_what_was_expected_and_what_came(kwargs, message):
+    from proxy_task.config import check_number
+
+    with pytest.raises(ValueError, match=message):
+        check_number(**kwargs)
+    check_number("x", None, optional=True)
+    check_number("x", 5, low=0, high=5)

@@ -372,7 +372,7 @@ def test_workers_are_warm_on_cpu_bounded_for_tensorflow_and_fresh_for_gpu_trials
                                                                   trials_per_worker=3) == 3
     assert calls("retinanet", reuse_workers=True, gpus_per_trial=1.0) == 1
     assert calls(reuse_workers=True, gpus_per_trial=1.0) == 0
-    with pytest.raises(ValueError, match="trials_per_worker must be >= 0"):
+    with pytest.raises(ValueError, match="trials_per_worker must be an integer >= 0"):
         cfg_of(trials_per_worker=-1)
 
 
