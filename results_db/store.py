@@ -487,8 +487,7 @@ class ResultStore(ReadAPI):
                         raise DatabaseOpenError(
                             f"database {self.display_url} is empty: no search has written to it yet"
                         )
-                    self._create_schema(conn)
-                    version = SCHEMA_VERSION
+                    version = self._create_schema(conn)
                 check_version(version, self.display_url)
                 if not self.readonly:
                     if self._engine.dialect.name == "sqlite":
@@ -527,13 +526,42 @@ class ResultStore(ReadAPI):
             raise DatabaseOpenError(f"the database records {len(versions)} schema versions {versions}; expected one")
         return versions[0]
 
+    def _create_schema(self, conn: Any) -> str:
+        """Creates the tables and the version row of an empty database, all or nothing; returns its version.
+
+        A server's DDL is transactional: one transaction on `conn`. Python's sqlite3 runs each CREATE outside the
+        transaction and commits it at once, so a search interrupted while it made its database left tables without a
+        version, and every later command refused the file as "not a spinenas results database". A SQLite file gets
+        its schema in one transaction of its own instead (`results_db.migrate.migration_engine`: BEGIN IMMEDIATE, so
+        a second writer making the same file waits, then finds it made), in WAL mode from the start: a kill -9
+        leaves an empty database, made again by the next writer.
+        """
+        path = sqlite_path(self.url)
+        if path:
+            from results_db.migrate import migration_engine
+
+            conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+            conn.commit()
+            engine = migration_engine(self.url)
+            try:
+                with engine.begin() as own:
+                    version = self._read_version(own)
+                    if version is None:
+                        version = self._create_tables(own)
+            finally:
+                engine.dispose()
+            return version
+        version = self._create_tables(conn)
+        conn.commit()
+        return version
+
     @staticmethod
-    def _create_schema(conn: Any) -> None:
+    def _create_tables(conn: Any) -> str:
         logger.info("creating the results database schema (version %s)", SCHEMA_VERSION)
         BaseModel.metadata.create_all(conn)
         _VERSION_TABLE.create(conn, checkfirst=True)
         conn.execute(_VERSION_TABLE.insert().values(version_num=SCHEMA_VERSION))
-        conn.commit()
+        return SCHEMA_VERSION
 
     def close(self) -> None:
         """Closes every connection (the store cannot be used afterwards)."""

@@ -169,3 +169,80 @@ def test_where_it_can_a_reader_reads_a_live_writers_wal(tmp_path):
     with ResultReader(str(path)) as reader:
         assert [s.name for s in reader.list_searches()] == ["a", "b", "c"]
     writer.close()
+
+
+# --------------------------------------------------------------------------------------------------- interrupted
+# A child per case creates a store at a new path and sends itself SIGKILL right after statement `at` of the schema's
+# creation (each CREATE and the version row); one interpreter, one fork per case. Prints the number of statements.
+_KILL_WHILE_CREATING = r"""
+import os, signal, sys
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from results_db import ResultStore
+work = sys.argv[1]
+state = {"n": 0, "at": 0}
+@event.listens_for(Engine, "after_cursor_execute")
+def _count(conn, cursor, statement, params, context, executemany):
+    if statement.lstrip().upper().startswith(("CREATE", "INSERT INTO ALEMBIC_VERSION")):
+        state["n"] += 1
+        if state["n"] == state["at"]:
+            os.kill(os.getpid(), signal.SIGKILL)
+ResultStore(f"sqlite:///{work}/warm.db").close()
+total = state["n"]
+for at in range(1, total + 1):
+    state.update(n=0, at=at)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            ResultStore(f"sqlite:///{work}/at{at}.db")
+        finally:
+            os._exit(99)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (at, status)
+print(total)
+"""
+
+
+@pytest.mark.slow
+def test_a_search_killed_while_it_makes_its_database_leaves_one_the_next_search_makes(tmp_path):
+    """Before, each CREATE TABLE committed at once: a writer killed (or interrupted) while it made a new database
+    left tables without a schema version, and every later command refused the file as not a spinenas database."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _KILL_WHILE_CREATING, str(tmp_path)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    total = int(proc.stdout)
+    assert total >= 10  # six tables, their indexes, the version table and its row
+    for at in range(1, total + 1):
+        with ResultStore(f"sqlite:///{tmp_path}/at{at}.db") as store:
+            store.create_search("a")
+            assert [s.name for s in store.list_searches()] == ["a"]
+
+
+def test_a_writer_interrupted_while_it_makes_its_database_leaves_an_empty_one(tmp_path, monkeypatch):
+    from sqlalchemy.engine import Engine
+
+    seen = {"n": 0, "at": 0}
+
+    def _count(conn, cursor, statement, params, context, executemany):
+        if statement.lstrip().upper().startswith("CREATE"):
+            seen["n"] += 1
+            if seen["n"] == seen["at"]:
+                raise KeyboardInterrupt
+
+    event.listen(Engine, "after_cursor_execute", _count)
+    try:
+        for at in (1, 5, 9):
+            seen.update(n=0, at=at)
+            with pytest.raises(KeyboardInterrupt):
+                ResultStore(f"sqlite:///{tmp_path}/at{at}.db")
+            con = sqlite3.connect(tmp_path / f"at{at}.db")
+            assert con.execute("SELECT name FROM sqlite_master").fetchall() == []
+            assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            con.close()
+            seen.update(at=0)
+            ResultStore(f"sqlite:///{tmp_path}/at{at}.db").close()
+    finally:
+        event.remove(Engine, "after_cursor_execute", _count)
