@@ -11,7 +11,7 @@ import os
 import sqlite3
 import urllib.parse
 
-from results_db.errors import DatabaseNotFoundError, DatabaseOpenError
+from results_db.errors import DatabaseFullError, DatabaseNotFoundError, DatabaseOpenError
 
 
 # SQLite's result codes that say the file could not be reached or used here (permissions, a read-only or full file
@@ -45,6 +45,36 @@ def open_hint(path: str, e: BaseException) -> str:
 def cannot_read(path: str, e: sqlite3.Error) -> str:
     """The one line of an environment's error (`not_damage`) met reading `path`, with what to do about it."""
     return f"cannot read database {path}: {e}{open_hint(path, e)}"
+
+
+# What SQLite makes first beside a WAL database it opens: the -shm's first region (the -wal starts empty).
+SHM_BYTES = 32 * 1024
+
+
+def no_room_beside(path: str) -> str | None:
+    """Why SQLite cannot make the -shm beside the database `path` here, or None (it is there, or it can be made, as
+    far as the file system tells). Checked before an open that would fail half way: such an open leaves an empty
+    -wal and a truncated -shm behind.
+
+    Returns:
+      'its folder ... cannot be written' (a read-only mount, another user's folder) or 'its file system is full
+      (N bytes free, ...)'.
+    """
+    if os.path.exists(path + "-shm"):
+        return None
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return None  # made later (a writer makes its folder), where the next check runs
+    if not os.access(folder, os.W_OK):  # False on a read-only mount, for root too (EROFS)
+        return f"its folder {folder} cannot be written (a read-only file system, or not this user's)"
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    free = (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize  # root may use the reserved blocks
+    if free < SHM_BYTES:
+        return f"its file system is full ({free} bytes free; SQLite needs {SHM_BYTES} for {path}-shm beside it)"
+    return None
 
 
 def _connect_ro(path: str, *, immutable: bool) -> sqlite3.Connection:
@@ -110,16 +140,26 @@ def integrity(path: str, *, quick: bool = True) -> list[str]:
     return _check(path, pragma, immutable=False)
 
 
+def _check_room(path: str) -> None:
+    room = no_room_beside(path)
+    if room is not None:  # the open would leave a -wal and a truncated -shm behind, and write nothing
+        error = DatabaseFullError if "is full" in room else DatabaseOpenError
+        raise error(f"cannot write database {path}: {room}; nothing was written to it: free space there (or give a "
+                    "--db on a file system this user can write), then run the command again")
+
+
 def check_before_writing(path: str, *, create: bool) -> None:
     """Refuses to write into a damaged or non-database file; with `create` False, also into a missing or empty one.
 
     Raises:
       DatabaseNotFoundError: no file and `create` is False.
       DatabaseOpenError: a directory, an empty file (with `create` False), a non-database, a damaged database, or one
-        that cannot be read here (see `integrity`).
+        that cannot be read or written here (`integrity`, `no_room_beside`).
+      DatabaseFullError: its file system has no room for the -shm an open makes beside it.
     """
     if not os.path.exists(path):
         if create:
+            _check_room(path)
             return
         raise DatabaseNotFoundError(f"no database at {path}: nothing has been written there (give the search's "
                                     "--db, or set $SPINENAS_DB)")
@@ -127,9 +167,11 @@ def check_before_writing(path: str, *, create: bool) -> None:
         raise DatabaseOpenError(f"{path} is not a database file (it is a directory or a device)")
     if os.path.getsize(path) == 0:
         if create:
+            _check_room(path)
             return
         raise DatabaseOpenError(f"{path} is an empty file, not a results database: no search was ever written to it")
     result = integrity(path, quick=True)
+    _check_room(path)
     if result != ["ok"]:
         raise DatabaseOpenError(
             f"database {path} is damaged (SQLite's quick_check: {result[0]}{' ...' if len(result) > 1 else ''}); "
@@ -137,4 +179,4 @@ def check_before_writing(path: str, *, create: bool) -> None:
         )
 
 
-__all__ = ["cannot_read", "check_before_writing", "integrity", "not_damage", "open_hint"]
+__all__ = ["SHM_BYTES", "cannot_read", "check_before_writing", "integrity", "no_room_beside", "not_damage", "open_hint"]

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from results_db.errors import DatabaseNotFoundError, DatabaseOpenError
-from results_db.integrity import cannot_read
+from results_db.integrity import cannot_read, no_room_beside
 from results_db.queries import Executor, ReadAPI
 from results_db.url import resolve_url, sqlite_path
 
@@ -57,40 +57,48 @@ def _no_shm(e: sqlite3.Error) -> bool:
 def connect_readonly(path: str, *, timeout: float) -> sqlite3.Connection:
     """A read-only connection to an existing SQLite file, that needs no write access to it or its folder.
 
-    ``mode=ro`` first: it reads a WAL database through the -wal and -shm files beside it, and so sees what a
+    ``mode=ro`` where it can: it reads a WAL database through the -wal and -shm files beside it, and so sees what a
     writer is committing meanwhile, but it must create the -shm (and the -wal) when they are missing. Where it
-    cannot (a read-only mount, a folder this user may not write, a full file system) the file is opened
-    ``immutable=1`` instead: no -shm, no locks. That is sound here only because no writer can be at work: a writer
-    of a WAL database always has its -shm, and the -shm was missing or unusable; and the -wal must hold nothing
-    (none, or empty), since an immutable read never looks at it.
+    cannot (a read-only mount, a folder this user may not write, a full file system: `no_room_beside` tells
+    beforehand, a failed ``mode=ro`` open afterwards) the file is opened ``immutable=1`` instead: no -shm, no
+    locks, nothing made beside it. That is sound only because no writer is at work: a writer of a WAL database
+    always has its -shm, and the -shm was missing or unusable; and the -wal must hold nothing (none, or empty),
+    since an immutable read never looks at it. (A writer that starts while such a read runs is not seen; a writer
+    could not start on a read-only or full file system anyway.)
 
     Raises:
       DatabaseOpenError: the -wal holds committed changes that cannot be read without making the -shm here.
       sqlite3.Error: any other failure of the open (the caller's to describe).
     """
     uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
-    conn = None
-    try:
-        conn = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the first read opens the -wal and -shm
-        return conn
-    except sqlite3.OperationalError as e:
-        if conn is not None:
-            conn.close()
-        if not _no_shm(e):
-            raise
-        error = e
     try:
         wal = os.path.getsize(path + "-wal")
     except OSError:
         wal = 0
+    # Known beforehand (a read-only folder, a full disk): no attempt that would leave a -wal and a truncated -shm.
+    why: str | None = no_room_beside(path)
+    if why is None:
+        conn = None
+        try:
+            conn = sqlite3.connect(uri, uri=True, timeout=timeout, check_same_thread=False)
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # the first read opens the -wal and -shm
+            return conn
+        except sqlite3.OperationalError as e:
+            if conn is not None:
+                conn.close()
+            if not _no_shm(e):
+                raise
+            why = cannot_read(path, e)
+            wal = os.path.getsize(path + "-wal") if os.path.exists(path + "-wal") else 0
+    else:
+        why = f"cannot read database {path} with SQLite's -shm: {why}"
     if wal:
         raise DatabaseOpenError(
-            f"{cannot_read(path, error)}; its -wal ({wal} bytes) may hold committed changes, which SQLite reads "
-            f"only through a {path}-shm it cannot make here: open the database once where it can be written (a "
-            "copy of it and its -wal in a writable folder will do)"
+            f"{why}; its -wal ({wal} bytes) may hold committed changes, which SQLite reads only through a "
+            f"{path}-shm it cannot make here: open the database once where it can be written (a copy of it and its "
+            "-wal in a writable folder will do)"
         )
-    logger.info("reading %s as immutable: %s (no -shm can be made beside it)", path, error)
+    logger.info("reading %s as immutable (%s)", path, why)
     conn = sqlite3.connect(uri + "&immutable=1", uri=True, timeout=timeout, check_same_thread=False)
     try:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()

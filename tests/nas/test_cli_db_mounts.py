@@ -110,7 +110,11 @@ def test_every_read_command_reads_a_wal_database_on_a_read_only_mount(tmp_path, 
     # Not a calibration study, but read: the answer is about the study, not the file.
     assert "unable to open" not in _one_line(out["calibration"]) and "ppo-1" in out["calibration"][2]
     # An upgrade writes: refused in one line.
-    assert "SQLite could not make or grow" in _one_line(out["upgrade"]) and "read-only?" in out["upgrade"][2]
+    assert _one_line(out["upgrade"]) == (
+        f"spinenas: error: cannot write database {d}: its folder {m} cannot be written (a read-only file system, or "
+        "not this user's); nothing was written to it: free space there (or give a --db on a file system this user "
+        "can write), then run the command again\n"
+    )
     assert out["files"] == ["r.db"]
 
 
@@ -135,17 +139,18 @@ def test_a_full_disk_reads_and_refuses_writes_in_one_line_and_damages_nothing(tm
     for label in ("searches", "top", "check", "check again"):
         assert out[label][0] == 0 and out[label][2] == "", (label, out[label])
     assert "integrity: ok" in out["check again"][1]
-    assert _one_line(out["resume"]) == (
-        f"spinenas: error: cannot open database sqlite:///{d}: disk I/O error (SQLite could not make or grow "
-        f"{d}-shm beside it: is that file system full or read-only?)\n"
-    )
+    full = ("its file system is full (0 bytes free; SQLite needs 32768 for {0}-shm beside it); nothing was written "
+            "to it: free space there (or give a --db on a file system this user can write), then run the command "
+            "again")
+    assert _one_line(out["resume"]) == f"spinenas: error: cannot write database {d}: {full.format(d)}\n"
     assert not (tmp_path / "runs").exists()
-    # No room for the -shm: the upgrade cannot begin. Room for it (a connection made it before the disk filled):
-    # the upgrade begins, and its first write fails; either way the database stays at its version.
-    assert "cannot open database for upgrading: disk I/O error (SQLite could not make or grow" in _one_line(
-        out["upgrade"])
+    # No room for the -shm: refused before the upgrade begins. Room for it (a connection made it before the disk
+    # filled): the upgrade begins, and its first write fails; either way the database stays at its version.
+    assert _one_line(out["upgrade"]) == f"spinenas: error: cannot write database {o}: {full.format(o)}\n"
     assert _one_line(out["upgrade held"]) == (
         f"spinenas: error: upgrading database sqlite:///{h} from schema version 0001 failed; nothing was changed (the "
         "upgrade is one transaction): database or disk is full (free space on its file system, then run `spinenas db "
         "upgrade` again)\n"
     )
+    # Nothing made beside the files: the reads were immutable, the refusals came before any open.
+    assert out["files"] == ["fill", "held.db", "held.db-shm", "held.db-wal", "old.db", "r.db"]

@@ -246,3 +246,47 @@ def test_a_writer_interrupted_while_it_makes_its_database_leaves_an_empty_one(tm
             ResultStore(f"sqlite:///{tmp_path}/at{at}.db").close()
     finally:
         event.remove(Engine, "after_cursor_execute", _count)
+
+
+def test_a_folder_that_cannot_be_written_is_read_as_immutable_without_trying(tmp_path, monkeypatch):
+    """`os.access` says no (as it does on a read-only mount, for root too): no ``mode=ro`` attempt, which would leave
+    a -wal and a truncated -shm where it can make them, and nothing made beside the file."""
+    path = tmp_path / "r.db"
+    _closed_db(path)
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if str(p) == str(tmp_path) else access(p, mode))
+    opened = []
+    connect = sqlite3.connect
+    monkeypatch.setattr(results_db.reader.sqlite3, "connect", lambda db, *a, **k: opened.append(db) or connect(db, *a,
+                                                                                                               **k))
+    with ResultReader(str(path)) as reader:
+        assert [s.name for s in reader.list_searches()] == ["a", "b"]
+    assert [u.rsplit("?", 1)[1] for u in opened] == ["mode=ro&immutable=1"]
+    with pytest.raises(DatabaseOpenError, match=r"cannot write database .*: its folder .* cannot be written \(a "
+                       r"read-only file system, or not this user's\); nothing was written to it"):
+        ResultStore(str(path))
+    assert _files(path) == {"r.db"}
+
+
+def test_no_room_for_the_shm_refuses_writers_and_reads_as_immutable_and_makes_nothing(tmp_path, monkeypatch):
+    """A full disk (statvfs: no free block): a writer is refused before its open would leave a -wal and a truncated
+    -shm; a reader reads."""
+    path = tmp_path / "r.db"
+    _closed_db(path)
+    statvfs = os.statvfs
+
+    class Full:
+        def __init__(self, st):
+            self.f_frsize, self.f_bfree, self.f_bavail = st.f_frsize, 0, 0
+
+    monkeypatch.setattr(os, "statvfs", lambda p: Full(statvfs(p)))
+    with pytest.raises(DatabaseFullError) as e:
+        ResultStore(str(path))
+    assert str(e.value) == (
+        f"cannot write database {path}: its file system is full (0 bytes free; SQLite needs 32768 for {path}-shm "
+        "beside it); nothing was written to it: free space there (or give a --db on a file system this user can "
+        "write), then run the command again"
+    )
+    with ResultReader(str(path)) as reader:
+        assert [s.name for s in reader.list_searches()] == ["a", "b"]
+    assert _files(path) == {"r.db"}
