@@ -41,13 +41,12 @@ class _MalformedYAMLError(ConfigError):
     """A text that is not YAML (as opposed to YAML past a bound)."""
 
 
-class _BoundedLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, counting while it composes: nesting depth, nodes (an alias counts the nodes it
-    repeats) and aliases; a limit passed is a `ConfigError` before the composer recurses deeper or anything is
-    built. An alias inside the node it names (a recursive structure) is refused too."""
+class _Bounded:
+    """A safe loader's composer, counting: nesting depth, nodes (an alias counts the nodes it repeats) and aliases;
+    a limit passed is a `ConfigError` before the composer recurses deeper or anything is built. An alias inside the
+    node it names (a recursive structure) is refused too. Mixed into the loaders below."""
 
-    def __init__(self, text: str, *, what: str, max_depth: int, max_nodes: int, max_aliases: int) -> None:
-        super().__init__(text)
+    def _bound(self, *, what: str, max_depth: int, max_nodes: int, max_aliases: int) -> None:
         self._what = what
         self._limits = (max_depth, max_nodes, max_aliases)
         self._depth = self._nodes = self._aliases = 0
@@ -92,6 +91,33 @@ class _BoundedLoader(yaml.SafeLoader):
         return node
 
 
+class _PurePythonLoader(_Bounded, yaml.SafeLoader):
+    """PyYAML's own scanner and parser (for a PyYAML built without libyaml)."""
+
+    def __init__(self, text: str, **limits: Any) -> None:
+        yaml.SafeLoader.__init__(self, text)
+        self._bound(**limits)
+
+
+_LOADER: type = _PurePythonLoader
+if getattr(yaml, "__with_libyaml__", False):
+    from yaml._yaml import CParser
+
+    class _LibyamlLoader(_Bounded, yaml.composer.Composer, yaml.constructor.SafeConstructor, yaml.resolver.Resolver,
+                         CParser):
+        """libyaml's scanner and parser (4x faster than PyYAML's) under PyYAML's composer and safe constructor:
+        libyaml's own composer, `CSafeLoader`'s, cannot be counted."""
+
+        def __init__(self, text: str, **limits: Any) -> None:
+            CParser.__init__(self, text)
+            yaml.composer.Composer.__init__(self)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+            self._bound(**limits)
+
+    _LOADER = _LibyamlLoader
+
+
 def load_yaml(text: str, *, what: str = "the YAML", max_bytes: int = MAX_YAML_BYTES, max_depth: int = MAX_YAML_DEPTH,
               max_aliases: int = MAX_YAML_ALIASES) -> Any:
     """`yaml.safe_load` within bounds: at most `max_bytes` (UTF-8), `max_depth` levels of nesting, `max_aliases`
@@ -107,10 +133,13 @@ def load_yaml(text: str, *, what: str = "the YAML", max_bytes: int = MAX_YAML_BY
         raise ConfigError(f"{what}: larger than {max_bytes:,} bytes")
     loader = None
     try:
-        loader = _BoundedLoader(text, what=what, max_depth=max_depth, max_nodes=max(1000, max_bytes // 4),
-                                max_aliases=max_aliases)  # the reader checks the characters here
+        loader = _LOADER(text, what=what, max_depth=max_depth, max_nodes=max(1000, max_bytes // 4),
+                         max_aliases=max_aliases)  # the reader checks the characters here
         return loader.get_single_data()
     except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        if "maximum nesting depth" in str(getattr(e, "problem", "")) and mark is not None:  # libyaml's own limit
+            raise ConfigError(f"{what}: nested deeper than {max_depth} levels (line {mark.line + 1})") from None
         raise _MalformedYAMLError(f"{what}: malformed YAML{_yaml_problem(e)}") from None
     finally:
         if loader is not None:
