@@ -3,7 +3,8 @@
 Two views with one interface. `LiveView` (a terminal) keeps one live line per running trial (its step of N, latest
 loss, AP when it has one, ETA) and the summary line at the bottom, redrawn in place with rich, while finished
 trials scroll above. `PlainView` (a pipe, a log file, a test) prints the finished-trial lines and, once a minute,
-one line of what is running, so a log stays readable.
+one line of what is running, so a log stays readable. Both show every line `printable` (a trial's error or a stored
+name cannot move the cursor or recolour the terminal, or break a line in two).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+
+from nas.ui import printable
 
 HEARTBEAT_S = 60.0
 
@@ -79,7 +82,7 @@ class PlainView:
 
     def line(self, text: str) -> None:
         """A line that stays (a finished trial, a message)."""
-        self.out(text)
+        self.out(printable(text))
         self._last = time.time()
 
     def refresh(self, running: Sequence[TrialProgress], status: str) -> None:
@@ -88,7 +91,7 @@ class PlainView:
         if now - self._last < HEARTBEAT_S or not running:
             return
         self._last = now
-        self.out(f"  ... running: {'; '.join(p.text(now) for p in running)} | {status}")
+        self.out(printable(f"  ... running: {'; '.join(p.text(now) for p in running)} | {status}"))
 
     def close(self) -> None:
         """The search is over."""
@@ -114,15 +117,15 @@ class LiveView:
     def line(self, text: str) -> None:
         from rich.text import Text
 
-        self._live.console.print(Text(text))
+        self._live.console.print(Text(printable(text)))
 
     def refresh(self, running: Sequence[TrialProgress], status: str) -> None:
         from rich.console import Group
         from rich.text import Text
 
         now = time.time()
-        lines = [Text(f"  {p.text(now)}", style="cyan") for p in running]
-        lines.append(Text(status, style="bold"))
+        lines = [Text(printable(f"  {p.text(now)}"), style="cyan") for p in running]
+        lines.append(Text(printable(status), style="bold"))
         self._live.update(Group(*lines))
 
     def close(self) -> None:

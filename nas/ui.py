@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Sequence
 from typing import Any
+
+# What a terminal would act on rather than show: C0 controls (ESC starts colour, cursor and title sequences), DEL,
+# C1 controls (0x9b is a one-byte CSI), and the bidirectional marks, overrides and isolates that reorder a line.
+_UNSAFE_CHARS = "\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_UNSAFE = re.compile(f"[{_UNSAFE_CHARS}]")
+_UNSAFE_BUT_NEWLINE = re.compile(f"(?!\n)[{_UNSAFE_CHARS}]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 class UserError(Exception):
@@ -16,6 +24,32 @@ def error_text(e: BaseException) -> str:
     if isinstance(e, KeyError) and len(e.args) == 1 and isinstance(e.args[0], str):
         return e.args[0]
     return str(e)
+
+
+def printable(text: Any, *, newlines: bool = False) -> str:
+    r"""Stored text as a terminal may show it: control characters written out as escapes, so an ESC stored in a
+    search name, an error or a host shows as the four characters ``\x1b`` instead of acting on the terminal.
+
+    Args:
+      text: anything; shown as `str(text)`.
+      newlines: keep line breaks (a multi-line field such as a traceback); by default a newline shows as ``\n``
+        (a one-line field, a table cell).
+
+    Example::
+
+      printable("a\x1b[2Jb")    # the 11 characters a\x1b[2Jb: the screen is not cleared
+      printable("one\ntwo")     # one\ntwo, on one line
+    """
+    text = str(text)
+    pattern = _UNSAFE_BUT_NEWLINE if newlines else _UNSAFE
+    return pattern.sub(_escape, text) if pattern.search(text) else text
+
+
+def _escape(match: re.Match[str]) -> str:
+    ch = match.group()
+    if ch in _NAMED:
+        return _NAMED[ch]
+    return f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
 
 
 def fmt_int(n: int) -> str:
@@ -60,8 +94,8 @@ def fmt_time(t: datetime.datetime | None) -> str:
 
 
 def print_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """Prints an aligned plain-text table (pipes and logs read it as well as a terminal)."""
-    cells = [[str(c) for c in header]] + [[str(c) for c in r] for r in rows]
+    """Prints an aligned plain-text table (pipes and logs read it as well as a terminal); cells are `printable`."""
+    cells = [[printable(c) for c in header]] + [[printable(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
     for k, r in enumerate(cells):
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
-from nas.ui import UserError, error_text, fmt_count, fmt_float, fmt_seconds, print_table
+from nas.ui import UserError, error_text, fmt_count, fmt_float, fmt_seconds, print_table, printable
 
 if TYPE_CHECKING:
     from results_db.queries import ReadAPI
@@ -178,20 +178,24 @@ def load_stored_config(text: str, overrides: Sequence[str] = (), *, search: str 
 
 
 def print_rich_or_plain(header: Sequence[str], rows: Sequence[Sequence[Any]], title: str | None = None) -> None:
-    """A table: rich on a terminal; pipes, files and scripts get the plain one (and skip rich's import)."""
+    """A table: rich on a terminal; pipes, files and scripts get the plain one (and skip rich's import).
+
+    Cells are stored text: shown `printable`, and as rich `Text` (never read as rich markup such as '[red]').
+    """
     if not sys.stdout.isatty():
         if title:
-            print(title)
+            print(printable(title))
         print_table(header, rows)
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title, title_justify="left", header_style="bold")
+    table = Table(title=Text(printable(title)) if title else None, title_justify="left", header_style="bold")
     for h in header:
-        table.add_column(h, no_wrap=h != "spec", overflow="fold")
+        table.add_column(Text(printable(h)), no_wrap=h != "spec", overflow="fold")
     for r in rows:
-        table.add_row(*(str(c) for c in r))
+        table.add_row(*(Text(printable(c)) for c in r))
     Console().print(table)
 
 
@@ -257,11 +261,10 @@ def describe_fingerprint(reader: ReadAPI, fingerprint: str | None) -> str:
 def _describe_stored(name: str, config: str, fingerprint: str) -> str:
     """What a stored config measures; for a calibration study (which stores both its fidelities' configs), the
     fidelity whose trials carry `fingerprint`."""
-    import yaml
-
+    from nas.config_io import MAX_STORED_YAML_BYTES, load_yaml
     from nas.fingerprint import describe_dict
 
-    doc = yaml.safe_load(config) or {}
+    doc = load_yaml(config, what=f"the stored config of {name}", max_bytes=MAX_STORED_YAML_BYTES) or {}
     if "proxy_config" not in doc:
         return describe_dict(doc)
     from nas.calibration import PROXY, REFERENCE, Study
@@ -295,14 +298,16 @@ def print_top(reader: ReadAPI, *, searches: Sequence[str] | None = None, k: int 
     if fmt == "csv":
         writer = csv.DictWriter(sys.stdout, fieldnames=TOP_FIELDS, lineterminator="\n")
         writer.writeheader()
+        if sys.stdout.isatty():  # a file or a pipe gets the stored text exact; a terminal, what it can show
+            rows = [{k: printable(v) if isinstance(v, str) else v for k, v in r.items()} for r in rows]
         writer.writerows(rows)
         return
     if not rows:
         where = f" in search(es) {', '.join(searches)}" if searches else ""
         cond = f" with FLOPs <= {max_flops:g}" if max_flops is not None else ""
-        print(f"no completed trials{where}{cond} yet")
+        print(printable(f"no completed trials{where}{cond} yet"))
         return
-    print(f"ranking {describe_fingerprint(reader, fingerprint)}")
+    print(printable(f"ranking {describe_fingerprint(reader, fingerprint)}"))
     several = len({r["search"] for r in rows}) > 1
     header = ["rank", "key", "reward", "AP", "FLOPs", "params", "trial time", "n"]
     header += ["search"] if several else []
