@@ -289,7 +289,10 @@ def _cmd_db_upgrade(args: argparse.Namespace) -> int:
         print(f"already at schema version {after}")
     else:
         print(f"schema version {before or '(empty)'} -> {after}")
-    filled, unreadable = backfill_fingerprints(url)
+    try:
+        filled, unreadable = backfill_fingerprints(url)
+    except DatabaseOpenError as e:  # the disk filled after the upgrade: a rerun backfills the rest
+        raise UserError(str(e)) from None
     if filled:
         print(f"fingerprints computed from the stored configs of {filled} search{'es' if filled > 1 else ''}")
     for name, why in unreadable:

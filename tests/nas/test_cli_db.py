@@ -310,3 +310,24 @@ def test_draw_arch_png_svg_and_text(tmp_path):
     assert text[1].startswith("L7") and text[-1].startswith("L2")
     # SpineNet-49's trailing level-2 block feeds no endpoint: drawn dead (lowercase); five outputs are marked.
     assert text[-1].rstrip().endswith("b") and sum(ln.count("*") for ln in text) == 5
+
+
+def test_db_upgrade_whose_disk_fills_after_the_migrations_is_one_line_and_a_rerun_finishes(capsys, tmp_path,
+                                                                                           monkeypatch):
+    """The upgrade commits, then the fingerprints' backfill writes: a full disk there is one line, not a traceback."""
+    from results_db import DatabaseFullError, ResultStore
+    from tests.results_db.fixtures import make_0001_db
+
+    path = tmp_path / "old.db"
+    make_0001_db(f"sqlite:///{path}")
+
+    def full(self):
+        raise DatabaseFullError(f"cannot write database {self.url}: its file system is full")
+
+    monkeypatch.setattr(ResultStore, "list_searches", full)
+    code, out, err = run_cli(capsys, "db", "upgrade", "--db", str(path))
+    assert (code, out) == (2, "schema version 0001 -> 0006\n")
+    assert err == f"spinenas: error: cannot write database sqlite:///{path}: its file system is full\n"
+    monkeypatch.undo()
+    code, out, _ = run_cli(capsys, "db", "upgrade", "--db", str(path))
+    assert code == 0 and out.startswith("already at schema version 0006\n")
