@@ -19,11 +19,14 @@ from nas.commands.jobs import (
     say,
     trial_job,
 )
-from nas.ui import UserError, error_text, print_table
+from nas.ui import UserError, error_text, print_table, printable
 
 # Flags of `calibrate` that set keys of the preset's config (how the study's trainings run).
 #: Candidates a study takes from --archs-from (a study trains each of them twice).
 MAX_CANDIDATES = 1000
+
+#: Trainings of one variance candidate with different seeds (--repeats) at most.
+MAX_REPEATS = 100
 
 _FLAG_KEYS = {"workers": "search.workers", "cpus_per_trial": "search.cpus_per_trial",
               "gpus_per_trial": "search.gpus_per_trial", "trial_timeout": "search.trial_timeout_s",
@@ -88,10 +91,11 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from nas.calibration import CalibrationError, StudySettings, build_study
     from nas.commands.common import load_config
 
+    _check_flags(args)
     overrides = [f"{key}={getattr(args, flag)}" for flag, key in _FLAG_KEYS.items()
                  if getattr(args, flag, None) is not None]
     if args.resume:
-        if args.name and args.name != args.resume:
+        if args.name is not None and args.name != args.resume:
             raise UserError("give either --resume NAME or --name NAME, not both")
         given = [f for f in ("preset", "archs", "archs_from", "from_search", "repeats", "variance_archs", "rungs",
                              "reference_steps", "reference_set", "target_tau", "seed", "set")
@@ -124,7 +128,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             study = build_study(settings, cfg, candidates)
         except CalibrationError as e:
             raise UserError(str(e)) from None
-        if args.name:
+        if args.name is not None:
             check_new_name(args.name)
         stem = re.sub(r"[^A-Za-z0-9._-]", "-", os.path.splitext(os.path.basename(preset))[0])
         name = args.name or f"calibration-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -183,6 +187,26 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         return _run(study, name, store, url, args)
     finally:
         store.close()
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """The flags' own ranges, before anything is read or drawn (the study's settings are checked by `build_study`:
+    --archs 1000000 would first draw a million random candidates)."""
+    from proxy_task.config import MAX_SEED, check_number
+
+    if args.resume is not None and not args.resume:
+        raise UserError("--resume needs the name of a stored study ('spinenas searches' lists them), got ''")
+    if args.archs is not None and args.archs > MAX_CANDIDATES:
+        raise UserError(f"--archs must be at most {MAX_CANDIDATES} (a study trains each candidate at two fidelities), "
+                        f"got {args.archs}")
+    if args.repeats is not None and args.repeats > MAX_REPEATS:
+        raise UserError(f"--repeats must be at most {MAX_REPEATS} seeds, got {args.repeats}")
+    try:
+        if args.seed is not None:
+            check_number("--seed", args.seed, integer=True, low=0, high=MAX_SEED)
+        check_number("--top", args.top, integer=True, low=1, high=MAX_CANDIDATES)
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def _resolved(cfg: Any, overrides: list[str]) -> Any:
@@ -250,13 +274,16 @@ def _f(x: Any, digits: int = 3) -> str:
 
 
 def _print_study(name: str, d: dict[str, Any]) -> None:
+    """A study's figures as text; what the database stored (names, the preset, overrides) is shown `printable`
+    (tables are, by `print_table`)."""
     s = d["settings"]
     t = d["trainings"]
-    print(f"calibration {name} ({d['status']}): {t['done']} of {t['total']} trainings, {t['failed']} failed")
+    print(printable(f"calibration {name} ({d['status']}): {t['done']} of {t['total']} trainings, {t['failed']} "
+                    "failed"))
     ref = d["reference"]
     extra = " " + " ".join(ref["overrides"]) if ref["overrides"] else ""
-    print(f"  proxy: the {s['preset']} preset, rungs {', '.join(map(str, s['rungs']))}; reference: {ref['steps']} "
-          f"steps{extra} ({_f(ref['seconds_per_trial'], 0)} s per trial)")
+    print(printable(f"  proxy: the {s['preset']} preset, rungs {', '.join(map(str, s['rungs']))}; reference: "
+                    f"{ref['steps']} steps{extra} ({_f(ref['seconds_per_trial'], 0)} s per trial)"))
     print("\nrank agreement of each rung with the reference (Kendall tau, Spearman rho; 90% bootstrap intervals):")
     rows = []
     for r in d["rungs"]:
@@ -282,7 +309,7 @@ def _print_study(name: str, d: dict[str, Any]) -> None:
     print_table(("candidate", "key", *map(str, s["rungs"]), "reference"),
                 [(c["name"], c["key"], *(_f(c["proxy_ap"][str(r)]) for r in s["rungs"]), _f(c["reference_ap"]))
                  for c in d["candidates"]])
-    print(f"\nverdict: {d['verdict']['text']}")
+    print(printable(f"\nverdict: {d['verdict']['text']}", newlines=True))
 
 
 def _cmd_calibration_show(args: argparse.Namespace) -> int:

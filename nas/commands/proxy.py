@@ -26,8 +26,13 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
     from proxy_task.data import DataError, make_synth
     from proxy_task.synth import SynthSpec
 
-    if args.images < 2:
-        raise UserError(f"--images must be at least 2, got {args.images}")
+    from proxy_task.config import MAX_IMAGE_SIZE, MAX_SYNTH_IMAGES
+
+    if not 2 <= args.images <= MAX_SYNTH_IMAGES:
+        raise UserError(f"--images must be between 2 and {MAX_SYNTH_IMAGES:,}, got {args.images}")
+    if args.size > MAX_IMAGE_SIZE:
+        raise UserError(f"--size must be at most {MAX_IMAGE_SIZE} pixels, got {args.size}")
+    _check_seed(args.seed)
     val = args.val_images if args.val_images is not None else max(1, round(args.images * 0.13))
     spec = SynthSpec(images=args.images, val_images=val, image_size=args.size, seed=args.seed)
     t0 = time.time()
@@ -42,6 +47,7 @@ def _cmd_data_synth(args: argparse.Namespace) -> int:
 def _cmd_data_coco(args: argparse.Namespace) -> int:
     from proxy_task.data import DataError, carve_coco
 
+    _check_seed(args.seed)
     t0 = time.time()
     try:
         info = carve_coco(
@@ -59,6 +65,14 @@ def _cmd_data_coco(args: argparse.Namespace) -> int:
         raise UserError(str(e)) from None
     _print_dataset(info, time.time() - t0, args.json)
     return 0
+
+
+def _check_seed(seed: int) -> None:
+    """A --seed in the range every seed of the project takes (`proxy_task.config.MAX_SEED`)."""
+    from proxy_task.config import MAX_SEED
+
+    if not 0 <= seed <= MAX_SEED:
+        raise UserError(f"--seed must be an integer in [0, {MAX_SEED}], got {seed}")
 
 
 def _print_dataset(info: Any, seconds: float, as_json: bool) -> None:

@@ -9,6 +9,7 @@ import math
 import os
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 from nas.commands.jobs import (
@@ -21,7 +22,7 @@ from nas.commands.jobs import (
     say,
     trial_job,
 )
-from nas.ui import UserError, error_text
+from nas.ui import UserError, error_text, printable
 from results_db.status import FINISHED_STATUSES
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,9 @@ def _rungs(text: str) -> tuple[int, ...]:
 def _cmd_search(args: argparse.Namespace) -> int:
     from nas.commands.common import load_config, load_stored_config
 
-    if args.resume and args.name and args.name != args.resume:
+    if args.resume is not None and not args.resume:
+        raise UserError("--resume needs the name of a stored search ('spinenas searches' lists them), got ''")
+    if args.resume and args.name is not None and args.name != args.resume:
         raise UserError("give either --resume NAME or --name NAME, not both")
     if args.resume:
         if args.preset != "demo" or args.set:
@@ -88,18 +91,20 @@ def _cmd_search(args: argparse.Namespace) -> int:
         raise UserError(f"--trials must be at least 1, got {args.trials}")
     if args.eta is not None and args.eta < 2:
         raise UserError(f"--eta must be an integer >= 2 (the reduction factor; 1 would stop nothing), got {args.eta}")
-    if (args.rungs is not None or args.eta is not None) and not args.resume and args.scheduler != "asha":
-        raise UserError("--rungs and --eta are settings of --scheduler asha: give --scheduler asha too")
     if args.max_flops is not None and not (math.isfinite(args.max_flops) and args.max_flops > 0):
         raise UserError(f"--max-flops must be a positive number of multiply-adds per image (e.g. 2e9), got "
                         f"{args.max_flops:g}")
+    if args.top < 0:
+        raise UserError(f"--top must be at least 0 (0: no list at the end), got {args.top}")
     faults = _faults(args.inject_faults)
 
     # Everything the user gave is checked before anything is created: config, name, this machine's resources.
-    if not args.resume:
-        cfg = load_config(args.preset, overrides)
-        _check_search_config(cfg)
-        if args.name:
+    if args.resume:  # the flags' values, before the database is opened (the stored config is checked with them)
+        _flag_checked(args, lambda: _resolve_flags(overrides))
+    else:
+        cfg = _flag_checked(args, lambda: load_config(args.preset, overrides))
+        _check_search_config(cfg, args)
+        if args.name is not None:
             check_new_name(args.name)
         stem = re.sub(r"[^A-Za-z0-9._-]", "-", os.path.splitext(os.path.basename(args.preset))[0]).lstrip("._-")
         name = args.name or f"{stem or 'search'}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -154,13 +159,53 @@ def _faults(text: str | None) -> dict[str, list[int]] | None:
         raise UserError(str(e).splitlines()[0]) from None
 
 
-def _check_search_config(cfg: Any) -> None:
-    from search_space import get_family
+def _flag_checked(args: argparse.Namespace, load: Callable[[], Any]) -> Any:
+    """`load()`, its error naming the flag that set the key it is about ('--seed: search.seed must be ...')."""
+    try:
+        return load()
+    except UserError as e:
+        text = str(e)
+        for flag, key in _FLAG_KEYS.items():
+            if getattr(args, flag, None) is not None and text.startswith((f"{key} ", f"{key}: ")):
+                raise UserError(f"--{flag.replace('_', '-')}: {text}") from None
+        raise
+
+
+def _resolve_flags(overrides: list[str]) -> Any:
+    """The flags' overrides on the default config: their types and ranges, checked before a resume opens the
+    database (none of the flags a resume takes depends on another setting)."""
+    from nas.config import NasConfig
+    from nas.config_io import ConfigError, resolve
 
     try:
-        get_family(cfg.search.family)
-    except LookupError as e:
+        return resolve(NasConfig, NasConfig(), overrides)
+    except ConfigError as e:
+        raise UserError(str(e)) from None
+
+
+def _check_search_config(cfg: Any, args: argparse.Namespace) -> None:
+    """What the driver builds from the config, checked before anything is created: the space, the controller's
+    settings; and flags that only mean something with another setting."""
+    from nas.config import controller_config
+    from proxy_task.config import excerpt
+    from search_space import SearchSpace
+    from search_space.families import FAMILIES
+
+    if cfg.search.family not in FAMILIES:
+        raise UserError(f"unknown family {excerpt(cfg.search.family)}; expected one of {', '.join(FAMILIES)}")
+    try:
+        SearchSpace(cfg.search.family, window=cfg.search.window or None)
+        controller_config(cfg)
+    except ValueError as e:
         raise UserError(error_text(e)) from None
+    if args.surrogate_duration is not None and cfg.evaluator.type != "surrogate":
+        raise UserError(f"--surrogate-duration is a setting of the surrogate evaluator, but the evaluator is "
+                        f"{cfg.evaluator.type!r}: give --evaluator surrogate too")
+    if (args.rungs is not None or args.eta is not None) and cfg.scheduler.type != "asha":
+        raise UserError("--rungs and --eta are settings of --scheduler asha: give --scheduler asha too")
+    if args.target_flops is not None and cfg.search.reward != "ap-flops":
+        raise UserError(f"--target-flops is the target of the ap-flops reward, but the reward is "
+                        f"{cfg.search.reward!r}: give --reward ap-flops too")
 
 
 def _calibration_note(store: Any, fingerprint: str, preset: str) -> str:
@@ -177,8 +222,8 @@ def _calibration_note(store: Any, fingerprint: str, preset: str) -> str:
         last = d["rungs"][-1]
         a = last["all"]
         tau = "-" if a["tau"] is None else f"{a['tau']:.2f} (90% interval {a['tau_low']:.2f} to {a['tau_high']:.2f})"
-        return (f"  calibration {name!r} of this proxy: tau {tau} at its last step ({last['step']}) against "
-                f"{d['reference']['steps']} steps; {d['verdict']['text']}")
+        return printable(f"  calibration {name!r} of this proxy: tau {tau} at its last step ({last['step']}) "
+                         f"against {d['reference']['steps']} steps; {d['verdict']['text']}")
     return (f"  warning: no calibration of this proxy in the database: 'spinenas calibrate --preset {preset}' "
             "measures whether it ranks architectures as a longer training does (its seed noise too)")
 
@@ -245,7 +290,7 @@ def register(sub: Any) -> None:
     p.add_argument("--preset", default="demo",
                    help="demo (default: embedded synthetic data, real proxy training on CPU), paper, vertex-gpu, "
                         "or a YAML file of a whole config")
-    p.add_argument("--name", help="the search's name (default: PRESET-DATE-TIME)")
+    p.add_argument("--name", help="the search's name: letters, digits, '.', '_', '-' (default: PRESET-DATE-TIME)")
     p.add_argument("--db", help=DB_HELP)
     p.add_argument("--resume", metavar="NAME", help="continue the stored search NAME")
     p.add_argument("--controller", choices=LazyChoices("controller", "controller_names"), metavar="NAME",
