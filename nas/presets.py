@@ -46,9 +46,13 @@ def get_preset(name_or_file: str) -> NasConfig:
     if name_or_file in _PRESETS:
         return _PRESETS[name_or_file]()
     if name_or_file.endswith((".yaml", ".yml")) or os.sep in name_or_file:
-        from nas.config_io import from_dict, read_yaml_file
+        from nas.config_io import ConfigError, from_dict, read_yaml_file
 
-        return from_dict(NasConfig, read_yaml_file(name_or_file, what="preset file") or {})
+        doc = read_yaml_file(name_or_file, what="preset file")  # its own errors name the file
+        try:
+            return from_dict(NasConfig, doc or {})
+        except ConfigError as e:
+            raise ConfigError(f"preset file {name_or_file}: {e}") from None
     raise LookupError(f"unknown preset {excerpt(name_or_file)}; expected one of {', '.join(_PRESETS)} or a .yaml file")
 
 

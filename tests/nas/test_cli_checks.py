@@ -123,7 +123,7 @@ def _laughs(levels: int = 9, width: int = 9) -> str:
         ("search:\n  family: " + "[" * 50_000 + "]" * 50_000 + "\n", "nested deeper than 32 levels"),
         (_laughs(), "more than 32 aliases"),
         ("search: &s {trials: *s}\n", "inside the node it names"),
-        ("search:\n  seed: -1\n", "search.seed must be an integer in [0, 2147483647], got -1"),
+        ("search:\n  seed: -1\n", "p.yaml: search.seed must be an integer in [0, 2147483647], got -1"),
         ("search:\n  trials: [[[[[" + ", ".join(["9"] * 20_000) + "]]]]]\n", "search.trials: expected an integer"),
     ],
 )
