@@ -8,7 +8,8 @@ A whole search is one `NasConfig`:
 - ``evaluator``: ``type`` (retinanet, surrogate) and the settings of those that have some
   (``evaluator.surrogate.*``; the retinanet evaluator's settings are ``proxy.*``);
 - ``runner``: ``type`` (ray, local) and their settings (``runner.local.in_process``, ...);
-- ``scheduler``: ``type`` (none, asha) and the asha settings (``scheduler.asha.rungs``, ``.eta``, ``.min_results``);
+- ``scheduler``: ``type`` (none, asha, median) and their settings (``scheduler.asha.rungs``, ``.eta``,
+  ``scheduler.median.warmup_trials``, ...);
 - ``proxy``: the proxy task (data, model scaling, schedule, evaluation).
 
 A config stored by an earlier version (with ``search.controller``, ``search.evaluator``, ``search.surrogate_*``) is
@@ -22,6 +23,8 @@ import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from nas.schedulers.asha import AshaConfig
+from nas.schedulers.median import MedianConfig
 from nas.sections import OneOf
 from proxy_task.config import (
     MAX_INT,
@@ -40,7 +43,7 @@ MAX_FLOPS_EXPONENT = 10.0
 # `search.workers` stops here: trials at once, far past any cluster this runs on (each holds a Ray task or a process).
 MAX_WORKERS = 10_000
 
-__all__ = ["AshaConfig", "ControllerSection", "DataConfig", "EvaluatorSection", "NasConfig", "ProxyConfig", "REWARDS",
+__all__ = ["AshaConfig", "MedianConfig", "ControllerSection", "DataConfig", "EvaluatorSection", "NasConfig", "ProxyConfig", "REWARDS",
            "RunnerSection", "SchedulerSection", "SearchConfig", "SurrogateConfig", "controller_config",
            "scheduler_rungs", "trial_proxy"]
 
@@ -183,44 +186,17 @@ class RunnerSection(OneOf):
 
 
 @dataclasses.dataclass(frozen=True)
-class AshaConfig:
-    """Asynchronous successive halving (`nas.scheduler.AshaScheduler`): trials below the top 1/eta at a rung stop.
-
-    Attributes:
-      rungs: the proxy steps at which a running trial is judged by its intermediate reward (increasing, each
-        before ``proxy.train_steps``); empty: the proxy's ``eval_at_steps``. They imply intermediate evaluations
-        at those steps (merged into ``proxy.eval_at_steps`` for the trials, which leaves the result fingerprint as
-        it is: intermediate evaluations do not change a trial's final score).
-      eta: the reduction factor (>= 2): a trial continues past a rung when its reward is in the top 1/eta of the
-        rewards recorded there so far by the search's trials.
-      min_results: nothing is stopped at a rung before it holds this many rewards (None: eta).
-    """
-
-    rungs: tuple[int, ...] = ()
-    eta: int = 3
-    min_results: int | None = None
-
-    def __post_init__(self) -> None:
-        check_number("scheduler.asha.eta", self.eta, integer=True, low=2, note="(1 would stop nothing)")
-        check_number("scheduler.asha.min_results", self.min_results, integer=True, low=1, optional=True,
-                     note="(null: eta)")
-        check_eval_steps(self.rungs, MAX_INT, "scheduler.asha.rungs")  # against train_steps: `NasConfig`
-
-
-# The schedulers: name -> settings class (None: no settings). 'none' first: the default.
-SCHEDULERS: dict[str, type | None] = {"none": None, "asha": AshaConfig}
-
-
-@dataclasses.dataclass(frozen=True)
 class SchedulerSection(OneOf):
-    """Which running trials continue: ``type`` none (every trial trains to the end) or asha (`AshaConfig`). Fixed
-    for the life of a search."""
+    """Which running trials continue: ``type`` none (every trial trains to the end), asha (`AshaConfig`), median
+    (`MedianConfig`) or another registered scheduler (`nas.schedulers`). Fixed for the life of a search."""
 
     kind: ClassVar[str] = "scheduler"
 
     @classmethod
     def choices(cls) -> dict[str, type | None]:
-        return dict(SCHEDULERS)
+        from nas.schedulers import schedulers
+
+        return schedulers().config_classes()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,7 +209,7 @@ class NasConfig:
       evaluator: what scores them (``evaluator.type``, ``evaluator.surrogate.<field>``).
       runner: where trials run (``runner.type``, ``runner.<type>.<field>``).
       proxy: how each architecture is trained and scored (the retinanet evaluator's settings).
-      scheduler: which running trials continue (``scheduler.type``, ``scheduler.asha.<field>``).
+      scheduler: which running trials continue (``scheduler.type``, ``scheduler.<type>.<field>``).
     """
 
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
@@ -244,12 +220,14 @@ class NasConfig:
     scheduler: SchedulerSection = dataclasses.field(default_factory=SchedulerSection)
 
     def __post_init__(self) -> None:
-        if self.scheduler.type == "asha":
+        settings = self.scheduler.get()
+        if settings is not None and hasattr(settings, "rungs"):
+            name = self.scheduler.type
             rungs = scheduler_rungs(self)
             if not rungs:
-                raise ValueError("scheduler asha needs rungs: set scheduler.asha.rungs (--rungs) or the proxy's "
+                raise ValueError(f"scheduler {name} needs rungs: set scheduler.{name}.rungs (--rungs) or the proxy's "
                                  "eval_at_steps")
-            check_eval_steps(rungs, self.proxy.train_steps, "scheduler.asha.rungs")
+            check_eval_steps(rungs, self.proxy.train_steps, f"scheduler.{name}.rungs")
         local = self.runner.sections.get("local")
         if self.runner.type == "local" and local is not None and local.in_process:
             from proxy_task.evaluator import get_evaluator_entry
@@ -305,10 +283,12 @@ def controller_config(cfg: NasConfig) -> Any:
 
 
 def scheduler_rungs(cfg: NasConfig) -> tuple[int, ...]:
-    """The rungs of an asha scheduler (its own, else the proxy's eval_at_steps); () for no scheduler."""
-    if cfg.scheduler.type != "asha":
+    """The steps at which the scheduler judges running trials: its settings' ``rungs``, else the proxy's
+    eval_at_steps; () for a scheduler without rungs (none)."""
+    settings = cfg.scheduler.get()
+    if settings is None or not hasattr(settings, "rungs"):
         return ()
-    return tuple(cfg.scheduler.get().rungs) or tuple(cfg.proxy.eval_at_steps)
+    return tuple(settings.rungs) or tuple(cfg.proxy.eval_at_steps)
 
 
 def trial_proxy(cfg: NasConfig) -> ProxyConfig:

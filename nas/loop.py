@@ -15,11 +15,13 @@ process). The loop:
    per `checkpoint_interval_s`, and once more when the search ends);
 3. cancels trials that outlive `trial_timeout_s` and stores them as failed; a worker that dies is retried by the
    runner;
-4. with ``scheduler.type`` asha, gives every running trial's intermediate reward at a rung to the scheduler
-   (`nas.scheduler.AshaScheduler`) and stops the trials it says to through the runner's cooperative stop: such a
-   trial is stored as 'pruned' with its rung and its metrics so far, and fed back with the reward
-   `nas.scheduler.pruned_reward` gives, which is stored with it (a resume feeds the stored value). An architecture
-   with a pruned trial is known to the dedup, as a completed one is, unless ``search.retry_pruned``.
+4. gives every running trial's intermediate reward at a rung to the scheduler (`nas.schedulers`: ``asha``,
+   ``median``; ``none`` has no rungs) and stops the trials it says to through the runner's cooperative stop: such a
+   trial is stored as 'pruned' with its rung and its metrics so far, and fed back with the reward the scheduler's
+   `pruned_reward` gives, which is stored with it (a resume feeds the stored value). Every finished trial is told
+   to the scheduler, and so are a resumed search's stored ones and a cached trial's source, with their stored
+   curves. An architecture with a pruned trial is known to the dedup, as a completed one is, unless
+   ``search.retry_pruned``.
 
 Every checkpoint records how many feedbacks the controller had received; feedback order is the store's completion
 order, so a resume loads the last checkpoint and replays exactly the trials finished after it (see `_restore`).
@@ -46,8 +48,9 @@ from nas.config_io import to_dict, to_yaml
 from nas.console import PlainView
 from nas.fingerprint import fingerprint
 from nas.reward import compute_reward
-from nas.runners import Runner, TrialSpec
 from nas.lease import LeaseLostError
+from nas.runners import Runner, TrialSpec
+from nas.schedulers import Decision, build_scheduler
 from nas.trial_loop import InFlight, TrialLoop
 from proxy_task.result import ProxyResult
 from results_db.status import FINISHED_STATUSES, OPEN_STATUSES, SearchStatus, TrialStatus
@@ -151,10 +154,8 @@ class SearchDriver(TrialLoop):
         self.checkpoints = 0  # controller checkpoints written by this driver
         self._next_index = 0
         self._t0 = time.time()
-        self.scheduler = _build_scheduler(cfg)
+        self.scheduler = build_scheduler(cfg.scheduler.type, cfg.scheduler.get(), scheduler_rungs(cfg))
         self._prune: dict[int, tuple[int, float]] = {}  # trial id -> (rung, reward there) of a trial told to stop
-        self._final_rewards: list[float] = []  # of completed trials: what a pruned trial's rung reward maps onto
-        self._curves_seen: set[int] = set()  # trial ids whose rung rewards the scheduler's tables hold
         self._arch_flops: dict[str, float | None] = {}  # key -> FLOPs, for an intermediate 'ap-flops' reward
 
     # ------------------------------------------------------------------------------------------- setup
@@ -207,8 +208,8 @@ class SearchDriver(TrialLoop):
                 self.best = (t.reward, t.arch_key)
             if t.wall_s and t.status not in (TrialStatus.CACHED, TrialStatus.REJECTED):
                 self.wall_times.append(t.wall_s)
-        if self.scheduler is not None:
-            self._seed_scheduler(done)
+        if self.scheduler.rungs:
+            self._tell_stored(done)
         for t, p in zip(again, proposals):
             arch = ArchSpec.from_json(self.store.get_arch(t.arch_key).spec_json)
             self.requeue.append(self._item(t.id, t.index, t.arch_key, arch, p.trial_id, tuple(t.decisions)))
@@ -346,11 +347,10 @@ class SearchDriver(TrialLoop):
         if status == TrialStatus.FAILED and error is None:
             error = f"no usable AP (ap={result.metrics.get('ap')})"
         metrics = {k: v for k, v in result.metrics.items() if v is None or math.isfinite(v)}
-        if status == TrialStatus.COMPLETED:
-            self._final_rewards.append(reward)
         self.store.finish_trial(item.trial_id, status=status, reward=reward, metrics=metrics, error=error,
                                 wall_s=result.wall_s, flops=result.flops, params=result.params, host=host,
                                 precision=result.precision, reports=self._take_reports(item))
+        self.scheduler.on_complete(item.trial_id, final_reward=reward if status == TrialStatus.COMPLETED else None)
         self._feedback(item, reward)
         self._record(item, status, reward, result.wall_s, error)
         for other in self.waiting.pop(item.key, []):
@@ -361,10 +361,9 @@ class SearchDriver(TrialLoop):
 
     def _finish_pruned(self, item: InFlight, result: ProxyResult, host: str | None, rung: int,
                        rung_reward: float) -> None:
-        """A trial the scheduler stopped at `rung`: stored as pruned with its metrics so far, fed `pruned_reward`."""
-        from nas.scheduler import pruned_reward
-
-        reward = pruned_reward(rung_reward, self.scheduler.rewards(rung), self._final_rewards)
+        """A trial the scheduler stopped at `rung`: stored as pruned with its metrics so far, fed the scheduler's
+        `pruned_reward`."""
+        reward = self.scheduler.pruned_reward(rung, rung_reward)
         metrics = {k: v for k, v in result.metrics.items() if v is None or math.isfinite(v)}
         metrics.update(rung=rung, rung_reward=rung_reward, stopped_at=result.stopped_at)
         metrics.setdefault("steps", float(result.stopped_at))
@@ -373,6 +372,7 @@ class SearchDriver(TrialLoop):
                                 precision=result.precision, reports=self._take_reports(item))
         logger.info("[trial %d] pruned at step %d (rung reward %.4f, fed %.4f)", item.index, rung, rung_reward,
                     reward)
+        self.scheduler.on_complete(item.trial_id, final_reward=None)
         self._feedback(item, reward)
         self._record(item, TrialStatus.PRUNED, reward, result.wall_s, None, rung=rung)
         for other in self.waiting.pop(item.key, []):
@@ -384,7 +384,7 @@ class SearchDriver(TrialLoop):
     # ------------------------------------------------------------------------------------------- scheduler
     def _on_report(self, trial_id: int, step: int, metrics: Mapping[str, Any]) -> None:
         super()._on_report(trial_id, step, metrics)
-        if self.scheduler is None or step not in self.scheduler.rungs or trial_id in self._prune:
+        if step not in self.scheduler.rungs or trial_id in self._prune:
             return
         item = self.inflight.get(trial_id)
         ap = metrics.get("ap")
@@ -393,11 +393,10 @@ class SearchDriver(TrialLoop):
         reward = self._rung_reward(float(ap), item.key, item.arch)
         if reward is None:
             return
-        self._curves_seen.add(trial_id)
-        if not self.scheduler.on_result(trial_id, step, reward):
+        if self.scheduler.on_report(trial_id, step, reward) == Decision.STOP:
             self._prune[trial_id] = (step, reward)
-            logger.info("[trial %d] below the top 1/%d at step %d (reward %.4f): stopping it", item.index,
-                        self.scheduler.eta, step, reward)
+            logger.info("[trial %d] the %s scheduler stops it at step %d (reward %.4f)", item.index,
+                        self.cfg.scheduler.type, step, reward)
             self.runner.stop(trial_id)
 
     def _rung_reward(self, ap: float, key: str, arch: ArchSpec | None) -> float | None:
@@ -412,15 +411,17 @@ class SearchDriver(TrialLoop):
             flops = self._arch_flops[key]
         return compute_reward(ProxyResult(metrics={"ap": ap}, wall_s=0.0, flops=flops), self.cfg.search)
 
-    def _count_curve(self, trial_id: int | None) -> None:
-        """Adds a stored trial's rung rewards to the scheduler's tables once (a cached trial's source curve)."""
-        if self.scheduler is None or trial_id is None or trial_id in self._curves_seen:
+    def _tell_source(self, trial_id: int | None) -> None:
+        """Tells the scheduler of a cached trial's source, with its stored curve (it counts a trial once)."""
+        if not self.scheduler.rungs or trial_id is None or self.scheduler.told(trial_id):
             return
-        self._curves_seen.add(trial_id)
         source = self.store.get_trial(trial_id)
-        self.scheduler.seed([self._stored_curve(source.arch_key, self.store.reports([trial_id])[trial_id])])
-        if source.status == TrialStatus.COMPLETED and source.reward is not None and source.search != self.name:
-            self._final_rewards.append(source.reward)
+        self._tell_stored_trial(source, self.store.reports([trial_id])[trial_id])
+
+    def _tell_stored_trial(self, t: Any, reports: Any) -> None:
+        completed = t.status == TrialStatus.COMPLETED and t.reward is not None
+        self.scheduler.on_complete(t.id, final_reward=t.reward if completed else None,
+                                   curve=self._stored_curve(t.arch_key, reports))
 
     def _stored_curve(self, key: str, reports: Any) -> dict[int, float]:
         curve = {}
@@ -432,22 +433,19 @@ class SearchDriver(TrialLoop):
                     curve[r.step] = reward
         return curve
 
-    def _seed_scheduler(self, done: list[Any]) -> None:
-        """The scheduler's tables and the final rewards from the finished trials of a resumed search."""
+    def _tell_stored(self, done: list[Any]) -> None:
+        """Tells the scheduler of a resumed search's finished trials, as it was told of them while they ran."""
         own = [t for t in done if t.status in (TrialStatus.COMPLETED, TrialStatus.PRUNED, TrialStatus.FAILED)]
         curves = self.store.reports([t.id for t in own]) if own else {}
         for t in own:
-            self._curves_seen.add(t.id)
-            self.scheduler.seed([self._stored_curve(t.arch_key, curves.get(t.id, []))])
-            if t.status == TrialStatus.COMPLETED and t.reward is not None:
-                self._final_rewards.append(t.reward)
+            self._tell_stored_trial(t, curves.get(t.id, []))
         for t in done:
             if t.status == TrialStatus.CACHED:
-                self._count_curve(t.cached_from)
+                self._tell_source(t.cached_from)
 
     def _finish_cached(self, item: InFlight, reward: float | None, source: int | None,
                        metrics: Mapping[str, Any] | None) -> None:
-        self._count_curve(source)
+        self._tell_source(source)
         self.store.finish_trial(item.trial_id, status=TrialStatus.CACHED, reward=reward, metrics=metrics or {},
                                 wall_s=0.0, cached_from=source)
         self._feedback(item, reward)
@@ -552,7 +550,7 @@ class SearchDriver(TrialLoop):
         best = f"{self.best[0]:.4f}" if self.best else "-"
         c = self.counts
         rejected = f"rejected {c[TrialStatus.REJECTED]} " if self.max_flops or c[TrialStatus.REJECTED] else ""
-        pruned = f"pruned {c[TrialStatus.PRUNED]} " if self.scheduler is not None or c[TrialStatus.PRUNED] else ""
+        pruned = f"pruned {c[TrialStatus.PRUNED]} " if self.scheduler.rungs or c[TrialStatus.PRUNED] else ""
         line = (f"done {c[TrialStatus.COMPLETED]} failed {c[TrialStatus.FAILED]} cached {c[TrialStatus.CACHED]} "
                 f"{rejected}{pruned}running {len(self.inflight)} | best {best}")
         if self.wall_times:
@@ -561,17 +559,6 @@ class SearchDriver(TrialLoop):
             eta = per * math.ceil(left / max(1, self.cfg.search.workers))
             line += f" | {per:.0f} s/trial | ETA {duration(eta)}"
         return line
-
-
-def _build_scheduler(cfg: NasConfig) -> Any:
-    """The scheduler ``cfg.scheduler`` names: an `AshaScheduler`, or None for 'none'."""
-    if cfg.scheduler.type == "none":
-        return None
-    from nas.scheduler import AshaScheduler
-
-    asha = cfg.scheduler.get()
-    return AshaScheduler(rungs=scheduler_rungs(cfg), eta=asha.eta,
-                         min_results=asha.min_results if asha.min_results is not None else asha.eta)
 
 
 def worker_calls(cfg: NasConfig) -> int:

@@ -61,6 +61,8 @@ def _overrides(args: argparse.Namespace, allowed: set[str] | None = None) -> lis
         if allowed is not None and flag not in allowed:
             raise UserError(f"--{flag.replace('_', '-')} cannot change a resumed search (only "
                             f"{', '.join('--' + f.replace('_', '-') for f in sorted(allowed))} can)")
+        if flag == "rungs":  # the rungs of the scheduler chosen (asha's when none is)
+            key = f"scheduler.{args.scheduler if args.scheduler not in (None, 'none') else 'asha'}.rungs"
         out.append(f"{key}={list(value) if isinstance(value, tuple) else value}")
     return out
 
@@ -201,8 +203,12 @@ def _check_search_config(cfg: Any, args: argparse.Namespace) -> None:
     if args.surrogate_duration is not None and cfg.evaluator.type != "surrogate":
         raise UserError(f"--surrogate-duration is a setting of the surrogate evaluator, but the evaluator is "
                         f"{cfg.evaluator.type!r}: give --evaluator surrogate too")
-    if (args.rungs is not None or args.eta is not None) and cfg.scheduler.type != "asha":
-        raise UserError("--rungs and --eta are settings of --scheduler asha: give --scheduler asha too")
+    if args.eta is not None and cfg.scheduler.type != "asha":
+        raise UserError("--eta is a setting of --scheduler asha: give --scheduler asha too")
+    settings = cfg.scheduler.get()
+    if args.rungs is not None and (settings is None or tuple(getattr(settings, "rungs", ())) != args.rungs):
+        raise UserError("--rungs are the steps of a scheduler that judges trials: give --scheduler asha or median "
+                        "too")
     if args.target_flops is not None and cfg.search.reward != "ap-flops":
         raise UserError(f"--target-flops is the target of the ap-flops reward, but the reward is "
                         f"{cfg.search.reward!r}: give --reward ap-flops too")
@@ -245,6 +251,14 @@ def _run(cfg: Any, name: str, store: Any, url: str, args: argparse.Namespace, fa
                   f"runner, evaluator {cfg.evaluator.type}, reward {s.reward}")
         view.line(f"  database {url}; log {os.path.join(run_dir, 'search.log')}; TensorBoard: tensorboard "
                   f"--logdir {run_dir}")
+        if cfg.scheduler.type == "median":
+            from nas.config import scheduler_rungs
+
+            median = cfg.scheduler.get()
+            view.line(f"  scheduler median: at steps {', '.join(map(str, scheduler_rungs(cfg)))} of "
+                      f"{cfg.proxy.train_steps}, a trial whose best reward so far is below the median of the completed "
+                      f"trials' there is pruned (after {median.warmup_trials} completed trials"
+                      + (f" and from step {median.warmup_steps}" if median.warmup_steps else "") + ")")
         if cfg.scheduler.type == "asha":
             from nas.config import scheduler_rungs
 
@@ -317,13 +331,16 @@ def register(sub: Any) -> None:
                         "trained, but stored as rejected and fed back as a failed trial (search.reward_for_failure); "
                         "it counts toward --trials. Fixed for the life of a search: --resume keeps it and refuses "
                         "--max-flops")
-    p.add_argument("--scheduler", choices=("none", "asha"),
-                   help="none (default: every trial trains to the end) or asha (asynchronous successive halving: a "
-                        "trial below the top 1/eta of the rewards at a rung is stopped and stored as pruned) "
+    p.add_argument("--scheduler", choices=LazyChoices("nas.schedulers", "scheduler_names"), metavar="NAME",
+                   help="none (default: every trial trains to the end), asha (asynchronous successive halving: a "
+                        "trial below the top 1/eta of the rewards at a rung is stopped and stored as pruned) or "
+                        "median (the median stopping rule: a trial whose best reward so far is below the completed "
+                        "trials' median at a rung is stopped; scheduler.median.warmup_trials, .warmup_steps) "
                         "(scheduler.type). Fixed for the life of a search")
     p.add_argument("--rungs", type=_rungs, metavar="S1,S2",
-                   help="asha's rungs in proxy steps, increasing and before the last step (scheduler.asha.rungs; "
-                        "default the proxy's eval_at_steps); each implies an intermediate evaluation")
+                   help="the scheduler's rungs in proxy steps, increasing and before the last step "
+                        "(scheduler.asha.rungs or scheduler.median.rungs; default the proxy's eval_at_steps); each "
+                        "implies an intermediate evaluation")
     p.add_argument("--eta", type=int, help="asha's reduction factor, >= 2 (scheduler.asha.eta; default 3)")
     p.add_argument("--retry-pruned", action="store_const", const=True,
                    help="train architectures again that a pruned trial has a reward for (search.retry_pruned; "

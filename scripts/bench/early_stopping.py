@@ -3,7 +3,7 @@
 the controllers that learn from pruned trials.
 
     python scripts/bench/early_stopping.py pool --pool-db DB   # the pool of real curves (early-stopping-pool.json)
-    python scripts/bench/early_stopping.py replay              # ASHA against full training on the pool
+    python scripts/bench/early_stopping.py replay              # ASHA, median rule against full training on the pool
     python scripts/bench/early_stopping.py shape               # surrogate curve settings matching the demo's rung taus
     python scripts/bench/early_stopping.py controllers         # PPO and evolution with and without ASHA (surrogate)
     python scripts/bench/early_stopping.py demo [--minutes 30] # a real demo search with ASHA on this machine
@@ -88,7 +88,10 @@ CONVERGED_AFTER = 1000  # a controller search stops after this many cached trial
 ASHA_SETTINGS = ({"rungs": (400,), "eta": 3}, {"rungs": (200, 400), "eta": 3}, {"rungs": (100, 200, 400), "eta": 3})
 # The replay is cheap: it also tries a gentler and a harsher reduction factor.
 REPLAY_SETTINGS = (*ASHA_SETTINGS, {"rungs": (400,), "eta": 2}, {"rungs": (200, 400), "eta": 2},
-                   {"rungs": (400,), "eta": 4})
+                   {"rungs": (400,), "eta": 4},
+                   # The median stopping rule (nas.schedulers.median) at the same rungs, after Optuna's 5 trials.
+                   {"scheduler": "median", "rungs": (400,), "warmup_trials": 5},
+                   {"scheduler": "median", "rungs": (200, 400), "warmup_trials": 5})
 
 
 # ------------------------------------------------------------------------------------------------ cost model
@@ -465,9 +468,13 @@ def _median(values: Sequence[float]) -> float | None:
     return None if math.isinf(m) else m
 
 
-def asha_overrides(asha: Mapping[str, Any]) -> list[str]:
-    """The ``--set`` overrides of an ASHA setting ``{'rungs': (...), 'eta': n}``."""
-    return ["scheduler.type=asha", f"scheduler.asha.rungs={list(asha['rungs'])}", f"scheduler.asha.eta={asha['eta']}"]
+def asha_overrides(setting: Mapping[str, Any]) -> list[str]:
+    """The ``--set`` overrides of a scheduler setting: ASHA's ``{'rungs': (...), 'eta': n}``, or another scheduler's
+    ``{'scheduler': name, 'rungs': (...), field: value, ...}``."""
+    name = setting.get("scheduler", "asha")
+    fields = {k: v for k, v in setting.items() if k != "scheduler"}
+    return [f"scheduler.type={name}"] + [f"scheduler.{name}.{k}={list(v) if isinstance(v, tuple) else v}"
+                                         for k, v in fields.items()]
 
 
 def replay_one(pool: Sequence[Mapping[str, Any]], order: Sequence[int], cost: TrialCost, *, workers: int,
@@ -521,7 +528,7 @@ def replay(orders: int, seed: int, out: Path, pool_path: Path = POOL) -> dict[st
             med = _median([r["trial_s_to_best"] for r in runs])
             lost = sum(not r["found_best"] for r in runs)
             rows[_label(asha)] = {
-                "asha": {"rungs": list(asha["rungs"]), "eta": asha["eta"]}, "runs": runs,
+                "scheduler": {k: list(v) if isinstance(v, tuple) else v for k, v in asha.items()}, "runs": runs,
                 "median_trial_s_to_best": med,
                 "ratio_to_full": med / full_median if med is not None and full_median else None,
                 "median_trial_s_total": statistics.median(r["trial_s_total"] for r in runs),
@@ -547,8 +554,8 @@ def print_replay(doc: Mapping[str, Any]) -> None:
         print(f"{workers}:")
         for name, row in rows.items():
             med = row["median_trial_s_to_best"]
-            line = f"  {name:28s} median trial-s to the best {med:8.0f}" if med is not None else \
-                f"  {name:28s} median trial-s to the best    never"
+            line = f"  {name:38s} median trial-s to the best {med:8.0f}" if med is not None else \
+                f"  {name:38s} median trial-s to the best    never"
             if "ratio_to_full" in row:
                 ratio = row["ratio_to_full"]
                 line += (f" ({ratio:.2f} of full)" if ratio is not None else "") + \
@@ -655,8 +662,12 @@ def controller_run(controller: str, seed: int, cost: TrialCost, surrogate: Mappi
             "best_key": best.arch_key, "wall_s": time.perf_counter() - t0}
 
 
-def _label(asha: Mapping[str, Any] | None) -> str:
-    return "none" if asha is None else "asha rungs " + ",".join(map(str, asha["rungs"])) + f" eta {asha['eta']}"
+def _label(setting: Mapping[str, Any] | None) -> str:
+    if setting is None:
+        return "none"
+    name = setting.get("scheduler", "asha")
+    rest = " ".join(f"{k} {v}" for k, v in setting.items() if k not in ("scheduler", "rungs"))
+    return f"{name} rungs " + ",".join(map(str, setting["rungs"])) + (f" {rest}" if rest else "")
 
 
 def controllers(seeds: int, trials: int, out: Path, settings: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -805,7 +816,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pool-db", type=Path, default=RESULTS / "es-pool.db",
                    help="the database of the es-pool search (default scripts/bench/results/es-pool.db, the one "
                    "recorded on 2026-12-03)")
-    r = sub.add_parser("replay", help="ASHA against full training on the pool")
+    r = sub.add_parser("replay", help="ASHA and the median rule against full training on the pool")
     r.add_argument("--orders", type=int, default=20)
     r.add_argument("--seed", type=int, default=0, help="draws the orders")
     r.add_argument("--pool", type=Path, default=POOL, help="the pool (default results/early-stopping-pool.json)")

@@ -13,9 +13,10 @@ from results_db import ResultStore
 
 
 def cfg_of(*, controller: str = "random", runner: str = "local", in_process: bool = True, duration: float = 0.0,
-           noise: float = 0.0, proxy: dict | None = None, asha: dict | None = None, **search) -> NasConfig:
-    """A surrogate search on the local runner (in the driver's process by default); with `asha` (its settings, e.g.
-    ``{'rungs': (50, 100)}``), under the asha scheduler."""
+           noise: float = 0.0, proxy: dict | None = None, asha: dict | None = None, median: dict | None = None,
+           **search) -> NasConfig:
+    """A surrogate search on the local runner (in the driver's process by default); with `asha` or `median` (its
+    settings, e.g. ``{'rungs': (50, 100)}``), under that scheduler."""
     from proxy_task.config import ProxyConfig
 
     base = dict(trials=8, workers=2, cpus_per_trial=1.0, seed=3)
@@ -27,7 +28,8 @@ def cfg_of(*, controller: str = "random", runner: str = "local", in_process: boo
         evaluator=EvaluatorSection.of("surrogate", duration_s=duration, noise=noise),
         runner=runner_section,
         proxy=ProxyConfig(**{"train_steps": 200, "log_every": 50, "warmup_steps": 10, **(proxy or {})}),
-        scheduler=SchedulerSection.of("asha", **asha) if asha is not None else SchedulerSection(),
+        scheduler=(SchedulerSection.of("asha", **asha) if asha is not None
+                   else SchedulerSection.of("median", **median) if median is not None else SchedulerSection()),
     )
 
 

@@ -73,7 +73,7 @@ ZERO_OK = {
     "controller.ppo.entropy_weight", "controller.ppo.baseline_decay", "evaluator.surrogate.noise",
     "evaluator.surrogate.duration_s", "evaluator.surrogate.target_seed", "evaluator.surrogate.rate_spread",
     "runner.ray.worker_retries", "runner.local.worker_retries", "proxy.data.seed", "proxy.eval_images",
-    "proxy.warmup_steps", "proxy.l2_weight_decay", "proxy.seed", "proxy.threads",
+    "proxy.warmup_steps", "proxy.l2_weight_decay", "proxy.seed", "proxy.threads", "scheduler.median.warmup_steps",
 }
 # 10**18 (and 1e18): budgets and limits, where so large a one means 'no limit' or merely a long search; and rates
 # whose trials then diverge (a failed trial is data).
@@ -85,7 +85,7 @@ HUGE_OK = {
     "controller.evolution.population_size", "controller.random.max_consecutive_failures",
     "evaluator.surrogate.full_steps", "proxy.train_steps", "proxy.eval_images", "proxy.learning_rate",
     "proxy.clipnorm", "proxy.l2_weight_decay", "proxy.divergence_factor", "proxy.log_every", "scheduler.asha.eta",
-    "scheduler.asha.min_results",
+    "scheduler.asha.min_results", "scheduler.median.warmup_trials", "scheduler.median.warmup_steps",
 }
 NEGATIVE_OK = {"search.reward_for_failure"}  # a reward of -1 teaches the controller to avoid what fails
 # null: where None means something documented.

@@ -615,7 +615,8 @@ def _replay_asha(cfg: NasConfig, store, name: str):
     """What ASHA and the reward rule should have done, recomputed from the stored curves in finish order (one trial
     at a time): (trial, expected continue-at-every-rung, expected reward) per trained trial."""
     from nas.config import scheduler_rungs
-    from nas.scheduler import AshaScheduler, pruned_reward
+    from nas.schedulers import pruned_reward
+    from nas.schedulers.asha import AshaScheduler
 
     asha = cfg.scheduler.get()
     s = AshaScheduler(rungs=scheduler_rungs(cfg), eta=asha.eta, min_results=asha.min_results or asha.eta)
@@ -728,12 +729,15 @@ def test_each_controller_is_fed_the_stored_reward_of_every_pruned_trial(tmp_path
     assert driver.controller.num_rewards == 30
 
 
-def test_a_resume_after_ctrl_c_reruns_no_pruned_trial_and_replays_the_stored_rewards(tmp_path, evaluated):
+@pytest.mark.parametrize("scheduler", ["asha", "median"])
+def test_a_resume_after_ctrl_c_reruns_no_pruned_trial_and_replays_the_stored_rewards(tmp_path, evaluated, scheduler):
+    """The scheduler of the resumed search is told of the stored trials and decides as the uninterrupted one did."""
     from nas.config import ControllerSection
 
     def cfg() -> NasConfig:
         # Evolution with a small population: its proposals depend on every reward it got, pruned ones included.
-        return dataclasses.replace(_asha_cfg(trials=20, seed=5, checkpoint_interval_s=3600.0),
+        kw = {} if scheduler == "asha" else {"asha": None, "median": {"rungs": (50, 100), "warmup_trials": 3}}
+        return dataclasses.replace(_asha_cfg(trials=20, seed=5, checkpoint_interval_s=3600.0, **kw),
                                    controller=ControllerSection.of("evolution", population_size=4, tournament_size=2))
 
     ref, _, _ = run_search(tmp_path, cfg(), name="ref", db=f"sqlite:///{tmp_path / 'ref.db'}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nas.scheduler import AshaScheduler, pruned_reward, quantile, rank_quantile
+from nas.schedulers import pruned_reward, quantile, rank_quantile
+from nas.schedulers.asha import AshaScheduler
 
 
 def test_nothing_is_stopped_before_a_rung_holds_min_results_rewards():
@@ -87,3 +88,83 @@ def test_pruned_reward_maps_the_rung_rank_onto_the_final_rewards():
     assert pruned_reward(0.02, rung, finals) == pytest.approx(0.25)  # a quarter up: a quarter up
     # Before any trial has completed there is no final distribution: the rung reward itself.
     assert pruned_reward(0.02, rung, []) == 0.02
+
+
+# --------------------------------------------------------------------------------------------------- the interface
+def test_the_registry_builds_every_scheduler_from_its_section_and_lists_them_on_a_typo():
+    from nas.schedulers import NoScheduler, build_scheduler, scheduler_names
+    from nas.schedulers.asha import AshaConfig
+    from nas.schedulers.median import MedianConfig, MedianStoppingScheduler
+
+    assert scheduler_names()[0] == "none" and {"asha", "median"} <= set(scheduler_names())
+    assert isinstance(build_scheduler("none", None, ()), NoScheduler) and build_scheduler("none", None, ()).rungs == ()
+    asha = build_scheduler("asha", AshaConfig(eta=4), (50, 100))
+    assert isinstance(asha, AshaScheduler) and (asha.rungs, asha.eta, asha.min_results) == ((50, 100), 4, 4)
+    median = build_scheduler("median", MedianConfig(warmup_trials=2, warmup_steps=60), (50, 100))
+    assert isinstance(median, MedianStoppingScheduler) and (median.warmup_trials, median.warmup_steps) == (2, 60)
+    with pytest.raises(LookupError, match="unknown scheduler 'hyperbnd'; expected one of none, asha, median"):
+        build_scheduler("hyperbnd", None, ())
+
+
+def test_a_scheduler_told_of_stored_trials_decides_as_one_that_watched_them():
+    """What a resume relies on: on_complete with stored curves leaves the same state as the live reports did."""
+    from nas.schedulers import Decision
+    from nas.schedulers.median import MedianStoppingScheduler
+
+    history = [(0, {50: 0.3, 100: 0.4}, 0.5), (1, {50: 0.1}, None), (2, {50: 0.25, 100: 0.3}, 0.35),
+               (3, {50: 0.2, 100: 0.2}, 0.25)]
+    for make in (lambda: AshaScheduler(rungs=(50, 100), eta=2, min_results=2),
+                 lambda: MedianStoppingScheduler(rungs=(50, 100), warmup_trials=2)):
+        live, resumed = make(), make()
+        for t, curve, final in history:
+            for step, r in curve.items():
+                live.on_report(t, step, r)
+            live.on_complete(t, final_reward=final)
+            resumed.on_complete(t, final_reward=final, curve=curve)
+            resumed.on_complete(t, final_reward=final, curve=curve)  # told twice (a cached trial's source): once
+        assert live.final_rewards == resumed.final_rewards == [0.5, 0.35, 0.25]
+        for step, r in ((50, 0.22), (100, 0.31)):
+            assert live.on_report(9, step, r) == resumed.on_report(9, step, r)
+            assert isinstance(live.on_report(8, step, r), Decision)
+        assert live.pruned_reward(50, 0.22) == resumed.pruned_reward(50, 0.22)
+
+
+def test_the_median_rule_stops_a_trial_whose_best_is_below_the_completed_median_after_its_warmup():
+    from nas.schedulers import Decision
+    from nas.schedulers.median import MedianStoppingScheduler
+
+    s = MedianStoppingScheduler(rungs=(50, 100), warmup_trials=2, warmup_steps=100)
+    s.on_report(0, 50, 0.2)
+    s.on_complete(0, final_reward=0.3)
+    assert s.on_report(1, 100, 0.0) == Decision.CONTINUE  # one completed trial: still warming up
+    s.on_complete(1, final_reward=None)  # failed or pruned trials are not compared with
+    s.on_report(2, 50, 0.4)
+    s.on_report(2, 100, 0.5)
+    s.on_complete(2, final_reward=0.6)
+    assert s.on_report(3, 50, 0.0) == Decision.CONTINUE  # before warmup_steps
+    s.on_report(0, 100, 0.0)
+    # At 100 only trial 2 completed with a value there (0.5): a best of 0.4 is below it, 0.5 is not.
+    assert s.on_report(4, 100, 0.4) == Decision.STOP
+    assert s.on_report(5, 100, 0.5) == Decision.CONTINUE
+    # Its best so far counts, not the last report: 0.6 at 50 then 0.1 at 100 continues.
+    loose = MedianStoppingScheduler(rungs=(50, 100), warmup_trials=1)
+    for t, (a, b) in enumerate([(0.3, 0.4), (0.2, 0.3)]):
+        loose.on_report(t, 50, a)
+        loose.on_report(t, 100, b)
+        loose.on_complete(t, final_reward=b)
+    assert loose.on_report(7, 50, 0.6) == Decision.CONTINUE and loose.on_report(7, 100, 0.1) == Decision.CONTINUE
+    assert loose.on_report(8, 50, 0.2) == Decision.STOP  # below the median 0.25 of 0.3 and 0.2
+    # Its fed reward: its rank among the completed values at 50, mapped onto the final rewards.
+    assert loose.pruned_reward(50, 0.2) == pytest.approx(quantile([0.4, 0.3], rank_quantile([0.3, 0.2, 0.2], 0.2)))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(rungs=()), "increasing integer steps"), (dict(rungs=(100, 50)), "increasing integer steps"),
+    (dict(rungs=(50,), warmup_trials=0), "warmup_trials must be an integer >= 1"),
+    (dict(rungs=(50,), warmup_steps=-1), "warmup_steps must be an integer >= 0"),
+])
+def test_bad_median_settings_are_refused(kwargs, match):
+    from nas.schedulers.median import MedianStoppingScheduler
+
+    with pytest.raises(ValueError, match=match):
+        MedianStoppingScheduler(**kwargs)

@@ -1,30 +1,53 @@
-"""Trial schedulers: asynchronous successive halving (ASHA) on proxy steps, and the reward of a pruned trial.
+"""Asynchronous successive halving (ASHA; Li et al., "A System for Massively Parallel Hyperparameter Tuning",
+2020) on proxy steps.
 
-A scheduler answers per report (STYLE.md 8.13, Ray Tune's ``AsyncHyperBandScheduler.on_trial_result``): when a
-running trial reports its intermediate reward at a rung (a step of ``scheduler.asha.rungs``), `AshaScheduler` says
-whether it continues. ASHA (Li et al., "A System for Massively Parallel Hyperparameter Tuning", 2020) keeps one
-table of rewards per rung; a trial continues when its reward is in the top ``1/eta`` of the rewards recorded at that
-rung so far, itself included, and always while the rung has fewer than ``min_results`` of them. Decisions are
-asynchronous: each trial is judged against what has arrived before it, never held back to wait for others, so with
-several workers the outcome depends on arrival order (which is why the reward a pruned trial was fed is stored).
-
-The tables are in memory; the driver seeds them from the stored curves of the search's finished trials on start and
-on resume (`AshaScheduler.record`), so a resumed search judges against what it had seen.
-
-`pruned_reward` is the rule for what the controller is fed for a pruned trial. This module is pure (no store, no
-runner): the driver (`nas.loop.SearchDriver`) wires it.
+ASHA keeps one table of rewards per rung; a trial continues when its reward is in the top ``1/eta`` of the rewards
+recorded at that rung so far, itself included, and always while the rung has fewer than ``min_results`` of them.
+Decisions are asynchronous: each trial is judged against what has arrived before it, never held back to wait for
+others, so with several workers the outcome depends on arrival order (which is why the reward a pruned trial was
+fed is stored). A resumed search's tables are filled from the stored curves of its finished trials
+(`Scheduler.on_complete`), so it judges against what it had seen.
 """
 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import logging
 from collections.abc import Iterable, Sequence
+
+from proxy_task.config import MAX_INT, check_eval_steps, check_number
+from nas.schedulers.base import Scheduler
 
 logger = logging.getLogger(__name__)
 
 
-class AshaScheduler:
+@dataclasses.dataclass(frozen=True)
+class AshaConfig:
+    """Settings of `AshaScheduler` (``scheduler.asha.<field>``).
+
+    Attributes:
+      rungs: the proxy steps at which a running trial is judged by its intermediate reward (increasing, each
+        before ``proxy.train_steps``); empty: the proxy's ``eval_at_steps``. They imply intermediate evaluations
+        at those steps (merged into ``proxy.eval_at_steps`` for the trials, which leaves the result fingerprint as
+        it is: intermediate evaluations do not change a trial's final score).
+      eta: the reduction factor (>= 2): a trial continues past a rung when its reward is in the top 1/eta of the
+        rewards recorded there so far by the search's trials.
+      min_results: nothing is stopped at a rung before it holds this many rewards (None: eta).
+    """
+
+    rungs: tuple[int, ...] = ()
+    eta: int = 3
+    min_results: int | None = None
+
+    def __post_init__(self) -> None:
+        check_number("scheduler.asha.eta", self.eta, integer=True, low=2, note="(1 would stop nothing)")
+        check_number("scheduler.asha.min_results", self.min_results, integer=True, low=1, optional=True,
+                     note="(null: eta)")
+        check_eval_steps(self.rungs, MAX_INT, "scheduler.asha.rungs")  # against train_steps: `NasConfig`
+
+
+class AshaScheduler(Scheduler):
     """Asynchronous successive halving over rungs in proxy steps.
 
     Args:
@@ -49,7 +72,7 @@ class AshaScheduler:
             raise ValueError(f"AshaScheduler eta: expected an integer >= 2, got {eta!r}")
         if isinstance(min_results, bool) or not isinstance(min_results, int) or min_results < 1:
             raise ValueError(f"AshaScheduler min_results: expected an integer >= 1, got {min_results!r}")
-        self.rungs = rungs
+        super().__init__(rungs=rungs)
         self.eta = eta
         self.min_results = min_results
         self._tables: dict[int, list[float]] = {r: [] for r in rungs}  # rung -> its rewards, sorted ascending
@@ -103,60 +126,21 @@ class AshaScheduler:
             raise ValueError(f"AshaScheduler: step {rung} is not a rung; expected one of {list(self.rungs)}")
         return table
 
+    # ------------------------------------------------------------------------------------------- Scheduler
+    @classmethod
+    def from_config(cls, settings: AshaConfig, rungs: Sequence[int]) -> AshaScheduler:
+        """From its settings section and the rungs the search resolved (`nas.config.scheduler_rungs`)."""
+        return cls(rungs=rungs, eta=settings.eta,
+                   min_results=settings.min_results if settings.min_results is not None else settings.eta)
 
-def rank_quantile(values: Sequence[float], value: float) -> float:
-    """Where `value` ranks among `values` (which include it), as a quantile in [0, 1].
+    def _judge(self, trial_id: int, step: int, reward: float) -> bool:
+        return self.on_result(trial_id, step, reward)
 
-    The mid-rank of its ties among the others: (below + ties / 2) / (n - 1) with n = len(values); 0.5 when it is
-    alone (no ranking to speak of).
-    """
-    others = list(values)
-    try:
-        others.remove(value)
-    except ValueError:
-        pass
-    if not others:
-        return 0.5
-    below = sum(v < value for v in others)
-    ties = sum(v == value for v in others)
-    return (below + ties / 2) / len(others)
+    def _observe(self, step: int, reward: float) -> None:
+        self.record(step, reward)
+
+    def rewards_at(self, step: int, reward: float) -> list[float]:
+        return self.rewards(step)
 
 
-def quantile(values: Sequence[float], q: float) -> float:
-    """The `q`-quantile of `values` (linear interpolation between order statistics, numpy's default)."""
-    xs = sorted(values)
-    if not xs:
-        raise ValueError("quantile of no values")
-    pos = min(max(q, 0.0), 1.0) * (len(xs) - 1)
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
-def pruned_reward(rung_reward: float, rung_rewards: Sequence[float], final_rewards: Sequence[float]) -> float:
-    """The reward a controller is fed for a trial pruned at a rung: its rung reward mapped by rank onto the final
-    rewards.
-
-    A pruned trial's rung reward (an AP after a fraction of the steps) is on another scale than a completed trial's
-    final reward, so feeding it as is would tell the controller that every pruned architecture is much worse than it
-    is. Instead its rank quantile among the rewards at its rung (`rank_quantile`, itself included) is mapped to the
-    same quantile of the final rewards of the search's completed trials (`quantile`): a trial at the median of its
-    rung gets the median final reward. Since only trials in the lower part of a rung are pruned, their rewards fall
-    in the lower part of the final distribution. Before any trial has completed there is no final distribution, and
-    the rung reward itself is fed.
-
-    Args:
-      rung_reward: the pruned trial's intermediate reward at its rung.
-      rung_rewards: the rewards recorded at that rung so far (including `rung_reward`).
-      final_rewards: the final rewards of the search's completed trials so far.
-
-    Returns:
-      The reward to feed (and to store with the trial: a resume feeds the stored value, since the inputs of this
-      rule depend on arrival order).
-    """
-    if not final_rewards:
-        return float(rung_reward)
-    return float(quantile(final_rewards, rank_quantile(rung_rewards, rung_reward)))
-
-
-__all__ = ["AshaScheduler", "pruned_reward", "quantile", "rank_quantile"]
+__all__ = ["AshaConfig", "AshaScheduler"]

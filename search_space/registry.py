@@ -1,0 +1,200 @@
+"""One registry shape for every seam: controllers, evaluators, runners, schedulers and search-space families.
+
+A registry maps a name to an `Entry`: its target, a ``'module:attribute'`` string imported only when the entry is
+loaded (Ray Tune's ``SEARCH_ALG_IMPORT``; the CLI's read-only commands import neither TensorFlow nor Ray), the
+dataclass of its settings section, and facts a caller needs without importing it. Names are registered once
+(`KeyError` on a second time, as Model Garden's ``official/core/registry.py``), and a lookup of an unknown name
+lists the known ones. Because a target is plain text, it travels in a trial's plain-data spec, and a worker process
+imports it itself; `import_plugins` imports a user's modules (``--plugin MODULE``) wherever entries are looked up,
+in the driver and in every worker.
+
+It lives here, in the lowest package, because every other package may import `search_space` (DESIGN.md).
+
+Example::
+
+  SCHEDULERS = Registry('scheduler')
+  SCHEDULERS.register('hyperband', 'my_pkg.hyperband:HyperbandScheduler', config_cls=HyperbandConfig)
+
+  @SCHEDULERS.register('threshold', config_cls=ThresholdConfig)   # on the class: its own module and name
+  class ThresholdScheduler(Scheduler): ...
+
+  SCHEDULERS.load('hyperband')   # imports my_pkg.hyperband, returns the class
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+_TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_MODULE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
+
+
+class PluginError(ImportError):
+    """A plug-in module or an entry's target that cannot be imported (the message says which and why)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """A registered implementation.
+
+    Attributes:
+      kind: what the registry holds ('controller', 'evaluator', ...), for messages.
+      name: its registered name (the config's ``type``).
+      target: ``'module:attribute'`` of what `load` returns (a class or a factory).
+      config_cls: the dataclass of its settings section, or None when it has none.
+      meta: facts known without importing it (e.g. an evaluator's ``uses_tensorflow``).
+    """
+
+    kind: str
+    name: str
+    target: str
+    config_cls: type | None = None
+    meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def load(self) -> Any:
+        """Imports the target's module and returns the attribute.
+
+        Raises:
+          PluginError: the module cannot be imported or has no such attribute.
+        """
+        return load_target(self.target, what=f"{self.kind} {self.name!r}")
+
+
+class Registry:
+    """Name -> `Entry` for one kind of implementation.
+
+    Args:
+      kind: what it holds, for messages ('controller', 'evaluator', 'runner', 'scheduler', 'family').
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+
+    def register(self, name: str, target: str | None = None, *, config_cls: type | None = None,
+                 **meta: Any) -> Any:
+        """Registers `name`: with a `target` string now, or, without one, as a decorator of the class or function
+        it names (its own module and qualified name become the target).
+
+        Args:
+          name: the name a config's ``type`` selects.
+          target: ``'module:attribute'``, imported lazily.
+          config_cls: the dataclass of its settings section, or None.
+          **meta: facts callers read without importing it.
+
+        Returns:
+          The `Entry` (with a target), or the decorator.
+
+        Raises:
+          KeyError: the name is taken. ValueError: a malformed name or target, or a config class that is not a
+          dataclass.
+        """
+        if not isinstance(name, str) or not re.match(r"^[A-Za-z0-9][\w.-]*$", name):
+            raise ValueError(f"{self.kind} name must be letters, digits, '_', '.' or '-', got {name!r}")
+        if config_cls is not None and not dataclasses.is_dataclass(config_cls):
+            raise ValueError(f"{self.kind} {name!r}: config_cls must be a dataclass, got {config_cls!r}")
+        if target is None:
+            def decorate(obj: Any) -> Any:
+                self._add(Entry(self.kind, name, f"{obj.__module__}:{obj.__qualname__}", config_cls, dict(meta)))
+                return obj
+
+            return decorate
+        return self._add(Entry(self.kind, name, target, config_cls, dict(meta)))
+
+    def _add(self, entry: Entry) -> Entry:
+        if not isinstance(entry.target, str) or not _TARGET.match(entry.target):
+            raise ValueError(f"{self.kind} {entry.name!r}: target must be 'module:attribute', got {entry.target!r}")
+        if entry.name in self._entries:
+            raise KeyError(f"{self.kind} {entry.name!r} is already registered (as {self._entries[entry.name].target})")
+        self._entries[entry.name] = entry
+        return entry
+
+    def lookup(self, name: str) -> Entry:
+        """The entry of `name`.
+
+        Raises:
+          LookupError: for an unknown name, listing the known ones.
+        """
+        entry = self._entries.get(name) if isinstance(name, str) else None
+        if entry is None:
+            raise LookupError(f"unknown {self.kind} {name!r}; expected one of {', '.join(self._entries)}")
+        return entry
+
+    def load(self, name: str) -> Any:
+        """What `name`'s target names (its module imported)."""
+        return self.lookup(name).load()
+
+    def names(self) -> tuple[str, ...]:
+        """The registered names, in registration order (the first is the default where a section has one)."""
+        return tuple(self._entries)
+
+    def config_classes(self) -> dict[str, type | None]:
+        """Name -> its settings dataclass (None: no settings)."""
+        return {name: e.config_cls for name, e in self._entries.items()}
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+
+def load_target(target: str, *, what: str = "target") -> Any:
+    """The attribute a ``'module:attribute'`` string names, its module imported.
+
+    Raises:
+      PluginError: in one line, naming `what` and why.
+    """
+    if not isinstance(target, str) or not _TARGET.match(target):
+        raise PluginError(f"{what}: target must be 'module:attribute', got {target!r}")
+    module, attr = target.split(":")
+    try:
+        obj: Any = importlib.import_module(module)
+    except ImportError as e:
+        raise PluginError(f"{what}: cannot import {module!r} ({_first_line(e)}); is its plug-in given with "
+                          "--plugin, and importable here?") from None
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise PluginError(f"{what}: module {module!r} has no {attr!r}") from None
+    return obj
+
+
+def check_plugins(modules: Iterable[str]) -> tuple[str, ...]:
+    """Plug-in module names, checked for their form (dotted Python names), in order, without repeats.
+
+    Raises:
+      ValueError: one that is not a module name.
+    """
+    out: list[str] = []
+    for m in modules:
+        if not isinstance(m, str) or not _MODULE.match(m):
+            raise ValueError(f"a plug-in is a Python module name such as my_pkg.my_evaluator, got {m!r}")
+        if m not in out:
+            out.append(m)
+    return tuple(out)
+
+
+def import_plugins(modules: Iterable[str], *, on_import: Callable[[str], None] | None = None) -> None:
+    """Imports a user's plug-in modules (their `register` calls run on import). Importing one twice is a no-op.
+
+    Raises:
+      PluginError: one cannot be imported (one line, naming it and why).
+    """
+    for m in check_plugins(modules):
+        try:
+            importlib.import_module(m)
+        except Exception as e:  # noqa: BLE001 - any failure of a user's module is one line naming it
+            raise PluginError(f"plug-in {m!r} cannot be imported: {type(e).__name__}: {_first_line(e)}") from None
+        if on_import is not None:
+            on_import(m)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
+
+
+__all__ = ["Entry", "PluginError", "Registry", "check_plugins", "import_plugins", "load_target"]
