@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from nas import signals
 from nas.ui import UserError
-from results_db.errors import LeaseLostError
+from results_db.errors import DatabaseOpenError, LeaseLostError
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LeaseLostError as e:
         print(f"{PROG}: stopped: {e}", file=sys.stderr)
         return EXIT_LEASE_LOST
+    except DatabaseOpenError as e:  # the database failed under a running command (a full disk): not the user's input
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{PROG}: {'terminated' if signals.terminated() else 'interrupted'}", file=sys.stderr)
         return signals.EXIT_TERMINATED if signals.terminated() else 130

@@ -32,7 +32,7 @@ def open_store(db: str | None, *, create: bool = True) -> tuple[Any, str]:
     from results_db.url import resolve_url, sqlite_path
 
     try:
-        url = resolve_url(db)
+        url = resolve_url(db, persistent=True)  # results in memory would vanish with the command
     except ValueError as e:
         raise UserError(str(e)) from None
     path = sqlite_path(url)

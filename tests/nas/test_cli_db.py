@@ -208,8 +208,11 @@ def test_a_directory_is_one_line_the_same_for_every_command(capsys, tmp_path, co
 
 
 @pytest.mark.parametrize("db", ["sqlite://", ":memory:"])
-@pytest.mark.parametrize("command", [("db", "upgrade"), ("db", "check")], ids=lambda c: " ".join(c))
-def test_an_in_memory_database_is_refused_by_db_commands(capsys, tmp_path, monkeypatch, command, db):
+@pytest.mark.parametrize("command", [
+    ("db", "upgrade"), ("db", "check"),
+    ("search", "--runner", "local", "--evaluator", "surrogate", "--controller", "random", "--trials", "1"),
+], ids=lambda c: " ".join(c[:2]))
+def test_an_in_memory_database_is_refused_by_commands_that_write(capsys, tmp_path, monkeypatch, command, db):
     """An upgrade of it would vanish, a check of it has nothing to check; ':memory:' was a file called that."""
     monkeypatch.chdir(tmp_path)
     code, out, err = run_cli(capsys, *command, "--db", db)
@@ -331,3 +334,17 @@ def test_db_upgrade_whose_disk_fills_after_the_migrations_is_one_line_and_a_reru
     monkeypatch.undo()
     code, out, _ = run_cli(capsys, "db", "upgrade", "--db", str(path))
     assert code == 0 and out.startswith("already at schema version 0006\n")
+
+
+def test_a_database_that_fails_under_a_running_command_is_one_line_and_exit_1(capsys, monkeypatch):
+    """A fault the user did not cause (a disk that filled up while a search wrote) is no traceback."""
+    from nas.commands import db as db_commands
+    from results_db.errors import DatabaseFullError
+
+    def full(args):
+        raise DatabaseFullError("cannot write the database r.db: its file system is full")
+
+    monkeypatch.setattr(db_commands, "_cmd_searches", full)
+    code, out, err = run_cli(capsys, "searches")
+    assert (code, out) == (1, "")
+    assert err == "spinenas: error: cannot write the database r.db: its file system is full\n"
