@@ -43,7 +43,7 @@ from nas.calibration_stats import (
     seed_noise,
 )
 from nas.config import NasConfig
-from nas.config_io import ConfigError, from_dict, resolve, to_dict
+from nas.config_io import MAX_STORED_YAML_BYTES, ConfigError, from_dict, load_yaml, resolve, to_dict
 from nas.fingerprint import fingerprint
 from nas.loop import trial_spec
 from nas.lease import LeaseLostError
@@ -235,7 +235,7 @@ class Study:
           CalibrationError: a text that is not a stored study.
         """
         try:
-            doc = yaml.safe_load(text) or {}
+            doc = load_yaml(text, what="the stored study", max_bytes=MAX_STORED_YAML_BYTES) or {}
             c = dict(doc["calibration"])
             candidates = tuple(Candidate(x["name"], x["kind"], ArchSpec.from_dict(x["spec"]))
                                for x in c.pop("candidates"))
@@ -584,8 +584,8 @@ def find_calibrations(reader: Any, base_fingerprint: str) -> list[tuple[str, dic
         if getattr(record, "kind", "search") != KIND:
             continue
         try:
-            doc = yaml.safe_load(record.config) or {}
-        except yaml.YAMLError:
+            doc = load_yaml(record.config, what="a stored study", max_bytes=MAX_STORED_YAML_BYTES) or {}
+        except ConfigError:  # not a study this version can read: it is not one of this proxy's
             continue
         try:  # today's fingerprint of its proxy (not the stored one: what a fingerprint holds may change)
             theirs = fingerprint(from_dict(NasConfig, doc["proxy_config"]))

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from nas import signals
-from nas.ui import UserError
+from nas.ui import UserError, printable
 from results_db.errors import DatabaseOpenError, LeaseLostError
 
 logger = logging.getLogger(__name__)
@@ -78,14 +78,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code = func(args)
         return signals.EXIT_TERMINATED if signals.terminated() else code
-    except UserError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+    except UserError as e:  # stored text may be quoted in it: no escape sequence reaches the terminal
+        print(f"{PROG}: error: {printable(e)}", file=sys.stderr)
         return 2
     except LeaseLostError as e:
-        print(f"{PROG}: stopped: {e}", file=sys.stderr)
+        print(f"{PROG}: stopped: {printable(e)}", file=sys.stderr)
         return EXIT_LEASE_LOST
     except DatabaseOpenError as e:  # the database failed under a running command (a full disk): not the user's input
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+        print(f"{PROG}: error: {printable(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{PROG}: {'terminated' if signals.terminated() else 'interrupted'}", file=sys.stderr)

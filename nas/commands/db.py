@@ -23,7 +23,7 @@ from nas.commands.common import (
     replace_atomically,
     writing_output,
 )
-from nas.ui import UserError, fmt_count, fmt_float, fmt_seconds, fmt_time, print_table
+from nas.ui import UserError, fmt_count, fmt_float, fmt_seconds, fmt_time, print_table, printable
 from results_db.status import TrialStatus
 from results_db.url import DB_HELP
 
@@ -174,7 +174,7 @@ def _print_curves(trials: Sequence[TrialRecord], curves: dict[int, list[Any]]) -
         curve = curve_rows(curves.get(t.id, []))
         if not curve:
             continue
-        print(f"\ncurve of trial {t.index} of search {t.search} ({len(curve)} reports):")
+        print(f"\ncurve of trial {t.index} of search {printable(t.search)} ({len(curve)} reports):")
         columns = [c for c in ("loss", "learning_rate", "images_per_s", "ap", "ap50") if any(c in r for r in curve)]
         print_table(("step", *columns), [(r["step"], *(_fmt_metric(r.get(c)) for c in columns)) for r in curve])
 
@@ -205,9 +205,9 @@ def _trial_json(t: TrialRecord) -> dict[str, Any]:
 def _print_show(rec: Any, arch: Any, trials: Sequence[TrialRecord], diagram: str) -> None:
     completed = [t for t in trials if t.status == TrialStatus.COMPLETED and t.reward is not None]
     best = max(completed, key=lambda t: t.reward) if completed else None
-    print(f"arch {rec.key}   family {rec.family or '-'}   FLOPs {fmt_count(rec.flops)}   params {fmt_count(rec.params)}"
+    print(f"arch {rec.key}   family {printable(rec.family or '-')}   FLOPs {fmt_count(rec.flops)}   params {fmt_count(rec.params)}"
           f"   best reward {fmt_float(best.reward) if best else '-'}")
-    print(f"spec {rec.summary}\n")
+    print(f"spec {printable(rec.summary)}\n")
     m = arch.num_stem_candidates
     live = set(arch.network().live)
     rows: list[tuple[Any, ...]] = [

@@ -54,9 +54,10 @@ def _resolve(ref: str, db: str | None, search: str | None,
             provenance.update(search=best.search, trial=best.index, reward=best.reward,
                               ap=best.metrics.get("ap"), proxy_flops=rec.flops, proxy_params=rec.params)
             try:
-                import yaml
+                from nas.config_io import MAX_STORED_YAML_BYTES, load_yaml
 
-                config = yaml.safe_load(reader.open_search(best.search).config) or {}
+                config = load_yaml(reader.open_search(best.search).config, what="the stored config",
+                                   max_bytes=MAX_STORED_YAML_BYTES) or {}
                 provenance["proxy"] = config.get("proxy", {})
             except Exception:  # noqa: BLE001 - provenance is a courtesy; the export does not depend on it
                 pass
@@ -106,8 +107,14 @@ _EXPERIMENT_LINE = re.compile(r"^# Model Garden experiment: (\S+)")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    if not os.path.isfile(args.config):
-        raise UserError(f"config file not found: {args.config}")
+    from nas.config_io import ConfigError, read_yaml_file
+
+    try:  # within bounds, before Model Garden (and TensorFlow) read it
+        read_yaml_file(args.config, what="--config")
+    except FileNotFoundError:
+        raise UserError(f"config file not found: {args.config}") from None
+    except ConfigError as e:
+        raise UserError(str(e)) from None
     with open(args.config, encoding="utf-8") as fh:
         first = fh.readline()
     match = _EXPERIMENT_LINE.match(first)

@@ -145,3 +145,21 @@ def test_a_huge_preset_file_is_refused_unread(tmp_path, monkeypatch):
     with open(preset, "wb") as fh:
         fh.truncate(50 << 20)
     _refused(["search", "--db", str(work / "r.db"), "--preset", str(preset)], "larger than 1,048,576 bytes", work)
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, "larger than 1,048,576 bytes"),
+    ("a: &a [" + ", ".join(["b"] * 9) + "]\n" + "".join(f"a{i}: &a{i} [{', '.join(['*a' if i == 0 else f'*a{i - 1}'] * 9)}]\n"
+                                                        for i in range(40)), "aliases"),
+])
+def test_train_refuses_a_config_past_its_bounds_before_model_garden_reads_it(text, message, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    config = tmp_path / "x.yaml"
+    if text is None:
+        with open(config, "wb") as fh:
+            fh.truncate(50 << 20)
+    else:
+        config.write_text(text)
+    _refused(["train", "--config", str(config), "--model-dir", str(work / "m")], message, work)

@@ -679,7 +679,13 @@ def test_a_bad_max_flops_is_one_line_and_creates_nothing(argv, message, tmp_path
         (["--scheduler", "asha", "--set", "scheduler.asha.rungs=[200]", "--set", "scheduler.asha.eta=1"],
          "scheduler.asha.eta must be an integer >= 2"),
         (["--scheduler", "asha"], "scheduler asha needs rungs"),  # the demo proxy has no eval_at_steps
-        (["--rungs", "200"], "--rungs and --eta are settings of --scheduler asha"),
+        (["--rungs", "200"], "--rungs are the steps of a scheduler that judges trials: give --scheduler asha or "
+                             "median too"),
+        (["--eta", "2"], "--eta is a setting of --scheduler asha"),
+        (["--scheduler", "median", "--rungs", "200", "--eta", "2"], "--eta is a setting of --scheduler asha"),
+        (["--scheduler", "median", "--rungs", "200", "--set", "scheduler.median.warmup_trials=0"],
+         "scheduler.median.warmup_trials must be an integer >= 1"),
+        (["--scheduler", "hyperband"], "argument --scheduler: invalid choice: 'hyperband'"),
         (["--scheduler", "fifo"], "argument --scheduler: invalid choice: 'fifo'"),
         # Fixed for the life of a search.
         (["--resume", "existing", "--scheduler", "asha"], "--scheduler cannot change a resumed search"),
