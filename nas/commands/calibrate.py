@@ -340,7 +340,9 @@ def register(sub: Any) -> None:
         "coefficient of variation over seeds, the cost of each rung, and the cheapest rung whose tau reaches "
         "--target-tau. The study is stored in the results database (a search of kind calibration: 'spinenas "
         "calibration show NAME', 'spinenas report --search NAME'); --resume NAME continues it after any crash "
-        "without repeating a finished training. It runs on the search's runners (Ray by default).",
+        "without repeating a finished training. It runs on the search's runners (Ray by default). Exit codes as "
+        "search's: 0 done, 1 the database failed under it, 2 bad input, 3 another driver took the study over, 130 "
+        "Ctrl-C, 143 SIGTERM.",
     )
     p.add_argument("--preset", help="demo (default), paper, vertex-gpu, or a YAML file: the proxy to calibrate")
     p.add_argument("--name", help="the study's name (default calibration-PRESET-DATE-TIME)")

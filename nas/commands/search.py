@@ -299,7 +299,9 @@ def register(sub: Any) -> None:
         "locally (ray.init on this machine) or on a cluster (--address, or scripts/search.py under 'ray submit'). "
         "Ctrl-C or a crash loses nothing: 'spinenas search --resume NAME' finishes the budget, re-runs the trials "
         "that were in flight and continues the controller from its last checkpoint. Watch it "
-        "with 'spinenas top' from another shell.",
+        "with 'spinenas top' from another shell. Exit codes: 0 done, 1 the database failed under the search (a "
+        "full disk), 2 bad input (nothing changed), 3 another driver took the search over (this one was paused past "
+        "its lease), 130 Ctrl-C, 143 SIGTERM.",
     )
     p.add_argument("--preset", default="demo",
                    help="demo (default: embedded synthetic data, real proxy training on CPU), paper, vertex-gpu, "
