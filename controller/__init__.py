@@ -22,30 +22,35 @@ trial already pending in the checkpoint keeps its id). Both ways give the next p
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping
 from typing import Any
 
 from controller.base import STATE_VERSION, ChoiceSpace, Controller, ControllerStatus, Proposal
 from controller.config import ControllerConfig, EvolutionConfig, PPOConfig, RandomConfig
+from search_space.registry import Registry
 
-# name -> (module, class, config class). Modules are imported on first use; the PPO one loads TensorFlow.
-_CONTROLLERS: dict[str, tuple[str, str, type[ControllerConfig]]] = {
-    "ppo": ("controller.ppo", "PPOController", PPOConfig),
-    "evolution": ("controller.evolution", "EvolutionController", EvolutionConfig),
-    "random": ("controller.random_search", "RandomController", RandomConfig),
-}
+# The controllers, by name: their classes' modules are imported on first use (the PPO one loads TensorFlow).
+CONTROLLERS = Registry("controller")
+
+
+def register_controller(name: str, target: str, *, config_cls: type[ControllerConfig]) -> Any:
+    """Registers a controller: a `Controller` subclass at ``'module:Class'`` (imported when one is built) and its
+    config dataclass (its settings section, ``controller.<name>.<field>``).
+
+    Raises:
+      KeyError: the name is taken. ValueError: a malformed name or target.
+    """
+    return CONTROLLERS.register(name, target, config_cls=config_cls)
+
+
+register_controller("ppo", "controller.ppo:PPOController", config_cls=PPOConfig)
+register_controller("evolution", "controller.evolution:EvolutionController", config_cls=EvolutionConfig)
+register_controller("random", "controller.random_search:RandomController", config_cls=RandomConfig)
 
 
 def controller_names() -> tuple[str, ...]:
     """The registered controller names."""
-    return tuple(_CONTROLLERS)
-
-
-def _lookup(name: str) -> tuple[str, str, type[ControllerConfig]]:
-    if not isinstance(name, str) or name not in _CONTROLLERS:
-        raise LookupError(f"unknown controller {name!r}; expected one of {list(_CONTROLLERS)}")
-    return _CONTROLLERS[name]
+    return CONTROLLERS.names()
 
 
 def get_config_class(name: str) -> type[ControllerConfig]:
@@ -54,7 +59,7 @@ def get_config_class(name: str) -> type[ControllerConfig]:
     Raises:
       LookupError: for an unknown name, listing the known ones.
     """
-    return _lookup(name)[2]
+    return CONTROLLERS.lookup(name).config_cls  # type: ignore[return-value]
 
 
 def get_controller_class(name: str) -> type[Controller]:
@@ -63,8 +68,7 @@ def get_controller_class(name: str) -> type[Controller]:
     Raises:
       LookupError: for an unknown name, listing the known ones.
     """
-    module, cls, _ = _lookup(name)
-    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+    return CONTROLLERS.load(name)  # type: ignore[no-any-return]
 
 
 def build_controller(
@@ -112,6 +116,7 @@ def restore_controller(state: Mapping[str, Any], space: ChoiceSpace) -> Controll
 
 
 __all__ = [
+    "CONTROLLERS",
     "STATE_VERSION",
     "ChoiceSpace",
     "Controller",
@@ -125,5 +130,6 @@ __all__ = [
     "controller_names",
     "get_config_class",
     "get_controller_class",
+    "register_controller",
     "restore_controller",
 ]

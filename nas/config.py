@@ -230,9 +230,9 @@ class NasConfig:
             check_eval_steps(rungs, self.proxy.train_steps, f"scheduler.{name}.rungs")
         local = self.runner.sections.get("local")
         if self.runner.type == "local" and local is not None and local.in_process:
-            from proxy_task.evaluator import get_evaluator_entry
+            from proxy_task.evaluator import uses_tensorflow
 
-            if get_evaluator_entry(self.evaluator.type).uses_tensorflow:
+            if uses_tensorflow(self.evaluator.type):
                 raise ValueError(
                     f"runner.local.in_process runs trials inside the driver's process, which only TF-free "
                     f"evaluators may do; evaluator {self.evaluator.type!r} trains with TensorFlow (use "

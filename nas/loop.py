@@ -576,9 +576,9 @@ def worker_calls(cfg: NasConfig) -> int:
 def uses_tensorflow(cfg: NasConfig) -> bool:
     """Whether the config's evaluator trains with TensorFlow (its trials need processes, CPUs and GPUs of their
     own)."""
-    from proxy_task.evaluator import get_evaluator_entry
+    from proxy_task.evaluator import uses_tensorflow as evaluator_uses_tensorflow
 
-    return get_evaluator_entry(cfg.evaluator.type).uses_tensorflow
+    return evaluator_uses_tensorflow(cfg.evaluator.type)
 
 
 def _num_updates(controller: Any) -> int:

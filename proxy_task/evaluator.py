@@ -30,11 +30,11 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import importlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from proxy_task.config import SurrogateConfig
+from search_space.registry import Entry, Registry
 
 if TYPE_CHECKING:
     from proxy_task.config import ProxyConfig
@@ -95,29 +95,14 @@ class Evaluator(abc.ABC):
         """
 
 
-@dataclasses.dataclass(frozen=True)
-class EvaluatorEntry:
-    """A registered evaluator.
-
-    Attributes:
-      name: its registry name (``evaluator.type``).
-      target: ``'module:Class'`` of its `Evaluator` subclass, imported when one is built.
-      config_cls: the frozen dataclass of its settings section (``evaluator.<name>``), or None for none.
-      uses_tensorflow: as `Evaluator.uses_tensorflow`, known without importing the module.
-    """
-
-    name: str
-    target: str
-    config_cls: type | None = None
-    uses_tensorflow: bool = True
-
-
-_EVALUATORS: dict[str, EvaluatorEntry] = {}
+#: The evaluators, by name (`search_space.registry`): an entry's target is its `Evaluator` subclass, imported in
+#: the trial's worker; its meta says ``uses_tensorflow`` (False lets it run inside the driver's process).
+EVALUATORS = Registry("evaluator")
 
 
 def register_evaluator(
     name: str, target: str, *, config_cls: type | None = None, uses_tensorflow: bool = True
-) -> EvaluatorEntry:
+) -> Entry:
     """Registers an evaluator under `name`.
 
     Args:
@@ -130,31 +115,27 @@ def register_evaluator(
       KeyError: when the name is taken. ValueError: for a malformed target or a config class that is not a
         dataclass.
     """
-    if name in _EVALUATORS:
-        raise KeyError(f"evaluator {name!r} is already registered")
-    if not isinstance(target, str) or target.count(":") != 1:
-        raise ValueError(f"evaluator {name!r}: target must be 'module:Class', got {target!r}")
-    if config_cls is not None and not dataclasses.is_dataclass(config_cls):
-        raise ValueError(f"evaluator {name!r}: config_cls must be a dataclass, got {config_cls!r}")
-    entry = EvaluatorEntry(name, target, config_cls, uses_tensorflow)
-    _EVALUATORS[name] = entry
-    return entry
+    return EVALUATORS.register(name, target, config_cls=config_cls, uses_tensorflow=bool(uses_tensorflow))
 
 
 def evaluator_names() -> tuple[str, ...]:
     """The registered evaluator names."""
-    return tuple(_EVALUATORS)
+    return EVALUATORS.names()
 
 
-def get_evaluator_entry(name: str) -> EvaluatorEntry:
-    """The registry entry of `name`.
+def get_evaluator_entry(name: str) -> Entry:
+    """The registry entry of `name` (its ``meta['uses_tensorflow']`` says what `Evaluator.uses_tensorflow` says).
 
     Raises:
       LookupError: for an unknown name, listing the known ones.
     """
-    if not isinstance(name, str) or name not in _EVALUATORS:
-        raise LookupError(f"unknown evaluator {name!r}; expected one of {', '.join(_EVALUATORS)}")
-    return _EVALUATORS[name]
+    return EVALUATORS.lookup(name)
+
+
+def uses_tensorflow(name: str) -> bool:
+    """Whether evaluator `name` trains with TensorFlow (its trials need processes of their own), known without
+    importing it."""
+    return bool(get_evaluator_entry(name).meta.get("uses_tensorflow", True))
 
 
 def build_evaluator(name: str, *, settings: Any, proxy: ProxyConfig, context: TrialContext) -> Evaluator:
@@ -178,12 +159,7 @@ def build_evaluator(name: str, *, settings: Any, proxy: ProxyConfig, context: Tr
         raise ValueError(
             f"evaluator {name!r} settings: expected a {entry.config_cls.__name__}, got {type(settings).__name__}"
         )
-    return _load_class(entry.target)(settings, proxy, context)
-
-
-def _load_class(target: str) -> type[Evaluator]:
-    module, cls = target.split(":")
-    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+    return entry.load()(settings, proxy, context)  # type: ignore[no-any-return]
 
 
 register_evaluator("retinanet", "proxy_task.retinanet:RetinaNetEvaluator", config_cls=None, uses_tensorflow=True)

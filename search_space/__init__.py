@@ -6,7 +6,7 @@ Imports only the standard library and numpy (a test enforces it).
 from __future__ import annotations
 
 from search_space.errors import InvalidArchError, InvalidDecisionError
-from search_space.families import FAMILIES, Family, get_family
+from search_space.families import FAMILIES, Family, get_family, register_family
 from search_space.seeds import SPINENET_49, get_named, load_arch
 from search_space.space import DEFAULT_WINDOW, SearchSpace, Step
 from search_space.spec import (
@@ -45,5 +45,6 @@ __all__ = [
     "get_family",
     "get_named",
     "load_arch",
+    "register_family",
     "stem_candidate_levels",
 ]

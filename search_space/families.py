@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from search_space.registry import Registry
 from search_space.spec import BLOCK_FNS, LEVELS, OUTPUT_LEVELS, STEM_LEVELS, stem_candidate_levels
 
 
@@ -69,24 +70,35 @@ class Family:
 
 _SHIFTS = (-1, 0, 1, 2)
 
-# name -> Family. Stem {L2,L3,L4,L5} and scale-permuted {L2..L7} block counts from the paper's Table 1.
-FAMILIES: dict[str, Family] = {
-    f.name: f
-    for f in (
-        Family("r35-sp18", (2, 3, 5, 1), (1, 1, 1, 1, 1, 1), description="ResNet stem of 11 blocks, 6 permuted"),
-        Family("r23-sp30", (2, 2, 2, 1), (1, 2, 4, 1, 1, 1), description="ResNet stem of 7 blocks, 10 permuted"),
-        Family("r14-sp39", (1, 1, 1, 1), (2, 3, 5, 1, 1, 1), description="ResNet stem of 4 blocks, 13 permuted"),
-        Family("r0-sp53", (2, 0, 0, 0), (1, 4, 6, 2, 1, 1), description="2 level-2 stem blocks, 15 permuted"),
-        Family(
-            "spinenet49",
-            (2, 0, 0, 0),
-            (1, 4, 6, 2, 1, 1),
-            level_shifts=_SHIFTS,
-            search_block_fns=True,
-            description="R0-SP53 plus block adjustments (level shifts, block types): SpineNet-49's search",
-        ),
-    )
-}
+# The families, by name. Stem {L2,L3,L4,L5} and scale-permuted {L2..L7} block counts from the paper's Table 1.
+FAMILIES = Registry("family")
+
+
+def register_family(family: Family) -> Family:
+    """Registers a search-space family under its name (a plug-in's own family, say).
+
+    Raises:
+      KeyError: the name is taken.
+    """
+    FAMILIES.register(family.name, value=family)
+    return family
+
+
+for _family in (
+    Family("r35-sp18", (2, 3, 5, 1), (1, 1, 1, 1, 1, 1), description="ResNet stem of 11 blocks, 6 permuted"),
+    Family("r23-sp30", (2, 2, 2, 1), (1, 2, 4, 1, 1, 1), description="ResNet stem of 7 blocks, 10 permuted"),
+    Family("r14-sp39", (1, 1, 1, 1), (2, 3, 5, 1, 1, 1), description="ResNet stem of 4 blocks, 13 permuted"),
+    Family("r0-sp53", (2, 0, 0, 0), (1, 4, 6, 2, 1, 1), description="2 level-2 stem blocks, 15 permuted"),
+    Family(
+        "spinenet49",
+        (2, 0, 0, 0),
+        (1, 4, 6, 2, 1, 1),
+        level_shifts=_SHIFTS,
+        search_block_fns=True,
+        description="R0-SP53 plus block adjustments (level shifts, block types): SpineNet-49's search",
+    ),
+):
+    register_family(_family)
 
 
 def get_family(name: str) -> Family:
@@ -95,8 +107,10 @@ def get_family(name: str) -> Family:
     Raises:
       LookupError: for an unknown name, listing the known ones.
     """
+    if not isinstance(name, str):
+        raise LookupError(f"unknown family {name!r}; expected one of {', '.join(FAMILIES)}")
     key = name.strip().lower().replace("_", "-")
     key = {"spinenet-49": "spinenet49"}.get(key, key)
     if key not in FAMILIES:
         raise LookupError(f"unknown family {name!r}; expected one of {', '.join(FAMILIES)}")
-    return FAMILIES[key]
+    return FAMILIES.load(key)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -44,9 +44,10 @@ class Entry:
     Attributes:
       kind: what the registry holds ('controller', 'evaluator', ...), for messages.
       name: its registered name (the config's ``type``).
-      target: ``'module:attribute'`` of what `load` returns (a class or a factory).
+      target: ``'module:attribute'`` of what `load` returns (a class or a factory); '' for a plain value.
       config_cls: the dataclass of its settings section, or None when it has none.
       meta: facts known without importing it (e.g. an evaluator's ``uses_tensorflow``).
+      value: a plain value registered as it is (a search-space `Family`), else None.
     """
 
     kind: str
@@ -54,13 +55,16 @@ class Entry:
     target: str
     config_cls: type | None = None
     meta: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    value: Any = None
 
     def load(self) -> Any:
-        """Imports the target's module and returns the attribute.
+        """Imports the target's module and returns the attribute (or the plain value).
 
         Raises:
           PluginError: the module cannot be imported or has no such attribute.
         """
+        if not self.target:
+            return self.value
         return load_target(self.target, what=f"{self.kind} {self.name!r}")
 
 
@@ -76,14 +80,16 @@ class Registry:
         self._entries: dict[str, Entry] = {}
 
     def register(self, name: str, target: str | None = None, *, config_cls: type | None = None,
-                 **meta: Any) -> Any:
-        """Registers `name`: with a `target` string now, or, without one, as a decorator of the class or function
-        it names (its own module and qualified name become the target).
+                 value: Any = None, **meta: Any) -> Any:
+        """Registers `name`: with a `target` string now, with a plain `value` (data such as a `Family`), or,
+        with neither, as a decorator of the class or function it names (its own module and qualified name become
+        the target).
 
         Args:
           name: the name a config's ``type`` selects.
           target: ``'module:attribute'``, imported lazily.
           config_cls: the dataclass of its settings section, or None.
+          value: a value to hold as it is (no import).
           **meta: facts callers read without importing it.
 
         Returns:
@@ -97,6 +103,10 @@ class Registry:
             raise ValueError(f"{self.kind} name must be letters, digits, '_', '.' or '-', got {name!r}")
         if config_cls is not None and not dataclasses.is_dataclass(config_cls):
             raise ValueError(f"{self.kind} {name!r}: config_cls must be a dataclass, got {config_cls!r}")
+        if value is not None:
+            if target is not None:
+                raise ValueError(f"{self.kind} {name!r}: give a target or a value, not both")
+            return self._add(Entry(self.kind, name, "", config_cls, dict(meta), value))
         if target is None:
             def decorate(obj: Any) -> Any:
                 self._add(Entry(self.kind, name, f"{obj.__module__}:{obj.__qualname__}", config_cls, dict(meta)))
@@ -106,12 +116,16 @@ class Registry:
         return self._add(Entry(self.kind, name, target, config_cls, dict(meta)))
 
     def _add(self, entry: Entry) -> Entry:
-        if not isinstance(entry.target, str) or not _TARGET.match(entry.target):
+        if entry.value is None and (not isinstance(entry.target, str) or not _TARGET.match(entry.target)):
             raise ValueError(f"{self.kind} {entry.name!r}: target must be 'module:attribute', got {entry.target!r}")
         if entry.name in self._entries:
             raise KeyError(f"{self.kind} {entry.name!r} is already registered (as {self._entries[entry.name].target})")
         self._entries[entry.name] = entry
         return entry
+
+    def unregister(self, name: str) -> None:
+        """Removes `name` (tests that register an entry of their own take it out again)."""
+        self._entries.pop(name, None)
 
     def lookup(self, name: str) -> Entry:
         """The entry of `name`.
@@ -138,6 +152,12 @@ class Registry:
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
 def load_target(target: str, *, what: str = "target") -> Any:

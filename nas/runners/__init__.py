@@ -9,27 +9,38 @@ The registry names modules, imported when a runner is built, so choosing ``local
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from nas.runners.base import Runner, TrialOutcome, TrialSpec, TrialTask
 from nas.runners.config import LocalRunnerConfig, RayRunnerConfig
+from search_space.registry import Registry
 
-# name -> ('module:Class', settings class)
-_RUNNERS: dict[str, tuple[str, type]] = {
-    "ray": ("nas.runners.ray_runner:RayRunner", RayRunnerConfig),
-    "local": ("nas.runners.local:LocalRunner", LocalRunnerConfig),
-}
+# The runners, by name (the first is the default): their modules are imported when one is built.
+RUNNERS = Registry("runner")
+
+
+def register_runner(name: str, target: str, *, config_cls: type | None = None) -> Any:
+    """Registers a runner: a `Runner` subclass at ``'module:Class'`` and its settings dataclass
+    (``runner.<name>.<field>``).
+
+    Raises:
+      KeyError: the name is taken. ValueError: a malformed name or target.
+    """
+    return RUNNERS.register(name, target, config_cls=config_cls)
+
+
+register_runner("ray", "nas.runners.ray_runner:RayRunner", config_cls=RayRunnerConfig)
+register_runner("local", "nas.runners.local:LocalRunner", config_cls=LocalRunnerConfig)
 
 
 def runner_names() -> tuple[str, ...]:
     """The registered runner names (the first is the default)."""
-    return tuple(_RUNNERS)
+    return RUNNERS.names()
 
 
 def runner_config_classes() -> dict[str, type | None]:
     """Runner name -> its settings class."""
-    return {name: cls for name, (_, cls) in _RUNNERS.items()}
+    return RUNNERS.config_classes()
 
 
 def get_runner_class(name: str) -> type[Runner]:
@@ -38,10 +49,7 @@ def get_runner_class(name: str) -> type[Runner]:
     Raises:
       LookupError: for an unknown name, listing the known ones.
     """
-    if name not in _RUNNERS:
-        raise LookupError(f"unknown runner {name!r}; expected one of {', '.join(_RUNNERS)}")
-    module, cls = _RUNNERS[name][0].split(":")
-    return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+    return RUNNERS.load(name)  # type: ignore[no-any-return]
 
 
 def build_runner(name: str, settings: Any, **kwargs: Any) -> Runner:
@@ -49,5 +57,5 @@ def build_runner(name: str, settings: Any, **kwargs: Any) -> Runner:
     return get_runner_class(name)(settings, **kwargs)
 
 
-__all__ = ["Runner", "TrialOutcome", "TrialSpec", "TrialTask", "build_runner", "get_runner_class", "runner_names",
-           "runner_config_classes"]
+__all__ = ["RUNNERS", "Runner", "TrialOutcome", "TrialSpec", "TrialTask", "build_runner", "get_runner_class", "register_runner",
+           "runner_names", "runner_config_classes"]

@@ -46,7 +46,7 @@ def depth_evaluator():
     registry.register_evaluator("depth", f"{__name__}:DepthEvaluator", config_cls=DepthConfig,
                                 uses_tensorflow=False)
     yield
-    del registry._EVALUATORS["depth"]
+    registry.EVALUATORS.unregister("depth")
 
 
 def test_a_registered_evaluator_is_configured_by_its_section_and_run_by_the_driver(tmp_path, depth_evaluator):
@@ -64,7 +64,7 @@ def test_a_registered_evaluator_is_configured_by_its_section_and_run_by_the_driv
 def test_registering_a_name_twice_or_a_bad_target_is_refused():
     with pytest.raises(KeyError, match="already registered"):
         registry.register_evaluator("surrogate", "x:Y")
-    with pytest.raises(ValueError, match="must be 'module:Class'"):
+    with pytest.raises(ValueError, match="must be 'module:attribute'"):
         registry.register_evaluator("other", "no_colon")
     with pytest.raises(LookupError, match="unknown evaluator 'nope'; expected one of retinanet, surrogate"):
         registry.get_evaluator_entry("nope")

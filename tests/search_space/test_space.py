@@ -189,7 +189,7 @@ def test_choice_mask_matches_num_choices():
 
 # --------------------------------------------------------------------------------------------------- sizes
 def test_sizes_of_every_family_match_the_paper_formulas():
-    for name, f in FAMILIES.items():
+    for name, f in ((n, FAMILIES.load(n)) for n in FAMILIES):
         s = SearchSpace(name).sizes()
         n = f.num_blocks
         m = len(f.stem_levels)
