@@ -30,11 +30,6 @@ class TrialStatus(_Status):
     REJECTED = "rejected"
     PRUNED = "pruned"
 
-    @property
-    def is_finished(self) -> bool:
-        """True for the statuses a trial ends in."""
-        return self in FINISHED_STATUSES
-
 
 #: The statuses a trial ends in.
 FINISHED_STATUSES = frozenset({TrialStatus.COMPLETED, TrialStatus.FAILED, TrialStatus.CACHED, TrialStatus.REJECTED,
