@@ -125,12 +125,6 @@ class Runner(abc.ABC):
         self.on_report = on_report
         self.trials_per_worker = trials_per_worker
 
-    def resources(self) -> dict[str, float]:
-        """What trials can be given: {'CPU': n, 'GPU': m} (checked against the per-trial request)."""
-        import os
-
-        return {"CPU": float(os.cpu_count() or 1), "GPU": 0.0}
-
     @abc.abstractmethod
     def submit(self, task: TrialTask) -> None:
         """Starts a trial."""

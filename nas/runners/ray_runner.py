@@ -114,12 +114,6 @@ class RayRunner(Runner):
         self._by_trial: dict[int, Any] = {}
         self._received: dict[int, int] = {}  # trial id -> reports delivered
 
-    def resources(self) -> dict[str, float]:
-        import ray
-
-        res = ray.cluster_resources()
-        return {"CPU": float(res.get("CPU", 0)), "GPU": float(res.get("GPU", 0))}
-
     def submit(self, task: TrialTask) -> None:
         options: dict[str, Any] = {"num_cpus": self.cpus}
         if self.gpus:

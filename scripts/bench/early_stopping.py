@@ -197,9 +197,6 @@ class ReplayRunner(Runner):
         self._seq = 0
         self._reporting: tuple[int, int] | None = None  # (trial id, step) of the report being delivered
 
-    def resources(self) -> dict[str, float]:
-        return {"CPU": 1e6, "GPU": 0.0}
-
     def _push(self, t: float, trial_id: int, kind: str, step: int) -> None:
         self._seq += 1
         heapq.heappush(self._events, (t, self._seq, trial_id, kind, step))
