@@ -528,16 +528,3 @@ def _check_images(
         if len(skipped) > 10:
             progress(f"  ... and {len(skipped) - 10} more (listed in {MANIFEST})")
     return kept["val"], kept["train"], skipped
-
-
-def file_digests(root: str, patterns: Sequence[str] = ("**/*",)) -> dict[str, str]:
-    """sha256 of every file under `root` (for determinism checks)."""
-    import hashlib
-
-    out = {}
-    for pattern in patterns:
-        for path in sorted(glob.glob(os.path.join(root, pattern), recursive=True)):
-            if os.path.isfile(path):
-                with open(path, "rb") as fh:
-                    out[os.path.relpath(path, root)] = hashlib.sha256(fh.read()).hexdigest()
-    return out

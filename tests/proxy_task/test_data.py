@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import hashlib
 import io
 import json
 import os
@@ -18,12 +19,21 @@ from proxy_task.data import (
     DataError,
     carve_coco,
     ensure_dataset,
-    file_digests,
     image_problem,
     load_dataset,
     make_synth,
 )
 from proxy_task.synth import SynthSpec, write_coco_split
+
+
+def _file_digests(root):
+    """sha256 of every file under `root`, by relative path."""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(root, "**/*"), recursive=True)):
+        if os.path.isfile(path):
+            with open(path, "rb") as fh:
+                out[os.path.relpath(path, root)] = hashlib.sha256(fh.read()).hexdigest()
+    return out
 
 
 @pytest.mark.slow
@@ -32,12 +42,12 @@ def test_synth_is_byte_identical_for_a_seed(tmp_path):
     spec = SynthSpec(images=24, val_images=6)
     a = make_synth(str(tmp_path / "a"), spec)
     b = make_synth(str(tmp_path / "b"), spec)
-    da, db = file_digests(a.root), file_digests(b.root)
+    da, db = _file_digests(a.root), _file_digests(b.root)
     assert da == db
     assert any(k.startswith("tfrecords/") for k in da)
     assert a.num_classes == 5 and a.train_images == 18 and a.val_images == 6
     c = make_synth(str(tmp_path / "c"), SynthSpec(images=24, val_images=6, seed=1))
-    assert file_digests(c.root) != da
+    assert _file_digests(c.root) != da
 
 
 def _fake_coco(root, images=12, image_size=128):
@@ -61,7 +71,7 @@ def test_coco_carve_on_a_tiny_fake_coco_tree(tmp_path):
     assert all(ann["image_id"] in val_ids for ann in val["annotations"])
     assert a.num_classes == 5
     b = carve_coco(str(coco), str(tmp_path / "b"), val_images=4, train_images=5, seed=3)
-    assert file_digests(a.root) == file_digests(b.root)  # deterministic for a seed
+    assert _file_digests(a.root) == _file_digests(b.root)  # deterministic for a seed
 
 
 def test_coco_carve_errors(tmp_path):
