@@ -96,8 +96,6 @@ class TrialLoop(abc.ABC):
         self._tensorboard = tensorboard
         self.inflight: dict[int, InFlight] = {}  # trial id -> trial
         self._reports: dict[int, list[tuple[int, dict[str, float | None]]]] = {}  # not stored yet, by trial id
-        # For benchmarks: seconds blocked waiting on the runner, worker-side (start, end) of every trial, submits.
-        self.stats: dict[str, Any] = {"wait_s": 0.0, "intervals": [], "submits": []}
         self._tb: Any = None
         self.last_turn = time.monotonic()  # the lease's heartbeat stops when the loop stops turning
         self.lease: Any = None  # the `nas.lease.LeaseKeeper` holding the search, if any
@@ -156,7 +154,6 @@ class TrialLoop(abc.ABC):
             self.store.start_trial(item.trial_id, host=None)
         item.submitted = time.time()
         item.progress = TrialProgress(item.index, item.key, item.submitted, item.total_steps)
-        self.stats["submits"].append(item.submitted)
         self.inflight[item.trial_id] = item
         self.runner.submit(TrialTask(item.trial_id, item.index, item.arch.to_json(), item.seed, spec=item.spec))
         logger.info("[trial %d] submitted %s%s", item.index, item.key, " (again)" if restart else "")
@@ -169,10 +166,7 @@ class TrialLoop(abc.ABC):
             from nas.lease import LeaseLostError
 
             raise LeaseLostError(f"another driver took over {self.name!r}: this one stops without writing more")
-        t_wait = time.perf_counter()
-        outcomes = self.runner.poll(self._wait_s())
-        self.stats["wait_s"] += time.perf_counter() - t_wait
-        for outcome in outcomes:
+        for outcome in self.runner.poll(self._wait_s()):
             self._collect(outcome)
         self._store_reports()
         self._check_timeouts()
@@ -222,7 +216,6 @@ class TrialLoop(abc.ABC):
             payload = outcome.payload
             result = ProxyResult.from_dict(payload["result"])
             host = payload.get("host")
-            self.stats["intervals"].append((payload["started"], payload["started"] + result.wall_s))
         else:
             result = ProxyResult(metrics={}, wall_s=time.time() - item.submitted, error=outcome.error)
         self._finish(item, result, host)

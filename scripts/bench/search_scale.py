@@ -53,6 +53,41 @@ def idle_fraction(intervals: list[tuple[float, float]], submits: list[float], wo
     return out
 
 
+def timed_driver(base: type) -> type:
+    """`base` (a `nas.trial_loop.TrialLoop`) that also records, for this benchmark, the seconds spent waiting on its
+    runner, the time of every submission and the workers' own (start, end) of every trial that finished."""
+
+    class Timed(base):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **kwargs)
+            self.wait_s = 0.0
+            self.submits: list[float] = []
+            self.intervals: list[tuple[float, float]] = []
+
+        def start_runner(self) -> None:
+            super().start_runner()
+            runner = self.runner
+            submit, poll = runner.submit, runner.poll
+
+            def timed_submit(task):
+                self.submits.append(time.time())
+                submit(task)
+
+            def timed_poll(timeout):
+                t = time.perf_counter()
+                outcomes = poll(timeout)
+                self.wait_s += time.perf_counter() - t
+                for o in outcomes:
+                    if o.payload is not None:
+                        started = o.payload["started"]
+                        self.intervals.append((started, started + o.payload["result"]["wall_s"]))
+                return outcomes
+
+            runner.submit, runner.poll = timed_submit, timed_poll
+
+    return Timed
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=1000)
@@ -80,7 +115,7 @@ def main() -> int:
             evaluator=EvaluatorSection.of("surrogate", duration_s=args.duration))
         store = ResultStore(f"sqlite:///{tmp}/r.db")
         lines: list[str] = []
-        driver = SearchDriver(cfg, name="scale", store=store, run_dir=os.path.join(tmp, "run"), out=lines.append)
+        driver = timed_driver(SearchDriver)(cfg, name="scale", store=store, run_dir=os.path.join(tmp, "run"), out=lines.append)
         driver.start()
         t0 = time.perf_counter()
         cpu0 = time.process_time()
@@ -90,8 +125,8 @@ def main() -> int:
         store.close()
     finally:
         ray.shutdown()
-    overhead = (wall - driver.stats["wait_s"]) / outcome.trials
-    idle = idle_fraction(driver.stats["intervals"], driver.stats["submits"], args.workers)
+    overhead = (wall - driver.wait_s) / outcome.trials
+    idle = idle_fraction(driver.intervals, driver.submits, args.workers)
     doc = {
         "command": "python scripts/bench/search_scale.py " + " ".join(sys.argv[1:]),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
