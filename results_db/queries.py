@@ -1,8 +1,8 @@
 """The read queries, as portable SQL over any DB-API-like executor (stdlib only).
 
-`ResultStore` runs them through SQLAlchemy; `ResultReader` runs them on a plain ``sqlite3`` connection, so that
-`spinenas top` does not import SQLAlchemy: on this project's 2-core machine ``import sqlalchemy`` alone takes
-0.28-0.37 s, most of the 0.5 s that `top` may take (issue 5). One copy of each query serves both.
+`ReadAPI` holds each query once. `ResultStore` runs them through SQLAlchemy; `ResultReader` runs them on a plain
+``sqlite3`` connection, so that `spinenas top` does not import SQLAlchemy, whose import alone would take most of the
+time `top` may take (see the README's Benchmarks, `scripts/bench/db.py`).
 
 The SQL sticks to what SQLite and PostgreSQL share: ``:name`` parameters (sqlite3's named style, and SQLAlchemy's
 `text()`), double-quoted identifiers, no dialect functions. Times come back as `datetime` from PostgreSQL and as
@@ -78,7 +78,7 @@ def _in(name: str, values: Sequence[Any]) -> tuple[str, dict[str, Any]]:
     return "(" + ", ".join(f":{p}" for p in params) + ")", params
 
 
-def search_record(row: Sequence[Any]) -> SearchRecord:
+def _search_record(row: Sequence[Any]) -> SearchRecord:
     return SearchRecord(
         id=row[0], name=row[1], config=row[2], seed=row[3], controller=row[4], family=row[5], status=row[6],
         created_at=_dt(row[7]), updated_at=_dt(row[8]), finished_at=_dt(row[9]), fingerprint=row[10], kind=row[11],
@@ -86,14 +86,14 @@ def search_record(row: Sequence[Any]) -> SearchRecord:
     )  # fmt: skip
 
 
-def arch_record(row: Sequence[Any]) -> ArchRecord:
+def _arch_record(row: Sequence[Any]) -> ArchRecord:
     return ArchRecord(
         key=row[0], spec_json=row[1], summary=row[2], family=row[3], flops=row[4], params=row[5],
         created_at=_dt(row[6]),
     )  # fmt: skip
 
 
-def trial_record(row: Sequence[Any]) -> TrialRecord:
+def _trial_record(row: Sequence[Any]) -> TrialRecord:
     return TrialRecord(
         id=row[0], search=row[1], index=row[2], arch_key=row[3], status=row[4],
         decisions=tuple(json.loads(row[5])), reward=row[6], metrics=json.loads(row[7]) if row[7] else {},
@@ -103,13 +103,8 @@ def trial_record(row: Sequence[Any]) -> TrialRecord:
     )  # fmt: skip
 
 
-# --------------------------------------------------------------------------------------------------- searches
-def search_names(ex: Executor) -> dict[int, str]:
-    """Search id -> name, oldest first."""
-    return {sid: name for sid, name in ex("SELECT id, name FROM searches ORDER BY id", {})}
-
-
-def unknown_search(name: str, known: Iterable[str]) -> LookupError:
+# --------------------------------------------------------------------------------------------------- helpers
+def _unknown_search(name: str, known: Iterable[str]) -> LookupError:
     """The error for an unknown search name, listing the known ones."""
     known = list(known)
     return LookupError(
@@ -118,57 +113,22 @@ def unknown_search(name: str, known: Iterable[str]) -> LookupError:
     )
 
 
-def search_id(ex: Executor, name: str) -> int:
-    """The id of the search called `name`.
+def _search_names(ex: Executor) -> dict[int, str]:
+    """Search id -> name, oldest first."""
+    return {sid: name for sid, name in ex("SELECT id, name FROM searches ORDER BY id", {})}
 
-    Raises:
-      LookupError: unknown search (listing the known names).
-    """
+
+def _search_id(ex: Executor, name: str) -> int:
+    """The id of the search called `name` (LookupError listing the known names if unknown)."""
     rows = list(ex("SELECT id FROM searches WHERE name = :name", {"name": name}))
     if not rows:
-        raise unknown_search(name, search_names(ex).values())
+        raise _unknown_search(name, _search_names(ex).values())
     return rows[0][0]
 
 
-def get_search(ex: Executor, name: str) -> SearchRecord:
-    """The search called `name` (LookupError if unknown)."""
-    rows = list(ex(f"SELECT {_SEARCH_COLUMNS} FROM searches s WHERE s.name = :name", {"name": name}))
-    if not rows:
-        raise unknown_search(name, search_names(ex).values())
-    return search_record(rows[0])
-
-
-def list_searches(ex: Executor) -> list[SearchRecord]:
+def _searches(ex: Executor) -> list[SearchRecord]:
     """Every search, oldest first."""
-    return [search_record(r) for r in ex(f"SELECT {_SEARCH_COLUMNS} FROM searches s ORDER BY s.id", {})]
-
-
-def search_summaries(ex: Executor) -> list[SearchSummary]:
-    """Every search with its trial counts per status, best reward and last finish time."""
-    searches = list_searches(ex)
-    counts: dict[int, dict[str, int]] = {}
-    for sid, status, n in ex("SELECT search_id, status, COUNT(*) FROM trials GROUP BY search_id, status", {}):
-        counts.setdefault(sid, {})[status] = n
-    best = {
-        sid: r
-        for sid, r in ex(
-            "SELECT search_id, MAX(reward) FROM trials WHERE status = :st GROUP BY search_id", {"st": _COMPLETED}
-        )
-    }
-    last = {sid: _dt(t) for sid, t in ex("SELECT search_id, MAX(finished_at) FROM trials GROUP BY search_id", {})}
-    cost = trial_costs(ex)
-    return [
-        SearchSummary(
-            search=s,
-            trials=sum(counts.get(s.id, {}).values()),
-            counts=counts.get(s.id, {}),
-            best_reward=best.get(s.id),
-            last_finished_at=last.get(s.id),
-            trial_s=cost.get(s.id, (0.0, 0))[0],
-            steps=cost.get(s.id, (0.0, 0))[1],
-        )
-        for s in searches
-    ]
+    return [_search_record(r) for r in ex(f"SELECT {_SEARCH_COLUMNS} FROM searches s ORDER BY s.id", {})]
 
 
 # Statuses of the trials that trained and finished (a cached trial reused another's result, a rejected one never
@@ -181,13 +141,13 @@ def _counted_steps(metrics: Any) -> bool:
     return isinstance(steps, (int, float)) and not isinstance(steps, bool) and steps >= 0
 
 
-def trial_steps(metrics: Mapping[str, Any], reported: int | None) -> int:
+def _trial_steps(metrics: Mapping[str, Any], reported: int | None) -> int:
     """The proxy steps a trial trained: its metrics' ``steps`` (what the trainer counted, also for a failed or
     pruned trial), else the last step it reported (a trial that timed out or lost its worker), else 0."""
     return int(metrics["steps"]) if _counted_steps(metrics) else int(reported or 0)
 
 
-def trial_costs(ex: Executor) -> dict[int, tuple[float, int]]:
+def _trial_costs(ex: Executor) -> dict[int, tuple[float, int]]:
     """Search id -> (trial-seconds, proxy steps) its trials spent: what trained counts (completed, failed and pruned
     trials; a cached or rejected one cost nothing), each trial's seconds as its worker measured them.
 
@@ -210,279 +170,41 @@ def trial_costs(ex: Executor) -> dict[int, tuple[float, int]]:
     out: dict[int, tuple[float, int]] = {}
     for sid, seconds, m, tid in rows:
         total_s, total_steps = out.get(sid, (0.0, 0))
-        out[sid] = (total_s + seconds, total_steps + trial_steps(m, last_step.get(tid)))
+        out[sid] = (total_s + seconds, total_steps + _trial_steps(m, last_step.get(tid)))
     return out
 
 
-# --------------------------------------------------------------------------------------------------- archs
-def find_arch(ex: Executor, key_or_prefix: str) -> ArchRecord:
-    """The arch whose key is, or starts with, `key_or_prefix`.
-
-    Raises:
-      LookupError: no key starts with it. AmbiguousKeyError: several do.
-    """
-    from results_db.errors import AmbiguousKeyError
-
-    prefix = key_or_prefix.strip().lower()
-    if not prefix or not _HEX.match(prefix):
-        raise LookupError(f"expected an architecture key (hex digits, e.g. from `spinenas top`), got {key_or_prefix!r}")
-    rows = list(
-        ex(f"SELECT {_ARCH_COLUMNS} FROM archs a WHERE a.key LIKE :p ORDER BY a.key LIMIT 11", {"p": prefix + "%"})
-    )
-    if not rows:
-        total = list(ex("SELECT COUNT(*) FROM archs", {}))[0][0]
-        raise LookupError(
-            f"unknown architecture key {key_or_prefix!r}: no key starts with it ({total} archs in the database; "
-            "`spinenas top` lists keys)"
-        )
-    if len(rows) > 1 and rows[0][0] != prefix:
-        raise AmbiguousKeyError(key_or_prefix, [r[0] for r in rows[:10]] + (["..."] if len(rows) > 10 else []))
-    return arch_record(rows[0])
-
-
-def get_arch(ex: Executor, key: str) -> ArchRecord | None:
-    """The arch with exactly this key, or None."""
-    rows = list(ex(f"SELECT {_ARCH_COLUMNS} FROM archs a WHERE a.key = :key", {"key": key}))
-    return arch_record(rows[0]) if rows else None
-
-
-def archs(ex: Executor, keys: Iterable[str] | None = None) -> dict[str, ArchRecord]:
-    """Archs by key: the given keys that exist, or every arch."""
-    if keys is None:
-        return {r[0]: arch_record(r) for r in ex(f"SELECT {_ARCH_COLUMNS} FROM archs a", {})}
-    keys = sorted(set(keys))
-    out: dict[str, ArchRecord] = {}
-    for i in range(0, len(keys), _CHUNK):
-        clause, params = _in("k", keys[i : i + _CHUNK])
-        rows = ex(f"SELECT {_ARCH_COLUMNS} FROM archs a WHERE a.key IN {clause}", params)
-        out.update((r[0], arch_record(r)) for r in rows)
+def _check_statuses(status: Any) -> list[str] | None:
+    """A status argument (one, several, or None for all) as a list of values (ValueError for an unknown one)."""
+    if status is None:
+        return None
+    given = [status] if isinstance(status, str) else list(status)
+    allowed = tuple(s.value for s in TrialStatus)
+    out = []
+    for s in given:
+        value = getattr(s, "value", s)
+        if value not in allowed:
+            raise ValueError(f"trial status must be one of {list(allowed)}, got {s!r}")
+        out.append(value)
     return out
 
 
-# --------------------------------------------------------------------------------------------------- trials
 _TRIALS_FROM = "FROM trials t JOIN searches s ON s.id = t.search_id"
-
-
-def get_trial(ex: Executor, trial_id: int) -> TrialRecord:
-    """One trial (LookupError if unknown)."""
-    rows = list(ex(f"SELECT {_TRIAL_COLUMNS} {_TRIALS_FROM} WHERE t.id = :id", {"id": trial_id}))
-    if not rows:
-        raise LookupError(f"unknown trial id {trial_id!r}")
-    return trial_record(rows[0])
-
-
-def trials(ex: Executor, search_ids: Sequence[int], statuses: Sequence[str] | None = None) -> list[TrialRecord]:
-    """Trials of the searches, by search then index, optionally only some statuses."""
-    clause, params = _in("s", list(search_ids))
-    sql = f"SELECT {_TRIAL_COLUMNS} {_TRIALS_FROM} WHERE t.search_id IN {clause}"
-    if statuses is not None:
-        st_clause, st_params = _in("st", list(statuses))
-        sql += f" AND t.status IN {st_clause}"
-        params.update(st_params)
-    return [trial_record(r) for r in ex(sql + ' ORDER BY t.search_id, t."index"', params)]
-
-
-def arch_trials(ex: Executor, key: str) -> list[TrialRecord]:
-    """Every trial of an arch, oldest first."""
-    rows = ex(f"SELECT {_TRIAL_COLUMNS} {_TRIALS_FROM} WHERE t.arch_key = :k ORDER BY t.id", {"k": key})
-    return [trial_record(r) for r in rows]
-
-
-def history(ex: Executor, search_id_: int) -> list[tuple[tuple[int, ...], float | None]]:
-    """(decisions, reward) of the search's finished trials in completion order."""
-    rows = ex(
-        "SELECT decisions, reward FROM trials WHERE search_id = :s AND finish_order IS NOT NULL ORDER BY finish_order",
-        {"s": search_id_},
-    )
-    return [(tuple(json.loads(d)), r) for d, r in rows]
-
-
-def find_result(
-    ex: Executor, arch_key: str, *, fingerprint: str | None, include_failed: bool = False,
-    include_pruned: bool = False,
-) -> KnownResult | None:
-    """The best completed result of an arch under `fingerprint` (or, with `include_pruned`, its best pruned trial;
-    with `include_failed`, its latest failure).
-
-    Only trials with exactly this fingerprint count; None (like a trial's NULL fingerprint) matches nothing.
-    """
-    if fingerprint is None:
-        return None
-    base = (
-        "SELECT t.id, s.name, t.status, t.reward, t.metrics, t.error, t.wall_s, a.flops, a.params "
-        "FROM trials t JOIN searches s ON s.id = t.search_id JOIN archs a ON a.key = t.arch_key "
-        "WHERE t.arch_key = :k AND t.status = :st AND t.fingerprint = :fp "
-    )
-    params = {"k": arch_key, "st": _COMPLETED, "fp": fingerprint}
-    best_first = "ORDER BY CASE WHEN t.reward IS NULL THEN 1 ELSE 0 END, t.reward DESC, t.id LIMIT 1"
-    rows = list(ex(base + best_first, params))
-    if not rows and include_pruned:
-        params["st"] = TrialStatus.PRUNED.value
-        rows = list(ex(base + best_first, params))
-    if not rows and include_failed:
-        params["st"] = TrialStatus.FAILED.value
-        rows = list(ex(base + "ORDER BY t.finished_at DESC, t.id DESC LIMIT 1", params))
-    if not rows:
-        return None
-    r = rows[0]
-    return KnownResult(
-        arch_key=arch_key, trial_id=r[0], search=r[1], status=r[2], reward=r[3],
-        metrics=json.loads(r[4]) if r[4] else {}, error=r[5], wall_s=r[6], flops=r[7], params=r[8],
-    )  # fmt: skip
-
-
-def top(
-    ex: Executor,
-    *,
-    search_ids: Sequence[int] | None = None,
-    k: int = 10,
-    max_flops: float | None = None,
-    fingerprint: str | None = None,
-    include_pruned: bool = False,
-) -> list[RankedArch]:
-    """The `k` best archs by the best reward of their completed trials (see `ReadAPI.top`)."""
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    names = search_names(ex)
-    where = "t.status = :completed AND t.reward IS NOT NULL"
-    params: dict[str, Any] = {"completed": _COMPLETED}
-    if include_pruned:  # (an IN would cost the index's order walk to the default ranking)
-        where = "t.status IN (:completed, :pruned) AND t.reward IS NOT NULL"
-        params["pruned"] = TrialStatus.PRUNED.value
-    if fingerprint is not None:
-        # With the (fingerprint, status, reward) index this is the same early-stopping walk as without.
-        where += " AND t.fingerprint = :fp"
-        params["fp"] = fingerprint
-    if search_ids:
-        clause, p = _in("s", list(search_ids))
-        where += f" AND t.search_id IN {clause}"
-        params.update(p)
-    if max_flops is not None:
-        where += " AND a.flops IS NOT NULL AND a.flops <= :max_flops"
-        params["max_flops"] = max_flops
-    # Completed trials from the best reward down; the first k distinct archs are the answer, so the read stops
-    # early (the (status, reward) index gives this order without sorting the table).
-    rows = ex(
-        "SELECT t.id, t.search_id, t.arch_key, t.reward, t.metrics, t.wall_s, a.summary, a.flops, a.params, "
-        "t.fingerprint "
-        f"FROM trials t JOIN archs a ON a.key = t.arch_key WHERE {where} ORDER BY t.reward DESC, t.id",
-        params,
-    )
-    best: dict[str, Sequence[Any]] = {}
-    for row in rows:
-        if row[2] not in best:
-            best[row[2]] = tuple(row)
-            if len(best) == k:
-                break
-    if not best:
-        return []
-    clause, p = _in("k", list(best))
-    p["completed"] = _COMPLETED
-    sql = f"SELECT arch_key, COUNT(*) FROM trials WHERE status = :completed AND arch_key IN {clause}"
-    if search_ids:
-        s_clause, s_params = _in("s", list(search_ids))
-        sql += f" AND search_id IN {s_clause}"
-        p.update(s_params)
-    if fingerprint is not None:
-        sql += " AND fingerprint = :fp"
-        p["fp"] = fingerprint
-    evaluations = {key: n for key, n in ex(sql + " GROUP BY arch_key", p)}
-    return [
-        RankedArch(
-            rank=i + 1, arch_key=r[2], summary=r[6], flops=r[7], params=r[8], reward=r[3], trial_id=r[0],
-            search=names[r[1]], metrics=json.loads(r[4]) if r[4] else {}, wall_s=r[5],
-            evaluations=evaluations.get(r[2], 1), fingerprint=r[9],
-        )  # fmt: skip
-        for i, r in enumerate(best.values())
-    ]
-
-
-# --------------------------------------------------------------------------------------------------- reports
-def reports(ex: Executor, trial_ids: Iterable[int]) -> dict[int, list[TrialReport]]:
-    """Trial id -> its reports by step, for every given id (an empty list when it has none)."""
-    ids = list(dict.fromkeys(int(t) for t in trial_ids))
-    out: dict[int, list[TrialReport]] = {t: [] for t in ids}
-    ordered = sorted(ids)
-    for i in range(0, len(ordered), _CHUNK):
-        clause, params = _in("t", ordered[i : i + _CHUNK])
-        rows = ex(
-            f"SELECT trial_id, step, metrics, created_at FROM trial_reports WHERE trial_id IN {clause} "
-            "ORDER BY trial_id, step",
-            params,
-        )
-        for tid, step, metrics, created_at in rows:
-            out[tid].append(TrialReport(tid, step, json.loads(metrics), _dt(created_at)))
-    return out
-
-
-# --------------------------------------------------------------------------------------------------- fingerprints
-def newest_fingerprint(ex: Executor, search_ids: Sequence[int] | None = None) -> str | None:
-    """The fingerprint of the newest search (highest id) that has one, among `search_ids` (None: every search
-    of kind 'search': calibration studies are left out unless named)."""
-    sql = "SELECT fingerprint FROM searches WHERE fingerprint IS NOT NULL"
-    params: dict[str, Any] = {}
-    if search_ids is not None:
-        if not search_ids:
-            return None
-        clause, params = _in("s", list(search_ids))
-        sql += f" AND id IN {clause}"
-    else:
-        sql += " AND kind = :kind"
-        params["kind"] = "search"
-    rows = list(ex(sql + " ORDER BY id DESC LIMIT 1", params))
-    return rows[0][0] if rows else None
-
-
-def fingerprint_summary(ex: Executor) -> list[FingerprintSummary]:
-    """Per fingerprint (None included): its searches, completed trials and newest search; newest first."""
-    names: dict[int, str] = {}
-    searches: dict[str | None, set[int]] = {}
-    completed: dict[str | None, int] = {}
-    for sid, name, fp in ex("SELECT id, name, fingerprint FROM searches", {}):
-        names[sid] = name
-        searches.setdefault(fp, set()).add(sid)
-    rows = ex(
-        "SELECT fingerprint, search_id, SUM(CASE WHEN status = :c THEN 1 ELSE 0 END) FROM trials "
-        "GROUP BY fingerprint, search_id",
-        {"c": _COMPLETED},
-    )
-    for fp, sid, n in rows:
-        searches.setdefault(fp, set()).add(sid)
-        completed[fp] = completed.get(fp, 0) + int(n or 0)
-    # Newest search first: the fingerprint the latest search runs under comes before those of older ones.
-    newest = sorted(((max(sids), fp) for fp, sids in searches.items()), key=lambda x: x[0], reverse=True)
-    return [
-        FingerprintSummary(fingerprint=fp, searches=len(searches[fp]), completed=completed.get(fp, 0),
-                           newest_search=names[sid])
-        for sid, fp in newest
-    ]  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------- read API
 class ReadAPI(abc.ABC):
-    """The read methods shared by `ResultStore` and `ResultReader`; subclasses provide `_executor()`."""
+    """The read queries shared by `ResultStore` and `ResultReader`; subclasses provide `_executor()`."""
 
     @abc.abstractmethod
     def _executor(self) -> Any:
         """A context manager yielding an `Executor` on one connection."""
 
-    def _check_statuses(self, status: Any) -> list[str] | None:
-        if status is None:
-            return None
-        given = [status] if isinstance(status, str) else list(status)
-        allowed = tuple(s.value for s in TrialStatus)
-        out = []
-        for s in given:
-            value = getattr(s, "value", s)
-            if value not in allowed:
-                raise ValueError(f"trial status must be one of {list(allowed)}, got {s!r}")
-            out.append(value)
-        return out
-
+    # ----------------------------------------------------------------------------------------------- searches
     def list_searches(self) -> list[SearchRecord]:
         """Every search, oldest first."""
         with self._executor() as ex:
-            return list_searches(ex)
+            return _searches(ex)
 
     def open_search(self, name: str) -> SearchRecord:
         """The search called `name`.
@@ -491,13 +213,42 @@ class ReadAPI(abc.ABC):
           LookupError: no such search; the message lists the known names.
         """
         with self._executor() as ex:
-            return get_search(ex, name)
+            rows = list(ex(f"SELECT {_SEARCH_COLUMNS} FROM searches s WHERE s.name = :name", {"name": name}))
+            if not rows:
+                raise _unknown_search(name, _search_names(ex).values())
+        return _search_record(rows[0])
 
     def search_summaries(self) -> list[SearchSummary]:
         """Every search with its trial counts per status, best reward and last finish, oldest first."""
         with self._executor() as ex:
-            return search_summaries(ex)
+            searches = _searches(ex)
+            counts: dict[int, dict[str, int]] = {}
+            for sid, status, n in ex("SELECT search_id, status, COUNT(*) FROM trials GROUP BY search_id, status", {}):
+                counts.setdefault(sid, {})[status] = n
+            best = {
+                sid: r
+                for sid, r in ex(
+                    "SELECT search_id, MAX(reward) FROM trials WHERE status = :st GROUP BY search_id",
+                    {"st": _COMPLETED},
+                )
+            }
+            last = {sid: _dt(t) for sid, t in ex("SELECT search_id, MAX(finished_at) FROM trials GROUP BY search_id",
+                                                 {})}
+            cost = _trial_costs(ex)
+        return [
+            SearchSummary(
+                search=s,
+                trials=sum(counts.get(s.id, {}).values()),
+                counts=counts.get(s.id, {}),
+                best_reward=best.get(s.id),
+                last_finished_at=last.get(s.id),
+                trial_s=cost.get(s.id, (0.0, 0))[0],
+                steps=cost.get(s.id, (0.0, 0))[1],
+            )
+            for s in searches
+        ]
 
+    # ----------------------------------------------------------------------------------------------- ranking
     def top(
         self,
         *,
@@ -524,18 +275,88 @@ class ReadAPI(abc.ABC):
         """
         fingerprint = check_fingerprint(fingerprint)
         with self._executor() as ex:
-            ids = [search_id(ex, n) for n in searches] if searches else None
-            return top(ex, search_ids=ids, k=k, max_flops=max_flops, fingerprint=fingerprint,
-                       include_pruned=include_pruned)
+            search_ids = [_search_id(ex, n) for n in searches] if searches else None
+            if k < 1:
+                raise ValueError(f"k must be at least 1, got {k}")
+            names = _search_names(ex)
+            where = "t.status = :completed AND t.reward IS NOT NULL"
+            params: dict[str, Any] = {"completed": _COMPLETED}
+            if include_pruned:  # (an IN would cost the index's order walk to the default ranking)
+                where = "t.status IN (:completed, :pruned) AND t.reward IS NOT NULL"
+                params["pruned"] = TrialStatus.PRUNED.value
+            if fingerprint is not None:
+                # With the (fingerprint, status, reward) index this is the same early-stopping walk as without.
+                where += " AND t.fingerprint = :fp"
+                params["fp"] = fingerprint
+            if search_ids:
+                clause, p = _in("s", search_ids)
+                where += f" AND t.search_id IN {clause}"
+                params.update(p)
+            if max_flops is not None:
+                where += " AND a.flops IS NOT NULL AND a.flops <= :max_flops"
+                params["max_flops"] = max_flops
+            # Completed trials from the best reward down; the first k distinct archs are the answer, so the read
+            # stops early (the (status, reward) index gives this order without sorting the table).
+            rows = ex(
+                "SELECT t.id, t.search_id, t.arch_key, t.reward, t.metrics, t.wall_s, a.summary, a.flops, a.params, "
+                "t.fingerprint "
+                f"FROM trials t JOIN archs a ON a.key = t.arch_key WHERE {where} ORDER BY t.reward DESC, t.id",
+                params,
+            )
+            best: dict[str, Sequence[Any]] = {}
+            for row in rows:
+                if row[2] not in best:
+                    best[row[2]] = tuple(row)
+                    if len(best) == k:
+                        break
+            if not best:
+                return []
+            clause, p = _in("k", list(best))
+            p["completed"] = _COMPLETED
+            sql = f"SELECT arch_key, COUNT(*) FROM trials WHERE status = :completed AND arch_key IN {clause}"
+            if search_ids:
+                s_clause, s_params = _in("s", search_ids)
+                sql += f" AND search_id IN {s_clause}"
+                p.update(s_params)
+            if fingerprint is not None:
+                sql += " AND fingerprint = :fp"
+                p["fp"] = fingerprint
+            evaluations = {key: n for key, n in ex(sql + " GROUP BY arch_key", p)}
+        return [
+            RankedArch(
+                rank=i + 1, arch_key=r[2], summary=r[6], flops=r[7], params=r[8], reward=r[3], trial_id=r[0],
+                search=names[r[1]], metrics=json.loads(r[4]) if r[4] else {}, wall_s=r[5],
+                evaluations=evaluations.get(r[2], 1), fingerprint=r[9],
+            )  # fmt: skip
+            for i, r in enumerate(best.values())
+        ]
 
+    # ----------------------------------------------------------------------------------------------- archs
     def find_arch(self, key_or_prefix: str) -> ArchRecord:
         """The arch whose key is, or starts with, `key_or_prefix`.
 
         Raises:
           LookupError: no key starts with it. AmbiguousKeyError: several do (the message lists them).
         """
+        from results_db.errors import AmbiguousKeyError
+
+        prefix = key_or_prefix.strip().lower()
         with self._executor() as ex:
-            return find_arch(ex, key_or_prefix)
+            if not prefix or not _HEX.match(prefix):
+                raise LookupError(
+                    f"expected an architecture key (hex digits, e.g. from `spinenas top`), got {key_or_prefix!r}"
+                )
+            rows = list(ex(f"SELECT {_ARCH_COLUMNS} FROM archs a WHERE a.key LIKE :p ORDER BY a.key LIMIT 11",
+                           {"p": prefix + "%"}))
+            if not rows:
+                total = list(ex("SELECT COUNT(*) FROM archs", {}))[0][0]
+                raise LookupError(
+                    f"unknown architecture key {key_or_prefix!r}: no key starts with it ({total} archs in the "
+                    "database; `spinenas top` lists keys)"
+                )
+        if len(rows) > 1 and rows[0][0] != prefix:
+            raise AmbiguousKeyError(key_or_prefix, [r[0] for r in rows[:10]] + (["..."] if len(rows) > 10 else []))
+        return _arch_record(rows[0])
 
     def get_arch(self, key: str) -> ArchRecord:
         """The arch with exactly this key.
@@ -544,16 +365,25 @@ class ReadAPI(abc.ABC):
           LookupError: no such key.
         """
         with self._executor() as ex:
-            rec = get_arch(ex, key)
-        if rec is None:
+            rows = list(ex(f"SELECT {_ARCH_COLUMNS} FROM archs a WHERE a.key = :key", {"key": key}))
+        if not rows:
             raise LookupError(f"unknown architecture key {key!r}: no arch with that key in the database")
-        return rec
+        return _arch_record(rows[0])
 
     def archs(self, keys: Iterable[str] | None = None) -> dict[str, ArchRecord]:
         """Archs by key: the given keys that exist, or every arch."""
         with self._executor() as ex:
-            return archs(ex, keys)
+            if keys is None:
+                return {r[0]: _arch_record(r) for r in ex(f"SELECT {_ARCH_COLUMNS} FROM archs a", {})}
+            ordered = sorted(set(keys))
+            out: dict[str, ArchRecord] = {}
+            for i in range(0, len(ordered), _CHUNK):
+                clause, params = _in("k", ordered[i : i + _CHUNK])
+                rows = ex(f"SELECT {_ARCH_COLUMNS} FROM archs a WHERE a.key IN {clause}", params)
+                out.update((r[0], _arch_record(r)) for r in rows)
+        return out
 
+    # ----------------------------------------------------------------------------------------------- trials
     def get_trial(self, trial_id: int) -> TrialRecord:
         """One trial.
 
@@ -561,7 +391,10 @@ class ReadAPI(abc.ABC):
           LookupError: unknown trial.
         """
         with self._executor() as ex:
-            return get_trial(ex, trial_id)
+            rows = list(ex(f"SELECT {_TRIAL_COLUMNS} {_TRIALS_FROM} WHERE t.id = :id", {"id": trial_id}))
+        if not rows:
+            raise LookupError(f"unknown trial id {trial_id!r}")
+        return _trial_record(rows[0])
 
     def trials(self, search: str, *, status: Any = None) -> list[TrialRecord]:
         """A search's trials in index order, optionally only those of some statuses.
@@ -576,14 +409,21 @@ class ReadAPI(abc.ABC):
         Raises:
           LookupError: unknown search. ValueError: unknown status.
         """
-        statuses = self._check_statuses(status)
+        statuses = _check_statuses(status)
         with self._executor() as ex:
-            return trials(ex, [search_id(ex, search)], statuses)
+            sql = f"SELECT {_TRIAL_COLUMNS} {_TRIALS_FROM} WHERE t.search_id = :s"
+            params: dict[str, Any] = {"s": _search_id(ex, search)}
+            if statuses is not None:
+                st_clause, st_params = _in("st", statuses)
+                sql += f" AND t.status IN {st_clause}"
+                params.update(st_params)
+            return [_trial_record(r) for r in ex(sql + ' ORDER BY t."index"', params)]
 
     def arch_trials(self, key: str) -> list[TrialRecord]:
         """Every trial of an arch, in every search, oldest first."""
         with self._executor() as ex:
-            return arch_trials(ex, key)
+            rows = ex(f"SELECT {_TRIAL_COLUMNS} {_TRIALS_FROM} WHERE t.arch_key = :k ORDER BY t.id", {"k": key})
+            return [_trial_record(r) for r in rows]
 
     def history(self, search: str) -> list[tuple[tuple[int, ...], float | None]]:
         """``(decisions, reward)`` of the search's finished trials in completion order, for `controller.recover`.
@@ -595,7 +435,12 @@ class ReadAPI(abc.ABC):
           LookupError: unknown search.
         """
         with self._executor() as ex:
-            return history(ex, search_id(ex, search))
+            rows = ex(
+                "SELECT decisions, reward FROM trials WHERE search_id = :s AND finish_order IS NOT NULL "
+                "ORDER BY finish_order",
+                {"s": _search_id(ex, search)},
+            )
+            return [(tuple(json.loads(d)), r) for d, r in rows]
 
     def find_result(
         self, arch_key: str, *, fingerprint: str | None, include_failed: bool = False, include_pruned: bool = False
@@ -615,10 +460,30 @@ class ReadAPI(abc.ABC):
         fingerprint = check_fingerprint(fingerprint)
         if fingerprint is None:
             return None
+        base = (
+            "SELECT t.id, s.name, t.status, t.reward, t.metrics, t.error, t.wall_s, a.flops, a.params "
+            "FROM trials t JOIN searches s ON s.id = t.search_id JOIN archs a ON a.key = t.arch_key "
+            "WHERE t.arch_key = :k AND t.status = :st AND t.fingerprint = :fp "
+        )
+        params = {"k": arch_key, "st": _COMPLETED, "fp": fingerprint}
+        best_first = "ORDER BY CASE WHEN t.reward IS NULL THEN 1 ELSE 0 END, t.reward DESC, t.id LIMIT 1"
         with self._executor() as ex:
-            return find_result(ex, arch_key, fingerprint=fingerprint, include_failed=include_failed,
-                               include_pruned=include_pruned)
+            rows = list(ex(base + best_first, params))
+            if not rows and include_pruned:
+                params["st"] = TrialStatus.PRUNED.value
+                rows = list(ex(base + best_first, params))
+            if not rows and include_failed:
+                params["st"] = TrialStatus.FAILED.value
+                rows = list(ex(base + "ORDER BY t.finished_at DESC, t.id DESC LIMIT 1", params))
+        if not rows:
+            return None
+        r = rows[0]
+        return KnownResult(
+            arch_key=arch_key, trial_id=r[0], search=r[1], status=r[2], reward=r[3],
+            metrics=json.loads(r[4]) if r[4] else {}, error=r[5], wall_s=r[6], flops=r[7], params=r[8],
+        )  # fmt: skip
 
+    # ----------------------------------------------------------------------------------------------- reports
     def reports(self, trial_ids: Iterable[int]) -> dict[int, list[TrialReport]]:
         """The learning curves of trials: trial id -> its reports in step order.
 
@@ -630,21 +495,45 @@ class ReadAPI(abc.ABC):
           curves = reader.reports([t.id for t in reader.trials('ppo-1')])
           losses = [(r.step, r.metrics.get('train_loss')) for r in curves[trial_id]]
         """
+        ids = list(dict.fromkeys(int(t) for t in trial_ids))
+        out: dict[int, list[TrialReport]] = {t: [] for t in ids}
+        ordered = sorted(ids)
         with self._executor() as ex:
-            return reports(ex, trial_ids)
+            for i in range(0, len(ordered), _CHUNK):
+                clause, params = _in("t", ordered[i : i + _CHUNK])
+                rows = ex(
+                    f"SELECT trial_id, step, metrics, created_at FROM trial_reports WHERE trial_id IN {clause} "
+                    "ORDER BY trial_id, step",
+                    params,
+                )
+                for tid, step, metrics, created_at in rows:
+                    out[tid].append(TrialReport(tid, step, json.loads(metrics), _dt(created_at)))
+        return out
 
+    # ----------------------------------------------------------------------------------------------- fingerprints
     def newest_fingerprint(self, searches: Sequence[str] | None = None) -> str | None:
         """The fingerprint of the newest search (highest id) among `searches` (None: all) that has one.
 
         What `spinenas top` ranks by default: the results comparable with the latest search's. None when no
-        search considered has a fingerprint.
+        search considered has a fingerprint; with `searches` None, calibration studies are left out (only searches
+        of kind 'search').
 
         Raises:
           LookupError: an unknown search (the message lists the known ones).
         """
+        sql = "SELECT fingerprint FROM searches WHERE fingerprint IS NOT NULL"
         with self._executor() as ex:
-            ids = None if searches is None else [search_id(ex, n) for n in searches]
-            return newest_fingerprint(ex, ids)
+            if searches is not None:
+                ids = [_search_id(ex, n) for n in searches]
+                if not ids:
+                    return None
+                clause, params = _in("s", ids)
+                sql += f" AND id IN {clause}"
+            else:
+                sql += " AND kind = :kind"
+                params = {"kind": "search"}
+            rows = list(ex(sql + " ORDER BY id DESC LIMIT 1", params))
+        return rows[0][0] if rows else None
 
     def fingerprint_summary(self) -> list[FingerprintSummary]:
         """What the database holds per fingerprint: searches, completed trials, the newest search's name.
@@ -652,5 +541,25 @@ class ReadAPI(abc.ABC):
         The fingerprint of the newest search comes first; searches and trials without a fingerprint are one entry
         with ``fingerprint=None``.
         """
+        names: dict[int, str] = {}
+        searches: dict[str | None, set[int]] = {}
+        completed: dict[str | None, int] = {}
         with self._executor() as ex:
-            return fingerprint_summary(ex)
+            for sid, name, fp in ex("SELECT id, name, fingerprint FROM searches", {}):
+                names[sid] = name
+                searches.setdefault(fp, set()).add(sid)
+            rows = ex(
+                "SELECT fingerprint, search_id, SUM(CASE WHEN status = :c THEN 1 ELSE 0 END) FROM trials "
+                "GROUP BY fingerprint, search_id",
+                {"c": _COMPLETED},
+            )
+            for fp, sid, n in rows:
+                searches.setdefault(fp, set()).add(sid)
+                completed[fp] = completed.get(fp, 0) + int(n or 0)
+        # Newest search first: the fingerprint the latest search runs under comes before those of older ones.
+        newest = sorted(((max(sids), fp) for fp, sids in searches.items()), key=lambda x: x[0], reverse=True)
+        return [
+            FingerprintSummary(fingerprint=fp, searches=len(searches[fp]), completed=completed.get(fp, 0),
+                               newest_search=names[sid])
+            for sid, fp in newest
+        ]  # fmt: skip

@@ -240,9 +240,9 @@ class SearchSummary:
       counts: trials per status, e.g. {'completed': 120, 'failed': 3}.
       best_reward: the highest reward of a completed trial (None if none).
       last_finished_at: when the last trial finished (None if none).
-      trial_s: the trial-seconds its trials spent (`queries.trial_costs`: trained trials only, as their workers
-        measured them), the compute two searches are compared on.
-      steps: the proxy steps its trials trained (`queries.trial_steps`).
+      trial_s: the trial-seconds its trials spent (trained trials only: completed, failed and pruned, as their
+        workers measured them), the compute two searches are compared on.
+      steps: the proxy steps its trials trained (each trial's counted ``steps``, else its last reported step).
     """
 
     search: SearchRecord
