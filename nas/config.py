@@ -78,20 +78,17 @@ class SearchConfig:
         trials (the same seed gives the same losses and AP as in a fresh process). Trials that ask for GPUs always
         get a fresh process (GPU memory is not known to be released between trials).
       trials_per_worker: with reuse_workers, a worker runs at most this many TensorFlow trials, then a fresh one
-        takes over (0: no bound; TF-free trials are not bounded). 10 by default, chosen by measurement
-        (scripts/bench/proxy.py, memory, 2026-12-03, results/proxy-warm-memory-arenas.json): with glibc's malloc
-        arenas capped (proxy_task.trainer.MALLOC_ARENAS), a warm worker's peak RSS over 10 short demo-size trials of
-        random architectures went 1,606 MB (trial 1), 1,728 (trial 2: the cached validation batches, ~94 MB, now
-        held), then ~9 MB a trial to 1,797 MB at trial 10: 9.1% over the largest of their fresh-process peaks
-        (1,647 MB), within the 10% target. (Before the cap, 2026-12-02: ~17 MB a trial, 14% at trial 10, so the
-        bound was 5.) Each warm trial saves a fresh process's ~5 s import and ~4 s of build.
+        takes over (0: no bound; TF-free trials are not bounded). The default, 10, is as many as keep a warm
+        worker's peak memory within 10% of a fresh process's (with glibc's malloc arenas capped,
+        `proxy_task.trainer.MALLOC_ARENAS`), while each warm trial saves a fresh process's import and build; see
+        the README's Benchmarks, `scripts/bench/proxy.py` (``results/proxy-warm-memory-arenas.json``).
       seed: seeds the controller and, with the trial index, each trial's proxy training (0 to `MAX_SEED`).
       checkpoint_interval_s: the controller's state is stored after an update unless the last stored one is younger
         than this (0: after every update), and always when the search ends (not on Ctrl-C). A resume loads the
         last one and replays the trials finished after it, in their order, so the controller learns from the same
         trials as one that never stopped. Trials of a real search take minutes, so every update is stored; the
-        bound matters for fast (surrogate) searches, where a PPO state of ~2 MB after every 10 trials would cap the
-        database at ~200-250 trials/s.
+        bound matters for fast (surrogate) searches, where storing PPO's state (megabytes) after every update would
+        cap the store's insert rate (see the README's Benchmarks, `scripts/bench/db.py`).
     """
 
     family: str = "spinenet49"
