@@ -130,15 +130,15 @@ class PPOConfig(ControllerConfig):
     (EMA 0.95), with PPO's usual clip of 0.2. The learning rate, entropy weight, batch size and epochs were tuned
     for budgets of about 2,000 architectures (Vertex AI's guidance for SpineNet searches), where NASNet's learning
     rate barely moves the policy. They were tuned on the surrogate evaluator with target seeds 1 and 2, never the
-    benchmark's target seed 0 (record: ``scripts/bench/results/controllers_tuning.json``). In those runs a larger
-    learning rate or smaller batches left some runs stuck below random search's best; 8 epochs learned faster
-    but cost more than the 1 s per 100 proposals allowed; an entropy weight of 0.001 missed once with noise.
+    benchmark's target seed 0; the values tried and how each did are in
+    ``scripts/bench/results/controllers_tuning.json``.
 
     The learning rate sets the search's horizon. Adam moves every weight by about ``learning_rate`` per step
-    whatever the reward's scale, so with these defaults the policy is nearly deterministic after 300-700 proposals
-    (2,000 proposals then hold only 300-700 distinct architectures; a larger entropy weight, tried up to 0.001,
-    does not change that). That suits a budget of about 2,000 trials; for a longer search, lower the learning rate
-    in proportion (NASNet's 0.00035 is 14 times smaller, for searches of 10,000+ architectures).
+    whatever the reward's scale, so with these defaults the policy is nearly deterministic after a few hundred
+    proposals (2,000 proposals then hold a few hundred distinct architectures, whatever the entropy weight; see
+    ``scripts/bench/results/controllers_*.json``). That suits a budget of about 2,000 trials; for a longer search,
+    lower the learning rate in proportion (NASNet's 0.00035 is 14 times smaller, for searches of 10,000+
+    architectures).
 
     Attributes:
       hidden_size: LSTM units (NASNet: 100).
