@@ -163,3 +163,14 @@ def test_train_refuses_a_config_past_its_bounds_before_model_garden_reads_it(tex
     else:
         config.write_text(text)
     _refused(["train", "--config", str(config), "--model-dir", str(work / "m")], message, work)
+
+
+def test_ctrl_c_while_the_commands_load_is_one_line(monkeypatch):
+    """Ctrl-C in the ~50 ms in which main() imports the commands' modules printed Python's KeyboardInterrupt
+    traceback (found by the chaos bench's interrupted `db upgrade`)."""
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert _run(["db", "upgrade"]) == (130, "spinenas: interrupted\n")
