@@ -221,7 +221,7 @@ class ProxyConfig:
         V100 and T4, bfloat16 on 8.0 and later such as A100, A10G and H100). The trial stores what it trained in.
       eval_at_steps: intermediate COCO evaluations on the whole proxy-val set at these steps (increasing, each
         below `train_steps`), reported with the curve; the final evaluation at `train_steps` always runs. They
-        cost one evaluation each (about 12 s on the demo preset) and do not change the final AP.
+        cost one evaluation each (`spinenas proxy cost` estimates it) and do not change the final AP.
     """
 
     data: DataConfig = dataclasses.field(default_factory=DataConfig)

@@ -28,8 +28,8 @@ def choose_precision(setting: str, gpus: Sequence[tuple[int, int] | None]) -> st
     'auto' follows the tensor cores of the trial's GPUs (their compute capabilities, `gpus`; None for one whose
     capability TensorFlow does not report):
 
-    - no GPU (a CPU trial): float32 (mixed precision was measured not to pay on the CPUs here: the SpineNet-49
-      proxy's step 0.125 s in float32, 0.133 s in mixed_bfloat16);
+    - no GPU (a CPU trial): float32 (mixed precision does not pay on CPUs: the README's proxy task section has
+      the step times);
     - every GPU at compute capability 8.0 or later (A100, A10G, L4, H100): bfloat16, which needs no loss scaling;
     - otherwise, every GPU at 7.0 or later (V100, T4): float16, with Model Garden's dynamic loss scaling;
     - older GPUs (P100, K80: no tensor cores) or an unknown capability: float32.

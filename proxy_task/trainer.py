@@ -57,11 +57,11 @@ _trials_started = 0
 _released = True
 
 
-# glibc malloc arenas of a process that runs trials (`_cap_malloc_arenas`). glibc's default, 8 per core, let a warm
-# worker's RSS grow by 10-30 MB a trial after everything Python and TensorFlow hold was released (the same
-# architecture trained again and again: no Python object and no function more): freed memory stayed scattered over
-# the arenas of TensorFlow's many threads. With 2 it fell to ~5 MB a trial, the step 1.04x (within its noise;
-# scripts/bench/malloc_arenas.py).
+# glibc malloc arenas of a process that runs trials (`_cap_malloc_arenas`). With glibc's default, 8 per core, a warm
+# worker's RSS grows by tens of MB a trial after everything Python and TensorFlow hold is released (the same
+# architecture trained again and again: no Python object and no function more): freed memory stays scattered over
+# the arenas of TensorFlow's many threads. Two arenas keep the growth a few MB a trial at the same step time (see the
+# README's Benchmarks, `scripts/bench/malloc_arenas.py`).
 MALLOC_ARENAS = 2
 _M_ARENA_MAX = -8  # glibc's mallopt parameter number
 
@@ -82,8 +82,8 @@ def _custom_gradients() -> dict[str, Any] | None:
 
     Every `tf.custom_gradient` call traced in a graph (`tf.nn.swish`, SpineNet's activation, is one) registers its
     gradient function there under a new name (``CustomGradient-<uid>``), and nothing ever removes it; the function
-    holds the traced tensors, so each trial's train-step graph stayed alive through it: measured, ~365 entries and
-    ~150 MB of RSS per trial kept by a warm worker. `_release_tensorflow` removes a trial's entries.
+    holds the traced tensors, so each trial's train-step graph would stay alive through it, and a warm worker would
+    keep the graphs of every trial it ran. `_release_tensorflow` removes a trial's entries.
     """
     from tensorflow.python.framework import ops
 
@@ -157,10 +157,9 @@ def _deterministic_inputs(dataset: Any, cfg: ProxyConfig) -> Any:
     """The training pipeline, made deterministic when `cfg.deterministic` is set.
 
     Model Garden's parser draws its augmentation (flip, scale jitter) from stateful random ops inside a parallel
-    map, so with several threads the images take their random draws in a racy order: the same seed gave different
-    losses from step 2 on. A private tf.data thread pool of one thread serializes the draws; measured on the demo
-    preset, 40 steps gave bit-identical losses twice, at the same images/s (the parser is not the bottleneck at 128
-    px; the GPU presets turn this off).
+    map, so with several threads the images take their random draws in a racy order and the same seed gives
+    different losses from step 2 on. A private tf.data thread pool of one thread serializes the draws, at the same
+    images/s on the demo preset (the parser is not the bottleneck at 128 px; the GPU presets turn this off).
     """
     if not cfg.deterministic:
         return dataset
@@ -267,9 +266,9 @@ def _create_optimizer_slots(optimizer: Any, variables: Any) -> None:
 def count_flops(model: Any, image_size: int) -> int:
     """Multiply-adds per image of the detector's backbone, decoder and head, with Model Garden's FLOPs counter.
 
-    TF's profiler counts a multiply and an add as two operations; this returns half its count. Trials no longer
-    call it (7.6 s per trial): `ProxyConfig.cost` gives the same count from the spec; this is its reference
-    (`proxy_task.measure`, `scripts/bench/cost.py`).
+    TF's profiler counts a multiply and an add as two operations; this returns half its count. Trials do not call
+    it (the profiler takes seconds per model): `ProxyConfig.cost` gives the same count from the spec; this is its
+    reference (`proxy_task.measure`, `scripts/bench/cost.py`).
     """
     import tensorflow as tf
     import tf_keras
@@ -328,9 +327,8 @@ def _learning_rate(optimizer: Any) -> float:
 
 # The parsed validation batches of one split, kept by a process for its later evaluations and warm trials: they do
 # not depend on the trial (no shuffle, no augmentation, no seed; Model Garden's reader uses the seed only to shuffle
-# training input), and parsing them again cost ~0.5 s to build the pipeline and ~0.7 s a pass on the demo preset.
-# A split larger than this is parsed at each evaluation, its pipeline built each time (~0.5 s; the paper preset's
-# 7,392 images at 512 px).
+# training input), and parsing them again costs a pipeline build and a pass at every evaluation. A split larger than
+# this (the paper preset's 7,392 images at 512 px) is parsed at each evaluation, its pipeline built each time.
 VALIDATION_CACHE_MB = 256.0
 _validation_cache: dict[str, list[Any]] = {}
 
@@ -609,7 +607,7 @@ def run_trial(
         params = int(parts.model.count_params())
         metrics["build_s"] = time.time() - t0
         logger.info("[%s] built: %d params, %s, %.1f s", trial_label, params, precision, metrics["build_s"])
-        # FLOPs from the spec (search_space.cost: Model Garden's profiler count, without its 7 s per trial). The
+        # FLOPs from the spec (search_space.cost: Model Garden's profiler count, without the profiler's seconds). The
         # built model's own parameter count checks the analytic one; a difference means Model Garden builds
         # something the counter does not know, so its FLOPs are not trusted either.
         cost = cfg.cost(arch, dataset.num_classes)
@@ -651,8 +649,8 @@ def run_trial(
         _released = True
     except Exception:  # noqa: BLE001 - the trial's result stands; the next trial releases again
         logger.warning("[%s] could not release TensorFlow's state:\n%s", trial_label, traceback.format_exc())
-    # Timed: a stall of ~50 s outside every other timer showed in 2 of the 12 trials of the trial-cost benchmark's
-    # runs of 12-03 (scripts/bench/trial_cost.py, other_s); the release was the one part of a trial left untimed.
+    # Timed, so that no part of a trial goes unaccounted: the trial-cost benchmark has seen stalls outside every
+    # other timer (see the README's Benchmarks, `scripts/bench/trial_cost.py`, other_s).
     metrics["release_s"] = time.time() - t0
     wall = time.time() - t_start
     return ProxyResult(metrics=metrics, flops=flops, params=params, wall_s=wall, error=error,
