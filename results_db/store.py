@@ -453,9 +453,9 @@ class ResultStore(ReadAPI):
                 # In WAL mode NORMAL syncs at checkpoints, not at every commit: a committed trial survives a crash
                 # of the process (the driver's failure mode) and may be lost only with the machine's power.
                 cur.execute("PRAGMA synchronous = NORMAL")
-                # Fewer, larger WAL checkpoints (each costs two fsyncs): a controller checkpoint of a few MB took
-                # 21 ms with the default 1000 pages, 10 ms with this. The WAL may grow to ~40 MB while a search
-                # writes; closing the store folds it back into the database file.
+                # Fewer, larger WAL checkpoints (each costs two fsyncs): a controller checkpoint of a few MB commits
+                # in about half the time it takes with the default 1000 pages. The WAL may grow to ~40 MB while a
+                # search writes; closing the store folds it back into the database file.
                 cur.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
             cur.close()
 
