@@ -542,9 +542,10 @@ class ArchSpec:
 
 
 # --------------------------------------------------------------------------------------------------- canonical form
-# `ArchSpec.canonical` used to rebuild and compare the whole network for every dead block it tried: quadratic
-# (2,000 blocks took 19 s, 8,000 blocks 349 s). `_removable_blocks` makes the same decisions from the few features
-# each removal can affect; tests/search_space/test_keys.py holds it to the old decisions.
+# Rebuilding and comparing the whole network for every dead block `ArchSpec.canonical` tries would be quadratic in
+# the blocks. `_removable_blocks` makes the same decisions from the few features each removal can affect (see the
+# README's Benchmarks, `scripts/bench/spec_scaling.py`); tests/search_space/test_keys.py holds it to the decisions
+# of the whole-network rule, recorded in a fixture.
 
 _NO_CONSUMER = 1 << 62  # the first consumer of a feature nothing consumes: later than any block
 
