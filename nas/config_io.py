@@ -2,7 +2,8 @@
 
 Every YAML text is read within bounds (`load_yaml`): its size, how deep it nests and how many aliases it uses,
 counted while the parser's events are composed, before anything is built. Without them, a config nested 50,000
-deep ended in a RecursionError, and a 422-byte file of nested aliases (a "billion laughs") expanded past 1.6 GB.
+deep would end in a RecursionError, and a 422-byte file of nested aliases (a "billion laughs") would expand past
+1.6 GB.
 """
 
 from __future__ import annotations

@@ -112,7 +112,7 @@ def paper() -> NasConfig:
         search=SearchConfig(family="spinenet49", trials=trials, workers=8, cpus_per_trial=8.0,
                             gpus_per_trial=1.0, trial_timeout_s=6 * 3600.0),
         # PPOConfig records that its learning rate sets the search's horizon: the default (0.005, tuned for ~2,000
-        # proposals) makes the policy nearly deterministic after 300-700 of them, and for longer searches the rate
+        # proposals) makes the policy nearly deterministic after a few hundred, and for longer searches the rate
         # is to be lowered in proportion. 14,000 trials: 0.005 * 2,000 / 14,000 = 7.1e-4 (NASNet used 3.5e-4 for
         # searches of 10,000+). Not measured on a 14,000-trial search; the rule is PPOConfig's.
         controller=ControllerSection.of("ppo", learning_rate=_ppo_learning_rate(trials)),
