@@ -1,10 +1,11 @@
 #!/usr/bin/env python
-"""The demo preset's calibration study (issue 14, part 4): run it, resume it across sessions, record it.
+"""The demo preset's calibration study: run it, resume it, record it.
 
-The study takes hours of the 2 CPU cores, so it runs in the background and continues across sessions through the
-tool's own resume. Its database lives in runs/ while it runs; `snapshot` copies it (SQLite's backup API: a
-consistent copy while the study writes) to scripts/bench/results/calibration-demo.db, which is committed, so the
-next session's `run` picks the study up where the snapshot left it (a training that was running then runs again).
+The study takes hours of the 2 CPU cores, so it runs in the background and continues across runs of this script (and
+restarts of the machine) through the tool's own resume. Its database lives in runs/ while it runs; `snapshot` copies it
+(SQLite's backup API: a consistent copy while the study writes) to scripts/bench/results/calibration-demo.db, which is
+committed, so the next `run` (in any checkout) picks the study up where the snapshot left it (a training that was
+running then runs again).
 
     python scripts/bench/calibration_demo.py run        # start, or resume from runs/ or from the snapshot
     python scripts/bench/calibration_demo.py run --retry-failed   # resume, running failed trainings again
@@ -16,8 +17,8 @@ The study (the command `run` starts): `spinenas calibrate --preset demo --name d
 
 Run it from a checkout that nobody edits while it runs (`git worktree add ../wt-study main`, then this script of
 that tree): every training starts a fresh Python process that imports the tree's code, so an edit in the middle
-of a study runs half of it on other code (on 2026-12-02 a change to the local runner's child protocol made 12
-trainings fail at once; `--retry-failed` ran them again).
+of a study runs half of it on other code, and an edit to how a training starts can fail the trainings that start
+after it (`--retry-failed` runs them again).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""How sample-efficient and how cheap are the controllers? (issue 4, part 5)
+"""How sample-efficient and how cheap are the controllers?
 
 Runs PPO, regularized evolution and random search on the TF-free surrogate evaluator
 (`proxy_task.surrogate.SurrogateEvaluator`), `--seeds` runs each of `--budget` proposals, and reports for each

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Analytic cost (`search_space.cost`) against Model Garden's built model (issue 16, item 1).
+"""Analytic cost (`search_space.cost`) against Model Garden's built model.
 
 For each architecture it counts parameters and FLOPs twice: TF-free from the spec (`search_space.cost.count_cost`)
 and by building the RetinaNet with Model Garden (`proxy_task.measure.measure`: ``model.count_params()`` after one

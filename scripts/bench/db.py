@@ -34,14 +34,14 @@ Then it times ``spinenas top -k 10`` as a subprocess (wall time including interp
 runs) and the other read commands, measures each table's share of the file (SQLite's ``dbstat``), and writes the
 figures with the command, the commit and the machine to scripts/bench/results/db-N[-TAG].json.
 
-Targets (issue 5, at 14,000 trials): top < 0.5 s, inserts > 500 trials/s, file < 50 MB. The targets predate the
-learning-curve rows (``trial_reports``); ``db_mb`` counts them, and ``size.db_mb_without_reports`` is the file
+Targets (at 14,000 trials, the paper's scale): top < 0.5 s, inserts > 500 trials/s, file < 50 MB. The targets predate
+the learning-curve rows (``trial_reports``); ``db_mb`` counts them, and ``size.db_mb_without_reports`` is the file
 without their pages.
 
-The figures depend on how often PPO repeats itself: at 14,000 trials (seed 0) it converged so that 88% of the
-trials were cached, which write no curve and no new arch, so the file held ~29,000 report rows, not the ~244,000
-of a search whose trials all run. ``--controller random`` is that other extreme for the per-trial path and the
-file (its checkpoints are tiny; ``trials_only_per_s`` and ``size`` are the figures to compare).
+The figures depend on how often PPO repeats itself: once it converges most trials are cached, which write no curve
+and no new arch, so the file holds far fewer report rows than a search whose trials all run (the README's row has
+the share). ``--controller random`` is that other extreme for the per-trial path and the file (its checkpoints are
+tiny; ``trials_only_per_s`` and ``size`` are the figures to compare).
 
 Usage::
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Early stopping of poor trials (issue 17, part 4): what ASHA buys on real demo learning curves, and what it does to
+"""Early stopping of poor trials: what ASHA buys on real demo learning curves, and what it does to
 the controllers that learn from pruned trials.
 
     python scripts/bench/early_stopping.py pool --pool-db DB   # the pool of real curves (early-stopping-pool.json)
@@ -26,11 +26,11 @@ simulated workers, once with every trial trained to the end and once per ASHA se
 spent (summed over workers) until the pool's best architecture (the highest AP at step 800) has completed, its
 median over the orders, its ratio to full training's, and in how many orders ASHA pruned the best.
 
-**The cost model** (`TrialCost`, from results/proxy.json: an idle machine, warm workers, the fast-start issue's
-figures): a trial costs the warm worker's build and trace before its first step, one step time per step (the
-SpineNet-49 proxy's steady step, scaled by the architecture's multiply-adds per image, `ProxyConfig.cost`), and one
-evaluation per intermediate evaluation and at the end (the warm worker's evaluation; a pruned trial has no final
-one). Full training evaluates only at the end; ASHA evaluates at its rungs.
+**The cost model** (`TrialCost`, from results/proxy.json: an idle machine, warm workers, the README's `proxy.py` row): a
+trial costs the warm worker's build and trace before its first step, one step time per step (the SpineNet-49 proxy's
+steady step, scaled by the architecture's multiply-adds per image, `ProxyConfig.cost`), and one evaluation per
+intermediate evaluation and at the end (the warm worker's evaluation; a pruned trial has no final one). Full training
+evaluates only at the end; ASHA evaluates at its rungs.
 
 **Controllers** run PPO and evolution on the surrogate evaluator (TF-free; its curve settings from `shape`, chosen so
 that each rung ranks 200 random architectures against a 4x-longer training with the Kendall tau the demo's
@@ -812,7 +812,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("pool", help="the pool of real curves -> results/early-stopping-pool.json")
     p.add_argument("--pool-db", type=Path, default=RESULTS / "es-pool.db",
                    help="the database of the es-pool search (default scripts/bench/results/es-pool.db, the one "
-                   "recorded on 2026-12-03)")
+                   "results/early-stopping-pool.json was made from)")
     r = sub.add_parser("replay", help="ASHA and the median rule against full training on the pool")
     r.add_argument("--orders", type=int, default=20)
     r.add_argument("--seed", type=int, default=0, help="draws the orders")

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""A search under faults (issue 6, part 6): nothing lost, nothing run twice.
+"""A search under faults: nothing lost, nothing run twice.
 
 On a local Ray cluster (loopback) that this script starts and stops, one `spinenas search` with the surrogate
 evaluator (simulated trial time) suffers, in one run:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""What the `gpu` extra makes a GPU node download (issue 18): pip's resolution of ``tensorflow[and-cuda]``.
+"""What the `gpu` extra makes a GPU node download: pip's resolution of ``tensorflow[and-cuda]``.
 
 Runs ``pip install --dry-run --ignore-installed --report`` for the extra's requirement against PyPI alone (this
 machine's pip settings and local wheel folders left out, as a cluster node has none of them), keeps the CUDA

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""A warm worker's memory with glibc's malloc arenas capped (the trainer's `MALLOC_ARENAS`) and at glibc's default
-(issue 16): the same architecture trained again and again in one process, so any growth is the process's own.
+"""A warm worker's memory with glibc's malloc arenas capped (the trainer's `MALLOC_ARENAS`) and at glibc's default:
+the same architecture trained again and again in one process, so any growth is the process's own.
 
 Rounds alternate the two settings (each a fresh process of `--trials` trials of SpineNet-49, `--steps` steps, the
 demo preset): RSS after each trial, its peak RSS, and its steady step (the cap must not slow it). The default is

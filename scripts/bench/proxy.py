@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Speed and memory of the proxy task (issues 3 and 16).
+"""Speed and memory of the proxy task.
 
 In one run, on this machine:
 1. Steady-state train step of a proxy trial (`spinenas proxy run`, our loop around Model Garden's
@@ -9,7 +9,7 @@ In one run, on this machine:
    fresh worker and in a warm one (`search.reuse_workers`: `--warm-trials` trials of `--warm-steps` steps of
    SpineNet-49 in one process, as a warm worker runs them: the first is the fresh one), and its share of a full
    demo trial and of a 200-step trial. The floor is the trace of the first train step (a new architecture is a new
-   graph); what remains above it is reported. Targets (issue 16): a warm worker's fixed share at most 15% of a demo
+   graph); what remains above it is reported. Targets: a warm worker's fixed share at most 15% of a demo
    trial and at most 50% of a 200-step trial. Also one full demo trial in a fresh process (`spinenas proxy run`).
 3. Memory: `--memory-trials` short trials of random architectures, each in a fresh process, then the same
    architectures one after another in one warm process: peak RSS of each, and the warm worker's growth (target:

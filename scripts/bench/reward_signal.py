@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Does the proxy reward tell architectures apart? (issue 3, part 4)
+"""Does the proxy reward tell architectures apart?
 
 Trains SpineNet-49, a deliberately poor architecture (every intermediate block moved to level 7) and 4 random
 architectures of the spinenet49 space with the `demo` preset, `--seeds` seeds each, every trial a fresh

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The search driver at scale (issue 6, part 6): 1,000 trials over 64 concurrent workers.
+"""The search driver at scale: 1,000 trials over 64 concurrent workers.
 
 Runs the real driver (`nas.loop.SearchDriver`: controller, SQLite store, Ray tasks) with the surrogate evaluator,
 whose trials sleep a simulated duration, on a local Ray cluster (loopback) with 64 logical CPUs. Measures:
@@ -115,7 +115,8 @@ def main() -> int:
             evaluator=EvaluatorSection.of("surrogate", duration_s=args.duration))
         store = ResultStore(f"sqlite:///{tmp}/r.db")
         lines: list[str] = []
-        driver = timed_driver(SearchDriver)(cfg, name="scale", store=store, run_dir=os.path.join(tmp, "run"), out=lines.append)
+        driver = timed_driver(SearchDriver)(cfg, name="scale", store=store, run_dir=os.path.join(tmp, "run"),
+                                            out=lines.append)
         driver.start()
         t0 = time.perf_counter()
         cpu0 = time.process_time()

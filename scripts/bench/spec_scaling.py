@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""How the time to read a spec, key it, canonicalise it and find its families grows with its blocks (issue 15).
+"""How the time to read a spec, key it, canonicalise it and find its families grows with its blocks.
 
 Builds specs of N blocks in three shapes, all seeded:
 

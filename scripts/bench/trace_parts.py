@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Where a proxy trial's fixed cost goes, finer than `proxy.py` (issue 16, item 3), and what TensorFlow's options buy.
+"""Where a proxy trial's fixed cost goes, finer than `proxy.py`, and what TensorFlow's options buy.
 
 Each configuration runs `--trials` trials of SpineNet-49 (`--steps` steps of the demo preset) one after another in
 one fresh process, as a warm worker runs them (the first is the fresh one), with Model Garden's calls timed inside
@@ -16,9 +16,9 @@ first step's run. The configurations change one thing each:
     python scripts/bench/trace_parts.py [--steps 60] [--trials 1] [--config default --config 'grappler:{...}' ...]
         [--note TEXT]
 
-Writes scripts/bench/results/trace_parts.json and prints one line per trial. A configuration may be given more than
-once (`--config default` between the others): it is compared by the median of its runs, since the first process of
-a session runs colder than the rest (the default list starts and ends with it). Every process takes the shared CPU
+Writes scripts/bench/results/trace_parts.json and prints one line per trial. A configuration may be given more than once
+(`--config default` between the others): it is compared by the median of its runs, since the first process of a run of
+this script runs colder than the rest (the default list starts and ends with it). Every process takes the shared CPU
 lock; time it on an otherwise idle machine (step_s over 60 steps is good to ~5%).
 """
 
@@ -130,7 +130,8 @@ def main() -> int:
         for row in rows:
             print(json.dumps({"config": config, **row}), flush=True)
     # A configuration given more than once (e.g. default between the others) is compared by its median run: the
-    # first process of a session runs colder than the rest (the page cache), so one default alone is no baseline.
+    # first process of a run of this script runs colder than the rest (the page cache), so one default alone is no
+    # baseline.
     firsts: dict[str, list[dict]] = {}
     for run in doc["runs"]:
         firsts.setdefault(run["config"], []).append(run["trials"][0])

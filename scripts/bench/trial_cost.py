@@ -1,8 +1,8 @@
 #!/usr/bin/env python
-"""The trial-cost model's CPU constants, fitted and checked (issue 18): `nas.trial_cost`.
+"""The trial-cost model's CPU constants, fitted and checked: `nas.trial_cost`.
 
-1. Fit, on SpineNet-49 at 128 px alone, after one short discarded run (a session's first TensorFlow process reads
-   its libraries from a cold disk cache: ~18 s more setup): one fresh `spinenas proxy run` at the demo's batch
+1. Fit, on SpineNet-49 at 128 px alone, after one short discarded run (the first TensorFlow process after a while
+   reads its libraries from a cold disk cache: ~18 s more setup): one fresh `spinenas proxy run` at the demo's batch
    (`--steps` steps, an evaluation at half of them) for its setup (import, build, trace), the host's work per
    evaluated image and the first evaluation's one-off part; and fresh runs at other batch sizes (`--fit-batches`)
    whose steady steps, with the first's, give the per-step overhead and the sustained FLOP/s
@@ -58,8 +58,8 @@ def measured_parts(run: dict) -> dict:
     """A run's parts as the model splits them: setup, training, first and last evaluation, and the whole trial."""
     evals = [p["eval_s"] for p in run.get("curve", []) if "eval_s" in p]
     first, last = (evals[0], evals[-1]) if len(evals) >= 2 else (run["eval_s"], run["eval_s"])
-    # What the trial's own timers leave out of its wall (report calls, releasing TensorFlow, timed as release_s
-    # since the 12-03 runs): ~1-2 s normally, ~50 s in 2 of the 12 single-round trials of 12-03.
+    # What the trial's own timers leave out of its wall (report calls; releasing TensorFlow is also timed, as
+    # release_s): a second or two normally; the stalls seen are in the README's Benchmarks row of this script.
     other = run["wall_s"] - (run["import_s"] + run["build_s"] + run["train_s"] + sum(evals or [run["eval_s"]]))
     return {"setup_s": run["import_s"] + run["build_s"] + run["trace_s"], "step_s": run["step_s"],
             "train_s": run["train_s"], "first_eval_s": first, "later_eval_s": last, "trial_s": run["wall_s"],
