@@ -57,7 +57,7 @@ def _refused(argv: list[str], message: str, tmp_path) -> None:
         (["--resume", ""], "--resume needs the name of a stored search"),
         (["--name", "bad\x1bname"], r"got 'bad\x1bname'"),
         (["--top", "-1"], "--top must be at least 0 (0: no list at the end), got -1"),
-        # A flag of a setting that is not in force is refused, not ignored (issue 33: a real training started).
+        # A flag of a setting that is not in force is refused, not ignored (ignored, a real training would start).
         (["--evaluator", "retinanet", "--surrogate-duration", "5"],
          "--surrogate-duration is a setting of the surrogate evaluator, but the evaluator is 'retinanet'"),
         (["--target-flops", "1e9"], "--target-flops is the target of the ap-flops reward, but the reward is 'ap'"),

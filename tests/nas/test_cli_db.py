@@ -200,7 +200,7 @@ def test_unreachable_url_is_one_line(capsys, tmp_path, command):
 
 @pytest.mark.parametrize("command", [("db", "check"), ("db", "upgrade"), *READ_COMMANDS], ids=lambda c: " ".join(c))
 def test_a_directory_is_one_line_the_same_for_every_command(capsys, tmp_path, command):
-    """Issue 29: `db check --db DIR` said DAMAGED (disk I/O error); `searches` said it is a directory."""
+    """A directory as --db is the same one line for every command (`db check` does not call it DAMAGED)."""
     code, out, err = run_cli(capsys, *_argv(command, str(tmp_path), tmp_path / "out"))
     assert (code, out) == (2, "")
     assert err == f"spinenas: error: {tmp_path} is not a database file (it is a directory or a device)\n"
@@ -225,7 +225,7 @@ def test_an_in_memory_database_is_refused_by_commands_that_write(capsys, tmp_pat
 
 @pytest.mark.parametrize("command", [("db", "upgrade"), ("db", "check"), *READ_COMMANDS], ids=lambda c: " ".join(c))
 def test_a_sqlite_uri_as_a_path_is_one_line_and_creates_nothing(capsys, tmp_path, monkeypatch, command):
-    """Issue 29: `file:x.db?mode=rw` made a file literally named 'file:x.db'."""
+    """`file:x.db?mode=rw` as a path is refused in one line and makes no file literally named 'file:x.db'."""
     monkeypatch.chdir(tmp_path)
     code, _, err = run_cli(capsys, *_argv(command, "file:x.db?mode=rw", tmp_path / "out"))
     assert code == 2

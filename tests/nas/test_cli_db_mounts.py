@@ -1,4 +1,4 @@
-"""The CLI on real file systems: a database on a read-only mount, and on a full one (issue 29).
+"""The CLI on real file systems: a database on a read-only mount, and on a full one.
 
 Each test runs one interpreter under ``unshare -m`` (a mount namespace of its own: its mounts vanish with it and no
 other process sees them) that mounts a small tmpfs, puts databases there, makes it read-only or fills it, and runs
@@ -87,8 +87,8 @@ def _one_line(result: list) -> str:
 
 
 def test_every_read_command_reads_a_wal_database_on_a_read_only_mount(tmp_path, db):
-    """Issue 29: `searches`, `top`, `show`, `report`, `calibration show` failed with 'unable to open database
-    file', and `db check` printed 'integrity: ok' and then the same error. Reading needs no write access."""
+    """`searches`, `top`, `show`, `report`, `calibration show` and `db check` read a WAL database on a read-only
+    mount (no 'unable to open database file', no 'integrity: ok' followed by it): reading needs no write access."""
     path, facts = db
     m = str(tmp_path / "ro")
     d = f"{m}/r.db"
@@ -119,8 +119,8 @@ def test_every_read_command_reads_a_wal_database_on_a_read_only_mount(tmp_path, 
 
 
 def test_a_full_disk_reads_and_refuses_writes_in_one_line_and_damages_nothing(tmp_path, db):
-    """Issue 29: on a full file system `db check` and a resume gave a ~40-line SQLAlchemy traceback (and a read that
-    failed left an empty -wal, after which the resume called the database damaged)."""
+    """On a full file system `db check` and a resume fail in one line, not SQLAlchemy's traceback, and a read that
+    fails leaves no empty -wal behind (after which a resume would call the database damaged)."""
     path, _ = db
     old = tmp_path / "old.db"
     make_0001_db(f"sqlite:///{old}")

@@ -188,7 +188,7 @@ def test_invalid_spec_files(content, message, tmp_path):
 
 
 def _with_dead_blocks(n: int) -> str:
-    # SpineNet-49, then blocks that feed no endpoint, up to n blocks (the shape of issue 15's 8,017-block file).
+    # SpineNet-49, then blocks that feed no endpoint, up to n blocks.
     dead = [[2, "residual", [2, 3], False]] * (n - 16)
     return json.dumps([[lvl, fn, list(o), out] for lvl, fn, o, out in SPINENET_49.to_model_garden()] + dead)
 

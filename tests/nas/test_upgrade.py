@@ -129,9 +129,9 @@ print(json.dumps({"total": total, "exits": out}))
 
 
 def test_db_upgrade_killed_ctrl_c_or_sigterm_at_any_statement_leaves_the_old_database_and_reruns(tmp_path):
-    """Issue 29: interrupted a few ms in, `db upgrade` left trial_reports at version 0001, and every later upgrade
-    failed with 'table trial_reports already exists'. Now: kill -9 after every statement of the upgrade, and Ctrl-C
-    and SIGTERM after every third, leave the database exactly as it was; `db upgrade` then completes it."""
+    """kill -9 after every statement of `db upgrade`, and Ctrl-C and SIGTERM after every third, leave the database
+    exactly as it was (not trial_reports at version 0001, which would fail every later upgrade with 'table
+    trial_reports already exists'); `db upgrade` then completes it."""
     import json
     import signal
     import subprocess

@@ -62,7 +62,7 @@ def full_after(monkeypatch):
 
 
 def test_a_write_on_a_full_disk_is_one_line_and_stores_nothing(tmp_path, full_after):
-    """Issue 29: a full file system gave a ~40-line SQLAlchemy traceback at resume."""
+    """A write on a full file system is one line (DatabaseFullError, not SQLAlchemy's traceback) and stores nothing."""
     url = _closed_db(tmp_path / "r.db")
     full_after(2)
     store = ResultStore(url)
@@ -82,7 +82,7 @@ def test_a_write_on_a_full_disk_is_one_line_and_stores_nothing(tmp_path, full_af
 
 # --------------------------------------------------------------------------------------------------- a directory
 def test_a_directory_is_not_a_database_file_for_every_check(tmp_path):
-    """Issue 29: `db check --db DIR` said DAMAGED (disk I/O error) where `searches` said it is a directory."""
+    """A directory is 'not a database file' for every check (not DAMAGED by a disk I/O error)."""
     line = f"{tmp_path} is not a database file (it is a directory or a device)"
     for check in (lambda: integrity(str(tmp_path)), lambda: check_before_writing(str(tmp_path), create=True),
                   lambda: ResultReader(str(tmp_path))):
@@ -130,7 +130,7 @@ def no_shm_here(monkeypatch):
 
 
 def test_reading_needs_no_write_access(tmp_path, no_shm_here):
-    """Issue 29: a WAL database on a read-only mount failed every read command with 'unable to open database file'."""
+    """A WAL database on a read-only mount is read without write access (no 'unable to open database file')."""
     path = tmp_path / "r.db"
     _closed_db(path)
     with ResultReader(str(path)) as reader:

@@ -76,7 +76,7 @@ def test_a_spec_is_in_a_family_only_if_its_canonical_form_has_the_familys_blocks
     # Model Garden's SpineNet-49: 16 blocks, the 16th dead, so its canonical form has the family's 15.
     assert len(SPINENET_49.blocks) == 16 and len(SPINENET_49.canonical().blocks) == 15
     assert space.contains(SPINENET_49)
-    # With 8,001 more dead blocks (issue 15's file; the limit lifted) its canonical form is the same 15 blocks.
+    # With 8,001 more dead blocks (the limit lifted) its canonical form is the same 15 blocks.
     monkeypatch.setattr(spec, "MAX_BLOCKS", 10_000)
     long = ArchSpec(SPINENET_49.blocks + (BlockSpec(2, "residual", (2, 3), False),) * 8_001)
     assert long.canonical() == SPINENET_49.canonical() and long.key == SPINENET_49.key
