@@ -3,9 +3,10 @@
 
 Each scenario runs `python -m nas.cli ...` in subprocesses, in a working folder of its own, with the surrogate
 evaluator (simulated trial time, no TensorFlow training) and a private short RAY_TMPDIR, in the environment a user
-has (no loopback setting of the bench's own: the commands keep a local Ray on loopback themselves). Its row says
-which runner its searches ran on, what happened (exit codes and the one-line messages) and what the database and
-the files held afterwards:
+has (no loopback setting of the bench's own: the commands keep a local Ray on loopback themselves); those on a full
+or read-only file system run their commands in a mount namespace of their own (unshare -m, as root: a row says
+'skipped' where that cannot be done). Its row says which runner its searches ran on, what happened (exit codes and
+the one-line messages) and what the database and the files held afterwards:
 - lost: trials the budget asked for that were not finished after the final resume;
 - duplicated: two finished rows for one trial index, or one architecture trained to completion twice in a search;
 - run twice: a trial trained by two drivers (a refused driver printed a trial's progress line, or a trial was
@@ -36,6 +37,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -44,7 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -192,6 +194,7 @@ class Run:
         self._files: tuple[Any, Any] | None = None  # a background command's output files
         self._t0 = 0.0
         self.shown = ""  # the line of the output the table shows, when a scenario picks one
+        self.listed = True  # shown in the table's "what happened" (else only in the JSON, and in a summary line)
 
     @property
     def message(self) -> str:
@@ -224,6 +227,7 @@ class Run:
         return {"label": self.label, "argv": self.argv, "exit_code": self.code, "seconds": round(self.seconds, 2),
                 "timed_out": self.timed_out, "message": message, "progress_lines": self.progress,
                 "stderr_lines": len(self.error_lines), "traceback": "Traceback" in self.out + self.err,
+                "listed": self.listed,
                 **({"created": self.created, "changed": self.changed} if self.must_not_write else {})}
 
 
@@ -253,21 +257,31 @@ class Scenario:
         self.ray_left: list[str] = []
         self.notes: list[str] = []
         self.spared: set[int] = set()  # PIDs of a foreign cluster: not left behind by the scenario's commands
+        self.summary: list[str] = []  # lines the table shows after the listed commands (for many unlisted ones)
+        self.skipped = ""  # why the scenario could not run here (the row says so; nothing was faked)
+        # Commands in a mount namespace of the scenario's own (`_private_mounts`): the argv prefix that enters it,
+        # and where the bench sees the namespace's files (/proc/PID/root of the process holding it).
+        self.wrap: list[str] = []
+        self.seen = ""
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.work, *parts)
+
+    def view(self, *parts: str) -> str:
+        """A path in work/ as the scenario's commands see it (through its mount namespace, if it has one)."""
+        return self.seen + self.path(*parts)
 
     def cli(self, label: str, *argv: str, must_not_write: bool = False, keep: tuple[str, ...] = (),
             timeout: float = 240) -> Run:
         """Runs `spinenas ARGV` in work/ to its end. With `must_not_write` (a refusal, or a no-op) the listing of
         work/ before and after is compared, and the files in `keep` must keep their bytes."""
         run = Run(label, list(argv))
-        before = _listing(self.work) if must_not_write else set()
-        digests = {p: _digest(self.path(p)) for p in keep}
+        before = _listing(self.view()) if must_not_write else set()
+        digests = {p: _digest(self.view(p)) for p in keep}
         t0 = time.perf_counter()
         try:
-            proc = subprocess.run([sys.executable, "-m", "nas.cli", *argv], capture_output=True, text=True,
-                                  cwd=self.work, env=self.env, timeout=timeout)
+            proc = subprocess.run([*self.wrap, sys.executable, "-m", "nas.cli", *argv], capture_output=True,
+                                  text=True, cwd=self.work, env=self.env, timeout=timeout)
             run.code, run.out, run.err = proc.returncode, proc.stdout, proc.stderr
         except subprocess.TimeoutExpired as e:
             run.timed_out = True
@@ -283,8 +297,8 @@ class Scenario:
         self.started += 1
         n = self.started
         out, err = (open(os.path.join(self.logs, f"{n}-{label}.{s}"), "w+") for s in ("out", "err"))
-        proc = subprocess.Popen([sys.executable, "-m", "nas.cli", *argv], stdout=out, stderr=err, cwd=self.work,
-                                env=self.env)
+        proc = subprocess.Popen([*self.wrap, sys.executable, "-m", "nas.cli", *argv], stdout=out, stderr=err,
+                                cwd=self.work, env=self.env)
         run._files, run._t0 = (out, err), time.perf_counter()
         return run, proc
 
@@ -315,8 +329,8 @@ class Scenario:
     def _after(self, run: Run, must_not_write: bool, before: set[str], digests: dict[str, str | None]) -> None:
         if must_not_write:
             run.must_not_write = True
-            run.created = sorted(_listing(self.work) - before)
-            run.changed = sorted(p for p, d in digests.items() if _digest(self.path(p)) != d)
+            run.created = sorted(_listing(self.view()) - before)
+            run.changed = sorted(p for p, d in digests.items() if _digest(self.view(p)) != d)
         self.runs.append(run)
 
     def check(self, what: str, ok: bool, got: Any = None) -> bool:
@@ -324,7 +338,7 @@ class Scenario:
         return bool(ok)
 
     def db_facts(self, db: str, name: str, requested: int) -> dict[str, Any]:
-        facts = _db_facts(self.path(db), name, requested)
+        facts = _db_facts(self.view(db), name, requested)
         self.facts.append(facts)
         return facts
 
@@ -375,8 +389,9 @@ def _one_line_refusal(sc: Scenario, run: Run, what: str, needle: str = "", code:
 _FIXTURE: dict[str, str] = {}
 
 
-def _finished_db(sc: Scenario) -> str:
-    """A copy, in work/r.db, of a database holding one finished 30-trial search 'done' (made once per bench run)."""
+def _fixture(sc: Scenario) -> str:
+    """The path of a database holding one finished 30-trial search 'done' (a WAL database, closed: no -wal beside
+    it), made once per bench run."""
     if "db" not in _FIXTURE:
         made = Scenario(os.path.dirname(sc.base), "fixture")
         run = made.cli("make the fixture", "search", *SURROGATE, "--runner", "local", "--set",
@@ -386,8 +401,36 @@ def _finished_db(sc: Scenario) -> str:
             raise RuntimeError(f"the fixture search failed: {run.err[-2000:]}")
         made.close(keep=True)
         _FIXTURE["db"] = made.path("r.db")
-    shutil.copyfile(_FIXTURE["db"], sc.path("r.db"))
+    return _FIXTURE["db"]
+
+
+def _finished_db(sc: Scenario) -> str:
+    """A copy, in work/r.db, of the database holding one finished 30-trial search 'done'."""
+    shutil.copyfile(_fixture(sc), sc.path("r.db"))
     return "r.db"
+
+
+def _old_db(sc: Scenario) -> str:
+    """A copy, in work/old.db, of that database taken back to schema revision 0001 by the project's own Alembic
+    downgrade (made once per bench run): the layout the version before schema 0002 wrote (no fingerprints, no
+    learning curves), as tests/nas/test_upgrade.py makes one."""
+    if "old" not in _FIXTURE:
+        from alembic import command
+
+        from results_db.migrate import alembic_config
+
+        old = os.path.join(os.path.dirname(_fixture(sc)), "old.db")
+        shutil.copyfile(_fixture(sc), old)
+        command.downgrade(alembic_config(f"sqlite:///{old}"), "0001")
+        closed = not os.path.exists(old + "-wal")  # first: a read-only open leaves a -wal and a -shm beside it
+        con = sqlite3.connect(old)  # read and write: its close removes them again
+        version = con.execute("select version_num from alembic_version").fetchall()
+        con.close()
+        if not closed or version != [("0001",)]:
+            raise RuntimeError(f"the downgrade to 0001 left {version} (a -wal: {not closed}), not a closed 0001")
+        _FIXTURE["old"] = old
+    shutil.copyfile(_FIXTURE["old"], sc.path("old.db"))
+    return "old.db"
 
 
 def _free_port() -> int:
@@ -797,11 +840,346 @@ def heartbeat_from_the_future(sc: Scenario) -> None:
     sc.ray_left_behind()
 
 
+# ------------------------------------------------------------------------------------------------ issue 29's defects
+def _ended(code: int | None) -> str:
+    """How a command ended: 'exit N', or 'SIGNAME' for a signal it did not handle."""
+    if code is None:
+        return "timeout"
+    return f"exit {code}" if code >= 0 else signal.Signals(-code).name
+
+
+def _start_s(sc: Scenario, repeats: int = 3) -> float:
+    """The longest of `repeats` runs of `python -c 'import nas.cli'`: Python's own start and the CLI module's imports,
+    before any code of the CLI's can handle a signal."""
+    took = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import nas.cli"], cwd=sc.work, env=sc.env, check=True)
+        took.append(time.perf_counter() - t0)
+    return max(took)
+
+
+def interrupted_upgrade(sc: Scenario) -> None:
+    """21. `db upgrade` of a schema-0001 database (the finished fixture taken back by the project's Alembic
+    downgrade) cut by SIGKILL, SIGTERM and SIGINT at 14 delays spread over one uninterrupted upgrade's measured time
+    T, from S, Python's own start and the CLI module's imports (measured: a Ctrl-C there is Python's
+    KeyboardInterrupt traceback, before any code of the CLI's runs): S + (T - S) k/15, k = 1..14. After each cut,
+    the file is at 0001 or 0006 (never between), `db upgrade` exits 0, `top` exits 0, and no output says 'already
+    exists' (before: an upgrade cut a few ms in left trial_reports behind at 0001, and every later upgrade failed
+    with 'table trial_reports already exists')."""
+    old = _old_db(sc)
+    shutil.copyfile(sc.path(old), sc.path("timed.db"))
+    timed = sc.cli("db upgrade (timed)", "db", "upgrade", "--db", "timed.db")
+    sc.check("an uninterrupted upgrade: exit 0, 0001 -> 0006", timed.code == 0 and "0001 -> 0006" in timed.out,
+             _one_line(timed.out + timed.err, 140))
+    start = _start_s(sc)
+    delays = [start + (timed.seconds - start) * k / 15 for k in range(1, 15)]
+    sc.notes.append(f"an uninterrupted upgrade took {timed.seconds:.2f} s, Python's start and the CLI module's "
+                    f"imports {start:.3f} s: delays {delays[0]:.2f}-{delays[-1]:.2f} s")
+    ends: dict[str, collections.Counter] = {}
+    between, wedged, exists = [], [], []
+    for sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):
+        for i, delay in enumerate(delays):
+            db = f"{sig.name.lower()}-{i:02d}.db"
+            shutil.copyfile(sc.path(old), sc.path(db))
+            cut, proc = sc.start(f"db upgrade, {sig.name} at {delay:.2f} s", "db", "upgrade", "--db", db)
+            time.sleep(delay)
+            proc.send_signal(sig)  # a no-op if it finished first (counted as its exit 0)
+            sc.wait((cut, proc), timeout=60)
+            ends.setdefault(sig.name, collections.Counter())[_ended(cut.code)] += 1
+            version = _rows(sc.path(db), "select version_num from alembic_version")
+            if version not in ([("0001",)], [("0006",)]):
+                between.append(f"{db}: {version}")
+            again = sc.cli(f"db upgrade after {sig.name} at {delay:.2f} s", "db", "upgrade", "--db", db)
+            top = sc.cli(f"top after {sig.name} at {delay:.2f} s", "top", "--db", db)
+            for run in (cut, again, top):
+                run.listed = False
+                if "already exists" in run.out + run.err:
+                    exists.append(f"{run.label}: {_one_line(run.line('already exists'), 100)}")
+            if again.code != 0 or top.code != 0:
+                wedged.append(f"{db}: db upgrade {_ended(again.code)}, top {_ended(top.code)}: "
+                              f"{_one_line(again.err + top.err, 100)}")
+    sc.wedged += len(wedged)
+    n = 3 * len(delays)
+    sc.check(f"{n} cut upgrades: each file left at 0001 or 0006", not between, between[:4])
+    sc.check(f"{n} reruns: db upgrade and top exit 0", not wedged, wedged[:4])
+    sc.check("no output says 'already exists'", not exists, exists[:4])
+    cuts = "; ".join(f"{name}: " + ", ".join(f"{e} x{k}" for e, k in sorted(c.items())) for name, c in ends.items())
+    sc.summary.append(f"{n} upgrades cut ({cuts}); then db upgrade and top: exit 0 for {n - len(wedged)} of {n}, "
+                      f"'already exists' {len(exists)} times")
+
+
+@contextlib.contextmanager
+def _private_mounts(sc: Scenario, sizes: dict[str, str]) -> Iterator[bool]:
+    """A tmpfs of the given size on each of these folders of work/, in a mount namespace of the scenario's own.
+
+    `unshare -m` (propagation private) starts a holder process that makes the mounts inside the new namespace and
+    sleeps; the scenario's commands run in it (`nsenter -m`, then a cd, so that relative paths cross its mounts) and
+    the bench sees its files through /proc/PID/root. No other process sees the mounts, and they vanish when the
+    holder is stopped (by PID). Yields False where that cannot be done (not root, no unshare, no tmpfs), after
+    recording the scenario as skipped.
+    """
+    for folder in sizes:
+        os.makedirs(sc.path(folder))
+    if os.geteuid() != 0 or not all(shutil.which(t) for t in ("unshare", "nsenter", "mount")):
+        sc.skipped = "needs root, unshare, nsenter and mount"
+        yield False
+        return
+    script = " && ".join([*(f"mount -t tmpfs -o size={size} tmpfs {shlex.quote(sc.path(folder))}"
+                            for folder, size in sizes.items()), "echo mounted", "exec sleep 3600"])
+    holder = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        if holder.stdout.readline().strip() != "mounted":  # type: ignore[union-attr]
+            holder.wait(timeout=30)
+            sc.skipped = f"unshare -m / mount -t tmpfs failed: {_one_line(holder.stderr.read(), 160)}"  # type: ignore
+            yield False
+            return
+        if os.readlink(f"/proc/{holder.pid}/ns/mnt") == os.readlink("/proc/self/ns/mnt"):
+            raise RuntimeError("unshare -m gave no mount namespace of its own")  # never mount on the machine's
+        sc.wrap = ["nsenter", "-t", str(holder.pid), "-m", "--", "sh", "-c", 'cd "$0" && exec "$@"', sc.work]
+        sc.seen = f"/proc/{holder.pid}/root"
+        sc.notes.append("in a mount namespace of its own (unshare -m): tmpfs "
+                        + ", ".join(f"{size} on {folder}/" for folder, size in sizes.items()))
+        yield True
+    finally:
+        sc.wrap, sc.seen = [], ""
+        _stop([holder.pid])
+        holder.wait()
+
+
+def _fill(folder: str, leave: int = 0) -> int:
+    """Fills `folder`'s file system with a file 'fill' until a write fails, then frees `leave` bytes of it.
+
+    Returns:
+      The bytes then free there.
+    """
+    fd = os.open(os.path.join(folder, "fill"), os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        for chunk in (b"\0" * (1 << 16), b"\0" * 4096):
+            with contextlib.suppress(OSError):
+                while True:
+                    os.write(fd, chunk)
+        if leave:
+            os.ftruncate(fd, max(0, os.lseek(fd, 0, os.SEEK_END) - leave))
+    finally:
+        os.close(fd)
+    st = os.statvfs(folder)
+    return st.f_bavail * st.f_frsize
+
+
+def full_disk(sc: Scenario) -> None:
+    """22. A full file system (a 2 MiB tmpfs filled to its last page, under unshare -m) holding the finished search's
+    WAL database: `db check`, `searches`, `top` exit 0 and make nothing (no room for the 32 KiB -shm: read as
+    immutable); `search --resume done --trials 40` exits 2 in one line, the file byte-identical, no -wal or -shm made
+    (before: a ~40-line SQLAlchemy traceback, and a failed read left an empty -wal after which the resume called the
+    database damaged). Then a search whose --run-dir is on a tmpfs with 3 pages left (TensorBoard's event files do
+    not fit) finishes every trial, exit 0, with one warning (before: ENOSPC from the writer killed the search with a
+    traceback and left its trial running)."""
+    db = _finished_db(sc)
+    with _private_mounts(sc, {"full": "2m", "tb": "256k"}) as ok:
+        if not ok:
+            return
+        shutil.copyfile(sc.path(db), sc.view("full", "r.db"))
+        free = _fill(sc.view("full"))
+        sc.check("full/: 0 bytes free", free == 0, free)
+        d = "full/r.db"
+        for label, argv in (("db check", ("db", "check")), ("searches", ("searches",)), ("top", ("top",))):
+            run = sc.cli(label, *argv, "--db", d, must_not_write=True, keep=(d,))
+            sc.check(f"{label}: exit 0, nothing on stderr", run.code == 0 and not run.error_lines,
+                     [run.code, *run.error_lines[:2]])
+            if label == "db check":
+                sc.check("db check: integrity ok", "integrity: ok" in run.out, _one_line(run.line("integrity"), 100))
+                run.shown = run.line("integrity:")
+        resume = sc.cli("resume --trials 40", "search", "--resume", "done", "--trials", "40", "--db", d, "--top", "0",
+                        "--plain", must_not_write=True, keep=(d,))
+        _one_line_refusal(sc, resume, "resume", "its file system is full")
+        sc.check("resume: full/r.db byte-identical, no -wal or -shm beside it",
+                 not resume.changed and not [s for s in ("-wal", "-shm") if os.path.exists(sc.view(d + s))],
+                 sorted(os.listdir(sc.view("full"))))
+        free = _fill(sc.view("tb"), leave=3 * 4096)
+        tb = sc.cli("search, --run-dir on tb/", *_search("tb", 8, duration=0.3, db="tb.db"), "--run-dir", "tb/run")
+        warned = [ln for ln in tb.error_lines if "TensorBoard" in ln]
+        sc.check("search: exit 0", tb.code == 0, tb.code)
+        sc.check("search: one warning (TensorBoard, no space left), no other stderr line",
+                 len(warned) == 1 and "No space left" in warned[0] and len(tb.error_lines) == 1, tb.error_lines[:3])
+        tb.shown = _one_line(warned[0] if warned else tb.message, 140)
+        sc.notes.append(f"tb/ had {free} bytes free; the search's log and events there: "
+                        + ", ".join(sorted(os.path.relpath(os.path.join(b, f), sc.view("tb"))
+                                           for b, _, fs in os.walk(sc.view("tb", "run")) for f in fs)))
+        sc.db_facts("tb.db", "tb", 8)
+        sc.ray_left_behind()
+
+
+def read_only_mount(sc: Scenario) -> None:
+    """23. The finished search's WAL database copied onto a tmpfs then remounted read-only (under unshare -m):
+    `searches`, `top`, `show KEY`, `db check` exit 0 and change nothing, `report --search done --out OUT` (OUT on a
+    writable disk) writes its page (before: every read command failed with 'unable to open database file', SQLite
+    unable to make the -shm; `db check` printed 'integrity: ok' and then that error)."""
+    db = _finished_db(sc)
+    key = _rows(sc.path(db), "select arch_key from trials where status = 'completed' limit 1")[0][0]
+    with _private_mounts(sc, {"ro": "4m"}) as ok:
+        if not ok:
+            return
+        shutil.copyfile(sc.path(db), sc.view("ro", "r.db"))
+        remount = subprocess.run([*sc.wrap, "mount", "-o", "remount,ro", sc.path("ro")], capture_output=True,
+                                 text=True)
+        sc.check("ro/ remounted read-only", remount.returncode == 0 and
+                 bool(os.statvfs(sc.view("ro")).f_flag & os.ST_RDONLY), _one_line(remount.stderr, 100))
+        d = "ro/r.db"
+        for label, argv in (("searches", ("searches",)), ("top", ("top",)), ("show", ("show", key)),
+                            ("db check", ("db", "check"))):
+            run = sc.cli(label, *argv, "--db", d, must_not_write=True, keep=(d,))
+            sc.check(f"{label}: exit 0, nothing on stderr", run.code == 0 and not run.error_lines,
+                     [run.code, *run.error_lines[:2]])
+            if label == "db check":
+                sc.check("db check: integrity ok", "integrity: ok" in run.out, _one_line(run.line("integrity"), 100))
+                run.shown = run.line("integrity:")
+        report = sc.cli("report", "report", "--search", "done", "--db", d, "--out", "report")
+        sc.check("report: exit 0, its page written", report.code == 0 and os.path.exists(sc.path("report",
+                                                                                              "index.html")),
+                 [report.code, *report.error_lines[:2]])
+
+
+def _laughs(levels: int = 9, width: int = 9) -> str:
+    """The billion laughs: 9 levels of 9 aliases of the level below, 9**9 'lol's once expanded."""
+    lines = ["a0: &a0 [" + ", ".join(['"lol"'] * width) + "]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def hostile_presets(sc: Scenario) -> None:
+    """24. search --preset FILE with hostile YAML: nested 50,000 deep, the billion laughs (an alias bomb of 9 levels),
+    a list of 100,000 items 5 deep under search.trials, a 50 MB sparse file (truncate): exit 2, one short line (< 300
+    characters), within 5 s, nothing made. The bounds of config_io.load_yaml: the file's size checked before it is
+    read, depth and aliases (counted expanded) counted while composing, excerpts of at most 80 characters."""
+    presets = {
+        "deep.yaml": ("search:\n  family: " + "[" * 50_000 + "]" * 50_000 + "\n", "nested deeper than 32 levels"),
+        "laughs.yaml": (_laughs(), "aliases"),
+        "wide.yaml": ("search:\n  trials: [[[[[" + ", ".join(["9"] * 100_000) + "]]]]]\n",
+                      "search.trials: expected an integer"),
+        "huge.yaml": (None, "larger than 1,048,576 bytes"),
+    }
+    for name, (text, _) in presets.items():
+        with open(sc.path(name), "w") as fh:
+            if text is None:
+                fh.truncate(50 << 20)  # sparse: 50 MB that take no room
+            else:
+                fh.write(text)
+    for name, (_, needle) in presets.items():
+        size = os.path.getsize(sc.path(name))
+        run = sc.cli(f"--preset {name} ({size:,} bytes)", "search", "--preset", name, "--runner", "local", "--db",
+                     "r.db", must_not_write=True, timeout=60)
+        _one_line_refusal(sc, run, name, needle)
+        sc.check(f"{name}: the line is short (< 300 characters)", bool(run.error_lines) and
+                 len(run.error_lines[0]) < 300, len(run.error_lines[0]) if run.error_lines else None)
+        sc.check(f"{name}: within {FAST_S:g} s", run.seconds <= FAST_S, round(run.seconds, 1))
+
+
+# (flags, what the one line says): each was accepted before, or failed only after runs/ and the database were made.
+# All run on the local runner but --cpus-per-trial nan, found on the default runner (Ray), which it is given.
+_BAD_VALUES = [
+    (["--set", "search.reward_for_failure=nan"], "search.reward_for_failure must be a finite number in [-1, 1]"),
+    (["--set", "search.reward_for_failure=inf"], "search.reward_for_failure must be a finite number in [-1, 1]"),
+    (["--set", "search.reward_for_failure=1e309"], "search.reward_for_failure must be a finite number in [-1, 1]"),
+    (["--seed", "-1"], "--seed: search.seed must be an integer in [0, 2147483647], got -1"),
+    (["--cpus-per-trial", "nan"], "--cpus-per-trial: search.cpus_per_trial must be a finite number > 0, got nan"),
+    (["--trial-timeout", "nan"], "--trial-timeout: search.trial_timeout_s must be a finite number >= 0"),
+    (["--set", "proxy.learning_rate=.inf"], "proxy.learning_rate must be a finite number > 0, got inf"),
+    (["--set", "evaluator.surrogate.noise=.inf"], "evaluator.surrogate.noise must be a finite number in [0, 1]"),
+    (["--set", "proxy.seed=-1"], "proxy.seed must be an integer in [0, 2147483647], got -1"),
+    (["--name", ""], "--name must be letters, digits, '.', '_' or '-'"),
+    (["--evaluator", "retinanet", "--surrogate-duration", "5"],
+     "--surrogate-duration is a setting of the surrogate evaluator, but the evaluator is 'retinanet'"),
+]
+
+
+def bad_values(sc: Scenario) -> None:
+    """25. Values that passed the checks before: reward_for_failure nan, inf and 1e309, --seed -1, --cpus-per-trial
+    nan on the Ray runner, --trial-timeout nan, proxy.learning_rate .inf, evaluator.surrogate.noise .inf,
+    proxy.seed -1, --name '', --surrogate-duration 5 with the retinanet evaluator (the default when none is given;
+    a real training started): exit 2, one line naming the flag or key, nothing made (before: NaN passed every
+    '<= 0' check and reached the driver or every trial, --seed -1 ended in a traceback after runs/ and the database
+    were made, --name '' took the default name)."""
+    for flags, needle in _BAD_VALUES:
+        argv = ["search", "--controller", "random", "--top", "0", "--plain", "--db", "r.db"]
+        if "--evaluator" not in flags:
+            argv += ["--evaluator", "surrogate"]
+        if "--cpus-per-trial" not in flags:
+            argv += ["--runner", "local"]
+        if "--name" not in flags:
+            argv += ["--name", "v"]
+        what = " ".join(shlex.quote(f) for f in flags if f != "--set")
+        run = sc.cli(what, *argv, *flags, must_not_write=True)
+        _one_line_refusal(sc, run, what, needle)
+
+
+# Set the terminal's title, clear the screen, ring the bell, a CSI in red; as tests/nas/test_stored_text.py stores.
+_EVIL = "evil\x1b]0;pwned\x07\x1b[2J\x1b[31m"
+
+
+def stored_escapes(sc: Scenario) -> None:
+    """26. A database (written by the bench with results_db.ResultStore, as tests/nas/test_stored_text.py does) of two
+    searches, one whose name, controller, trial hosts and error hold terminal escape sequences (set the title, clear
+    the screen, BEL, a colour): `searches`, `top` and `show KEY` exit 0, print no ESC or BEL byte and show the text
+    escaped (before: searches and top printed it raw, so a database could retitle, clear or recolour the terminal)."""
+    import numpy as np
+
+    from results_db import ResultStore
+    from search_space import SearchSpace, seeds
+
+    space = SearchSpace("spinenet49")
+    archs = (seeds.SPINENET_49.canonical(), space.decode(space.random(np.random.default_rng(0))))
+    with ResultStore(f"sqlite:///{sc.path('evil.db')}") as store:
+        for name, reward, arch in ((_EVIL, 0.4, archs[0]), ("clean", 0.3, archs[1])):
+            key = store.register_arch(arch, family="spinenet49", flops=2_000_000_000, params=4_000_000)
+            store.create_search(name, config="{}", controller="ppo" + _EVIL, family="spinenet49", fingerprint="fp")
+            done, failed = store.add_trials(name, [(key, [0]), (key, [1])], status="running", host="h" + _EVIL,
+                                            fingerprint="fp")
+            store.finish_trial(done, status="completed", reward=reward, metrics={"ap": reward})
+            store.finish_trial(failed, status="failed", error="boom" + _EVIL + "\nsecond line")
+    # Reads, not refusals: a read-only open of a WAL database may leave its -wal and -shm (README), so no file check.
+    for label, argv in (("searches", ("searches",)), ("top", ("top",)), ("show", ("show", archs[0].key))):
+        run = sc.cli(label, *argv, "--db", "evil.db")
+        text = run.out + run.err
+        sc.check(f"{label}: exit 0", run.code == 0, [run.code, *run.error_lines[:2]])
+        sc.check(f"{label}: no ESC or BEL byte in its output", "\x1b" not in text and "\x07" not in text,
+                 [ln for ln in text.splitlines() if "\x1b" in ln or "\x07" in ln][:2])
+        sc.check(f"{label}: the stored text shown escaped", "\\x1b]0;pwned\\x07" in text, _one_line(run.out, 100))
+        run.shown = _one_line(next((ln for ln in text.splitlines() if "pwned" in ln), run.message), 100)
+
+
+def db_check_of_a_directory(sc: Scenario) -> None:
+    """27. `db check --db DIR` of a directory: exit 2, the same one line as `searches --db DIR` (before: 'integrity:
+    DAMAGED' from SQLite's disk I/O error)."""
+    os.makedirs(sc.path("adir"))
+    check = sc.cli("db check", "db", "check", "--db", "adir", must_not_write=True)
+    listed = sc.cli("searches", "searches", "--db", "adir", must_not_write=True)
+    for run in (check, listed):
+        _one_line_refusal(sc, run, run.label, "is not a database file (it is a directory or a device)")
+    sc.check("the same line from both", check.error_lines == listed.error_lines, [*check.error_lines,
+                                                                                   *listed.error_lines])
+
+
+def in_memory_and_uri_databases(sc: Scenario) -> None:
+    """28. search --db sqlite:// and --db :memory:: exit 2, one line saying it is in-memory, nothing made (before:
+    the results vanished with the process, and ':memory:' made a file of that name); search --db
+    'file:x.db?mode=rw': exit 2, one line naming the forms expected, no file 'file:x.db' (before: made one)."""
+    for db, needle in (("sqlite://", "is an in-memory database"), (":memory:", "is an in-memory database"),
+                       ("file:x.db?mode=rw", "got the SQLite URI 'file:x.db?mode=rw': give its path (x.db)")):
+        run = sc.cli(f"--db {db}", "search", *SURROGATE, "--runner", "local", "--name", "m", "--trials", "1", "--db",
+                     db, must_not_write=True)
+        _one_line_refusal(sc, run, f"--db {db}", needle)
+    sc.check("no file named ':memory:', 'file:x.db' or 'file:x.db?mode=rw'",
+             not [f for f in (":memory:", "file:x.db", "file:x.db?mode=rw") if os.path.exists(sc.path(f))])
+
+
 SCENARIOS: list[Callable[[Scenario], None]] = [
     two_drivers_race, kill_9_and_resume, sigterm_and_resume, ctrl_c_while_ray_starts, stale_foreign_cluster,
     live_foreign_cluster, damaged_database, empty_database, too_many_cpus, resume_into_a_typo, escaping_name,
     no_op_resume, trials_below_finished, oversized_specs, unwritable_outputs, zero_byte_jpeg, sigterm_on_ray,
-    loopback_only, paused_driver_taken_over, heartbeat_from_the_future,
+    loopback_only, paused_driver_taken_over, heartbeat_from_the_future, interrupted_upgrade, full_disk,
+    read_only_mount, hostile_presets, bad_values, stored_escapes, db_check_of_a_directory, in_memory_and_uri_databases,
 ]
 NAMES = {f.__name__.replace("_", "-"): f for f in SCENARIOS}
 
@@ -841,6 +1219,8 @@ def _row(index: int, name: str, sc: Scenario, seconds: float, crash: str | None)
         "files_from_failed_list": [f"{r.label}: {', '.join(r.created + [f'{p} (bytes changed)' for p in r.changed])}"
                                    for r in refusals if r.created or r.changed],
         "ray_left_behind": sc.ray_left,
+        "summary": sc.summary,
+        "skipped": sc.skipped,
         "checks": sc.checks + ([{"check": "the scenario ran to its end", "ok": False, "got": crash}] if crash else []),
         "notes": sc.notes,
         "seconds": round(seconds, 1),
@@ -856,17 +1236,19 @@ COUNTS = ("lost", "duplicated", "run_twice", "left_running", "late_writes", "wed
 
 
 def _happened(row: dict[str, Any], width: int = 70) -> str:
-    parts = []
+    parts = [f"skipped: {row['skipped']}"] if row.get("skipped") else []
     for c in row["commands"]:
+        if not c.get("listed", True):
+            continue
         code = "timeout" if c["timed_out"] else f"exit {c['exit_code']}"
         msg = c["message"].removeprefix("spinenas: error: ")
         parts.append(f"{c['label']}: {code}, '{msg[:width] + ('...' if len(msg) > width else '')}'")
-    return "; ".join(parts)
+    return "; ".join(parts + row.get("summary", []))
 
 
 def _markdown(doc: dict[str, Any]) -> str:
-    cols = ("scenario", "runner", "what happened", "lost", "dup", "run twice", "left running", "writes after lost lease",
-            "wedged", "tracebacks", "files", "Ray left", "checks", "s")
+    cols = ("scenario", "runner", "what happened", "lost", "dup", "run twice", "left running",
+            "writes after lost lease", "wedged", "tracebacks", "files", "Ray left", "checks", "s")
     lines = [f"# Chaos benchmark ({doc['date_utc']}, commit {(doc['commit'] or '?')[:10]}"
              f"{' + local changes' if doc['commit_dirty'] else ''})", "",
              f"`{doc['command']}` on {doc['machine']['cpus']} CPUs, {doc['seconds'] / 60:.1f} min. "
@@ -886,11 +1268,13 @@ def _markdown(doc: dict[str, Any]) -> str:
                  checks.replace("|", "\\|"), r["seconds"]]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     t = doc["totals"]
-    lines += ["", f"Totals: {t['scenarios']} scenarios, {t['scenarios_met']} met every target; lost {t['lost']}, "
-              f"duplicated {t['duplicated']}, run twice {t['run_twice']}, left running {t['left_running']}, "
-              f"writes after a lost lease {t.get('late_writes', 0)}, wedged databases {t.get('wedged', 0)}, "
-              f"tracebacks {t['tracebacks']}, files from failed commands {t['files_from_failed']}, Ray processes left "
-              f"{t['ray_left_behind']}, checks missed {t['checks_failed']}.", ""]
+    skipped = f" ({t['skipped']} of them skipped here: see their rows)" if t.get("skipped") else ""
+    lines += ["", f"Totals: {t['scenarios']} scenarios, {t['scenarios_met']} met every target{skipped}; "
+              f"lost {t['lost']}, duplicated {t['duplicated']}, run twice {t['run_twice']}, left running "
+              f"{t['left_running']}, writes after a lost lease {t.get('late_writes', 0)}, wedged databases "
+              f"{t.get('wedged', 0)}, tracebacks {t['tracebacks']}, files from failed commands "
+              f"{t['files_from_failed']}, Ray processes left {t['ray_left_behind']}, checks missed "
+              f"{t['checks_failed']}.", ""]
     return "\n".join(lines)
 
 
@@ -925,7 +1309,8 @@ def main(argv: list[str] | None = None) -> int:
                 sc.close(keep=args.keep)
             row = _row(index, name, sc, time.perf_counter() - t0, crash)
             rows.append(row)
-            print(f"{row['scenario']}: {'ok' if row['targets_met'] else 'MISSED'} ({row['seconds']} s) "
+            verdict = "MISSED" if not row["targets_met"] else "skipped" if row["skipped"] else "ok"
+            print(f"{row['scenario']}: {verdict} ({row['seconds']} s) "
                   f"{_happened(row, 60)}", flush=True)
             for c in row["checks_failed"]:
                 print(f"    missed: {c['check']}" + (f" (got {_one_line(str(c['got']), 100)})" if "got" in c else ""),
@@ -942,6 +1327,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
     totals = {k: sum(r[k] for r in rows) for k in COUNTS}
     totals.update(scenarios=len(rows), scenarios_met=sum(r["targets_met"] for r in rows),
+                  skipped=sum(bool(r["skipped"]) for r in rows),
                   ray_left_behind=sum(len(r["ray_left_behind"]) for r in rows),
                   checks=sum(len(r["checks"]) for r in rows), checks_failed=sum(len(r["checks_failed"]) for r in rows))
     doc = {
