@@ -562,7 +562,10 @@ def live_foreign_cluster(sc: Scenario) -> None:
                             "--include-dashboard=false", "--disable-usage-stats"])
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run([ray_cli, *run.argv[1:]], capture_output=True, text=True, env=sc.env, timeout=180)
+        # Another user's cluster on loopback: Ray's single-node setting, as nas.runners.ray_runner makes it (without
+        # it Ray 2.60 listens on every interface and registers the machine's network address, not 127.0.0.1).
+        proc = subprocess.run([ray_cli, *run.argv[1:]], capture_output=True, text=True, timeout=180,
+                              env=dict(sc.env, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"))
         run.code, run.out, run.err = proc.returncode, proc.stdout, proc.stderr
     except subprocess.TimeoutExpired:
         run.timed_out = True
