@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -131,9 +132,16 @@ class LeaseKeeper:
         self._thread.start()
 
     def _run(self) -> None:
+        last = time.monotonic()
         while not self._stop.wait(self.renew_s):
+            # A beat far later than asked for: the whole process was paused (SIGSTOP, a suspended VM), not its loop
+            # stuck while it ran. The renewal finds out whether another driver took the lease meanwhile; a warning
+            # that the loop is stuck would be wrong (the loop turns again now).
+            now = time.monotonic()
+            paused = now - last > self.renew_s + self.timeout_s / 2
+            last = now
             stuck = self.alive()
-            if stuck > self.timeout_s:
+            if stuck > self.timeout_s and not paused:
                 logger.warning("the driver's loop has not turned for %.0f s: the lease of %r is left to expire",
                                stuck, self.name)
                 continue

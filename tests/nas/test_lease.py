@@ -322,3 +322,35 @@ def test_a_second_driver_for_a_running_search_is_refused_in_one_line(tmp_path):
     store = ResultStore(f"sqlite:///{db}")
     assert sum(t.status == "completed" for t in store.trials("x")) == 8
     assert store.open_search("x").lease_owner is None  # released at the end
+
+
+def test_a_heartbeat_late_after_the_process_was_paused_renews_or_finds_the_lease_lost_and_warns_not(tmp_path,
+                                                                                                    caplog):
+    """After SIGSTOP and SIGCONT the heartbeat thread woke late with the loop's last turn long ago, and warned that
+    the loop was stuck (a second line beside the command's own 'another driver took over'). A late beat is a paused
+    process: it renews, or finds the lease taken over."""
+    import logging
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    store = _store(url)
+    keeper = LeaseKeeper(store, "s", alive=lambda: 10.0, timeout_s=0.5, renew_s=0.05)  # 10 s since the loop turned
+    keeper.take()
+
+    class PausedOnce(threading.Event):
+        def wait(self, timeout=None):
+            if not hasattr(self, "paused"):
+                self.paused = True
+                time.sleep(1.0)  # the whole process stopped for twice the lease; another driver took it meanwhile
+                other = ResultStore(url)
+                assert other.take_lease("s", owner="other", host="h", pid=1, timeout_s=0.0)[0]
+                other.close()
+                return False
+            return super().wait(timeout)
+
+    keeper._stop = PausedOnce()
+    with caplog.at_level(logging.INFO, logger="nas.lease"):
+        keeper.start()
+        keeper._thread.join(timeout=10)
+    assert keeper.lost
+    assert "has not turned" not in caplog.text and "taken over by another driver" in caplog.text
+    store.close()
