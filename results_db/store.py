@@ -158,19 +158,36 @@ def _disk_full(orig: BaseException | None) -> bool:
     return "database or disk is full" in str(orig) or getattr(orig, "sqlstate", None) == "53100"
 
 
-def _full_disk_in_one_line(engine: Engine, where: str) -> None:
-    """Every statement and commit of `engine` that fails on a full file system raises `DatabaseFullError` (one line
-    for the user) instead of the driver's error. SQLite rolls the transaction back, so the database stays sound."""
+def _locked(orig: BaseException | None) -> bool:
+    """Is a driver's error SQLite's SQLITE_BUSY (5, "database is locked"): another connection kept the write lock
+    for the whole busy timeout?"""
+    code = getattr(orig, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF == 5
+    return isinstance(orig, sqlite3.OperationalError) and "database is locked" in str(orig)
+
+
+def _failures_in_one_line(engine: Engine, where: str) -> None:
+    """Every statement and commit of `engine` that fails on a full file system raises `DatabaseFullError`, and one
+    that waited the whole busy timeout for another process's write lock a `DatabaseOpenError` (one line for the
+    user each) instead of the driver's error. SQLite rolls the transaction back, so the database stays sound."""
 
     @event.listens_for(engine, "handle_error")
-    def _full(context: Any) -> BaseException | None:
-        if not _disk_full(context.original_exception):
-            return None
-        return DatabaseFullError(
-            f"cannot write database {where}: its file system is full ({_one_line(context.original_exception)}); "
-            "nothing of this write was stored and the database is sound: free space there, then run the command "
-            "again (a search or a study continues with --resume)"
-        )
+    def _one_line_error(context: Any) -> BaseException | None:
+        if _disk_full(context.original_exception):
+            return DatabaseFullError(
+                f"cannot write database {where}: its file system is full ({_one_line(context.original_exception)}); "
+                "nothing of this write was stored and the database is sound: free space there, then run the command "
+                "again (a search or a study continues with --resume)"
+            )
+        if _locked(context.original_exception):
+            return DatabaseOpenError(
+                f"cannot write database {where}: another process held its write lock for {BUSY_TIMEOUT_S:g} s "
+                "(database is locked: a writer paused or hung in a transaction); nothing of this write was stored: "
+                "end that process or let it go on, then run the command again (a search or a study continues with "
+                "--resume)"
+            )
+        return None
 
 
 def _check_status(value: Any, allowed: Iterable[TrialStatus | SearchStatus], what: str) -> Any:
@@ -390,7 +407,7 @@ class ResultStore(ReadAPI):
         self._connections: list[Connection] = []
         self._fence: tuple[int, str, str] | None = None  # (search id, lease owner, name): see `fence`
         self._engine = self._create_engine(echo)
-        _full_disk_in_one_line(self._engine, self.display_url)
+        _failures_in_one_line(self._engine, self.display_url)
         try:
             self._open()
         except BaseException:

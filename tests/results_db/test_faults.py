@@ -80,6 +80,30 @@ def test_a_write_on_a_full_disk_is_one_line_and_stores_nothing(tmp_path, full_af
     assert integrity(str(tmp_path / "r.db"), quick=False) == ["ok"]
 
 
+def test_a_write_lock_held_past_the_busy_timeout_is_one_line_and_stores_nothing(tmp_path, monkeypatch):
+    """Another process in a write transaction for longer than the busy timeout (a driver paused by SIGSTOP in one):
+    `search --resume` failed with SQLAlchemy's ~60-line 'database is locked' traceback."""
+    import results_db.store
+
+    url = _closed_db(tmp_path / "r.db")
+    monkeypatch.setattr(results_db.store, "BUSY_TIMEOUT_S", 0.1)
+    holder = sqlite3.connect(tmp_path / "r.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    store = ResultStore(url)
+    with pytest.raises(DatabaseOpenError) as e:
+        store.create_search("c")
+    assert str(e.value) == (
+        f"cannot write database {url}: another process held its write lock for 0.1 s (database is locked: a writer "
+        "paused or hung in a transaction); nothing of this write was stored: end that process or let it go on, then "
+        "run the command again (a search or a study continues with --resume)"
+    )
+    holder.execute("ROLLBACK")
+    holder.close()
+    store.create_search("c")  # the lock let go: the store goes on
+    assert [s.name for s in store.list_searches()] == ["a", "b", "c"]
+    store.close()
+
+
 # --------------------------------------------------------------------------------------------------- a directory
 def test_a_directory_is_not_a_database_file_for_every_check(tmp_path):
     """A directory is 'not a database file' for every check (not DAMAGED by a disk I/O error)."""
