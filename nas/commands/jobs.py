@@ -201,6 +201,15 @@ def start_ray_if_needed(cfg: Any, args: argparse.Namespace) -> bool:
     return started
 
 
+def _outermost_missing(path: str) -> str | None:
+    """The outermost folder of `path` that does not exist yet (`runs/` when neither runs/ nor runs/NAME does), or
+    None when `path` exists."""
+    path, missing = os.path.abspath(path), None
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path, missing = os.path.dirname(path), path
+    return missing
+
+
 @contextlib.contextmanager
 def trial_job(cfg: Any, args: argparse.Namespace, run_dir: str, make_job: Any) -> Iterator[Any]:
     """The frame of a command that runs trials, in the order that loses nothing: the run folder and the log; with
@@ -218,10 +227,10 @@ def trial_job(cfg: Any, args: argparse.Namespace, run_dir: str, make_job: Any) -
     import time
 
     from nas.lease import LeaseHeldError, LeaseKeeper
-    from results_db.errors import DuplicateSearchError
+    from results_db.errors import DatabaseOpenError, DuplicateSearchError
     from results_db.status import SearchStatus
 
-    made = not os.path.exists(run_dir)
+    made = _outermost_missing(run_dir)  # what to remove again if nothing of the job was written
     view = make_view(args)
     keeper: Any = None
     leased = prepared = False
@@ -245,13 +254,14 @@ def trial_job(cfg: Any, args: argparse.Namespace, run_dir: str, make_job: Any) -
                     note = keeper.take()
                     leased = True
                     _hold(job, keeper)
-            except (UserError, LeaseHeldError, DuplicateSearchError, KeyboardInterrupt) as e:
+            except (UserError, LeaseHeldError, DuplicateSearchError, DatabaseOpenError, KeyboardInterrupt) as e:
                 # Nothing of this job was written: leave no folder behind, unless another driver of the same
-                # search (which holds its lease or won its name) may be writing into it.
+                # search (which holds its lease or won its name) may be writing into it. A database that failed
+                # under the command (a full disk, a write lock held past the busy timeout) keeps its exit code 1.
                 theirs = isinstance(e, (LeaseHeldError, DuplicateSearchError))
                 if made and not leased and not prepared and not theirs:
-                    shutil.rmtree(run_dir, ignore_errors=True)
-                if isinstance(e, KeyboardInterrupt):
+                    shutil.rmtree(made, ignore_errors=True)
+                if isinstance(e, (KeyboardInterrupt, DatabaseOpenError)):
                     raise
                 raise UserError(error_text(e)) from None
             job.lease = keeper

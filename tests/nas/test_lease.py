@@ -354,3 +354,27 @@ def test_a_heartbeat_late_after_the_process_was_paused_renews_or_finds_the_lease
     assert keeper.lost
     assert "has not turned" not in caplog.text and "taken over by another driver" in caplog.text
     store.close()
+
+
+def test_a_resume_that_finds_the_write_lock_held_is_one_line_and_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    """A driver paused inside a commit holds the write lock: a resume waited the busy timeout, then failed with
+    SQLAlchemy's ~60-line 'database is locked' traceback and left its run folder (runs/, runs/NAME/search.log)."""
+    import sqlite3
+
+    import results_db.store
+    from nas import cli
+    from tests.nas.helpers import cfg_of, run_search
+
+    store, _, _ = run_search(tmp_path, cfg_of(trials=2), name="x")
+    store.close()
+    monkeypatch.setattr(results_db.store, "BUSY_TIMEOUT_S", 0.1)
+    holder = sqlite3.connect(tmp_path / "r.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        code = cli.main(["search", "--resume", "x", "--trials", "4", "--db", str(tmp_path / "r.db"), "--run-dir",
+                         str(tmp_path / "out" / "x"), "--top", "0", "--plain"])
+    finally:
+        holder.close()
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "(database is locked: a writer paused or hung" in err, err
+    assert not (tmp_path / "out").exists()
