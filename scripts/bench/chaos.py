@@ -784,12 +784,39 @@ def loopback_only(sc: Scenario) -> None:
     sc.ray_left_behind()
 
 
+def _stop_outside_a_transaction(proc: subprocess.Popen, db: str, tries: int = 20) -> int:
+    """SIGSTOP of `proc` at a moment it holds no write lock on `db` (else SIGCONT and again, 0.1 s later): a driver
+    stopped inside a commit blocks every other writer, and its resume fails after the busy timeout (scenario 29).
+
+    Returns:
+      The try that stopped it there (0: none did; it is left running).
+    """
+    for n in range(1, tries + 1):
+        proc.send_signal(signal.SIGSTOP)
+        time.sleep(0.05)
+        con = sqlite3.connect(db, timeout=0, isolation_level=None)
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("ROLLBACK")
+            return n
+        except sqlite3.OperationalError:
+            proc.send_signal(signal.SIGCONT)
+            time.sleep(0.1)
+        finally:
+            con.close()
+    return 0
+
+
 def paused_driver_taken_over(sc: Scenario) -> None:
-    """19. SIGSTOP of a local-runner driver past its lease, a resume takes over, SIGCONT: the paused driver stores
-    nothing more and exits 3 in one line; the resume finishes every trial once."""
+    """19. SIGSTOP of a local-runner driver past its lease (at a moment it holds no write lock: see scenario 29), a
+    resume takes over, SIGCONT: the paused driver stores nothing more and exits 3 in one line; the resume finishes
+    every trial once."""
     first, proc = sc.start("search", *_search("pause", 14, duration=1.0))
     sc.check("3 trials finished before SIGSTOP", sc.wait_for(lambda: _finished(sc.path("r.db"), "pause") >= 3))
-    proc.send_signal(signal.SIGSTOP)
+    tries = _stop_outside_a_transaction(proc, sc.path("r.db"))
+    sc.check("paused outside a write transaction", tries > 0, tries)
+    if tries > 1:
+        sc.notes.append(f"SIGSTOP landed inside a write transaction {tries - 1} times first (SIGCONT, again)")
     stopped_at = _finished(sc.path("r.db"), "pause")
     time.sleep(0.5)
     out_file = first._files[0] if first._files else None
@@ -1177,12 +1204,34 @@ def in_memory_and_uri_databases(sc: Scenario) -> None:
              not [f for f in (":memory:", "file:x.db", "file:x.db?mode=rw") if os.path.exists(sc.path(f))])
 
 
+def locked_database(sc: Scenario) -> None:
+    """29. Another process holds the finished search's write lock (a transaction the bench keeps open) past the
+    store's 30 s busy timeout: `search --resume done --trials 40` exits 1 in one line saying the database is locked,
+    makes nothing and leaves the file byte-identical; once the lock is let go the same resume finishes 40 trials
+    (before: SQLAlchemy's ~60-line 'database is locked' traceback, found when scenario 19's SIGSTOP landed inside
+    a driver's commit)."""
+    db = _finished_db(sc)
+    holder = sqlite3.connect(sc.path(db), isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        refused = sc.cli("resume, locked", "search", "--resume", "done", "--trials", "40", "--db", db, "--top", "0",
+                         "--plain", must_not_write=True, keep=(db,))
+    finally:
+        holder.close()  # ends the transaction (rolled back: it wrote nothing)
+    _one_line_refusal(sc, refused, "resume, locked", "database is locked", code=1)
+    resumed = sc.cli("resume", "search", "--resume", "done", "--trials", "40", "--db", db, "--top", "0", "--plain")
+    sc.check("resume once the lock is let go: exit 0", resumed.code == 0, [resumed.code, *resumed.error_lines[:2]])
+    sc.db_facts(db, "done", 40)
+    sc.ray_left_behind()
+
+
 SCENARIOS: list[Callable[[Scenario], None]] = [
     two_drivers_race, kill_9_and_resume, sigterm_and_resume, ctrl_c_while_ray_starts, stale_foreign_cluster,
     live_foreign_cluster, damaged_database, empty_database, too_many_cpus, resume_into_a_typo, escaping_name,
     no_op_resume, trials_below_finished, oversized_specs, unwritable_outputs, zero_byte_jpeg, sigterm_on_ray,
     loopback_only, paused_driver_taken_over, heartbeat_from_the_future, interrupted_upgrade, full_disk,
     read_only_mount, hostile_presets, bad_values, stored_escapes, db_check_of_a_directory, in_memory_and_uri_databases,
+    locked_database,
 ]
 NAMES = {f.__name__.replace("_", "-"): f for f in SCENARIOS}
 
