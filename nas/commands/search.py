@@ -300,7 +300,7 @@ def register(sub: Any) -> None:
         "Ctrl-C or a crash loses nothing: 'spinenas search --resume NAME' finishes the budget, re-runs the trials "
         "that were in flight and continues the controller from its last checkpoint. Watch it "
         "with 'spinenas top' from another shell. Exit codes: 0 done, 1 the database failed under the search (a "
-        "full disk), 2 bad input (nothing changed), 3 another driver took the search over (this one was paused past "
+        "full disk, a write lock another process held past the busy timeout), 2 bad input (nothing changed), 3 another driver took the search over (this one was paused past "
         "its lease), 130 Ctrl-C, 143 SIGTERM.",
     )
     p.add_argument("--preset", default="demo",
