@@ -616,8 +616,8 @@ class ResultStore(ReadAPI):
         Raises:
           LookupError: unknown search.
         """
-        with self._write_conn(fenced=False) as conn:
-            self._fence = (self._search_id_conn(search, conn), str(owner), search)
+        with self._read() as session:
+            self._fence = (self._search_id(search, session), str(owner), search)
 
     def _check_fence(self, conn: Connection) -> None:
         fence = self._fence

@@ -5,8 +5,7 @@ loaded (Ray Tune's ``SEARCH_ALG_IMPORT``; the CLI's read-only commands import ne
 dataclass of its settings section, and facts a caller needs without importing it. Names are registered once
 (`KeyError` on a second time, as Model Garden's ``official/core/registry.py``), and a lookup of an unknown name
 lists the known ones. Because a target is plain text, it travels in a trial's plain-data spec, and a worker process
-imports it itself; `import_plugins` imports a user's modules (``--plugin MODULE``) wherever entries are looked up,
-in the driver and in every worker.
+imports it itself.
 
 It lives here, in the lowest package, because every other package may import `search_space` (DESIGN.md).
 
@@ -26,15 +25,14 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-_MODULE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 
 
 class PluginError(ImportError):
-    """A plug-in module or an entry's target that cannot be imported (the message says which and why)."""
+    """An entry's target that cannot be imported (the message says which and why)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,8 +170,7 @@ def load_target(target: str, *, what: str = "target") -> Any:
     try:
         obj: Any = importlib.import_module(module)
     except ImportError as e:
-        raise PluginError(f"{what}: cannot import {module!r} ({_first_line(e)}); is its plug-in given with "
-                          "--plugin, and importable here?") from None
+        raise PluginError(f"{what}: cannot import {module!r} ({_first_line(e)})") from None
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
@@ -182,39 +179,9 @@ def load_target(target: str, *, what: str = "target") -> Any:
     return obj
 
 
-def check_plugins(modules: Iterable[str]) -> tuple[str, ...]:
-    """Plug-in module names, checked for their form (dotted Python names), in order, without repeats.
-
-    Raises:
-      ValueError: one that is not a module name.
-    """
-    out: list[str] = []
-    for m in modules:
-        if not isinstance(m, str) or not _MODULE.match(m):
-            raise ValueError(f"a plug-in is a Python module name such as my_pkg.my_evaluator, got {m!r}")
-        if m not in out:
-            out.append(m)
-    return tuple(out)
-
-
-def import_plugins(modules: Iterable[str], *, on_import: Callable[[str], None] | None = None) -> None:
-    """Imports a user's plug-in modules (their `register` calls run on import). Importing one twice is a no-op.
-
-    Raises:
-      PluginError: one cannot be imported (one line, naming it and why).
-    """
-    for m in check_plugins(modules):
-        try:
-            importlib.import_module(m)
-        except Exception as e:  # noqa: BLE001 - any failure of a user's module is one line naming it
-            raise PluginError(f"plug-in {m!r} cannot be imported: {type(e).__name__}: {_first_line(e)}") from None
-        if on_import is not None:
-            on_import(m)
-
-
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0][:200] if text else type(e).__name__
 
 
-__all__ = ["Entry", "PluginError", "Registry", "check_plugins", "import_plugins", "load_target"]
+__all__ = ["Entry", "PluginError", "Registry", "load_target"]
