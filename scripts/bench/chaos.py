@@ -998,6 +998,18 @@ def _fill(folder: str, leave: int = 0) -> int:
     return st.f_bavail * st.f_frsize
 
 
+def _reads_work(sc: Scenario, d: str, commands: tuple[tuple[str, tuple[str, ...]], ...]) -> None:
+    """Each read command on database `d`: exit 0, nothing on stderr, nothing made or changed; db check's integrity
+    ok."""
+    for label, argv in commands:
+            run = sc.cli(label, *argv, "--db", d, must_not_write=True, keep=(d,))
+            sc.check(f"{label}: exit 0, nothing on stderr", run.code == 0 and not run.error_lines,
+                     [run.code, *run.error_lines[:2]])
+            if label == "db check":
+                sc.check("db check: integrity ok", "integrity: ok" in run.out, _one_line(run.line("integrity"), 100))
+                run.shown = run.line("integrity:")
+
+
 def full_disk(sc: Scenario) -> None:
     """22. A full file system (a 2 MiB tmpfs filled to its last page, under unshare -m) holding the finished search's
     WAL database: `db check`, `searches`, `top` exit 0 and make nothing (no room for the 32 KiB -shm: read as
@@ -1014,13 +1026,7 @@ def full_disk(sc: Scenario) -> None:
         free = _fill(sc.view("full"))
         sc.check("full/: 0 bytes free", free == 0, free)
         d = "full/r.db"
-        for label, argv in (("db check", ("db", "check")), ("searches", ("searches",)), ("top", ("top",))):
-            run = sc.cli(label, *argv, "--db", d, must_not_write=True, keep=(d,))
-            sc.check(f"{label}: exit 0, nothing on stderr", run.code == 0 and not run.error_lines,
-                     [run.code, *run.error_lines[:2]])
-            if label == "db check":
-                sc.check("db check: integrity ok", "integrity: ok" in run.out, _one_line(run.line("integrity"), 100))
-                run.shown = run.line("integrity:")
+        _reads_work(sc, d, (("db check", ("db", "check")), ("searches", ("searches",)), ("top", ("top",))))
         resume = sc.cli("resume --trials 40", "search", "--resume", "done", "--trials", "40", "--db", d, "--top", "0",
                         "--plain", must_not_write=True, keep=(d,))
         _one_line_refusal(sc, resume, "resume", "its file system is full")
@@ -1057,14 +1063,8 @@ def read_only_mount(sc: Scenario) -> None:
         sc.check("ro/ remounted read-only", remount.returncode == 0 and
                  bool(os.statvfs(sc.view("ro")).f_flag & os.ST_RDONLY), _one_line(remount.stderr, 100))
         d = "ro/r.db"
-        for label, argv in (("searches", ("searches",)), ("top", ("top",)), ("show", ("show", key)),
-                            ("db check", ("db", "check"))):
-            run = sc.cli(label, *argv, "--db", d, must_not_write=True, keep=(d,))
-            sc.check(f"{label}: exit 0, nothing on stderr", run.code == 0 and not run.error_lines,
-                     [run.code, *run.error_lines[:2]])
-            if label == "db check":
-                sc.check("db check: integrity ok", "integrity: ok" in run.out, _one_line(run.line("integrity"), 100))
-                run.shown = run.line("integrity:")
+        _reads_work(sc, d, (("searches", ("searches",)), ("top", ("top",)), ("show", ("show", key)),
+                            ("db check", ("db", "check"))))
         report = sc.cli("report", "report", "--search", "done", "--db", d, "--out", "report")
         sc.check("report: exit 0, its page written", report.code == 0 and os.path.exists(sc.path("report",
                                                                                               "index.html")),
