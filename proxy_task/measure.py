@@ -72,7 +72,7 @@ def measure(exp: Any) -> Measured:
     """Builds a RetinaNet experiment's model and counts its parameters and float operations.
 
     Args:
-      exp: a Model Garden RetinaNet experiment config (`proxy_experiment`, `nas.export.build_config`).
+      exp: a Model Garden RetinaNet experiment config (`proxy_experiment`, `nas.export.modelgarden.build_config`).
     """
     task = task_factory.get_task(exp.task)
     model = task.build_model()

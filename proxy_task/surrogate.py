@@ -440,7 +440,7 @@ class SurrogateTrialEvaluator(Evaluator):
         self.proxy = proxy
         self.context = context
         if landscape is None:
-            # As the search job builds it (nas.loop.evaluator_spec).
+            # As the search job builds it (nas.engine.driver.evaluator_spec).
             target_seed = settings.target_seed if settings.target_seed is not None else context.search_seed
             landscape = SurrogateEvaluator(target_seed=target_seed, noise=settings.noise, family=context.family,
                                            window=context.window)

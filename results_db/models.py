@@ -78,7 +78,7 @@ class SearchModel(BaseModel):
     __tablename__ = "searches"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(MAX_NAME_LENGTH), unique=True)
-    # The fully resolved config (YAML as `nas.config_io.to_yaml` writes it, or JSON), as text.
+    # The fully resolved config (YAML as `nas.config.codec.to_yaml` writes it, or JSON), as text.
     config: Mapped[str] = mapped_column(Text, default="")
     seed: Mapped[int | None] = mapped_column(Integer)
     controller: Mapped[str] = mapped_column(String(64), default="")

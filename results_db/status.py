@@ -20,7 +20,7 @@ class TrialStatus(_Status):
     """Where a trial is. QUEUED -> RUNNING -> COMPLETED | FAILED; CACHED = not run, a stored result was reused;
     REJECTED = not run, its architecture is over the search's FLOPs limit (``search.max_flops``), fed back as a
     failure; PRUNED = stopped at a rung by the search's scheduler (``scheduler.type`` asha): its intermediate metrics
-    are stored, and the reward it was fed back with (`nas.schedulers.Scheduler.pruned_reward`)."""
+    are stored, and the reward it was fed back with (`nas.engine.schedulers.Scheduler.pruned_reward`)."""
 
     QUEUED = "queued"
     RUNNING = "running"

@@ -93,7 +93,7 @@ class Scaling:
 
 
 # The SpineNet family at paper scale: Model Garden's `spinenet.SCALING_MAP` with the RetinaNet heads of the paper
-# (4 shared convs of 256, 128 for 49S, 7 convs of 512 for 190; `nas.export.HEADS`). A `tf` test checks the copy.
+# (4 shared convs of 256, 128 for 49S, 7 convs of 512 for 190; `modelgarden.HEADS`). A `tf` test checks the copy.
 SCALINGS: dict[str, Scaling] = {
     "49S": Scaling(0.65, 0.5, 1, 128, 4, 128),
     "49": Scaling(1.0, 0.5, 1, 256, 4, 256),
@@ -101,7 +101,7 @@ SCALINGS: dict[str, Scaling] = {
     "143": Scaling(1.0, 1.0, 3, 256, 4, 256),
     "190": Scaling(1.3, 1.0, 4, 512, 7, 512),
 }
-# Image size of each scale (paper 4.1; `nas.export.SCALES`).
+# Image size of each scale (paper 4.1; `nas.export.modelgarden.SCALES`).
 IMAGE_SIZES: dict[str, int] = {"49S": 640, "49": 640, "96": 1024, "143": 1280, "190": 1280}
 
 

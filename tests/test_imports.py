@@ -22,13 +22,14 @@ def _loaded_after(code: str) -> set[str]:
         ("import search_space", HEAVY),
         ("import search_space.space, search_space.spec, search_space.seeds, search_space.cost", HEAVY),
         # The CLI parser (every command module) and the TF-free parts of proxy_task and nas.
-        ("from nas import cli\ncli.build_parser()\nimport nas.config, nas.presets, nas.config_io", HEAVY),
+        ("from nas import cli\ncli.build_parser()\nimport nas.config.schema, nas.config.presets, "
+         "nas.config.codec", HEAVY),
         ("import proxy_task.config, proxy_task.result, proxy_task.synth, proxy_task.data", HEAVY),
         # results_db loads SQLAlchemy only when a store is first used, so the CLI can read its default location.
         ("import results_db\nfrom results_db import DEFAULT_URL, resolve_url", HEAVY),
         ("import results_db.reader, results_db.queries, results_db.version", HEAVY),
         (
-            "import results_db.store, results_db.models, results_db.migrate, nas.commands.db, nas.diagram",
+            "import results_db.store, results_db.models, results_db.migrate, nas.cli.commands.db, nas.cli.diagram",
             ("tensorflow", "ray", "official", "tf_keras"),
         ),
         (

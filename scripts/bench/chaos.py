@@ -486,7 +486,7 @@ def kill_9_and_resume(sc: Scenario) -> None:
     row = _one_line(listed.line("k9"), 140)
     listed.shown = row
     if not sc.check("searches shows it as interrupted right after the kill", "interrupted" in row, row):
-        sc.notes.append("searches derives 'interrupted' from the heartbeat's age alone (nas/lease.py lease_state: "
+        sc.notes.append("searches derives 'interrupted' from the heartbeat's age alone (engine/lease.py lease_state: "
                         "older than LEASE_TIMEOUT_S, 60 s), not from the holder's process being gone, which the "
                         "resume's lease check does look at")
     before = _attempts(sc.path("r.db"), "k9")
@@ -562,7 +562,7 @@ def live_foreign_cluster(sc: Scenario) -> None:
                             "--include-dashboard=false", "--disable-usage-stats"])
     t0 = time.perf_counter()
     try:
-        # Another user's cluster on loopback: Ray's single-node setting, as nas.runners.ray_runner makes it (without
+        # Another user's cluster on loopback: Ray's single-node setting, as engine.runners.ray_runner makes it (without
         # it Ray 2.60 listens on every interface and registers the machine's network address, not 127.0.0.1).
         proc = subprocess.run([ray_cli, *run.argv[1:]], capture_output=True, text=True, timeout=180,
                               env=dict(sc.env, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0"))

@@ -9,7 +9,7 @@ forward pass, and TF's profiler on the frozen graph of backbone and head, halved
 The architectures:
 
 - the named models: SpineNet-49's spec at the SpineNet-49S/49/96/143/190 scalings (Model Garden's
-  ``SCALING_MAP`` and the paper's heads, built through `nas.export.build_config`, as ``spinenas export`` builds
+  ``SCALING_MAP`` and the paper's heads, built through `modelgarden.build_config`, as ``spinenas export`` builds
   them: synchronized batch norms, 91 classes) at their paper image sizes; ``--max-named-size`` caps the image
   size (memory);
 - ``--per-family`` random specs of every family in `search_space.FAMILIES` (decoded as the search decodes them,
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     with cpu_lock():
         import tf_keras
 
-        from nas import export
+        from nas.export import modelgarden as export
         from proxy_task import measure
 
         for name in named:

@@ -1,11 +1,11 @@
 """Benchmark of the results database at the paper's scale: insert throughput, `spinenas top` latency, file size.
 
-Runs the search job's driver (`nas.loop.SearchDriver`) for N trials on a fresh SQLite file and clocks only the
+Runs the search job's driver (`nas.engine.driver.SearchDriver`) for N trials on a fresh SQLite file and clocks only the
 time spent inside the store's methods: the driver gets the `ResultStore` wrapped in `TimedStore`, which times
 every method call it makes (wall and CPU, per method name) and forwards it. ``insert_per_s`` is N over those
 seconds; the controller's, the evaluator's and the driver's own work are not the database's.
 
-The search (see `build_config`) is the paper preset (``nas.presets.paper``) with three substitutions, so that it
+The search (see `build_config`) is the paper preset (``nas.config.presets.paper``) with three substitutions, so that it
 costs minutes instead of GPU-years and every store call is the driver's own:
 
 - the ``surrogate`` evaluator (TF-free, ``noise`` 0.02, ``full_steps`` = the proxy's ``train_steps``) instead of
@@ -14,7 +14,7 @@ costs minutes instead of GPU-years and every store call is the driver's own:
   costs nothing): ``train_steps`` 8,663 (5 epochs of the proxy split at batch 64), ``log_every`` 500, and three
   intermediate evaluations (``eval_at_steps`` 2,000, 4,000, 6,000, the paper preset has none) that add the AP to
   three of the reports: 18 report rows per trial that runs;
-- ``FAIL_RATE`` (3%) of the trial indices failing through the fault table (``{"raise": [...]}``, `nas.faults`):
+- ``FAIL_RATE`` (3%) of the trial indices failing through the fault table (``{"raise": [...]}``, `nas.engine.faults`):
   stored as failed, with their error and no reports (a trial proposed at such an index that reuses a stored result
   is cached, not failed).
 
@@ -73,7 +73,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from nas.config import ControllerSection, EvaluatorSection, NasConfig, RunnerSection, SearchConfig  # noqa: E402
+from nas.config.schema import ControllerSection, EvaluatorSection, NasConfig, RunnerSection, SearchConfig  # noqa: E402
 from results_db import ResultStore  # noqa: E402
 from scripts.bench.common import machine, provenance  # noqa: E402
 
@@ -139,9 +139,9 @@ class TimedStore:
 
 
 def ppo_learning_rate(trials: int) -> float:
-    """The paper preset's rule (`nas.presets`): PPO's tuned rate, lowered in proportion beyond its tuned horizon."""
+    """The paper preset's rule (`config.presets`): PPO's tuned rate, lowered in proportion beyond its tuned horizon."""
     from controller import PPOConfig
-    from nas.presets import PPO_TUNED_TRIALS
+    from nas.config.presets import PPO_TUNED_TRIALS
 
     rate = PPOConfig().learning_rate
     return rate if trials <= PPO_TUNED_TRIALS else rate * PPO_TUNED_TRIALS / trials
@@ -162,7 +162,7 @@ def build_config(n: int, *, controller: str = "ppo", batch: int = 10, workers: i
     Raises:
       ValueError: an unknown controller.
     """
-    from nas.presets import get_preset
+    from nas.config.presets import get_preset
 
     if controller not in CONTROLLERS:
         raise ValueError(f"controller must be one of {list(CONTROLLERS)}, got {controller!r}")
@@ -190,7 +190,7 @@ def reports_per_trial(cfg: NasConfig) -> int:
 
 
 def fault_table(n: int, seed: int) -> dict[str, list[int]]:
-    """``FAIL_RATE`` of the indices of `n` trials, drawn with `seed`, as `nas.faults`' 'raise' table."""
+    """``FAIL_RATE`` of the indices of `n` trials, drawn with `seed`, as `nas.engine.faults`' 'raise' table."""
     rng = np.random.default_rng(seed)
     return {"raise": sorted(int(i) for i in rng.choice(n, size=round(FAIL_RATE * n), replace=False))}
 
@@ -198,7 +198,7 @@ def fault_table(n: int, seed: int) -> dict[str, list[int]]:
 def fill(path: str, n: int, *, workers: int = 10,
          checkpoint_interval_s: float = SearchConfig().checkpoint_interval_s, seed: int = 0,
          controller: str = "ppo", batch: int = 10) -> dict[str, Any]:
-    """Runs a search of `n` trials with `nas.loop.SearchDriver` into a fresh SQLite file, timing its store calls.
+    """Runs a search of `n` trials with the `SearchDriver` into a fresh SQLite file, timing its store calls.
 
     Args:
       path: the SQLite file (must not exist yet).
@@ -216,7 +216,7 @@ def fill(path: str, n: int, *, workers: int = 10,
     Raises:
       FileExistsError: `path` exists.
     """
-    from nas.loop import SearchDriver
+    from nas.engine.driver import SearchDriver
 
     if os.path.exists(path):
         raise FileExistsError(f"fill needs a fresh database, {path} exists")
@@ -343,8 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # the controller's small policy runs on the CPU
     logging.basicConfig(level=logging.WARNING)
-    # The injected failures log their tracebacks (nas.trial) by design: hundreds of them at this scale.
-    logging.getLogger("nas.trial").setLevel(logging.CRITICAL)
+    # The injected failures log their tracebacks (nas.engine.trial) by design: hundreds of them at this scale.
+    logging.getLogger("nas.engine.trial").setLevel(logging.CRITICAL)
 
     import sqlalchemy
 
@@ -397,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         "note": args.note,
         "machine": {**facts, "loadavg_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None},
         "pattern": {
-            "driver": "nas.loop.SearchDriver, runner local (in process), evaluator surrogate, tensorboard off",
+            "driver": "nas.engine.driver.SearchDriver, runner local (in process), evaluator surrogate, tensorboard off",
             "preset": "paper",
             "controller": args.controller,
             "batch": getattr(ctrl, "batch_size", None),

@@ -17,8 +17,8 @@ architecture) and a search of further random architectures with intermediate eva
 
 (its database as recorded, 20 trials in 80 minutes on 2 cores, is scripts/bench/results/es-pool.db, the default).
 
-**Replay** runs the real search driver (`nas.loop.SearchDriver`, its ASHA scheduler and its store, an SQLite file per
-search) on `ReplayRunner`, a `nas.runners.Runner` with a simulated clock: a submitted trial's reports and its end
+**Replay** runs the real search driver (`SearchDriver`, its ASHA scheduler and its store, an SQLite file per
+search) on `ReplayRunner`, a `nas.engine.runners.Runner` with a simulated clock: a submitted trial's reports and its end
 are events at the times the cost model gives, and the recorded AP at each step is what the trial reports; the
 runner's cooperative stop ends a trial at the report that stopped it. The controller proposes the pool's
 architectures in a random order (`OrderController` on `PoolSpace`, the pool as one decision), 20 orders, on 1 and 4
@@ -73,7 +73,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from nas.runners.base import Runner, TrialOutcome  # noqa: E402 (stdlib only: no Ray, no TensorFlow)
+from nas.engine.runners.base import Runner, TrialOutcome  # noqa: E402 (stdlib only: no Ray, no TensorFlow)
 from scripts.bench.common import machine, provenance  # noqa: E402
 
 RESULTS = ROOT / "scripts" / "bench" / "results"
@@ -89,7 +89,7 @@ ASHA_SETTINGS = ({"rungs": (400,), "eta": 3}, {"rungs": (200, 400), "eta": 3}, {
 # The replay is cheap: it also tries a gentler and a harsher reduction factor.
 REPLAY_SETTINGS = (*ASHA_SETTINGS, {"rungs": (400,), "eta": 2}, {"rungs": (200, 400), "eta": 2},
                    {"rungs": (400,), "eta": 4},
-                   # The median stopping rule (nas.schedulers.median) at the same rungs, after Optuna's 5 trials.
+                   # The median stopping rule (nas.engine.schedulers.median) at the same rungs, after Optuna's 5 trials.
                    {"scheduler": "median", "rungs": (400,), "warmup_trials": 5},
                    {"scheduler": "median", "rungs": (200, 400), "warmup_trials": 5})
 
@@ -176,7 +176,7 @@ class _Run:
 
 
 class ReplayRunner(Runner):
-    """A `nas.runners.Runner` on a simulated clock: each trial's reports and end are events at the times `cost` gives,
+    """A `Runner` on a simulated clock: each trial's reports and end are events at the times `cost` gives,
     carrying the APs `source` gives (recorded curves, or the surrogate's).
 
     `poll` advances the clock to the next event, calls ``on_report`` for a report (AP at an evaluation step) and
@@ -331,9 +331,9 @@ def order_controller(space: PoolSpace, order: Sequence[int]) -> Any:
 
 # ------------------------------------------------------------------------------------------------ one search
 def search_config(overrides: Sequence[str]) -> Any:
-    from nas.config import NasConfig
-    from nas.config_io import resolve
-    from nas.presets import get_preset
+    from nas.config.schema import NasConfig
+    from nas.config.codec import resolve
+    from nas.config.presets import get_preset
 
     return resolve(NasConfig, get_preset("demo"), ["search.trial_timeout_s=0", *overrides])
 
@@ -349,7 +349,7 @@ def run_search(cfg: Any, source: CurveSource, cost: TrialCost, *, budget_s: floa
     finish order). With `pool` and `order`, the controller proposes the pool's architectures in that order. With
     `converged_after`, the search stops (as on Ctrl-C) after that many cached trials in a row: a controller that
     has converged costs no trial-seconds, so a budget of them would never be spent."""
-    from nas.loop import SearchDriver, trial_spec
+    from nas.engine.driver import SearchDriver, trial_spec
     from results_db import ResultStore
 
     tmp = tempfile.mkdtemp(prefix="spinenas-es-")
@@ -569,8 +569,8 @@ def surrogate_taus(*, noise: float, rate_spread: float, steps: Sequence[int], re
     import numpy as np
     from scipy.stats import kendalltau
 
-    from nas.trial import build_trial_evaluator
-    from nas.loop import trial_spec
+    from nas.engine.trial import build_trial_evaluator
+    from nas.engine.driver import trial_spec
 
     cfg = search_config(["evaluator.type=surrogate", f"evaluator.surrogate.noise={noise}",
                          f"evaluator.surrogate.rate_spread={rate_spread}", f"search.seed={seed}"])
@@ -618,8 +618,8 @@ def shape(out: Path) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------------ controllers
 def surrogate_source(cfg: Any) -> CurveSource:
-    from nas.loop import trial_spec
-    from nas.trial import build_trial_evaluator
+    from nas.engine.driver import trial_spec
+    from nas.engine.trial import build_trial_evaluator
 
     ev = build_trial_evaluator(trial_spec(cfg).to_dict(), 0)
 

@@ -31,9 +31,9 @@ RESULTS = os.path.join(ROOT, "scripts", "bench", "results", "malloc_arenas.json"
 SERIES = r'''
 import json, os, sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-from nas.config import NasConfig
-from nas.config_io import resolve
-from nas.presets import get_preset
+from nas.config.schema import NasConfig
+from nas.config.codec import resolve
+from nas.config.presets import get_preset
 from proxy_task.data import ensure_dataset
 from proxy_task.trainer import run_trial
 from search_space import SPINENET_49

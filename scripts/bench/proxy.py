@@ -44,9 +44,9 @@ RESULTS = os.path.join(ROOT, "scripts", "bench", "results", "proxy.json")
 BARE = r'''
 import json, os, sys, time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-from nas.presets import get_preset
-from nas.config_io import resolve
-from nas.config import NasConfig
+from nas.config.presets import get_preset
+from nas.config.codec import resolve
+from nas.config.schema import NasConfig
 from proxy_task.data import ensure_dataset
 from proxy_task.trainer import build_experiment, configure_tensorflow
 from search_space import SPINENET_49
@@ -73,9 +73,9 @@ WARM = r'''
 import json, os, sys, time
 started_after_s = time.time() - float(sys.argv[3])
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-from nas.config import NasConfig
-from nas.config_io import resolve
-from nas.presets import get_preset
+from nas.config.schema import NasConfig
+from nas.config.codec import resolve
+from nas.config.presets import get_preset
 from proxy_task.data import ensure_dataset
 from proxy_task.trainer import run_trial
 from search_space import ArchSpec

@@ -31,8 +31,8 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
-from nas.calibration import poor_arch  # noqa: E402
-from nas.calibration_stats import pooled_std, seed_noise  # noqa: E402
+from nas.calibration.study import poor_arch  # noqa: E402
+from nas.calibration.stats import pooled_std, seed_noise  # noqa: E402
 from scripts.bench.common import LOCK  # noqa: E402
 from search_space import SPINENET_49, ArchSpec, SearchSpace  # noqa: E402
 
@@ -69,7 +69,7 @@ def run_trial(arch: ArchSpec, seed: int, preset: str, overrides: list[str]) -> d
 
 def summarize(runs: list[dict], names: list[str]) -> dict:
     """Per-architecture seed noise and the pooled seed std, as `spinenas calibrate` computes them
-    (`nas.calibration_stats.seed_noise`, `pooled_std`), and the spread of the architectures' means against it."""
+    (`nas.calibration.stats.seed_noise`, `pooled_std`), and the spread of the architectures' means against it."""
     per_arch = {}
     noises = []
     for name in names:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The search driver at scale: 1,000 trials over 64 concurrent workers.
 
-Runs the real driver (`nas.loop.SearchDriver`: controller, SQLite store, Ray tasks) with the surrogate evaluator,
+Runs the real driver (`engine.driver.SearchDriver`: controller, SQLite store, Ray tasks) with the surrogate evaluator,
 whose trials sleep a simulated duration, on a local Ray cluster (loopback) with 64 logical CPUs. Measures:
 
 - driver overhead per trial: the driver's wall time outside `ray.wait` (proposing, decoding, dedup lookups, the
@@ -54,7 +54,7 @@ def idle_fraction(intervals: list[tuple[float, float]], submits: list[float], wo
 
 
 def timed_driver(base: type) -> type:
-    """`base` (a `nas.trial_loop.TrialLoop`) that also records, for this benchmark, the seconds spent waiting on its
+    """`base` (a `TrialLoop`) that also records, for this benchmark, the seconds spent waiting on its
     runner, the time of every submission and the workers' own (start, end) of every trial that finished."""
 
     class Timed(base):
@@ -100,8 +100,8 @@ def main() -> int:
 
     import ray
 
-    from nas.config import ControllerSection, EvaluatorSection, NasConfig, SearchConfig
-    from nas.loop import SearchDriver
+    from nas.config.schema import ControllerSection, EvaluatorSection, NasConfig, SearchConfig
+    from nas.engine.driver import SearchDriver
     from results_db import ResultStore
 
     tmp = tempfile.mkdtemp(prefix="spinenas-scale-")

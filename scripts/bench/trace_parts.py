@@ -54,9 +54,9 @@ DEFAULT_CONFIGS = [
 CHILD = r'''
 import collections, functools, gc, json, os, sys, time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-from nas.config import NasConfig
-from nas.config_io import resolve
-from nas.presets import get_preset
+from nas.config.schema import NasConfig
+from nas.config.codec import resolve
+from nas.config.presets import get_preset
 from proxy_task import trainer
 from proxy_task.data import ensure_dataset
 from search_space import SPINENET_49

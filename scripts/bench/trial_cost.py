@@ -1,12 +1,12 @@
 #!/usr/bin/env python
-"""The trial-cost model's CPU constants, fitted and checked: `nas.trial_cost`.
+"""The trial-cost model's CPU constants, fitted and checked: `nas.export.cost`.
 
 1. Fit, on SpineNet-49 at 128 px alone, after one short discarded run (the first TensorFlow process after a while
    reads its libraries from a cold disk cache: ~18 s more setup): one fresh `spinenas proxy run` at the demo's batch
    (`--steps` steps, an evaluation at half of them) for its setup (import, build, trace), the host's work per
    evaluated image and the first evaluation's one-off part; and fresh runs at other batch sizes (`--fit-batches`)
    whose steady steps, with the first's, give the per-step overhead and the sustained FLOP/s
-   (`nas.trial_cost.fit_cpu`).
+   (`nas.export.cost.fit_cpu`).
 2. Check: the same schedule on held-out architectures (random specs of the spinenet49 family, seeded) at 128 px
    and at larger sizes (`--sizes`), each in a fresh process: predicted against measured trial seconds. Target:
    within 20% on every one.
@@ -35,7 +35,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
-from nas import trial_cost  # noqa: E402
+from nas.export import cost as trial_cost  # noqa: E402
 from scripts.bench.common import machine, provenance, versions  # noqa: E402
 from scripts.bench.proxy import proxy_run  # noqa: E402
 from search_space import SPINENET_49, ArchSpec, SearchSpace  # noqa: E402

@@ -7,8 +7,9 @@ import sqlite3
 import subprocess
 import sys
 
-from nas.config import ControllerSection, EvaluatorSection, NasConfig, RunnerSection, SchedulerSection, SearchConfig
-from nas.loop import SearchDriver
+from nas.config.schema import (ControllerSection, EvaluatorSection, NasConfig, RunnerSection, SchedulerSection,
+                               SearchConfig)
+from nas.engine.driver import SearchDriver
 from results_db import ResultStore
 
 
@@ -81,8 +82,8 @@ def stop_one_trial(runner_name: str, cfg: NasConfig, *, stop_at: int, trials_per
       (trial 7's result, the steps trial 7 reported, trial 8's result); the two trials' worker PIDs are appended
       to `pids` when given.
     """
-    from nas.loop import trial_spec
-    from nas.runners import TrialTask, build_runner
+    from nas.engine.driver import trial_spec
+    from nas.engine.runners import TrialTask, build_runner
     from search_space import SPINENET_49
 
     seen: list[int] = []
@@ -115,8 +116,8 @@ def stop_one_trial(runner_name: str, cfg: NasConfig, *, stop_at: int, trials_per
 
 def worker_pids(runner_name: str, cfg: NasConfig, *, trials: int, trials_per_worker: int) -> list[int]:
     """Runs `trials` trials one after another on a runner that reuses workers: the PID of each trial's worker."""
-    from nas.loop import trial_spec
-    from nas.runners import TrialTask, build_runner
+    from nas.engine.driver import trial_spec
+    from nas.engine.runners import TrialTask, build_runner
     from search_space import SPINENET_49
 
     runner = build_runner(runner_name, cfg.runner.get(), spec=trial_spec(cfg), cpus=1.0, gpus=0.0,

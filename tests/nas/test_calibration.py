@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from nas.calibration import (
+from nas.calibration.study import (
     CalibrationError,
     StudySettings,
     build_study,
     poor_arch,
     scale_decreased_arch,
 )
-from nas.calibration_stats import pooled_std, rank_agreement, seed_noise
-from nas.config_io import to_yaml
+from nas.calibration.stats import pooled_std, rank_agreement, seed_noise
+from nas.config.codec import to_yaml
 from search_space import SPINENET_49
 from tests.nas.helpers import cfg_of, finished, spinenas
 
@@ -125,8 +125,8 @@ def test_a_study_resolves_its_rungs_reference_and_plan():
     assert study.variance_candidates == (0, 3)  # SpineNet-49 and a random one, not the poor one
     assert len({p.seed for p in plan if p.fidelity == "proxy"}) == len([p for p in plan if p.fidelity == "proxy"])
     # Stored and read back, the same study; its trials' fingerprints are its own, not a search's.
-    from nas.calibration import Study
-    from nas.fingerprint import fingerprint
+    from nas.calibration.study import Study
+    from nas.engine.fingerprint import fingerprint
 
     again = Study.from_yaml(study.to_yaml())
     assert again == study and again.plan == plan
@@ -135,8 +135,8 @@ def test_a_study_resolves_its_rungs_reference_and_plan():
 
 
 def test_top_in_a_database_of_studies_alone_ranks_the_newest_studys_proxy_trials(tmp_path):
-    from nas.calibration import KIND, Study
-    from nas.commands.common import describe_fingerprint, open_reader, ranking_fingerprint
+    from nas.calibration.study import KIND, Study
+    from nas.cli.commands.common import describe_fingerprint, open_reader, ranking_fingerprint
     from results_db import ResultStore
 
     study = build_study(StudySettings(preset="x", archs=3, repeats=1, variance_archs=0), _surrogate_cfg())
@@ -152,7 +152,7 @@ def test_top_in_a_database_of_studies_alone_ranks_the_newest_studys_proxy_trials
         assert Study.from_yaml(reader.open_search("cal").config) == study
         ref = describe_fingerprint(reader, study.fingerprint("reference"))
         assert "fingerprint " + study.fingerprint("reference") in ref  # no trials of it: no description to find
-        from nas.commands.common import _describe_stored
+        from nas.cli.commands.common import _describe_stored
 
         stored = reader.open_search("cal").config
         assert "its reference trials: surrogate" in _describe_stored("cal", stored, study.fingerprint("reference"))
@@ -173,7 +173,7 @@ def _preset(tmp_path, **kw):
 
 @pytest.mark.slow
 def test_the_whole_study_on_the_surrogate_gives_the_known_tau(tmp_path):
-    from nas.commands.common import open_reader
+    from nas.cli.commands.common import open_reader
     from proxy_task.config import ProxyConfig
     from proxy_task.evaluator import TrialContext, build_evaluator
 
@@ -189,7 +189,7 @@ def test_the_whole_study_on_the_surrogate_gives_the_known_tau(tmp_path):
     assert d["trainings"] == {"done": 18, "total": 18, "failed": 0}
     # The expected ranking: the surrogate's noiseless AP of each candidate at each rung and at the reference.
     with open_reader(str(db)) as reader:
-        from nas.calibration import Study
+        from nas.calibration.study import Study
 
         study = Study.from_yaml(reader.open_search("cal").config)
     ev = build_evaluator("surrogate", settings=study.proxy.evaluator.get(), proxy=ProxyConfig(),

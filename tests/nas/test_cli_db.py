@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nas.diagram import draw_arch, text_diagram
+from nas.cli.diagram import draw_arch, text_diagram
 from search_space import SPINENET_49
 from tests.nas.helpers import run_cli
 
@@ -132,7 +132,7 @@ def test_report_is_self_contained(capsys, db, tmp_path):
 def test_the_compute_curve_counts_every_trained_second_and_ranks_measured_rewards_only():
     from types import SimpleNamespace
 
-    from nas.report import compute_curve
+    from nas.cli.report import compute_curve
 
     def trial(order, status, reward, wall_s):
         return SimpleNamespace(finish_order=order, status=status, reward=reward, wall_s=wall_s)
@@ -338,7 +338,7 @@ def test_db_upgrade_whose_disk_fills_after_the_migrations_is_one_line_and_a_reru
 
 def test_a_database_that_fails_under_a_running_command_is_one_line_and_exit_1(capsys, monkeypatch):
     """A fault the user did not cause (a disk that filled up while a search wrote) is no traceback."""
-    from nas.commands import db as db_commands
+    from nas.cli.commands import db as db_commands
     from results_db.errors import DatabaseFullError
 
     def full(args):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from nas.commands.common import check_output_path, writing_output
-from nas.ui import UserError
+from nas.cli.commands.common import check_output_path, writing_output
+from nas.cli.ui import UserError
 from tests.nas.helpers import run_cli
 
 
@@ -135,7 +135,7 @@ def test_show_image_failing_while_drawing_leaves_no_file(capsys, db, tmp_path, m
         Path(target).write_bytes(b"\x89PNG half")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), target)
 
-    monkeypatch.setattr("nas.diagram.draw_arch", half_draw)
+    monkeypatch.setattr("nas.cli.diagram.draw_arch", half_draw)
     image = tmp_path / "arch.png"
     code, _, err = run_cli(capsys, "show", facts["key49"], "--db", path, "--image", str(image))
     assert code == 2 and err.count("\n") == 1 and f"cannot write --image {image}: No space left on device" in err

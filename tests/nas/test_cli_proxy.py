@@ -76,13 +76,13 @@ def test_help_explains():
 
 
 def test_eval_at_steps_is_a_yaml_list_on_the_command_line():
-    from nas.commands.proxy import load_config
+    from nas.cli.commands.proxy import load_config
 
     assert load_config("demo", ["proxy.eval_at_steps=[2,4]"]).proxy.eval_at_steps == (2, 4)
 
 
 def test_a_report_is_one_progress_line():
-    from nas.commands.proxy import _curve_line
+    from nas.cli.commands.proxy import _curve_line
 
     line = _curve_line(40, 450, {"loss": 1.23456, "learning_rate": 0.00187, "images_per_s": 37.2})
     assert line.endswith("step 40/450  loss 1.2346  lr 0.00187  37.2 img/s")

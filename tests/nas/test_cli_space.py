@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from nas.commands.space import COST_FIELDS
-from nas.presets import get_preset
+from nas.cli.commands.space import COST_FIELDS
+from nas.config.presets import get_preset
 from search_space import SPINENET_49, ArchSpec
 from search_space.cost import IMAGE_SIZES, SCALINGS, count_cost
 from tests.nas.helpers import run_cli

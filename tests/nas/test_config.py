@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from nas.config import NasConfig, ProxyConfig, SearchConfig
-from nas.config_io import ConfigError, from_dict, from_yaml, resolve, to_dict, to_yaml
-from nas.presets import get_preset, preset_names, register_preset
+from nas.config.schema import NasConfig, ProxyConfig, SearchConfig
+from nas.config.codec import ConfigError, from_dict, from_yaml, resolve, to_dict, to_yaml
+from nas.config.presets import get_preset, preset_names, register_preset
 
 
 @pytest.mark.parametrize("name", ["demo", "paper", "vertex-gpu"])
@@ -88,7 +88,7 @@ def test_registry_errors(tmp_path):
 
 
 def test_sections_choose_by_type_and_keep_every_choices_settings():
-    from nas.config import ControllerSection, EvaluatorSection, controller_config
+    from nas.config.schema import ControllerSection, EvaluatorSection, controller_config
 
     cfg = resolve(NasConfig, get_preset("demo"), ["controller.type=evolution", "controller.evolution.population_size=20",
                                                   "controller.ppo.learning_rate=0.001", "evaluator.type=surrogate",
@@ -138,7 +138,7 @@ def test_the_in_process_runner_is_for_tf_free_evaluators_only():
 
 
 def test_fingerprints_follow_what_changes_a_score_and_nothing_else():
-    from nas.fingerprint import describe, fingerprint
+    from nas.engine.fingerprint import describe, fingerprint
 
     demo = get_preset("demo")
     fp = fingerprint(demo)
@@ -205,7 +205,7 @@ def _laughs(levels: int, width: int) -> str:
 def test_yaml_past_its_bounds_is_one_line_at_once(text, message, loader, monkeypatch):
     import time
 
-    from nas import config_io
+    from nas.config import codec as config_io
 
     if loader == "python":  # PyYAML's own parser, as without libyaml
         monkeypatch.setattr(config_io, "_LOADER", config_io._PurePythonLoader)
@@ -219,7 +219,7 @@ def test_yaml_past_its_bounds_is_one_line_at_once(text, message, loader, monkeyp
 
 
 def test_a_few_aliases_are_read_and_messages_quote_an_excerpt():
-    from nas.config_io import load_yaml
+    from nas.config.codec import load_yaml
 
     assert load_yaml("a: &a [1, 2]\nb: *a\nc: *a\n") == {"a": [1, 2], "b": [1, 2], "c": [1, 2]}
     # At depth 5, a value of 240 KB: the message quotes 80 characters of it (it quoted all of a 5.8 MB one).
@@ -261,8 +261,8 @@ def _numeric_fields():
     import typing
 
     from controller import EvolutionConfig, PPOConfig, RandomConfig
-    from nas.config import AshaConfig, DataConfig, SurrogateConfig
-    from nas.runners.config import LocalRunnerConfig, RayRunnerConfig
+    from nas.config.schema import AshaConfig, DataConfig, SurrogateConfig
+    from nas.engine.runners.config import LocalRunnerConfig, RayRunnerConfig
 
     out = []
     for cls in (SearchConfig, ProxyConfig, DataConfig, SurrogateConfig, AshaConfig, PPOConfig, EvolutionConfig,

@@ -12,9 +12,9 @@ import typing
 import pytest
 
 from nas import cli
-from nas.commands import search as search_command
-from nas.config import NasConfig
-from nas.sections import OneOf
+from nas.cli.commands import search as search_command
+from nas.config.schema import NasConfig
+from nas.config.sections import OneOf
 
 
 class _Accepted(Exception):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from nas.console import LiveView, PlainView, TrialProgress, duration
+from nas.cli.console import LiveView, PlainView, TrialProgress, duration
 
 
 def _progress(now: float) -> TrialProgress:
@@ -30,7 +30,7 @@ def test_the_plain_view_prints_finished_trials_and_a_heartbeat_at_most_once_a_mi
     lines = []
     view = PlainView(lines.append)
     clock = [1000.0]
-    monkeypatch.setattr("nas.console.time.time", lambda: clock[0])
+    monkeypatch.setattr("nas.cli.console.time.time", lambda: clock[0])
     view._last = clock[0]
     view.line("[1/6] trial 0 done")
     view.refresh([_progress(clock[0])], "done 1")

@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from nas.config import NasConfig
-from nas.loop import SearchDriver
+from nas.config.schema import NasConfig
+from nas.engine.driver import SearchDriver
 from results_db import ResultStore
 from tests.nas.helpers import cfg_of, run_search, stop_one_trial, worker_pids
 
@@ -297,7 +297,7 @@ def test_ppo_resume_replays_the_updates_its_checkpoint_lacks_bit_exactly(tmp_pat
 @pytest.mark.tf
 @pytest.mark.slow
 def test_a_controller_setting_reaches_the_controller_and_is_stored(tmp_path):
-    from nas.config_io import from_yaml, resolve
+    from nas.config.codec import from_yaml, resolve
 
     cfg = resolve(NasConfig, cfg_of(controller="ppo", trials=2, workers=1), ["controller.ppo.learning_rate=0.001"])
     store, outcome, _ = run_search(tmp_path, cfg)
@@ -355,8 +355,8 @@ def test_child_processes_run_at_most_trials_per_worker_trials_each(bound, expect
 
 
 def test_workers_are_warm_on_cpu_bounded_for_tensorflow_and_fresh_for_gpu_trials():
-    from nas.config import EvaluatorSection
-    from nas.loop import worker_calls
+    from nas.config.schema import EvaluatorSection
+    from nas.engine.driver import worker_calls
 
     def calls(evaluator="surrogate", **search):
         cfg = cfg_of(in_process=False, **search)
@@ -527,7 +527,7 @@ def test_an_architecture_proposed_again_is_rejected_again_without_counting_it_ag
 def test_a_resume_replays_rejected_trials_as_failures_and_rejects_again_one_a_crash_left_queued(tmp_path, evaluated):
     import sqlite3
 
-    from nas.config import ControllerSection
+    from nas.config.schema import ControllerSection
 
     def cfg(limit: float = 0.0) -> NasConfig:
         # Evolution with a small population: after 4 trials its proposals depend on every reward it got, the
@@ -614,9 +614,9 @@ def _asha_cfg(**kw) -> NasConfig:
 def _replay_asha(cfg: NasConfig, store, name: str):
     """What ASHA and the reward rule should have done, recomputed from the stored curves in finish order (one trial
     at a time): (trial, expected continue-at-every-rung, expected reward) per trained trial."""
-    from nas.config import scheduler_rungs
-    from nas.schedulers import pruned_reward
-    from nas.schedulers.asha import AshaScheduler
+    from nas.config.schema import scheduler_rungs
+    from nas.engine.schedulers import pruned_reward
+    from nas.engine.schedulers.asha import AshaScheduler
 
     asha = cfg.scheduler.get()
     s = AshaScheduler(rungs=scheduler_rungs(cfg), eta=asha.eta, min_results=asha.min_results or asha.eta)
@@ -640,8 +640,8 @@ def _replay_asha(cfg: NasConfig, store, name: str):
 
 
 def test_asha_prunes_trials_below_the_top_third_at_a_rung_and_the_search_finishes_its_budget(tmp_path, evaluated):
-    from nas.fingerprint import fingerprint
-    from nas.loop import trial_spec
+    from nas.engine.fingerprint import fingerprint
+    from nas.engine.driver import trial_spec
 
     cfg = _asha_cfg()
     assert fingerprint(cfg) == fingerprint(dataclasses.replace(cfg, scheduler=cfg_of().scheduler))
@@ -703,7 +703,7 @@ def test_a_pruned_architecture_is_known_to_the_dedup_unless_retry_pruned(tmp_pat
 @pytest.mark.parametrize("controller", ["random", "evolution",
                                         pytest.param("ppo", marks=[pytest.mark.tf, pytest.mark.slow])])
 def test_each_controller_is_fed_the_stored_reward_of_every_pruned_trial(tmp_path, controller):
-    from nas.config import ControllerSection
+    from nas.config.schema import ControllerSection
 
     cfg = _asha_cfg(trials=30, controller=controller)
     if controller == "evolution":
@@ -732,7 +732,7 @@ def test_each_controller_is_fed_the_stored_reward_of_every_pruned_trial(tmp_path
 @pytest.mark.parametrize("scheduler", ["asha", "median"])
 def test_a_resume_after_ctrl_c_reruns_no_pruned_trial_and_replays_the_stored_rewards(tmp_path, evaluated, scheduler):
     """The scheduler of the resumed search is told of the stored trials and decides as the uninterrupted one did."""
-    from nas.config import ControllerSection
+    from nas.config.schema import ControllerSection
 
     def cfg() -> NasConfig:
         # Evolution with a small population: its proposals depend on every reward it got, pruned ones included.

@@ -23,7 +23,7 @@ def _spinenas(*argv, cwd=None):
 def test_spinenet49_at_scale_49_matches_model_gardens_own_model(tmp_path):
     from official.core import exp_factory
 
-    from nas.export import build_config, measure
+    from nas.export.modelgarden import build_config, measure
 
     ours = build_config(SPINENET_49, scale="49", image_size=256, num_classes=5)
     theirs = exp_factory.get_exp_config("retinanet_spinenet_coco")

@@ -53,7 +53,7 @@ def test_the_cluster_file_is_valid_for_ray_and_installs_cuda_on_gpu_workers_only
     assert any("pip install -e ." in c for c in cfg["setup_commands"])
     assert not any("[gpu]" in c for c in cfg["setup_commands"] + cfg.get("head_setup_commands", []))
     # The presets that run there ask for what a worker has.
-    from nas.presets import get_preset
+    from nas.config.presets import get_preset
 
     for name in ("paper", "vertex-gpu"):
         assert get_preset(name).search.gpus_per_trial <= gpu["resources"]["GPU"], name

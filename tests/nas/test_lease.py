@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from nas.lease import LeaseHeldError, LeaseKeeper, LeaseLostError, holder_gone, lease_state
+from nas.engine.lease import LeaseHeldError, LeaseKeeper, LeaseLostError, holder_gone, lease_state
 from results_db import ResultStore
 from tests.nas.helpers import finished, spinenas
 
@@ -89,7 +89,7 @@ def test_a_lease_renewed_while_another_driver_judged_it_expired_stays_with_its_h
 
 
 def test_a_driver_whose_lease_was_taken_over_stops_without_writing_more(tmp_path):
-    from nas.loop import SearchDriver
+    from nas.engine.driver import SearchDriver
     from tests.nas.helpers import cfg_of
 
     store = ResultStore(f"sqlite:///{tmp_path / 'r.db'}")
@@ -169,7 +169,7 @@ def test_a_heartbeat_from_the_future_does_not_lock_the_search_out(url):
         conn.execute(_SEARCHES.update().values(lease_heartbeat=later))
     record = store.open_search("s")
     assert lease_state(record, now) == "interrupted"
-    from nas.lease import describe_holder
+    from nas.engine.lease import describe_holder
 
     assert "s in the future" in describe_holder(record, now)
     b = LeaseKeeper(store, "s")
@@ -187,7 +187,7 @@ def test_a_paused_driver_taken_over_stops_and_the_new_holder_finishes_the_search
     """The split brain of a SIGSTOP past the lease, in one process: driver A is taken over between two of its
     writes (as when it was paused that long); its next write stores nothing and it stops; B resumes and finishes
     every trial once."""
-    from nas.loop import SearchDriver
+    from nas.engine.driver import SearchDriver
     from tests.nas.helpers import cfg_of
 
     url = f"sqlite:///{tmp_path / 'r.db'}"
@@ -348,7 +348,7 @@ def test_a_heartbeat_late_after_the_process_was_paused_renews_or_finds_the_lease
             return super().wait(timeout)
 
     keeper._stop = PausedOnce()
-    with caplog.at_level(logging.INFO, logger="nas.lease"):
+    with caplog.at_level(logging.INFO, logger="nas.engine.lease"):
         keeper.start()
         keeper._thread.join(timeout=10)
     assert keeper.lost

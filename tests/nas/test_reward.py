@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from nas.config import SearchConfig
-from nas.reward import compute_reward
+from nas.config.schema import SearchConfig
+from nas.engine.reward import compute_reward
 from proxy_task.result import ProxyResult
 
 

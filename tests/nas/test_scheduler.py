@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from nas.schedulers import pruned_reward, quantile, rank_quantile
-from nas.schedulers.asha import AshaScheduler
+from nas.engine.schedulers import pruned_reward, quantile, rank_quantile
+from nas.engine.schedulers.asha import AshaScheduler
 
 
 def test_nothing_is_stopped_before_a_rung_holds_min_results_rewards():
@@ -92,9 +92,9 @@ def test_pruned_reward_maps_the_rung_rank_onto_the_final_rewards():
 
 # --------------------------------------------------------------------------------------------------- the interface
 def test_the_registry_builds_every_scheduler_from_its_section_and_lists_them_on_a_typo():
-    from nas.schedulers import NoScheduler, build_scheduler, scheduler_names
-    from nas.schedulers.asha import AshaConfig
-    from nas.schedulers.median import MedianConfig, MedianStoppingScheduler
+    from nas.engine.schedulers import NoScheduler, build_scheduler, scheduler_names
+    from nas.engine.schedulers.asha import AshaConfig
+    from nas.engine.schedulers.median import MedianConfig, MedianStoppingScheduler
 
     assert scheduler_names()[0] == "none" and {"asha", "median"} <= set(scheduler_names())
     assert isinstance(build_scheduler("none", None, ()), NoScheduler) and build_scheduler("none", None, ()).rungs == ()
@@ -108,8 +108,8 @@ def test_the_registry_builds_every_scheduler_from_its_section_and_lists_them_on_
 
 def test_a_scheduler_told_of_stored_trials_decides_as_one_that_watched_them():
     """What a resume relies on: on_complete with stored curves leaves the same state as the live reports did."""
-    from nas.schedulers import Decision
-    from nas.schedulers.median import MedianStoppingScheduler
+    from nas.engine.schedulers import Decision
+    from nas.engine.schedulers.median import MedianStoppingScheduler
 
     history = [(0, {50: 0.3, 100: 0.4}, 0.5), (1, {50: 0.1}, None), (2, {50: 0.25, 100: 0.3}, 0.35),
                (3, {50: 0.2, 100: 0.2}, 0.25)]
@@ -130,8 +130,8 @@ def test_a_scheduler_told_of_stored_trials_decides_as_one_that_watched_them():
 
 
 def test_the_median_rule_stops_a_trial_whose_best_is_below_the_completed_median_after_its_warmup():
-    from nas.schedulers import Decision
-    from nas.schedulers.median import MedianStoppingScheduler
+    from nas.engine.schedulers import Decision
+    from nas.engine.schedulers.median import MedianStoppingScheduler
 
     s = MedianStoppingScheduler(rungs=(50, 100), warmup_trials=2, warmup_steps=100)
     s.on_report(0, 50, 0.2)
@@ -164,7 +164,7 @@ def test_the_median_rule_stops_a_trial_whose_best_is_below_the_completed_median_
     (dict(rungs=(50,), warmup_steps=-1), "warmup_steps must be an integer >= 0"),
 ])
 def test_bad_median_settings_are_refused(kwargs, match):
-    from nas.schedulers.median import MedianStoppingScheduler
+    from nas.engine.schedulers.median import MedianStoppingScheduler
 
     with pytest.raises(ValueError, match=match):
         MedianStoppingScheduler(**kwargs)

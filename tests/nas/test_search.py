@@ -486,7 +486,7 @@ _CUT_SHORT_START = r"""
 import json, sys
 import psutil
 import ray._private.worker as worker
-from nas.runners.ray_runner import init_ray
+from nas.engine.runners.ray_runner import init_ray
 
 seen = []
 
@@ -526,7 +526,7 @@ def test_ctrl_c_while_ray_starts_leaves_no_ray_process(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_while_ray_starts_leaves_a_stopped_search_that_resumes(tmp_path, monkeypatch, capsys):
     from nas import cli
-    from nas.runners import ray_runner
+    from nas.engine.runners import ray_runner
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -560,7 +560,7 @@ def _foreign_cluster(cpus: int):
     import socket
     import tempfile
 
-    from nas.runners.ray_runner import stop_processes
+    from nas.engine.runners.ray_runner import stop_processes
 
     import psutil
 
@@ -738,7 +738,7 @@ def test_a_cli_asha_search_killed_and_resumed_reruns_no_pruned_trial(tmp_path):
 @pytest.mark.slow
 def test_search_max_flops_rejects_untrained_says_how_many_and_keeps_its_limit_on_resume(tmp_path):
     from controller import build_controller
-    from nas.commands.common import load_config
+    from nas.cli.commands.common import load_config
     from proxy_task.data import num_classes_of
     from search_space import SearchSpace
 

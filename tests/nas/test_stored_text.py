@@ -1,5 +1,5 @@
 """Text from a database shown on a terminal: control characters stored in names, errors and hosts are shown as
-escapes (`nas.ui.printable`), never sent to the terminal as they are (`searches` and `top` printed them raw)."""
+escapes (`nas.cli.ui.printable`), never sent to the terminal as they are (`searches` and `top` printed them raw)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from nas import cli
-from nas.ui import printable
+from nas.cli.ui import printable
 from results_db import ResultStore
 from search_space import seeds
 
@@ -86,7 +86,7 @@ def test_top_csv_is_exact_in_a_pipe_and_escaped_on_a_terminal(evil_db, capsys, m
 def test_the_search_console_shows_lines_printable():
     from rich.console import Console
 
-    from nas.console import LiveView, PlainView
+    from nas.cli.console import LiveView, PlainView
 
     lines: list[str] = []
     PlainView(lines.append).line("trial 3 failed: " + EVIL + "\nnext")

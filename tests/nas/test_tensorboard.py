@@ -9,15 +9,15 @@ import os
 
 import pytest
 
-import nas.tensorboard
-from nas.tensorboard import ScalarWriter
+import nas.engine.tensorboard
+from nas.engine.tensorboard import ScalarWriter
 from tests.nas.helpers import cfg_of, run_search
 
 
 @pytest.fixture(autouse=True)
 def _no_failed_file_systems(monkeypatch):
     # The record of failed file systems is the process's: each test starts and ends with its own.
-    monkeypatch.setattr(nas.tensorboard, "_FAILED", {})
+    monkeypatch.setattr(nas.engine.tensorboard, "_FAILED", {})
 
 
 def _full_after(monkeypatch, writes: int) -> list[int]:
@@ -42,7 +42,7 @@ def test_a_failed_write_is_one_warning_and_every_writer_on_that_file_system_stop
     attempts = _full_after(monkeypatch, 3)
     first = ScalarWriter(str(tmp_path / "tb"))
     other = ScalarWriter(str(tmp_path / "tb" / "trials" / "trial_00000"))
-    with caplog.at_level(logging.WARNING, logger="nas.tensorboard"):
+    with caplog.at_level(logging.WARNING, logger="nas.engine.tensorboard"):
         for step in range(5):
             first.scalar("search/reward", 0.5, step)
             other.scalar("curve/loss", 1.0, step)  # the first one fails: two headers and a scalar fitted
@@ -63,7 +63,7 @@ def test_a_failed_write_is_one_warning_and_every_writer_on_that_file_system_stop
 
 def test_a_writer_that_cannot_make_its_folder_is_a_warning(tmp_path, caplog):
     (tmp_path / "file").write_text("")
-    with caplog.at_level(logging.WARNING, logger="nas.tensorboard"):
+    with caplog.at_level(logging.WARNING, logger="nas.engine.tensorboard"):
         w = ScalarWriter(str(tmp_path / "file" / "tb"))  # a file where the folder would go: NotADirectoryError
         w.scalar("a", 1.0, 0)
         w.flush()
@@ -74,7 +74,7 @@ def test_a_writer_that_cannot_make_its_folder_is_a_warning(tmp_path, caplog):
 def test_a_search_whose_tensorboard_disk_fills_finishes_every_trial(tmp_path, monkeypatch, caplog):
     """ENOSPC from the TensorBoard writer does not stop the search: every trial finishes, none is left running."""
     _full_after(monkeypatch, 6)
-    with caplog.at_level(logging.WARNING, logger="nas.tensorboard"):
+    with caplog.at_level(logging.WARNING, logger="nas.engine.tensorboard"):
         store, outcome, _ = run_search(tmp_path, cfg_of(trials=6, workers=2))
     assert outcome.trials == 6
     assert [t.status for t in store.trials("s")] == ["completed"] * 6

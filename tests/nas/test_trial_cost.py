@@ -1,4 +1,4 @@
-"""The trial-cost model (`nas.trial_cost`) and `spinenas proxy cost`, TF-free."""
+"""The trial-cost model (`nas.export.cost`) and `spinenas proxy cost`, TF-free."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from nas import trial_cost
-from nas.commands.common import load_config
+from nas.export import cost as trial_cost
+from nas.cli.commands.common import load_config
 from search_space import SPINENET_49
 from tests.nas.helpers import run_cli
 

@@ -12,7 +12,7 @@ import sqlite3
 import pytest
 import yaml
 
-from nas.config_io import to_dict
+from nas.config.codec import to_dict
 from results_db import ResultStore
 from tests.nas.helpers import cfg_of, run_search, spinenas
 

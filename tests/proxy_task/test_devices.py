@@ -7,10 +7,10 @@ import sqlite3
 
 import pytest
 
-from nas.config import NasConfig
-from nas.config_io import resolve
-from nas.fingerprint import fingerprint
-from nas.presets import get_preset
+from nas.config.schema import NasConfig
+from nas.config.codec import resolve
+from nas.engine.fingerprint import fingerprint
+from nas.config.presets import get_preset
 from proxy_task.config import ProxyConfig
 from proxy_task.devices import choose_precision, gpu_memory_limits, keras_policy, parse_gpu_totals
 

@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 
-from nas.config import NasConfig
-from nas.config_io import ConfigError, resolve
+from nas.config.schema import NasConfig
+from nas.config.codec import ConfigError, resolve
 from proxy_task import evaluator as registry
 from proxy_task.evaluator import Evaluator, no_report
 from proxy_task.result import ProxyResult

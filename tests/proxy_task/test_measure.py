@@ -18,7 +18,7 @@ CLASSES = 5  # the synthetic set's
 def test_the_named_scalings_copy_model_garden_and_export():
     from official.vision.modeling.backbones import spinenet
 
-    from nas import export
+    from nas.export import modelgarden as export
 
     assert IMAGE_SIZES == export.SCALES
     for name, s in SCALINGS.items():

@@ -32,7 +32,7 @@ def test_spinenet49_at_the_proxy_settings_matches_model_garden():
                                 "AddN": 203_328, "MaxPool": 599_472, "Rsqrt": 0, "Sub": 0}
 
 
-# Recorded by scripts/bench/cost.py (results/cost.json) from `nas.export.build_config(SPINENET_49, scale=...)`: the
+# Recorded by scripts/bench/cost.py (results/cost.json) from `modelgarden.build_config(SPINENET_49, scale=...)`: the
 # paper scalings at their image sizes, 91 classes, synchronized batch norms: model.count_params() of the detector,
 # of its backbone and head, and count_flops (backbone and head apart: the profiler's ops under each name scope / 2).
 NAMED = {

@@ -1,0 +1,398 @@
+"""`spinenas calibrate` and `spinenas calibration show`: measure how far a preset's proxy can be trusted."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import time
+from typing import Any
+
+from nas.cli.commands.jobs import (
+    LazyChoices,
+    check_machine,
+    check_new_name,
+    ensure_data,
+    open_store,
+    run_dir_of,
+    say,
+    trial_job,
+)
+from nas.cli.ui import UserError, error_text, print_table, printable
+
+# Flags of `calibrate` that set keys of the preset's config (how the study's trainings run).
+#: Candidates a study takes from --archs-from (a study trains each of them twice).
+MAX_CANDIDATES = 1000
+
+#: Trainings of one variance candidate with different seeds (--repeats) at most.
+MAX_REPEATS = 100
+
+_FLAG_KEYS = {"workers": "search.workers", "cpus_per_trial": "search.cpus_per_trial",
+              "gpus_per_trial": "search.gpus_per_trial", "trial_timeout": "search.trial_timeout_s",
+              "runner": "runner.type"}
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected steps such as 100,200,400,800, got {text!r}") from None
+
+
+def _candidates(args: argparse.Namespace, reader_db: str | None) -> tuple[list[Any] | None, str]:
+    """The candidates given by --archs-from or --from-search, or None for the default ones."""
+    from nas.calibration.study import Candidate
+    from search_space import ArchSpec, InvalidArchError
+
+    if args.archs_from and args.from_search:
+        raise UserError("give either --archs-from FILE or --from-search NAME, not both")
+    if args.archs_from:
+        from search_space.spec import MAX_JSON_DEPTH, MAX_SPEC_BYTES, parse_bounded_json
+
+        limit = MAX_CANDIDATES * MAX_SPEC_BYTES // 64  # a spec's JSON is about 1 KB; each may use 16 KB
+        try:
+            if os.path.getsize(args.archs_from) > limit:
+                raise UserError(f"--archs-from {args.archs_from}: larger than {limit:,} bytes; a list of at most "
+                                f"{MAX_CANDIDATES} specs is expected")
+            with open(args.archs_from, encoding="utf-8") as fh:
+                doc = parse_bounded_json(fh.read(limit + 1), max_chars=limit, max_depth=MAX_JSON_DEPTH + 1,
+                                         what="the JSON")
+        except (OSError, UnicodeDecodeError, InvalidArchError) as e:
+            raise UserError(f"--archs-from {args.archs_from}: {str(e).splitlines()[0]}") from None
+        if isinstance(doc, list) and len(doc) > MAX_CANDIDATES:
+            raise UserError(f"--archs-from {args.archs_from}: {len(doc):,} specs; a study takes at most "
+                            f"{MAX_CANDIDATES}")
+        if not isinstance(doc, list):
+            raise UserError(f"--archs-from {args.archs_from}: expected a JSON list of specs, got {type(doc).__name__}")
+        out = []
+        for i, item in enumerate(doc):
+            try:
+                arch = ArchSpec.from_dict(item).canonical()
+            except (InvalidArchError, TypeError, ValueError) as e:
+                raise UserError(f"--archs-from {args.archs_from}: entry {i}: {e}") from None
+            out.append(Candidate(f"given-{i}", "given", arch))
+        return out, f"file {os.path.abspath(args.archs_from)}"
+    if args.from_search:
+        from nas.cli.commands.common import open_reader
+
+        with open_reader(reader_db) as reader:
+            ranked = reader.top(searches=[args.from_search], k=args.top,
+                                fingerprint=reader.newest_fingerprint([args.from_search]))
+            archs = [ArchSpec.from_json(reader.get_arch(r.arch_key).spec_json) for r in ranked]
+        if not archs:
+            raise UserError(f"search {args.from_search!r} has no completed trial to calibrate with")
+        return ([Candidate(f"top-{r.rank}", "given", a) for r, a in zip(ranked, archs, strict=True)],
+                f"search {args.from_search} top {args.top}")
+    return None, "default"
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from nas.calibration.study import CalibrationError, StudySettings, build_study
+    from nas.cli.commands.common import load_config
+
+    _check_flags(args)
+    overrides = [f"{key}={getattr(args, flag)}" for flag, key in _FLAG_KEYS.items()
+                 if getattr(args, flag, None) is not None]
+    if args.resume:
+        if args.name is not None and args.name != args.resume:
+            raise UserError("give either --resume NAME or --name NAME, not both")
+        given = [f for f in ("preset", "archs", "archs_from", "from_search", "repeats", "variance_archs", "rungs",
+                             "reference_steps", "reference_set", "target_tau", "seed", "set")
+                 if getattr(args, f) not in (None, [], ())]
+        if given:
+            raise UserError(f"--{given[0].replace('_', '-')} does not apply to --resume: a resumed study keeps its "
+                            "stored settings")
+    else:
+        if args.retry_failed:
+            raise UserError("--retry-failed applies to --resume NAME: it runs a stored study's failed trainings again")
+        preset = args.preset or "demo"
+        cfg = load_config(preset, [*overrides, *(args.set or [])])
+        from search_space import get_family
+
+        try:
+            get_family(cfg.search.family)
+        except LookupError as e:
+            raise UserError(error_text(e)) from None
+        candidates, source = _candidates(args, args.db)
+        settings = StudySettings(
+            preset=preset, archs=args.archs if args.archs is not None else 12,
+            repeats=args.repeats if args.repeats is not None else 3,
+            variance_archs=args.variance_archs if args.variance_archs is not None else 3,
+            rungs=args.rungs or (), reference_steps=args.reference_steps or 0,
+            reference_set=tuple(args.reference_set or ()),
+            target_tau=args.target_tau if args.target_tau is not None else 0.6,
+            seed=args.seed if args.seed is not None else 0, source=source,
+        )  # fmt: skip
+        try:
+            study = build_study(settings, cfg, candidates)
+        except CalibrationError as e:
+            raise UserError(str(e)) from None
+        if args.name is not None:
+            check_new_name(args.name)
+        stem = re.sub(r"[^A-Za-z0-9._-]", "-", os.path.splitext(os.path.basename(preset))[0])
+        name = args.name or f"calibration-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        check_machine(cfg, args)
+        if study.proxy.evaluator.type == "retinanet":  # a dataset that is not there fails before the database is made
+            ensure_data(study.proxy)
+            ensure_data(study.reference)
+    run_dir_of(args, name if not args.resume else args.resume)  # before the database
+    store, url = open_store(args.db, create=not args.resume)
+    try:
+        if args.resume:
+            from nas.calibration.study import KIND, Study
+
+            name = args.resume
+            try:
+                record = store.open_search(name)
+            except LookupError as e:
+                raise UserError(error_text(e)) from None
+            if record.kind != KIND:
+                raise UserError(f"{name!r} is a search, not a calibration study; continue it with 'spinenas search "
+                                f"--resume {name}'")
+            try:
+                study = Study.from_yaml(record.config)
+            except CalibrationError as e:
+                raise UserError(f"study {name!r}: {e}") from None
+            if overrides:  # how its trainings run (workers, CPUs, runner), not what they measure
+                from dataclasses import replace
+
+                # A timeout given for the proxy grows for the reference in proportion to its steps, as at creation.
+                ratio = max(1.0, study.reference.proxy.train_steps / study.proxy.proxy.train_steps)
+                ref_overrides = [f"search.trial_timeout_s={float(o.split('=', 1)[1]) * ratio}"
+                                 if o.startswith("search.trial_timeout_s=") else o for o in overrides]
+                study = replace(study, proxy=_resolved(study.proxy, overrides),
+                                reference=_resolved(study.reference, ref_overrides))
+            check_machine(study.proxy, args)
+            trials = store.trials(name)
+            done = sum(t.status in ("completed", "failed") for t in trials)
+            failed = sum(t.status == "failed" for t in trials)
+            if record.status == "completed" and done >= len(study.plan) and not (args.retry_failed and failed):
+                hint = (f"; {failed} failed: 'spinenas calibrate --resume {name} --retry-failed' runs them again"
+                        if failed else "")
+                say(f"calibration {name!r} is complete: {done} of {len(study.plan)} trainings; nothing to do "
+                    f"('spinenas calibration show {name}'){hint}")
+                return 0
+        else:
+            try:
+                store.open_search(name)
+            except LookupError:
+                pass
+            else:
+                raise UserError(f"a search or study named {name!r} already exists in {url}; continue it with "
+                                f"--resume {name}, or choose another --name")
+        if args.resume and study.proxy.evaluator.type == "retinanet":
+            ensure_data(study.proxy)
+            ensure_data(study.reference)
+        return _run(study, name, store, url, args)
+    finally:
+        store.close()
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """The flags' own ranges, before anything is read or drawn (the study's settings are checked by `build_study`:
+    --archs 1000000 would first draw a million random candidates)."""
+    from proxy_task.config import MAX_SEED, check_number
+
+    if args.resume is not None and not args.resume:
+        raise UserError("--resume needs the name of a stored study ('spinenas searches' lists them), got ''")
+    if args.archs is not None and args.archs > MAX_CANDIDATES:
+        raise UserError(f"--archs must be at most {MAX_CANDIDATES} (a study trains each candidate at two fidelities), "
+                        f"got {args.archs}")
+    if args.repeats is not None and args.repeats > MAX_REPEATS:
+        raise UserError(f"--repeats must be at most {MAX_REPEATS} seeds, got {args.repeats}")
+    try:
+        if args.seed is not None:
+            check_number("--seed", args.seed, integer=True, low=0, high=MAX_SEED)
+        check_number("--top", args.top, integer=True, low=1, high=MAX_CANDIDATES)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def _resolved(cfg: Any, overrides: list[str]) -> Any:
+    from nas.config.schema import NasConfig
+    from nas.config.codec import ConfigError, resolve
+
+    try:
+        return resolve(NasConfig, cfg, overrides)
+    except ConfigError as e:
+        raise UserError(str(e)) from None
+
+
+def _run(study: Any, name: str, store: Any, url: str, args: argparse.Namespace) -> int:
+    from nas.calibration.study import CalibrationStudy
+
+    cfg = study.proxy
+    run_dir = run_dir_of(args, name)
+
+    def make(view: Any) -> CalibrationStudy:
+        return CalibrationStudy(study, name=name, store=store, run_dir=run_dir, resume=bool(args.resume),
+                                retry_failed=bool(args.retry_failed), view=view)
+
+    with trial_job(cfg, args, run_dir, make) as runner:
+        view = runner.view
+        s = study.settings
+        view.line(f"calibration {name!r} of the {s.preset} proxy: {len(study.candidates)} candidates at "
+                  f"{cfg.proxy.train_steps} steps (rungs {', '.join(map(str, s.rungs))}) and at "
+                  f"{s.reference_steps} steps{' ' + ' '.join(s.reference_set) if s.reference_set else ''}, "
+                  f"{s.repeats} seeds of {s.variance_archs}: {len(study.plan)} trainings on the "
+                  f"{cfg.runner.type} runner, {cfg.search.workers} at a time")
+        view.line(f"  database {url}; log {os.path.join(run_dir, 'search.log')}")
+        outcome = runner.run()
+    say(f"calibration {name!r} {'stopped' if outcome.interrupted else 'finished'}: {outcome.done} of "
+         f"{outcome.total} trainings ({outcome.failed} failed) in {outcome.wall_s / 60:.1f} min")
+    if not outcome.interrupted:
+        from nas.cli.commands.common import open_reader
+
+        with open_reader(url) as reader:
+            _print_study(name, _load(reader, name))
+        if outcome.failed:
+            say(f"{outcome.failed} trainings failed (why: {os.path.join(run_dir, 'search.log')}); if it was not "
+                f"the architectures' fault, 'spinenas calibrate --resume {name} --retry-failed' runs them again")
+    return 130 if outcome.interrupted else 0
+
+
+# --------------------------------------------------------------------------------------------------- show
+def _load(reader: Any, name: str) -> dict[str, Any]:
+    """The study `name`'s figures (`nas.calibration.study.analyze`), with its name and status."""
+    from nas.calibration.study import KIND, CalibrationError, Study, analyze
+
+    record = reader.open_search(name)
+    if getattr(record, "kind", "search") != KIND:
+        raise UserError(f"{name!r} is a search, not a calibration study (`spinenas searches` lists both)")
+    try:
+        study = Study.from_yaml(record.config)
+    except CalibrationError as e:
+        raise UserError(f"study {name!r}: {e}") from None
+    trials = reader.trials(name)
+    reports = reader.reports([t.id for t in trials]) if trials else {}
+    return {"name": name, "status": record.status, **analyze(study, trials, reports)}
+
+
+def _f(x: Any, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _print_study(name: str, d: dict[str, Any]) -> None:
+    """A study's figures as text; what the database stored (names, the preset, overrides) is shown `printable`
+    (tables are, by `print_table`)."""
+    s = d["settings"]
+    t = d["trainings"]
+    print(printable(f"calibration {name} ({d['status']}): {t['done']} of {t['total']} trainings, {t['failed']} "
+                    "failed"))
+    ref = d["reference"]
+    extra = " " + " ".join(ref["overrides"]) if ref["overrides"] else ""
+    print(printable(f"  proxy: the {s['preset']} preset, rungs {', '.join(map(str, s['rungs']))}; reference: "
+                    f"{ref['steps']} steps{extra} ({_f(ref['seconds_per_trial'], 0)} s per trial)"))
+    print("\nrank agreement of each rung with the reference (Kendall tau, Spearman rho; 90% bootstrap intervals):")
+    rows = []
+    for r in d["rungs"]:
+        a, b = r["all"], r["random"]
+        rows.append((r["step"], _f(r["seconds_per_trial"], 0), a["n"], f"{_f(a['tau'], 2)} [{_f(a['tau_low'], 2)}, "
+                     f"{_f(a['tau_high'], 2)}]", _f(a["tau_p"]), f"{_f(a['rho'], 2)} [{_f(a['rho_low'], 2)}, "
+                     f"{_f(a['rho_high'], 2)}]", b["n"], f"{_f(b['tau'], 2)} [{_f(b['tau_low'], 2)}, "
+                     f"{_f(b['tau_high'], 2)}]"))
+    print_table(("rung", "s/trial", "n", "tau (all)", "p", "rho (all)", "n random", "tau (random)"), rows)
+    v = d["variance"]
+    if v["candidates"]:
+        print(f"\nseed noise ({s['repeats']} seeds each; CV only where the mean AP is >= 0.05; target CV <= "
+              f"{v['cv_target']}):")
+        print_table(("candidate", "APs", "mean", "std", "CV"),
+                    [(c["name"], " ".join(f"{x:.3f}" for x in c["aps"]), _f(c["mean"]), _f(c["std"]), _f(c["cv"], 2))
+                     for c in v["candidates"]])
+        if v["spread_over_noise"] is not None:
+            ratio = f" ({v['spread_over_noise']:.1f}x the seed std)"
+        else:
+            ratio = " (no seed noise)" if v["pooled_std"] is not None and v["spread"] is not None else ""
+        print(f"pooled seed std {_f(v['pooled_std'])}; spread of the candidates' proxy AP {_f(v['spread'])}{ratio}")
+    print("\ncandidates (AP at each rung, and at the reference):")
+    print_table(("candidate", "key", *map(str, s["rungs"]), "reference"),
+                [(c["name"], c["key"], *(_f(c["proxy_ap"][str(r)]) for r in s["rungs"]), _f(c["reference_ap"]))
+                 for c in d["candidates"]])
+    print(printable(f"\nverdict: {d['verdict']['text']}", newlines=True))
+
+
+def _cmd_calibration_show(args: argparse.Namespace) -> int:
+    from nas.cli.commands.common import open_reader
+
+    with open_reader(args.db) as reader:
+        d = _load(reader, args.name)
+    if args.json:
+        print(json.dumps(d, indent=2))
+    else:
+        _print_study(args.name, d)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------- parsers
+def register(sub: Any) -> None:
+    """Adds `calibrate` and `calibration` to the `spinenas` subcommands."""
+    from results_db.url import DB_HELP
+
+    p = sub.add_parser(
+        "calibrate",
+        help="measure a proxy: its seed noise and its rank agreement with a longer training",
+        description="Calibrate a preset's proxy before searching with it: train candidate architectures "
+        "(SpineNet-49, a poor one, a scale-decreased one and random ones of the preset's space; or --archs-from, "
+        "--from-search) at the proxy's fidelity with intermediate evaluations at the rungs and at a reference "
+        "fidelity (--reference-steps, default 4x the proxy's), and a few again with other seeds. Reports Kendall "
+        "tau and Spearman rho of every rung against the reference with bootstrap 90% intervals and p-values, the "
+        "coefficient of variation over seeds, the cost of each rung, and the cheapest rung whose tau reaches "
+        "--target-tau. The study is stored in the results database (a search of kind calibration: 'spinenas "
+        "calibration show NAME', 'spinenas report --search NAME'); --resume NAME continues it after any crash "
+        "without repeating a finished training. It runs on the search's runners (Ray by default). Exit codes as "
+        "search's: 0 done, 1 the database failed under it, 2 bad input, 3 another driver took the study over, 130 "
+        "Ctrl-C, 143 SIGTERM.",
+    )
+    p.add_argument("--preset", help="demo (default), paper, vertex-gpu, or a YAML file: the proxy to calibrate")
+    p.add_argument("--name", help="the study's name (default calibration-PRESET-DATE-TIME)")
+    p.add_argument("--resume", metavar="NAME", help="continue the stored study NAME")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="with --resume: run the study's failed trainings again (after a fault that was not the "
+                        "architecture's, such as a crashed worker or a timeout too short); their first outcome is "
+                        "replaced")
+    p.add_argument("--db", help=DB_HELP)
+    p.add_argument("--archs", type=int, help="candidates in all (default 12: SpineNet-49, poor, scale-decreased, "
+                                             "and random ones)")
+    p.add_argument("--archs-from", metavar="FILE", help="a JSON list of specs to calibrate with instead")
+    p.add_argument("--from-search", metavar="NAME", help="calibrate with the best architectures of this search")
+    p.add_argument("--top", type=int, default=10, help="with --from-search: how many (default 10)")
+    p.add_argument("--repeats", type=int, help="trainings with different seeds of each variance candidate "
+                                               "(default 3)")
+    p.add_argument("--variance-archs", type=int, help="how many candidates are repeated (default 3)")
+    p.add_argument("--rungs", type=_ints, metavar="S1,S2,...",
+                   help="steps of the proxy run compared with the reference (default: the proxy's eval_at_steps "
+                        "and its last step)")
+    p.add_argument("--reference-steps", type=int, metavar="N", help="steps of the reference training "
+                                                                    "(default 4x the proxy's)")
+    p.add_argument("--reference-set", action="append", metavar="proxy.KEY=VALUE",
+                   help="a setting of the reference fidelity only, e.g. proxy.image_size=256 (repeatable)")
+    p.add_argument("--target-tau", type=float, help="the Kendall tau a good rung reaches (default 0.6)")
+    p.add_argument("--seed", type=int, help="draws the random candidates (default 0)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of the preset (repeatable)")
+    p.add_argument("--runner", choices=LazyChoices("nas.engine.runners", "runner_names"), metavar="NAME",
+                   help="ray (default) or local")
+    p.add_argument("--workers", type=int, help="trainings at once")
+    p.add_argument("--cpus-per-trial", type=float, help="CPUs per training")
+    p.add_argument("--gpus-per-trial", type=float, help="GPUs per training")
+    p.add_argument("--trial-timeout", type=float, metavar="S", help="fail a training still running after S seconds")
+    p.add_argument("--address", help="an existing Ray cluster (as search --address); default: start a Ray of its own here")
+    p.add_argument("--run-dir", help="TensorBoard curves and the log (default runs/NAME)")
+    p.add_argument("--plain", action="store_true", help="plain progress lines even on a terminal")
+    p.set_defaults(func=_cmd_calibrate)
+
+    p = sub.add_parser("calibration", help="look at calibration studies",
+                       description="Look at the calibration studies in the results database.")
+    c_sub = p.add_subparsers(dest="calibration_command", metavar="SUBCOMMAND", parser_class=type(p), required=True)
+    q = c_sub.add_parser(
+        "show",
+        help="a study's rank agreement per rung, seed noise, costs and verdict",
+        description="Print a calibration study: tau and rho of each rung against the reference with their "
+        "intervals and p-values, over all candidates and the random ones alone; the seed noise (mean, std, CV) of "
+        "the repeated candidates; each rung's cost in trial-seconds; and the verdict (the cheapest rung whose tau "
+        "reaches the target, or that none does). Works on a study still running (partial).",
+    )
+    q.add_argument("name", help="the study")
+    q.add_argument("--db", help=DB_HELP)
+    q.add_argument("--json", action="store_true", help="print JSON")
+    q.set_defaults(func=_cmd_calibration_show)

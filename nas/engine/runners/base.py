@@ -1,0 +1,148 @@
+"""The runner interface: submit a trial; its reports while it runs; a cooperative stop; cancel.
+
+A runner knows nothing of controllers or the database: it runs `TrialTask`s of one `TrialSpec` (plain data) with
+the evaluator the spec names, forwards each ``report(step, metrics)`` the evaluator makes to the driver's
+``on_report`` callback as soon as it arrives (in `poll`, or at once for the in-process mode), and hands back each
+finished trial as a `TrialOutcome`. Compare PyGlove's tuning backends (`pyglove/core/tuning/backend.py`): the loop
+talks to an interface, registered by name, and the execution engine is one implementation of it.
+
+Semantics every runner keeps:
+- `submit` starts the trial (or queues it while all its slots are busy; the driver keeps at most ``workers`` in
+  flight);
+- `poll(timeout)` waits up to `timeout` seconds for something to happen and returns the trials that finished,
+  after calling ``on_report`` for every report that arrived;
+- `stop(trial_id)` asks a running trial to stop at its next report: the evaluator returns what it has (its
+  outcome has ``stopped_at``) and its worker stays usable (warm, for the next trial, when workers are reused);
+- with ``trials_per_worker`` other than 1 a worker process runs several trials one after another;
+- `cancel(trial_id)` kills it (a timeout): no outcome is returned for it;
+- a worker process that dies is started again up to ``worker_retries`` times; after that the outcome carries the
+  error.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+#: ``on_report(trial_id, step, metrics)``: the driver's callback for a trial's report.
+OnReport = Callable[[int, int, Mapping[str, float]], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialSpec:
+    """What every trial of a search evaluates with (plain data: crosses process boundaries as a dict).
+
+    Attributes:
+      evaluator: the registered evaluator's name.
+      settings: its settings section as a dict (empty when it has none).
+      proxy: the `ProxyConfig` as a dict.
+      context: the `proxy_task.evaluator.TrialContext` fields (without the label) as a dict.
+      faults: fault injection for tests and the fault benchmark only (`nas.engine.faults`); empty in a real search.
+      fault_dir: where the fault injector keeps its markers.
+      log_path: a file the trial's own output (TensorFlow's C++ logs, warnings) is appended to, for runners whose
+        trials run in processes of their own ('' keeps it where the process's output goes).
+    """
+
+    evaluator: str
+    settings: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    proxy: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    context: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    faults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    fault_dir: str = ""
+    log_path: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain dicts."""
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialTask:
+    """One trial to run.
+
+    Attributes:
+      trial_id: the trial's database id (the runner's handle for it).
+      index: its index within the search (tags logs; the fault injector's key).
+      arch_json: `ArchSpec.to_json()` of the architecture.
+      seed: the trial's seed.
+      spec: a spec of its own (another fidelity of the proxy, as a calibration study's reference trials have), or
+        None for the runner's.
+    """
+
+    trial_id: int
+    index: int
+    arch_json: str
+    seed: int
+    spec: TrialSpec | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The task as the trial body takes it (without its spec)."""
+        return {"trial_id": self.trial_id, "index": self.index, "arch_json": self.arch_json, "seed": self.seed}
+
+    def spec_dict(self, default: dict[str, Any]) -> dict[str, Any]:
+        """Its own spec as a dict, or `default` (the runner's)."""
+        return self.spec.to_dict() if self.spec is not None else default
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialOutcome:
+    """A trial that ended.
+
+    Attributes:
+      trial_id: the trial.
+      payload: what the trial body returned (`nas.engine.trial.run_trial_body`): ``result`` (a `ProxyResult` dict),
+        ``host``, ``pid``, ``started``; None when the trial produced none.
+      error: why there is no payload (a worker that died past its retries), else None.
+    """
+
+    trial_id: int
+    payload: Mapping[str, Any] | None
+    error: str | None = None
+
+
+class Runner(abc.ABC):
+    """Runs the trials of one search. Built by `nas.engine.runners.build_runner`.
+
+    Args:
+      settings: the runner's settings section (``runner.<type>``).
+      spec: what every trial evaluates with.
+      cpus: CPUs per trial; gpus: GPUs per trial.
+      on_report: the driver's callback for reports.
+      trials_per_worker: trials one worker process runs before it exits: 1 (a fresh process per trial, the
+        default), n, or 0 (no bound); see `nas.engine.driver.worker_calls`.
+    """
+
+    def __init__(self, settings: Any, *, spec: TrialSpec, cpus: float, gpus: float, on_report: OnReport,
+                 trials_per_worker: int = 1) -> None:
+        if isinstance(trials_per_worker, bool) or not isinstance(trials_per_worker, int) or trials_per_worker < 0:
+            raise ValueError(f"trials_per_worker must be an integer >= 0 (0: no bound), got {trials_per_worker!r}")
+        self.settings = settings
+        self.spec = spec
+        self.cpus = cpus
+        self.gpus = gpus
+        self.on_report = on_report
+        self.trials_per_worker = trials_per_worker
+
+    @abc.abstractmethod
+    def submit(self, task: TrialTask) -> None:
+        """Starts a trial."""
+
+    @abc.abstractmethod
+    def poll(self, timeout: float) -> list[TrialOutcome]:
+        """Waits up to `timeout` s; calls ``on_report`` for the reports that arrived; returns finished trials."""
+
+    @abc.abstractmethod
+    def stop(self, trial_id: int) -> None:
+        """Asks a running trial to end at its next report (it returns what it has); no-op for an unknown id."""
+
+    @abc.abstractmethod
+    def cancel(self, trial_id: int) -> None:
+        """Kills a trial (no outcome follows); no-op for an unknown id."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Cancels what still runs and frees the runner's resources."""
+
+
+__all__ = ["OnReport", "Runner", "TrialOutcome", "TrialSpec", "TrialTask"]

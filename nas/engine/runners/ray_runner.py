@@ -1,0 +1,311 @@
+"""The ``ray`` runner: trials as Ray tasks, with their reports through a channel actor.
+
+A trial runs in a fresh Ray worker process (``max_calls=1``) unless the search reuses workers
+(``search.reuse_workers``: up to ``trials_per_worker`` trials per process, `nas.engine.driver.worker_calls`; the trainer
+releases TensorFlow's state between them). A trial stopped through the channel returns normally and leaves its
+worker warm; a cancelled one (a timeout) kills it. A worker that dies (OOM kill,
+segfault, a lost node) is retried by Ray (``worker_retries``); the driver sees one result either way. Plain data
+crosses the boundary: the spec and task as dicts, the result as a dict.
+
+Reports: a trial calls ``report(step, metrics)``, which sends them to one small async actor of the search (the
+channel, no CPU) and reads back whether the driver asked the trial to stop. The driver keeps one ``take`` call
+outstanding on the channel beside the trials' result refs in its `ray.wait`, so a report wakes it as a result does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from nas.engine.runners.base import Runner, TrialOutcome, TrialTask
+
+logger = logging.getLogger(__name__)
+
+# Ray's switch for its single-node (loopback) mode; see `init_ray`.
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+# How long one outstanding `take` on the channel waits for reports before it returns empty (and is asked again).
+_TAKE_WAIT_S = 30.0
+
+
+class _Channel:
+    """The search's report channel (a Ray async actor): trials put reports, the driver takes them and asks stops."""
+
+    def __init__(self) -> None:
+        self._reports: list[tuple[int, int, dict[str, float]]] = []
+        self._stops: set[int] = set()
+        self._event = asyncio.Event()
+
+    async def report(self, trial_id: int, step: int, metrics: dict[str, float]) -> bool:
+        self._reports.append((trial_id, step, metrics))
+        self._event.set()
+        return trial_id in self._stops
+
+    async def stop(self, trial_id: int) -> None:
+        self._stops.add(trial_id)
+
+    async def forget(self, trial_id: int) -> None:
+        self._stops.discard(trial_id)
+
+    async def take(self, wait_s: float) -> list[tuple[int, int, dict[str, float]]]:
+        if not self._reports:
+            try:
+                await asyncio.wait_for(self._event.wait(), timeout=wait_s)
+            except asyncio.TimeoutError:
+                pass
+        out, self._reports = self._reports, []
+        self._event.clear()
+        return out
+
+
+def _ray_trial(spec: dict[str, Any], task: dict[str, Any], channel: Any) -> dict[str, Any]:
+    """The Ray task of one trial: the shared trial body, reporting through the channel.
+
+    Each report waits for the channel to take it (and answers whether to stop), so when the task returns the
+    channel holds every report; the payload says how many there were, so the driver knows when it has them all.
+    """
+    import ray
+
+    from nas.engine.trial import run_trial_body
+
+    tid = int(task["trial_id"])
+    sent = 0
+
+    def report(step: int, metrics: Mapping[str, float]) -> bool:
+        nonlocal sent
+        sent += 1
+        return bool(ray.get(channel.report.remote(tid, int(step), dict(metrics))))
+
+    payload = run_trial_body(spec, task, report)
+    payload["reports"] = sent
+    return payload
+
+
+_REMOTE: dict[tuple[int, int], Any] = {}
+
+
+def remote_trial(trials_per_worker: int, retries: int) -> Any:
+    """The Ray remote function of a trial (cached per trials per worker, 0 for no bound, and retry count)."""
+    key = (trials_per_worker, retries)
+    if key not in _REMOTE:
+        import ray
+
+        _REMOTE[key] = ray.remote(max_calls=trials_per_worker, max_retries=retries,
+                                  retry_exceptions=False)(_ray_trial)
+    return _REMOTE[key]
+
+
+class RayRunner(Runner):
+    """Runs trials as Ray tasks on the Ray this process is connected to (`init_ray`)."""
+
+    def __init__(self, settings: Any, **kwargs: Any) -> None:
+        super().__init__(settings, **kwargs)
+        import ray
+
+        if not ray.is_initialized():
+            raise RuntimeError("the ray runner needs Ray: call nas.engine.runners.ray_runner.init_ray first")
+        self._spec = self.spec.to_dict()
+        self._channel = ray.remote(num_cpus=0)(_Channel).options(max_concurrency=1000).remote()
+        self._take_ref: Any = None
+        self._refs: dict[Any, int] = {}  # result ref -> trial id
+        self._by_trial: dict[int, Any] = {}
+        self._received: dict[int, int] = {}  # trial id -> reports delivered
+
+    def submit(self, task: TrialTask) -> None:
+        options: dict[str, Any] = {"num_cpus": self.cpus}
+        if self.gpus:
+            options["num_gpus"] = self.gpus
+        fn = remote_trial(self.trials_per_worker, self.settings.worker_retries)
+        ref = fn.options(**options).remote(task.spec_dict(self._spec), task.to_dict(), self._channel)
+        self._refs[ref] = task.trial_id
+        self._by_trial[task.trial_id] = ref
+
+    def poll(self, timeout: float) -> list[TrialOutcome]:
+        import ray
+
+        if self._take_ref is None:
+            self._take_ref = self._channel.take.remote(_TAKE_WAIT_S)
+        ready, rest = ray.wait([*self._refs, self._take_ref], num_returns=1, timeout=timeout)
+        if ready and rest:  # take everything that is already there, not just the first
+            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+            ready += more
+        if self._take_ref in ready:
+            self._take_reports()
+        outcomes = []
+        for ref in ready:
+            if ref not in self._refs:
+                continue
+            trial_id = self._refs.pop(ref)
+            self._by_trial.pop(trial_id, None)
+            try:
+                payload = ray.get(ref)
+            except Exception as e:  # noqa: BLE001 - a worker that died past its retries, a cancelled task
+                text = str(e).splitlines()[0] if str(e) else ""
+                outcomes.append(TrialOutcome(trial_id, None, error=f"{type(e).__name__}: {text}"[:500]))
+            else:
+                # The channel has every report the trial made (each waited for it); the outstanding take may still
+                # be on its way with the last ones.
+                while self._received.get(trial_id, 0) < int(payload.get("reports", 0)):
+                    self._take_reports()
+                outcomes.append(TrialOutcome(trial_id, payload))
+            self._received.pop(trial_id, None)
+            self._channel.forget.remote(trial_id)
+        return outcomes
+
+    def _take_reports(self) -> None:
+        import ray
+
+        if self._take_ref is None:
+            self._take_ref = self._channel.take.remote(_TAKE_WAIT_S)
+        reports = ray.get(self._take_ref)
+        self._take_ref = None
+        for trial_id, step, metrics in reports:
+            self._received[trial_id] = self._received.get(trial_id, 0) + 1
+            self.on_report(trial_id, step, metrics)
+
+    def stop(self, trial_id: int) -> None:
+        if trial_id in self._by_trial:
+            self._channel.stop.remote(trial_id)
+
+    def cancel(self, trial_id: int) -> None:
+        import ray
+
+        ref = self._by_trial.pop(trial_id, None)
+        if ref is not None:
+            self._refs.pop(ref, None)
+            ray.cancel(ref, force=True)
+            self._channel.forget.remote(trial_id)
+            self._received.pop(trial_id, None)
+
+    def close(self) -> None:
+        import ray
+
+        for trial_id in list(self._by_trial):
+            self.cancel(trial_id)
+        try:
+            ray.kill(self._channel)
+        except Exception:  # noqa: BLE001 - Ray already shut down
+            pass
+
+
+
+def keep_local_on_loopback() -> None:
+    """Selects Ray's single-node mode for a local cluster: every server it starts then binds 127.0.0.1 and the node
+    registers 127.0.0.1 (in its cluster mode Ray 2.60 listens on every interface and turns a node address of
+    127.0.0.1 into the machine's network address). Ray reads the setting when it is first imported, so this runs
+    before anything here imports Ray (`route_to_log`, `other_cluster`); Ray's workers inherit it. A value the user
+    set is kept. Not for joining a cluster (`--address`), whose nodes must reach this driver."""
+    os.environ.setdefault(LOOPBACK_ENV, "0")
+
+
+def other_cluster() -> str | None:
+    """The address of a Ray cluster `ray start` registered on this machine (alive or stale), or None."""
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"]
+    try:
+        from ray._private.utils import read_ray_address  # what ray.init() reads when given no address
+
+        return read_ray_address() or None
+    except (ImportError, OSError):
+        return None
+
+
+def init_ray(address: str | None, *, num_cpus: float | None = None, log_to_driver: bool = False) -> bool:
+    """Connects to a Ray cluster (`address`) or starts a local one on loopback.
+
+    Returns:
+      True when this call started a local cluster (the caller shuts it down).
+    """
+    from nas.engine import signals
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not address:
+        keep_local_on_loopback()
+    import ray
+    from ray._private import ray_constants
+
+    if not address and os.environ.get(LOOPBACK_ENV) == "0" and ray_constants.ENABLE_RAY_CLUSTER:
+        logger.warning("Ray was imported before its single-node setting: the local cluster may listen on every "
+                       "network interface, not only on 127.0.0.1")
+
+    if ray.is_initialized():
+        return False
+    if address:
+        try:
+            ray.init(address=address, log_to_driver=log_to_driver)
+        finally:
+            signals.reassert()  # ray.init() installs a SIGTERM handler of its own (sys.exit)
+        return False
+    import psutil  # a dependency of Ray's
+
+    me = psutil.Process()
+    before = {p.pid for p in me.children(recursive=True)}
+    try:
+        # address="local": a new Ray instance of our own, even when another cluster runs on this machine (without
+        # it, ray.init() joins the cluster named by RAY_ADDRESS or /tmp/ray/ray_current_cluster, alive or stale).
+        ray.init(
+            address="local",
+            num_cpus=int(num_cpus) if num_cpus else None,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            log_to_driver=log_to_driver,
+            configure_logging=False,
+        )
+    except BaseException:  # Ctrl-C, SIGTERM or an error while Ray starts
+        signals.reassert()
+        stop_started(me, before)
+        raise
+    signals.reassert()  # ray.init() installs a SIGTERM handler of its own (sys.exit)
+    return True
+
+
+def stop_processes(procs: list[Any], timeout_s: float = 5.0) -> None:
+    """Stops these `psutil.Process`es (ours, by PID): SIGTERM, up to `timeout_s` to exit, then SIGKILL for the rest
+    and up to `timeout_s` more. One already gone is skipped."""
+    import psutil
+
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            p.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=timeout_s)
+    for p in alive:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+    psutil.wait_procs(alive, timeout=timeout_s)
+
+
+def stop_started(me: Any, before: set[int]) -> None:
+    """Stops the Ray processes a local start that was cut short left behind: the processes started under `me`
+    since `before` (its children's PIDs then), by PID, then Ray's state here. `ray.shutdown()` alone knows only a
+    node that finished starting, and the agents a raylet starts outlive it. Ctrl-C and SIGTERM during it are held
+    (the start's own exception is on its way up).
+
+    Note: the children are found before the raylet goes; agents already orphaned by a Ctrl-C sent to the whole
+    process group are not under `me` any more (they notice their raylet is gone and end in time)."""
+    import signal
+
+    import psutil
+    import ray
+
+    held: list[int] = []
+    try:
+        saved = {sig: signal.signal(sig, lambda signum, frame: held.append(signum))
+                 for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: signals stay as they are
+        saved = {}
+    try:
+        seen: set[int] = set()
+        for _ in range(2):  # again for what the raylet started while the first round stopped it
+            started = [p for p in me.children(recursive=True) if p.pid not in before and p.pid not in seen]
+            seen.update(p.pid for p in started)
+            stop_processes(started)
+        try:
+            ray.shutdown()  # Ray's own state in this process; its processes are gone, so nothing to wait for
+        except Exception:  # noqa: BLE001 - a half-started node
+            logger.debug("ray.shutdown() after a cut-short start", exc_info=True)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
