@@ -360,14 +360,25 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def apply_overrides(d: dict[str, Any], overrides: Sequence[str], cls: type | None = None) -> dict[str, Any]:
+#: One override: ``'key=value'`` text as ``--set`` gives it (the value parsed as YAML), or a ``(dotted_key, value)``
+#: pair whose value is already typed (a CLI flag's: it reaches the config as argparse made it, not through text).
+Override = str | tuple[str, Any]
+
+
+def apply_overrides(d: dict[str, Any], overrides: Sequence[Override], cls: type | None = None) -> dict[str, Any]:
     """Applies dotted overrides to a config dict (in place) and returns it.
 
     Raises:
       ConfigError: for a key that names no field (checked against `cls` when given).
     """
-    for item in overrides:
-        parts, value = parse_override(item)
+    for override in overrides:
+        if isinstance(override, str):
+            item = override
+            parts, value = parse_override(override)
+        else:
+            key, value = override
+            item, parts = f"{key}={value}", key.split(".")
+            value = list(value) if isinstance(value, tuple) else value
         node: Any = d
         hint_cls = cls
         for i, part in enumerate(parts[:-1]):
@@ -392,7 +403,7 @@ def _clip(text: str, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def resolve(cls: type[T], base: T, overrides: Sequence[str]) -> T:
+def resolve(cls: type[T], base: T, overrides: Sequence[Override]) -> T:
     """`base` with dotted overrides applied, validated again."""
     d = apply_overrides(to_dict(base), overrides, cls)
     return from_dict(cls, d)

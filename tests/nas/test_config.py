@@ -304,3 +304,14 @@ def test_check_number_says_what_was_expected_and_what_came(kwargs, message):
         check_number(**kwargs)
     check_number("x", None, optional=True)
     check_number("x", 5, low=0, high=5)
+
+
+def test_typed_overrides_reach_the_config_as_they_are():
+    # A CLI flag's value arrives typed, as argparse made it: no text round trip, so a string YAML would read as a
+    # boolean or a number stays the string it was given, and a tuple becomes the field's tuple.
+    cfg = resolve(NasConfig, NasConfig(), [("search.family", "yes"), ("scheduler.type", "asha"),
+                                           ("scheduler.asha.rungs", (100, 200)), ("search.seed", 7)])
+    assert cfg.search.family == "yes" and cfg.search.seed == 7
+    assert tuple(cfg.scheduler.get().rungs) == (100, 200)
+    with pytest.raises(ConfigError, match="search.family"):  # --set parses YAML: 'yes' is YAML 1.1's true
+        resolve(NasConfig, NasConfig(), ["search.family=yes"])

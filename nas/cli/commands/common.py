@@ -153,7 +153,7 @@ def load_arch_or_exit(ref: str) -> Any:
         raise UserError(error_text(e)) from None
 
 
-def load_config(preset: str, overrides: Sequence[str]) -> Any:
+def load_config(preset: str, overrides: Sequence[Any]) -> Any:
     """A preset (name or YAML file) with `--set` overrides applied, or a one-line UserError."""
     from nas.config.schema import NasConfig
     from nas.config.codec import ConfigError, resolve
@@ -166,7 +166,7 @@ def load_config(preset: str, overrides: Sequence[str]) -> Any:
         raise UserError(error_text(e)) from None
 
 
-def load_stored_config(text: str, overrides: Sequence[str] = (), *, search: str = "") -> Any:
+def load_stored_config(text: str, overrides: Sequence[Any] = (), *, search: str = "") -> Any:
     """A search's stored config (any earlier layout is migrated) with overrides, or a one-line UserError."""
     from nas.config.schema import NasConfig
     from nas.config.codec import ConfigError, from_yaml, resolve

@@ -52,7 +52,8 @@ _FLAG_KEYS = {
 _RESUMABLE = {"trials", "workers", "trial_timeout", "cpus_per_trial", "gpus_per_trial", "runner", "retry_pruned"}
 
 
-def _overrides(args: argparse.Namespace, allowed: set[str] | None = None) -> list[str]:
+def _overrides(args: argparse.Namespace, allowed: set[str] | None = None) -> list[tuple[str, Any]]:
+    """The flags given, as (config key, value) pairs: their values reach the config as argparse typed them."""
     out = []
     for flag, key in _FLAG_KEYS.items():
         value = getattr(args, flag, None)
@@ -63,7 +64,7 @@ def _overrides(args: argparse.Namespace, allowed: set[str] | None = None) -> lis
                             f"{', '.join('--' + f.replace('_', '-') for f in sorted(allowed))} can)")
         if flag == "rungs":  # the rungs of the scheduler chosen (asha's when none is)
             key = f"scheduler.{args.scheduler if args.scheduler not in (None, 'none') else 'asha'}.rungs"
-        out.append(f"{key}={list(value) if isinstance(value, tuple) else value}")
+        out.append((key, value))
     return out
 
 
@@ -173,7 +174,7 @@ def _flag_checked(args: argparse.Namespace, load: Callable[[], Any]) -> Any:
         raise
 
 
-def _resolve_flags(overrides: list[str]) -> Any:
+def _resolve_flags(overrides: list[Any]) -> Any:
     """The flags' overrides on the default config: their types and ranges, checked before a resume opens the
     database (none of the flags a resume takes depends on another setting)."""
     from nas.config.schema import NasConfig
