@@ -50,7 +50,9 @@ from nas.engine.fingerprint import fingerprint
 from nas.engine.reward import compute_reward
 from nas.engine.lease import LeaseLostError
 from nas.engine.runners import Runner, TrialSpec
-from nas.engine.schedulers import Decision, build_scheduler
+from nas.engine.rungs import RungFeed
+from nas.engine.schedulers import build_scheduler
+from nas.engine.tally import Tally
 from nas.engine.trial_loop import InFlight, TrialLoop
 from proxy_task.result import ProxyResult
 from results_db.status import FINISHED_STATUSES, OPEN_STATUSES, SearchStatus, TrialStatus
@@ -95,7 +97,7 @@ def trial_spec(cfg: NasConfig, faults: Mapping[str, Any] | None = None, fault_di
 
 
 class SearchDriver(TrialLoop):
-    """Runs one search to its trial budget.
+    """Runs one search to its trial budget: propose, dedup, submit, report, finish, learn.
 
     Args:
       cfg: the resolved config.
@@ -107,7 +109,7 @@ class SearchDriver(TrialLoop):
       out: where progress lines go (print by default), unless `view` is given.
       view: the console view (`nas.cli.console`); default a `PlainView` on `out`.
       runner: the runner to use; default the one ``cfg.runner`` names, built in `start` (the ray runner needs
-        `nas.engine.runners.ray_runner.init_ray` first).
+        `ray_runner.init_ray` first).
       tensorboard: write TensorBoard scalars (the search's and every trial's curve) under `run_dir`.
     """
 
@@ -137,26 +139,27 @@ class SearchDriver(TrialLoop):
         self.controller = build_controller(cfg.controller.type, self.space, seed=s.seed,
                                            config=controller_config(cfg))
         self.fingerprint = fingerprint(cfg)
-        self.waiting: dict[str, list[InFlight]] = {}  # key -> trials waiting for the same key in flight
-        self.requeue: list[InFlight] = []
-        self.finished = 0
-        self.counts = {TrialStatus.COMPLETED: 0, TrialStatus.FAILED: 0, TrialStatus.CACHED: 0,
-                       TrialStatus.REJECTED: 0, TrialStatus.PRUNED: 0}
+        self.scheduler = build_scheduler(cfg.scheduler.type, cfg.scheduler.get(), scheduler_rungs(cfg))
+        self.rungs = RungFeed(self.scheduler, s, store, self._detector_cost)
+        self.tally = Tally(budget=s.trials, workers=s.workers)
         self.max_flops = s.max_flops
+        self.waiting: dict[str, list[InFlight]] = {}  # key -> trials waiting for the same key in flight
+        self.requeue: list[InFlight] = []  # a resume's unfinished trials, to run again first
+        self.checkpoints = 0  # controller checkpoints written by this driver
+        self._prune: dict[int, tuple[int, float]] = {}  # trial id -> (rung, reward there) of a trial told to stop
         self._num_classes: int | None = None  # the detector's, for its FLOPs (read at their first use)
         self._flops: dict[str, tuple[int, int]] = {}  # key -> (flops, params) of the proposals over the limit
-        self.best: tuple[float, str] | None = None
-        self.wall_times: list[float] = []
         self._updates_seen = _num_updates(self.controller)
         self._feedbacks = 0  # feedbacks given, in the store's completion order
         self._stored_feedbacks = 0  # feedbacks the last stored checkpoint includes
         self._last_checkpoint = time.monotonic()
-        self.checkpoints = 0  # controller checkpoints written by this driver
         self._next_index = 0
         self._t0 = time.time()
-        self.scheduler = build_scheduler(cfg.scheduler.type, cfg.scheduler.get(), scheduler_rungs(cfg))
-        self._prune: dict[int, tuple[int, float]] = {}  # trial id -> (rung, reward there) of a trial told to stop
-        self._arch_flops: dict[str, float | None] = {}  # key -> FLOPs, for an intermediate 'ap-flops' reward
+
+    @property
+    def finished(self) -> int:
+        """Trials finished so far, this run's and a resumed search's stored ones."""
+        return self.tally.finished
 
     # ------------------------------------------------------------------------------------------- setup
     def prepare(self) -> None:
@@ -177,15 +180,7 @@ class SearchDriver(TrialLoop):
 
     def _restore(self) -> None:
         """Controller from its last checkpoint plus the trials finished after it; in-flight trials re-queued."""
-        record = self.store.open_search(self.name)
-        if getattr(record, "fingerprint", None) is None:
-            self.store.set_search_fingerprint(self.name, self.fingerprint)  # a search stored before fingerprints
-        elif record.fingerprint != self.fingerprint:
-            # What a fingerprint holds changed since the search began: its trials keep the one they started with,
-            # so they still dedup against each other and `top --search` still ranks them together.
-            logger.warning("search %r: keeping its stored fingerprint %s (today's rule gives %s)", self.name,
-                           record.fingerprint, self.fingerprint)
-            self.fingerprint = record.fingerprint
+        self._keep_stored_fingerprint()
         trials = self.store.trials(self.name)
         done = sorted((t for t in trials if t.status in FINISHED_STATUSES), key=lambda t: t.finish_order or 0)
         ckpt = self.store.load_checkpoint(self.name)
@@ -201,15 +196,8 @@ class SearchDriver(TrialLoop):
         self._next_index = max((t.index for t in trials), default=-1) + 1
         self._updates_seen = _num_updates(self.controller)
         for t in done:
-            self.finished += 1
-            self.counts[TrialStatus(t.status)] += 1
-            if t.reward is not None and t.status != TrialStatus.PRUNED and (self.best is None
-                                                                              or t.reward > self.best[0]):
-                self.best = (t.reward, t.arch_key)
-            if t.wall_s and t.status not in (TrialStatus.CACHED, TrialStatus.REJECTED):
-                self.wall_times.append(t.wall_s)
-        if self.scheduler.rungs:
-            self._tell_stored(done)
+            self.tally.add(TrialStatus(t.status), t.reward, t.arch_key, t.wall_s)
+        self.rungs.stored(done)
         for t, p in zip(again, proposals):
             arch = ArchSpec.from_json(self.store.get_arch(t.arch_key).spec_json)
             self.requeue.append(self._item(t.id, t.index, t.arch_key, arch, p.trial_id, tuple(t.decisions)))
@@ -219,37 +207,31 @@ class SearchDriver(TrialLoop):
                        f"{'its update ' + str(ckpt.step) + ' checkpoint' if ckpt else 'the history'}, "
                        f"{len(done) - fed} trials replayed")
 
-    # ------------------------------------------------------------------------------------------- loop
+    def _keep_stored_fingerprint(self) -> None:
+        """A resumed search keeps the fingerprint its trials started with (stored before fingerprints: today's)."""
+        record = self.store.open_search(self.name)
+        if getattr(record, "fingerprint", None) is None:
+            self.store.set_search_fingerprint(self.name, self.fingerprint)
+        elif record.fingerprint != self.fingerprint:
+            # What a fingerprint holds changed since the search began: its trials keep the one they started with,
+            # so they still dedup against each other and `top --search` still ranks them together.
+            logger.warning("search %r: keeping its stored fingerprint %s (today's rule gives %s)", self.name,
+                           record.fingerprint, self.fingerprint)
+            self.fingerprint = record.fingerprint
+
+    # ------------------------------------------------------------------------------------------- the loop
     def run(self) -> SearchOutcome:
         """Runs until `search.trials` trials have finished (Ctrl-C stops cleanly; resume later)."""
         if self.runner is None:
             raise RuntimeError("SearchDriver.run() before start()")
-        budget = self.cfg.search.trials
         interrupted = False
-        workers = self.cfg.search.workers
         try:
-            # The trials a resume re-queued finish first, even past a budget lowered since (the controller has
-            # proposed them; left alone they would stay 'running'), `workers` at a time, like new proposals.
-            while self.finished < budget or self.requeue or self.inflight or any(self.waiting.values()):
-                while len(self.inflight) < workers and self.requeue:
-                    self._run_again(self.requeue.pop(0))
-                issued = self.finished + len(self.inflight) + sum(len(w) for w in self.waiting.values())
-                while len(self.inflight) < workers and not self.requeue and issued < budget:
-                    self._propose_one()
-                    issued = self.finished + len(self.inflight) + sum(len(w) for w in self.waiting.values())
-                if not self.inflight:
-                    if self.requeue:
-                        continue  # re-queued trials that finished from the store: more of them next
-                    if any(self.waiting.values()) or (self.finished < budget and issued >= budget):
-                        raise RuntimeError("internal error: trials waiting with nothing in flight")
-                    continue
-                self._turn()
+            self._loop()
         except LeaseLostError:
             raise  # fenced out: no write more; the trials stop as the runner closes; the CLI says so in one line
         except KeyboardInterrupt:
             interrupted = True
-            unfinished = len(self.inflight) + len(self.requeue) + sum(len(w) for w in self.waiting.values())
-            self.view.line(f"interrupted: {unfinished} unfinished trials stay as they are and run again on "
+            self.view.line(f"interrupted: {self._unfinished()} unfinished trials stay as they are and run again on "
                            f"'{self.RESUME.format(name=self.name)}'")
             self.runner.close()
             # No checkpoint here: Ctrl-C may have landed inside the controller's propose() or feedback(), so its
@@ -260,22 +242,45 @@ class SearchDriver(TrialLoop):
             self.store.set_search_status(self.name, SearchStatus.COMPLETED)
         finally:
             self._close()
-        return SearchOutcome(
-            name=self.name,
-            trials=self.finished,
-            completed=self.counts[TrialStatus.COMPLETED],
-            failed=self.counts[TrialStatus.FAILED],
-            cached=self.counts[TrialStatus.CACHED],
-            rejected=self.counts[TrialStatus.REJECTED],
-            pruned=self.counts[TrialStatus.PRUNED],
-            best_reward=self.best[0] if self.best else None,
-            best_key=self.best[1] if self.best else None,
-            wall_s=time.time() - self._t0,
-            interrupted=interrupted,
-            checkpoints=self.checkpoints,
-        )
+        return self._outcome(interrupted)
 
+    def _loop(self) -> None:
+        """Keeps `workers` trials in flight until the budget has finished. The trials a resume re-queued finish
+        first, even past a budget lowered since (the controller has proposed them; left alone they would stay
+        'running'), `workers` at a time, like new proposals."""
+        budget, workers = self.cfg.search.trials, self.cfg.search.workers
+        while self.finished < budget or self.requeue or self.inflight or any(self.waiting.values()):
+            while len(self.inflight) < workers and self.requeue:
+                self._run_again(self.requeue.pop(0))
+            while len(self.inflight) < workers and not self.requeue and self._issued() < budget:
+                self._propose_one()
+            if not self.inflight:
+                if self.requeue:
+                    continue  # re-queued trials that finished from the store: more of them next
+                if any(self.waiting.values()) or (self.finished < budget and self._issued() >= budget):
+                    raise RuntimeError("internal error: trials waiting with nothing in flight")
+                continue
+            self._turn()
+
+    def _issued(self) -> int:
+        """Trials finished, in flight and waiting on a key in flight."""
+        return self.finished + len(self.inflight) + sum(len(w) for w in self.waiting.values())
+
+    def _unfinished(self) -> int:
+        return len(self.inflight) + len(self.requeue) + sum(len(w) for w in self.waiting.values())
+
+    def _outcome(self, interrupted: bool) -> SearchOutcome:
+        c, best = self.tally.counts, self.tally.best
+        return SearchOutcome(
+            name=self.name, trials=self.finished, completed=c[TrialStatus.COMPLETED],
+            failed=c[TrialStatus.FAILED], cached=c[TrialStatus.CACHED], rejected=c[TrialStatus.REJECTED],
+            pruned=c[TrialStatus.PRUNED], best_reward=best[0] if best else None, best_key=best[1] if best else None,
+            wall_s=time.time() - self._t0, interrupted=interrupted, checkpoints=self.checkpoints)
+
+    # ------------------------------------------------------------------------------------------- propose, dedup
     def _propose_one(self) -> None:
+        """One proposal: rejected over the FLOPs limit, cached from a stored result, waiting on the same key in
+        flight, or submitted."""
         from results_db.records import NewTrial
 
         [proposal] = self.controller.propose(1)
@@ -285,21 +290,16 @@ class SearchDriver(TrialLoop):
         if cost is not None:  # before any lookup: a stored result of it is no reason to accept it
             [trial_id] = self.store.add_trials(self.name, [NewTrial(key, proposal.decisions)],
                                                status=TrialStatus.QUEUED, fingerprint=self.fingerprint)
-            index = self._next_index
-            self._next_index += 1
-            self._finish_rejected(self._item(trial_id, index, key, arch, proposal.trial_id,
-                                             tuple(proposal.decisions)), cost)
+            self._finish_rejected(self._new_item(trial_id, key, arch, proposal), cost)
             return
         known = self._known(key)
-        in_flight = known is None and any(f.key == key for f in self.inflight.values())
+        in_flight = known is None and self._in_flight(key)
         run_now = known is None and not in_flight
         # A trial that runs now is stored as running at once (one transaction); the others wait as queued.
         [trial_id] = self.store.add_trials(self.name, [NewTrial(key, proposal.decisions)],
                                            status=TrialStatus.RUNNING if run_now else TrialStatus.QUEUED,
                                            fingerprint=self.fingerprint)
-        index = self._next_index
-        self._next_index += 1
-        item = self._item(trial_id, index, key, arch, proposal.trial_id, tuple(proposal.decisions))
+        item = self._new_item(trial_id, key, arch, proposal)
         if known is not None:
             self._finish_cached(item, known.reward, known.trial_id, known.metrics)
         elif in_flight:
@@ -318,14 +318,20 @@ class SearchDriver(TrialLoop):
         known = self._known(item.key)
         if known is not None:
             self._finish_cached(item, known.reward, known.trial_id, known.metrics)
-        elif any(f.key == item.key for f in self.inflight.values()):
+        elif self._in_flight(item.key):
             self.waiting.setdefault(item.key, []).append(item)
         else:
             self._submit(item, restart=True)
 
+    def _new_item(self, trial_id: int, key: str, arch: ArchSpec, proposal: Any) -> InFlight:
+        """The next index's trial of a proposal."""
+        index = self._next_index
+        self._next_index += 1
+        return self._item(trial_id, index, key, arch, proposal.trial_id, tuple(proposal.decisions))
+
     def _item(self, trial_id: int, index: int, key: str, arch: ArchSpec, ctrl_id: int,
               decisions: tuple[int, ...]) -> InFlight:
-        return InFlight(trial_id, index, key, arch, seed=self.cfg.proxy.seed + index,
+        return InFlight(trial_id, index, key, arch, seed=trial_seed(self.cfg, index),
                         total_steps=self.cfg.proxy.train_steps, ctrl_id=ctrl_id, decisions=decisions,
                         fingerprint=self.fingerprint)
 
@@ -335,130 +341,8 @@ class SearchDriver(TrialLoop):
         return self.store.find_result(key, fingerprint=self.fingerprint,
                                       include_pruned=not self.cfg.search.retry_pruned)
 
-    def _finish(self, item: InFlight, result: ProxyResult, host: str | None) -> None:
-        pruned = self._prune.pop(item.trial_id, None)
-        if pruned is not None and result.error is None and result.stopped_at is not None \
-                and result.stopped_at < self.cfg.proxy.train_steps:
-            self._finish_pruned(item, result, host, *pruned)
-            return
-        reward = compute_reward(result, self.cfg.search)
-        status = TrialStatus.COMPLETED if reward is not None else TrialStatus.FAILED
-        error = result.error
-        if status == TrialStatus.FAILED and error is None:
-            error = f"no usable AP (ap={result.metrics.get('ap')})"
-        metrics = {k: v for k, v in result.metrics.items() if v is None or math.isfinite(v)}
-        self.store.finish_trial(item.trial_id, status=status, reward=reward, metrics=metrics, error=error,
-                                wall_s=result.wall_s, flops=result.flops, params=result.params, host=host,
-                                precision=result.precision, reports=self._take_reports(item))
-        self.scheduler.on_complete(item.trial_id, final_reward=reward if status == TrialStatus.COMPLETED else None)
-        self._feedback(item, reward)
-        self._record(item, status, reward, result.wall_s, error)
-        for other in self.waiting.pop(item.key, []):
-            if status == TrialStatus.COMPLETED:
-                self._finish_cached(other, reward, item.trial_id, metrics)
-            else:
-                self._submit(other)
-
-    def _finish_pruned(self, item: InFlight, result: ProxyResult, host: str | None, rung: int,
-                       rung_reward: float) -> None:
-        """A trial the scheduler stopped at `rung`: stored as pruned with its metrics so far, fed the scheduler's
-        `pruned_reward`."""
-        reward = self.scheduler.pruned_reward(rung, rung_reward)
-        metrics = {k: v for k, v in result.metrics.items() if v is None or math.isfinite(v)}
-        metrics.update(rung=rung, rung_reward=rung_reward, stopped_at=result.stopped_at)
-        metrics.setdefault("steps", float(result.stopped_at))
-        self.store.finish_trial(item.trial_id, status=TrialStatus.PRUNED, reward=reward, metrics=metrics,
-                                wall_s=result.wall_s, flops=result.flops, params=result.params, host=host,
-                                precision=result.precision, reports=self._take_reports(item))
-        logger.info("[trial %d] pruned at step %d (rung reward %.4f, fed %.4f)", item.index, rung, rung_reward,
-                    reward)
-        self.scheduler.on_complete(item.trial_id, final_reward=None)
-        self._feedback(item, reward)
-        self._record(item, TrialStatus.PRUNED, reward, result.wall_s, None, rung=rung)
-        for other in self.waiting.pop(item.key, []):
-            if self.cfg.search.retry_pruned:
-                self._submit(other)
-            else:
-                self._finish_cached(other, reward, item.trial_id, metrics)
-
-    # ------------------------------------------------------------------------------------------- scheduler
-    def _on_report(self, trial_id: int, step: int, metrics: Mapping[str, Any]) -> None:
-        super()._on_report(trial_id, step, metrics)
-        if step not in self.scheduler.rungs or trial_id in self._prune:
-            return
-        item = self.inflight.get(trial_id)
-        ap = metrics.get("ap")
-        if item is None or not isinstance(ap, (int, float)) or not math.isfinite(ap):
-            return
-        reward = self._rung_reward(float(ap), item.key, item.arch)
-        if reward is None:
-            return
-        if self.scheduler.on_report(trial_id, step, reward) == Decision.STOP:
-            self._prune[trial_id] = (step, reward)
-            logger.info("[trial %d] the %s scheduler stops it at step %d (reward %.4f)", item.index,
-                        self.cfg.scheduler.type, step, reward)
-            self.runner.stop(trial_id)
-
-    def _rung_reward(self, ap: float, key: str, arch: ArchSpec | None) -> float | None:
-        """The reward an intermediate AP stands for (the search's reward function at that step)."""
-        flops = None
-        if self.cfg.search.reward != "ap":
-            if key not in self._arch_flops:
-                stored = self.store.get_arch(key).flops
-                if stored is None and arch is not None:
-                    stored = self._detector_cost(arch).flops
-                self._arch_flops[key] = stored
-            flops = self._arch_flops[key]
-        return compute_reward(ProxyResult(metrics={"ap": ap}, wall_s=0.0, flops=flops), self.cfg.search)
-
-    def _tell_source(self, trial_id: int | None) -> None:
-        """Tells the scheduler of a cached trial's source, with its stored curve (it counts a trial once)."""
-        if not self.scheduler.rungs or trial_id is None or self.scheduler.told(trial_id):
-            return
-        source = self.store.get_trial(trial_id)
-        self._tell_stored_trial(source, self.store.reports([trial_id])[trial_id])
-
-    def _tell_stored_trial(self, t: Any, reports: Any) -> None:
-        completed = t.status == TrialStatus.COMPLETED and t.reward is not None
-        self.scheduler.on_complete(t.id, final_reward=t.reward if completed else None,
-                                   curve=self._stored_curve(t.arch_key, reports))
-
-    def _stored_curve(self, key: str, reports: Any) -> dict[int, float]:
-        curve = {}
-        for r in reports:
-            ap = r.metrics.get("ap")
-            if r.step in self.scheduler.rungs and ap is not None:
-                reward = self._rung_reward(float(ap), key, None)
-                if reward is not None:
-                    curve[r.step] = reward
-        return curve
-
-    def _tell_stored(self, done: list[Any]) -> None:
-        """Tells the scheduler of a resumed search's finished trials, as it was told of them while they ran."""
-        own = [t for t in done if t.status in (TrialStatus.COMPLETED, TrialStatus.PRUNED, TrialStatus.FAILED)]
-        curves = self.store.reports([t.id for t in own]) if own else {}
-        for t in own:
-            self._tell_stored_trial(t, curves.get(t.id, []))
-        for t in done:
-            if t.status == TrialStatus.CACHED:
-                self._tell_source(t.cached_from)
-
-    def _finish_cached(self, item: InFlight, reward: float | None, source: int | None,
-                       metrics: Mapping[str, Any] | None) -> None:
-        self._tell_source(source)
-        self.store.finish_trial(item.trial_id, status=TrialStatus.CACHED, reward=reward, metrics=metrics or {},
-                                wall_s=0.0, cached_from=source)
-        self._feedback(item, reward)
-        self._record(item, TrialStatus.CACHED, reward, 0.0, None)
-
-    def _detector_cost(self, arch: ArchSpec) -> Any:
-        """What a trial of this proxy stores as the cost of `arch` (`ProxyConfig.cost`, for the surrogate too), with
-        the dataset's class count read once."""
-        if self._num_classes is None:
-            from proxy_task.data import num_classes_of
-
-            self._num_classes = num_classes_of(self.cfg.proxy.data)
-        return self.cfg.proxy.cost(arch, self._num_classes)
+    def _in_flight(self, key: str) -> bool:
+        return any(f.key == key for f in self.inflight.values())
 
     def _over_limit(self, arch: ArchSpec, key: str) -> tuple[int, int] | None:
         """(flops, params) of `arch` (whose key is `key`) when its FLOPs are over ``search.max_flops``, else None
@@ -475,7 +359,89 @@ class SearchDriver(TrialLoop):
         self._flops[key] = (cost.flops, cost.params)
         return self._flops[key]
 
+    def _detector_cost(self, arch: ArchSpec) -> Any:
+        """What a trial of this proxy stores as the cost of `arch` (`ProxyConfig.cost`, for the surrogate too), with
+        the dataset's class count read once."""
+        if self._num_classes is None:
+            from proxy_task.data import num_classes_of
+
+            self._num_classes = num_classes_of(self.cfg.proxy.data)
+        return self.cfg.proxy.cost(arch, self._num_classes)
+
+    # ------------------------------------------------------------------------------------------- reports
+    def _on_report(self, trial_id: int, step: int, metrics: Mapping[str, Any]) -> None:
+        """A running trial's report: stored and shown (`TrialLoop`), then judged at a rung; a trial the scheduler
+        stops is asked to stop through the runner."""
+        super()._on_report(trial_id, step, metrics)
+        item = self.inflight.get(trial_id)
+        if item is None or trial_id in self._prune:
+            return
+        reward = self.rungs.judge(trial_id, step, metrics, item.key, item.arch)
+        if reward is not None:
+            self._prune[trial_id] = (step, reward)
+            logger.info("[trial %d] the %s scheduler stops it at step %d (reward %.4f)", item.index,
+                        self.cfg.scheduler.type, step, reward)
+            self.runner.stop(trial_id)
+
+    # ------------------------------------------------------------------------------------------- finish
+    def _finish(self, item: InFlight, result: ProxyResult, host: str | None) -> None:
+        """A trial the runner handed back: pruned when the scheduler stopped it short, else completed or failed."""
+        pruned = self._prune.pop(item.trial_id, None)
+        if pruned is not None and result.error is None and result.stopped_at is not None \
+                and result.stopped_at < self.cfg.proxy.train_steps:
+            self._finish_pruned(item, result, host, *pruned)
+            return
+        reward = compute_reward(result, self.cfg.search)
+        status = TrialStatus.COMPLETED if reward is not None else TrialStatus.FAILED
+        error = result.error
+        if status == TrialStatus.FAILED and error is None:
+            error = f"no usable AP (ap={result.metrics.get('ap')})"
+        metrics = _finite(result.metrics)
+        self.store.finish_trial(item.trial_id, status=status, reward=reward, metrics=metrics, error=error,
+                                wall_s=result.wall_s, flops=result.flops, params=result.params, host=host,
+                                precision=result.precision, reports=self._take_reports(item))
+        self.rungs.finished(item.trial_id, reward if status == TrialStatus.COMPLETED else None)
+        self._feedback(item, reward)
+        self._record(item, status, reward, result.wall_s, error)
+        for other in self.waiting.pop(item.key, []):
+            if status == TrialStatus.COMPLETED:
+                self._finish_cached(other, reward, item.trial_id, metrics)
+            else:
+                self._submit(other)
+
+    def _finish_pruned(self, item: InFlight, result: ProxyResult, host: str | None, rung: int,
+                       rung_reward: float) -> None:
+        """A trial the scheduler stopped at `rung`: stored as pruned with its metrics so far, fed the scheduler's
+        `pruned_reward`."""
+        reward = self.scheduler.pruned_reward(rung, rung_reward)
+        metrics = _finite(result.metrics)
+        metrics.update(rung=rung, rung_reward=rung_reward, stopped_at=result.stopped_at)
+        metrics.setdefault("steps", float(result.stopped_at))
+        self.store.finish_trial(item.trial_id, status=TrialStatus.PRUNED, reward=reward, metrics=metrics,
+                                wall_s=result.wall_s, flops=result.flops, params=result.params, host=host,
+                                precision=result.precision, reports=self._take_reports(item))
+        logger.info("[trial %d] pruned at step %d (rung reward %.4f, fed %.4f)", item.index, rung, rung_reward,
+                    reward)
+        self.rungs.finished(item.trial_id, None)
+        self._feedback(item, reward)
+        self._record(item, TrialStatus.PRUNED, reward, result.wall_s, None, rung=rung)
+        for other in self.waiting.pop(item.key, []):
+            if self.cfg.search.retry_pruned:
+                self._submit(other)
+            else:
+                self._finish_cached(other, reward, item.trial_id, metrics)
+
+    def _finish_cached(self, item: InFlight, reward: float | None, source: int | None,
+                       metrics: Mapping[str, Any] | None) -> None:
+        """A trial answered from a stored result of its architecture (`source`), without training."""
+        self.rungs.source(source)
+        self.store.finish_trial(item.trial_id, status=TrialStatus.CACHED, reward=reward, metrics=metrics or {},
+                                wall_s=0.0, cached_from=source)
+        self._feedback(item, reward)
+        self._record(item, TrialStatus.CACHED, reward, 0.0, None)
+
     def _finish_rejected(self, item: InFlight, cost: tuple[int, int]) -> None:
+        """A proposal over the FLOPs limit: stored, fed back as a failure, never trained."""
         flops, params = cost
         error = f"rejected: {flops:.4g} FLOPs is over max_flops {self.max_flops:.4g}"
         self.store.finish_trial(item.trial_id, status=TrialStatus.REJECTED, reward=None,
@@ -485,6 +451,7 @@ class SearchDriver(TrialLoop):
         self._feedback(item, None)  # the controller's failure rule: reward_for_failure, or skipped when None
         self._record(item, TrialStatus.REJECTED, None, 0.0, error)
 
+    # ------------------------------------------------------------------------------------------- learn
     def _feedback(self, item: InFlight, reward: float | None) -> None:
         self.controller.feedback(item.ctrl_id, reward)
         self._feedbacks += 1
@@ -516,23 +483,10 @@ class SearchDriver(TrialLoop):
     # ------------------------------------------------------------------------------------------- progress
     def _record(self, item: InFlight, status: TrialStatus, reward: float | None, wall_s: float,
                 error: str | None, rung: int | None = None) -> None:
-        self.finished += 1
-        self.counts[status] += 1
-        # A pruned trial's reward is fed, not measured at the last step: it is no candidate for the best.
-        if reward is not None and status != TrialStatus.PRUNED and (self.best is None or reward > self.best[0]):
-            self.best = (reward, item.key)
-        if status not in (TrialStatus.CACHED, TrialStatus.REJECTED) and wall_s:
-            self.wall_times.append(wall_s)
-        step = self.finished
+        """Counts a finished trial, writes the search's TensorBoard scalars and prints its console line."""
+        self.tally.add(status, reward, item.key, wall_s)
         if self._tb is not None:
-            if reward is not None:
-                self._tb.scalar("search/reward", reward, step)
-            if self.best is not None:
-                self._tb.scalar("search/best_reward", self.best[0], step)
-            if status not in (TrialStatus.CACHED, TrialStatus.REJECTED):
-                self._tb.scalar("search/trial_seconds", wall_s, step)
-            self._tb.flush()
-        budget = self.cfg.search.trials
+            self._search_scalars(status, reward, wall_s)
         what = f"reward {reward:.4f}" if reward is not None else f"FAILED ({error})"
         if status == TrialStatus.REJECTED:
             what = f"REJECTED untrained ({error.removeprefix('rejected: ') if error else 'over max_flops'})"
@@ -540,25 +494,32 @@ class SearchDriver(TrialLoop):
             what = f"PRUNED at step {rung} (fed reward {reward:.4f})"
         if status == TrialStatus.CACHED:
             what += " (cached: this architecture already has a result)"
-        self.view.line(f"[{step}/{budget}] trial {item.index} {item.key} {what} {wall_s:.0f} s | "
-                       f"{self._status_line()}")
+        self.view.line(f"[{self.finished}/{self.cfg.search.trials}] trial {item.index} {item.key} {what} "
+                       f"{wall_s:.0f} s | {self._status_line()}")
+
+    def _search_scalars(self, status: TrialStatus, reward: float | None, wall_s: float) -> None:
+        step = self.finished
+        if reward is not None:
+            self._tb.scalar("search/reward", reward, step)
+        if self.tally.best is not None:
+            self._tb.scalar("search/best_reward", self.tally.best[0], step)
+        if status not in (TrialStatus.CACHED, TrialStatus.REJECTED):
+            self._tb.scalar("search/trial_seconds", wall_s, step)
+        self._tb.flush()
 
     def _status_line(self) -> str:
-        from nas.cli.console import duration
+        return self.tally.status_line(running=len(self.inflight), show_rejected=bool(self.max_flops),
+                                      show_pruned=self.rungs.active)
 
-        budget = self.cfg.search.trials
-        best = f"{self.best[0]:.4f}" if self.best else "-"
-        c = self.counts
-        rejected = f"rejected {c[TrialStatus.REJECTED]} " if self.max_flops or c[TrialStatus.REJECTED] else ""
-        pruned = f"pruned {c[TrialStatus.PRUNED]} " if self.scheduler.rungs or c[TrialStatus.PRUNED] else ""
-        line = (f"done {c[TrialStatus.COMPLETED]} failed {c[TrialStatus.FAILED]} cached {c[TrialStatus.CACHED]} "
-                f"{rejected}{pruned}running {len(self.inflight)} | best {best}")
-        if self.wall_times:
-            per = sum(self.wall_times) / len(self.wall_times)
-            left = budget - self.finished
-            eta = per * math.ceil(left / max(1, self.cfg.search.workers))
-            line += f" | {per:.0f} s/trial | ETA {duration(eta)}"
-        return line
+
+def trial_seed(cfg: NasConfig, index: int) -> int:
+    """Trial `index`'s seed: the proxy's seed plus its index (the only place a search's trial seed is made)."""
+    return cfg.proxy.seed + index
+
+
+def _finite(metrics: Mapping[str, float | None]) -> dict[str, float | None]:
+    """Metrics without NaN or infinities (stored as JSON, which has neither)."""
+    return {k: v for k, v in metrics.items() if v is None or math.isfinite(v)}
 
 
 def worker_calls(cfg: NasConfig) -> int:
