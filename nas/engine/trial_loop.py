@@ -130,11 +130,9 @@ class TrialLoop(abc.ABC):
             from nas.engine.tensorboard import ScalarWriter
 
             self._tb = ScalarWriter(os.path.join(self.run_dir, "tensorboard"))
-        s = self.cfg.search
         if self.runner is None:
             self.runner = build_runner(self.cfg.runner.type, self.cfg.runner.get(), spec=self.spec,
-                                       cpus=s.cpus_per_trial, gpus=s.gpus_per_trial, on_report=self._on_report,
-                                       **kwargs)
+                                       on_report=self._on_report, **kwargs)
         else:
             self.runner.on_report = self._on_report
 

@@ -187,7 +187,7 @@ class ReplayRunner(Runner):
     """
 
     def __init__(self, *, spec: Any, source: CurveSource, cost: TrialCost, budget_s: float | None = None) -> None:
-        super().__init__(None, spec=spec, cpus=1.0, gpus=0.0, on_report=lambda *a: None)
+        super().__init__(None, spec=spec, on_report=lambda *a: None)
         self.source = source
         self.cost = cost
         self.budget_s = budget_s

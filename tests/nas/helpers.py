@@ -103,7 +103,7 @@ def stop_one_trial(runner_name: str, cfg: NasConfig, *, stop_at: int, trials_per
             pids.append(outcomes[0].payload["pid"])
         return outcomes[0].payload["result"]
 
-    runner = build_runner(runner_name, cfg.runner.get(), spec=trial_spec(cfg), cpus=1.0, gpus=0.0,
+    runner = build_runner(runner_name, cfg.runner.get(), spec=trial_spec(cfg),
                           on_report=on_report, trials_per_worker=trials_per_worker)
     try:
         arch = SPINENET_49.canonical().to_json()
@@ -120,7 +120,7 @@ def worker_pids(runner_name: str, cfg: NasConfig, *, trials: int, trials_per_wor
     from nas.engine.runners import TrialTask, build_runner
     from search_space import SPINENET_49
 
-    runner = build_runner(runner_name, cfg.runner.get(), spec=trial_spec(cfg), cpus=1.0, gpus=0.0,
+    runner = build_runner(runner_name, cfg.runner.get(), spec=trial_spec(cfg),
                           on_report=lambda *a: None, trials_per_worker=trials_per_worker)
     pids = []
     try:

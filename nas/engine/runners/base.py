@@ -108,20 +108,19 @@ class Runner(abc.ABC):
     Args:
       settings: the runner's settings section (``runner.<type>``).
       spec: what every trial evaluates with.
-      cpus: CPUs per trial; gpus: GPUs per trial.
       on_report: the driver's callback for reports.
       trials_per_worker: trials one worker process runs before it exits: 1 (a fresh process per trial, the
         default), n, or 0 (no bound); see `nas.engine.driver.worker_calls`.
     """
 
-    def __init__(self, settings: Any, *, spec: TrialSpec, cpus: float, gpus: float, on_report: OnReport,
-                 trials_per_worker: int = 1) -> None:
+    def __init__(self, settings: Any, *, spec: TrialSpec, on_report: OnReport, trials_per_worker: int = 1) -> None:
         if isinstance(trials_per_worker, bool) or not isinstance(trials_per_worker, int) or trials_per_worker < 0:
             raise ValueError(f"trials_per_worker must be an integer >= 0 (0: no bound), got {trials_per_worker!r}")
         self.settings = settings
         self.spec = spec
-        self.cpus = cpus
-        self.gpus = gpus
+        # What each trial holds: its context says it (the evaluator reads the same numbers for its threads and GPU).
+        self.cpus = float(spec.context.get("cpus", 1.0))
+        self.gpus = float(spec.context.get("gpus", 0.0))
         self.on_report = on_report
         self.trials_per_worker = trials_per_worker
 
