@@ -168,3 +168,36 @@ def test_bad_median_settings_are_refused(kwargs, match):
 
     with pytest.raises(ValueError, match=match):
         MedianStoppingScheduler(**kwargs)
+
+
+def test_a_scheduler_registered_by_one_call_is_chosen_and_configured_by_name():
+    import dataclasses
+
+    from nas.config.codec import ConfigError, resolve
+    from nas.config.schema import NasConfig, scheduler_rungs
+    from nas.engine.schedulers import build_scheduler, register_scheduler, schedulers
+
+    @dataclasses.dataclass(frozen=True)
+    class EveryOtherConfig:
+        rungs: tuple[int, ...] = (100,)
+
+    register_scheduler("every-other", f"{__name__}:EveryOther", config_cls=EveryOtherConfig)
+    try:
+        cfg = resolve(NasConfig, NasConfig(), ["scheduler.type=every-other", "scheduler.every-other.rungs=[50]"])
+        scheduler = build_scheduler(cfg.scheduler.type, cfg.scheduler.get(), scheduler_rungs(cfg))
+        assert isinstance(scheduler, EveryOther) and scheduler.rungs == (50,)
+    finally:
+        schedulers().unregister("every-other")
+    with pytest.raises(ConfigError, match="unknown scheduler 'every-other'"):  # unregistered again
+        resolve(NasConfig, NasConfig(), ["scheduler.type=every-other"])
+
+
+class EveryOther:
+    """A scheduler made in a test: stops every second trial it is told of at a rung."""
+
+    def __init__(self, rungs):
+        self.rungs = tuple(rungs)
+
+    @classmethod
+    def from_config(cls, settings, rungs):
+        return cls(rungs)

@@ -22,7 +22,7 @@ from nas.engine.schedulers.median import MedianConfig
 @functools.cache
 def schedulers() -> Any:  # -> search_space.registry.Registry
     """The scheduler registry, made at first use (`import search_space` loads numpy, which `spinenas top` does not
-    need). A plug-in registers its scheduler with ``schedulers().register(name, 'module:Class', config_cls=...)``."""
+    need). A plug-in registers its scheduler with `register_scheduler`."""
     from search_space.registry import Registry
 
     registry = Registry("scheduler")
@@ -30,6 +30,16 @@ def schedulers() -> Any:  # -> search_space.registry.Registry
     registry.register("asha", "nas.engine.schedulers.asha:AshaScheduler", config_cls=AshaConfig)
     registry.register("median", "nas.engine.schedulers.median:MedianStoppingScheduler", config_cls=MedianConfig)
     return registry
+
+
+def register_scheduler(name: str, target: str, *, config_cls: type | None = None) -> Any:
+    """Registers a scheduler: a `Scheduler` subclass at ``'module:Class'`` with ``from_config(settings, rungs)``,
+    and the dataclass of its ``scheduler.<name>.*`` settings.
+
+    Raises:
+      KeyError: the name is taken. ValueError: a malformed name or target.
+    """
+    return schedulers().register(name, target, config_cls=config_cls)
 
 
 def scheduler_names() -> tuple[str, ...]:
@@ -50,4 +60,4 @@ def build_scheduler(name: str, settings: Any, rungs: Sequence[int]) -> Scheduler
 
 
 __all__ = ["AshaConfig", "Decision", "MedianConfig", "NoScheduler", "Scheduler", "build_scheduler", "schedulers",
-           "pruned_reward", "quantile", "rank_quantile", "scheduler_names"]
+           "pruned_reward", "quantile", "rank_quantile", "register_scheduler", "scheduler_names"]
