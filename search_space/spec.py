@@ -644,102 +644,104 @@ def _removable_blocks(arch: ArchSpec) -> list[int]:
     dead = arch.dead_blocks()
     if not dead:
         return []
-    m = arch.num_stem_candidates
-    blocks = arch.blocks
-    n = m + len(blocks)
-    kinds = [(lvl, STEM_BLOCK_FN) for lvl in arch.stem_levels] + [(b.level, b.block_fn) for b in blocks]
-    net = arch.network()
-    live = bytearray(n)
-    for i in net.live:
-        live[m + i] = 1
-    node_of = list(range(m)) + [m + i for i in net.live]  # network index -> node
-    merged_live = {node_of[x] for *_, merged, _ in net.blocks for x in merged}
-
-    # The consumers of every node in build order, as linked lists of edges (edge 2i + s: parent s of block i),
-    # so that removing a block unlinks its two edges at once.
-    head, tail = [-1] * n, [-1] * n
-    nxt, prv = [-1] * (2 * len(blocks)), [-1] * (2 * len(blocks))
-    for i, b in enumerate(blocks):
-        for s, o in enumerate(b.input_offsets):
-            e = 2 * i + s
-            if tail[o] < 0:
-                head[o] = e
-            else:
-                nxt[tail[o]], prv[e] = e, tail[o]
-            tail[o] = e
-
-    def first_consumer(x: int) -> int:
-        return m + head[x] // 2 if head[x] >= 0 else _NO_CONSUMER
-
-    # Per kind: its nodes and its output blocks, in order; each node's slot among them.
-    members: dict[tuple[int, str], list[int]] = {}
-    outs: dict[tuple[int, str], list[int]] = {}
-    member_slot = [0] * n
-    out_slot: dict[int, int] = {}
-    next_out = [0] * n  # slot in outs[kind] of the first output block built after the node
-    for x in range(n):
-        k = kinds[x]
-        member_slot[x] = len(members.setdefault(k, []))
-        members[k].append(x)
-        kind_outs = outs.setdefault(k, [])
-        if x >= m and blocks[x - m].is_output:
-            out_slot[x] = len(kind_outs)
-            kind_outs.append(x)
-        next_out[x] = len(kind_outs)
-    present_outs = {k: _Present(len(v)) for k, v in outs.items()}
-    consumers = {k: _MaxTree([first_consumer(x) for x in v]) for k, v in members.items()}
-    removed = bytearray(n)
-    witness: dict[int, int] = {}
-
-    def next_output(x: int, group: set[int]) -> int:
-        """The first output block of x's kind after x that is present and not in `group`, or -1."""
-        kind_outs, present = outs[kinds[x]], present_outs[kinds[x]]
-        s = present.at_or_after(next_out[x])
-        while s < present.size and kind_outs[s] in group:
-            s = present.at_or_after(s + 1)
-        return kind_outs[s] if s < present.size else -1
-
-    def merged_after_removing(group: set[int]) -> int:
-        """A feature that removing `group` would merge into a live output block, or -1."""
-        parents: set[int] = set()
-        for y in group:
-            for o in blocks[y - m].input_offsets:
-                if o in group or o in parents or o in merged_live:
-                    continue
-                parents.add(o)
-                t = next_output(o, group)
-                if t < 0 or not live[t]:
-                    continue
-                e = head[o]
-                while e >= 0 and m + e // 2 in group:
-                    e = nxt[e]
-                if e < 0 or m + e // 2 > t:
-                    return o
-        saved: list[tuple[_MaxTree, int, int]] = []
-        try:
-            for g in sorted(y for y in group if y in out_slot):
-                t = next_output(g, group)
-                if t < 0 or not live[t]:
-                    continue
-                if not saved:  # leave the group and the parents checked above out of the range maxima
-                    for x in (*group, *parents):
-                        tree, slot = consumers[kinds[x]], member_slot[x]
-                        saved.append((tree, slot, tree[slot]))
-                        tree[slot] = -1
-                k = kinds[g]
-                p = present_outs[k].at_or_before(out_slot[g] - 1)  # the features from there on merge into g
-                lo = member_slot[outs[k][p]] if p >= 0 else 0
-                value, slot = consumers[k].max(lo, member_slot[g])
-                if value > t:
-                    return members[k][slot]
-            return -1
-        finally:
-            for tree, slot, value in reversed(saved):
-                tree[slot] = value
-
+    greedy = _DeadBlockGreedy(arch)
     for i in reversed(dead):
-        u = m + i  # still present: a group holds its first block and later ones only
-        # The group: u and the present blocks that consume it, transitively; all dead, all tried before and kept.
+        greedy.try_removing(arch.num_stem_candidates + i)
+    return greedy.removed_blocks()
+
+
+class _DeadBlockGreedy:
+    """The state of `_removable_blocks`'s greedy: consumer lists, per-kind indexes, what is removed, the witnesses.
+
+    Every index is kept up to date as groups are removed, so that each try looks only at the features the removal
+    can affect. A node is an offset: stem candidates, then blocks.
+    """
+
+    def __init__(self, arch: ArchSpec) -> None:
+        m = arch.num_stem_candidates
+        self._m = m
+        self._blocks = arch.blocks
+        self._n = m + len(arch.blocks)
+        self._kinds = [(lvl, STEM_BLOCK_FN) for lvl in arch.stem_levels] + [(b.level, b.block_fn) for b in arch.blocks]
+        net = arch.network()
+        self._live = bytearray(self._n)
+        for i in net.live:
+            self._live[m + i] = 1
+        node_of = list(range(m)) + [m + i for i in net.live]  # network index -> node
+        self._merged_live = {node_of[x] for *_, merged, _ in net.blocks for x in merged}
+        self._link_consumers()
+        self._index_kinds()
+        self._removed = bytearray(self._n)
+        self._witness: dict[int, int] = {}
+
+    def _link_consumers(self) -> None:
+        """The consumers of every node in build order, as linked lists of edges (edge 2i + s: parent s of block i),
+        so that removing a block unlinks its two edges at once."""
+        n, blocks = self._n, self._blocks
+        head, tail = [-1] * n, [-1] * n
+        nxt, prv = [-1] * (2 * len(blocks)), [-1] * (2 * len(blocks))
+        for i, b in enumerate(blocks):
+            for s, o in enumerate(b.input_offsets):
+                e = 2 * i + s
+                if tail[o] < 0:
+                    head[o] = e
+                else:
+                    nxt[tail[o]], prv[e] = e, tail[o]
+                tail[o] = e
+        self._head, self._tail, self._nxt, self._prv = head, tail, nxt, prv
+
+    def _first_consumer(self, x: int) -> int:
+        head = self._head
+        return self._m + head[x] // 2 if head[x] >= 0 else _NO_CONSUMER
+
+    def _index_kinds(self) -> None:
+        """Per kind: its nodes and its output blocks, in order; each node's slot among them; which of its output
+        blocks are present; and the range maxima of its nodes' first consumers."""
+        m, blocks, kinds = self._m, self._blocks, self._kinds
+        members: dict[tuple[int, str], list[int]] = {}
+        outs: dict[tuple[int, str], list[int]] = {}
+        member_slot = [0] * self._n
+        out_slot: dict[int, int] = {}
+        next_out = [0] * self._n  # slot in outs[kind] of the first output block built after the node
+        for x in range(self._n):
+            k = kinds[x]
+            member_slot[x] = len(members.setdefault(k, []))
+            members[k].append(x)
+            kind_outs = outs.setdefault(k, [])
+            if x >= m and blocks[x - m].is_output:
+                out_slot[x] = len(kind_outs)
+                kind_outs.append(x)
+            next_out[x] = len(kind_outs)
+        self._members, self._outs = members, outs
+        self._member_slot, self._out_slot, self._next_out = member_slot, out_slot, next_out
+        self._present_outs = {k: _Present(len(v)) for k, v in outs.items()}
+        self._consumers = {k: _MaxTree([self._first_consumer(x) for x in v]) for k, v in members.items()}
+
+    def try_removing(self, u: int) -> None:
+        """Removes dead block `u` (still present) with the present blocks that consume it, transitively, unless
+        that changes the network; then `u` keeps a witness instead. Dead blocks are tried from the last one back,
+        so a group holds its first block and later ones only."""
+        group, blocked = self._group(u)
+        if blocked < 0:
+            blocked = self._witness_left_present(u, group)
+        if blocked < 0:
+            blocked = self._merged_after_removing(group)
+        if blocked >= 0:
+            self._witness[u] = blocked
+            return
+        self._remove(group)
+
+    def removed_blocks(self) -> list[int]:
+        """Indices (into the spec's blocks) of the blocks removed so far, in order."""
+        m, removed = self._m, self._removed
+        return [x - m for x in range(m, self._n) if removed[x]]
+
+    def _group(self, u: int) -> tuple[set[int], int]:
+        """u and the present blocks that consume it, transitively (all dead, all tried before and kept); with the
+        witness of one of them that lies outside every group from u on (the group then fails; the walk stops
+        there), or -1."""
+        m, head, nxt = self._m, self._head, self._nxt
+        witness, removed, live = self._witness, self._removed, self._live
         group = {u}
         stack = [u]
         blocked = -1
@@ -755,31 +757,102 @@ def _removable_blocks(arch: ArchSpec) -> list[int]:
                     group.add(y)
                     stack.append(y)
                 e = nxt[e]
-        if blocked < 0:
-            blocked = next((witness[y] for y in group if y != u and not removed[witness[y]]
-                            and witness[y] not in group), -1)
-        if blocked < 0:
-            blocked = merged_after_removing(group)
-        if blocked >= 0:
-            witness[u] = blocked
-            continue
+        return group, blocked
+
+    def _witness_left_present(self, u: int, group: set[int]) -> int:
+        """The witness of a kept block of `group` that removing the group leaves present, or -1."""
+        witness, removed = self._witness, self._removed
+        return next((witness[y] for y in group if y != u and not removed[witness[y]]
+                     and witness[y] not in group), -1)
+
+    def _next_output(self, x: int, group: set[int]) -> int:
+        """The first output block of x's kind after x that is present and not in `group`, or -1."""
+        kind_outs, present = self._outs[self._kinds[x]], self._present_outs[self._kinds[x]]
+        s = present.at_or_after(self._next_out[x])
+        while s < present.size and kind_outs[s] in group:
+            s = present.at_or_after(s + 1)
+        return kind_outs[s] if s < present.size else -1
+
+    def _merged_after_removing(self, group: set[int]) -> int:
+        """A feature that removing `group` would merge into a live output block, or -1."""
+        found, parents = self._merged_parent(group)
+        if found >= 0:
+            return found
+        return self._merged_past_removed_output(group, parents)
+
+    def _merged_parent(self, group: set[int]) -> tuple[int, set[int]]:
+        """Case 1: a parent of the group whose first remaining consumer would come after its kind's next live
+        output block, or -1; and the parents looked at (all of them when there is none)."""
+        m, blocks, head, nxt, live = self._m, self._blocks, self._head, self._nxt, self._live
+        parents: set[int] = set()
+        for y in group:
+            for o in blocks[y - m].input_offsets:
+                if o in group or o in parents or o in self._merged_live:
+                    continue
+                parents.add(o)
+                t = self._next_output(o, group)
+                if t < 0 or not live[t]:
+                    continue
+                e = head[o]
+                while e >= 0 and m + e // 2 in group:
+                    e = nxt[e]
+                if e < 0 or m + e // 2 > t:
+                    return o, parents
+        return -1, parents
+
+    def _merged_past_removed_output(self, group: set[int], parents: set[int]) -> int:
+        """Case 2: a feature that an output block of the group would have merged, first consumed after the next
+        live output block of its kind, or -1. The range maxima leave out the group and `parents` (case 1 has
+        checked those) while this looks, and get them back after."""
+        kinds, members, outs, live = self._kinds, self._members, self._outs, self._live
+        consumers, member_slot = self._consumers, self._member_slot
+        saved: list[tuple[_MaxTree, int, int]] = []
+        try:
+            for g in sorted(y for y in group if y in self._out_slot):
+                t = self._next_output(g, group)
+                if t < 0 or not live[t]:
+                    continue
+                if not saved:  # leave the group and the parents checked above out of the range maxima
+                    for x in (*group, *parents):
+                        tree, slot = consumers[kinds[x]], member_slot[x]
+                        saved.append((tree, slot, tree[slot]))
+                        tree[slot] = -1
+                k = kinds[g]
+                p = self._present_outs[k].at_or_before(self._out_slot[g] - 1)  # the features from there on merge into g
+                lo = member_slot[outs[k][p]] if p >= 0 else 0
+                value, slot = consumers[k].max(lo, member_slot[g])
+                if value > t:
+                    return members[k][slot]
+            return -1
+        finally:
+            for tree, slot, value in reversed(saved):
+                tree[slot] = value
+
+    def _remove(self, group: set[int]) -> None:
+        """Removes `group` from every index, then gives its remaining parents their new first consumers."""
+        m, blocks, kinds, removed = self._m, self._blocks, self._kinds, self._removed
+        consumers, member_slot, out_slot = self._consumers, self._member_slot, self._out_slot
         for y in group:
             removed[y] = 1
             consumers[kinds[y]][member_slot[y]] = -1
             if y in out_slot:
-                present_outs[kinds[y]].remove(out_slot[y])
-            for s, o in enumerate(blocks[y - m].input_offsets):
-                e = 2 * (y - m) + s
-                if prv[e] >= 0:
-                    nxt[prv[e]] = nxt[e]
-                else:
-                    head[o] = nxt[e]
-                if nxt[e] >= 0:
-                    prv[nxt[e]] = prv[e]
-                else:
-                    tail[o] = prv[e]
+                self._present_outs[kinds[y]].remove(out_slot[y])
+            self._unlink(y)
         for y in group:
             for o in blocks[y - m].input_offsets:
                 if not removed[o]:
-                    consumers[kinds[o]][member_slot[o]] = first_consumer(o)
-    return [x - m for x in range(m, n) if removed[x]]
+                    consumers[kinds[o]][member_slot[o]] = self._first_consumer(o)
+
+    def _unlink(self, y: int) -> None:
+        """Takes block node y's two edges out of its parents' consumer lists."""
+        head, tail, nxt, prv = self._head, self._tail, self._nxt, self._prv
+        for s, o in enumerate(self._blocks[y - self._m].input_offsets):
+            e = 2 * (y - self._m) + s
+            if prv[e] >= 0:
+                nxt[prv[e]] = nxt[e]
+            else:
+                head[o] = nxt[e]
+            if nxt[e] >= 0:
+                prv[nxt[e]] = prv[e]
+            else:
+                tail[o] = prv[e]
