@@ -5,7 +5,9 @@ loaded (Ray Tune's ``SEARCH_ALG_IMPORT``; the CLI's read-only commands import ne
 dataclass of its settings section, and facts a caller needs without importing it. Names are registered once
 (`KeyError` on a second time, as Model Garden's ``official/core/registry.py``), and a lookup of an unknown name
 lists the known ones. Because a target is plain text, it travels in a trial's plain-data spec, and a worker process
-imports it itself.
+imports it itself. A user's own entries live in plug-in modules (``--plugin MODULE``) whose import registers them:
+`import_plugins` imports them in the driver and again in every worker, where `plugin_roots` tells it the
+``sys.path`` entries the driver found them under.
 
 It lives here, in the lowest package, because every other package may import `search_space` (DESIGN.md).
 
@@ -24,15 +26,18 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
 import re
-from collections.abc import Iterator, Mapping
+import sys
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_MODULE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
 class PluginError(ImportError):
-    """An entry's target that cannot be imported (the message says which and why)."""
+    """A plug-in module or an entry's target that cannot be imported (the message says which and why)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -179,9 +184,101 @@ def load_target(target: str, *, what: str = "target") -> Any:
     return obj
 
 
+def check_plugins(names: Iterable[str]) -> tuple[str, ...]:
+    """Plug-in module names, checked for their form (dotted Python names), in order, without repeats.
+
+    Raises:
+      PluginError: one that is not a module name (a path, a ``module:attribute`` target).
+    """
+    if isinstance(names, str):
+        names = (names,)
+    out: list[str] = []
+    for name in names:
+        if not isinstance(name, str) or not _MODULE.match(name):
+            raise PluginError(f"a plug-in is an importable Python module name such as my_pkg.my_evaluator, got "
+                              f"{_excerpt(name)}")
+        if name not in out:
+            out.append(name)
+    return tuple(out)
+
+
+def import_plugins(names: Iterable[str], paths: Iterable[str] = ()) -> tuple[str, ...]:
+    """Imports a user's plug-in modules (the `register` calls they make run on import). A module imported before is
+    not imported again, so calling this twice, or in a worker that ran a trial before, is a no-op.
+
+    Args:
+      names: dotted module names.
+      paths: ``sys.path`` entries to put first, those missing (what `plugin_roots` gave where the names were found
+        before: a worker process imports them from where the driver did).
+
+    Returns:
+      The names, checked (`check_plugins`).
+
+    Raises:
+      PluginError: one line naming the module: it is not a module name, is not found, or raised when imported.
+
+    Example::
+
+      import_plugins(['my_pkg.latency'])                         # the driver: registers its evaluator
+      spec_paths = plugin_roots(['my_pkg.latency'])                # ('/home/me/src',), sent with the trial
+      import_plugins(['my_pkg.latency'], paths=spec_paths)       # a worker, wherever it was started
+    """
+    checked = check_plugins(names)
+    missing = [p for p in dict.fromkeys(paths) if isinstance(p, str) and p and p not in sys.path]
+    sys.path[:0] = missing
+    if missing:
+        importlib.invalidate_caches()
+    for name in checked:
+        if name in sys.modules:
+            continue
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name is not None and (name == e.name or name.startswith(e.name + ".")):
+                raise PluginError(f"plug-in {name!r} cannot be imported: no module named {e.name!r} (the directory "
+                                  "that holds it must be on PYTHONPATH)") from None
+            raise PluginError(f"plug-in {name!r} raised when imported: {type(e).__name__}: {_first_line(e)}") from None
+        except Exception as e:  # noqa: BLE001 - any failure of a user's module is one line naming it
+            raise PluginError(f"plug-in {name!r} raised when imported: {type(e).__name__}: {_first_line(e)}") from None
+    return checked
+
+
+def plugin_roots(names: Iterable[str]) -> tuple[str, ...]:
+    """The ``sys.path`` entries the imported modules `names` were found under: each module's file, up as many
+    directories as its dotted name is deep (``/src/my_pkg/latency.py`` of ``my_pkg.latency`` gives ``/src``).
+
+    A module that is not imported, has no file (a namespace package) or whose file does not sit where its name says
+    gives none.
+    """
+    roots: list[str] = []
+    for name in check_plugins(names):
+        file = getattr(sys.modules.get(name), "__file__", None)
+        if not file:
+            continue
+        path = os.path.abspath(file)
+        parts = name.split(".")
+        # A package's file is NAME/__init__.py, a module's NAME.py (or NAME.cpython-311-...so).
+        package = os.path.basename(path).split(".")[0] == "__init__"
+        root = os.path.dirname(os.path.dirname(path) if package else path)
+        for _ in parts[1:]:
+            root = os.path.dirname(root)
+        where = os.path.join(root, *parts) if package else os.path.join(root, *parts[:-1])
+        named = package or os.path.basename(path).split(".")[0] == parts[-1]
+        if not named or os.path.normcase(where) != os.path.normcase(os.path.dirname(path)):
+            continue  # not where its name says (a module put into sys.modules under another name)
+        if root not in roots:
+            roots.append(root)
+    return tuple(roots)
+
+
+def _excerpt(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0][:200] if text else type(e).__name__
 
 
-__all__ = ["Entry", "PluginError", "Registry", "load_target"]
+__all__ = ["Entry", "PluginError", "Registry", "check_plugins", "import_plugins", "load_target", "plugin_roots"]
