@@ -207,6 +207,10 @@ class NasConfig:
       runner: where trials run (``runner.type``, ``runner.<type>.<field>``).
       proxy: how each architecture is trained and scored (the retinanet evaluator's settings).
       scheduler: which running trials continue (``scheduler.type``, ``scheduler.<type>.<field>``).
+      plugins: Python modules imported before the config is read, in the driver and in every worker (their
+        import registers controllers, evaluators, runners, schedulers, and their settings sections); dotted
+        names whose root is importable (on PYTHONPATH). Stored with the search, so a resume imports them again;
+        not part of a result's fingerprint (a plug-in's evaluator and its settings are, as ``evaluator.*``).
     """
 
     search: SearchConfig = dataclasses.field(default_factory=SearchConfig)
@@ -215,8 +219,10 @@ class NasConfig:
     runner: RunnerSection = dataclasses.field(default_factory=RunnerSection)
     proxy: ProxyConfig = dataclasses.field(default_factory=ProxyConfig)
     scheduler: SchedulerSection = dataclasses.field(default_factory=SchedulerSection)
+    plugins: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        _check_plugins(self.plugins)
         settings = self.scheduler.get()
         if settings is not None and hasattr(settings, "rungs"):
             name = self.scheduler.type
@@ -265,6 +271,18 @@ class NasConfig:
                 node = child
             node.setdefault(path[-1], value)
         return out
+
+
+def _check_plugins(plugins: Any) -> None:
+    from search_space.registry import PluginError, check_plugins
+
+    if not isinstance(plugins, tuple):
+        raise ValueError(f"plugins must be a list of Python module names, got {excerpt(plugins)}")
+    try:
+        if check_plugins(plugins) != plugins:
+            raise ValueError(f"plugins must name each module once, got {excerpt(list(plugins))}")
+    except PluginError as e:
+        raise ValueError(f"plugins: {e}") from None
 
 
 def controller_config(cfg: NasConfig) -> Any:

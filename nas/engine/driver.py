@@ -81,7 +81,10 @@ class SearchOutcome:
 
 def trial_spec(cfg: NasConfig, faults: Mapping[str, Any] | None = None, fault_dir: str = "",
                log_path: str = "") -> TrialSpec:
-    """The plain-data description every trial of the search evaluates with."""
+    """The plain-data description every trial of the search evaluates with (its plug-ins imported here, to know
+    where they are found)."""
+    from search_space.registry import import_plugins, plugin_roots
+
     s = cfg.search
     section = cfg.evaluator.get()
     return TrialSpec(
@@ -93,6 +96,8 @@ def trial_spec(cfg: NasConfig, faults: Mapping[str, Any] | None = None, fault_di
         faults=dict(faults or {}),
         fault_dir=fault_dir,
         log_path=log_path,
+        plugins=cfg.plugins,
+        plugin_paths=plugin_roots(import_plugins(cfg.plugins)),
     )
 
 

@@ -1,7 +1,8 @@
 """The body of one trial, the same in every runner: build the evaluator, score the architecture, failures as data.
 
-It runs where the runner puts it (a Ray worker, a child process, or the driver's own process), imports the
-evaluator's module there (TensorFlow and Model Garden only for the retinanet evaluator), and returns a plain dict.
+It runs where the runner puts it (a Ray worker, a child process, or the driver's own process), imports the search's
+plug-ins and the evaluator's module there (TensorFlow and Model Garden only for the retinanet evaluator), and returns
+a plain dict.
 An exception inside the trial is caught and returned as `ProxyResult.error`.
 """
 
@@ -22,11 +23,14 @@ logger = logging.getLogger(__name__)
 
 
 def build_trial_evaluator(spec: Mapping[str, Any], index: int) -> Any:
-    """The evaluator a `TrialSpec` (as a dict) names, wrapped by the fault injector when the spec lists faults."""
+    """The evaluator a `TrialSpec` (as a dict) names, wrapped by the fault injector when the spec lists faults; the
+    spec's plug-ins are imported first (from the driver's paths where this process lacks them)."""
     from nas.config.codec import from_dict
     from proxy_task.config import ProxyConfig
     from proxy_task.evaluator import TrialContext, build_evaluator, get_evaluator_entry
+    from search_space.registry import import_plugins
 
+    import_plugins(spec.get("plugins") or (), paths=spec.get("plugin_paths") or ())
     name = spec["evaluator"]
     entry = get_evaluator_entry(name)
     settings = from_dict(entry.config_cls, dict(spec.get("settings") or {})) if entry.config_cls else None

@@ -43,6 +43,11 @@ class TrialSpec:
       fault_dir: where the fault injector keeps its markers.
       log_path: a file the trial's own output (TensorFlow's C++ logs, warnings) is appended to, for runners whose
         trials run in processes of their own ('' keeps it where the process's output goes).
+      plugins: the search's plug-in modules, imported by the trial before it looks its evaluator up (a worker
+        process has only the built-in entries until it does).
+      plugin_paths: the ``sys.path`` entries the driver found them under (`search_space.registry.plugin_roots`),
+        put first on a worker's path where missing, so a worker started without the driver's PYTHONPATH (a Ray
+        worker) imports them too.
     """
 
     evaluator: str
@@ -52,6 +57,8 @@ class TrialSpec:
     faults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     fault_dir: str = ""
     log_path: str = ""
+    plugins: tuple[str, ...] = ()
+    plugin_paths: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain dicts."""
