@@ -47,48 +47,25 @@ def text_diagram(arch: ArchSpec) -> str:
 
 def draw_arch_on(ax: Any, arch: ArchSpec, title: str | None = None, *, legend: bool = True) -> None:
     """Draws `arch` on a matplotlib Axes (see `draw_arch`)."""
-    from matplotlib.lines import Line2D
-    from matplotlib.patches import FancyArrowPatch
+    _draw_edges(ax, arch)
+    _draw_blocks(ax, arch)
+    _draw_axes(ax, arch, title)
+    if legend:
+        _draw_legend(ax)
 
+
+def _draw_edges(ax: Any, arch: ArchSpec) -> None:
+    """The two parents of every block (grey and dotted for dead blocks), then the merges into output blocks."""
     m = arch.num_stem_candidates
     net = arch.network()
     live = set(net.live)
     levels = list(arch.stem_levels) + [b.level for b in arch.blocks]
-    n = len(levels)
-
-    def pos(j: int) -> tuple[float, float]:
-        return float(j), float(levels[j])
-
-    def original(j: int) -> int:  # index into [stem..., live blocks...] -> index into [stem..., blocks...]
-        return j if j < m else m + net.live[j - m]
-
-    def edge(a: int, b: int, *, colour: str, style: str, width: float, alpha: float, z: int) -> None:
-        (x0, y0), (x1, y1) = pos(a), pos(b)
-        # Bend long edges more, so that edges between the same two levels do not lie on top of each other, and
-        # towards the middle levels, so that they stay inside the axes (arc3: rad > 0 bulges right of travel).
-        bulge = -1 if (y0 + y1) / 2 < 4.5 else 1
-        rad = 0.0 if b - a == 1 else min(0.5, 0.05 + 0.03 * (b - a)) * bulge
-        ax.add_patch(
-            FancyArrowPatch(
-                (x0, y0),
-                (x1, y1),
-                connectionstyle=f"arc3,rad={rad:.3f}",
-                arrowstyle="-|>",
-                mutation_scale=8,
-                shrinkA=7,
-                shrinkB=7,
-                color=colour,
-                linestyle=style,
-                linewidth=width,
-                alpha=alpha,
-                zorder=z,
-            )
-        )
-
     for i, b in enumerate(arch.blocks):
         alive = i in live
         for o in b.input_offsets:
-            edge(
+            _draw_edge(
+                ax,
+                levels,
                 o,
                 m + i,
                 colour=PARENT_EDGE if alive else DEAD_COLOUR,
@@ -99,8 +76,43 @@ def draw_arch_on(ax: Any, arch: ArchSpec, title: str | None = None, *, legend: b
             )
     for k, (_lvl, _fn, _parents, merged, _endpoint) in enumerate(net.blocks):
         for j in merged:
-            edge(original(j), m + net.live[k], colour=MERGED_EDGE, style="--", width=1.4, alpha=0.9, z=2)
+            # j indexes [stem..., live blocks...]; the drawing indexes [stem..., blocks...].
+            source = j if j < m else m + net.live[j - m]
+            _draw_edge(ax, levels, source, m + net.live[k], colour=MERGED_EDGE, style="--", width=1.4, alpha=0.9, z=2)
 
+
+def _draw_edge(ax: Any, levels: list[int], a: int, b: int, *, colour: str, style: str, width: float, alpha: float,
+               z: int) -> None:
+    """An arrow from node `a` to node `b`, each drawn at (its index, its level)."""
+    from matplotlib.patches import FancyArrowPatch
+
+    (x0, y0), (x1, y1) = (float(a), float(levels[a])), (float(b), float(levels[b]))
+    # Bend long edges more, so that edges between the same two levels do not lie on top of each other, and
+    # towards the middle levels, so that they stay inside the axes (arc3: rad > 0 bulges right of travel).
+    bulge = -1 if (y0 + y1) / 2 < 4.5 else 1
+    rad = 0.0 if b - a == 1 else min(0.5, 0.05 + 0.03 * (b - a)) * bulge
+    ax.add_patch(
+        FancyArrowPatch(
+            (x0, y0),
+            (x1, y1),
+            connectionstyle=f"arc3,rad={rad:.3f}",
+            arrowstyle="-|>",
+            mutation_scale=8,
+            shrinkA=7,
+            shrinkB=7,
+            color=colour,
+            linestyle=style,
+            linewidth=width,
+            alpha=alpha,
+            zorder=z,
+        )
+    )
+
+
+def _draw_blocks(ax: Any, arch: ArchSpec) -> None:
+    """The stem candidates, then the blocks in `BLOCK_STYLE`; output blocks bordered and named (P3..P7)."""
+    m = arch.num_stem_candidates
+    live = set(arch.network().live)
     for j, lvl in enumerate(arch.stem_levels):
         ax.scatter([j], [lvl], marker="s", s=150, c=STEM_COLOUR, edgecolors="#555555", linewidths=1.0, zorder=3)
     for i, b in enumerate(arch.blocks):
@@ -123,6 +135,11 @@ def draw_arch_on(ax: Any, arch: ArchSpec, title: str | None = None, *, legend: b
                 fontsize=8, fontweight="bold", zorder=5,
             )
 
+
+def _draw_axes(ax: Any, arch: ArchSpec, title: str | None) -> None:
+    """Levels up the side, build order along the bottom, a line between the stem candidates and the blocks."""
+    m = arch.num_stem_candidates
+    n = m + len(arch.blocks)
     ax.axvline(m - 0.5, color="#bbbbbb", linestyle="--", linewidth=0.8, zorder=0)
     ax.set_xlim(-0.7, n - 0.3)
     ax.set_ylim(1.4, 7.7)
@@ -136,22 +153,27 @@ def draw_arch_on(ax: Any, arch: ArchSpec, title: str | None = None, *, legend: b
         ax.spines[side].set_visible(False)
     if title:
         ax.set_title(title, fontsize=10)
-    if legend:
-        handles = [
-            Line2D([], [], marker="s", linestyle="", markersize=8, markerfacecolor=BLOCK_STYLE["bottleneck"][1],
-                   markeredgecolor="#555555", label="bottleneck block"),
-            Line2D([], [], marker="o", linestyle="", markersize=8, markerfacecolor=BLOCK_STYLE["residual"][1],
-                   markeredgecolor="#555555", label="residual block"),
-            Line2D([], [], marker="s", linestyle="", markersize=8, markerfacecolor=STEM_COLOUR,
-                   markeredgecolor="#555555", label="stem candidate"),
-            Line2D([], [], marker="s", linestyle="", markersize=9, markerfacecolor="white", markeredgecolor="black",
-                   markeredgewidth=2.4, label="output block (P3..P7)"),
-            Line2D([], [], marker="s", linestyle="", markersize=8, markerfacecolor=DEAD_COLOUR,
-                   markeredgecolor="#aaaaaa", label="dead block (feeds no output)"),
-            Line2D([], [], color=PARENT_EDGE, label="parent (resampled)"),
-            Line2D([], [], color=MERGED_EDGE, linestyle="--", label="unconsumed block summed into output"),
-        ]
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+
+
+def _draw_legend(ax: Any) -> None:
+    """The legend of markers and edges, outside the axes on the right."""
+    from matplotlib.lines import Line2D
+
+    handles = [
+        Line2D([], [], marker="s", linestyle="", markersize=8, markerfacecolor=BLOCK_STYLE["bottleneck"][1],
+               markeredgecolor="#555555", label="bottleneck block"),
+        Line2D([], [], marker="o", linestyle="", markersize=8, markerfacecolor=BLOCK_STYLE["residual"][1],
+               markeredgecolor="#555555", label="residual block"),
+        Line2D([], [], marker="s", linestyle="", markersize=8, markerfacecolor=STEM_COLOUR,
+               markeredgecolor="#555555", label="stem candidate"),
+        Line2D([], [], marker="s", linestyle="", markersize=9, markerfacecolor="white", markeredgecolor="black",
+               markeredgewidth=2.4, label="output block (P3..P7)"),
+        Line2D([], [], marker="s", linestyle="", markersize=8, markerfacecolor=DEAD_COLOUR,
+               markeredgecolor="#aaaaaa", label="dead block (feeds no output)"),
+        Line2D([], [], color=PARENT_EDGE, label="parent (resampled)"),
+        Line2D([], [], color=MERGED_EDGE, linestyle="--", label="unconsumed block summed into output"),
+    ]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
 
 
 def draw_arch(arch: ArchSpec, path: str | os.PathLike[str], title: str | None = None) -> str:
