@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from nas.cli import plugins
 from nas.engine import signals
 from nas.cli.ui import UserError, printable
 from results_db.errors import DatabaseOpenError, LeaseLostError
@@ -63,10 +64,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `spinenas` console script."""
     try:  # Ctrl-C while the commands' modules load (~50 ms): the one line a command gives, not a traceback
         parser = build_parser()
+        plugins.preimport(argv)  # their names are choices of flags such as --evaluator
         args = parser.parse_args(argv)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except UserError as e:  # a plug-in that cannot be imported
+        print(f"{PROG}: error: {printable(e)}", file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -19,6 +19,7 @@ from nas.cli.commands.jobs import (
     say,
     trial_job,
 )
+from nas.cli.plugins import add_plugin_argument, import_or_exit
 from nas.cli.ui import UserError, error_text, print_table, printable
 
 # Flags of `calibrate` that set keys of the preset's config (how the study's trainings run).
@@ -92,6 +93,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from nas.cli.commands.common import load_config
 
     _check_flags(args)
+    plugins = import_or_exit(args.plugin or ())  # before any config is read: it may name what they register
     overrides = [f"{key}={getattr(args, flag)}" for flag, key in _FLAG_KEYS.items()
                  if getattr(args, flag, None) is not None]
     if args.resume:
@@ -107,7 +109,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         if args.retry_failed:
             raise UserError("--retry-failed applies to --resume NAME: it runs a stored study's failed trainings again")
         preset = args.preset or "demo"
-        cfg = load_config(preset, [*overrides, *(args.set or [])])
+        cfg = load_config(preset, [*overrides, *(args.set or [])], plugins)
         from search_space import get_family
 
         try:
@@ -140,7 +142,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     store, url = open_store(args.db, create=not args.resume)
     try:
         if args.resume:
-            from nas.calibration.study import KIND, Study
+            from nas.calibration.study import KIND
 
             name = args.resume
             try:
@@ -150,10 +152,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             if record.kind != KIND:
                 raise UserError(f"{name!r} is a search, not a calibration study; continue it with 'spinenas search "
                                 f"--resume {name}'")
-            try:
-                study = Study.from_yaml(record.config)
-            except CalibrationError as e:
-                raise UserError(f"study {name!r}: {e}") from None
+            study = _stored_study(record.config, name, plugins)
             if overrides:  # how its trainings run (workers, CPUs, runner), not what they measure
                 from dataclasses import replace
 
@@ -187,6 +186,22 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         return _run(study, name, store, url, args)
     finally:
         store.close()
+
+
+def _stored_study(text: str, name: str, plugins: tuple[str, ...]) -> Any:
+    """A stored study, its fidelities' plug-ins imported before it is parsed, with the --plugin ones added."""
+    import dataclasses
+
+    from nas.calibration.study import CalibrationError, Study
+    from nas.cli.plugins import stored_plugins, with_plugins
+
+    import_or_exit(stored_plugins(text, what=f"study {name!r}"), where=f"study {name!r}")
+    try:
+        study = Study.from_yaml(text)
+    except CalibrationError as e:
+        raise UserError(f"study {name!r}: {e}") from None
+    return dataclasses.replace(study, proxy=with_plugins(study.proxy, plugins),
+                               reference=with_plugins(study.reference, plugins))
 
 
 def _check_flags(args: argparse.Namespace) -> None:
@@ -370,6 +385,7 @@ def register(sub: Any) -> None:
     p.add_argument("--target-tau", type=float, help="the Kendall tau a good rung reaches (default 0.6)")
     p.add_argument("--seed", type=int, help="draws the random candidates (default 0)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of the preset (repeatable)")
+    add_plugin_argument(p)
     p.add_argument("--runner", choices=LazyChoices("nas.engine.runners", "runner_names"), metavar="NAME",
                    help="ray (default) or local")
     p.add_argument("--workers", type=int, help="trainings at once")

@@ -153,26 +153,42 @@ def load_arch_or_exit(ref: str) -> Any:
         raise UserError(error_text(e)) from None
 
 
-def load_config(preset: str, overrides: Sequence[Any]) -> Any:
-    """A preset (name or YAML file) with `--set` overrides applied, or a one-line UserError."""
+def load_config(preset: str, overrides: Sequence[Any], plugins: Sequence[str] = ()) -> Any:
+    """A preset (name or YAML file) with `--set` overrides applied, or a one-line UserError.
+
+    The plug-ins a preset file lists (``plugins:``), those of a ``--set plugins=[...]`` and `plugins` (``--plugin``)
+    are imported first (their settings sections are known only then); `plugins` are added to the config's.
+    """
+    from nas.cli.plugins import import_or_exit, override_plugins, preset_plugins, with_plugins
     from nas.config.schema import NasConfig
     from nas.config.codec import ConfigError, resolve
     from nas.config.presets import get_preset
 
     try:
-        base = get_preset(preset)
-        return resolve(NasConfig, base, list(overrides))
+        import_or_exit(preset_plugins(preset), where=f"preset file {preset}")
+        import_or_exit(override_plugins(overrides), where="--set plugins")
+        given = import_or_exit(plugins)
+        return with_plugins(resolve(NasConfig, get_preset(preset), list(overrides)), given)
     except (LookupError, FileNotFoundError, ConfigError) as e:
         raise UserError(error_text(e)) from None
 
 
-def load_stored_config(text: str, overrides: Sequence[Any] = (), *, search: str = "") -> Any:
-    """A search's stored config (any earlier layout is migrated) with overrides, or a one-line UserError."""
+def load_stored_config(text: str, overrides: Sequence[Any] = (), *, search: str = "",
+                       plugins: Sequence[str] = ()) -> Any:
+    """A search's stored config (any earlier layout is migrated) with overrides, or a one-line UserError.
+
+    Its stored plug-ins (``plugins:``) and `plugins` (``--plugin`` on a resume, added to them for this run) are
+    imported before it is parsed.
+    """
+    from nas.cli.plugins import import_or_exit, stored_plugins, with_plugins
     from nas.config.schema import NasConfig
     from nas.config.codec import ConfigError, from_yaml, resolve
 
+    where = f"search {search!r}" if search else "the stored config"
+    import_or_exit(stored_plugins(text, what=where), where=where)
+    given = import_or_exit(plugins)
     try:
-        return resolve(NasConfig, from_yaml(NasConfig, text), list(overrides))
+        return with_plugins(resolve(NasConfig, from_yaml(NasConfig, text), list(overrides)), given)
     except ConfigError as e:
         raise UserError(f"search {search!r}: {e}" if search else str(e)) from None
 

@@ -22,6 +22,7 @@ from nas.cli.commands.jobs import (
     say,
     trial_job,
 )
+from nas.cli.plugins import add_plugin_argument
 from nas.cli.ui import UserError, error_text, printable
 from results_db.status import FINISHED_STATUSES
 
@@ -100,12 +101,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
     if args.top < 0:
         raise UserError(f"--top must be at least 0 (0: no list at the end), got {args.top}")
     faults = _faults(args.inject_faults)
+    plugins = _plugins(args)  # before anything else is read: a config may name what they register
 
     # Everything the user gave is checked before anything is created: config, name, this machine's resources.
     if args.resume:  # the flags' values, before the database is opened (the stored config is checked with them)
         _flag_checked(args, lambda: _resolve_flags(overrides))
     else:
-        cfg = _flag_checked(args, lambda: load_config(args.preset, overrides))
+        cfg = _flag_checked(args, lambda: load_config(args.preset, overrides, plugins))
         _check_search_config(cfg, args)
         if args.name is not None:
             check_new_name(args.name)
@@ -125,7 +127,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
             if record.kind != "search":
                 raise UserError(f"{args.resume!r} is a {record.kind} study, not a search; continue it with "
                                 f"'spinenas calibrate --resume {args.resume}'")
-            cfg = load_stored_config(record.config, overrides, search=args.resume)
+            cfg = load_stored_config(record.config, overrides, search=args.resume, plugins=plugins)
             name = args.resume
             check_machine(cfg, args)
             done = sum(t.status in FINISHED_STATUSES for t in store.trials(name))
@@ -149,6 +151,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
         return _run(cfg, name, store, url, args, faults)
     finally:
         store.close()
+
+
+def _plugins(args: argparse.Namespace) -> tuple[str, ...]:
+    """The --plugin modules, imported (a resume adds them to its stored ones)."""
+    from nas.cli.plugins import import_or_exit
+
+    return import_or_exit(args.plugin or ())
 
 
 def _faults(text: str | None) -> dict[str, list[int]] | None:
@@ -352,6 +361,7 @@ def register(sub: Any) -> None:
     p.add_argument("--address", help="an existing Ray cluster ('auto' on a cluster node; HOST:PORT of a cluster "
                    "with token authentication needs RAY_AUTH_MODE=token); default: start a Ray of its own here")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key (repeatable)")
+    add_plugin_argument(p)
     p.add_argument("--run-dir", help="TensorBoard scalars and the search log (default runs/NAME)")
     p.add_argument("--top", type=int, default=5, help="architectures listed at the end (default 5; 0: none)")
     p.add_argument("--plain", action="store_true",
