@@ -189,6 +189,77 @@ def _check_statuses(status: Any) -> list[str] | None:
     return out
 
 
+# --------------------------------------------------------------------------------------------------- ranking
+def _ranked_trials_where(
+    *, search_ids: list[int] | None, fingerprint: str | None, max_flops: float | None, include_pruned: bool
+) -> tuple[str, dict[str, Any]]:
+    """The WHERE clause (over ``trials t JOIN archs a``) and parameters of the trials `ReadAPI.top` ranks."""
+    where = "t.status = :completed AND t.reward IS NOT NULL"
+    params: dict[str, Any] = {"completed": _COMPLETED}
+    if include_pruned:  # (an IN would cost the index's order walk to the default ranking)
+        where = "t.status IN (:completed, :pruned) AND t.reward IS NOT NULL"
+        params["pruned"] = TrialStatus.PRUNED.value
+    if fingerprint is not None:
+        # With the (fingerprint, status, reward) index this is the same early-stopping walk as without.
+        where += " AND t.fingerprint = :fp"
+        params["fp"] = fingerprint
+    if search_ids:
+        clause, p = _in("s", search_ids)
+        where += f" AND t.search_id IN {clause}"
+        params.update(p)
+    if max_flops is not None:
+        where += " AND a.flops IS NOT NULL AND a.flops <= :max_flops"
+        params["max_flops"] = max_flops
+    return where, params
+
+
+def _best_trial_per_arch(ex: Executor, where: str, params: Mapping[str, Any], k: int) -> dict[str, Sequence[Any]]:
+    """Arch key -> the row of its best trial, for the first `k` distinct archs from the best reward down.
+
+    The trials are read in reward order and the read stops at the k-th distinct arch (the (status, reward) index
+    gives this order without sorting the table).
+    """
+    rows = ex(
+        "SELECT t.id, t.search_id, t.arch_key, t.reward, t.metrics, t.wall_s, a.summary, a.flops, a.params, "
+        "t.fingerprint "
+        f"FROM trials t JOIN archs a ON a.key = t.arch_key WHERE {where} ORDER BY t.reward DESC, t.id",
+        params,
+    )
+    best: dict[str, Sequence[Any]] = {}
+    for row in rows:
+        if row[2] not in best:
+            best[row[2]] = tuple(row)
+            if len(best) == k:
+                break
+    return best
+
+
+def _evaluation_counts(
+    ex: Executor, keys: list[str], *, search_ids: list[int] | None, fingerprint: str | None
+) -> dict[str, int]:
+    """Arch key -> its completed trials among `keys`, counted in `search_ids` and under `fingerprint` where given."""
+    clause, p = _in("k", keys)
+    p["completed"] = _COMPLETED
+    sql = f"SELECT arch_key, COUNT(*) FROM trials WHERE status = :completed AND arch_key IN {clause}"
+    if search_ids:
+        s_clause, s_params = _in("s", search_ids)
+        sql += f" AND search_id IN {s_clause}"
+        p.update(s_params)
+    if fingerprint is not None:
+        sql += " AND fingerprint = :fp"
+        p["fp"] = fingerprint
+    return {key: n for key, n in ex(sql + " GROUP BY arch_key", p)}
+
+
+def _ranked_arch(rank: int, r: Sequence[Any], names: Mapping[int, str], evaluations: Mapping[str, int]) -> RankedArch:
+    """The `RankedArch` of a `_best_trial_per_arch` row."""
+    return RankedArch(
+        rank=rank, arch_key=r[2], summary=r[6], flops=r[7], params=r[8], reward=r[3], trial_id=r[0],
+        search=names[r[1]], metrics=json.loads(r[4]) if r[4] else {}, wall_s=r[5],
+        evaluations=evaluations.get(r[2], 1), fingerprint=r[9],
+    )  # fmt: skip
+
+
 _TRIALS_FROM = "FROM trials t JOIN searches s ON s.id = t.search_id"
 
 
@@ -279,57 +350,13 @@ class ReadAPI(abc.ABC):
             if k < 1:
                 raise ValueError(f"k must be at least 1, got {k}")
             names = _search_names(ex)
-            where = "t.status = :completed AND t.reward IS NOT NULL"
-            params: dict[str, Any] = {"completed": _COMPLETED}
-            if include_pruned:  # (an IN would cost the index's order walk to the default ranking)
-                where = "t.status IN (:completed, :pruned) AND t.reward IS NOT NULL"
-                params["pruned"] = TrialStatus.PRUNED.value
-            if fingerprint is not None:
-                # With the (fingerprint, status, reward) index this is the same early-stopping walk as without.
-                where += " AND t.fingerprint = :fp"
-                params["fp"] = fingerprint
-            if search_ids:
-                clause, p = _in("s", search_ids)
-                where += f" AND t.search_id IN {clause}"
-                params.update(p)
-            if max_flops is not None:
-                where += " AND a.flops IS NOT NULL AND a.flops <= :max_flops"
-                params["max_flops"] = max_flops
-            # Completed trials from the best reward down; the first k distinct archs are the answer, so the read
-            # stops early (the (status, reward) index gives this order without sorting the table).
-            rows = ex(
-                "SELECT t.id, t.search_id, t.arch_key, t.reward, t.metrics, t.wall_s, a.summary, a.flops, a.params, "
-                "t.fingerprint "
-                f"FROM trials t JOIN archs a ON a.key = t.arch_key WHERE {where} ORDER BY t.reward DESC, t.id",
-                params,
-            )
-            best: dict[str, Sequence[Any]] = {}
-            for row in rows:
-                if row[2] not in best:
-                    best[row[2]] = tuple(row)
-                    if len(best) == k:
-                        break
+            where, params = _ranked_trials_where(search_ids=search_ids, fingerprint=fingerprint,
+                                                 max_flops=max_flops, include_pruned=include_pruned)
+            best = _best_trial_per_arch(ex, where, params, k)
             if not best:
                 return []
-            clause, p = _in("k", list(best))
-            p["completed"] = _COMPLETED
-            sql = f"SELECT arch_key, COUNT(*) FROM trials WHERE status = :completed AND arch_key IN {clause}"
-            if search_ids:
-                s_clause, s_params = _in("s", search_ids)
-                sql += f" AND search_id IN {s_clause}"
-                p.update(s_params)
-            if fingerprint is not None:
-                sql += " AND fingerprint = :fp"
-                p["fp"] = fingerprint
-            evaluations = {key: n for key, n in ex(sql + " GROUP BY arch_key", p)}
-        return [
-            RankedArch(
-                rank=i + 1, arch_key=r[2], summary=r[6], flops=r[7], params=r[8], reward=r[3], trial_id=r[0],
-                search=names[r[1]], metrics=json.loads(r[4]) if r[4] else {}, wall_s=r[5],
-                evaluations=evaluations.get(r[2], 1), fingerprint=r[9],
-            )  # fmt: skip
-            for i, r in enumerate(best.values())
-        ]
+            evaluations = _evaluation_counts(ex, list(best), search_ids=search_ids, fingerprint=fingerprint)
+        return [_ranked_arch(i + 1, r, names, evaluations) for i, r in enumerate(best.values())]
 
     # ----------------------------------------------------------------------------------------------- archs
     def find_arch(self, key_or_prefix: str) -> ArchRecord:
