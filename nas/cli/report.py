@@ -86,23 +86,21 @@ def collect(reader: ReadAPI, names: Sequence[str], *, top_k: int = 10) -> Report
         generated_at=datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None),
         fingerprint=fingerprint,
         curves=reader.reports(curve_trials) if curve_trials else {},
-        calibrations=_calibrations(reader, [summaries[n].search for n in names], trials),
+        calibrations=_calibrations(reader, [summaries[n].search for n in names]),
     )
 
 
-def _calibrations(reader: ReadAPI, searches: Sequence[Any], trials: dict[str, list[Any]]) -> dict[str, dict]:
-    from nas.calibration.study import KIND, CalibrationError, Study, analyze
+def _calibrations(reader: ReadAPI, searches: Sequence[Any]) -> dict[str, dict]:
+    from nas.calibration.study import KIND, CalibrationError, read_figures
 
     out = {}
     for s in searches:
         if getattr(s, "kind", "search") != KIND:
             continue
         try:
-            study = Study.from_yaml(s.config)
+            out[s.name] = read_figures(reader, s)  # a study of variants: with its reference study's trainings
         except CalibrationError:
             continue
-        ts = trials[s.name]
-        out[s.name] = analyze(study, ts, reader.reports([t.id for t in ts]) if ts else {})
     return out
 
 
@@ -254,7 +252,60 @@ def plot_curves(data: ReportData) -> str | None:
     return _png(fig)
 
 
+def calibration_figure(name: str, d: dict[str, Any]) -> Any:
+    """The figure `calibration show --image` writes: `variants_figure` for a study of variants, else `tau_figure`."""
+    return variants_figure(name, d) if "variants" in d else tau_figure(name, d)
+
+
+def plot_calibration_variants(name: str, d: dict[str, Any]) -> str:
+    """`variants_figure` as base64 PNG."""
+    return _png(variants_figure(name, d))
+
+
+def variants_figure(name: str, d: dict[str, Any]) -> Any:
+    """A study of variants: each variant's rungs as seconds per trial against Kendall tau (one line per variant, the
+    90% interval as error bars, each point labelled with its step), the target dashed, the verdict's point ringed."""
+    fig = _figure(7, 4.2)
+    ax = fig.subplots()
+    points = {}
+    for i, v in enumerate(d["variants"]):
+        rows = [r for r in v["rungs"] if r["all"]["tau"] is not None and r["seconds_per_trial"] is not None]
+        if not rows:
+            continue
+        colour = SEARCH_COLOURS[i % len(SEARCH_COLOURS)]
+        xs = [r["seconds_per_trial"] for r in rows]
+        ys = [r["all"]["tau"] for r in rows]
+        # A bootstrap percentile interval need not contain the estimate: clip, as error bars cannot be negative.
+        low = [max(0.0, y - r["all"]["tau_low"]) if r["all"]["tau_low"] is not None else 0.0 for y, r in zip(ys, rows)]
+        high = [max(0.0, r["all"]["tau_high"] - y) if r["all"]["tau_high"] is not None else 0.0
+                for y, r in zip(ys, rows)]
+        ax.errorbar(xs, ys, yerr=[low, high], marker="o", color=colour, capsize=3, label=v["name"])
+        for x, y, r in zip(xs, ys, rows):
+            points[(v["name"], r["step"])] = (x, y)
+            ax.annotate(str(r["step"]), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=colour)
+    verdict = d["verdict"]
+    best = points.get((verdict.get("variant"), verdict.get("good_rung")))
+    if best is not None:
+        ax.scatter([best[0]], [best[1]], s=220, facecolors="none", edgecolors="#222222", linewidths=1.5, zorder=5,
+                   label=f"cheapest: {verdict['variant']} at {verdict['good_rung']}")
+    target = verdict["target_tau"]
+    ax.axhline(target, color="#888888", linestyle="--", linewidth=1, label=f"target {target}")
+    ax.set_ylim(-1.05, 1.05)
+    ax.set_xlabel("seconds per trial (to the rung)")
+    ax.set_ylabel("Kendall tau vs reference")
+    ax.set_title(f"{name}: cost and rank agreement of each variant's rungs against {d['reference']['steps']} steps",
+                 fontsize=10)
+    ax.grid(color="#eeeeee")
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
 def plot_calibration_tau(name: str, d: dict[str, Any]) -> str:
+    """`tau_figure` as base64 PNG."""
+    return _png(tau_figure(name, d))
+
+
+def tau_figure(name: str, d: dict[str, Any]) -> Any:
     """Kendall tau of each rung against the reference, over proxy steps, with its 90% interval as a band."""
     fig = _figure(7, 3.8)
     ax = fig.subplots()
@@ -275,7 +326,7 @@ def plot_calibration_tau(name: str, d: dict[str, Any]) -> str:
     ax.set_title(f"{name}: rank agreement of each rung with {d['reference']['steps']} steps", fontsize=10)
     ax.grid(color="#eeeeee")
     ax.legend(loc="lower right", fontsize=8)
-    return _png(fig)
+    return fig
 
 
 def plot_calibration_scatter(name: str, d: dict[str, Any]) -> str:
@@ -531,8 +582,10 @@ def render_html(data: ReportData) -> str:
         *(part for name, d in data.calibrations.items() for part in (
             f"<h2>Calibration {html.escape(name)}</h2>",
             f"<p>{html.escape(d['verdict']['text'])}</p>",
-            _img(plot_calibration_tau(name, d), "Kendall tau of each rung against the reference"),
-            _img(plot_calibration_scatter(name, d), "proxy AP against reference AP"))),
+            *((_img(plot_calibration_variants(name, d), "seconds per trial against Kendall tau of each variant"),)
+              if "variants" in d else
+              (_img(plot_calibration_tau(name, d), "Kendall tau of each rung against the reference"),
+               _img(plot_calibration_scatter(name, d), "proxy AP against reference AP"))))),
         "</body></html>",
     ]
     return "\n".join(parts) + "\n"

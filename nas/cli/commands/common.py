@@ -284,11 +284,16 @@ def _describe_stored(name: str, config: str, fingerprint: str) -> str:
     if "proxy_config" not in doc:
         return describe_dict(doc)
     from nas.calibration.study import PROXY, REFERENCE, Study
+    from nas.config.codec import to_dict
 
     study = Study.from_yaml(config)
     for fidelity in (PROXY, REFERENCE):
         if study.fingerprint(fidelity) == fingerprint:
             return f"calibration study {name}, its {fidelity} trials: {describe_dict(doc[f'{fidelity}_config'])}"
+    for p in {p.variant: p for p in study.plan if p.variant}.values():
+        if study.trial_fingerprint(p) == fingerprint:
+            return (f"calibration study {name}, its variant {p.variant}'s trials: "
+                    f"{describe_dict(to_dict(study.variant(p.variant).config))}")
     return f"calibration study {name}"
 
 

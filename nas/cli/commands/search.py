@@ -226,15 +226,12 @@ def _check_search_config(cfg: Any, args: argparse.Namespace) -> None:
 
 def _calibration_note(store: Any, fingerprint: str, preset: str) -> str:
     """What the newest calibration study of this search's proxy found, or a warning that there is none."""
-    from nas.calibration.study import CalibrationError, Study, analyze, find_calibrations
+    from nas.calibration.study import find_calibrations, proxy_figures
 
     for name, _ in reversed(find_calibrations(store, fingerprint)):
-        try:
-            study = Study.from_yaml(store.open_search(name).config)
-        except CalibrationError:
+        d = proxy_figures(store, name, fingerprint)  # a study of variants: the variant that is this proxy
+        if d is None:
             continue
-        trials = store.trials(name)
-        d = analyze(study, trials, store.reports([t.id for t in trials]) if trials else {})
         last = d["rungs"][-1]
         a = last["all"]
         tau = "-" if a["tau"] is None else f"{a['tau']:.2f} (90% interval {a['tau_low']:.2f} to {a['tau_high']:.2f})"
