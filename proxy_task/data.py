@@ -414,62 +414,22 @@ def carve_coco(
       DataError: missing folder, annotation file or images, a bad image (without `skip_bad_images`), or sizes that
         do not fit.
     """
-    if not os.path.isdir(coco_dir):
-        raise DataError(f"--coco-dir {coco_dir} does not exist")
-    ann_file = os.path.join(coco_dir, "annotations", "instances_train2017.json")
-    image_dir = os.path.join(coco_dir, "train2017")
-    if not os.path.isfile(ann_file):
-        raise DataError(f"missing COCO annotation file {ann_file} (expected COCO's annotations/ folder)")
-    if not os.path.isdir(image_dir):
-        raise DataError(f"missing COCO image folder {image_dir}")
-    if val_images < 1 or train_images < 0:
-        raise DataError(f"--val-images must be >= 1 and --train-images >= 0, got {val_images} and {train_images}")
+    ann_file, image_dir = _coco_source(coco_dir, val_images=val_images, train_images=train_images)
     _check_out_dir(out, force)
     if progress:
         progress(f"reading {ann_file}")
-    try:
-        with open(ann_file, encoding="utf-8") as fh:
-            coco = json.load(fh)
-        images = sorted(coco["images"], key=lambda im: im["id"])
-        annotations, categories = coco["annotations"], coco["categories"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DataError(f"{ann_file} is not a COCO annotation file: {e}") from None
-    if val_images >= len(images):
-        raise DataError(f"--val-images {val_images} leaves no training images: train2017 has {len(images)}")
-    order = np.random.default_rng(seed).permutation(len(images))
-    val_ids = [images[i] for i in order[:val_images]]
-    rest = order[val_images:]
-    if train_images:
-        if train_images > len(rest):
-            raise DataError(f"--train-images {train_images} is more than the {len(rest)} images left after proxy-val")
-        rest = rest[:train_images]
-    train_ids = [images[i] for i in rest]
-    missing = [im["file_name"] for im in val_ids + train_ids if not os.path.isfile(os.path.join(image_dir,
-                                                                                                 im["file_name"]))]
-    if missing:
-        raise DataError(f"{len(missing)} images of the split are missing from {image_dir}, e.g. {missing[0]}")
+    coco, images, annotations, categories = _read_coco(ann_file)
+    val_ids, train_ids = _draw_split(images, val_images=val_images, train_images=train_images, seed=seed)
+    _check_present(image_dir, val_ids + train_ids)
     val_ids, train_ids, skipped = _check_images(image_dir, val_ids, train_ids, decode=verify_images,
                                                 skip=skip_bad_images, progress=progress)
     by_image: dict[int, list[dict[str, Any]]] = {}
     for a in annotations:
         by_image.setdefault(a["image_id"], []).append(a)
     with _staging(out) as tmp:
-        os.makedirs(os.path.join(tmp, "annotations"))
-        os.makedirs(os.path.join(tmp, "tfrecords"))
         split_images = {"train": sorted(train_ids, key=lambda im: im["id"]),
                         "val": sorted(val_ids, key=lambda im: im["id"])}
-        boxes = {}
-        for split, ims in split_images.items():
-            anns = [a for im in ims for a in by_image.get(im["id"], [])]
-            boxes[split] = len(anns)
-            doc = {"info": coco.get("info", {}), "licenses": coco.get("licenses", []), "images": ims,
-                   "annotations": anns, "categories": categories}
-            path = os.path.join(tmp, "annotations", f"instances_proxy_{split}.json")
-            with open(path, "w", encoding="utf-8") as fh:
-                json.dump(doc, fh)
-            if progress:
-                progress(f"  {split}: {len(ims)} images, {len(anns)} boxes; converting to TFRecords")
-            convert_to_tfrecords(image_dir, path, os.path.join(tmp, "tfrecords", split), _shards(len(ims)))
+        boxes = _write_coco_splits(tmp, coco, image_dir, split_images, by_image, progress)
         _write_manifest(
             tmp,
             {
@@ -490,6 +450,71 @@ def carve_coco(
             },
         )
     return load_dataset(out)
+
+
+def _coco_source(coco_dir: str, *, val_images: int, train_images: int) -> tuple[str, str]:
+    """The annotation file and the image folder of COCO train2017 under `coco_dir`, checked with the split sizes.
+
+    Raises:
+      DataError: a missing folder or annotation file, or sizes below their minimum.
+    """
+    if not os.path.isdir(coco_dir):
+        raise DataError(f"--coco-dir {coco_dir} does not exist")
+    ann_file = os.path.join(coco_dir, "annotations", "instances_train2017.json")
+    image_dir = os.path.join(coco_dir, "train2017")
+    if not os.path.isfile(ann_file):
+        raise DataError(f"missing COCO annotation file {ann_file} (expected COCO's annotations/ folder)")
+    if not os.path.isdir(image_dir):
+        raise DataError(f"missing COCO image folder {image_dir}")
+    if val_images < 1 or train_images < 0:
+        raise DataError(f"--val-images must be >= 1 and --train-images >= 0, got {val_images} and {train_images}")
+    return ann_file, image_dir
+
+
+def _read_coco(
+    ann_file: str,
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The annotation file's document, its images by id, its annotations and its categories.
+
+    Raises:
+      DataError: a file that cannot be read or lacks one of those.
+    """
+    try:
+        with open(ann_file, encoding="utf-8") as fh:
+            coco = json.load(fh)
+        images = sorted(coco["images"], key=lambda im: im["id"])
+        annotations, categories = coco["annotations"], coco["categories"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{ann_file} is not a COCO annotation file: {e}") from None
+    return coco, images, annotations, categories
+
+
+def _draw_split(
+    images: list[dict[str, Any]], *, val_images: int, train_images: int, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(proxy-val, proxy-train): the first `val_images` of a shuffle by `seed`, then the next `train_images` of it
+    (0: all the rest).
+
+    Raises:
+      DataError: sizes that do not fit the images.
+    """
+    if val_images >= len(images):
+        raise DataError(f"--val-images {val_images} leaves no training images: train2017 has {len(images)}")
+    order = np.random.default_rng(seed).permutation(len(images))
+    val_ids = [images[i] for i in order[:val_images]]
+    rest = order[val_images:]
+    if train_images:
+        if train_images > len(rest):
+            raise DataError(f"--train-images {train_images} is more than the {len(rest)} images left after proxy-val")
+        rest = rest[:train_images]
+    return val_ids, [images[i] for i in rest]
+
+
+def _check_present(image_dir: str, images: list[dict[str, Any]]) -> None:
+    """Raises DataError when an image of the split is not in `image_dir`."""
+    missing = [im["file_name"] for im in images if not os.path.isfile(os.path.join(image_dir, im["file_name"]))]
+    if missing:
+        raise DataError(f"{len(missing)} images of the split are missing from {image_dir}, e.g. {missing[0]}")
 
 
 def _check_images(
@@ -528,3 +553,29 @@ def _check_images(
         if len(skipped) > 10:
             progress(f"  ... and {len(skipped) - 10} more (listed in {MANIFEST})")
     return kept["val"], kept["train"], skipped
+
+
+def _write_coco_splits(
+    root: str,
+    coco: dict[str, Any],
+    image_dir: str,
+    split_images: dict[str, list[dict[str, Any]]],
+    by_image: dict[int, list[dict[str, Any]]],
+    progress: Callable[[str], None] | None,
+) -> dict[str, int]:
+    """Writes each split's COCO annotation file and its TFRecords into `root`; returns each split's box count."""
+    os.makedirs(os.path.join(root, "annotations"))
+    os.makedirs(os.path.join(root, "tfrecords"))
+    boxes = {}
+    for split, ims in split_images.items():
+        anns = [a for im in ims for a in by_image.get(im["id"], [])]
+        boxes[split] = len(anns)
+        doc = {"info": coco.get("info", {}), "licenses": coco.get("licenses", []), "images": ims,
+               "annotations": anns, "categories": coco["categories"]}
+        path = os.path.join(root, "annotations", f"instances_proxy_{split}.json")
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh)
+        if progress:
+            progress(f"  {split}: {len(ims)} images, {len(anns)} boxes; converting to TFRecords")
+        convert_to_tfrecords(image_dir, path, os.path.join(root, "tfrecords", split), _shards(len(ims)))
+    return boxes
