@@ -324,3 +324,334 @@ def test_bad_input_is_one_line_before_anything_is_stored(tmp_path, argv, message
     assert not (tmp_path / "runs").exists()
     if "--resume" not in argv:
         assert not db.exists()
+
+
+# --------------------------------------------------------------------------------------------------- variants
+DEMO_DB = os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "bench", "results", "calibration-demo.db")
+DEMO_SHOW = os.path.join(os.path.dirname(__file__), "fixtures", "calibration-demo-show.txt")
+DEMO_JSON = os.path.join(os.path.dirname(DEMO_DB), "calibration-demo.json")
+
+
+def _demo_copy(tmp_path):
+    """The committed demo study's database, copied (it is never written)."""
+    import shutil
+
+    path = tmp_path / "demo.db"
+    shutil.copyfile(DEMO_DB, path)
+    return str(path)
+
+
+def _stored_study(db, name):
+    from nas.calibration.study import Study
+    from nas.cli.commands.common import open_reader
+
+    with open_reader(db) as reader:
+        return Study.from_yaml(reader.open_search(name).config)
+
+
+def _dump(db) -> str:
+    """Every row of a database (what "no database change" compares)."""
+    import sqlite3
+
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return "\n".join(con.iterdump())
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("text, name, overrides", [
+    ("steps400:proxy.train_steps=400", "steps400", ("proxy.train_steps=400",)),
+    ("px96:proxy.image_size=96, proxy.data.image_size=96", "px96", ("proxy.image_size=96", "proxy.data.image_size=96")),
+    ("short:proxy.eval_at_steps=[100,200],proxy.train_steps=400", "short",
+     ("proxy.eval_at_steps=[100,200]", "proxy.train_steps=400")),  # a comma inside a value stays in it
+    ("base", "base", ()),  # the proxy as stored
+])
+def test_a_variant_is_a_name_and_its_overrides(text, name, overrides):
+    from nas.calibration.study import parse_variant
+
+    assert parse_variant(text) == (name, overrides)
+
+
+def test_a_variant_study_of_the_demo_study_takes_its_candidates_reference_and_stored_proxy(tmp_path):
+    from nas.calibration.study import PROXY, REFERENCE, Study, build_variant_study, parse_variant
+    from nas.engine.fingerprint import fingerprint
+
+    source = _stored_study(_demo_copy(tmp_path), "demo-cal")
+    study = build_variant_study(source, "demo-cal", [parse_variant("steps400:proxy.train_steps=400"),
+                                                      parse_variant("eval100:proxy.eval_images=100")])
+    steps400, eval100 = study.variants
+    # A shorter variant keeps the stored evaluations before its last step; its timeout is the proxy's (not less).
+    assert steps400.rungs == (100, 200, 400) and eval100.rungs == (100, 200, 400, 800)
+    assert steps400.config.search.trial_timeout_s == eval100.config.search.trial_timeout_s == 900.0
+    assert eval100.config.proxy.eval_images == 100 and eval100.config.proxy.train_steps == 800
+    with pytest.raises(CalibrationError, match="--variant px96: proxy.image_size must be a multiple of 128"):
+        build_variant_study(source, "demo-cal", [parse_variant("px96:proxy.image_size=96")])
+    assert study.candidates == source.candidates and study.reference == source.reference
+    # No reference in the plan: per variant the 10 candidates, then 2 more seeds of 3, with the stored proxy's seeds.
+    plan = study.plan
+    assert len(plan) == 2 * (10 + 2 * 3) and {p.fidelity for p in plan} == {PROXY}
+    assert [p.index for p in plan] == list(range(len(plan)))
+    stored_seeds = {(p.candidate, p.repeat): p.seed for p in source.plan if p.fidelity == PROXY}
+    assert all(stored_seeds[(p.candidate, p.repeat)] == p.seed for p in plan)
+    # Each variant's trials have a fingerprint of their own: not a search's, not the stored study's.
+    fps = {p.variant: study.trial_fingerprint(p) for p in plan}
+    assert len(set(fps.values())) == 2
+    assert not set(fps.values()) & {source.fingerprint(PROXY), source.fingerprint(REFERENCE),
+                                    fingerprint(steps400.config), fingerprint(eval100.config)}
+    again = Study.from_yaml(study.to_yaml())
+    assert again == study and again.reference_from == "demo-cal"
+    assert "variants" not in source.to_yaml() and Study.from_yaml(source.to_yaml()) == source
+
+
+@pytest.mark.parametrize("variants, kw, message", [
+    ([], {}, "needs at least one --variant"),
+    (["a:proxy.nope=1"], {}, "--variant a: proxy.nope=1: unknown key 'proxy.nope'"),
+    (["a:proxy.train_steps=abc"], {}, "--variant a: proxy.train_steps: expected an integer"),
+    (["a:proxy.train_steps=200", "a:proxy.train_steps=300"], {}, "'a' is given 2 times"),
+    (["a:proxy.train_steps=1600"], {}, "trains as the reference does"),
+    (["a:proxy.train_steps=200"], {"repeats": 0}, "--repeats must be at least 1"),
+    (["a:proxy.train_steps=200"], {"variance_archs": 9}, "--variance-archs must be between 0 and --archs"),
+])
+def test_a_variant_study_that_cannot_be_built_is_refused(variants, kw, message):
+    from nas.calibration.study import build_variant_study, parse_variant
+
+    source = build_study(StudySettings(preset="x", archs=4), _surrogate_cfg())
+    with pytest.raises(CalibrationError, match=message):
+        build_variant_study(source, "ref", [parse_variant(v) for v in variants], **kw)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("a b:proxy.train_steps=3", "--variant expects NAME:KEY=VALUE"),
+    ("reference:proxy.train_steps=3", "not 'proxy' or 'reference'"),
+    ("a:train_steps", "expected KEY=VALUE"),
+    ("a:runner.type=local", "runner.type is how the study runs"),
+    ("a:search.workers=4", "search.workers is how the study runs"),
+])
+def test_a_bad_variant_is_refused(text, message):
+    from nas.calibration.study import parse_variant
+
+    with pytest.raises(CalibrationError, match=message):
+        parse_variant(text)
+
+
+def _rung(step, seconds, tau):
+    return {"step": step, "seconds_per_trial": seconds, "all": {"tau": tau, "tau_low": tau - 0.2, "tau_high": 1.0}}
+
+
+def test_the_verdict_names_the_cheapest_variant_and_rung_whose_tau_reaches_the_target():
+    from nas.calibration.study import _variants_verdict
+
+    done = {"done": 4, "total": 4, "failed": 0}
+    variants = [{"name": "cheap", "rungs": [_rung(100, 10.0, 0.2), _rung(200, 20.0, 0.5)]},
+                {"name": "px96", "rungs": [_rung(100, 15.0, 0.3), _rung(400, 40.0, 0.7)]},
+                {"name": "steps400", "rungs": [_rung(200, 30.0, 0.65), _rung(400, 45.0, 0.8)]}]
+    v = _variants_verdict(variants, 0.6, done, (10, 10))
+    assert (v["variant"], v["good_rung"], v["partial"]) == ("steps400", 200, False)
+    assert v["text"].startswith("variant steps400 at rung 200 is the cheapest proxy") and "30 s per trial" in v["text"]
+    none = _variants_verdict(variants, 0.9, done, (10, 10))
+    assert none["variant"] is None and "no variant reaches tau 0.9" in none["text"]
+    assert "best is variant steps400 at rung 400 with tau 0.80" in none["text"]
+    partial = _variants_verdict(variants, 0.6, {"done": 3, "total": 4, "failed": 0}, (9, 10))
+    assert partial["partial"] and partial["text"].startswith("partial (3 of 4 trainings, 9 of 10 reference trainings)")
+
+
+@pytest.fixture(scope="module")
+def reference_db(tmp_path_factory):
+    """A finished surrogate study 'ref' (5 candidates, 2 seeds of 2) in a database; tests copy it."""
+    import contextlib
+    import io
+
+    from nas import cli
+
+    tmp = tmp_path_factory.mktemp("ref")
+    preset = tmp / "surrogate.yaml"
+    preset.write_text(to_yaml(_surrogate_cfg()))
+    with contextlib.redirect_stdout(io.StringIO()):
+        code = cli.main(["calibrate", "--preset", str(preset), "--name", "ref", "--archs", "5", "--repeats", "2",
+                         "--variance-archs", "2", "--db", str(tmp / "r.db"), "--runner", "local", "--plain",
+                         "--run-dir", str(tmp / "runs" / "ref")])
+    assert code == 0
+    return tmp / "r.db"
+
+
+def _reference_copy(reference_db, tmp_path):
+    import shutil
+
+    path = tmp_path / "r.db"
+    shutil.copyfile(reference_db, path)
+    return str(path)
+
+
+VARIANTS = ["--variant", "short:proxy.train_steps=200",
+            "--variant", "long:proxy.eval_at_steps=[100,300],proxy.train_steps=600"]
+
+
+def test_a_variant_study_scores_each_variant_against_the_stored_reference_trainings(reference_db, tmp_path,
+                                                                                   capsys, monkeypatch):
+    from nas.calibration.study import find_calibrations, proxy_figures
+    from nas.cli.commands.common import open_reader
+    from nas.engine.fingerprint import fingerprint
+    from proxy_task.config import ProxyConfig
+    from proxy_task.evaluator import TrialContext, build_evaluator
+    from results_db import ResultStore
+    from tests.nas.helpers import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    db = _reference_copy(reference_db, tmp_path)
+    with ResultStore(db) as store:
+        before = store.trials("ref")
+    code, out, err = run_cli(capsys, "calibrate", "--reference-from", "ref", *VARIANTS, "--name", "var",
+                             "--db", db, "--runner", "local", "--plain")
+    assert code == 0, out + err
+    assert "2 variants of the" in out and "calibration 'var' finished: 14 of 14 trainings" in out
+    with ResultStore(db) as store:
+        assert store.trials("ref") == before  # no reference trained again, nothing of the stored study changed
+        trials = store.trials("var")
+    study = _stored_study(db, "var")
+    assert len(trials) == 2 * (5 + 2) and all(t.status == "completed" for t in trials)
+    assert {t.fingerprint for t in trials} == {study.trial_fingerprint(p) for p in study.plan}
+    assert not {t.fingerprint for t in trials} & {t.fingerprint for t in before}
+    code, shown, _ = run_cli(capsys, "calibration", "show", "var", "--db", db, "--json")
+    assert code == 0
+    d = json.loads(shown)
+    assert d["trainings"] == {"done": 14, "total": 14, "failed": 0}
+    assert d["reference"]["study"] == "ref" and d["reference"]["done"] == 5
+    # Each variant's tau at each rung is that of the surrogate's noiseless curves against the stored references.
+    ev = build_evaluator("surrogate", settings=study.proxy.evaluator.get(), proxy=ProxyConfig(),
+                         context=TrialContext(family="spinenet49", window=5, search_seed=study.proxy.search.seed))
+    ref = [ev.expected_ap(c.arch, 1600) for c in study.candidates]
+    assert [v["name"] for v in d["variants"]] == ["short", "long"]
+    assert [[r["step"] for r in v["rungs"]] for v in d["variants"]] == [[100, 200], [100, 300, 600]]
+    for v in d["variants"]:
+        for row in v["rungs"]:
+            expected = [ev.expected_ap(c.arch, row["step"]) for c in study.candidates]
+            assert row["all"]["tau"] == pytest.approx(stats.kendalltau(expected, ref).statistic)
+            assert row["seconds_per_trial"] is not None and row["cv_max"] == pytest.approx(0.0)  # no seed noise
+        assert [len(c["aps"]) for c in v["variance"]["candidates"]] == [2, 2]
+    # The verdict: the cheapest (variant, rung) whose tau reaches the target.
+    good = [(r["seconds_per_trial"], v["name"], r["step"]) for v in d["variants"] for r in v["rungs"]
+            if r["all"]["tau"] >= d["settings"]["target_tau"]]
+    assert good and (d["verdict"]["variant"], d["verdict"]["good_rung"]) == min(good)[1:]
+    code, text, _ = run_cli(capsys, "calibration", "show", "var", "--db", db)
+    assert code == 0 and f"verdict: variant {d['verdict']['variant']} at rung {d['verdict']['good_rung']}" in text
+    assert "short    200    7 of 7     proxy.train_steps=200" in text
+    # A search of a variant's proxy finds the study, and the variant's figures.
+    long_fp = fingerprint(study.variant("long").config)
+    with open_reader(db) as reader:
+        assert [n for n, _ in find_calibrations(reader, long_fp)] == ["var"]
+        assert [n for n, _ in find_calibrations(reader, fingerprint(study.proxy))] == ["ref"]
+        assert [r["step"] for r in proxy_figures(reader, "var", long_fp)["rungs"]] == [100, 300, 600]
+
+
+@pytest.mark.slow
+def test_the_report_and_image_of_a_variant_study_plot_seconds_per_trial_against_tau(reference_db, tmp_path, capsys,
+                                                                          monkeypatch):
+    from tests.nas.helpers import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    db = _reference_copy(reference_db, tmp_path)
+    code, out, err = run_cli(capsys, "calibrate", "--reference-from", "ref", *VARIANTS, "--name", "var",
+                             "--db", db, "--runner", "local", "--plain")
+    assert code == 0, out + err
+    code, _, err = run_cli(capsys, "report", "--search", "var", "--search", "ref", "--db", db, "--out",
+                           str(tmp_path / "rep"))
+    assert code == 0, err
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert page.count('alt="seconds per trial against Kendall tau of each variant"') == 1
+    assert page.count('alt="Kendall tau of each rung against the reference"') == 1  # the study 'ref' as before
+    code, _, err = run_cli(capsys, "calibration", "show", "var", "--db", db, "--image", str(tmp_path / "v.svg"))
+    assert code == 0 and "<svg" in (tmp_path / "v.svg").read_text(), err
+    code, _, err = run_cli(capsys, "calibration", "show", "var", "--db", db, "--image", str(tmp_path / "v.gif"))
+    assert code == 2 and "--image must end in .png or .svg" in err
+
+
+def test_an_interrupted_variant_study_resumes_without_repeating_a_training(reference_db, tmp_path, capsys,
+                                                                          monkeypatch):
+    from nas.calibration.study import CalibrationStudy, build_variant_study, parse_variant
+    from nas.cli.console import PlainView
+    from results_db import ResultStore
+    from tests.nas.helpers import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    db = _reference_copy(reference_db, tmp_path)
+    study = build_variant_study(_stored_study(db, "ref"), "ref", [parse_variant(VARIANTS[1]),
+                                                                  parse_variant(VARIANTS[3])])
+    raised = []
+
+    def ctrl_c_at_the_fourth(text):  # Ctrl-C once, as the fourth training is stored
+        if text.startswith("[4/") and not raised:
+            raised.append(text)
+            raise KeyboardInterrupt
+
+    store = ResultStore(db)
+    job = CalibrationStudy(study, name="var", store=store, run_dir=str(tmp_path / "runs" / "var"),
+                           view=PlainView(out=ctrl_c_at_the_fourth), tensorboard=False)
+    job.prepare()
+    job.start_runner()
+    outcome = job.run()
+    before = {t.index: t for t in store.trials("var")}
+    store.close()
+    assert outcome.interrupted and outcome.done == 4
+    done = [i for i, t in before.items() if t.status == "completed"]
+    assert len(done) == 4
+    code, out, err = run_cli(capsys, "calibrate", "--resume", "var", "--db", db, "--runner", "local", "--plain")
+    assert code == 0, out + err
+    assert "resuming calibration 'var': 4 of 14 trainings done, 10 to run" in out
+    with ResultStore(db) as store:
+        after = {t.index: t for t in store.trials("var")}
+        assert store.open_search("var").status == "completed"
+    assert len(after) == 14 and all(t.status == "completed" for t in after.values())
+    for i in done:  # not trained again
+        assert after[i].finished_at == before[i].finished_at and after[i].attempt == before[i].attempt
+    assert "verdict: variant" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--reference-from", "ref", "--variant", "a:proxy.nope=1"], "--variant a: proxy.nope=1: unknown key"),
+    (["--reference-from", "ref", "--variant", "a:proxy.train_steps=abc"], "expected an integer, got 'abc'"),
+    (["--reference-from", "ref", "--variant", "a:proxy.train_steps=100", "--variant", "a:proxy.train_steps=300"],
+     "--variant names must differ"),
+    (["--reference-from", "ghost", "--variant", "a:proxy.train_steps=100"], "unknown search 'ghost'"),
+    (["--reference-from", "s", "--variant", "a:proxy.train_steps=100"], "'s' is a search, not a calibration study"),
+    (["--reference-from", "var0", "--variant", "a:proxy.train_steps=100"], "--reference-from ref"),
+    (["--reference-from", "ref"], "needs at least one --variant"),
+    (["--variant", "a:proxy.train_steps=100"], "--variant needs --reference-from"),
+    (["--reference-from", "ref", "--variant", "a:proxy.train_steps=100", "--archs", "4"],
+     "--archs does not apply to --reference-from"),
+    (["--resume", "var0", "--variant", "a:proxy.train_steps=100"], "--variant does not apply to --resume"),
+])
+def test_bad_variant_input_is_one_line_and_changes_no_database(reference_db, tmp_path, capsys, monkeypatch, argv,
+                                                               message):
+    from nas.calibration.study import CalibrationStudy, build_variant_study, parse_variant
+    from results_db import ResultStore
+    from tests.nas.helpers import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    db = _reference_copy(reference_db, tmp_path)
+    with ResultStore(db) as store:  # a search, and a study of variants (made, not run)
+        store.create_search("s", config=to_yaml(_surrogate_cfg()), fingerprint="fp-search")
+        study = build_variant_study(_stored_study(db, "ref"), "ref", [parse_variant("a:proxy.train_steps=100")])
+        CalibrationStudy(study, name="var0", store=store, run_dir=str(tmp_path / "x"), tensorboard=False).prepare()
+    rows = _dump(db)
+    code, out, err = run_cli(capsys, "calibrate", *argv, "--db", db, "--runner", "local")
+    assert code == 2, out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], err
+    assert _dump(db) == rows
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_study_without_variants_shows_as_before(tmp_path, capsys):
+    from tests.nas.helpers import run_cli
+
+    db = _demo_copy(tmp_path)
+    code, text, _ = run_cli(capsys, "calibration", "show", "demo-cal", "--db", db)
+    assert code == 0
+    with open(DEMO_SHOW, encoding="utf-8") as fh:
+        assert text == fh.read()  # as `calibration show` printed it before studies of variants
+    code, shown, _ = run_cli(capsys, "calibration", "show", "demo-cal", "--db", db, "--json")
+    with open(DEMO_JSON, encoding="utf-8") as fh:
+        recorded = json.load(fh)
+    recorded.pop("command")
+    assert json.loads(shown) == recorded  # the figures the benchmark recorded

@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import re
+import sys
 import time
 from typing import Any
 
@@ -89,88 +90,36 @@ def _candidates(args: argparse.Namespace, reader_db: str | None) -> tuple[list[A
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
-    from nas.calibration.study import CalibrationError, StudySettings, build_study
-    from nas.cli.commands.common import load_config
-
     _check_flags(args)
     plugins = import_or_exit(args.plugin or ())  # before any config is read: it may name what they register
     overrides = [f"{key}={getattr(args, flag)}" for flag, key in _FLAG_KEYS.items()
                  if getattr(args, flag, None) is not None]
+    if args.variant and args.reference_from is None and not args.resume:
+        raise UserError("--variant needs --reference-from STUDY: the stored study whose candidates and reference "
+                        "trainings the variants are scored against")
     if args.resume:
         if args.name is not None and args.name != args.resume:
             raise UserError("give either --resume NAME or --name NAME, not both")
         given = [f for f in ("preset", "archs", "archs_from", "from_search", "repeats", "variance_archs", "rungs",
-                             "reference_steps", "reference_set", "target_tau", "seed", "set")
+                             "reference_steps", "reference_set", "target_tau", "seed", "set", "reference_from",
+                             "variant")
                  if getattr(args, f) not in (None, [], ())]
         if given:
             raise UserError(f"--{given[0].replace('_', '-')} does not apply to --resume: a resumed study keeps its "
                             "stored settings")
+    elif args.retry_failed:
+        raise UserError("--retry-failed applies to --resume NAME: it runs a stored study's failed trainings again")
+    elif args.reference_from is not None:
+        study, name = _variant_study(args, overrides, plugins)
     else:
-        if args.retry_failed:
-            raise UserError("--retry-failed applies to --resume NAME: it runs a stored study's failed trainings again")
-        preset = args.preset or "demo"
-        cfg = load_config(preset, [*overrides, *(args.set or [])], plugins)
-        from search_space import get_family
-
-        try:
-            get_family(cfg.search.family)
-        except LookupError as e:
-            raise UserError(error_text(e)) from None
-        candidates, source = _candidates(args, args.db)
-        settings = StudySettings(
-            preset=preset, archs=args.archs if args.archs is not None else 12,
-            repeats=args.repeats if args.repeats is not None else 3,
-            variance_archs=args.variance_archs if args.variance_archs is not None else 3,
-            rungs=args.rungs or (), reference_steps=args.reference_steps or 0,
-            reference_set=tuple(args.reference_set or ()),
-            target_tau=args.target_tau if args.target_tau is not None else 0.6,
-            seed=args.seed if args.seed is not None else 0, source=source,
-        )  # fmt: skip
-        try:
-            study = build_study(settings, cfg, candidates)
-        except CalibrationError as e:
-            raise UserError(str(e)) from None
-        if args.name is not None:
-            check_new_name(args.name)
-        stem = re.sub(r"[^A-Za-z0-9._-]", "-", os.path.splitext(os.path.basename(preset))[0])
-        name = args.name or f"calibration-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-        check_machine(cfg, args)
-        if study.proxy.evaluator.type == "retinanet":  # a dataset that is not there fails before the database is made
-            ensure_data(study.proxy)
-            ensure_data(study.reference)
+        study, name = _new_study(args, overrides, plugins)
     run_dir_of(args, name if not args.resume else args.resume)  # before the database
     store, url = open_store(args.db, create=not args.resume)
     try:
         if args.resume:
-            from nas.calibration.study import KIND
-
             name = args.resume
-            try:
-                record = store.open_search(name)
-            except LookupError as e:
-                raise UserError(error_text(e)) from None
-            if record.kind != KIND:
-                raise UserError(f"{name!r} is a search, not a calibration study; continue it with 'spinenas search "
-                                f"--resume {name}'")
-            study = _stored_study(record.config, name, plugins)
-            if overrides:  # how its trainings run (workers, CPUs, runner), not what they measure
-                from dataclasses import replace
-
-                # A timeout given for the proxy grows for the reference in proportion to its steps, as at creation.
-                ratio = max(1.0, study.reference.proxy.train_steps / study.proxy.proxy.train_steps)
-                ref_overrides = [f"search.trial_timeout_s={float(o.split('=', 1)[1]) * ratio}"
-                                 if o.startswith("search.trial_timeout_s=") else o for o in overrides]
-                study = replace(study, proxy=_resolved(study.proxy, overrides),
-                                reference=_resolved(study.reference, ref_overrides))
-            check_machine(study.proxy, args)
-            trials = store.trials(name)
-            done = sum(t.status in ("completed", "failed") for t in trials)
-            failed = sum(t.status == "failed" for t in trials)
-            if record.status == "completed" and done >= len(study.plan) and not (args.retry_failed and failed):
-                hint = (f"; {failed} failed: 'spinenas calibrate --resume {name} --retry-failed' runs them again"
-                        if failed else "")
-                say(f"calibration {name!r} is complete: {done} of {len(study.plan)} trainings; nothing to do "
-                    f"('spinenas calibration show {name}'){hint}")
+            study = _resumed_study(store, name, args, overrides, plugins)
+            if study is None:
                 return 0
         else:
             try:
@@ -180,12 +129,146 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
             else:
                 raise UserError(f"a search or study named {name!r} already exists in {url}; continue it with "
                                 f"--resume {name}, or choose another --name")
-        if args.resume and study.proxy.evaluator.type == "retinanet":
+        if args.resume:
             ensure_data(study.proxy)
             ensure_data(study.reference)
+        if args.resume:
+            _ensure_variant_data(study)
         return _run(study, name, store, url, args)
     finally:
         store.close()
+
+
+def _new_study(args: argparse.Namespace, overrides: list[str], plugins: tuple[str, ...]) -> tuple[Any, str]:
+    """The study the flags describe, and its name; checked, nothing written."""
+    from nas.calibration.study import CalibrationError, StudySettings, build_study
+    from nas.cli.commands.common import load_config
+    from search_space import get_family
+
+    preset = args.preset or "demo"
+    cfg = load_config(preset, [*overrides, *(args.set or [])], plugins)
+    try:
+        get_family(cfg.search.family)
+    except LookupError as e:
+        raise UserError(error_text(e)) from None
+    candidates, source = _candidates(args, args.db)
+    settings = StudySettings(
+        preset=preset, archs=args.archs if args.archs is not None else 12,
+        repeats=args.repeats if args.repeats is not None else 3,
+        variance_archs=args.variance_archs if args.variance_archs is not None else 3,
+        rungs=args.rungs or (), reference_steps=args.reference_steps or 0,
+        reference_set=tuple(args.reference_set or ()),
+        target_tau=args.target_tau if args.target_tau is not None else 0.6,
+        seed=args.seed if args.seed is not None else 0, source=source,
+    )  # fmt: skip
+    try:
+        study = build_study(settings, cfg, candidates)
+    except CalibrationError as e:
+        raise UserError(str(e)) from None
+    if args.name is not None:
+        check_new_name(args.name)
+    stem = re.sub(r"[^A-Za-z0-9._-]", "-", os.path.splitext(os.path.basename(preset))[0])
+    name = args.name or f"calibration-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_machine(cfg, args)
+    ensure_data(study.proxy)  # a dataset that is not there fails before the database is made (if one is read)
+    ensure_data(study.reference)
+    return study, name
+
+
+def _variant_study(args: argparse.Namespace, overrides: list[str], plugins: tuple[str, ...]) -> tuple[Any, str]:
+    """The study of --variant's against the stored study --reference-from (read from --db), and its name; checked,
+    nothing written."""
+    from nas.calibration.study import KIND, REFERENCE, CalibrationError, build_variant_study, parse_variant
+
+    given = [f for f in ("preset", "archs", "archs_from", "from_search", "rungs", "reference_steps", "reference_set",
+                         "seed", "set") if getattr(args, f) not in (None, [], ())]
+    if given:
+        raise UserError(f"--{given[0].replace('_', '-')} does not apply to --reference-from: the candidates, rungs "
+                        "and reference are the stored study's; a variant sets its own keys (--variant "
+                        "NAME:KEY=VALUE,...)")
+    source_name = args.reference_from
+    try:
+        variants = [parse_variant(v) for v in args.variant or ()]
+    except CalibrationError as e:
+        raise UserError(str(e)) from None
+    if args.name is not None:
+        check_new_name(args.name)
+    from nas.cli.commands.common import open_reader
+
+    with open_reader(args.db) as reader:
+        try:
+            record = reader.open_search(source_name)
+        except LookupError as e:
+            raise UserError(f"--reference-from: {error_text(e)}") from None
+        if getattr(record, "kind", "search") != KIND:
+            raise UserError(f"--reference-from {source_name!r} is a search, not a calibration study: it has no "
+                            "reference trainings")
+        source = _stored_study(record.config, source_name, plugins)
+        statuses = {t.index: t.status for t in reader.trials(source_name)}
+    try:
+        study = build_variant_study(source, source_name, variants, repeats=args.repeats,
+                                    variance_archs=args.variance_archs, target_tau=args.target_tau)
+    except CalibrationError as e:
+        raise UserError(str(e)) from None
+    refs = sum(statuses.get(p.index) == "completed" for p in source.plan if p.fidelity == REFERENCE and p.repeat == 0)
+    if refs < 3:
+        raise UserError(f"--reference-from {source_name!r}: {refs} of its {len(source.candidates)} reference "
+                        "trainings are done; a ranking needs at least 3 (resume it first)")
+    study = _with_run_overrides(study, overrides)
+    stem = re.sub(r"[^A-Za-z0-9._-]", "-", source_name).lstrip("._-") or "calibration"
+    name = args.name or f"{stem}-variants-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_machine(study.proxy, args)
+    _ensure_variant_data(study)
+    return study, name
+
+
+def _ensure_variant_data(study: Any) -> None:
+    """The datasets of a study's variants (a variant may train on other data), before anything is written."""
+    for v in study.variants:
+        ensure_data(v.config)
+
+
+def _with_run_overrides(study: Any, overrides: list[str]) -> Any:
+    """A study with how its trainings run (workers, CPUs, runner, timeout) set in all its configs. A timeout given
+    for the proxy grows for a longer training (the reference, a variant) in proportion to its steps, as at
+    creation."""
+    if not overrides:
+        return study
+    from dataclasses import replace
+
+    def scaled(cfg: Any) -> Any:
+        ratio = max(1.0, cfg.proxy.train_steps / study.proxy.proxy.train_steps)
+        return _resolved(cfg, [f"search.trial_timeout_s={float(o.split('=', 1)[1]) * ratio}"
+                               if o.startswith("search.trial_timeout_s=") else o for o in overrides])
+
+    return replace(study, proxy=_resolved(study.proxy, overrides), reference=scaled(study.reference),
+                   variants=tuple(replace(v, config=scaled(v.config)) for v in study.variants))
+
+
+def _resumed_study(store: Any, name: str, args: argparse.Namespace, overrides: list[str],
+                   plugins: tuple[str, ...]) -> Any:
+    """The stored study `name` with the run flags, or None (said so) when it is complete and nothing is asked."""
+    from nas.calibration.study import KIND
+
+    try:
+        record = store.open_search(name)
+    except LookupError as e:
+        raise UserError(error_text(e)) from None
+    if record.kind != KIND:
+        raise UserError(f"{name!r} is a search, not a calibration study; continue it with 'spinenas search "
+                        f"--resume {name}'")
+    study = _with_run_overrides(_stored_study(record.config, name, plugins), overrides)
+    check_machine(study.proxy, args)
+    trials = store.trials(name)
+    done = sum(t.status in ("completed", "failed") for t in trials)
+    failed = sum(t.status == "failed" for t in trials)
+    if record.status == "completed" and done >= len(study.plan) and not (args.retry_failed and failed):
+        hint = (f"; {failed} failed: 'spinenas calibrate --resume {name} --retry-failed' runs them again"
+                if failed else "")
+        say(f"calibration {name!r} is complete: {done} of {len(study.plan)} trainings; nothing to do "
+            f"('spinenas calibration show {name}'){hint}")
+        return None
+    return study
 
 
 def _stored_study(text: str, name: str, plugins: tuple[str, ...]) -> Any:
@@ -201,7 +284,9 @@ def _stored_study(text: str, name: str, plugins: tuple[str, ...]) -> Any:
     except CalibrationError as e:
         raise UserError(f"study {name!r}: {e}") from None
     return dataclasses.replace(study, proxy=with_plugins(study.proxy, plugins),
-                               reference=with_plugins(study.reference, plugins))
+                               reference=with_plugins(study.reference, plugins),
+                               variants=tuple(dataclasses.replace(v, config=with_plugins(v.config, plugins))
+                                              for v in study.variants))
 
 
 def _check_flags(args: argparse.Namespace) -> None:
@@ -247,11 +332,19 @@ def _run(study: Any, name: str, store: Any, url: str, args: argparse.Namespace) 
     with trial_job(cfg, args, run_dir, make) as runner:
         view = runner.view
         s = study.settings
-        view.line(f"calibration {name!r} of the {s.preset} proxy: {len(study.candidates)} candidates at "
-                  f"{cfg.proxy.train_steps} steps (rungs {', '.join(map(str, s.rungs))}) and at "
-                  f"{s.reference_steps} steps{' ' + ' '.join(s.reference_set) if s.reference_set else ''}, "
-                  f"{s.repeats} seeds of {s.variance_archs}: {len(study.plan)} trainings on the "
-                  f"{cfg.runner.type} runner, {cfg.search.workers} at a time")
+        if study.variants:
+            view.line(printable(
+                f"calibration {name!r}: {len(study.variants)} variants of the {s.preset} proxy "
+                f"({', '.join(f'{v.name} {v.config.proxy.train_steps} steps' for v in study.variants)}) on the "
+                f"{len(study.candidates)} candidates of study {study.reference_from!r}, scored against its "
+                f"{s.reference_steps}-step reference trainings, {s.repeats} seeds of {s.variance_archs} each: "
+                f"{len(study.plan)} trainings on the {cfg.runner.type} runner, {cfg.search.workers} at a time"))
+        else:
+            view.line(f"calibration {name!r} of the {s.preset} proxy: {len(study.candidates)} candidates at "
+                      f"{cfg.proxy.train_steps} steps (rungs {', '.join(map(str, s.rungs))}) and at "
+                      f"{s.reference_steps} steps{' ' + ' '.join(s.reference_set) if s.reference_set else ''}, "
+                      f"{s.repeats} seeds of {s.variance_archs}: {len(study.plan)} trainings on the "
+                      f"{cfg.runner.type} runner, {cfg.search.workers} at a time")
         view.line(f"  database {url}; log {os.path.join(run_dir, 'search.log')}")
         outcome = runner.run()
     say(f"calibration {name!r} {'stopped' if outcome.interrupted else 'finished'}: {outcome.done} of "
@@ -270,18 +363,16 @@ def _run(study: Any, name: str, store: Any, url: str, args: argparse.Namespace) 
 # --------------------------------------------------------------------------------------------------- show
 def _load(reader: Any, name: str) -> dict[str, Any]:
     """The study `name`'s figures (`nas.calibration.study.analyze`), with its name and status."""
-    from nas.calibration.study import KIND, CalibrationError, Study, analyze
+    from nas.calibration.study import KIND, CalibrationError, read_figures
 
     record = reader.open_search(name)
     if getattr(record, "kind", "search") != KIND:
         raise UserError(f"{name!r} is a search, not a calibration study (`spinenas searches` lists both)")
     try:
-        study = Study.from_yaml(record.config)
+        figures = read_figures(reader, record)
     except CalibrationError as e:
         raise UserError(f"study {name!r}: {e}") from None
-    trials = reader.trials(name)
-    reports = reader.reports([t.id for t in trials]) if trials else {}
-    return {"name": name, "status": record.status, **analyze(study, trials, reports)}
+    return {"name": name, "status": record.status, **figures}
 
 
 def _f(x: Any, digits: int = 3) -> str:
@@ -291,6 +382,9 @@ def _f(x: Any, digits: int = 3) -> str:
 def _print_study(name: str, d: dict[str, Any]) -> None:
     """A study's figures as text; what the database stored (names, the preset, overrides) is shown `printable`
     (tables are, by `print_table`)."""
+    if "variants" in d:
+        _print_variants(name, d)
+        return
     s = d["settings"]
     t = d["trainings"]
     print(printable(f"calibration {name} ({d['status']}): {t['done']} of {t['total']} trainings, {t['failed']} "
@@ -327,21 +421,74 @@ def _print_study(name: str, d: dict[str, Any]) -> None:
     print(printable(f"\nverdict: {d['verdict']['text']}", newlines=True))
 
 
-def _cmd_calibration_show(args: argparse.Namespace) -> int:
-    from nas.cli.commands.common import open_reader
+def _tau(a: dict[str, Any]) -> str:
+    return f"{_f(a['tau'], 2)} [{_f(a['tau_low'], 2)}, {_f(a['tau_high'], 2)}]"
 
+
+def _print_variants(name: str, d: dict[str, Any]) -> None:
+    """A study of variants' figures as text: per variant and rung the cost, tau and seed CV; the verdict."""
+    s, t, ref, variants = d["settings"], d["trainings"], d["reference"], d["variants"]
+    print(printable(f"calibration {name} ({d['status']}): {t['done']} of {t['total']} trainings, {t['failed']} "
+                    "failed"))
+    extra = " " + " ".join(ref["overrides"]) if ref["overrides"] else ""
+    print(printable(f"  variants of the {s['preset']} proxy ({d['proxy_steps']} steps), scored against the "
+                    f"reference trainings of study {ref['study']}: {ref['steps']} steps{extra}, {ref['done']} of "
+                    f"{ref['total']} done ({_f(ref['seconds_per_trial'], 0)} s per trial)"))
+    print()
+    print_table(("variant", "steps", "trainings", "overrides"),
+                [(v["name"], v["train_steps"], f"{v['trainings']['done']} of {v['trainings']['total']}",
+                  " ".join(v["overrides"]) or "(the proxy as stored)") for v in variants])
+    print(f"\nper variant and rung: seconds per trial, Kendall tau against the reference (90% bootstrap intervals), "
+          f"the largest seed CV of the {s['variance_archs']} repeated candidates ({s['repeats']} seeds; CV only where "
+          f"the mean AP is >= 0.05; target CV <= {variants[0]['variance']['cv_target'] if variants else '-'}):")
+    rows = [(v["name"], r["step"], _f(r["seconds_per_trial"], 0), r["all"]["n"], _tau(r["all"]), _f(r["all"]["tau_p"]),
+             r["random"]["n"], _tau(r["random"]), _f(r["cv_max"], 2)) for v in variants for r in v["rungs"]]
+    print_table(("variant", "rung", "s/trial", "n", "tau (all)", "p", "n random", "tau (random)", "CV"), rows)
+    noise = [(v["name"], c) for v in variants for c in v["variance"]["candidates"]]
+    if noise:
+        print("\nseed noise at each variant's last step:")
+        print_table(("variant", "candidate", "APs", "mean", "std", "CV"),
+                    [(n, c["name"], " ".join(f"{x:.3f}" for x in c["aps"]), _f(c["mean"]), _f(c["std"]),
+                      _f(c["cv"], 2)) for n, c in noise])
+    if variants:
+        print("\ncandidates (AP at each variant's last step, and at the reference):")
+        print_table(("candidate", "key", *(v["name"] for v in variants), "reference"),
+                    [(c["name"], c["key"], *(_f(v["candidates"][j]["proxy_ap"][str(v["train_steps"])])
+                                             for v in variants), _f(c["reference_ap"]))
+                     for j, c in enumerate(variants[0]["candidates"])])
+    print(printable(f"\nverdict: {d['verdict']['text']}", newlines=True))
+
+
+def _cmd_calibration_show(args: argparse.Namespace) -> int:
+    from nas.cli.commands.common import check_output_path, open_reader, replace_atomically, writing_output
+
+    if args.image is not None:
+        if os.path.splitext(args.image)[1].lower() not in (".png", ".svg"):
+            raise UserError(f"--image must end in .png or .svg, got {args.image!r}")
+        check_output_path(args.image, "--image", directory=False)
     with open_reader(args.db) as reader:
         d = _load(reader, args.name)
     if args.json:
         print(json.dumps(d, indent=2))
     else:
         _print_study(args.name, d)
+    if args.image is not None:
+        from nas.cli.report import calibration_figure
+
+        with writing_output(args.image, "--image", directory=False):
+            replace_atomically(args.image, lambda tmp: calibration_figure(args.name, d).savefig(tmp, dpi=110))
+        print(f"\nwrote {args.image}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 
 # --------------------------------------------------------------------------------------------------- parsers
 def register(sub: Any) -> None:
     """Adds `calibrate` and `calibration` to the `spinenas` subcommands."""
+    _register_calibrate(sub)
+    _register_calibration(sub)
+
+
+def _register_calibrate(sub: Any) -> None:
     from results_db.url import DB_HELP
 
     p = sub.add_parser(
@@ -355,7 +502,12 @@ def register(sub: Any) -> None:
         "coefficient of variation over seeds, the cost of each rung, and the cheapest rung whose tau reaches "
         "--target-tau. The study is stored in the results database (a search of kind calibration: 'spinenas "
         "calibration show NAME', 'spinenas report --search NAME'); --resume NAME continues it after any crash "
-        "without repeating a finished training. It runs on the search's runners (Ray by default). Exit codes as "
+        "without repeating a finished training. It runs on the search's runners (Ray by default). With "
+        "--reference-from STUDY and one --variant NAME:KEY=VALUE[,KEY=VALUE...] per variant (e.g. --variant "
+        "steps400:proxy.train_steps=400 --variant px96:proxy.image_size=96), it trains no reference: each variant "
+        "of that stored study's proxy trains on its candidates (with the --repeats) and is scored against its "
+        "reference trainings, read from the same --db; 'calibration show' then gives per variant and rung the "
+        "seconds per trial, tau and seed CV, and the cheapest variant whose tau reaches the target. Exit codes as "
         "search's: 0 done, 1 the database failed under it, 2 bad input, 3 another driver took the study over, 130 "
         "Ctrl-C, 143 SIGTERM.",
     )
@@ -382,7 +534,17 @@ def register(sub: Any) -> None:
                                                                     "(default 4x the proxy's)")
     p.add_argument("--reference-set", action="append", metavar="proxy.KEY=VALUE",
                    help="a setting of the reference fidelity only, e.g. proxy.image_size=256 (repeatable)")
-    p.add_argument("--target-tau", type=float, help="the Kendall tau a good rung reaches (default 0.6)")
+    p.add_argument("--target-tau", type=float, help="the Kendall tau a good rung reaches (default 0.6; with "
+                                                    "--reference-from: the stored study's)")
+    p.add_argument("--reference-from", metavar="STUDY",
+                   help="score --variant's against the candidates and reference trainings of this stored study (in "
+                        "the same --db); its --repeats and --variance-archs apply to each variant (default: the "
+                        "stored study's)")
+    p.add_argument("--variant", action="append", metavar="NAME:KEY=VALUE[,KEY=VALUE...]",
+                   help="with --reference-from: a variant of the stored proxy, its keys overridden (any config key "
+                        "but how the study runs, e.g. steps400:proxy.train_steps=400; its rungs: its "
+                        "eval_at_steps, by default the stored ones before its last step, and its last step; NAME "
+                        "alone: the proxy as stored); repeatable")
     p.add_argument("--seed", type=int, help="draws the random candidates (default 0)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a key of the preset (repeatable)")
     add_plugin_argument(p)
@@ -397,6 +559,10 @@ def register(sub: Any) -> None:
     p.add_argument("--plain", action="store_true", help="plain progress lines even on a terminal")
     p.set_defaults(func=_cmd_calibrate)
 
+
+def _register_calibration(sub: Any) -> None:
+    from results_db.url import DB_HELP
+
     p = sub.add_parser("calibration", help="look at calibration studies",
                        description="Look at the calibration studies in the results database.")
     c_sub = p.add_subparsers(dest="calibration_command", metavar="SUBCOMMAND", parser_class=type(p), required=True)
@@ -406,9 +572,14 @@ def register(sub: Any) -> None:
         description="Print a calibration study: tau and rho of each rung against the reference with their "
         "intervals and p-values, over all candidates and the random ones alone; the seed noise (mean, std, CV) of "
         "the repeated candidates; each rung's cost in trial-seconds; and the verdict (the cheapest rung whose tau "
-        "reaches the target, or that none does). Works on a study still running (partial).",
+        "reaches the target, or that none does). A study of variants (calibrate --reference-from): per variant and "
+        "rung the seconds per trial, tau with its interval and the seed CV, and the cheapest variant and rung whose "
+        "tau reaches the target. Works on a study still running (partial).",
     )
     q.add_argument("name", help="the study")
     q.add_argument("--db", help=DB_HELP)
     q.add_argument("--json", action="store_true", help="print JSON")
+    q.add_argument("--image", metavar="PATH", help="write a plot to PATH (.png or .svg): tau of each rung against "
+                                                  "its steps, or for a study of variants seconds per trial against "
+                                                  "tau, per variant")
     q.set_defaults(func=_cmd_calibration_show)
