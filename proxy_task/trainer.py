@@ -190,6 +190,58 @@ def build_experiment(arch: ArchSpec, cfg: ProxyConfig, dataset: DatasetInfo, pre
             stochastic_depth_drop_rate=0.0,
         ),
     )
+    exp.override(
+        {
+            "runtime": {"mixed_precision_dtype": precision},
+            "task": _task_overrides(cfg, dataset, precision),
+            "trainer": _trainer_overrides(cfg, dataset),
+        },
+        is_strict=True,
+    )
+    exp.validate()
+    return exp
+
+
+def _task_overrides(cfg: ProxyConfig, dataset: DatasetInfo, precision: str) -> dict[str, Any]:
+    """The task part of `build_experiment`'s overrides: the split's files, the detector's sizes, both input
+    pipelines."""
+    return {
+        "annotation_file": dataset.val_annotation_file,
+        "init_checkpoint": None,
+        "model": {
+            "num_classes": dataset.num_classes,
+            "input_size": [cfg.image_size, cfg.image_size, 3],
+            "head": {"num_convs": cfg.head_num_convs, "num_filters": cfg.head_num_filters},
+            "norm_activation": {"activation": cfg.activation, "use_sync_bn": False},
+            "detection_generator": {"nms_version": cfg.nms_version, "pre_nms_top_k": cfg.pre_nms_top_k},
+        },
+        "losses": {"l2_weight_decay": cfg.l2_weight_decay},
+        "train_data": {
+            "input_path": dataset.train_pattern,
+            "global_batch_size": cfg.batch_size,
+            "is_training": True,
+            "dtype": precision,
+            "shuffle_buffer_size": min(10000, dataset.train_images),
+            "seed": cfg.seed,
+            "deterministic": cfg.deterministic,
+            "parser": {"aug_rand_hflip": cfg.aug_rand_hflip, "aug_scale_min": cfg.aug_scale_min,
+                       "aug_scale_max": cfg.aug_scale_max},
+        },
+        "validation_data": {
+            "input_path": dataset.val_pattern,
+            "global_batch_size": cfg.eval_batch_size,
+            "is_training": False,
+            "dtype": precision,
+            "drop_remainder": False,
+            "seed": cfg.seed,
+            "deterministic": cfg.deterministic,
+        },
+    }
+
+
+def _trainer_overrides(cfg: ProxyConfig, dataset: DatasetInfo) -> dict[str, Any]:
+    """The trainer part of `build_experiment`'s overrides: the steps, the validation steps that cover the evaluated
+    images, and the optimizer with its learning-rate schedule and warmup."""
     eval_images = dataset.val_images if not cfg.eval_images else min(cfg.eval_images, dataset.val_images)
     schedule: dict[str, Any]
     if cfg.lr_schedule == "cosine":
@@ -201,58 +253,17 @@ def build_experiment(arch: ArchSpec, cfg: ProxyConfig, dataset: DatasetInfo, pre
         optimizer: dict[str, Any] = {"type": "adam", "adam": {"clipnorm": cfg.clipnorm}}
     else:
         optimizer = {"type": "sgd", "sgd": {"momentum": 0.9, "clipnorm": cfg.clipnorm}}
-    exp.override(
-        {
-            "runtime": {"mixed_precision_dtype": precision},
-            "task": {
-                "annotation_file": dataset.val_annotation_file,
-                "init_checkpoint": None,
-                "model": {
-                    "num_classes": dataset.num_classes,
-                    "input_size": [cfg.image_size, cfg.image_size, 3],
-                    "head": {"num_convs": cfg.head_num_convs, "num_filters": cfg.head_num_filters},
-                    "norm_activation": {"activation": cfg.activation, "use_sync_bn": False},
-                    "detection_generator": {"nms_version": cfg.nms_version, "pre_nms_top_k": cfg.pre_nms_top_k},
-                },
-                "losses": {"l2_weight_decay": cfg.l2_weight_decay},
-                "train_data": {
-                    "input_path": dataset.train_pattern,
-                    "global_batch_size": cfg.batch_size,
-                    "is_training": True,
-                    "dtype": precision,
-                    "shuffle_buffer_size": min(10000, dataset.train_images),
-                    "seed": cfg.seed,
-                    "deterministic": cfg.deterministic,
-                    "parser": {"aug_rand_hflip": cfg.aug_rand_hflip, "aug_scale_min": cfg.aug_scale_min,
-                               "aug_scale_max": cfg.aug_scale_max},
-                },
-                "validation_data": {
-                    "input_path": dataset.val_pattern,
-                    "global_batch_size": cfg.eval_batch_size,
-                    "is_training": False,
-                    "dtype": precision,
-                    "drop_remainder": False,
-                    "seed": cfg.seed,
-                    "deterministic": cfg.deterministic,
-                },
-            },
-            "trainer": {
-                "train_steps": cfg.train_steps,
-                "validation_steps": math.ceil(eval_images / cfg.eval_batch_size),
-                "optimizer_config": {
-                    "optimizer": optimizer,
-                    "learning_rate": schedule,
-                    "warmup": {"type": "linear", "linear": {"warmup_steps": cfg.warmup_steps,
-                                                            "warmup_learning_rate": 0.0}}
-                    if cfg.warmup_steps
-                    else {"type": None},
-                },
-            },
+    return {
+        "train_steps": cfg.train_steps,
+        "validation_steps": math.ceil(eval_images / cfg.eval_batch_size),
+        "optimizer_config": {
+            "optimizer": optimizer,
+            "learning_rate": schedule,
+            "warmup": {"type": "linear", "linear": {"warmup_steps": cfg.warmup_steps, "warmup_learning_rate": 0.0}}
+            if cfg.warmup_steps
+            else {"type": None},
         },
-        is_strict=True,
-    )
-    exp.validate()
-    return exp
+    }
 
 
 def _create_optimizer_slots(optimizer: Any, variables: Any) -> None:
