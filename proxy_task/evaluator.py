@@ -21,9 +21,16 @@ Adding an evaluator is one module plus one registration::
       def __init__(self, settings: LatencyConfig, proxy: ProxyConfig, context: TrialContext): ...
       def evaluate(self, arch, *, seed, report=no_report): ...
 
-  register_evaluator('latency', 'my_package.latency:LatencyEvaluator', config_cls=LatencyConfig)
+  register_evaluator('latency', 'my_package.latency:LatencyEvaluator', config_cls=LatencyConfig,
+                     needs_data=False)
 
 after which ``--set evaluator.type=latency --set evaluator.latency.device=cpu`` selects and configures it.
+
+An evaluator owns its settings: besides its section it declares which of its settings, the proxy's and the
+search's change its scores (`Evaluator.score_settings`: its part of a result fingerprint, so a stored result is
+reused only where it means the same) and how that reads to a person (`Evaluator.describe`); its registration says
+what it needs before a trial runs (``needs_data``: ``proxy.data`` on disk) and what a trial takes
+(``uses_tensorflow``: a process of its own). The defaults are those of a trained proxy (``retinanet``).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from proxy_task.config import SurrogateConfig
+from proxy_task.config import GENERATOR_VERSION, SurrogateConfig
 from search_space.registry import Entry, Registry
 
 if TYPE_CHECKING:
@@ -72,6 +79,21 @@ class TrialContext:
     label: str = "trial"
 
 
+# Proxy settings that do not change a trained proxy's score. The seed is left out on purpose: a trial's seed is the
+# search's seed plus its index, and a result for one seed stands for the architecture (as the dedup always did).
+PROXY_NON_SCORE = frozenset({"seed", "threads", "log_every", "eval_at_steps", "deterministic", "eval_batch_size"})
+
+
+def data_identity(data: Mapping[str, Any], *, generator_settings: bool) -> dict[str, Any]:
+    """A dataset (``proxy.data`` as a plain dict) as a fingerprint sees it: the synthetic set by its generator's
+    version (and its parameters, with `generator_settings`), wherever it is cached; a made split by its folder,
+    which says it all."""
+    if data.get("kind") == "synth":
+        synth = {k: v for k, v in data.items() if k != "path"} if generator_settings else {"kind": "synth"}
+        return {**synth, "generator_version": GENERATOR_VERSION}
+    return {"kind": data.get("kind"), "path": data.get("path")}
+
+
 class Evaluator(abc.ABC):
     """Scores architectures for a search's trials.
 
@@ -82,6 +104,66 @@ class Evaluator(abc.ABC):
     #: False when the evaluator never imports TensorFlow: only such evaluators may run inside the driver's own
     #: process (the local runner's in-process mode).
     uses_tensorflow: ClassVar[bool] = True
+
+    @classmethod
+    def score_settings(
+        cls,
+        settings: Mapping[str, Any] | None,
+        proxy: Mapping[str, Any],
+        search: Mapping[str, Any],
+        *,
+        reward_uses_cost: bool,
+    ) -> dict[str, Any]:
+        """The settings that change this evaluator's scores, as plain JSON-able data: its part of a result
+        fingerprint (the fingerprint adds the evaluator's name, the reward's settings and a study's mark).
+
+        The default is a trained proxy's: every proxy setting but seeds, threads, logging and intermediate
+        evaluations (`PROXY_NON_SCORE`), the dataset as `data_identity` sees it, and its whole settings section.
+        An evaluator whose scores depend on less (or on the search, as the surrogate's hidden optimum does)
+        overrides it. Changing what it returns changes every stored fingerprint of the evaluator.
+
+        Args:
+          settings: its settings section as a plain dict (None when it has none).
+          proxy: the proxy task's settings (``proxy.*``) as a plain dict.
+          search: the search's settings (``search.*``) as a plain dict (seed, family, window, ...).
+          reward_uses_cost: the search's reward reads the trial's params or FLOPs, so whatever they depend on
+            changes the reward too.
+
+        Returns:
+          A dict; its ``'settings'`` entry, if any, is the part of its own section that counts (the fingerprint
+          keeps it under the evaluator's name), the other entries are kept as they are (e.g. ``'proxy'``).
+        """
+        del search, reward_uses_cost  # its params and FLOPs follow from proxy settings that are all in already
+        out_proxy = {k: v for k, v in proxy.items() if k not in PROXY_NON_SCORE}
+        if out_proxy.get("mixed_precision") == "float32":
+            # The default, and what every trial stored before the setting existed: left out, so their fingerprints
+            # stand. Another setting changes the scores (a little), so it gets fingerprints of its own; 'auto' is one
+            # fingerprint whatever each trial picked on its devices (the trial stores what it trained in).
+            del out_proxy["mixed_precision"]
+        out_proxy["data"] = data_identity(out_proxy["data"], generator_settings=True)
+        out: dict[str, Any] = {"proxy": out_proxy}
+        if settings is not None:
+            out["settings"] = dict(settings)
+        return out
+
+    @classmethod
+    def describe(cls, settings: Mapping[str, Any] | None, proxy: Mapping[str, Any], search: Mapping[str, Any]) -> str:
+        """What a fingerprint of this evaluator stands for, after its name: e.g. '128 px 800 steps on synth'.
+
+        Reads stored configs of any age, so every setting may be missing ('?').
+
+        Args:
+          settings: its settings section as a plain dict (None when it has none or it was not stored).
+          proxy: the proxy task's settings as a plain dict.
+          search: the search's settings as a plain dict.
+        """
+        del settings, search
+        data = proxy.get("data") or {}
+        where = data.get("kind", "?") if data.get("kind") == "synth" else (data.get("path") or data.get("kind", "?"))
+        what = f"{proxy.get('image_size', '?')} px {proxy.get('train_steps', '?')} steps on {where}"
+        if proxy.get("mixed_precision", "float32") != "float32":
+            what += f", {proxy['mixed_precision']} precision"
+        return what
 
     @abc.abstractmethod
     def evaluate(self, arch: ArchSpec, *, seed: int, report: Reporter = no_report) -> ProxyResult:
@@ -96,12 +178,13 @@ class Evaluator(abc.ABC):
 
 
 #: The evaluators, by name (`search_space.registry`): an entry's target is its `Evaluator` subclass, imported in
-#: the trial's worker; its meta says ``uses_tensorflow`` (False lets it run inside the driver's process).
+#: the trial's worker; its meta says ``uses_tensorflow`` (False lets it run inside the driver's process) and
+#: ``needs_data`` (its trials read ``proxy.data``).
 EVALUATORS = Registry("evaluator")
 
 
 def register_evaluator(
-    name: str, target: str, *, config_cls: type | None = None, uses_tensorflow: bool = True
+    name: str, target: str, *, config_cls: type | None = None, uses_tensorflow: bool = True, needs_data: bool = True
 ) -> Entry:
     """Registers an evaluator under `name`.
 
@@ -110,12 +193,15 @@ def register_evaluator(
       target: ``'module:Class'`` of the `Evaluator` subclass (imported lazily, in the trial's worker).
       config_cls: the frozen dataclass of its settings section, or None.
       uses_tensorflow: False lets it run inside the driver's process (in-process runner).
+      needs_data: its trials read the proxy's dataset (``proxy.data``): the CLI makes it (the synthetic set) or
+        checks it is there before it creates a search or study, so a missing one fails before anything is made.
 
     Raises:
       KeyError: when the name is taken. ValueError: for a malformed target or a config class that is not a
         dataclass.
     """
-    return EVALUATORS.register(name, target, config_cls=config_cls, uses_tensorflow=bool(uses_tensorflow))
+    return EVALUATORS.register(name, target, config_cls=config_cls, uses_tensorflow=bool(uses_tensorflow),
+                               needs_data=bool(needs_data))
 
 
 def evaluator_names() -> tuple[str, ...]:
@@ -136,6 +222,23 @@ def uses_tensorflow(name: str) -> bool:
     """Whether evaluator `name` trains with TensorFlow (its trials need processes of their own), known without
     importing it."""
     return bool(get_evaluator_entry(name).meta.get("uses_tensorflow", True))
+
+
+def needs_data(name: str) -> bool:
+    """Whether evaluator `name`'s trials read the proxy's dataset, known without importing it."""
+    return bool(get_evaluator_entry(name).meta.get("needs_data", True))
+
+
+def get_evaluator_class(name: str) -> type[Evaluator]:
+    """The `Evaluator` class of `name` (its module imported; TF-free for the built-in ones), whose class methods
+    declare what changes its scores. A target that is a factory, not an `Evaluator` subclass, declares nothing:
+    `Evaluator` itself (the defaults) is returned.
+
+    Raises:
+      LookupError: unknown name. PluginError: its module cannot be imported.
+    """
+    target = get_evaluator_entry(name).load()
+    return target if isinstance(target, type) and issubclass(target, Evaluator) else Evaluator
 
 
 def build_evaluator(name: str, *, settings: Any, proxy: ProxyConfig, context: TrialContext) -> Evaluator:
@@ -164,4 +267,4 @@ def build_evaluator(name: str, *, settings: Any, proxy: ProxyConfig, context: Tr
 
 register_evaluator("retinanet", "proxy_task.retinanet:RetinaNetEvaluator", config_cls=None, uses_tensorflow=True)
 register_evaluator("surrogate", "proxy_task.surrogate:SurrogateTrialEvaluator", config_cls=SurrogateConfig,
-                   uses_tensorflow=False)
+                   uses_tensorflow=False, needs_data=False)

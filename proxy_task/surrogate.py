@@ -78,7 +78,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from proxy_task.data import num_classes_of
-from proxy_task.evaluator import Evaluator, Reporter, TrialContext, no_report
+from proxy_task.evaluator import Evaluator, Reporter, TrialContext, data_identity, no_report
 from proxy_task.result import ProxyResult
 from search_space import LEVELS, OUTPUT_LEVELS, ArchSpec, SearchSpace
 from search_space.cost import Scaling, count_cost
@@ -427,6 +427,51 @@ class SurrogateTrialEvaluator(Evaluator):
     """
 
     uses_tensorflow = False
+
+    # Its AP depends only on these proxy settings (its curve follows the proxy's steps), on its settings but
+    # `_NON_SCORE`, and on the search's space and (unless `target_seed` is set) seed.
+    _SCORE_PROXY = ("train_steps",)
+    _NON_SCORE = frozenset({"duration_s"})
+    # Its params and FLOPs are those of the proxy's detector (`ProxyConfig.cost` with the dataset's classes), so
+    # with a reward that reads them these proxy settings and the dataset change its reward too.
+    _COST_PROXY = ("image_size", "filter_size_scale", "resample_alpha", "block_repeats", "endpoints_num_filters",
+                   "head_num_filters", "head_num_convs", "activation")
+
+    @classmethod
+    def score_settings(
+        cls,
+        settings: Mapping[str, Any] | None,
+        proxy: Mapping[str, Any],
+        search: Mapping[str, Any],
+        *,
+        reward_uses_cost: bool,
+    ) -> dict[str, Any]:
+        """What changes a surrogate trial's score (`Evaluator.score_settings`): its settings but the simulated
+        duration, with the target seed it draws (the search's when none is set), the search's space, the proxy's
+        steps; with a reward that reads the cost also the proxy's detector and its dataset's classes."""
+        if settings is None:
+            import dataclasses
+
+            from proxy_task.config import SurrogateConfig
+
+            settings = dataclasses.asdict(SurrogateConfig())
+        own = {k: v for k, v in settings.items() if k not in cls._NON_SCORE}
+        if own.get("target_seed") is None:
+            own["target_seed"] = search["seed"]
+        out: dict[str, Any] = {"settings": own, "space": {"family": search["family"], "window": search["window"]},
+                               "proxy": {k: proxy[k] for k in cls._SCORE_PROXY}}
+        if reward_uses_cost:
+            out["proxy"].update({k: proxy[k] for k in cls._COST_PROXY})
+            # Only the classes count, which the synthetic generator fixes whatever its parameters.
+            out["proxy"]["data"] = data_identity(proxy["data"], generator_settings=False)
+        return out
+
+    @classmethod
+    def describe(cls, settings: Mapping[str, Any] | None, proxy: Mapping[str, Any], search: Mapping[str, Any]) -> str:
+        """'(target seed 0, spinenet49) 800 steps' (`Evaluator.describe`)."""
+        target = (settings or {}).get("target_seed")
+        target = search.get("seed", 0) if target is None else target
+        return f"(target seed {target}, {search.get('family', '?')}) {proxy.get('train_steps', '?')} steps"
 
     def __init__(
         self,

@@ -1,8 +1,10 @@
 """Result fingerprints: what determines a trial's reward, so a stored result is reused only where it means the same.
 
-A trial's reward depends on the evaluator, on the settings of the evaluator that change the score (the data, image
-size, steps, schedule, model scaling, evaluation: not seeds, threads, logging or intermediate evaluations), and on
-the reward function. `fingerprint` hashes exactly those. The search job reuses a stored result (dedup, 'cached')
+A trial's reward depends on the evaluator, on the settings that change its score, and on the reward function.
+Each evaluator declares its score's settings itself (`proxy_task.evaluator.Evaluator.score_settings`; a trained
+proxy's are the data, image size, steps, schedule, model scaling, evaluation: not seeds, threads, logging or
+intermediate evaluations); this module adds the evaluator's name, the reward's settings and a study's mark, and
+`fingerprint` hashes exactly those. The search job reuses a stored result (dedup, 'cached')
 only from a trial with the same fingerprint, and `spinenas top` / `export best` rank within one.
 
 A search's FLOPs limit (``search.max_flops``) is left out: it decides which architectures are trained, not what a
@@ -20,63 +22,36 @@ import hashlib
 import json
 from typing import Any
 
-from nas.config.schema import NasConfig
 from nas.config.codec import to_dict
-from proxy_task.config import GENERATOR_VERSION
-
-# Proxy settings that do not change a trial's score. The seed is left out on purpose: a trial's seed is the
-# search's seed plus its index, and a result for one seed stands for the architecture (as the dedup always did).
-_PROXY_NON_SCORE = frozenset({"seed", "threads", "log_every", "eval_at_steps", "deterministic", "eval_batch_size"})
-# The surrogate's AP depends only on these proxy settings (its curve follows the proxy's steps).
-_SURROGATE_PROXY = ("train_steps",)
-_SURROGATE_NON_SCORE = frozenset({"duration_s"})
-# A surrogate trial's params and FLOPs are those of the proxy's detector (`ProxyConfig.cost` with the dataset's
-# classes), so with a FLOPs reward these proxy settings and the dataset change its reward too.
-_SURROGATE_COST_PROXY = ("image_size", "filter_size_scale", "resample_alpha", "block_repeats", "endpoints_num_filters",
-                         "head_num_filters", "head_num_convs", "activation")
+from nas.config.schema import NasConfig
 
 
 def score_settings(cfg: NasConfig) -> dict[str, Any]:
-    """The settings that determine a trial's reward, as a plain dict (what `fingerprint` hashes)."""
+    """The settings that determine a trial's reward, as a plain dict (what `fingerprint` hashes): the evaluator's
+    name, what the evaluator declares changes its scores (`Evaluator.score_settings`; the part of its own section
+    that counts is kept under its name) and the reward function's settings."""
+    from proxy_task.evaluator import get_evaluator_class
+
     evaluator = cfg.evaluator.type
-    out: dict[str, Any] = {"evaluator": evaluator}
-    if evaluator == "surrogate":
-        settings = {k: v for k, v in to_dict(cfg.evaluator.get()).items() if k not in _SURROGATE_NON_SCORE}
-        if settings.get("target_seed") is None:
-            settings["target_seed"] = cfg.search.seed
-        out["surrogate"] = settings
-        out["space"] = {"family": cfg.search.family, "window": cfg.search.window}
-        out["proxy"] = {k: getattr(cfg.proxy, k) for k in _SURROGATE_PROXY}
-        if cfg.search.reward == "ap-flops":
-            out["proxy"].update({k: getattr(cfg.proxy, k) for k in _SURROGATE_COST_PROXY})
-            # Only the classes count, which the synthetic generator fixes whatever its parameters.
-            out["proxy"]["data"] = _data_settings(to_dict(cfg.proxy.data), whole_synth=False)
-    else:
-        proxy = {k: v for k, v in to_dict(cfg.proxy).items() if k not in _PROXY_NON_SCORE}
-        if proxy.get("mixed_precision") == "float32":
-            # The default, and what every trial stored before the setting existed: left out, so their fingerprints
-            # stand. Another setting changes the scores (a little), so it gets fingerprints of its own; 'auto' is one
-            # fingerprint whatever each trial picked on its devices (the trial stores what it trained in).
-            del proxy["mixed_precision"]
-        proxy["data"] = _data_settings(proxy["data"], whole_synth=True)
-        out["proxy"] = proxy
-        section = cfg.evaluator.get()
-        if section is not None:
-            out[evaluator] = to_dict(section)
+    section = cfg.evaluator.get()
     s = cfg.search
+    declared = get_evaluator_class(evaluator).score_settings(
+        None if section is None else to_dict(section), to_dict(cfg.proxy), to_dict(s),
+        reward_uses_cost=_reward_uses_cost(s.reward),
+    )
+    out: dict[str, Any] = {"evaluator": evaluator}
+    if "settings" in declared:
+        out[evaluator] = declared.pop("settings")
+    out.update(declared)
     out["reward"] = {"reward": s.reward}
     if s.reward == "ap-flops":
         out["reward"].update(target_flops=s.target_flops, flops_exponent=s.flops_exponent)
     return out
 
 
-def _data_settings(data: dict[str, Any], *, whole_synth: bool) -> dict[str, Any]:
-    """A dataset as a fingerprint sees it: the synthetic set by its generator (and its parameters if `whole_synth`),
-    wherever it is cached; a made split by its folder, which says it all."""
-    if data.get("kind") == "synth":
-        synth = {k: v for k, v in data.items() if k != "path"} if whole_synth else {"kind": "synth"}
-        return {**synth, "generator_version": GENERATOR_VERSION}
-    return {"kind": data.get("kind"), "path": data.get("path")}
+def _reward_uses_cost(reward: str) -> bool:
+    """Whether reward function `reward` reads a trial's FLOPs (`nas.engine.reward.compute_reward`)."""
+    return reward == "ap-flops"
 
 
 def fingerprint(cfg: NasConfig, *, study: str | None = None) -> str:
@@ -102,21 +77,20 @@ def describe(cfg: NasConfig) -> str:
 
 def describe_dict(d: dict[str, Any]) -> str:
     """`describe` of a stored config as a plain dict (any layout this version reads; no config classes built, so
-    `spinenas top` stays light)."""
+    `spinenas top` stays light). An evaluator that is not registered here (a plug-in `top` did not import) or whose
+    module does not import is described as a trained proxy is."""
+    from proxy_task.evaluator import Evaluator, evaluator_names, get_evaluator_class
+    from search_space.registry import PluginError
+
     d = NasConfig.migrate_dict(d)
     search, proxy = d.get("search") or {}, d.get("proxy") or {}
-    evaluator = (d.get("evaluator") or {}).get("type", "retinanet")
-    steps = proxy.get("train_steps", "?")
-    if evaluator == "surrogate":
-        target = ((d.get("evaluator") or {}).get("surrogate") or {}).get("target_seed")
-        target = search.get("seed", 0) if target is None else target
-        what = f"surrogate (target seed {target}, {search.get('family', '?')}) {steps} steps"
-    else:
-        data = proxy.get("data") or {}
-        where = data.get("kind", "?") if data.get("kind") == "synth" else (data.get("path") or data.get("kind", "?"))
-        what = f"{evaluator} {proxy.get('image_size', '?')} px {steps} steps on {where}"
-        if proxy.get("mixed_precision", "float32") != "float32":
-            what += f", {proxy['mixed_precision']} precision"
+    section = d.get("evaluator") or {}
+    evaluator = section.get("type", evaluator_names()[0])  # a config stored before there was a choice: the default
+    try:
+        cls = get_evaluator_class(evaluator)
+    except (LookupError, PluginError):
+        cls = Evaluator
+    what = f"{evaluator} {cls.describe(section.get(evaluator), proxy, search)}"
     reward = search.get("reward", "ap")
     if reward == "ap-flops":
         reward = f"{reward} (target {search.get('target_flops', 0):.3g})"

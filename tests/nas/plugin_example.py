@@ -74,7 +74,8 @@ class ToyController(RandomController):
     config_cls = ToyControllerConfig
 
 
-register_evaluator(EVALUATOR, f"{__name__}:ToyEvaluator", config_cls=ToyConfig, uses_tensorflow=False)
+register_evaluator(EVALUATOR, f"{__name__}:ToyEvaluator", config_cls=ToyConfig, uses_tensorflow=False,
+                   needs_data=False)
 register_controller(CONTROLLER, f"{__name__}:ToyController", config_cls=ToyControllerConfig)
 
 

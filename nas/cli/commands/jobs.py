@@ -131,9 +131,13 @@ def route_to_log(package: str) -> None:
 
 def ensure_data(cfg: Any) -> Any:
     """The proxy's dataset (`DatasetInfo`), made when it is the synthetic one and missing (progress on stderr), or a
-    UserError."""
+    UserError; None, and nothing made, when the config's evaluator reads no dataset (its registration's
+    ``needs_data``)."""
     from proxy_task.data import DataError, ensure_dataset
+    from proxy_task.evaluator import needs_data
 
+    if not needs_data(cfg.evaluator.type):
+        return None
     try:
         return ensure_dataset(cfg.proxy.data, progress=lambda m: print(m, file=sys.stderr, flush=True))
     except DataError as e:

@@ -114,8 +114,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         stem = re.sub(r"[^A-Za-z0-9._-]", "-", os.path.splitext(os.path.basename(args.preset))[0]).lstrip("._-")
         name = args.name or f"{stem or 'search'}-{time.strftime('%Y%m%d-%H%M%S')}"
         check_machine(cfg, args)
-        if cfg.evaluator.type == "retinanet":
-            ensure_data(cfg)  # a dataset that is not there fails before the database is made
+        ensure_data(cfg)  # a dataset that is not there fails before the database is made (if the evaluator reads one)
     run_dir_of(args, name if not args.resume else args.resume)  # before the database
     store, url = open_store(args.db, create=not args.resume)
     try:
@@ -146,7 +145,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
             else:
                 raise UserError(f"a search named {name!r} already exists in {url}; continue it with --resume "
                                 f"{name}, or choose another --name")
-        if args.resume and cfg.evaluator.type == "retinanet":
+        if args.resume:
             ensure_data(cfg)
         return _run(cfg, name, store, url, args, faults)
     finally:
@@ -210,9 +209,11 @@ def _check_search_config(cfg: Any, args: argparse.Namespace) -> None:
         controller_config(cfg)
     except ValueError as e:
         raise UserError(error_text(e)) from None
-    if args.surrogate_duration is not None and cfg.evaluator.type != "surrogate":
-        raise UserError(f"--surrogate-duration is a setting of the surrogate evaluator, but the evaluator is "
-                        f"{cfg.evaluator.type!r}: give --evaluator surrogate too")
+    for flag, key in _FLAG_KEYS.items():  # a flag that sets one evaluator's setting (evaluator.NAME.FIELD)
+        section, owner, *field = key.split(".")
+        if section == "evaluator" and field and getattr(args, flag, None) is not None and owner != cfg.evaluator.type:
+            raise UserError(f"--{flag.replace('_', '-')} is a setting of the {owner} evaluator, but the evaluator is "
+                            f"{cfg.evaluator.type!r}: give --evaluator {owner} too")
     if args.eta is not None and cfg.scheduler.type != "asha":
         raise UserError("--eta is a setting of --scheduler asha: give --scheduler asha too")
     settings = cfg.scheduler.get()
