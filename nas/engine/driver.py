@@ -98,6 +98,7 @@ def trial_spec(cfg: NasConfig, faults: Mapping[str, Any] | None = None, fault_di
         log_path=log_path,
         plugins=cfg.plugins,
         plugin_paths=plugin_roots(import_plugins(cfg.plugins)),
+        judged_steps=tuple(scheduler_rungs(cfg)),
     )
 
 

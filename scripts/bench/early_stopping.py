@@ -263,7 +263,8 @@ class ReplayRunner(Runner):
         return []
 
     def stop(self, trial_id: int) -> None:
-        """Ends the trial at the report being delivered (its next report, in a real trial)."""
+        """Ends the trial at the report being delivered (as a real one does: it waits at a judged step for the
+        answer)."""
         run = self.runs.get(trial_id)
         if run is None or run.done or run.stopped_at is not None:
             return

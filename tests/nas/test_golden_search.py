@@ -24,8 +24,8 @@ CASES = {
 }
 
 
-def _trials(tmp_path, case: str, runner: str = "local") -> list[list]:
-    cfg = cfg_of(runner=runner, in_process=runner == "local", **CASES[case])
+def _trials(tmp_path, case: str, runner: str = "local", in_process: bool = True) -> list[list]:
+    cfg = cfg_of(runner=runner, in_process=in_process, **CASES[case])
     store, _, _ = run_search(tmp_path / f"{case}-{runner}", cfg)
     rows = [[t.index, t.arch_key, t.status, None if t.reward is None else round(t.reward, 12),
              (t.metrics or {}).get("rung")] for t in sorted(store.trials("s"), key=lambda t: t.index)]
@@ -50,17 +50,24 @@ def test_a_fixed_seed_ppo_search_with_asha_stores_the_recorded_trials(tmp_path):
     assert _trials(tmp_path, "asha-ppo") == _golden()["asha-ppo"]
 
 
+@pytest.mark.slow
+def test_an_asha_search_in_child_processes_stores_the_recorded_trials(tmp_path):
+    """A trial in a process of its own waits at a rung for the driver's answer, so it stops there as an in-process
+    trial does, however fast it trains."""
+    assert _trials(tmp_path, "asha", in_process=False) == _golden()["asha"]
+
+
 @pytest.mark.ray
 @pytest.mark.slow
-def test_the_same_search_on_ray_stores_the_recorded_trials(tmp_path):
-    """Without a scheduler only: a trial told to stop at a rung keeps training until the stop reaches its process,
-    so with trials this short an ASHA search on a runner of worker processes depends on timing."""
+def test_the_same_searches_on_ray_store_the_recorded_trials(tmp_path):
+    """With and without ASHA: on Ray too a trial waits at a rung for the driver's answer."""
     import ray
 
     ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False,
              configure_logging=False)
     try:
         assert _trials(tmp_path, "plain", runner="ray") == _golden()["plain"]
+        assert _trials(tmp_path, "asha", runner="ray") == _golden()["asha"]
     finally:
         ray.shutdown()
 

@@ -29,6 +29,10 @@ from typing import Any
 #: ``on_report(trial_id, step, metrics)``: the driver's callback for a trial's report.
 OnReport = Callable[[int, int, Mapping[str, float]], None]
 
+#: Seconds a trial waits at a judged step for the driver's answer before it trains on (a driver that is gone or
+#: stuck must not hold its trials forever).
+JUDGE_WAIT_S = 120.0
+
 
 @dataclasses.dataclass(frozen=True)
 class TrialSpec:
@@ -48,6 +52,9 @@ class TrialSpec:
       plugin_paths: the ``sys.path`` entries the driver found them under (`search_space.registry.plugin_roots`),
         put first on a worker's path where missing, so a worker started without the driver's PYTHONPATH (a Ray
         worker) imports them too.
+      judged_steps: the steps whose report the driver judges (its scheduler's rungs): there the trial waits for
+        the driver's answer (continue or stop) before it trains on, so a trial stopped at a rung trains no step past
+        it, whatever the runner (the driver answers every such report, up to `JUDGE_WAIT_S`).
     """
 
     evaluator: str
@@ -59,6 +66,7 @@ class TrialSpec:
     log_path: str = ""
     plugins: tuple[str, ...] = ()
     plugin_paths: tuple[str, ...] = ()
+    judged_steps: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain dicts."""

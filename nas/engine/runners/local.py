@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from nas.engine.runners.base import Runner, TrialOutcome, TrialTask
+from nas.engine.runners.base import JUDGE_WAIT_S, Runner, TrialOutcome, TrialTask
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,8 @@ def _child_main(log_path: str, conn: Connection) -> None:
     """A child process: runs the trials it is sent, one at a time, until told to exit (or the pipe closes).
 
     Messages down the pipe: ``("task", spec, task)``, ``("stop", trial_id)`` (read at the trial's next report; one
-    for a trial that has ended is dropped), ``("exit",)``. Up: ``("report", step, metrics)`` and
+    for a trial that has ended is dropped), ``("judged", trial_id, step)`` (the driver has answered the report of a
+    judged step, which the trial waits for), ``("exit",)``. Up: ``("report", step, metrics)`` and
     ``("result", payload)``.
     """
     if log_path:
@@ -54,15 +55,22 @@ def _child_main(log_path: str, conn: Connection) -> None:
             continue
         _, spec, task = message
         tid = int(task["trial_id"])
+        judged = frozenset(int(s) for s in spec.get("judged_steps") or ())
         stop = False
 
         def report(step: int, metrics: Mapping[str, float], tid: int = tid) -> bool:
             nonlocal stop
             conn.send(("report", int(step), dict(metrics)))
-            while conn.poll():
-                if tuple(conn.recv()) == ("stop", tid):
+            deadline = time.monotonic() + JUDGE_WAIT_S if int(step) in judged else 0.0
+            while True:
+                wait_s = max(0.0, deadline - time.monotonic())
+                if not conn.poll(wait_s):
+                    return stop  # nothing more (or no answer in time: train on)
+                message = tuple(conn.recv())
+                if message == ("stop", tid):
                     stop = True
-            return stop
+                elif message == ("judged", tid, int(step)):
+                    deadline = 0.0  # the driver's answer: what arrived before it is read, then on
 
         payload = run_trial_body(spec, task, report)
         conn.send(("result", payload))
@@ -79,6 +87,7 @@ class _Child:
         self.attempts = 1
         self.trials = 1  # trials sent to this process
         self.result: dict[str, Any] | None = None
+        self.judged: frozenset[int] = frozenset()  # the steps whose report the trial waits at for an answer
 
 
 class LocalRunner(Runner):
@@ -168,6 +177,7 @@ class LocalRunner(Runner):
             child.trials += 1
             child.result = None
         child.attempts = attempts
+        child.judged = frozenset(int(s) for s in spec.get("judged_steps") or ())
         self._children[task.trial_id] = child
         try:
             child.conn.send(("task", spec, task.to_dict()))
@@ -224,6 +234,8 @@ class LocalRunner(Runner):
                 message = child.conn.recv()
                 if message[0] == "report":
                     self.on_report(child.task.trial_id, message[1], message[2])
+                    if message[1] in child.judged:  # after on_report: a stop it asked for is already on its way
+                        child.conn.send(("judged", child.task.trial_id, message[1]))
                 elif message[0] == "result":
                     child.result = message[1]
         except (EOFError, OSError):

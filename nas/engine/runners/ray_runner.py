@@ -10,6 +10,8 @@ crosses the boundary: the spec and task as dicts, the result as a dict.
 Reports: a trial calls ``report(step, metrics)``, which sends them to one small async actor of the search (the
 channel, no CPU) and reads back whether the driver asked the trial to stop. The driver keeps one ``take`` call
 outstanding on the channel beside the trials' result refs in its `ray.wait`, so a report wakes it as a result does.
+The report of a judged step (a scheduler's rung) waits in the channel until the driver has answered it (`judged`,
+with its stop decision in the same call), so a trial stopped at a rung trains no step past it.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from nas.engine.runners.base import Runner, TrialOutcome, TrialTask
+from nas.engine.runners.base import JUDGE_WAIT_S, Runner, TrialOutcome, TrialTask
 
 logger = logging.getLogger(__name__)
 
@@ -38,17 +40,34 @@ class _Channel:
         self._reports: list[tuple[int, int, dict[str, float]]] = []
         self._stops: set[int] = set()
         self._event = asyncio.Event()
+        self._answers: dict[tuple[int, int], asyncio.Event] = {}  # (trial, judged step) -> answered
 
-    async def report(self, trial_id: int, step: int, metrics: dict[str, float]) -> bool:
+    async def report(self, trial_id: int, step: int, metrics: dict[str, float], judged: bool = False) -> bool:
+        answered = self._answers.setdefault((trial_id, step), asyncio.Event()) if judged else None
         self._reports.append((trial_id, step, metrics))
         self._event.set()
+        if answered is not None:
+            try:
+                await asyncio.wait_for(answered.wait(), timeout=JUDGE_WAIT_S)
+            except asyncio.TimeoutError:
+                pass  # no answer in time: train on
+            self._answers.pop((trial_id, step), None)
         return trial_id in self._stops
+
+    async def judged(self, trial_id: int, step: int, stop: bool) -> None:
+        if stop:
+            self._stops.add(trial_id)
+        answered = self._answers.get((trial_id, step))
+        if answered is not None:  # None: the trial gave up waiting, or was forgotten
+            answered.set()
 
     async def stop(self, trial_id: int) -> None:
         self._stops.add(trial_id)
 
     async def forget(self, trial_id: int) -> None:
         self._stops.discard(trial_id)
+        for key in [k for k in self._answers if k[0] == trial_id]:
+            del self._answers[key]
 
     async def take(self, wait_s: float) -> list[tuple[int, int, dict[str, float]]]:
         if not self._reports:
@@ -72,12 +91,13 @@ def _ray_trial(spec: dict[str, Any], task: dict[str, Any], channel: Any) -> dict
     from nas.engine.trial import run_trial_body
 
     tid = int(task["trial_id"])
+    judged = frozenset(int(s) for s in spec.get("judged_steps") or ())
     sent = 0
 
     def report(step: int, metrics: Mapping[str, float]) -> bool:
         nonlocal sent
         sent += 1
-        return bool(ray.get(channel.report.remote(tid, int(step), dict(metrics))))
+        return bool(ray.get(channel.report.remote(tid, int(step), dict(metrics), int(step) in judged)))
 
     payload = run_trial_body(spec, task, report)
     payload["reports"] = sent
@@ -113,13 +133,17 @@ class RayRunner(Runner):
         self._refs: dict[Any, int] = {}  # result ref -> trial id
         self._by_trial: dict[int, Any] = {}
         self._received: dict[int, int] = {}  # trial id -> reports delivered
+        self._judged: dict[int, frozenset[int]] = {}  # trial id -> the steps its reports wait at for an answer
+        self._stopping: set[int] = set()  # trials asked to stop
 
     def submit(self, task: TrialTask) -> None:
         options: dict[str, Any] = {"num_cpus": self.cpus}
         if self.gpus:
             options["num_gpus"] = self.gpus
         fn = remote_trial(self.trials_per_worker, self.settings.worker_retries)
-        ref = fn.options(**options).remote(task.spec_dict(self._spec), task.to_dict(), self._channel)
+        spec = task.spec_dict(self._spec)
+        self._judged[task.trial_id] = frozenset(int(s) for s in spec.get("judged_steps") or ())
+        ref = fn.options(**options).remote(spec, task.to_dict(), self._channel)
         self._refs[ref] = task.trial_id
         self._by_trial[task.trial_id] = ref
 
@@ -152,6 +176,8 @@ class RayRunner(Runner):
                     self._take_reports()
                 outcomes.append(TrialOutcome(trial_id, payload))
             self._received.pop(trial_id, None)
+            self._judged.pop(trial_id, None)
+            self._stopping.discard(trial_id)
             self._channel.forget.remote(trial_id)
         return outcomes
 
@@ -165,9 +191,12 @@ class RayRunner(Runner):
         for trial_id, step, metrics in reports:
             self._received[trial_id] = self._received.get(trial_id, 0) + 1
             self.on_report(trial_id, step, metrics)
+            if step in self._judged.get(trial_id, ()):  # answered after on_report, with the stop it asked for
+                self._channel.judged.remote(trial_id, step, trial_id in self._stopping)
 
     def stop(self, trial_id: int) -> None:
         if trial_id in self._by_trial:
+            self._stopping.add(trial_id)
             self._channel.stop.remote(trial_id)
 
     def cancel(self, trial_id: int) -> None:
@@ -179,6 +208,8 @@ class RayRunner(Runner):
             ray.cancel(ref, force=True)
             self._channel.forget.remote(trial_id)
             self._received.pop(trial_id, None)
+            self._judged.pop(trial_id, None)
+            self._stopping.discard(trial_id)
 
     def close(self) -> None:
         import ray
