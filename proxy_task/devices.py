@@ -1,12 +1,15 @@
-"""A trial's devices: which precision it trains in, and how it takes its GPUs (TF-free choices, TF-side setup).
+"""A trial's devices: which precision it trains in, how it takes its GPUs, and which CPU it ran on (TF-free choices,
+TF-side setup).
 
 `choose_precision` is the rule of ``proxy.mixed_precision``; `gpu_memory_limits` the rule of a fractional GPU
 share. Both are pure functions of what the trial sees, so they are tested on machines without a GPU.
-`configure_gpus` and `visible_gpus` apply them through TensorFlow, before its runtime starts.
+`configure_gpus` and `visible_gpus` apply them through TensorFlow, before its runtime starts. `cpu_metrics` is what a
+trial records of its CPU, so that `spinenas proxy cost` can fit a machine's constants from its own trials.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -110,6 +113,46 @@ def parse_gpu_totals(nvidia_smi_csv: str, visible: str | None, count: int) -> li
     return out + [None] * (count - len(out))
 
 
+def cpu_model() -> str:
+    """The CPU's model name, from /proc/cpuinfo's first 'model name' (Linux), else `platform.processor()`; '' when
+    neither says."""
+    import contextlib
+    import platform
+
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("model name") and ":" in line:
+                    return " ".join(line.split(":", 1)[1].split())
+    return platform.processor().strip()
+
+
+def cpu_model_id(model: str) -> int:
+    """A CPU model name as a number: the first 12 hex digits of its sha256, a 48-bit integer.
+
+    A trial's metrics are numbers (the store keeps a JSON object of floats), so the model travels as this id, which
+    a float holds exactly (53-bit mantissa); whoever knows the name computes the same id and compares."""
+    return int(hashlib.sha256(model.encode("utf-8")).hexdigest()[:12], 16)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the OS tells, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def cpu_metrics() -> dict[str, float]:
+    """What a trial records of its CPU: ``cpu_model_id`` (`cpu_model_id` of `cpu_model`; absent when the model is
+    unknown) and ``cpus`` (`usable_cpus`)."""
+    model = cpu_model()
+    out = {"cpus": float(usable_cpus())}
+    if model:
+        out["cpu_model_id"] = float(cpu_model_id(model))
+    return out
+
+
 def visible_gpus() -> list[tuple[int, int] | None]:
     """The compute capability of each GPU TensorFlow sees (None where it does not say); [] on a CPU machine."""
     import tensorflow as tf
@@ -162,5 +205,6 @@ def set_precision_policy(precision: str) -> None:
     performance.set_mixed_precision_policy(tf.as_dtype(precision))
 
 
-__all__ = ["PRECISIONS", "choose_precision", "configure_gpus", "gpu_memory_limits", "keras_policy",
-           "parse_gpu_totals", "set_precision_policy", "visible_gpus"]
+__all__ = ["PRECISIONS", "choose_precision", "configure_gpus", "cpu_metrics", "cpu_model", "cpu_model_id",
+           "gpu_memory_limits", "keras_policy", "parse_gpu_totals", "set_precision_policy", "usable_cpus",
+           "visible_gpus"]

@@ -242,7 +242,7 @@ def _task_overrides(cfg: ProxyConfig, dataset: DatasetInfo, precision: str) -> d
 def _trainer_overrides(cfg: ProxyConfig, dataset: DatasetInfo) -> dict[str, Any]:
     """The trainer part of `build_experiment`'s overrides: the steps, the validation steps that cover the evaluated
     images, and the optimizer with its learning-rate schedule and warmup."""
-    eval_images = dataset.val_images if not cfg.eval_images else min(cfg.eval_images, dataset.val_images)
+    eval_images = _eval_images(cfg, dataset)
     schedule: dict[str, Any]
     if cfg.lr_schedule == "cosine":
         schedule = {"type": "cosine", "cosine": {"initial_learning_rate": cfg.learning_rate,
@@ -388,6 +388,11 @@ def _validation_batches(parts: _TrialParts) -> Any:
     if kept is not None:
         _validation_cache.clear()  # one split at a time
         _validation_cache[key] = kept
+
+
+def _eval_images(cfg: ProxyConfig, dataset: DatasetInfo) -> int:
+    """The proxy-val images an evaluation scores: all of them, or the first `cfg.eval_images`."""
+    return dataset.val_images if not cfg.eval_images else min(cfg.eval_images, dataset.val_images)
 
 
 class _CocoEvaluation:
@@ -589,8 +594,12 @@ def run_trial(
     global _trials_started, _released, _custom_gradients_before
     t_start = time.time()
     _trials_started += 1
-    # 1 in a fresh process; n: the n-th trial of a warm worker (its import_s is then ~0).
-    metrics: dict[str, float] = {"worker_trial": float(_trials_started)}
+    # 1 in a fresh process; n: the n-th trial of a warm worker (its import_s is then ~0). The CPU, the GPUs and the
+    # images an evaluation scores are what `spinenas proxy cost` needs to fit a machine's constants from its trials.
+    from proxy_task.devices import cpu_metrics
+
+    metrics: dict[str, float] = {"worker_trial": float(_trials_started), **cpu_metrics(),
+                                 "eval_images": float(_eval_images(cfg, dataset))}
     if _trials_started == 1:
         _cap_malloc_arenas()
     params: int | None = None
@@ -613,7 +622,9 @@ def run_trial(
         metrics["import_s"] = time.time() - t0
 
         t0 = time.time()
-        precision = choose_precision(cfg.mixed_precision, visible_gpus())
+        gpus = visible_gpus()
+        metrics["gpus"] = float(len(gpus))
+        precision = choose_precision(cfg.mixed_precision, gpus)
         parts = _build_trial(arch, cfg, dataset, precision)
         params = int(parts.model.count_params())
         metrics["build_s"] = time.time() - t0

@@ -112,3 +112,17 @@ def test_more_than_one_gpu_per_trial_is_one_line_before_anything_exists(tmp_path
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "a trial trains on one GPU" in lines[0], lines
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_trial_records_its_cpu_as_numbers_a_float_holds_exactly(monkeypatch):
+    from proxy_task import devices
+
+    metrics = devices.cpu_metrics()
+    assert metrics["cpus"] == devices.usable_cpus() >= 1
+    model = devices.cpu_model()
+    if model:  # the id is the model's, exactly, as the store's JSON float keeps it
+        assert int(metrics["cpu_model_id"]) == devices.cpu_model_id(model) < 2**48
+        assert float(devices.cpu_model_id(model)) == devices.cpu_model_id(model)
+    assert devices.cpu_model_id("AMD EPYC") != devices.cpu_model_id("AMD EPYC 7B13")
+    monkeypatch.setattr(devices, "cpu_model", lambda: "")
+    assert "cpu_model_id" not in devices.cpu_metrics()  # an unknown model is not recorded as the id of ''

@@ -59,9 +59,14 @@ def test_a_trial_returns_ap_and_every_field(curve_trial):
     m = result.metrics
     for key in ("ap", "ap50", "ap75", "aps", "apm", "apl", "ar100", "train_loss", "initial_loss", "steps",
                 "images_per_s", "step_s", "trace_s", "train_s", "import_s", "gflops_per_s",
-                "peak_rss_mb", "eval_s", "build_s", "release_s"):
+                "peak_rss_mb", "eval_s", "build_s", "release_s", "cpus", "gpus", "eval_images"):
         assert key in m, key
     assert 0.0 <= m["ap"] <= 1.0 and math.isfinite(m["train_loss"]) and m["steps"] == 6
+    # What `proxy cost` fits a machine's constants by: its CPU (a model id, a count), its GPUs, the images scored.
+    from proxy_task.devices import cpu_metrics, visible_gpus
+
+    assert {k: m[k] for k in cpu_metrics()} == cpu_metrics() and m["gpus"] == len(visible_gpus())
+    assert m["eval_images"] == tiny_dataset.val_images
     # FLOPs come from the spec (no 7 s profiling); the built model's parameter count agrees with the analytic one.
     assert "flops_s" not in m
     cost = ProxyConfig(**TINY).cost(SPINENET_49, 5)
