@@ -25,12 +25,19 @@ published SpineNet proxy sustained on V100s (`GPU_UTILIZATION`, ~3%, which folds
 CPU's host constants for setup and COCO work. That share reproduces Vertex's 512-px figure by construction; its
 384-px figure (2.5 h) it does not (the model says ~17 min): on GPUs such a proxy is not bound by its FLOPs alone
 (input pipeline, NMS, host work), so treat the GPU rows as a lower bound.
+
+A machine's own trials can stand in for the committed CPU constants (`fit_measured`): a results database's RetinaNet
+trials record their steady step, FLOPs, batch, setup and evaluations, and, since they record it, the CPU they ran on
+(`proxy_task.devices.cpu_metrics`); `read_measured_trials` reads those of one kind of CPU (`CpuKind`), and
+`spinenas proxy cost --db` uses their fit once `MIN_FIT_TRIALS` of them exist (`scripts/bench/trial_cost_held_out.py`
+checks it on trials the fit did not see).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 # Vertex AI NAS's published SpineNet GPU proxy (`spinenet_search_gpu.yaml`, ../shared/PAPER.md): SpineNet at 512 px,
@@ -90,7 +97,7 @@ class Device:
 CPU = Device(
     name="cpu", label="this machine's 2 CPU cores (measured)",
     train_flops_per_s={"float32": 92.0e9}, setup_s=49.6, first_eval_s=7.8, host_s_per_eval_image=0.0166,
-    measured=True, source="scripts/bench/results/trial_cost.json (fit on SpineNet-49, 128 px)",
+    measured=True, source="committed fit (scripts/bench/results/trial_cost.json: SpineNet-49, 128 px)",
     step_overhead_s=0.163,
 )
 
@@ -216,5 +223,329 @@ def relative_error(predicted: float, measured: float) -> float:
     return (predicted - measured) / measured
 
 
-__all__ = ["CPU", "DEVICES", "Device", "GPU_UTILIZATION", "TrialCost", "VERTEX_512", "fit_cpu", "fit_steps",
-           "precision_on", "predict", "proxy_trial_cost", "relative_error"]
+# ---------------------------------------------------------------------------------------- from a machine's trials
+# Trials of one kind of CPU a fit needs before `proxy cost` uses it. The step is most of a trial, and at one batch and
+# image size its fit is one speed factor, the median of the trials' measured step over the committed model's; but
+# architectures of equal FLOPs step up to ~20% apart on top of the machine's own drift (the module docstring), so a
+# fit on one or two trials is mostly those architectures'. `scripts/bench/trial_cost_held_out.py` measures the error
+# on the trials a fit did not see against the trials it fitted: on the committed databases it falls most of the way
+# to its floor by five (results/trial_cost_held_out.json, trials_needed). Five also hold a fresh worker's trial in
+# every search of those databases (trials_per_worker is 5 there), so the setup is this machine's too.
+MIN_FIT_TRIALS = 5
+# The newest trials of the kind are fitted, no more: today's speed is what a prediction is for (a machine's step
+# drifts between days), and only their learning curves are read.
+MAX_FIT_TRIALS = 50
+# The overhead and the rate are fitted from the trials themselves only where their work a step (images a step times
+# FLOPs an image) spans this factor, e.g. batches 4 and 8 or 128 and 256 px. Over a narrower span (one search: one
+# batch and size, FLOPs within ~+-6%) a line through ~20% of noise has no slope worth the name, so the committed
+# line is kept in shape and scaled by the measured speed.
+LINE_SPAN = 2.0
+_TRAINED_STATUSES = ("completed", "pruned")
+# What the trainer's metrics hold and the surrogate's do not: a trial that trained and was timed.
+_TIMINGS = ("step_s", "images_per_s", "trace_s", "build_s")
+
+
+@dataclasses.dataclass(frozen=True)
+class MeasuredTrial:
+    """One RetinaNet trial as the database stores it, in the model's parts.
+
+    Attributes:
+      trial_id: its id in the database.
+      host: the worker's host name (None: not recorded).
+      cpu_model_id: `proxy_task.devices.cpu_model_id` of its CPU's model (None: a trial from before it was recorded).
+      cpus: the CPUs its process could run on (None: not recorded).
+      flops: multiply-adds per image of its detector (from its own training FLOP rate, else its arch's).
+      batch_size: images a training step (its images/s times its step seconds).
+      steps: training steps taken.
+      step_s: a steady step's seconds (the traced first step left out).
+      setup_s: import, build and the first step's trace.
+      warm: a warm worker's later trial (an earlier trial of the process paid the import and part of the build).
+      eval_s: each evaluation's seconds in step order, the final one last.
+      eval_images: images an evaluation scored (None: unknown).
+      wall_s: the whole trial, as its worker measured it.
+      reported_s: the seconds from the trial's start to its last report (`elapsed_s`, None: not reported); what
+        `wall_s` has beyond it was spent after training and the final evaluation (releasing TensorFlow, a stall).
+    """
+
+    trial_id: int
+    host: str | None
+    cpu_model_id: int | None
+    cpus: int | None
+    flops: int
+    batch_size: int
+    steps: int
+    step_s: float
+    setup_s: float
+    warm: bool
+    eval_s: tuple[float, ...]
+    eval_images: int | None
+    wall_s: float
+    reported_s: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuKind:
+    """A kind of CPU device: its model and the CPUs a trial's process may use, and the host it is on.
+
+    Attributes:
+      model: the CPU's model name ('' when the machine does not say).
+      cpus: CPUs a trial's process may run on.
+      host: the host name, which is all a trial from before the CPU was recorded has to match by.
+    """
+
+    model: str
+    cpus: int
+    host: str
+
+    @classmethod
+    def this_machine(cls) -> CpuKind:
+        """This machine's kind (`proxy_task.devices`: /proc/cpuinfo and the process's CPU affinity)."""
+        import socket
+
+        from proxy_task.devices import cpu_model, usable_cpus
+
+        return cls(model=cpu_model(), cpus=usable_cpus(), host=socket.gethostname())
+
+    @property
+    def model_id(self) -> int | None:
+        from proxy_task.devices import cpu_model_id
+
+        return cpu_model_id(self.model) if self.model else None
+
+    @property
+    def label(self) -> str:
+        """E.g. 'AMD EPYC (2 CPUs)'."""
+        return f"{self.model or 'an unnamed CPU'} ({self.cpus} CPU{'s' if self.cpus != 1 else ''})"
+
+    def match(self, trial: MeasuredTrial, *, any_host: bool = False) -> str | None:
+        """How `trial` is of this kind: 'cpu' (its recorded CPU model and count are these), 'host' (it records no
+        CPU and ran on this host), 'any' (it records no CPU and `any_host` takes it whatever its host), or None."""
+        if trial.cpu_model_id is not None:
+            same = trial.cpu_model_id == self.model_id and trial.cpus in (None, self.cpus)
+            return "cpu" if same else None
+        if trial.host is not None and trial.host == self.host:
+            return "host"
+        return "any" if any_host else None
+
+
+def _number(metrics: Any, key: str) -> float | None:
+    v = metrics.get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+def _stored_eval_images(config: str) -> int | None:
+    """Images an evaluation of a stored search's trials scored, read from its resolved config (for trials from
+    before they recorded it): every ``proxy`` section in it (a calibration study holds one per fidelity) on a
+    synthetic split, all of one count; None otherwise (a made split's count is its dataset's, not the config's)."""
+    import yaml
+
+    try:
+        tree = yaml.safe_load(config) if config else None
+    except yaml.YAMLError:
+        return None
+    counts: set[int | None] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                data = value.get("data") if key == "proxy" and isinstance(value, dict) else None
+                if isinstance(data, dict):
+                    n, cap = data.get("val_images"), value.get("eval_images") or 0
+                    ok = data.get("kind") == "synth" and isinstance(n, int) and n > 0 and isinstance(cap, int)
+                    counts.add((min(cap, n) if cap > 0 else n) if ok else None)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(tree)
+    return next(iter(counts)) if len(counts) == 1 else None
+
+
+def _measured(trial: Any, arch_flops: Callable[[], int | None], config_eval_images: int | None
+              ) -> MeasuredTrial | None:
+    """A stored trial (`results_db.records.TrialRecord`) as a `MeasuredTrial` without its evaluations, or None when
+    it is not a timed CPU training (a surrogate's, a GPU's or mixed precision's, one without FLOPs)."""
+    m = trial.metrics
+    if any(_number(m, k) is None for k in _TIMINGS) or (_number(m, "gpus") or 0.0) > 0:
+        return None
+    if trial.precision not in (None, "float32") or not trial.wall_s or trial.wall_s <= 0:
+        return None
+    step_s, images_per_s = _number(m, "step_s"), _number(m, "images_per_s")
+    steps = _number(m, "steps")
+    if not step_s or not images_per_s or not steps or step_s <= 0 or images_per_s <= 0:
+        return None
+    rate = _number(m, "gflops_per_s")
+    flops = round(rate * 1e9 / (6.0 * images_per_s)) if rate else arch_flops()  # the trial's own, at its image size
+    if not flops or flops <= 0:
+        return None
+    model_id, cpus, images = _number(m, "cpu_model_id"), _number(m, "cpus"), _number(m, "eval_images")
+    worker_trial = _number(m, "worker_trial")
+    return MeasuredTrial(
+        trial_id=trial.id, host=trial.host, cpu_model_id=None if model_id is None else int(model_id),
+        cpus=None if cpus is None else int(cpus), flops=int(flops), batch_size=max(1, round(images_per_s * step_s)),
+        steps=int(steps), step_s=step_s,
+        setup_s=(_number(m, "import_s") or 0.0) + _number(m, "build_s") + _number(m, "trace_s"),
+        warm=worker_trial is not None and worker_trial > 1, eval_s=(),
+        eval_images=int(images) if images else config_eval_images, wall_s=float(trial.wall_s),
+    )  # fmt: skip
+
+
+def read_measured_trials(reader: Any, *, kind: CpuKind | None = None, any_host: bool = False,
+                         newest: int | None = None) -> list[MeasuredTrial]:
+    """The timed CPU trainings a results database holds (completed and pruned RetinaNet trials), oldest first.
+
+    Args:
+      reader: a `results_db` reader (`ResultReader` or `ResultStore`).
+      kind: only trials of this kind (`CpuKind.match`); None: every one.
+      any_host: with `kind`, also the trials that record no CPU, whatever their host.
+      newest: only the newest this many (by trial id).
+    """
+    archs: dict[str, int | None] = {}
+
+    def arch_flops(key: str) -> int | None:  # an arch's stored FLOPs, for a trial without its own FLOP rate
+        if key not in archs:
+            try:
+                archs[key] = reader.find_arch(key).flops
+            except LookupError:
+                archs[key] = None
+        return archs[key]
+
+    found: list[MeasuredTrial] = []
+    for search in reader.list_searches():
+        images = _stored_eval_images(search.config)
+        for t in reader.trials(search.name, status=_TRAINED_STATUSES):
+            m = _measured(t, lambda key=t.arch_key: arch_flops(key), images)
+            if m is not None and (kind is None or kind.match(m, any_host=any_host)):
+                found.append(m)
+    found.sort(key=lambda m: m.trial_id)
+    if newest is not None:
+        found = found[-newest:] if newest > 0 else []
+    curves = reader.reports([m.trial_id for m in found])
+    out = []
+    for m in found:
+        curve = curves[m.trial_id]
+        elapsed = [_number(r.metrics, "elapsed_s") for r in curve]
+        out.append(dataclasses.replace(
+            m, eval_s=tuple(float(r.metrics["eval_s"]) for r in curve if _number(r.metrics, "eval_s") is not None),
+            reported_s=next((e for e in reversed(elapsed) if e is not None), None)))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredFit:
+    """`fit_measured`'s answer: the constants, and what they came from.
+
+    Attributes:
+      device: the fitted CPU constants (`Device`), of a fresh worker's trial as the model predicts.
+      trials: trials fitted.
+      steps: 'line' (overhead and rate fitted from the trials: their work a step spans `LINE_SPAN`) or 'scaled'
+        (the committed line times `speed`).
+      speed: the trials' median measured step over the committed model's (1.1: 10% slower).
+      setup_trials: fresh workers' trials the setup is the median of (0: the committed setup).
+      eval_trials: trials of two or more evaluations the evaluation constants come from (0: the committed ones).
+      warm_device: the same constants with a warm worker's setup and first evaluation (the process had imported,
+        built and parsed the validation split for an earlier trial), when warm trials were fitted; else None.
+    """
+
+    device: Device
+    trials: int
+    steps: str
+    speed: float
+    setup_trials: int
+    eval_trials: int
+    warm_device: Device | None = None
+
+    def device_for(self, trial: MeasuredTrial) -> Device:
+        """The constants that predict `trial`: `warm_device` for a warm worker's trial where there is one."""
+        return self.warm_device if trial.warm and self.warm_device is not None else self.device
+
+
+def _evaluations(trials: Sequence[MeasuredTrial], *, flops: int, rate: float) -> tuple[int, float, float, int]:
+    """(images, a first evaluation's seconds, a later one's, trials they come from) as `fit_cpu` takes them at
+    `flops` and `rate`: the medians, over `trials` of two or more evaluations and a known image count, of a later
+    evaluation's seconds an image beyond its own forward passes (plus those of `flops` at `rate`, times the median
+    count) and of a first one's extra seconds over a later one's. (1, 0, 0, 0) for no such trial."""
+    import statistics
+
+    evaluated = [t for t in trials if len(t.eval_s) >= 2 and t.eval_images]
+    if not evaluated:
+        return 1, 0.0, 0.0, 0
+    later = {t.trial_id: statistics.median(t.eval_s[1:]) for t in evaluated}
+    images = round(statistics.median(t.eval_images for t in evaluated))
+    host = statistics.median(later[t.trial_id] / t.eval_images - 2.0 * t.flops / rate for t in evaluated)
+    later_s = images * (host + 2.0 * flops / rate)
+    first_s = later_s + statistics.median(t.eval_s[0] - later[t.trial_id] for t in evaluated)
+    return images, first_s, later_s, len(evaluated)
+
+
+def fit_measured(trials: Sequence[MeasuredTrial], *, source: str, base: Device = CPU) -> StoredFit:
+    """CPU constants from stored trials, by `fit_cpu`, where the trials cannot say something `base`'s stands.
+
+    - Steps: the points (images a step scaled to the smallest FLOPs, step seconds) when the trials' work a step
+      spans `LINE_SPAN`; otherwise two points on `base`'s line scaled by the median measured-over-modelled step
+      (so `fit_cpu` gives that line back: overhead and seconds an image both times the speed).
+    - Setup and first evaluation: of fresh workers' trials (a warm worker's later trial paid no import and parses
+      no validation split), the medians; else `base`'s. The warm trials' give `StoredFit.warm_device`.
+    - Evaluations: from trials of two or more evaluations whose image count is known, the medians of a later
+      evaluation's seconds an image and of a first one's extra seconds over a later one's (`_evaluations`); else
+      `base`'s.
+
+    Raises:
+      ValueError: no trials.
+    """
+    import statistics
+
+    if not trials:
+        raise ValueError("fitting the CPU constants needs at least one measured trial, got none")
+    ref = min(t.flops for t in trials)
+    points = [(t.batch_size * t.flops / ref, t.step_s) for t in trials]
+    xs = [x for x, _ in points]
+    speed = statistics.median(t.step_s / base.step_s(flops=t.flops, batch_size=t.batch_size) for t in trials)
+    line = max(xs) / min(xs) >= LINE_SPAN
+    if not line:
+        points = [(b, speed * base.step_s(flops=ref, batch_size=b)) for b in (1, 16)]
+    fresh = [t for t in trials if not t.warm]
+    warm = [t for t in trials if t.warm]
+    rate = 6.0 * ref / fit_steps(points)[1]  # what `fit_cpu` makes of the points
+    images, first_s, later_s, evaluated = _evaluations(trials, flops=ref, rate=rate)
+    fitted = fit_cpu(flops=ref, batch_size=trials[0].batch_size, step_points=points,
+                     setup_s=statistics.median(t.setup_s for t in fresh) if fresh else base.setup_s,
+                     first_eval_s=first_s, later_eval_s=later_s, eval_images=images, source=source)
+    fitted = dataclasses.replace(fitted, label="this machine's CPU (fitted on its trials)")
+    if not evaluated:
+        fitted = dataclasses.replace(fitted, first_eval_s=base.first_eval_s,
+                                     host_s_per_eval_image=base.host_s_per_eval_image)
+
+    def first_extra(group: Sequence[MeasuredTrial], default: float) -> float:
+        _, first, later, n = _evaluations(group, flops=ref, rate=rate)
+        return max(0.0, first - later) if n else default
+
+    device = dataclasses.replace(fitted, first_eval_s=first_extra(fresh, fitted.first_eval_s))
+    warm_device = None
+    if warm:
+        warm_device = dataclasses.replace(device, setup_s=statistics.median(t.setup_s for t in warm),
+                                          first_eval_s=first_extra(warm, device.first_eval_s))
+    return StoredFit(device=device, trials=len(trials), steps="line" if line else "scaled", speed=speed,
+                     setup_trials=len(fresh), eval_trials=evaluated, warm_device=warm_device)
+
+
+def predict_measured(device: Device, trial: MeasuredTrial) -> TrialCost:
+    """`predict` for a stored trial: its FLOPs, batch, steps and evaluations on `device`.
+
+    Raises:
+      ValueError: the trial's evaluated image count is unknown.
+    """
+    if trial.eval_images is None:
+        raise ValueError(f"trial {trial.trial_id} does not record how many images its evaluations scored")
+    return predict(device, flops=trial.flops, batch_size=trial.batch_size, train_steps=trial.steps,
+                   eval_images=trial.eval_images, evaluations=len(trial.eval_s))
+
+
+__all__ = ["CPU", "DEVICES", "LINE_SPAN", "MAX_FIT_TRIALS", "MIN_FIT_TRIALS", "CpuKind", "Device", "GPU_UTILIZATION",
+           "MeasuredTrial", "StoredFit", "TrialCost", "VERTEX_512", "fit_cpu", "fit_measured", "fit_steps",
+           "precision_on", "predict", "predict_measured", "proxy_trial_cost", "read_measured_trials",
+           "relative_error"]

@@ -15,6 +15,12 @@ from tests.nas.helpers import run_cli
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@pytest.fixture(autouse=True)
+def _no_default_database(tmp_path, monkeypatch):
+    """`proxy cost` reads the default database when there is one: none here, unless a test gives its --db."""
+    monkeypatch.setenv("SPINENAS_DB", str(tmp_path / "no-such.db"))
+
+
 def test_predict_counts_training_and_evaluation_flops_at_the_device_rate():
     device = trial_cost.Device(name="x", label="x", train_flops_per_s={"float32": 1e9}, setup_s=10.0,
                                first_eval_s=2.0, host_s_per_eval_image=0.01, measured=True, source="hand")
@@ -194,3 +200,234 @@ def test_the_benchmark_fits_and_checks_from_its_runs(tmp_path, monkeypatch, caps
     # One warm-up, then per round: two fit runs without a mid evaluation and four checked runs with one.
     assert len(calls) == 1 + 2 * (2 + 4) and calls[0][1] == 2 and calls[1][4] is False and calls[3][4] is True
     assert "held-out within 20%: True" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------- fitted on stored trials
+# A made-up machine: its steps are the committed model's times SPEED, its fresh setup FRESH_S, a warm worker's WARM_S,
+# a later evaluation LATER_S a image besides its forward pass and a first one FIRST_EXTRA_S more; 300 images scored.
+SPEED, FRESH_S, WARM_S, HOST_S, FIRST_EXTRA_S, IMAGES = 1.3, 40.0, 20.0, 0.01, 9.0, 300
+CONFIG = "proxy:\n  data:\n    kind: synth\n    val_images: 300\n  eval_images: 0\n"
+
+
+def _machine_trial(flops, *, batch=8, steps=800, warm=False, evaluations=3, cpu="this", host=None, speed=SPEED):
+    """(metrics, reports, wall_s, host) of one trial of the made-up machine, as the trainer and the driver store it."""
+    from proxy_task.devices import cpu_model_id
+
+    kind = trial_cost.CpuKind.this_machine()
+    step = speed * trial_cost.CPU.step_s(flops=flops, batch_size=batch)
+    later = IMAGES * (2.0 * flops * speed / trial_cost.CPU.rate("float32") + HOST_S)
+    evals = [later + (0.0 if warm else FIRST_EXTRA_S)] + [later] * (evaluations - 1)
+    setup = WARM_S if warm else FRESH_S
+    metrics = {"worker_trial": 2.0 if warm else 1.0, "import_s": 0.0 if warm else 5.0, "build_s": setup / 2,
+               "trace_s": setup / 2 - (0.0 if warm else 5.0), "steps": float(steps), "step_s": step,
+               "images_per_s": batch / step, "gflops_per_s": 6.0 * flops * batch / step / 1e9, "train_s": steps * step,
+               "eval_s": later, "ap": 0.1, "eval_images": float(IMAGES)}
+    if cpu == "this":
+        metrics.update(cpu_model_id=float(cpu_model_id(kind.model or "x")), cpus=float(kind.cpus))
+    elif cpu is not None:  # another CPU model
+        metrics.update(cpu_model_id=float(cpu_model_id(cpu)), cpus=float(kind.cpus))
+    marks = [steps * (i + 1) // evaluations for i in range(evaluations)]
+    reports = [(s, {"loss": 1.0, "eval_s": e, "elapsed_s": setup + s * step + sum(evals[:i + 1])})
+               for i, (s, e) in enumerate(zip(marks, evals))]
+    wall = setup + steps * step + sum(evals)
+    return metrics, reports, wall, host or kind.host
+
+
+def _store(path, trials, *, config=CONFIG, status="completed", precision="float32", arch_flops=None):
+    """A results database of one search holding `trials` (`_machine_trial`'s), each of a random spinenet49 arch
+    (whose FLOPs are `arch_flops`' when given)."""
+    import numpy as np
+
+    from results_db import NewTrial, ResultStore
+    from search_space import SearchSpace
+
+    space, rng = SearchSpace("spinenet49"), np.random.default_rng(0)
+    store = ResultStore(f"sqlite:///{path}")
+    store.create_search("s", config=config, seed=0, controller="random", family="spinenet49")
+    decisions = [space.random(rng) for _ in trials]
+    keys = store.register_archs([space.decode(d) for d in decisions], family="spinenet49")
+    ids = store.add_trials("s", [NewTrial(k, d) for k, d in zip(keys, decisions)], status="queued")
+    for i, (tid, (metrics, reports, wall, host)) in enumerate(zip(ids, trials)):
+        store.start_trial(tid, host=host)
+        store.finish_trial(tid, status=status, reward=0.1, metrics=metrics, wall_s=wall, host=host,
+                           precision=precision, reports=reports, flops=arch_flops[i] if arch_flops else None)
+    store.close()
+    return str(path)
+
+
+FLOPS = [214_951_471, 205_000_000, 225_000_000, 210_000_000, 220_000_000, 216_000_000]
+
+
+def _read(db, **kw):
+    from results_db.reader import ResultReader
+
+    with ResultReader(db) as reader:
+        return trial_cost.read_measured_trials(reader, **kw)
+
+
+def test_a_fit_on_stored_trials_gives_back_the_machine_that_ran_them(tmp_path):
+    trials = [_machine_trial(f, warm=i % 3 == 2) for i, f in enumerate(FLOPS)]
+    db = _store(tmp_path / "r.db", trials)
+    measured = _read(db, kind=trial_cost.CpuKind.this_machine())
+    assert [m.flops for m in measured] == pytest.approx(FLOPS, abs=1) and {m.batch_size for m in measured} == {8}
+    assert [m.warm for m in measured] == [False, False, True, False, False, True]
+    assert all(len(m.eval_s) == 3 and m.eval_images == IMAGES for m in measured)
+    fit = trial_cost.fit_measured(measured, source="test")
+    cpu, d = trial_cost.CPU, fit.device
+    assert (fit.steps, fit.trials, fit.setup_trials, fit.eval_trials) == ("scaled", 6, 4, 6)
+    assert fit.speed == pytest.approx(SPEED)
+    assert d.step_overhead_s == pytest.approx(SPEED * cpu.step_overhead_s)  # the committed line, scaled
+    assert d.rate("float32") == pytest.approx(cpu.rate("float32") / SPEED)
+    assert (d.setup_s, d.first_eval_s, d.host_s_per_eval_image) == pytest.approx((FRESH_S, FIRST_EXTRA_S, HOST_S))
+    assert (fit.warm_device.setup_s, fit.warm_device.first_eval_s) == pytest.approx((WARM_S, 0.0))
+    for m in measured:  # every trial's seconds, as the made-up machine spent them
+        assert trial_cost.predict_measured(fit.device_for(m), m).total_s == pytest.approx(m.wall_s)
+        assert m.reported_s == pytest.approx(m.wall_s)
+
+
+def test_a_fit_takes_the_line_from_the_trials_when_their_work_spans_enough(tmp_path):
+    # Batches 4, 8 and 16 of a machine 0.1 s a step + 0.02 s an image at the smallest FLOPs: its own line back.
+    flops = 200_000_000
+    trials = []
+    for batch in (4, 8, 16):
+        m, r, wall, host = _machine_trial(flops, batch=batch)
+        step = 0.1 + 0.02 * batch
+        m.update(step_s=step, images_per_s=batch / step, gflops_per_s=6.0 * flops * batch / step / 1e9)
+        trials.append((m, r, wall, host))
+    fit = trial_cost.fit_measured(_read(_store(tmp_path / "r.db", trials)), source="test")
+    assert fit.steps == "line"
+    assert fit.device.step_overhead_s == pytest.approx(0.1)
+    assert fit.device.rate("float32") == pytest.approx(6.0 * flops / 0.02)
+
+
+def test_only_timed_cpu_trainings_of_this_kind_are_read(tmp_path):
+    from proxy_task.devices import cpu_model_id
+
+    kind = trial_cost.CpuKind.this_machine()
+    surrogate = ({"ap": 0.2, "distance": 1.0, "steps": 800.0}, [], 1.0, kind.host)
+    on_gpu = _machine_trial(FLOPS[0])
+    on_gpu[0]["gpus"] = 1.0
+    db = _store(tmp_path / "r.db", [_machine_trial(FLOPS[1]), surrogate, on_gpu,
+                                    _machine_trial(FLOPS[2], cpu="Another CPU 9000"),
+                                    _machine_trial(FLOPS[3], cpu=None),  # from before trials recorded their CPU
+                                    _machine_trial(FLOPS[4], cpu=None, host="elsewhere")])
+    assert len(_read(db)) == 4  # the surrogate's and the GPU's are not CPU trainings
+    matched = _read(db, kind=kind)
+    assert [kind.match(m) for m in matched] == ["cpu", "host"]
+    assert [m.cpu_model_id for m in matched] == [cpu_model_id(kind.model or "x"), None]
+    assert [kind.match(m, any_host=True) for m in _read(db, kind=kind, any_host=True)] == ["cpu", "host", "any"]
+    assert len(_read(db, kind=kind, newest=1)) == 1
+    mixed = _store(tmp_path / "bf16.db", [_machine_trial(FLOPS[0])], precision="bfloat16")
+    assert _read(mixed) == []
+
+
+def test_a_trial_without_its_flop_rate_takes_its_archs_flops(tmp_path):
+    trials = [_machine_trial(f) for f in FLOPS[:2]]
+    for m, *_ in trials:
+        del m["gflops_per_s"]
+    assert [m.flops for m in _read(_store(tmp_path / "r.db", trials, arch_flops=FLOPS[:2]))] == FLOPS[:2]
+    assert _read(_store(tmp_path / "none.db", trials)) == []  # no FLOPs at all: nothing to fit a rate on
+
+
+def test_old_trials_take_their_image_count_from_the_stored_config(tmp_path):
+    trials = [_machine_trial(f) for f in FLOPS[:2]]
+    for m, *_ in trials:
+        del m["eval_images"]
+    db = _store(tmp_path / "r.db", trials, config=CONFIG.replace("eval_images: 0", "eval_images: 120"))
+    assert {m.eval_images for m in _read(db)} == {120}
+    made = CONFIG.replace("kind: synth", "kind: dir")  # a made split's count is its dataset's, not the config's
+    assert {m.eval_images for m in _read(_store(tmp_path / "dir.db", trials, config=made))} == {None}
+
+
+def _cost(capsys, *argv):
+    code, out, err = run_cli(capsys, "proxy", "cost", "--device", "cpu", *argv)
+    assert code == 0, err
+    return out
+
+
+def test_proxy_cost_fits_the_cpu_row_on_this_machines_trials(tmp_path, capsys):
+    db = _store(tmp_path / "r.db", [_machine_trial(f, warm=i % 3 == 2) for i, f in enumerate(FLOPS)])
+    label = trial_cost.CpuKind.this_machine().label
+    [row] = json.loads(_cost(capsys, "--db", db, "--json"))["rows"]
+    assert row["source"] == f"fitted on 6 trials of {label} in {db}"
+    assert row["fit"]["trials"] == 6 and row["fit"]["needed"] == trial_cost.MIN_FIT_TRIALS
+    assert row["fit"]["matched"] == {"cpu": 6, "host": 0, "any": 0} and row["fit"]["speed"] == pytest.approx(SPEED)
+    [committed] = json.loads(_cost(capsys, "--db", str(tmp_path / "none.db"), "--json"))["rows"]
+    assert row["train_s"] == pytest.approx(SPEED * committed["train_s"])  # the demo's 800 steps at the measured speed
+    assert row["setup_s"] == pytest.approx(FRESH_S)
+    assert f"cpu: fitted on 6 trials of {label} in {db}" in _cost(capsys, "--db", db)
+
+
+def test_proxy_cost_names_the_host_for_trials_that_record_no_cpu(tmp_path, capsys):
+    host = trial_cost.CpuKind.this_machine().host
+    db = _store(tmp_path / "r.db", [_machine_trial(f, cpu=None) for f in FLOPS])
+    [row] = json.loads(_cost(capsys, "--db", db, "--json"))["rows"]
+    assert row["source"] == f"fitted on 6 trials of host {host} (no CPU model recorded) in {db}"
+    elsewhere = _store(tmp_path / "e.db", [_machine_trial(f, cpu=None, host="elsewhere") for f in FLOPS])
+    [row] = json.loads(_cost(capsys, "--db", elsewhere, "--json"))["rows"]
+    assert row["source"] == trial_cost.CPU.source and row["fit"]["trials"] == 0
+    [row] = json.loads(_cost(capsys, "--db", elsewhere, "--any-host", "--json"))["rows"]
+    assert row["source"] == f"fitted on 6 trials of any host (no CPU model recorded) in {elsewhere}"
+
+
+@pytest.mark.parametrize("trials, why", [
+    ([_machine_trial(f) for f in FLOPS[:trial_cost.MIN_FIT_TRIALS - 1]],
+     f"{trial_cost.MIN_FIT_TRIALS - 1} trials of {{label}} in {{db}}, {trial_cost.MIN_FIT_TRIALS} needed"),
+    ([_machine_trial(f, cpu="Another CPU 9000") for f in FLOPS],
+     f"0 trials of {{label}} in {{db}}, {trial_cost.MIN_FIT_TRIALS} needed"),
+    (None, "no database at {db}"),
+])
+def test_proxy_cost_falls_back_to_the_committed_fit(trials, why, tmp_path, capsys):
+    db = str(tmp_path / "r.db") if trials is None else _store(tmp_path / "r.db", trials)
+    [row] = json.loads(_cost(capsys, "--db", db, "--json"))["rows"]
+    assert row["source"] == "committed fit (scripts/bench/results/trial_cost.json: SpineNet-49, 128 px)"
+    assert row["setup_s"] == trial_cost.CPU.setup_s
+    expected = why.format(label=trial_cost.CpuKind.this_machine().label, db=db)
+    assert row["fit"]["why"] == expected
+    assert f"cpu: {row['source']} ({expected})" in _cost(capsys, "--db", db)
+    if trials is None:
+        assert not os.path.exists(db)  # a missing database is not made
+
+
+def test_proxy_cost_without_db_reads_the_default_database(tmp_path, monkeypatch, capsys):
+    db = _store(tmp_path / "r.db", [_machine_trial(f) for f in FLOPS])
+    monkeypatch.setenv("SPINENAS_DB", db)
+    [row] = json.loads(_cost(capsys, "--json"))["rows"]
+    assert row["fit"]["trials"] == 6 and row["source"].endswith(f" in {db}")
+
+
+def test_proxy_cost_on_a_database_it_cannot_read_is_one_line(tmp_path, capsys):
+    junk = tmp_path / "junk.db"
+    junk.write_text("not a database")
+    for db, message in ((str(tmp_path), "is not a database file"), (str(junk), "cannot open database"),
+                        ("file:x.db", "SQLite URI")):
+        code, _, err = run_cli(capsys, "proxy", "cost", "--db", db)
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and message in lines[0], lines
+
+
+def test_the_held_out_benchmark_fits_part_of_each_database_and_predicts_the_rest(tmp_path, capsys):
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("bench_held_out", os.path.join(ROOT, "scripts", "bench",
+                                                                                 "trial_cost_held_out.py"))
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    one = _store(tmp_path / "a.db", [_machine_trial(f, warm=i % 3 == 2) for i, f in enumerate(FLOPS)])
+    slower = _store(tmp_path / "b.db", [_machine_trial(f, speed=1.6) for f in FLOPS])
+    out = tmp_path / "ho.json"
+    assert bench.main([one, slower, "--splits", "3", "--out", str(out)]) == 0
+    d = json.loads(out.read_text())
+    assert {"command", "commit", "machine", "date_utc"} <= set(d) and d["machine"]["cpu"] is not None
+    a, b = d["databases"]
+    assert a["trials"] == 6 and a["time_split"]["fit_trial_ids"] == [1, 2, 3]
+    assert [r["trial_id"] for r in a["time_split"]["held_out"]] == [4, 5, 6]
+    assert all(abs(r["error"]) < 1e-9 for r in a["time_split"]["held_out"] + b["time_split"]["held_out"])
+    assert a["time_split"]["target_met"] and d["target_met"] and set(a["trials_needed"]) == {"1", "2", "3", "5"}
+    assert a["random_halves"]["max_abs"] < 1e-9
+    cross = {(x["fit_on"], x["predicted"]): x for x in d["across"]}
+    assert len(cross) == 2 and all(x["fitted"]["median_abs"] > 0.1 for x in cross.values())  # another speed
+    assert not os.path.exists(one + "-shm")  # read from a copy: nothing made beside the database
+    assert "held-out within 20% on every trial of each time split: True" in capsys.readouterr().out

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from nas.cli.commands.common import load_config
-from nas.cli.ui import UserError, print_table
+from nas.cli.ui import UserError, print_table, printable
 
 logger = logging.getLogger(__name__)
 
@@ -164,8 +164,9 @@ def _cmd_proxy_run(args: argparse.Namespace) -> int:
     return 0 if result.error is None else 1
 
 
-def cost_rows(cfg: Any, devices: list[str], *, arch: Any, gpus: int = 1) -> list[dict[str, Any]]:
-    """`spinenas proxy cost`'s rows: one trial of `cfg`'s proxy on each device, and its search's device-hours."""
+def cost_rows(cfg: Any, devices: list[str], *, arch: Any, gpus: int = 1, cpu: Any = None) -> list[dict[str, Any]]:
+    """`spinenas proxy cost`'s rows: one trial of `cfg`'s proxy on each device, and its search's device-hours; the
+    CPU row from `cpu` (a `nas.export.cost.Device`) when given, else from the committed fit."""
     from nas.config.schema import trial_proxy
     from nas.export.cost import DEVICES, proxy_trial_cost
     from proxy_task.data import DataError, load_dataset, num_classes_of
@@ -185,7 +186,7 @@ def cost_rows(cfg: Any, devices: list[str], *, arch: Any, gpus: int = 1) -> list
     per_trial = gpus if gpus > 1 else (cfg.search.gpus_per_trial or 1.0)
     rows = []
     for name in devices:
-        device = DEVICES[name]
+        device = cpu if name == "cpu" and cpu is not None else DEVICES[name]
         c = proxy_trial_cost(proxy, device, flops=flops, eval_images=val_images, gpus=gpus)
         trial_h = c.total_s / 3600.0
         rows.append({
@@ -210,7 +211,11 @@ def _cmd_proxy_cost(args: argparse.Namespace) -> int:
     devices = list(DEVICES) if args.device == "all" else [args.device]
     arch = load_arch_or_exit(args.arch)
     cfg = load_config(args.preset, list(args.set or []))
-    rows = cost_rows(cfg, devices, arch=arch, gpus=args.gpus)
+    cpu, fit = _stored_cpu(args.db, any_host=args.any_host) if "cpu" in devices else (None, None)
+    rows = cost_rows(cfg, devices, arch=arch, gpus=args.gpus, cpu=cpu)
+    for r in rows:
+        if r["device"] == "cpu":
+            r["fit"] = fit
     if args.json:
         print(json.dumps({"preset": args.preset, "arch": arch.key, "rows": rows}, indent=2))
         return 0
@@ -223,14 +228,61 @@ def _cmd_proxy_cost(args: argparse.Namespace) -> int:
               "measured" if r["measured"] else "estimate") for r in rows]
     print_table(("device", "precision", "setup s", "train s", "eval s", "trial", "search device-h", "search wall",
                  "kind"), table)
+    if fit is not None:
+        cpu_row = next(r for r in rows if r["device"] == "cpu")
+        why = f" ({fit['why']})" if fit.get("why") else ""
+        print(f"cpu: {printable(cpu_row['source'])}{printable(why)}")
     if any(not r["measured"] for r in rows):
         from nas.export.cost import GPU_UTILIZATION
 
         print(f"GPU rows are estimates, never run on a GPU: published dense peaks x {GPU_UTILIZATION:.1%} (the share "
-              "Vertex AI's 512-px SpineNet proxy sustained on V100s), the CPU's setup and COCO work; a lower bound "
-              "(Vertex's 384-px proxy took ~9x the model's time). CPU: fitted here on SpineNet-49 at 128 px "
-              "(scripts/bench/trial_cost.py).")
+              "Vertex AI's 512-px SpineNet proxy sustained on V100s), the committed CPU fit's setup and COCO work; a "
+              "lower bound (Vertex's 384-px proxy took ~9x the model's time).")
     return 0
+
+
+def _stored_cpu(db: str | None, *, any_host: bool) -> tuple[Any, dict[str, Any]]:
+    """The CPU constants `proxy cost` uses and what they came from: fitted on the database's newest trials of this
+    machine's kind of CPU (`nas.export.cost.read_measured_trials`) when it holds `MIN_FIT_TRIALS` of them, else the
+    committed fit (also when there is no database). Read-only; a database that cannot be read is a `UserError`."""
+    from nas.cli.commands.common import open_reader
+    from nas.export.cost import CPU, MAX_FIT_TRIALS, MIN_FIT_TRIALS, CpuKind, fit_measured, read_measured_trials
+    from results_db.url import ENV_VAR, resolve_url, sqlite_path
+
+    try:
+        url = resolve_url(db)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    shown = db if db is not None else (os.environ.get(ENV_VAR) or "runs/spinenas.db")
+    kind = CpuKind.this_machine()
+    info: dict[str, Any] = {"db": shown, "cpu": kind.model, "cpus": kind.cpus, "host": kind.host, "trials": 0,
+                            "needed": MIN_FIT_TRIALS, "why": None}
+    path = sqlite_path(url)
+    if path and not os.path.exists(path):
+        info["why"] = f"no database at {shown}"
+        return CPU, info
+    with open_reader(db) as reader:
+        if path is None:  # a database server's URL: its password hidden
+            shown = info["db"] = reader.display_url
+        trials = read_measured_trials(reader, kind=kind, any_host=any_host, newest=MAX_FIT_TRIALS)
+    by = {k: sum(1 for t in trials if kind.match(t, any_host=any_host) == k) for k in ("cpu", "host", "any")}
+    info.update(trials=len(trials), matched=by)
+    if len(trials) < MIN_FIT_TRIALS:
+        info["why"] = (f"{len(trials)} trial{'s' if len(trials) != 1 else ''} of {kind.label} in {shown}, "
+                       f"{MIN_FIT_TRIALS} needed")
+        return CPU, info
+    # Trials from before trials recorded their CPU are matched by their host (or taken from any, --any-host).
+    unlabelled = by["host"] + by["any"]
+    where = f"host {kind.host}" if not by["any"] else "any host" if not by["host"] else f"host {kind.host} or any host"
+    if not unlabelled:
+        what = kind.label
+    elif by["cpu"]:
+        what = f"{kind.label} ({unlabelled} recording no CPU model, matched by {where})"
+    else:
+        what = f"{where} (no CPU model recorded)"
+    fit = fit_measured(trials, source=f"fitted on {len(trials)} trials of {what} in {shown}")
+    info.update(steps=fit.steps, speed=fit.speed, setup_trials=fit.setup_trials, eval_trials=fit.eval_trials)
+    return fit.device, info
 
 
 def _count(h: float) -> str:
@@ -349,6 +401,9 @@ def register(sub: Any) -> None:
     q.add_argument("--json", action="store_true", help="print the result as one JSON object")
     q.set_defaults(func=_cmd_proxy_run)
 
+    from nas.export.cost import MIN_FIT_TRIALS as _MIN_FIT_TRIALS
+    from results_db.url import DB_HELP
+
     q = proxy_sub.add_parser(
         "cost",
         help="predict what a preset's trials cost on a CPU or GPU (a FLOPs model; no TensorFlow)",
@@ -356,8 +411,13 @@ def register(sub: Any) -> None:
         "(counted from the spec): training steps (a per-step overhead plus their FLOPs at the device's sustained "
         "FLOP/s at the trial's precision, proxy.mixed_precision, 'auto' decided per device), evaluations, and the "
         "setup (import, build, trace). "
-        "The CPU row is fitted on these machines (SpineNet-49 at 128 px) and checked on held-out architectures "
-        "and sizes (scripts/bench/trial_cost.py); GPU rows are estimates from published peaks, never run here.",
+        "The CPU row is fitted on this machine's own trials when the database (--db) holds at least "
+        f"{_MIN_FIT_TRIALS} timed RetinaNet trials of its kind of CPU (the same CPU model and count, recorded by "
+        "each trial; a trial from before that was recorded counts when it ran on this host, or on any with "
+        "--any-host): the newest ones, their step, setup and evaluations; its source then says so. Otherwise (no "
+        "database, too few trials) it is the committed fit, made on SpineNet-49 at 128 px and checked on held-out "
+        "architectures and sizes (scripts/bench/trial_cost.py). GPU rows are estimates from published peaks, never "
+        "run here.",
     )
     q.add_argument("--preset", default="demo", help="demo (default), paper, vertex-gpu, or a YAML file")
     from nas.export.cost import DEVICES
@@ -370,5 +430,9 @@ def register(sub: Any) -> None:
                    "here train on one; e.g. 2 to compare with Vertex AI's 2-V100 proxy)")
     q.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a config key, e.g. --set proxy.image_size=512 (repeatable)")
-    q.add_argument("--json", action="store_true", help="print the rows as JSON")
+    q.add_argument("--db", help=DB_HELP + "; read only, and a missing one means the committed CPU fit")
+    q.add_argument("--any-host", action="store_true", help="fit the CPU row also on trials that record no CPU "
+                   "model (from before trials recorded it) whatever host they ran on (default: only this host's)")
+    q.add_argument("--json", action="store_true", help="print the rows as JSON (the CPU row's 'fit' says what it "
+                   "was fitted on)")
     q.set_defaults(func=_cmd_proxy_cost)
