@@ -92,7 +92,8 @@ def _candidates(args: argparse.Namespace, reader_db: str | None) -> tuple[list[A
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     _check_flags(args)
     plugins = import_or_exit(args.plugin or ())  # before any config is read: it may name what they register
-    overrides = [f"{key}={getattr(args, flag)}" for flag, key in _FLAG_KEYS.items()
+    # (key, value) pairs: the flags' values reach the configs as argparse typed them.
+    overrides = [(key, getattr(args, flag)) for flag, key in _FLAG_KEYS.items()
                  if getattr(args, flag, None) is not None]
     if args.variant and args.reference_from is None and not args.resume:
         raise UserError("--variant needs --reference-from STUDY: the stored study whose candidates and reference "
@@ -139,7 +140,8 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
         store.close()
 
 
-def _new_study(args: argparse.Namespace, overrides: list[str], plugins: tuple[str, ...]) -> tuple[Any, str]:
+def _new_study(args: argparse.Namespace, overrides: list[tuple[str, Any]],
+               plugins: tuple[str, ...]) -> tuple[Any, str]:
     """The study the flags describe, and its name; checked, nothing written."""
     from nas.calibration.study import CalibrationError, StudySettings, build_study
     from nas.cli.commands.common import load_config
@@ -175,7 +177,8 @@ def _new_study(args: argparse.Namespace, overrides: list[str], plugins: tuple[st
     return study, name
 
 
-def _variant_study(args: argparse.Namespace, overrides: list[str], plugins: tuple[str, ...]) -> tuple[Any, str]:
+def _variant_study(args: argparse.Namespace, overrides: list[tuple[str, Any]],
+                   plugins: tuple[str, ...]) -> tuple[Any, str]:
     """The study of --variant's against the stored study --reference-from (read from --db), and its name; checked,
     nothing written."""
     from nas.calibration.study import KIND, REFERENCE, CalibrationError, build_variant_study, parse_variant
@@ -228,7 +231,7 @@ def _ensure_variant_data(study: Any) -> None:
         ensure_data(v.config)
 
 
-def _with_run_overrides(study: Any, overrides: list[str]) -> Any:
+def _with_run_overrides(study: Any, overrides: list[tuple[str, Any]]) -> Any:
     """A study with how its trainings run (workers, CPUs, runner, timeout) set in all its configs. A timeout given
     for the proxy grows for a longer training (the reference, a variant) in proportion to its steps, as at
     creation."""
@@ -238,14 +241,14 @@ def _with_run_overrides(study: Any, overrides: list[str]) -> Any:
 
     def scaled(cfg: Any) -> Any:
         ratio = max(1.0, cfg.proxy.train_steps / study.proxy.proxy.train_steps)
-        return _resolved(cfg, [f"search.trial_timeout_s={float(o.split('=', 1)[1]) * ratio}"
-                               if o.startswith("search.trial_timeout_s=") else o for o in overrides])
+        return _resolved(cfg, [(key, float(value) * ratio) if key == "search.trial_timeout_s" else (key, value)
+                               for key, value in overrides])
 
     return replace(study, proxy=_resolved(study.proxy, overrides), reference=scaled(study.reference),
                    variants=tuple(replace(v, config=scaled(v.config)) for v in study.variants))
 
 
-def _resumed_study(store: Any, name: str, args: argparse.Namespace, overrides: list[str],
+def _resumed_study(store: Any, name: str, args: argparse.Namespace, overrides: list[tuple[str, Any]],
                    plugins: tuple[str, ...]) -> Any:
     """The stored study `name` with the run flags, or None (said so) when it is complete and nothing is asked."""
     from nas.calibration.study import KIND
@@ -309,7 +312,7 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise UserError(str(e)) from None
 
 
-def _resolved(cfg: Any, overrides: list[str]) -> Any:
+def _resolved(cfg: Any, overrides: list[Any]) -> Any:
     from nas.config.schema import NasConfig
     from nas.config.codec import ConfigError, resolve
 
