@@ -431,6 +431,19 @@ class _CocoEvaluation:
         return out
 
 
+@dataclasses.dataclass
+class _Progress:
+    """The running account of `_train`: the steps and losses so far, and where the seconds went."""
+
+    step: int = 0
+    losses: list[float] = dataclasses.field(default_factory=list)
+    paused_s: float = 0.0  # intermediate evaluations and report calls: not training time
+    steady_s: float = 0.0  # the chunks after the first (tracing) one
+    window_start: int = 0  # since the previous log_every report: its first step, seconds and timed steps
+    window_s: float = 0.0
+    window_timed: int = 0
+
+
 def _train(
     parts: _TrialParts,
     cfg: ProxyConfig,
@@ -455,6 +468,44 @@ def _train(
     """
     import tensorflow as tf
 
+    train_loop = _build_train_loop(parts)
+    eval_steps = set(cfg.eval_at_steps)
+    progress = _Progress()
+    t_train = time.time()
+    stopped_at: int | None = None
+    last: dict[str, float] = {}
+    while progress.step < cfg.train_steps:
+        n = _chunk_steps(progress.step, cfg)
+        t0 = time.time()
+        chunk = train_loop(parts.train_iter, tf.constant(n, tf.int32)).numpy().tolist()
+        _take_chunk(progress, chunk, time.time() - t0, metrics)
+        step = progress.step
+        t_pause = time.time()
+        out: dict[str, float] = {}
+        if step % cfg.log_every == 0 or step == cfg.train_steps:
+            out = _loss_report(progress, cfg, parts.optimizer, metrics, label)
+        if step == cfg.train_steps:
+            last = out
+            break
+        if step in eval_steps:
+            out.update(_intermediate_evaluation(evaluate, step, cfg, metrics, label))
+        stop = bool(out) and report(step, out)
+        progress.paused_s += time.time() - t_pause
+        if stop:
+            stopped_at = step
+            logger.info("[%s] stopped at step %d/%d", label, step, cfg.train_steps)
+            break
+    _training_metrics(progress, cfg, metrics, t_train)
+    # Divergence is a property of a whole training; a stopped trial is not judged by it.
+    if stopped_at is None:
+        _check_divergence(progress.losses, cfg, metrics)
+    return stopped_at, last
+
+
+def _build_train_loop(parts: _TrialParts) -> Any:
+    """The tf.function that runs a chunk of train steps and returns their losses."""
+    import tensorflow as tf
+
     task, model, optimizer, train_metrics = parts.task, parts.model, parts.optimizer, parts.train_metrics
 
     @tf.function
@@ -466,84 +517,93 @@ def _train(
             losses = losses.write(i, tf.cast(logs[task.loss], tf.float32))
         return losses.stack()
 
-    eval_steps = set(cfg.eval_at_steps)
-    losses: list[float] = []
-    t_train = time.time()
-    paused_s = 0.0  # intermediate evaluations and report calls: not training time
-    steady_s = 0.0  # the chunks after the first (tracing) one
-    window_start, window_s, window_timed = 0, 0.0, 0  # since the previous log_every report
-    stopped_at: int | None = None
-    last: dict[str, float] = {}
-    step = 0
-    while step < cfg.train_steps:
-        # The first call is one step (it traces); later chunks end at every report step and evaluation step.
-        if step == 0:
-            n = 1
-        else:
-            n = min(cfg.log_every - step % cfg.log_every, cfg.train_steps - step)
-            n = min([n] + [s - step for s in cfg.eval_at_steps if s > step])
-        t0 = time.time()
-        chunk = train_loop(parts.train_iter, tf.constant(n, tf.int32)).numpy().tolist()
-        chunk_s = time.time() - t0
-        if step == 0:
-            metrics["trace_s"] = chunk_s
-        else:
-            steady_s += chunk_s
-            window_s += chunk_s
-            window_timed += n
-        for loss in chunk:
-            step += 1
-            metrics["steps"] = float(step)  # so far: what a failed trial trained too
-            losses.append(loss)
-            if not math.isfinite(loss):
-                raise TrialError(f"training loss became {loss} at step {step}")
-        t_pause = time.time()
-        out: dict[str, float] = {}
-        if step % cfg.log_every == 0 or step == cfg.train_steps:
-            window = losses[window_start:]
-            # Images/s of the window's untraced steps; a window of the traced first step alone has only that.
-            timed_s, timed = (window_s, window_timed) if window_timed else (metrics["trace_s"], 1)
-            out = {"loss": sum(window) / len(window), "learning_rate": _learning_rate(optimizer),
-                   "images_per_s": cfg.batch_size * timed / timed_s if timed_s > 0 else 0.0}
-            window_start, window_s, window_timed = step, 0.0, 0
-            logger.info("[%s] step %d/%d loss %.4f lr %.3g (%.2f s/step)", label, step,
-                        cfg.train_steps, out["loss"], out["learning_rate"], steady_s / max(1, step - 1),
-                        extra={"report_step": step})
-        if step == cfg.train_steps:
-            last = out
-            break
-        if step in eval_steps:
-            coco = evaluate()
-            _check_ap(coco, step)
-            metrics.update(coco)
-            out.update(coco)
-            logger.info("[%s] step %d/%d AP %.4f AP50 %.4f (evaluation %.1f s)", label, step, cfg.train_steps,
-                        coco.get("ap", float("nan")), coco.get("ap50", float("nan")), coco["eval_s"],
-                        extra={"report_step": step})
-        stop = bool(out) and report(step, out)
-        paused_s += time.time() - t_pause
-        if stop:
-            stopped_at = step
-            logger.info("[%s] stopped at step %d/%d", label, step, cfg.train_steps)
-            break
+    return train_loop
 
-    # `steps` is the optimizer steps taken: train_steps, or the step of a stop.
+
+def _chunk_steps(step: int, cfg: ProxyConfig) -> int:
+    """The steps of the next chunk: one for the first call (it traces); later chunks end at every report step and
+    evaluation step."""
+    if step == 0:
+        return 1
+    n = min(cfg.log_every - step % cfg.log_every, cfg.train_steps - step)
+    return min([n] + [s - step for s in cfg.eval_at_steps if s > step])
+
+
+def _take_chunk(progress: _Progress, chunk: list[float], chunk_s: float, metrics: dict[str, float]) -> None:
+    """Counts a chunk's seconds (the first, traced chunk as ``trace_s``) and its losses, step by step.
+
+    Raises:
+      TrialError: a non-finite loss.
+    """
+    if progress.step == 0:
+        metrics["trace_s"] = chunk_s
+    else:
+        progress.steady_s += chunk_s
+        progress.window_s += chunk_s
+        progress.window_timed += len(chunk)
+    for loss in chunk:
+        progress.step += 1
+        metrics["steps"] = float(progress.step)  # so far: what a failed trial trained too
+        progress.losses.append(loss)
+        if not math.isfinite(loss):
+            raise TrialError(f"training loss became {loss} at step {progress.step}")
+
+
+def _loss_report(progress: _Progress, cfg: ProxyConfig, optimizer: Any, metrics: dict[str, float],
+                 label: str) -> dict[str, float]:
+    """The training part of a report, over the steps since the previous one (which starts a new window), logged."""
+    step = progress.step
+    window = progress.losses[progress.window_start:]
+    # Images/s of the window's untraced steps; a window of the traced first step alone has only that.
+    timed_s, timed = (progress.window_s, progress.window_timed) if progress.window_timed else (metrics["trace_s"], 1)
+    out = {"loss": sum(window) / len(window), "learning_rate": _learning_rate(optimizer),
+           "images_per_s": cfg.batch_size * timed / timed_s if timed_s > 0 else 0.0}
+    progress.window_start, progress.window_s, progress.window_timed = step, 0.0, 0
+    logger.info("[%s] step %d/%d loss %.4f lr %.3g (%.2f s/step)", label, step,
+                cfg.train_steps, out["loss"], out["learning_rate"], progress.steady_s / max(1, step - 1),
+                extra={"report_step": step})
+    return out
+
+
+def _intermediate_evaluation(evaluate: Callable[[], dict[str, float]], step: int, cfg: ProxyConfig,
+                             metrics: dict[str, float], label: str) -> dict[str, float]:
+    """An evaluation at `step` of `cfg.eval_at_steps`: checked, kept in `metrics`, logged, returned.
+
+    Raises:
+      TrialError: a non-finite AP.
+    """
+    coco = evaluate()
+    _check_ap(coco, step)
+    metrics.update(coco)
+    logger.info("[%s] step %d/%d AP %.4f AP50 %.4f (evaluation %.1f s)", label, step, cfg.train_steps,
+                coco.get("ap", float("nan")), coco.get("ap50", float("nan")), coco["eval_s"],
+                extra={"report_step": step})
+    return coco
+
+
+def _training_metrics(progress: _Progress, cfg: ProxyConfig, metrics: dict[str, float], t_train: float) -> None:
+    """The training's timings and losses, into `metrics`; `steps` is the optimizer steps taken: train_steps, or the
+    step of a stop."""
+    step, losses = progress.step, progress.losses
     steady_steps = max(1, step - 1)
-    metrics["train_s"] = time.time() - t_train - paused_s
-    metrics["step_s"] = steady_s / steady_steps
-    metrics["images_per_s"] = cfg.batch_size * steady_steps / steady_s if steady_s > 0 else 0.0
+    metrics["train_s"] = time.time() - t_train - progress.paused_s
+    metrics["step_s"] = progress.steady_s / steady_steps
+    metrics["images_per_s"] = cfg.batch_size * steady_steps / progress.steady_s if progress.steady_s > 0 else 0.0
     metrics["steps"] = float(step)
     tail = max(1, len(losses) // 10)
     metrics["train_loss"] = sum(losses[-tail:]) / tail
     metrics["initial_loss"] = sum(losses[:10]) / min(10, len(losses))
-    # Divergence is a property of a whole training; a stopped trial is not judged by it.
-    if stopped_at is None and len(losses) >= 20 and metrics["train_loss"] > cfg.divergence_factor * metrics[
-            "initial_loss"]:
+
+
+def _check_divergence(losses: list[float], cfg: ProxyConfig, metrics: dict[str, float]) -> None:
+    """Raises TrialError when the mean loss of the last tenth of the steps is above `cfg.divergence_factor` times
+    the first 10 steps' (`metrics`' train_loss and initial_loss)."""
+    tail = max(1, len(losses) // 10)
+    if len(losses) >= 20 and metrics["train_loss"] > cfg.divergence_factor * metrics["initial_loss"]:
         raise TrialError(
             f"training diverged: mean loss of the last {tail} steps {metrics['train_loss']:.3f} > "
             f"{cfg.divergence_factor} x the first 10 steps' {metrics['initial_loss']:.3f}"
         )
-    return stopped_at, last
 
 
 def _check_ap(coco: dict[str, float], step: int) -> None:
