@@ -231,8 +231,24 @@ def export_arch(
       ExportError: a bad argument, an output folder that is not empty (without `force`) or not writable, or a
         model that Model Garden cannot build; nothing is written then.
     """
-    import yaml
+    staging_dir, names = _output_plan(out, name=name, force=force)
+    arch = arch.canonical()
+    experiment, text = _experiment_yaml(arch, scale=scale, image_size=image_size, task=task, num_classes=num_classes)
+    check, params, flops = _build_from_yaml(text, task)
+    size = check.task.model.input_size[0]
+    summary = ExportSummary(name=name, key=arch.key, scale=scale, image_size=size, task=task, experiment=experiment,
+                            params=params, flops=flops, num_classes=check.task.model.num_classes, files=())
+    files = _write_export(arch, out, staging_dir, names, text, summary, provenance)
+    return dataclasses.replace(summary, files=tuple(files))
 
+
+def _output_plan(out: str, *, name: str, force: bool) -> tuple[str, dict[str, str]]:
+    """The folder to stage the files in and the file names (by kind), once `name` and `out` are checked.
+
+    Raises:
+      ExportError: a name that is not a plain file name; an output folder that is a file, not empty (without
+        `force`), not writable, or holds a folder where a file is to go.
+    """
     if not name or os.sep in name or name.startswith("."):
         raise ExportError(f"--name must be a plain file name, got {name!r}")
     if os.path.exists(out) and not os.path.isdir(out):
@@ -254,14 +270,30 @@ def export_arch(
     for fname in names.values():
         if os.path.isdir(os.path.join(out, fname)):
             raise ExportError(f"cannot write --out {out}: {os.path.join(out, fname)} is a directory")
+    return staging_dir, names
 
-    arch = arch.canonical()
+
+def _experiment_yaml(arch: ArchSpec, *, scale: str, image_size: int | None, task: str,
+                     num_classes: int | None) -> tuple[str, str]:
+    """The Model Garden experiment's name and the YAML text of its config (`build_config`), as written."""
+    import yaml
+
     exp = build_config(arch, scale=scale, image_size=image_size, task=task, num_classes=num_classes)
     experiment = "retinanet_spinenet_nas_coco" if task == "retinanet" else "maskrcnn_spinenet_nas_coco"
     text = f"# Model Garden experiment: {experiment} (train with: spinenas train --config THIS_FILE ...)\n"
     text += yaml.safe_dump(exp.as_dict(), sort_keys=False, default_flow_style=None)
+    return experiment, text
 
-    # Build from exactly the YAML that will be written.
+
+def _build_from_yaml(text: str, task: str) -> tuple[Any, int, int]:
+    """The experiment config read back from exactly the YAML that will be written, and its model's params and
+    FLOPs (`measure`).
+
+    Raises:
+      ExportError: Model Garden cannot build the model.
+    """
+    import yaml
+
     from proxy_task import builder
 
     check = builder.get_experiment_config(builder.EXPERIMENT if task == "retinanet" else builder.MASKRCNN_EXPERIMENT)
@@ -271,29 +303,23 @@ def export_arch(
         params, flops = measure(check)
     except Exception as e:  # noqa: BLE001 - the reason goes to the user in one line; nothing is written
         raise ExportError(f"Model Garden could not build the model: {type(e).__name__}: {str(e).splitlines()[0]}")
+    return check, params, flops
 
-    size = check.task.model.input_size[0]
-    summary = ExportSummary(name=name, key=arch.key, scale=scale, image_size=size, task=task, experiment=experiment,
-                            params=params, flops=flops, num_classes=check.task.model.num_classes, files=())
+
+def _write_export(arch: ArchSpec, out: str, staging_dir: str, names: Mapping[str, str], text: str,
+                  summary: ExportSummary, provenance: Mapping[str, Any] | None) -> list[str]:
+    """Writes the files in a staging folder, then moves each into `out`; returns their absolute paths.
+
+    Raises:
+      ExportError: a write or a move failed (a full disk, a folder changed under us); what this export added is
+        taken back (files it replaced under --force stay replaced).
+    """
     made_out = not os.path.isdir(out)
     staging = None
     moved: list[str] = []  # files of this export that did not exist before
     try:
         staging = tempfile.mkdtemp(prefix=".spinenas-export-", dir=staging_dir)
-        spec = {"name": name, "key": arch.key, "spec": arch.to_dict(), "model_garden_tuples":
-                [list(t[:2]) + [list(t[2]), t[3]] for t in arch.to_model_garden()], "scale": scale,
-                "image_size": size, "task": task, "params": params, "flops": flops,
-                "provenance": dict(provenance or {})}
-        with open(os.path.join(staging, names["spec"]), "w", encoding="utf-8") as fh:
-            json.dump(spec, fh, indent=2)
-            fh.write("\n")
-        with open(os.path.join(staging, names["yaml"]), "w", encoding="utf-8") as fh:
-            fh.write(text)
-        from nas.cli.diagram import draw_arch
-
-        draw_arch(arch, os.path.join(staging, names["png"]), title=f"{name} ({arch.key})")
-        with open(os.path.join(staging, names["md"]), "w", encoding="utf-8") as fh:
-            fh.write(_card(name, arch, summary, provenance or {}, names["yaml"], names["png"]))
+        _write_staged(staging, arch, names, text, summary, provenance)
         os.makedirs(out, exist_ok=True)
         files = []
         for fname in names.values():
@@ -304,8 +330,6 @@ def export_arch(
                 moved.append(target)
             files.append(os.path.abspath(target))
     except OSError as e:
-        # A full disk, a folder changed under us: take back what this export added (files it replaced under
-        # --force stay replaced).
         for target in moved:
             with contextlib.suppress(OSError):
                 os.remove(target)
@@ -316,4 +340,23 @@ def export_arch(
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
-    return dataclasses.replace(summary, files=tuple(files))
+    return files
+
+
+def _write_staged(staging: str, arch: ArchSpec, names: Mapping[str, str], text: str, summary: ExportSummary,
+                  provenance: Mapping[str, Any] | None) -> None:
+    """The four files of the export, into `staging`: the spec JSON, the YAML, the diagram and the model card."""
+    spec = {"name": summary.name, "key": arch.key, "spec": arch.to_dict(), "model_garden_tuples":
+            [list(t[:2]) + [list(t[2]), t[3]] for t in arch.to_model_garden()], "scale": summary.scale,
+            "image_size": summary.image_size, "task": summary.task, "params": summary.params,
+            "flops": summary.flops, "provenance": dict(provenance or {})}
+    with open(os.path.join(staging, names["spec"]), "w", encoding="utf-8") as fh:
+        json.dump(spec, fh, indent=2)
+        fh.write("\n")
+    with open(os.path.join(staging, names["yaml"]), "w", encoding="utf-8") as fh:
+        fh.write(text)
+    from nas.cli.diagram import draw_arch
+
+    draw_arch(arch, os.path.join(staging, names["png"]), title=f"{summary.name} ({arch.key})")
+    with open(os.path.join(staging, names["md"]), "w", encoding="utf-8") as fh:
+        fh.write(_card(summary.name, arch, summary, provenance or {}, names["yaml"], names["png"]))
