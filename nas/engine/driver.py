@@ -408,7 +408,7 @@ class SearchDriver(TrialLoop):
                                 precision=result.precision, reports=self._take_reports(item))
         self.rungs.finished(item.trial_id, reward if status == TrialStatus.COMPLETED else None)
         self._feedback(item, reward)
-        self._record(item, status, reward, result.wall_s, error)
+        self._record(item, status, reward, result.wall_s, error, ap=metrics.get("ap"))
         for other in self.waiting.pop(item.key, []):
             if status == TrialStatus.COMPLETED:
                 self._finish_cached(other, reward, item.trial_id, metrics)
@@ -430,7 +430,7 @@ class SearchDriver(TrialLoop):
                     reward)
         self.rungs.finished(item.trial_id, None)
         self._feedback(item, reward)
-        self._record(item, TrialStatus.PRUNED, reward, result.wall_s, None, rung=rung)
+        self._record(item, TrialStatus.PRUNED, reward, result.wall_s, None, rung=rung, ap=metrics.get("ap"))
         for other in self.waiting.pop(item.key, []):
             if self.cfg.search.retry_pruned:
                 self._submit(other)
@@ -444,7 +444,7 @@ class SearchDriver(TrialLoop):
         self.store.finish_trial(item.trial_id, status=TrialStatus.CACHED, reward=reward, metrics=metrics or {},
                                 wall_s=0.0, cached_from=source)
         self._feedback(item, reward)
-        self._record(item, TrialStatus.CACHED, reward, 0.0, None)
+        self._record(item, TrialStatus.CACHED, reward, 0.0, None, ap=(metrics or {}).get("ap"))
 
     def _finish_rejected(self, item: InFlight, cost: tuple[int, int]) -> None:
         """A proposal over the FLOPs limit: stored, fed back as a failure, never trained."""
@@ -488,11 +488,14 @@ class SearchDriver(TrialLoop):
 
     # ------------------------------------------------------------------------------------------- progress
     def _record(self, item: InFlight, status: TrialStatus, reward: float | None, wall_s: float,
-                error: str | None, rung: int | None = None) -> None:
-        """Counts a finished trial, writes the search's TensorBoard scalars and prints its console line."""
+                error: str | None, rung: int | None = None, ap: float | None = None) -> None:
+        """Counts a finished trial, writes the search's TensorBoard scalars and the trial's HParams session, and
+        prints its console line."""
         self.tally.add(status, reward, item.key, wall_s)
         if self._tb is not None:
             self._search_scalars(status, reward, wall_s)
+        self._write_session(item, status, reward=reward, ap=ap, step=rung or self.cfg.proxy.train_steps,
+                            hparams={self.space.label(i): d for i, d in enumerate(item.decisions)})
         what = f"reward {reward:.4f}" if reward is not None else f"FAILED ({error})"
         if status == TrialStatus.REJECTED:
             what = f"REJECTED untrained ({error.removeprefix('rejected: ') if error else 'over max_flops'})"

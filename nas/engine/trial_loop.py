@@ -185,10 +185,28 @@ class TrialLoop(abc.ABC):
             if item.tb is None:
                 from nas.engine.tensorboard import ScalarWriter
 
-                item.tb = ScalarWriter(os.path.join(self.run_dir, "tensorboard", "trials", f"trial_{item.index:05d}"))
+                item.tb = ScalarWriter(self._trial_run(item))
             for k, v in clean.items():
                 if v is not None:
                     item.tb.scalar(f"curve/{k}", v, step)
+
+    def _trial_run(self, item: InFlight) -> str:
+        from nas.engine.tensorboard import trial_run_name
+
+        return os.path.join(self.run_dir, "tensorboard", "trials", trial_run_name(item.index, item.key))
+
+    def _write_session(self, item: InFlight, status: str, *, reward: float | None, ap: float | None, step: int,
+                       hparams: Mapping[str, Any]) -> None:
+        """The ended trial's HParams session in its TensorBoard run: `hparams` with its key and status as
+        hyper-parameters, its reward and AP as metrics (TensorBoard's HParams tab)."""
+        if not self._tensorboard:
+            return
+        from nas.engine.tensorboard import ScalarWriter
+
+        tb = ScalarWriter(self._trial_run(item))
+        tb.session({**hparams, "key": item.key, "status": str(status)}, {"reward": reward, "ap": ap},
+                   status=str(status), start_time_s=item.submitted or time.time(), step=step)
+        tb.close()
 
     def _store_reports(self) -> None:
         """Writes the reports of trials still running (a finished trial's go with its result, in one transaction)."""

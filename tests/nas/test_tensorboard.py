@@ -81,3 +81,71 @@ def test_a_search_whose_tensorboard_disk_fills_finishes_every_trial(tmp_path, mo
     assert store.open_search("s").status == "completed"
     store.close()
     assert len(caplog.records) == 1 and "No space left on device" in caplog.text
+
+
+def _events(run_dir) -> list:
+    """Every event of a TensorBoard run, read with TensorBoard's own event reader (on its TF-free record reader)."""
+    from tensorboard.backend.event_processing import event_file_loader
+    from tensorboard.compat import tensorflow_stub
+
+    out = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(event_file_loader, "tf", tensorflow_stub)  # the reader would import TensorFlow (~10 s) else
+        for name in sorted(os.listdir(run_dir)):
+            out.extend(event_file_loader.EventFileLoader(os.path.join(run_dir, name)).Load())
+    return out
+
+
+def _session(run_dir) -> tuple[dict, dict, str]:
+    """A trial run's HParams session: (hyper-parameters, hparams/ metrics, end status)."""
+    from tensorboard.plugins.hparams import api_pb2, metadata
+
+    hparams, metrics, status = {}, {}, None
+    for event in _events(run_dir):
+        for v in event.summary.value:
+            if v.metadata.plugin_data.plugin_name == metadata.PLUGIN_NAME:
+                content = v.metadata.plugin_data.content
+                if v.tag == metadata.SESSION_START_INFO_TAG:
+                    start = metadata.parse_session_start_info_plugin_data(content)
+                    hparams = {k: getattr(x, x.WhichOneof("kind")) for k, x in start.hparams.items()}
+                elif v.tag == metadata.SESSION_END_INFO_TAG:
+                    status = api_pb2.Status.Name(metadata.parse_session_end_info_plugin_data(content).status)
+            elif v.tag.startswith("hparams/"):
+                metrics[v.tag] = (event.step, v.simple_value if v.HasField("simple_value") else
+                                  _tensor_value(v.tensor))
+    return hparams, metrics, status
+
+
+def _tensor_value(tensor) -> float:
+    from tensorboard.util import tensor_util
+
+    return float(tensor_util.make_ndarray(tensor))
+
+
+def test_every_trial_is_an_hparams_session_named_by_index_and_key(tmp_path):
+    cfg = cfg_of(trials=8, workers=1, asha={"rungs": (100,), "eta": 2, "min_results": 2})
+    store, _, _ = run_search(tmp_path, cfg, name="a")
+    store.close()
+    store, _, _ = run_search(tmp_path, cfg_of(trials=2, workers=1, asha={"rungs": (100,), "eta": 2,
+                                                                        "min_results": 2}), name="b")
+    from search_space import SearchSpace
+
+    labels = [SearchSpace(cfg.search.family, window=cfg.search.window or None).label(i)
+              for i in range(len(store.trials("a")[0].decisions))]
+    seen = set()
+    for name in ("a", "b"):
+        runs = tmp_path / "runs" / name / "tensorboard" / "trials"
+        trials = store.trials(name)
+        assert sorted(os.listdir(runs)) == [f"trial_{t.index:05d}_{t.arch_key}" for t in trials]
+        for t in trials:
+            hparams, metrics, status = _session(runs / f"trial_{t.index:05d}_{t.arch_key}")
+            seen.add(t.status)
+            assert hparams["key"] == t.arch_key and hparams["status"] == t.status
+            assert [hparams[label] for label in labels] == list(t.decisions)
+            assert metrics["hparams/reward"][1] == pytest.approx(t.reward)
+            assert metrics["hparams/ap"][1] == pytest.approx(t.metrics["ap"])
+            if t.status == "pruned":  # its metrics at its rung, where it stopped
+                assert metrics["hparams/ap"][0] == 100
+            assert status == "STATUS_SUCCESS"
+    assert seen == {"completed", "pruned", "cached"}
+    store.close()
