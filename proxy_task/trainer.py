@@ -612,6 +612,17 @@ def _check_ap(coco: dict[str, float], step: int) -> None:
         raise TrialError(f"COCO AP is {ap} at step {step}")
 
 
+@dataclasses.dataclass
+class _Outcome:
+    """What a trial has measured so far: a trial that fails part way returns what it got to."""
+
+    metrics: dict[str, float]
+    params: int | None = None
+    flops: int | None = None
+    stopped_at: int | None = None
+    precision: str | None = None
+
+
 def run_trial(
     arch: ArchSpec,
     cfg: ProxyConfig,
@@ -651,92 +662,132 @@ def run_trial(
     Returns:
       The trial's `ProxyResult`.
     """
-    global _trials_started, _released, _custom_gradients_before
+    global _trials_started
     t_start = time.time()
     _trials_started += 1
     # 1 in a fresh process; n: the n-th trial of a warm worker (its import_s is then ~0). The CPU, the GPUs and the
     # images an evaluation scores are what `spinenas proxy cost` needs to fit a machine's constants from its trials.
     from proxy_task.devices import cpu_metrics
 
-    metrics: dict[str, float] = {"worker_trial": float(_trials_started), **cpu_metrics(),
-                                 "eval_images": float(_eval_images(cfg, dataset))}
+    outcome = _Outcome(metrics={"worker_trial": float(_trials_started), **cpu_metrics(),
+                                "eval_images": float(_eval_images(cfg, dataset))})
     if _trials_started == 1:
         _cap_malloc_arenas()
-    params: int | None = None
-    flops: int | None = None
-    stopped_at: int | None = None
-    precision: str | None = None
-    parts: Any = None
-    evaluate: Any = None
+    error = _run_as_data(arch, cfg, dataset, outcome, label=trial_label, report=report, gpu_share=gpu_share,
+                         t_start=t_start)
+    outcome.metrics["peak_rss_mb"] = _peak_rss_mb()
+    outcome.metrics["release_s"] = _release_after_trial(trial_label)
+    wall = time.time() - t_start
+    return ProxyResult(metrics=outcome.metrics, flops=outcome.flops, params=outcome.params, wall_s=wall, error=error,
+                       stopped_at=outcome.stopped_at if error is None else None, precision=outcome.precision)
+
+
+def _run_as_data(arch: ArchSpec, cfg: ProxyConfig, dataset: DatasetInfo, outcome: _Outcome, *, label: str,
+                 report: Reporter, gpu_share: float, t_start: float) -> str | None:
+    """Runs the trial (`_train_and_evaluate`) into `outcome`; returns its error in one line, or None.
+
+    A failed trial is data, not an exception. Its Model Garden objects are let go when this returns, before
+    `_release_after_trial` releases TensorFlow's state.
+    """
     try:
-        t0 = time.time()
-        if not _released:
-            _release_tensorflow()
-        configure_tensorflow(cfg, gpu_share)
-        _custom_gradients_before = _custom_gradient_names()
-        from official.core import task_factory  # noqa: F401 - timed here, not in build_s
-
-        from proxy_task import builder  # noqa: F401 - registers the backbone and the experiment
-        from proxy_task.devices import choose_precision, visible_gpus
-
-        metrics["import_s"] = time.time() - t0
-
-        t0 = time.time()
-        gpus = visible_gpus()
-        metrics["gpus"] = float(len(gpus))
-        precision = choose_precision(cfg.mixed_precision, gpus)
-        parts = _build_trial(arch, cfg, dataset, precision)
-        params = int(parts.model.count_params())
-        metrics["build_s"] = time.time() - t0
-        logger.info("[%s] built: %d params, %s, %.1f s", trial_label, params, precision, metrics["build_s"])
-        # FLOPs from the spec (search_space.cost: Model Garden's profiler count, without the profiler's seconds). The
-        # built model's own parameter count checks the analytic one; a difference means Model Garden builds
-        # something the counter does not know, so its FLOPs are not trusted either.
-        cost = cfg.cost(arch, dataset.num_classes)
-        if cost.params == params:
-            flops = cost.flops
-        else:
-            logger.warning("[%s] the analytic count has %d params, the built model %d: FLOPs not recorded "
-                           "(search_space.cost is out of step with this Model Garden)", trial_label, cost.params,
-                           params)
-
-        evaluate = _CocoEvaluation(parts)
-        stopped_at, last = _train(parts, cfg, metrics, evaluate=evaluate, report=report, label=trial_label)
-
-        if flops and metrics["images_per_s"]:
-            # Training costs about 3 forward passes (forward, and twice that backward); 2 FLOPs per multiply-add.
-            metrics["gflops_per_s"] = 6.0 * flops * metrics["images_per_s"] / 1e9
-
-        if stopped_at is None:
-            coco = evaluate()
-            metrics.update(coco)
-            _check_ap(coco, cfg.train_steps)
-            report(cfg.train_steps, {**last, **coco})
-        error = None
-        logger.info("[%s] AP %.4f AP50 %.4f (%.0f s)%s", trial_label, metrics.get("ap", float("nan")),
-                    metrics.get("ap50", float("nan")), time.time() - t_start,
-                    f", stopped at step {stopped_at}" if stopped_at is not None else "")
+        _train_and_evaluate(arch, cfg, dataset, outcome, label=label, report=report, gpu_share=gpu_share)
+        logger.info("[%s] AP %.4f AP50 %.4f (%.0f s)%s", label, outcome.metrics.get("ap", float("nan")),
+                    outcome.metrics.get("ap50", float("nan")), time.time() - t_start,
+                    f", stopped at step {outcome.stopped_at}" if outcome.stopped_at is not None else "")
     except TrialError as e:
         error = str(e)
-        logger.warning("[%s] failed: %s", trial_label, error)
+        logger.warning("[%s] failed: %s", label, error)
+        return error
     except Exception as e:  # noqa: BLE001 - a failed trial is data: the reason goes to the store
         error = f"{type(e).__name__}: {e}".splitlines()[0][:500]
-        logger.error("[%s] failed:\n%s", trial_label, traceback.format_exc())
-    metrics["peak_rss_mb"] = _peak_rss_mb()
-    del parts, evaluate
+        logger.error("[%s] failed:\n%s", label, traceback.format_exc())
+        return error
+    return None
+
+
+def _train_and_evaluate(arch: ArchSpec, cfg: ProxyConfig, dataset: DatasetInfo, outcome: _Outcome, *, label: str,
+                        report: Reporter, gpu_share: float) -> None:
+    """The trial itself: starts TensorFlow, builds the detector, trains it, and (unless stopped) evaluates it last,
+    recording into `outcome` as it goes.
+
+    Raises:
+      TrialError: see `_train`; a non-finite final AP. Anything else that fails, as it comes.
+    """
+    metrics = outcome.metrics
+    _start_tensorflow(cfg, gpu_share, metrics)
+    parts = _build_and_count(arch, cfg, dataset, outcome, label)
+    evaluate = _CocoEvaluation(parts)
+    outcome.stopped_at, last = _train(parts, cfg, metrics, evaluate=evaluate, report=report, label=label)
+
+    if outcome.flops and metrics["images_per_s"]:
+        # Training costs about 3 forward passes (forward, and twice that backward); 2 FLOPs per multiply-add.
+        metrics["gflops_per_s"] = 6.0 * outcome.flops * metrics["images_per_s"] / 1e9
+
+    if outcome.stopped_at is None:
+        coco = evaluate()
+        metrics.update(coco)
+        _check_ap(coco, cfg.train_steps)
+        report(cfg.train_steps, {**last, **coco})
+
+
+def _start_tensorflow(cfg: ProxyConfig, gpu_share: float, metrics: dict[str, float]) -> None:
+    """Lets go of what an earlier trial of this process left (if it could not), configures TensorFlow, and imports
+    Model Garden; the seconds go to ``import_s``."""
+    global _custom_gradients_before
+    t0 = time.time()
+    if not _released:
+        _release_tensorflow()
+    configure_tensorflow(cfg, gpu_share)
+    _custom_gradients_before = _custom_gradient_names()
+    from official.core import task_factory  # noqa: F401 - timed here, not in build_s
+
+    from proxy_task import builder  # noqa: F401 - registers the backbone and the experiment
+
+    metrics["import_s"] = time.time() - t0
+
+
+def _build_and_count(arch: ArchSpec, cfg: ProxyConfig, dataset: DatasetInfo, outcome: _Outcome,
+                     label: str) -> _TrialParts:
+    """The trial's Model Garden objects in its chosen precision; the GPUs, precision, params and FLOPs go to
+    `outcome`, the seconds to ``build_s``."""
+    from proxy_task.devices import choose_precision, visible_gpus
+
+    t0 = time.time()
+    gpus = visible_gpus()
+    outcome.metrics["gpus"] = float(len(gpus))
+    outcome.precision = choose_precision(cfg.mixed_precision, gpus)
+    parts = _build_trial(arch, cfg, dataset, outcome.precision)
+    outcome.params = params = int(parts.model.count_params())
+    outcome.metrics["build_s"] = time.time() - t0
+    logger.info("[%s] built: %d params, %s, %.1f s", label, params, outcome.precision, outcome.metrics["build_s"])
+    # FLOPs from the spec (search_space.cost: Model Garden's profiler count, without the profiler's seconds). The
+    # built model's own parameter count checks the analytic one; a difference means Model Garden builds
+    # something the counter does not know, so its FLOPs are not trusted either.
+    cost = cfg.cost(arch, dataset.num_classes)
+    if cost.params == params:
+        outcome.flops = cost.flops
+    else:
+        logger.warning("[%s] the analytic count has %d params, the built model %d: FLOPs not recorded "
+                       "(search_space.cost is out of step with this Model Garden)", label, cost.params, params)
+    return parts
+
+
+def _release_after_trial(label: str) -> float:
+    """Lets go of the trial's TensorFlow state (`_release_tensorflow`) and returns the seconds it took; when that
+    fails the next trial of this process releases first.
+
+    Timed, so that no part of a trial goes unaccounted: the trial-cost benchmark has seen stalls outside every
+    other timer (see the README's Benchmarks, `scripts/bench/trial_cost.py`, other_s).
+    """
+    global _released
     _released = False
     t0 = time.time()
     try:
         _release_tensorflow()
         _released = True
     except Exception:  # noqa: BLE001 - the trial's result stands; the next trial releases again
-        logger.warning("[%s] could not release TensorFlow's state:\n%s", trial_label, traceback.format_exc())
-    # Timed, so that no part of a trial goes unaccounted: the trial-cost benchmark has seen stalls outside every
-    # other timer (see the README's Benchmarks, `scripts/bench/trial_cost.py`, other_s).
-    metrics["release_s"] = time.time() - t0
-    wall = time.time() - t_start
-    return ProxyResult(metrics=metrics, flops=flops, params=params, wall_s=wall, error=error,
-                       stopped_at=stopped_at if error is None else None, precision=precision)
+        logger.warning("[%s] could not release TensorFlow's state:\n%s", label, traceback.format_exc())
+    return time.time() - t0
 
 
 def result_summary(result: ProxyResult) -> dict[str, Any]:
