@@ -494,8 +494,10 @@ class SearchDriver(TrialLoop):
         self.tally.add(status, reward, item.key, wall_s)
         if self._tb is not None:
             self._search_scalars(status, reward, wall_s)
-        self._write_session(item, status, reward=reward, ap=ap, step=rung or self.cfg.proxy.train_steps,
-                            hparams={self.space.label(i): d for i, d in enumerate(item.decisions)})
+        if self._tensorboard:  # its HParams session; a space of a benchmark's own may not name its decisions
+            label = getattr(self.space, "label", lambda i: f"d{i}")
+            self._write_session(item, status, reward=reward, ap=ap, step=rung or self.cfg.proxy.train_steps,
+                                hparams={label(i): d for i, d in enumerate(item.decisions)})
         what = f"reward {reward:.4f}" if reward is not None else f"FAILED ({error})"
         if status == TrialStatus.REJECTED:
             what = f"REJECTED untrained ({error.removeprefix('rejected: ') if error else 'over max_flops'})"
