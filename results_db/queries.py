@@ -319,6 +319,15 @@ class ReadAPI(abc.ABC):
             for s in searches
         ]
 
+    def controller_updates(self) -> dict[str, tuple[int, datetime.datetime | None]]:
+        """Search name -> (the controller's update count at its newest stored checkpoint, when that was stored), for
+        each search with a checkpoint (one follows an update at most every ``search.checkpoint_interval_s``, and
+        the last one ends the search: while a search runs the count may lag by that interval)."""
+        with self._executor() as ex:
+            names = _search_names(ex)
+            rows = ex("SELECT search_id, MAX(step), MAX(created_at) FROM controller_checkpoints GROUP BY search_id", {})
+            return {names[sid]: (int(step), _dt(at)) for sid, step, at in rows if sid in names}
+
     # ----------------------------------------------------------------------------------------------- ranking
     def top(
         self,

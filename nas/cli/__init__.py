@@ -35,6 +35,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "nas.cli.commands.calibrate",
     "nas.cli.commands.db",
     "nas.cli.commands.export",
+    "nas.cli.commands.dashboard",
 )
 
 

@@ -200,12 +200,18 @@ def draw_arch(arch: ArchSpec, path: str | os.PathLike[str], title: str | None = 
     fmt = os.path.splitext(path)[1].lower().lstrip(".")
     if fmt not in IMAGE_FORMATS:
         raise ValueError(f"image path must end in .png or .svg, got {path!r}")
+    fig = arch_figure(arch, title)
+    fig.savefig(path, format=fmt, dpi=150 if fmt == "png" else None, metadata=None if fmt == "png" else {"Date": None})
+    logger.info("wrote %s", path)
+    return path
+
+
+def arch_figure(arch: ArchSpec, title: str | None = None) -> Any:
+    """The matplotlib Figure `draw_arch` writes (no pyplot state), for a caller that saves it elsewhere (the
+    dashboard's trial page)."""
     from matplotlib.figure import Figure
 
     n = arch.num_stem_candidates + len(arch.blocks)
     fig = Figure(figsize=(max(7.0, 0.55 * n + 1.5) + 3.2, 4.6), layout="constrained")
-    ax = fig.subplots()
-    draw_arch_on(ax, arch, title if title is not None else f"{arch.key}   {arch.summary()}")
-    fig.savefig(path, format=fmt, dpi=150 if fmt == "png" else None, metadata=None if fmt == "png" else {"Date": None})
-    logger.info("wrote %s", path)
-    return path
+    draw_arch_on(fig.subplots(), arch, title if title is not None else f"{arch.key}   {arch.summary()}")
+    return fig
