@@ -253,6 +253,7 @@ class DashboardData:
         self._curves: dict[int, tuple[Any, list[Any]]] = {}  # finished trial id -> (its finished_at, its reports)
         self._importance: dict[str, dict[str, Any]] = {}
         self._diagrams: dict[str, str] = {}
+        self._blocks: dict[str, dict[str, Any]] = {}  # arch key -> its `block_features`
         self._settings: dict[tuple[str, Any], SearchSettings] = {}
 
     @property
@@ -384,8 +385,10 @@ class DashboardData:
         rows = []
         for t in done:
             a = archs.get(t.arch_key)
+            if a is not None and a.key not in self._blocks:
+                self._blocks[a.key] = block_features(a.spec_json)
             rows.append({"id": t.id, "index": t.index, "reward": t.reward, "decisions": list(t.decisions),
-                         "blocks": block_features(a.spec_json) if a else {}})
+                         "blocks": self._blocks.get(t.arch_key, {})})
         n = len(done[0].decisions) if done else 0
         return {"labels": decision_labels(settings, n), "rows": rows}
 
