@@ -106,7 +106,8 @@ def best_vs_compute(series: Mapping[str, Sequence[tuple[float, float | None]]]) 
             continue
         drawn = True
         fig.add_trace(go.Scatter(x=[x for x, _ in pts], y=[y for _, y in pts], mode="lines", line_shape="hv",
-                                 name=name, line=dict(color=SEARCH_COLOURS[i % len(SEARCH_COLOURS)], width=2)))
+                                 name=name, showlegend=True,
+                                 line=dict(color=SEARCH_COLOURS[i % len(SEARCH_COLOURS)], width=2)))
     return fig if drawn else message("no completed trial yet", height=420)
 
 
