@@ -82,6 +82,9 @@ class TrialContext:
 # Proxy settings that do not change a trained proxy's score. The seed is left out on purpose: a trial's seed is the
 # search's seed plus its index, and a result for one seed stands for the architecture (as the dedup always did).
 PROXY_NON_SCORE = frozenset({"seed", "threads", "log_every", "eval_at_steps", "deterministic", "eval_batch_size"})
+# Proxy settings added after trials were first stored, with the value every earlier trial trained with: left out of
+# a fingerprint at that value, so stored fingerprints stand; another value gets fingerprints of its own.
+PROXY_SINCE: Mapping[str, Any] = {"mixed_precision": "float32", "grappler": True}
 
 
 def data_identity(data: Mapping[str, Any], *, generator_settings: bool) -> dict[str, Any]:
@@ -134,12 +137,10 @@ class Evaluator(abc.ABC):
           keeps it under the evaluator's name), the other entries are kept as they are (e.g. ``'proxy'``).
         """
         del search, reward_uses_cost  # its params and FLOPs follow from proxy settings that are all in already
-        out_proxy = {k: v for k, v in proxy.items() if k not in PROXY_NON_SCORE}
-        if out_proxy.get("mixed_precision") == "float32":
-            # The default, and what every trial stored before the setting existed: left out, so their fingerprints
-            # stand. Another setting changes the scores (a little), so it gets fingerprints of its own; 'auto' is one
-            # fingerprint whatever each trial picked on its devices (the trial stores what it trained in).
-            del out_proxy["mixed_precision"]
+        # 'auto' precision is one fingerprint whatever each trial picked on its devices (the trial stores what it
+        # trained in).
+        out_proxy = {k: v for k, v in proxy.items()
+                     if k not in PROXY_NON_SCORE and not (k in PROXY_SINCE and v == PROXY_SINCE[k])}
         out_proxy["data"] = data_identity(out_proxy["data"], generator_settings=True)
         out: dict[str, Any] = {"proxy": out_proxy}
         if settings is not None:
@@ -163,6 +164,8 @@ class Evaluator(abc.ABC):
         what = f"{proxy.get('image_size', '?')} px {proxy.get('train_steps', '?')} steps on {where}"
         if proxy.get("mixed_precision", "float32") != "float32":
             what += f", {proxy['mixed_precision']} precision"
+        if proxy.get("grappler", True) is False:
+            what += ", Grappler off"
         return what
 
     @abc.abstractmethod

@@ -151,6 +151,8 @@ def configure_tensorflow(cfg: ProxyConfig, gpu_share: float = 0.0) -> None:
     # '^args_3' is not found", in make_deterministic_parallel_map_and_batch and, with map-and-batch fusion off, in
     # the parallel map's split function). Determinism comes from `_deterministic_inputs` instead.
     tf_keras.utils.set_random_seed(cfg.seed)
+    # Set at every trial: a warm worker's next trial may ask otherwise (a calibration study's variants).
+    tf.config.optimizer.set_experimental_options({"disable_meta_optimizer": not cfg.grappler})
 
 
 def _deterministic_inputs(dataset: Any, cfg: ProxyConfig) -> Any:

@@ -256,3 +256,17 @@ def test_same_seed_same_losses(tiny_dataset):
     warm, warm_ap = _train_losses(tiny_dataset.root, warm=True, eval_at_steps=[4])
     assert warm == first
     assert warm_ap == first_ap
+
+
+def test_a_trial_with_grappler_off_trains_and_the_next_trial_has_it_back(tiny_dataset):
+    import tensorflow as tf
+
+    from proxy_task.trainer import configure_tensorflow, run_trial
+
+    cfg = ProxyConfig(data=DataConfig(kind="dir", path=tiny_dataset.root), grappler=False,
+                      **{**TINY, "train_steps": 2, "warmup_steps": 0, "log_every": 1})
+    result = run_trial(SPINENET_49.canonical(), cfg, tiny_dataset)
+    assert result.error is None, result.error
+    assert result.ok and tf.config.optimizer.get_experimental_options()["disable_meta_optimizer"] is True
+    configure_tensorflow(dataclasses.replace(cfg, grappler=True))  # what a warm worker's next trial starts with
+    assert tf.config.optimizer.get_experimental_options().get("disable_meta_optimizer") is False
