@@ -146,8 +146,10 @@ def _draw_axes(ax: Any, arch: ArchSpec, title: str | None) -> None:
     ax.set_yticks(range(2, 8))
     ax.set_yticklabels([f"L{lvl}  (1/{2**lvl})" for lvl in range(2, 8)], fontsize=8)
     ax.set_xticks(range(n))
-    ax.set_xticklabels([f"s{j}" for j in range(m)] + [str(i) for i in range(len(arch.blocks))], fontsize=7)
-    ax.set_xlabel("stem candidates | scale-permuted blocks in build order")
+    # One numbering with `spinenas show`'s table, the text diagram and Model Garden's block specs: the offsets a
+    # block's inputs name (the stem candidates first), not the blocks' own indices.
+    ax.set_xticklabels([str(j) for j in range(n)], fontsize=7)
+    ax.set_xlabel("stem candidates | scale-permuted blocks in build order (numbered by the offsets the inputs name)")
     ax.grid(axis="y", color="#eeeeee", zorder=0)
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)

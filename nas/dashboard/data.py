@@ -11,7 +11,6 @@ decisions.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import logging
 import math
@@ -22,6 +21,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from nas.cli.commands.common import SearchSettings, search_settings
 from results_db.status import FINISHED_STATUSES, TrialStatus
 
 if TYPE_CHECKING:
@@ -40,72 +40,6 @@ MIN_IMPORTANCE_TRIALS = 8
 MAX_IMPORTANCE_BARS = 20
 #: Seconds a search's importance estimate is kept while its trials complete (a fit takes ~0.5 s on 300 trials).
 IMPORTANCE_EVERY_S = 10.0
-
-
-@dataclasses.dataclass(frozen=True)
-class SearchSettings:
-    """What the pages need of a search's stored config (read as plain YAML: no config classes, no plug-ins).
-
-    Attributes:
-      kind: 'search' or 'calibration'.
-      budget: the trials the search is to finish (``search.trials``); None for a study (its plan is its rows).
-      family, window: the search space (None when unknown).
-      scheduler: 'none', 'asha', 'median' or another registered scheduler's name.
-      rungs: the steps its scheduler judges at (its ``rungs``, else the proxy's ``eval_at_steps``; () for none).
-      eta: ASHA's reduction factor (None for other schedulers).
-      reward: 'ap' or 'ap-flops'.
-      train_steps: the proxy's steps.
-    """
-
-    kind: str = "search"
-    budget: int | None = None
-    family: str | None = None
-    window: int | None = None
-    scheduler: str = "none"
-    rungs: tuple[int, ...] = ()
-    eta: int | None = None
-    reward: str = "ap"
-    train_steps: int | None = None
-
-
-def search_settings(record: SearchRecord) -> SearchSettings:
-    """A search's `SearchSettings` from its stored config; what cannot be read is left at its default."""
-    from nas.config.codec import MAX_STORED_YAML_BYTES, ConfigError, load_yaml
-
-    kind = getattr(record, "kind", "search") or "search"
-    try:
-        doc = load_yaml(record.config or "", what=f"the stored config of {record.name}",
-                        max_bytes=MAX_STORED_YAML_BYTES) or {}
-    except ConfigError:
-        return SearchSettings(kind=kind)
-    if not isinstance(doc, dict) or kind != "search":
-        return SearchSettings(kind=kind, family=record.family or None)
-    search = doc.get("search") or {}
-    proxy = doc.get("proxy") or {}
-    scheduler = doc.get("scheduler") or {}
-    stype = str(scheduler.get("type") or "none")
-    own = scheduler.get(stype) if isinstance(scheduler.get(stype), dict) else {}
-    rungs: tuple[int, ...] = ()
-    if stype != "none":
-        rungs = tuple(int(r) for r in (own.get("rungs") or proxy.get("eval_at_steps") or ()))
-    return SearchSettings(
-        kind=kind,
-        budget=_int_or_none(search.get("trials")),
-        family=search.get("family") or record.family or None,
-        window=_int_or_none(search.get("window")) or None,
-        scheduler=stype,
-        rungs=rungs,
-        eta=_int_or_none(own.get("eta")) if stype == "asha" else None,
-        reward=str(search.get("reward") or "ap"),
-        train_steps=_int_or_none(proxy.get("train_steps")),
-    )
-
-
-def _int_or_none(x: Any) -> int | None:
-    try:
-        return None if x is None else int(x)
-    except (TypeError, ValueError):
-        return None
 
 
 def rung_thresholds(settings: SearchSettings, trials: Sequence[TrialRecord],

@@ -348,3 +348,63 @@ def test_a_database_that_fails_under_a_running_command_is_one_line_and_exit_1(ca
     code, out, err = run_cli(capsys, "searches")
     assert (code, out) == (1, "")
     assert err == "spinenas: error: cannot write the database r.db: its file system is full\n"
+
+
+# --------------------------------------------------------------------------------------------------- newcomers
+def test_searches_shows_a_searchs_trials_of_its_budget_until_it_is_done(capsys, tmp_path):
+    from results_db import NewTrial, ResultStore
+    from search_space import SPINENET_49
+
+    path = str(tmp_path / "r.db")
+    with ResultStore(path) as store:
+        for name in ("open", "done"):
+            store.create_search(name, config="search:\n  trials: 10\n", seed=0, controller="random",
+                                family="spinenet49")
+            key = store.register_arch(SPINENET_49)
+            store.add_trials(name, [NewTrial(key, [0])] * 3, status="queued")
+        store.set_search_status("done", "stopped")
+    code, out, _ = run_cli(capsys, "searches", "--db", path)
+    rows = {ln.split()[0]: ln for ln in out.splitlines()[2:]}
+    assert code == 0 and " 3/10 " in rows["open"] and " 3/10 " not in rows["done"]
+    code, out, _ = run_cli(capsys, "searches", "--db", path, "--json")
+    assert [r["budget"] for r in json.loads(out)] == [10, 10]
+
+
+def test_calibration_show_names_the_studies_and_the_committed_one(capsys, db):
+    path, _ = db
+    code, _, err = run_cli(capsys, "calibration", "show", "ppo-1", "--db", path)
+    assert code == 2 and err.count("\n") == 1
+    assert "'ppo-1' is a search, not a calibration study: it holds no calibration study; the demo proxy's study is " \
+           "in another database: give --db " in err and err.rstrip().endswith("calibration-demo.db")
+    code, _, err = run_cli(capsys, "calibration", "show", "nope", "--db", path)
+    assert code == 2 and "no calibration study 'nope' in " in err and "give --db" in err
+
+
+def test_a_search_of_the_demo_proxy_hears_of_the_committed_calibration_study(db):
+    from nas.cli.commands.common import load_config
+    from nas.cli.commands.search import _calibration_note
+    from nas.engine.fingerprint import fingerprint
+    from results_db.reader import ResultReader
+
+    with ResultReader(db[0]) as reader:
+        note = _calibration_note(reader, fingerprint(load_config("demo", [])), "demo")
+        other = _calibration_note(reader, "0" * 16, "demo")
+    assert "no calibration of this proxy in this database, but " in note
+    assert "calibration-demo.db holds one ('spinenas calibration show demo-cal --db " in note
+    assert "rung 400 is the cheapest proxy that ranks like the reference" in note
+    assert other.startswith("  warning: no calibration of this proxy in the database")
+
+
+def test_shows_table_and_its_picture_number_the_blocks_alike():
+    """The picture's columns carry the offsets the table's rows and the blocks' inputs use (stem candidates first),
+    not the blocks' own indices."""
+    from matplotlib.figure import Figure
+
+    from nas.cli.diagram import draw_arch_on
+
+    ax = Figure().subplots()
+    draw_arch_on(ax, SPINENET_49)
+    n = SPINENET_49.num_stem_candidates + len(SPINENET_49.blocks)
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(j) for j in range(n)]
+    assert text_diagram(SPINENET_49).splitlines()[0].split() == [str(j) for j in range(2)] + ["|"] + \
+        [str(j) for j in range(2, n)]

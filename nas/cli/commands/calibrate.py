@@ -368,14 +368,32 @@ def _load(reader: Any, name: str) -> dict[str, Any]:
     """The study `name`'s figures (`nas.calibration.study.analyze`), with its name and status."""
     from nas.calibration.study import KIND, CalibrationError, read_figures
 
-    record = reader.open_search(name)
+    try:
+        record = reader.open_search(name)
+    except LookupError:
+        raise UserError(f"no calibration study {name!r} in {reader.display_url}: {_studies_hint(reader)}") from None
     if getattr(record, "kind", "search") != KIND:
-        raise UserError(f"{name!r} is a search, not a calibration study (`spinenas searches` lists both)")
+        raise UserError(f"{name!r} is a search, not a calibration study: {_studies_hint(reader)}")
     try:
         figures = read_figures(reader, record)
     except CalibrationError as e:
         raise UserError(f"study {name!r}: {e}") from None
     return {"name": name, "status": record.status, **figures}
+
+
+def _studies_hint(reader: Any) -> str:
+    """Which studies this database holds, and where else one is (the committed databases), for `calibration show`'s
+    errors: 'its studies: a, b' or 'it holds none; give --db scripts/bench/results/calibration-demo.db (...)'."""
+    from nas.calibration.study import KIND
+    from nas.cli.commands.common import shipped_databases
+
+    studies = [s.name for s in reader.list_searches() if getattr(s, "kind", "search") == KIND]
+    text = f"its studies: {', '.join(studies)}" if studies else "it holds no calibration study"
+    here = os.path.abspath(getattr(reader, "url", "").removeprefix("sqlite:///") or ".")
+    elsewhere = [p for p in shipped_databases() if os.path.abspath(p) != here and "calibration" in p]
+    if elsewhere:
+        text += f"; the demo proxy's study is in another database: give --db {elsewhere[0]}"
+    return text
 
 
 def _f(x: Any, digits: int = 3) -> str:

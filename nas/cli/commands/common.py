@@ -6,6 +6,7 @@ One home for each (commands never import each other's helpers). Nothing heavy is
 from __future__ import annotations
 
 import csv
+import dataclasses
 import errno
 import os
 import sys
@@ -19,7 +20,7 @@ from nas.cli.ui import UserError, error_text, fmt_count, fmt_float, fmt_seconds,
 if TYPE_CHECKING:
     from results_db.queries import ReadAPI
     from results_db.reader import ResultReader
-    from results_db.records import RankedArch
+    from results_db.records import RankedArch, SearchRecord
 
 
 @contextmanager
@@ -213,6 +214,94 @@ def print_rich_or_plain(header: Sequence[str], rows: Sequence[Sequence[Any]], ti
     for r in rows:
         table.add_row(*(Text(printable(c)) for c in r))
     Console().print(table)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSettings:
+    """What a search's stored config says of its budget, space and scheduler, read as plain YAML (no config classes,
+    no plug-ins: `searches` and the dashboard read any stored search with it).
+
+    Attributes:
+      kind: 'search' or 'calibration'.
+      budget: the trials the search is to finish (``search.trials``); None for a study (its plan is its rows).
+      family, window: the search space (None when unknown).
+      scheduler: 'none', 'asha', 'median' or another registered scheduler's name.
+      rungs: the steps its scheduler judges at (its ``rungs``, else the proxy's ``eval_at_steps``; () for none).
+      eta: ASHA's reduction factor (None for other schedulers).
+      reward: 'ap' or 'ap-flops'.
+      train_steps: the proxy's steps.
+    """
+
+    kind: str = "search"
+    budget: int | None = None
+    family: str | None = None
+    window: int | None = None
+    scheduler: str = "none"
+    rungs: tuple[int, ...] = ()
+    eta: int | None = None
+    reward: str = "ap"
+    train_steps: int | None = None
+
+
+def search_settings(record: SearchRecord) -> SearchSettings:
+    """A search's `SearchSettings` from its stored config; what cannot be read is left at its default."""
+    from nas.config.codec import MAX_STORED_YAML_BYTES, ConfigError, load_yaml
+
+    kind = getattr(record, "kind", "search") or "search"
+    try:
+        doc = load_yaml(record.config or "", what=f"the stored config of {record.name}",
+                        max_bytes=MAX_STORED_YAML_BYTES) or {}
+    except ConfigError:
+        return SearchSettings(kind=kind)
+    if not isinstance(doc, dict) or kind != "search":
+        return SearchSettings(kind=kind, family=record.family or None)
+    search = doc.get("search") or {}
+    proxy = doc.get("proxy") or {}
+    scheduler = doc.get("scheduler") or {}
+    stype = str(scheduler.get("type") or "none")
+    own = scheduler.get(stype) if isinstance(scheduler.get(stype), dict) else {}
+    rungs: tuple[int, ...] = ()
+    if stype != "none":
+        rungs = tuple(int(r) for r in (own.get("rungs") or proxy.get("eval_at_steps") or ()))
+    return SearchSettings(
+        kind=kind,
+        budget=_int_or_none(search.get("trials")),
+        family=search.get("family") or record.family or None,
+        window=_int_or_none(search.get("window")) or None,
+        scheduler=stype,
+        rungs=rungs,
+        eta=_int_or_none(own.get("eta")) if stype == "asha" else None,
+        reward=str(search.get("reward") or "ap"),
+        train_steps=_int_or_none(proxy.get("train_steps")),
+    )
+
+
+def _int_or_none(x: Any) -> int | None:
+    try:
+        return None if x is None else int(x)
+    except (TypeError, ValueError):
+        return None
+
+
+#: Where a source checkout keeps the results databases committed with the project (real demo trainings and the demo
+#: proxy's calibration study); an installed package has none.
+SHIPPED_RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))), "scripts", "bench", "results")
+
+
+def shipped_databases() -> list[str]:
+    """The committed results databases (``scripts/bench/results/*.db``) as paths a user can type here (relative to
+    the current folder when under it), in name order; [] when there are none."""
+    try:
+        names = sorted(n for n in os.listdir(SHIPPED_RESULTS) if n.endswith(".db"))
+    except OSError:
+        return []
+    out = []
+    for n in names:
+        path = os.path.join(SHIPPED_RESULTS, n)
+        rel = os.path.relpath(path)
+        out.append(rel if not rel.startswith("..") else path)
+    return out
 
 
 # Columns of `top --json` / `--csv`, in order.

@@ -53,6 +53,22 @@ def _ago(t: datetime.datetime | None, now: datetime.datetime) -> str:
     return f"{fmt_seconds(age)} ago" if age >= 0 else f"{fmt_seconds(-age)} in the future"
 
 
+def _budget(s: SearchSummary) -> int | None:
+    """A search's budget (``search.trials`` of its stored config; None for a study, or a config that says none)."""
+    from nas.cli.commands.common import search_settings
+
+    return search_settings(s.search).budget
+
+
+def _trials_cell(s: SearchSummary, status: str) -> Any:
+    """The trials column: the count, and while a search is not done the budget beside it ('5/16')."""
+    if status in ("running", "interrupted"):
+        budget = _budget(s)
+        if budget is not None and s.trials < budget:
+            return f"{s.trials}/{budget}"
+    return s.trials
+
+
 def _cmd_searches(args: argparse.Namespace) -> int:
     with open_reader(args.db) as store:
         summaries = store.search_summaries()
@@ -68,6 +84,7 @@ def _cmd_searches(args: argparse.Namespace) -> int:
                 "status": _status(s, now),
                 "driver_last_seen": (s.search.lease_heartbeat or s.search.updated_at).isoformat(),
                 "trials": s.trials,
+                "budget": _budget(s),
                 "counts": dict(s.counts),
                 "best_reward": s.best_reward,
                 "created_at": s.search.created_at.isoformat(),
@@ -90,7 +107,7 @@ def _cmd_searches(args: argparse.Namespace) -> int:
             s.search.family or "-",
             _status(s, now) + (f" (driver last seen {_ago(s.search.lease_heartbeat or s.search.updated_at, now)})"
                                if _status(s, now) == "interrupted" else ""),
-            s.trials,
+            _trials_cell(s, _status(s, now)),
             s.counts.get(TrialStatus.COMPLETED, 0),
             s.counts.get(TrialStatus.FAILED, 0),
             s.counts.get(TrialStatus.CACHED, 0),
@@ -380,7 +397,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "searches",
         help="list the searches in the results database",
-        description="List the searches in the results database: status, trials done / failed / cached / rejected "
+        description="List the searches in the results database: status, trials (of its budget while it is not done: "
+        "'5/16'), done / failed / cached / rejected "
         "(over the search's --max-flops, never trained) / pruned (stopped at a rung by --scheduler asha) / still "
         "open, best reward, start (UTC), duration, and the compute its trials spent: trial time (the sum of the "
         "trained trials' seconds, as their workers measured them: several workers make it exceed the duration) and "

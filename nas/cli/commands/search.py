@@ -226,20 +226,42 @@ def _check_search_config(cfg: Any, args: argparse.Namespace) -> None:
 
 
 def _calibration_note(store: Any, fingerprint: str, preset: str) -> str:
-    """What the newest calibration study of this search's proxy found, or a warning that there is none."""
+    """What the newest calibration study of this search's proxy found (in its database, else in the databases
+    committed with the project), or a warning that there is none."""
+    found = _study_of(store, fingerprint)
+    if found is not None:
+        return printable(f"  calibration {found[1]}")
+    from nas.cli.commands.common import shipped_databases
+    from results_db.reader import ResultReader
+
+    for path in shipped_databases():
+        try:
+            with ResultReader(path) as reader:
+                found = _study_of(reader, fingerprint)
+        except Exception:  # noqa: BLE001 - a courtesy: a committed database that cannot be read says nothing
+            continue
+        if found is not None:
+            return printable(f"  no calibration of this proxy in this database, but {path} holds one ('spinenas "
+                             f"calibration show {found[0]} --db {path}'): {found[1]}")
+    return (f"  warning: no calibration of this proxy in the database: 'spinenas calibrate --preset {preset}' "
+            "measures whether it ranks architectures as a longer training does (its seed noise too)")
+
+
+def _study_of(reader: Any, fingerprint: str) -> tuple[str, str] | None:
+    """(name, "'NAME' of this proxy: tau ... at its last step against N steps; its verdict") of the newest study of
+    the proxy in `reader`, or None."""
     from nas.calibration.study import find_calibrations, proxy_figures
 
-    for name, _ in reversed(find_calibrations(store, fingerprint)):
-        d = proxy_figures(store, name, fingerprint)  # a study of variants: the variant that is this proxy
+    for name, _ in reversed(find_calibrations(reader, fingerprint)):
+        d = proxy_figures(reader, name, fingerprint)  # a study of variants: the variant that is this proxy
         if d is None:
             continue
         last = d["rungs"][-1]
         a = last["all"]
         tau = "-" if a["tau"] is None else f"{a['tau']:.2f} (90% interval {a['tau_low']:.2f} to {a['tau_high']:.2f})"
-        return printable(f"  calibration {name!r} of this proxy: tau {tau} at its last step ({last['step']}) "
-                         f"against {d['reference']['steps']} steps; {d['verdict']['text']}")
-    return (f"  warning: no calibration of this proxy in the database: 'spinenas calibrate --preset {preset}' "
-            "measures whether it ranks architectures as a longer training does (its seed noise too)")
+        return name, (f"{name!r} of this proxy: tau {tau} at its last step ({last['step']}) against "
+                      f"{d['reference']['steps']} steps; {d['verdict']['text']}")
+    return None
 
 
 def _run(cfg: Any, name: str, store: Any, url: str, args: argparse.Namespace, faults: Any) -> int:
