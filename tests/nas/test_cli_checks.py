@@ -174,3 +174,18 @@ def test_ctrl_c_while_the_commands_load_is_one_line(monkeypatch):
 
     monkeypatch.setattr(cli, "build_parser", interrupted)
     assert _run(["db", "upgrade"]) == (130, "spinenas: interrupted\n")
+
+
+def test_more_local_workers_than_cpus_is_one_warning(tmp_path, monkeypatch, capsys):
+    import os
+
+    from tests.nas.helpers import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    workers = (os.cpu_count() or 1) + 1
+    code, _, err = run_cli(capsys, "search", "--preset", "demo", "--evaluator", "surrogate", "--runner", "local",
+                           "--set", "runner.local.in_process=true", "--controller", "random", "--trials", "1",
+                           "--workers", str(workers), "--name", "w", "--db", str(tmp_path / "r.db"), "--plain",
+                           "--top", "0")
+    assert code == 0
+    assert err.count(f"warning: --workers {workers} on this machine's {os.cpu_count()} CPUs") == 1

@@ -408,3 +408,23 @@ def test_shows_table_and_its_picture_number_the_blocks_alike():
     assert [t.get_text() for t in ax.get_xticklabels()] == [str(j) for j in range(n)]
     assert text_diagram(SPINENET_49).splitlines()[0].split() == [str(j) for j in range(2)] + ["|"] + \
         [str(j) for j in range(2, n)]
+
+
+def test_top_of_a_search_that_only_reused_results_says_so(capsys, tmp_path):
+    from results_db import NewTrial, ResultStore
+
+    path = str(tmp_path / "r.db")
+    with ResultStore(path) as store:
+        key = store.register_arch(SPINENET_49)
+        for name in ("first", "again"):
+            store.create_search(name, config="", seed=0, controller="random", family="spinenet49", fingerprint="fp")
+        [trained] = store.add_trials("first", [NewTrial(key, [0])], status="running", fingerprint="fp")
+        store.finish_trial(trained, status="completed", reward=0.3, metrics={"ap": 0.3}, wall_s=1.0)
+        [reused] = store.add_trials("again", [NewTrial(key, [0])], status="running", fingerprint="fp")
+        store.finish_trial(reused, status="cached", reward=0.3, metrics={"ap": 0.3}, cached_from=trained)
+    code, out, _ = run_cli(capsys, "top", "--db", path, "--search", "again")
+    assert code == 0 and out == ("search 'again' trained no architecture: its 1 cached trial reused results measured "
+                                 "by other searches, which `spinenas top` (without --search) ranks under the searches "
+                                 "that trained them\n")
+    code, out, _ = run_cli(capsys, "top", "--db", path)
+    assert code == 0 and key in out and "first" not in out.splitlines()[0]

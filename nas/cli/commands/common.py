@@ -413,6 +413,10 @@ def print_top(reader: ReadAPI, *, searches: Sequence[str] | None = None, k: int 
         writer.writerows(rows)
         return
     if not rows:
+        reused = _only_cached(reader, searches) if max_flops is None else None
+        if reused is not None:
+            print(printable(reused))
+            return
         where = f" in search(es) {', '.join(searches)}" if searches else ""
         cond = f" with FLOPs <= {max_flops:g}" if max_flops is not None else ""
         print(printable(f"no completed trials{where}{cond} yet"))
@@ -430,6 +434,24 @@ def print_top(reader: ReadAPI, *, searches: Sequence[str] | None = None, k: int 
         line += [r["spec"]]
         table.append(line)
     print_rich_or_plain(header, table)
+
+
+def _only_cached(reader: ReadAPI, searches: Sequence[str] | None) -> str | None:
+    """For searches that trained nothing because every result they got was reused: what to say instead of 'no
+    completed trials yet' (their best is another search's trial, which `top` ranks under that search)."""
+    if not searches:
+        return None
+    summaries = {s.search.name: s for s in reader.search_summaries()}
+    picked = [summaries[n] for n in searches if n in summaries]
+    if not picked or any(s.counts.get("completed", 0) for s in picked):
+        return None
+    cached = sum(s.counts.get("cached", 0) for s in picked)
+    if not cached:
+        return None
+    what = f"search {searches[0]!r}" if len(searches) == 1 else f"searches {', '.join(searches)}"
+    return (f"{what} trained no architecture: its {cached} cached trial{'s' if cached > 1 else ''} reused results "
+            "measured by other searches, which `spinenas top` (without --search) ranks under the searches that "
+            "trained them")
 
 
 def curve_rows(reports: Sequence[Any]) -> list[dict[str, Any]]:

@@ -156,6 +156,10 @@ def check_local_runner(cfg: Any, args: argparse.Namespace) -> None:
         raise UserError("the local runner does not hand out GPUs; use the ray runner for --gpus-per-trial")
     if getattr(args, "address", None):
         raise UserError("--address names a Ray cluster; it does not apply to --runner local")
+    if s.workers > cpus:
+        print(f"warning: --workers {s.workers} on this machine's {cpus} CPUs: the local runner runs every trial "
+              "here, so they will share cores and each take longer (their seconds and the cost model's fit with them)",
+              file=sys.stderr, flush=True)
 
 
 def start_ray_if_needed(cfg: Any, args: argparse.Namespace) -> bool:
