@@ -50,7 +50,7 @@ def curve_trial(tiny_dataset):
     return run_trial(SPINENET_49.canonical(), cfg, tiny_dataset, report=recorder), recorder.reports
 
 
-def test_a_trial_returns_ap_and_every_field(curve_trial):
+def test_a_trial_returns_ap_and_every_field(curve_trial, tiny_dataset):
     from proxy_task.trainer import result_summary
 
     result, _ = curve_trial
