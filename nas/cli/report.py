@@ -15,7 +15,7 @@ import io
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from results_db.status import TrialStatus
@@ -34,6 +34,8 @@ STATUS_COLOURS = {TrialStatus.COMPLETED.value: "#4c72b0", TrialStatus.CACHED.val
                   TrialStatus.RUNNING.value: "#dd8452", TrialStatus.QUEUED.value: "#bbbbbb"}
 # The trials whose reward is a measured one (the best reward, the running best).
 _RANKED = (TrialStatus.COMPLETED, TrialStatus.CACHED)
+# The trials that trained (a curve of their own).
+_TRAINED = (TrialStatus.COMPLETED, TrialStatus.PRUNED, TrialStatus.FAILED)
 SEARCH_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
 
 
@@ -51,6 +53,8 @@ class ReportData:
       curves: trial id -> its learning curve (reports in step order), for the trials of the top archs.
       calibrations: study name -> its figures (`nas.calibration.study.analyze`), for the searches of kind calibration.
       generated_at: UTC time the data was read.
+      rungs: search name -> its scheduler's rungs with their cuts (`rung_thresholds`), for searches with rungs; their
+        trained trials' curves are in `curves` then.
     """
 
     db: str
@@ -62,6 +66,7 @@ class ReportData:
     fingerprint: str | None = None
     curves: dict[int, list[Any]] = dataclasses.field(default_factory=dict)
     calibrations: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    rungs: dict[str, list[dict[str, Any]]] = dataclasses.field(default_factory=dict)
 
 
 def collect(reader: ReadAPI, names: Sequence[str], *, top_k: int = 10) -> ReportData:
@@ -77,6 +82,13 @@ def collect(reader: ReadAPI, names: Sequence[str], *, top_k: int = 10) -> Report
     top = tuple(reader.top(searches=list(names), k=top_k, fingerprint=fingerprint))
     top_keys = {r.arch_key for r in top}
     curve_trials = [t.id for ts in trials.values() for t in ts if t.arch_key in top_keys]
+    from nas.cli.commands.common import search_settings
+
+    settings = {n: search_settings(summaries[n].search) for n in names}
+    scheduled = [n for n in names if settings[n].rungs]
+    # A search with rungs: every trained trial's curve, for its pruned trials and the rungs' cuts.
+    curve_trials += [t.id for n in scheduled for t in trials[n] if t.status in _TRAINED and t.id not in curve_trials]
+    curves = reader.reports(curve_trials) if curve_trials else {}
     return ReportData(
         db=getattr(reader, "display_url", ""),
         searches=tuple(summaries[n] for n in names),
@@ -85,9 +97,18 @@ def collect(reader: ReadAPI, names: Sequence[str], *, top_k: int = 10) -> Report
         top=top,
         generated_at=datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None),
         fingerprint=fingerprint,
-        curves=reader.reports(curve_trials) if curve_trials else {},
+        curves=curves,
         calibrations=_calibrations(reader, [summaries[n].search for n in names]),
+        rungs={n: rung_thresholds(settings[n], trials[n], curves) for n in scheduled},
     )
+
+
+def proxy_trials(s: SearchSummary, trials: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """The trials whose rewards compare with one another: a search's all; a calibration study's at its proxy's
+    fidelity (its search fingerprint), not its reference trainings, whose APs come from a longer training."""
+    if getattr(s.search, "kind", "search") == "search" or s.search.fingerprint is None:
+        return list(trials)
+    return [t for t in trials if t.fingerprint == s.search.fingerprint]
 
 
 def _calibrations(reader: ReadAPI, searches: Sequence[Any]) -> dict[str, dict]:
@@ -101,6 +122,45 @@ def _calibrations(reader: ReadAPI, searches: Sequence[Any]) -> dict[str, dict]:
             out[s.name] = read_figures(reader, s)  # a study of variants: with its reference study's trainings
         except CalibrationError:
             continue
+    return out
+
+
+def rung_thresholds(settings: Any, trials: Sequence[TrialRecord],
+                    curves: Mapping[int, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Each rung of a search's scheduler with the AP a trial reaching it now must have to go on.
+
+    ASHA continues a trial whose reward is among the top ``1/eta`` of those recorded at the rung (at least one),
+    the median rule one whose reward is at least the completed trials' median there. The cut is computed from the
+    stored curves over the AP at the rung, which is the reward when the search's reward is 'ap' (`exact`); for
+    'ap-flops' it is the AP of the trial at the cut. Before the rung holds a result, the cut is None.
+
+    Returns:
+      [{'step', 'cut' (AP or None), 'n' (APs at the rung), 'rule' (text), 'exact'}], in rung order.
+    """
+    out = []
+    by_id = {t.id: t for t in trials}
+    for step in settings.rungs:
+        aps = []
+        for tid, curve in curves.items():
+            t = by_id.get(tid)
+            if t is None:
+                continue
+            if settings.scheduler == "median" and t.status != TrialStatus.COMPLETED:
+                continue  # the median rule compares with completed trials only
+            ap = next((r.metrics.get("ap") for r in curve if r.step == step), None)
+            if isinstance(ap, (int, float)) and math.isfinite(ap):
+                aps.append(float(ap))
+        cut, rule = None, f"{settings.scheduler} at step {step}"
+        if aps:
+            ranked = sorted(aps, reverse=True)
+            if settings.scheduler == "asha" and settings.eta:
+                k = max(1, len(ranked) // settings.eta)
+                cut, rule = ranked[k - 1], f"top 1/{settings.eta}: {k} of {len(ranked)}"
+            elif settings.scheduler == "median":
+                import statistics
+
+                cut, rule = statistics.median(ranked), f"median of {len(ranked)} completed"
+        out.append({"step": step, "cut": cut, "n": len(aps), "rule": rule, "exact": settings.reward == "ap"})
     return out
 
 
@@ -129,7 +189,8 @@ def plot_rewards(data: ReportData) -> str:
     for i, s in enumerate(data.searches):
         colour = SEARCH_COLOURS[i % len(SEARCH_COLOURS)]
         done = sorted(
-            (t for t in data.trials[s.search.name] if t.finish_order is not None and t.reward is not None),
+            (t for t in proxy_trials(s, data.trials[s.search.name]) if t.finish_order is not None
+             and t.reward is not None),
             key=lambda t: t.finish_order,
         )
         if not done:
@@ -193,7 +254,8 @@ def plot_best_vs_compute(data: ReportData) -> str:
     unit, scale = ("trial-hours", 3600.0) if hours else ("trial-minutes", 60.0)
     drawn = False
     for i, s in enumerate(data.searches):
-        points = [(x / scale, y) for x, y in compute_curve(data.trials[s.search.name]) if y is not None]
+        points = [(x / scale, y) for x, y in compute_curve(proxy_trials(s, data.trials[s.search.name]))
+                  if y is not None]
         if not points:
             continue
         drawn = True
@@ -212,7 +274,9 @@ def plot_best_vs_compute(data: ReportData) -> str:
 
 
 def plot_curves(data: ReportData) -> str | None:
-    """The learning curves of the top architectures' trials: training loss and AP against proxy steps.
+    """The learning curves of the top architectures' trials: training loss and AP against proxy steps; with a
+    scheduler, the pruned trials too (their curves end at their rung, marked x) and its rungs (dotted) with their
+    cuts (the AP a trial reaching the rung must beat, as the dashboard marks them).
 
     As NNI's intermediate-results chart and Optuna's `plot_intermediate_values`: one line per trial, coloured by
     the architecture's rank, AP points at the intermediate evaluations and the final one.
@@ -221,7 +285,9 @@ def plot_curves(data: ReportData) -> str | None:
     by_trial = {t.id: t for ts in data.trials.values() for t in ts}
     lines = [(rank[by_trial[tid].arch_key], by_trial[tid], curve) for tid, curve in data.curves.items()
              if curve and tid in by_trial and by_trial[tid].arch_key in rank]
-    if not lines:
+    pruned = [curve for tid, curve in data.curves.items()
+              if curve and tid in by_trial and by_trial[tid].status == TrialStatus.PRUNED]
+    if not lines and not pruned:
         return None
     fig = _figure(10, 4.0)
     ax_loss, ax_ap = fig.subplots(1, 2)
@@ -240,12 +306,31 @@ def plot_curves(data: ReportData) -> str | None:
             ax_loss.plot(*zip(*loss), color=colour, linewidth=1.2, alpha=0.85, label=label)
         if ap:
             ax_ap.plot(*zip(*ap), color=colour, linewidth=1.2, marker="o", markersize=4, alpha=0.85, label=label)
+    colour = STATUS_COLOURS[TrialStatus.PRUNED.value]
+    for i, curve in enumerate(pruned):
+        label = "pruned (x: stopped at its rung)" if i == 0 else None
+        loss = [(p.step, p.metrics["loss"]) for p in curve if p.metrics.get("loss") is not None]
+        ap = [(p.step, p.metrics["ap"]) for p in curve if p.metrics.get("ap") is not None]
+        if loss:
+            ax_loss.plot(*zip(*loss), color=colour, linewidth=0.7, alpha=0.5, label=label)
+        if ap:
+            ax_ap.plot(*zip(*ap), color=colour, linewidth=0.7, alpha=0.5, label=label)
+            ax_ap.scatter([ap[-1][0]], [ap[-1][1]], marker="x", s=18, color=colour, alpha=0.8)
+    for rungs in data.rungs.values():
+        for r in rungs:
+            for ax in (ax_loss, ax_ap):
+                ax.axvline(r["step"], color="#888888", linestyle=":", linewidth=1)
+            if r["cut"] is not None:
+                ax_ap.plot([r["step"]], [r["cut"]], marker="_", markersize=16, markeredgewidth=2.5, color="#222222")
+                ax_ap.annotate(f"cut {r['cut']:.3f}", (r["step"], r["cut"]), textcoords="offset points",
+                               xytext=(8, -3), fontsize=7)
     ax_loss.set_xlabel("proxy step")
     ax_loss.set_ylabel("training loss")
     ax_loss.set_title("Training loss", fontsize=10)
     ax_ap.set_xlabel("proxy step")
     ax_ap.set_ylabel("AP")
-    ax_ap.set_title("AP at the evaluations (intermediate and final)", fontsize=10)
+    ax_ap.set_title("AP at the evaluations" + ("; dotted: the scheduler's rungs" if data.rungs else
+                                               " (intermediate and final)"), fontsize=10)
     for ax in (ax_loss, ax_ap):
         ax.grid(color="#eeeeee")
     ax_ap.legend(loc="lower right", fontsize=7)
@@ -365,7 +450,7 @@ def plot_ap_flops(data: ReportData) -> str:
     everything: list[tuple[float, float]] = []
     for i, s in enumerate(data.searches):
         best: dict[str, float] = {}
-        for t in data.trials[s.search.name]:
+        for t in proxy_trials(s, data.trials[s.search.name]):
             if t.status != TrialStatus.COMPLETED:
                 continue
             ap = t.ap if t.ap is not None else t.reward
@@ -560,6 +645,8 @@ def render_html(data: ReportData) -> str:
         searches,
         configs,
         "<h2>Reward over the search</h2>",
+        '<p class="meta">calibration studies: their proxy trainings only (their reference trainings are longer, '
+        "their APs not comparable)</p>" if any(s.search.kind != "search" for s in data.searches) else "",
         _img(plot_rewards(data), "reward per trial and running best"),
         "<h2>Best reward against compute</h2>",
         '<p class="meta">trial time: the trained trials\' seconds, summed over workers (cached and rejected trials '
@@ -573,7 +660,8 @@ def render_html(data: ReportData) -> str:
         "(bottleneck or residual), * = output block. <code>spinenas show KEY</code> prints one in full.</p>",
         _img(plot_best_arch(data), "diagram of the best architecture"),
         _img(plot_top_levels(data), "levels and block types of the top architectures"),
-        "<h2>Learning curves of the top architectures</h2>" if data.curves else "",
+        ("<h2>Learning curves of the top architectures and the pruned trials</h2>" if data.rungs else
+         "<h2>Learning curves of the top architectures</h2>") if data.curves else "",
         _img(plot_curves(data), "training loss and AP against proxy steps"),
         "<h2>Accuracy and cost</h2>",
         _img(plot_ap_flops(data), "AP against FLOPs with the Pareto front"),

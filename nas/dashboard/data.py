@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import datetime
 import logging
-import math
 import os
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from nas.cli.commands.common import SearchSettings, search_settings
+from nas.cli.report import rung_thresholds
 from results_db.status import FINISHED_STATUSES, TrialStatus
 
 if TYPE_CHECKING:
@@ -40,45 +40,6 @@ MIN_IMPORTANCE_TRIALS = 8
 MAX_IMPORTANCE_BARS = 20
 #: Seconds a search's importance estimate is kept while its trials complete (a fit takes ~0.5 s on 300 trials).
 IMPORTANCE_EVERY_S = 10.0
-
-
-def rung_thresholds(settings: SearchSettings, trials: Sequence[TrialRecord],
-                    curves: Mapping[int, Sequence[Any]]) -> list[dict[str, Any]]:
-    """Each rung of a search's scheduler with the AP a trial reaching it now must have to go on.
-
-    ASHA continues a trial whose reward is among the top ``1/eta`` of those recorded at the rung (at least one),
-    the median rule one whose reward is at least the completed trials' median there. The cut is computed from the
-    stored curves over the AP at the rung, which is the reward when the search's reward is 'ap' (`exact`); for
-    'ap-flops' it is the AP of the trial at the cut. Before the rung holds a result, the cut is None.
-
-    Returns:
-      [{'step', 'cut' (AP or None), 'n' (APs at the rung), 'rule' (text), 'exact'}], in rung order.
-    """
-    out = []
-    by_id = {t.id: t for t in trials}
-    for step in settings.rungs:
-        aps = []
-        for tid, curve in curves.items():
-            t = by_id.get(tid)
-            if t is None:
-                continue
-            if settings.scheduler == "median" and t.status != TrialStatus.COMPLETED:
-                continue  # the median rule compares with completed trials only
-            ap = next((r.metrics.get("ap") for r in curve if r.step == step), None)
-            if isinstance(ap, (int, float)) and math.isfinite(ap):
-                aps.append(float(ap))
-        cut, rule = None, f"{settings.scheduler} at step {step}"
-        if aps:
-            ranked = sorted(aps, reverse=True)
-            if settings.scheduler == "asha" and settings.eta:
-                k = max(1, len(ranked) // settings.eta)
-                cut, rule = ranked[k - 1], f"top 1/{settings.eta}: {k} of {len(ranked)}"
-            elif settings.scheduler == "median":
-                import statistics
-
-                cut, rule = statistics.median(ranked), f"median of {len(ranked)} completed"
-        out.append({"step": step, "cut": cut, "n": len(aps), "rule": rule, "exact": settings.reward == "ap"})
-    return out
 
 
 def block_features(spec_json: str) -> dict[str, Any]:

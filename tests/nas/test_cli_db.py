@@ -428,3 +428,25 @@ def test_top_of_a_search_that_only_reused_results_says_so(capsys, tmp_path):
                                  "that trained them\n")
     code, out, _ = run_cli(capsys, "top", "--db", path)
     assert code == 0 and key in out and "first" not in out.splitlines()[0]
+
+
+def test_the_report_of_a_pruning_search_draws_its_rungs_and_a_studys_plots_its_proxy_trainings_only(tmp_path):
+    from nas.cli.report import collect, proxy_trials
+    from results_db.reader import ResultReader
+    from tests.nas.helpers import cfg_of, run_search
+
+    store, _, _ = run_search(tmp_path, cfg_of(trials=8, workers=1, asha={"rungs": (100,), "eta": 2,
+                                                                        "min_results": 2}), tensorboard=False)
+    store.close()
+    with ResultReader(str(tmp_path / "r.db")) as reader:
+        data = collect(reader, ["s"], top_k=3)
+    [rung] = data.rungs["s"]
+    trained = [t for t in data.trials["s"] if t.status in ("completed", "pruned")]
+    assert rung["step"] == 100 and rung["n"] == len(trained) == 8 and rung["cut"] is not None
+    assert all(t.id in data.curves for t in trained)  # the pruned trials' curves are drawn too
+    # A study's rewards are its proxy trainings' (the study's fingerprint), not its reference trainings'.
+    with ResultReader(str(ROOT / "scripts/bench/results/calibration-demo.db")) as reader:
+        [study] = [s for s in reader.search_summaries() if s.search.name == "demo-cal"]
+        trials = reader.trials("demo-cal")
+    kept = proxy_trials(study, trials)
+    assert 0 < len(kept) < len(trials) and {t.fingerprint for t in kept} == {study.search.fingerprint}
