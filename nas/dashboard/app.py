@@ -185,7 +185,7 @@ def build_app(data: DashboardData, *, search: str | None = None, refresh_s: floa
     app.layout = html.Div(id="page", children=[
         dcc.Location(id="url", refresh=False),
         dcc.Interval(id="tick", interval=int(refresh_s * 1000)),
-        dcc.Store(id="trials-sig"), dcc.Store(id="curves-sig"),
+        dcc.Store(id="trials-sig"), dcc.Store(id="curves-sig"), dcc.Store(id="trial-sig"),
         html.Header([
             html.H1(dcc.Link("spinenas dashboard", href="/", style={"color": "inherit", "textDecoration": "none"})),
             html.Span(f"database {data.display_url}", className="meta"),
@@ -488,13 +488,24 @@ def _callbacks(app: Any, data: DashboardData, default_search: str | None, pace: 
         return guarded(f"cannot read study {study!r}", lambda: _calibration_view(study, data.calibration(study)),
                        _error)
 
-    @app.callback(Output("trial-content", "children"), Input("url", "pathname"), Input("tick", "n_intervals"))
-    def trial_page(pathname: str | None, _n: Any) -> Any:
+    @app.callback(Output("trial-content", "children"), Output("trial-sig", "data"), Input("url", "pathname"),
+                  Input("tick", "n_intervals"), State("trial-sig", "data"))
+    def trial_page(pathname: str | None, _n: Any, sent: str | None) -> Any:
         m = _TRIAL_PATH.match(pathname or "")
         if not m:
-            return no_update
+            return no_update, no_update
         trial_id = int(m.group(1))
-        return guarded(f"cannot read trial {trial_id}", lambda: _trial_view(data, data.trial(trial_id)), _error)
+
+        def read() -> tuple:
+            d = data.trial(trial_id)
+            t = d["trial"]
+            # Drawn again only when the trial changed (an open details element, a zoomed curve stay as they are).
+            sig = _signature(trial_id, t.status, t.finished_at, t.attempt, d["curve"], d["log"])
+            if sig == sent:
+                return no_update, no_update
+            return _trial_view(data, d), sig
+
+        return guarded(f"cannot read trial {trial_id}", read, lambda msg: (_error(msg), None))
 
 
 # --------------------------------------------------------------------------------------------------- views

@@ -201,7 +201,8 @@ def test_the_callbacks_answer_over_http(searched):
                                                                            "rowId": "5", "value": "completed"},
                                               "curves-graph.clickData": None})
     assert out["response"]["url"]["pathname"] == "/trial/5"
-    out = _call(client, app, "trial-content.children", {"url.pathname": "/trial/5", "tick.n_intervals": 1})
+    out = _call(client, app, "..trial-content.children...trial-sig.data..",
+                {"url.pathname": "/trial/5", "tick.n_intervals": 1})
     assert "trial 4 of s" in json.dumps(out)
     for tab, key in (("curves", "..curves-graph.figure...curves-note.children...curves-sig.data.."),
                      ("compute", "..compute-graph.figure...compute-note.children.."),
@@ -236,7 +237,8 @@ def test_a_damaged_database_is_a_line_on_the_page_not_a_traceback(searched, tmp_
     out = _call(client, app, "..trials-table.rowData...trials-note.children...trials-sig.data..",
                 {"tick.n_intervals": 1, "tabs.value": "trials", "search.value": "s"})
     assert "malformed" in json.dumps(out["response"]["trials-note"]) and "trials-table" not in out["response"]
-    out = _call(client, app, "trial-content.children", {"url.pathname": "/trial/1", "tick.n_intervals": 1})
+    out = _call(client, app, "..trial-content.children...trial-sig.data..",
+                {"url.pathname": "/trial/1", "tick.n_intervals": 1})
     assert "cannot read trial 1" in json.dumps(out)
 
 
