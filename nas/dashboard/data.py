@@ -124,6 +124,21 @@ def log_tail(path: str, index: int, lines: int = LOG_TAIL_LINES) -> list[str] | 
     return [ln for ln in text.splitlines() if tag.search(ln)][-lines:]
 
 
+def warm_up() -> threading.Thread:
+    """Imports what the pages need later (plotly's figures, scikit-learn's forest: ~4 s on these machines, matplotlib
+    for the diagrams) in a background thread, so that the first visit to a tab is no slower than the next; the
+    page's interval grows with its slowest read (`nas.dashboard.app`), which a first import would make."""
+
+    def imports() -> None:
+        import plotly.graph_objects  # noqa: F401
+        import sklearn.ensemble  # noqa: F401
+        from matplotlib.figure import Figure  # noqa: F401
+
+    thread = threading.Thread(target=imports, name="dashboard-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
 def _utcnow() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)  # the store's UTC, naive
 
@@ -371,4 +386,4 @@ def _quote(text: str) -> str:
 
 
 __all__ = ["DashboardData", "SearchSettings", "block_features", "decision_labels", "importance", "log_tail",
-           "rung_thresholds", "search_settings"]
+           "rung_thresholds", "search_settings", "warm_up"]

@@ -66,7 +66,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         if args.search is not None:
             reader.open_search(args.search)  # an unknown name: one line listing the known ones
         from nas.dashboard.app import build_app
-        from nas.dashboard.data import DashboardData
+        from nas.dashboard.data import DashboardData, warm_up
 
         data = DashboardData(reader, runs=os.path.abspath(runs) if runs else None, db_arg=args.db)
         app = build_app(data, search=args.search, refresh_s=args.refresh)
@@ -78,6 +78,7 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
             if args.host not in _LOOPBACK:
                 print(f"spinenas dashboard: listening on {args.host}, not only this machine: anyone who reaches the "
                       "port sees the database (the page has no login)", file=sys.stderr, flush=True)
+            warm_up()
             server.serve_forever()
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (main exits 143 then): the way a dashboard ends
             pass
