@@ -149,3 +149,45 @@ def test_every_trial_is_an_hparams_session_named_by_index_and_key(tmp_path):
             assert status == "STATUS_SUCCESS"
     assert seen == {"completed", "pruned", "cached"}
     store.close()
+
+
+@pytest.mark.tf
+@pytest.mark.slow
+def test_tensorboards_hparams_plugin_lists_every_trial_with_its_metrics(tmp_path):
+    """TensorBoard's own HParams plugin (what its HParams tab asks) on a search's runs: an experiment of the
+    decisions, key and status, every trial a session with its reward and AP. Its import loads TensorFlow."""
+    import json
+
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import hparams_plugin
+    from werkzeug.test import Client
+    from werkzeug.wrappers import Response
+
+    store, _, _ = run_search(tmp_path, cfg_of(trials=6, workers=1, asha={"rungs": (100,), "eta": 2,
+                                                                        "min_results": 2}))
+    statuses = {f"trials/trial_{t.index:05d}_{t.arch_key}": t.status for t in store.trials("s")}
+    store.close()
+    logdir = str(tmp_path / "runs" / "s" / "tensorboard")
+    multiplexer = plugin_event_multiplexer.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(logdir)
+    multiplexer.Reload()
+    context = base_plugin.TBContext(data_provider=data_provider.MultiplexerDataProvider(multiplexer, logdir),
+                                    logdir=logdir, multiplexer=multiplexer)
+    routes = hparams_plugin.HParamsPlugin(context).get_plugin_apps()
+
+    def ask(route: str, body: dict) -> dict:
+        r = Client(routes[route], Response).post("/", data=json.dumps(body), content_type="application/json")
+        assert r.status_code == 200, r.get_data(as_text=True)[:500]
+        return json.loads(r.get_data(as_text=True))
+
+    experiment = ask("/experiment", {"experimentName": ""})
+    names = {h["name"] for h in experiment["hparamInfos"]}
+    assert {"key", "status", "output_order.0", "block3.input_offsets"} <= names
+    assert {"hparams/reward", "hparams/ap"} <= {m["name"]["tag"] for m in experiment["metricInfos"]}
+    groups = ask("/session_groups", {"experimentName": "", "startIndex": 0, "sliceSize": 100, "colParams": [],
+                                     "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE",
+                                                         "STATUS_RUNNING"]})["sessionGroups"]
+    assert {g["name"]: g["hparams"]["status"] for g in groups} == statuses
+    for g in groups:
+        assert {m["name"]["tag"] for m in g["metricValues"]} >= {"hparams/reward", "hparams/ap"}
