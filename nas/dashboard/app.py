@@ -321,13 +321,22 @@ def _calibration_tab() -> list[Any]:
 
 # --------------------------------------------------------------------------------------------------- callbacks
 def _callbacks(app: Any, data: DashboardData, default_search: str | None, pace: _Pace) -> None:
-    import dash
-    from dash import Input, Output, State, html, no_update
-
-    from nas.dashboard import figures
+    """Registers every callback of the page; each read is timed by `pace` and its failure shown, not raised."""
 
     def guarded(what: str, fn: Callable[[], Any], on_error: Callable[[str], Any]) -> Any:
         return pace.timed(what, lambda: _guarded(what, fn, on_error))
+
+    _navigation_callbacks(app, data, default_search, pace, guarded)
+    _table_callbacks(app, data, guarded)
+    _plot_callbacks(app, data, guarded)
+    _page_callbacks(app, data, guarded)
+
+
+def _navigation_callbacks(app: Any, data: DashboardData, default_search: str | None, pace: _Pace,
+                          guarded: Callable[..., Any]) -> None:
+    """The refresh's pace, which page shows, the search chosen, the tab a click opens."""
+    import dash
+    from dash import Input, Output, State, html, no_update
 
     @app.callback(Output("tick", "interval"), Input("tick", "n_intervals"), State("tick", "interval"))
     def interval(_n: Any, current: int | None) -> Any:
@@ -362,6 +371,22 @@ def _callbacks(app: Any, data: DashboardData, default_search: str | None, pace: 
     @app.callback(Output("tabs", "value"), Input("searches-table", "cellClicked"), prevent_initial_call=True)
     def to_trials(cell: Any) -> str:
         return "trials" if cell else no_update
+
+    @app.callback(Output("url", "pathname"), Input("trials-table", "cellClicked"),
+                  Input("curves-graph", "clickData"), prevent_initial_call=True)
+    def open_trial(cell: Any, click: Any) -> Any:
+        if dash.ctx.triggered_id == "trials-table" and cell and cell.get("rowId") is not None:
+            return f"/trial/{int(cell['rowId'])}"
+        if dash.ctx.triggered_id == "curves-graph" and click:
+            point = (click.get("points") or [{}])[0]
+            if point.get("customdata") is not None:
+                return f"/trial/{int(point['customdata'])}"
+        return no_update
+
+
+def _table_callbacks(app: Any, data: DashboardData, guarded: Callable[..., Any]) -> None:
+    """The searches' and the trials' tables, sent again only when they changed."""
+    from dash import Input, Output, State, html, no_update
 
     @app.callback(Output("searches-table", "rowData"), Output("searches-note", "children"),
                   Input("tick", "n_intervals"), Input("tabs", "value"))
@@ -400,16 +425,12 @@ def _callbacks(app: Any, data: DashboardData, default_search: str | None, pace: 
 
         return guarded(f"cannot read the trials of {search!r}", read, lambda msg: (no_update, _error(msg), None))
 
-    @app.callback(Output("url", "pathname"), Input("trials-table", "cellClicked"),
-                  Input("curves-graph", "clickData"), prevent_initial_call=True)
-    def open_trial(cell: Any, click: Any) -> Any:
-        if dash.ctx.triggered_id == "trials-table" and cell and cell.get("rowId") is not None:
-            return f"/trial/{int(cell['rowId'])}"
-        if dash.ctx.triggered_id == "curves-graph" and click:
-            point = (click.get("points") or [{}])[0]
-            if point.get("customdata") is not None:
-                return f"/trial/{int(point['customdata'])}"
-        return no_update
+
+def _plot_callbacks(app: Any, data: DashboardData, guarded: Callable[..., Any]) -> None:
+    """The curves, best reward against trial-seconds, the decisions' parallel coordinates and importance."""
+    from dash import Input, Output, State, html, no_update
+
+    from nas.dashboard import figures
 
     @app.callback(Output("curves-graph", "figure"), Output("curves-note", "children"), Output("curves-sig", "data"),
                   Input("tick", "n_intervals"), Input("tabs", "value"), Input("search", "value"),
@@ -472,6 +493,11 @@ def _callbacks(app: Any, data: DashboardData, default_search: str | None, pace: 
 
         return guarded(f"cannot read the decisions of {search!r}", read,
                        lambda msg: (figures.message(msg), _error(msg), figures.message(msg, height=200), None))
+
+
+def _page_callbacks(app: Any, data: DashboardData, guarded: Callable[..., Any]) -> None:
+    """The calibration studies and a trial's own page."""
+    from dash import Input, Output, State, html, no_update
 
     @app.callback(Output("study", "value"), Input("study", "options"), State("study", "value"))
     def study_default(options: Any, chosen: str | None) -> Any:
