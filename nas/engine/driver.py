@@ -153,6 +153,7 @@ class SearchDriver(TrialLoop):
         self.requeue: list[InFlight] = []  # a resume's unfinished trials, to run again first
         self.checkpoints = 0  # controller checkpoints written by this driver
         self._prune: dict[int, tuple[int, float]] = {}  # trial id -> (rung, reward there) of a trial told to stop
+        self._cuts: dict[int, float | None] = {}  # trial id -> the rung's cut when it was told to stop
         self._num_classes: int | None = None  # the detector's, for its FLOPs (read at their first use)
         self._flops: dict[str, tuple[int, int]] = {}  # key -> (flops, params) of the proposals over the limit
         self._updates_seen = _num_updates(self.controller)
@@ -385,8 +386,9 @@ class SearchDriver(TrialLoop):
         reward = self.rungs.judge(trial_id, step, metrics, item.key, item.arch)
         if reward is not None:
             self._prune[trial_id] = (step, reward)
-            logger.info("[trial %d] the %s scheduler stops it at step %d (reward %.4f)", item.index,
-                        self.cfg.scheduler.type, step, reward)
+            self._cuts[trial_id] = self.scheduler.cut(step)
+            logger.info("[trial %d] the %s scheduler stops it at step %d (reward %.4f, the rung's cut %s)",
+                        item.index, self.cfg.scheduler.type, step, reward, self._cuts[trial_id])
             self.runner.stop(trial_id)
 
     # ------------------------------------------------------------------------------------------- finish
@@ -430,7 +432,9 @@ class SearchDriver(TrialLoop):
                     reward)
         self.rungs.finished(item.trial_id, None)
         self._feedback(item, reward)
-        self._record(item, TrialStatus.PRUNED, reward, result.wall_s, None, rung=rung, ap=metrics.get("ap"))
+        ap = metrics.get("ap")
+        why = _why_pruned(ap, rung_reward, self._cuts.pop(item.trial_id, None), self.cfg.search.reward == "ap")
+        self._record(item, TrialStatus.PRUNED, reward, result.wall_s, None, rung=rung, ap=ap, why=why)
         for other in self.waiting.pop(item.key, []):
             if self.cfg.search.retry_pruned:
                 self._submit(other)
@@ -488,7 +492,7 @@ class SearchDriver(TrialLoop):
 
     # ------------------------------------------------------------------------------------------- progress
     def _record(self, item: InFlight, status: TrialStatus, reward: float | None, wall_s: float,
-                error: str | None, rung: int | None = None, ap: float | None = None) -> None:
+                error: str | None, rung: int | None = None, ap: float | None = None, why: str = "") -> None:
         """Counts a finished trial, writes the search's TensorBoard scalars and the trial's HParams session, and
         prints its console line."""
         self.tally.add(status, reward, item.key, wall_s)
@@ -502,7 +506,7 @@ class SearchDriver(TrialLoop):
         if status == TrialStatus.REJECTED:
             what = f"REJECTED untrained ({error.removeprefix('rejected: ') if error else 'over max_flops'})"
         if status == TrialStatus.PRUNED:
-            what = f"PRUNED at step {rung} (fed reward {reward:.4f})"
+            what = f"PRUNED at step {rung} ({why + '; ' if why else ''}fed reward {reward:.4f})"
         if status == TrialStatus.CACHED:
             what += " (cached: this architecture already has a result)"
         self.view.line(f"[{self.finished}/{self.cfg.search.trials}] trial {item.index} {item.key} {what} "
@@ -526,6 +530,15 @@ class SearchDriver(TrialLoop):
 def trial_seed(cfg: NasConfig, index: int) -> int:
     """Trial `index`'s seed: the proxy's seed plus its index (the only place a search's trial seed is made)."""
     return cfg.proxy.seed + index
+
+
+def _why_pruned(ap: Any, rung_reward: float, cut: float | None, reward_is_ap: bool) -> str:
+    """'AP 0.0312 < the rung's cut 0.0450' (with the reward when it is not the AP): what a pruned trial's line
+    says of its rung."""
+    what = f"AP {ap:.4f}" if isinstance(ap, (int, float)) else ""
+    if not reward_is_ap:
+        what += f"{', ' if what else ''}reward {rung_reward:.4f}"
+    return what if cut is None else f"{what} < the rung's cut {cut:.4f}"
 
 
 def _finite(metrics: Mapping[str, float | None]) -> dict[str, float | None]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 import pytest
 
@@ -664,7 +665,11 @@ def test_asha_prunes_trials_below_the_top_third_at_a_rung_and_the_search_finishe
     for t, kept, reward in _replay_asha(cfg, store, "s"):
         assert (t.status == "completed") == kept, t.index
         assert t.reward == pytest.approx(reward), t.index
-    assert any("PRUNED at step" in line for line in lines)
+    pruned_lines = [line for line in lines if "PRUNED at step" in line]
+    assert len(pruned_lines) == len(pruned)
+    # Each says the trial's AP at its rung and the rung's cut it fell below.
+    assert all(re.search(r"PRUNED at step \d+ \(AP \d\.\d{4} < the rung's cut \d\.\d{4}; fed reward", line)
+               for line in pruned_lines), pruned_lines[:2]
     # `top` ranks trials that reached the last step only, unless asked.
     ranked = {r.trial_id for r in store.top(k=50)}
     assert ranked and not ranked & {t.id for t in pruned}

@@ -201,3 +201,21 @@ class EveryOther:
     @classmethod
     def from_config(cls, settings, rungs):
         return cls(rungs)
+
+
+def test_each_scheduler_says_its_cut_at_a_rung():
+    from nas.engine.schedulers import NoScheduler
+    from nas.engine.schedulers.median import MedianStoppingScheduler
+
+    asha = AshaScheduler(rungs=(100,), eta=3, min_results=3)
+    assert asha.cut(100) is None  # too few rewards to judge by
+    for t, r in enumerate([0.3, 0.2, 0.1, 0.4, 0.25, 0.35]):
+        asha.on_result(t, 100, r)
+    assert asha.cut(100) == 0.35  # 6 rewards, 2 continue: the 2nd best
+    assert asha.on_result(9, 100, 0.34) is False and asha.on_result(10, 100, 0.5) is True
+    median = MedianStoppingScheduler(rungs=(100,), warmup_trials=2)
+    for t, (mid, final) in enumerate([(0.2, 0.5), (0.4, 0.6)]):
+        median.on_report(t, 100, mid)
+        median.on_complete(t, final_reward=final)
+    assert median.cut(100) == pytest.approx(0.3)
+    assert NoScheduler().cut(100) is None

@@ -116,6 +116,14 @@ class AshaScheduler(Scheduler):
                      "continue" if keep else "stop")
         return keep
 
+    def cut(self, step: int) -> float | None:
+        """The k-th best reward at the rung (k = max(1, n // eta) of its n): a trial with less than it stops; None
+        while the rung holds fewer than `min_results`."""
+        table = self._table(step)
+        if len(table) < self.min_results:
+            return None
+        return table[len(table) - max(1, len(table) // self.eta)]
+
     def rewards(self, rung: int) -> list[float]:
         """The rewards recorded at `rung`, ascending (a copy)."""
         return list(self._table(rung))

@@ -87,6 +87,12 @@ class Scheduler(abc.ABC):
         """The reward a trial it stopped at `step` with `reward` there is fed (`pruned_reward`)."""
         return pruned_reward(reward, self.rewards_at(step, reward), self._final_rewards)
 
+    def cut(self, step: int) -> float | None:
+        """The reward a trial must reach at rung `step` to continue, as the rung stands now (None: it stops
+        nothing there yet). For messages and reports; the decisions are `on_report`'s."""
+        del step
+        return None
+
     @property
     def final_rewards(self) -> list[float]:
         """The final rewards of the completed trials it was told of (a copy)."""

@@ -88,6 +88,14 @@ class MedianStoppingScheduler(Scheduler):
                      len(values), "continue" if keep else "stop")
         return keep
 
+    def cut(self, step: int) -> float | None:
+        """The completed trials' median at `step` (a trial whose best so far is below it stops); None in the
+        warm-up or before a completed trial has a reward there."""
+        values = self._completed_at.get(step, [])
+        if self._num_completed < self.warmup_trials or step < self.warmup_steps or not values:
+            return None
+        return statistics.median(values)
+
     def _observe(self, step: int, reward: float) -> None:
         pass  # only completed trials' rewards count, and those come with `_completed`
 
