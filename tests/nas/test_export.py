@@ -100,6 +100,10 @@ def test_export_best_of_a_search_and_a_key_prefix(tmp_path):
     assert spec["provenance"]["search"] == "s" and spec["provenance"]["reward"] == 0.3
     proc = _spinenas("export", archs[2].key[:6], "--db", url, "--out", str(tmp_path / "k"), "--image-size", "128")
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # Its own lines only: TensorFlow's start-up lines, Model Garden's deprecation warnings and Grappler's session
+    # notice stay off the console (make search ends with an export).
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert [ln.split(" (")[0] for ln in lines] == [f"building spinenet-{archs[2].key[:8]}"], proc.stderr
     assert json.loads((tmp_path / "k" / f"spinenet-{archs[2].key[:8]}.spec.json").read_text())["key"] == archs[2].key
     proc = _spinenas("export", "best", "--search", "nope", "--db", url, "--out", str(tmp_path / "n"))
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
@@ -158,3 +162,4 @@ def test_bad_input_writes_nothing(argv, message, tmp_path):
     lines = [ln for ln in proc.stderr.strip().splitlines() if not ln.startswith("building ")]
     assert len(lines) == 1 and message in lines[0], proc.stderr
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+

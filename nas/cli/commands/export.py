@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import re
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from nas.cli.commands.common import check_output_path, writing_output
@@ -80,12 +82,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
     name = args.name or default_name
     print(f"building {name} (SpineNet-{args.scale} scaling, {args.task}) through Model Garden to check it ...",
           file=sys.stderr, flush=True)
+    _quiet_tensorflow()
     from nas.export.modelgarden import export_arch
 
     try:
-        summary = export_arch(arch, args.out, name=name, scale=args.scale, image_size=args.image_size,
-                              task=args.task, num_classes=args.num_classes, provenance=provenance,
-                              force=args.force)
+        with _native_output_aside():
+            summary = export_arch(arch, args.out, name=name, scale=args.scale, image_size=args.image_size,
+                                  task=args.task, num_classes=args.num_classes, provenance=provenance,
+                                  force=args.force)
     except ExportError as e:
         raise UserError(str(e)) from None
     if args.json:
@@ -101,6 +105,39 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print(f"train it: spinenas train --config {yaml_file} --model-dir DIR --params-override "
               "'task.train_data.input_path=...,task.validation_data.input_path=...,task.annotation_file=...'")
     return 0
+
+
+def _quiet_tensorflow() -> None:
+    """An export builds its model on the CPU once, to check it: TensorFlow's start-up lines (no CUDA driver, oneDNN,
+    CPU features) and Model Garden's deprecation warnings say nothing about it, and a real failure still arrives as
+    an exception. A level the user set is kept."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    for name in ("tensorflow", "absl"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def _native_output_aside() -> Iterator[None]:
+    """TensorFlow's native lines (Grappler's session, absl's start-up notice), which no log level silences, go to a
+    file while the model is built; when the build fails, their tail is printed, since it may say why."""
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as aside:
+        os.dup2(aside.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            aside.seek(0)
+            tail = aside.read().decode("utf-8", "replace").splitlines()[-20:]
+            if tail:
+                print("TensorFlow's output before the failure:", *tail, sep="\n  ", file=sys.stderr)
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 _EXPERIMENT_LINE = re.compile(r"^# Model Garden experiment: (\S+)")
