@@ -15,7 +15,7 @@ import re
 import shutil
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from nas.engine import signals
@@ -219,7 +219,8 @@ def _outermost_missing(path: str) -> str | None:
 
 
 @contextlib.contextmanager
-def trial_job(cfg: Any, args: argparse.Namespace, run_dir: str, make_job: Any) -> Iterator[Any]:
+def trial_job(cfg: Any, args: argparse.Namespace, run_dir: str, make_job: Any,
+              intro: Sequence[str] = ()) -> Iterator[Any]:
     """The frame of a command that runs trials, in the order that loses nothing: the run folder and the log; with
     --address, Ray is joined first (a cluster that cannot be reached is an error before any write); then the job's
     rows (`job.prepare()`: the search or study, so a driver killed from here on leaves one that resumes) and its
@@ -228,6 +229,7 @@ def trial_job(cfg: Any, args: argparse.Namespace, run_dir: str, make_job: Any) -
     Args:
       make_job: view -> a `SearchDriver` or `CalibrationStudy` showing on that view. It is built inside the log's
         frame: a PPO controller imports TensorFlow, whose C++ lines must go to the log, not the console.
+      intro: the job's header, shown at once (before the controller, Ray and the runner start).
 
     Yields:
       The job.
@@ -240,6 +242,8 @@ def trial_job(cfg: Any, args: argparse.Namespace, run_dir: str, make_job: Any) -
 
     made = _outermost_missing(run_dir)  # what to remove again if nothing of the job was written
     view = make_view(args)
+    for line in intro:
+        view.line(line)
     keeper: Any = None
     leased = prepared = False
     started_ray = False

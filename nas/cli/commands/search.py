@@ -264,6 +264,27 @@ def _study_of(reader: Any, fingerprint: str) -> tuple[str, str] | None:
     return None
 
 
+def _intro(cfg: Any, name: str, url: str, run_dir: str) -> list[str]:
+    """The search's header, shown before Ray and the runner start (seconds on a busy machine)."""
+    from nas.config.schema import scheduler_rungs
+    from nas.engine.schedulers import build_scheduler
+
+    s = cfg.search
+    lines = [f"search {name!r}: {s.trials} trials of the {s.family} space with the {cfg.controller.type} controller, "
+             f"{s.workers} at a time ({s.cpus_per_trial:g} CPUs each) on the {cfg.runner.type} runner, evaluator "
+             f"{cfg.evaluator.type}, reward {s.reward}",
+             f"  database {url}; log {os.path.join(run_dir, 'search.log')}; TensorBoard: tensorboard --logdir "
+             f"{run_dir}"]
+    scheduler = build_scheduler(cfg.scheduler.type, cfg.scheduler.get(), scheduler_rungs(cfg)).describe(
+        cfg.proxy.train_steps)
+    if scheduler:
+        lines.append(f"  {scheduler}")
+    if s.max_flops:
+        lines.append(f"  max FLOPs {s.max_flops:.4g} (multiply-adds per image at {cfg.proxy.image_size} px): "
+                     "proposals over it are rejected untrained and fed back as failures")
+    return lines
+
+
 def _run(cfg: Any, name: str, store: Any, url: str, args: argparse.Namespace, faults: Any) -> int:
     from nas.engine.driver import SearchDriver
 
@@ -274,32 +295,8 @@ def _run(cfg: Any, name: str, store: Any, url: str, args: argparse.Namespace, fa
         return SearchDriver(cfg, name=name, store=store, run_dir=run_dir, resume=bool(args.resume), faults=faults,
                             view=view)
 
-    with trial_job(cfg, args, run_dir, make) as driver:
-        view = driver.view
-        view.line(f"search {name!r}: {s.trials} trials of the {s.family} space with the {cfg.controller.type} "
-                  f"controller, {s.workers} at a time ({s.cpus_per_trial:g} CPUs each) on the {cfg.runner.type} "
-                  f"runner, evaluator {cfg.evaluator.type}, reward {s.reward}")
-        view.line(f"  database {url}; log {os.path.join(run_dir, 'search.log')}; TensorBoard: tensorboard "
-                  f"--logdir {run_dir}")
-        if cfg.scheduler.type == "median":
-            from nas.config.schema import scheduler_rungs
-
-            median = cfg.scheduler.get()
-            view.line(f"  scheduler median: at steps {', '.join(map(str, scheduler_rungs(cfg)))} of "
-                      f"{cfg.proxy.train_steps}, a trial whose best reward so far is below the median of the completed "
-                      f"trials' there is pruned (after {median.warmup_trials} completed trials"
-                      + (f" and from step {median.warmup_steps}" if median.warmup_steps else "") + ")")
-        if cfg.scheduler.type == "asha":
-            from nas.config.schema import scheduler_rungs
-
-            asha = cfg.scheduler.get()
-            view.line(f"  scheduler asha: rungs at steps {', '.join(map(str, scheduler_rungs(cfg)))} of "
-                      f"{cfg.proxy.train_steps}, eta {asha.eta}: a trial below the top 1/{asha.eta} at a rung is "
-                      "pruned")
-        if s.max_flops:
-            view.line(f"  max FLOPs {s.max_flops:.4g} (multiply-adds per image at {cfg.proxy.image_size} px): "
-                      "proposals over it are rejected untrained and fed back as failures")
-        view.line(_calibration_note(store, driver.fingerprint, args.preset))
+    with trial_job(cfg, args, run_dir, make, intro=_intro(cfg, name, url, run_dir)) as driver:
+        driver.view.line(_calibration_note(store, driver.fingerprint, args.preset))
         outcome = driver.run()
     rejected = f", {outcome.rejected} rejected over max FLOPs" if s.max_flops or outcome.rejected else ""
     if cfg.scheduler.type != "none" or outcome.pruned:

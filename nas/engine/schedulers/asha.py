@@ -116,6 +116,10 @@ class AshaScheduler(Scheduler):
                      "continue" if keep else "stop")
         return keep
 
+    def describe(self, train_steps: int) -> str:
+        return (f"scheduler asha: rungs at steps {', '.join(map(str, self.rungs))} of {train_steps}, eta {self.eta}: "
+                f"a trial below the top 1/{self.eta} at a rung is pruned")
+
     def cut(self, step: int) -> float | None:
         """The k-th best reward at the rung (k = max(1, n // eta) of its n): a trial with less than it stops; None
         while the rung holds fewer than `min_results`."""

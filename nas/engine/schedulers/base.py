@@ -87,6 +87,13 @@ class Scheduler(abc.ABC):
         """The reward a trial it stopped at `step` with `reward` there is fed (`pruned_reward`)."""
         return pruned_reward(reward, self.rewards_at(step, reward), self._final_rewards)
 
+    def describe(self, train_steps: int) -> str:
+        """One line for a search's header: what it does to a trial ('' when it stops nothing)."""
+        if not self.rungs:
+            return ""
+        steps = ", ".join(map(str, self.rungs))
+        return f"scheduler {type(self).__name__}: judges trials at steps {steps} of {train_steps}"
+
     def cut(self, step: int) -> float | None:
         """The reward a trial must reach at rung `step` to continue, as the rung stands now (None: it stops
         nothing there yet). For messages and reports; the decisions are `on_report`'s."""

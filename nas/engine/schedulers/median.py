@@ -88,6 +88,12 @@ class MedianStoppingScheduler(Scheduler):
                      len(values), "continue" if keep else "stop")
         return keep
 
+    def describe(self, train_steps: int) -> str:
+        return (f"scheduler median: at steps {', '.join(map(str, self.rungs))} of {train_steps}, a trial whose best "
+                f"reward so far is below the median of the completed trials' there is pruned (after "
+                f"{self.warmup_trials} completed trials"
+                + (f" and from step {self.warmup_steps}" if self.warmup_steps else "") + ")")
+
     def cut(self, step: int) -> float | None:
         """The completed trials' median at `step` (a trial whose best so far is below it stops); None in the
         warm-up or before a completed trial has a reward there."""
