@@ -626,7 +626,7 @@ class CalibrationStudy(TrialLoop):
         what = f"AP {ap:.4f}" if ok else f"FAILED ({error})"
         self.view.line(f"[{self.done}/{len(self.study.plan)}] {c.name} {p.variant or p.fidelity}"
                        f"{f' repeat {p.repeat}' if p.repeat else ''} ({item.total_steps} steps, seed {p.seed}) "
-                       f"{what} {result.wall_s:.0f} s | {self._status_line()}")
+                       f"{what} {result.wall_s:.0f} s", status=self._status_line())
 
     def _status_line(self) -> str:
         from nas.cli.console import duration

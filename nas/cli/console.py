@@ -80,9 +80,9 @@ class PlainView:
         self.out = out
         self._last = time.time()
 
-    def line(self, text: str) -> None:
-        """A line that stays (a finished trial, a message)."""
-        self.out(printable(text))
+    def line(self, text: str, status: str = "") -> None:
+        """A line that stays (a finished trial, a message); a finished trial's with the job's summary after it."""
+        self.out(printable(f"{text} | {status}" if status else text))
         self._last = time.time()
 
     def refresh(self, running: Sequence[TrialProgress], status: str) -> None:
@@ -114,16 +114,22 @@ class LiveView:
         self._running: Sequence[TrialProgress] = ()
         self._status = ""
 
-    def line(self, text: str) -> None:
+    def line(self, text: str, status: str = "") -> None:
+        """A line that scrolls; the job's summary (`status`) goes to the bottom, where it stays, so a finished
+        trial's line fits a terminal's width."""
         from rich.text import Text
 
         self._live.console.print(Text(printable(text)))
+        if status:
+            self._status = status
+            self.refresh(self._running, status)
 
     def refresh(self, running: Sequence[TrialProgress], status: str) -> None:
         from rich.console import Group
         from rich.text import Text
 
         now = time.time()
+        self._running, self._status = running, status
         lines = [Text(printable(f"  {p.text(now)}"), style="cyan") for p in running]
         lines.append(Text(printable(status), style="bold"))
         self._live.update(Group(*lines))

@@ -510,7 +510,7 @@ class SearchDriver(TrialLoop):
         if status == TrialStatus.CACHED:
             what += " (cached: this architecture already has a result)"
         self.view.line(f"[{self.finished}/{self.cfg.search.trials}] trial {item.index} {item.key} {what} "
-                       f"{wall_s:.0f} s | {self._status_line()}")
+                       f"{wall_s:.0f} s", status=self._status_line())
 
     def _search_scalars(self, status: TrialStatus, reward: float | None, wall_s: float) -> None:
         step = self.finished

@@ -51,3 +51,18 @@ def test_the_live_view_draws_the_running_trials_and_keeps_finished_lines():
     text = out.getvalue()
     assert "[1/6] trial 0 ae60a66622d69645 reward 0.3282" in text
     assert "trial 3 ae60a666" in text and "best 0.3282" in text
+
+
+def test_a_finished_trials_line_keeps_its_summary_at_the_bottom_of_a_terminal_and_after_it_in_plain_lines():
+    from rich.console import Console
+
+    out = io.StringIO()
+    view = LiveView(Console(file=out, force_terminal=True, width=80))
+    view.line("[1/6] trial 0 ae60a66622d69645 reward 0.3282 215 s", status="done 1 failed 0 | best 0.3282")
+    view.close()
+    scrolled = [ln for ln in out.getvalue().splitlines() if "[1/6]" in ln]
+    assert scrolled and all("best 0.3282" not in ln for ln in scrolled)  # fits 80 columns; the summary stays below
+    assert "best 0.3282" in out.getvalue()
+    lines: list = []
+    PlainView(lines.append).line("[1/6] trial 0 done", status="done 1")
+    assert lines == ["[1/6] trial 0 done | done 1"]
