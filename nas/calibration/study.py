@@ -830,17 +830,33 @@ def _counts(trials: Sequence[Any], total: int) -> dict[str, int]:
 
 def _variants_verdict(variants: Sequence[Mapping[str, Any]], target: float, trainings: Mapping[str, int],
                       refs: tuple[int, int]) -> dict[str, Any]:
-    """The cheapest (variant, rung) in seconds per trial whose tau reaches the target (the first in order on a tie)."""
+    """The cheapest (variant, rung) in seconds per trial whose tau reaches the target and whose seed CV was measured
+    within `CV_TARGET` (the first in order on a tie).
+
+    A rung whose repeated candidates score below `CV_MIN_MEAN` has no measured seed noise: APs that small rank by
+    chance as easily as by merit (a tau over a handful of near-zero APs), so such a rung is named but not admitted.
+    """
+    from nas.calibration.stats import CV_MIN_MEAN, CV_TARGET
+
     scored = [(v, r) for v in variants for r in v["rungs"] if r["all"]["tau"] is not None]
-    good = [(v, r) for v, r in scored if r["all"]["tau"] >= target]
+    ranks = [(v, r) for v, r in scored if r["all"]["tau"] >= target]
+    good = [(v, r) for v, r in ranks if r.get("cv_max") is not None and r["cv_max"] <= CV_TARGET]
+    unmeasured = [(v, r) for v, r in ranks if r.get("cv_max") is None]
     name = step = None
     if good:
         v, r = min(good, key=lambda vr: (vr[1]["seconds_per_trial"] is None, vr[1]["seconds_per_trial"] or 0.0))
-        name, step, a = v["name"], r["step"], r["all"]
+        name, step, a, good_r = v["name"], r["step"], r["all"], r
         text = (f"variant {name} at rung {step} is the cheapest proxy that ranks like the reference: tau "
                 f"{a['tau']:.2f} (90% interval {_fmt(a['tau_low'])} to {_fmt(a['tau_high'])}) >= {target}")
         if r["seconds_per_trial"] is not None:
             text += f", {r['seconds_per_trial']:.0f} s per trial"
+        text += f", seed CV {r['cv_max']:.2f}"
+    elif ranks:
+        v, r = min(ranks, key=lambda vr: (vr[1]["seconds_per_trial"] is None, vr[1]["seconds_per_trial"] or 0.0))
+        why = (f"its repeated candidates' mean AP is below {CV_MIN_MEAN}, so its seed noise is not measured"
+               if r.get("cv_max") is None else f"its seed CV {r['cv_max']:.2f} is above {CV_TARGET}")
+        text = (f"no variant is admitted: variant {v['name']} at rung {r['step']} reaches tau {r['all']['tau']:.2f} "
+                f">= {target}, but {why}")
     elif scored:
         v, r = max(scored, key=lambda vr: vr[1]["all"]["tau"])
         a = r["all"]
@@ -852,6 +868,12 @@ def _variants_verdict(variants: Sequence[Mapping[str, Any]], target: float, trai
     if partial:
         missing = f", {refs[0]} of {refs[1]} reference trainings" if refs[0] < refs[1] else ""
         text = f"partial ({trainings['done']} of {trainings['total']} trainings{missing}): " + text
+    if good and unmeasured:
+        cheaper = [f"{v['name']} at {r['step']}" for v, r in unmeasured
+                   if (r["seconds_per_trial"] or 0.0) < (good_r["seconds_per_trial"] or 0.0)]
+        if cheaper:
+            text += (f" (cheaper, but not admitted: {', '.join(cheaper)}, whose repeated candidates' mean AP is below "
+                     f"{CV_MIN_MEAN}: seed noise not measured)")
     return {"variant": name, "good_rung": step, "target_tau": target, "partial": partial, "text": text}
 
 

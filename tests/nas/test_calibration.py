@@ -435,8 +435,9 @@ def test_a_bad_variant_is_refused(text, message):
         parse_variant(text)
 
 
-def _rung(step, seconds, tau):
-    return {"step": step, "seconds_per_trial": seconds, "all": {"tau": tau, "tau_low": tau - 0.2, "tau_high": 1.0}}
+def _rung(step, seconds, tau, cv=0.1):
+    return {"step": step, "seconds_per_trial": seconds, "all": {"tau": tau, "tau_low": tau - 0.2, "tau_high": 1.0},
+            "cv_max": cv}
 
 
 def test_the_verdict_names_the_cheapest_variant_and_rung_whose_tau_reaches_the_target():
@@ -454,6 +455,24 @@ def test_the_verdict_names_the_cheapest_variant_and_rung_whose_tau_reaches_the_t
     assert "best is variant steps400 at rung 400 with tau 0.80" in none["text"]
     partial = _variants_verdict(variants, 0.6, {"done": 3, "total": 4, "failed": 0}, (9, 10))
     assert partial["partial"] and partial["text"].startswith("partial (3 of 4 trainings, 9 of 10 reference trainings)")
+
+
+def test_a_rung_whose_seed_noise_is_unmeasured_or_too_large_is_not_admitted():
+    """A tau over near-zero APs (no measurable seed CV) or over noisy ones (CV above the target) ranks by chance."""
+    from nas.calibration.study import _variants_verdict
+
+    done = {"done": 4, "total": 4, "failed": 0}
+    variants = [{"name": "tiny", "rungs": [_rung(100, 10.0, 0.7, cv=None)]},
+                {"name": "noisy", "rungs": [_rung(100, 12.0, 0.7, cv=0.9)]},
+                {"name": "steps400", "rungs": [_rung(400, 45.0, 0.8)]}]
+    v = _variants_verdict(variants, 0.6, done, (10, 10))
+    assert (v["variant"], v["good_rung"]) == ("steps400", 400)
+    assert "seed CV 0.10" in v["text"] and "not admitted: tiny at 100" in v["text"]
+    alone = _variants_verdict(variants[:2], 0.6, done, (10, 10))
+    assert alone["variant"] is None and alone["text"].startswith("no variant is admitted: variant tiny at rung 100")
+    assert "seed noise is not measured" in alone["text"]
+    noisy = _variants_verdict(variants[1:2], 0.6, done, (10, 10))
+    assert "its seed CV 0.90 is above 0.4" in noisy["text"]
 
 
 @pytest.fixture(scope="module")

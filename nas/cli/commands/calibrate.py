@@ -528,8 +528,9 @@ def _register_calibrate(sub: Any) -> None:
         "steps400:proxy.train_steps=400 --variant px96:proxy.image_size=96), it trains no reference: each variant "
         "of that stored study's proxy trains on its candidates (with the --repeats) and is scored against its "
         "reference trainings, read from the same --db; 'calibration show' then gives per variant and rung the "
-        "seconds per trial, tau and seed CV, and the cheapest variant whose tau reaches the target. Exit codes as "
-        "search's: 0 done, 1 the database failed under it, 2 bad input, 3 another driver took the study over, 130 "
+        "seconds per trial, tau and seed CV, and the cheapest variant whose tau reaches the target and whose seed "
+        "CV was measured within 0.4 (a rung whose repeated candidates score below AP 0.05 is not admitted: their "
+        "noise is unmeasured). Exit codes as search's: 0 done, 1 the database failed under it, 2 bad input, 3 another driver took the study over, 130 "
         "Ctrl-C, 143 SIGTERM.",
     )
     p.add_argument("--preset", help="demo (default), paper, vertex-gpu, or a YAML file: the proxy to calibrate")
