@@ -502,11 +502,17 @@ def replay_one(pool: Sequence[Mapping[str, Any]], order: Sequence[int], cost: Tr
     }
 
 
-def replay(orders: int, seed: int, out: Path, pool_path: Path = POOL) -> dict[str, Any]:
+def replay(orders: int, seed: int, out: Path, pool_path: Path = POOL,
+           reprice: Mapping[str, float | None] | None = None) -> dict[str, Any]:
+    """ASHA and the median rule against full training on the pool; `reprice` (setup_s, eval_s, step_s) replaces
+    those of results/proxy.json's cost model, e.g. by a faster proxy's measured ones (the curves stay the pool's)."""
     import numpy as np
 
     pool = load_pool(pool_path)
     cost = TrialCost.from_proxy_bench()
+    given = {k: float(v) for k, v in (reprice or {}).items() if v is not None}
+    if given:
+        cost = dataclasses.replace(cost, **given, source=f"{cost.source}, re-priced: {given}")
     rng = np.random.default_rng(seed)
     perms = [rng.permutation(len(pool)).tolist() for _ in range(orders)]
     best = max(pool, key=lambda r: r["ap"][POOL_STEPS[-1]])
@@ -819,6 +825,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--seed", type=int, default=0, help="draws the orders")
     r.add_argument("--pool", type=Path, default=POOL, help="the pool (default results/early-stopping-pool.json)")
     r.add_argument("--out", type=Path, default=RESULTS / "early_stopping_replay.json")
+    for part, what in (("setup", "a warm trial's build and trace"), ("eval", "one evaluation"),
+                       ("step", "the reference architecture's step")):
+        r.add_argument(f"--{part}-s", type=float, default=None,
+                       help=f"re-price: seconds of {what} (default: results/proxy.json's)")
     s = sub.add_parser("shape", help="the surrogate's curve settings whose rung taus match the demo calibration's")
     s.add_argument("--out", type=Path, default=RESULTS / "early_stopping_shape.json")
     c = sub.add_parser("controllers", help="PPO and evolution on the surrogate, with and without ASHA")
@@ -861,7 +871,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pool: {len(doc['archs'])} architectures -> {os.path.relpath(POOL, ROOT)}")
         return 0
     if args.what == "replay":
-        print_replay(replay(args.orders, args.seed, args.out, args.pool))
+        for part in ("setup_s", "eval_s", "step_s"):
+            if getattr(args, part) is not None and not getattr(args, part) >= 0:
+                parser.error(f"--{part.replace('_', '-')}: expected seconds >= 0, got {getattr(args, part)}")
+        print_replay(replay(args.orders, args.seed, args.out, args.pool,
+                            {k: getattr(args, k) for k in ("setup_s", "eval_s", "step_s")}))
         return 0
     if args.what == "shape":
         doc = shape(args.out)
