@@ -30,8 +30,11 @@ from search_space.errors import InvalidDecisionError
 
 logger = logging.getLogger(__name__)
 
-# Version of the `state_dict` layout. Bump it when the layout changes; `load_state_dict` refuses other versions.
-STATE_VERSION = 1
+# Version of the `state_dict` layout. Bump it when the layout changes; `load_state_dict` upgrades the versions in
+# `OLD_STATE_VERSIONS` and refuses any other. 2: PPO's dedup keys and adapted entropy weight, and its config fields
+# of those (`PPOConfig.dedup_attempts`, `entropy_target`, ...); the other controllers' layout is version 1's.
+STATE_VERSION = 2
+OLD_STATE_VERSIONS = (1,)
 
 Decisions = tuple[int, ...]
 
@@ -336,8 +339,14 @@ class Controller(abc.ABC):
         ]
         if missing:
             raise ValueError(f"{where}: expected a dict from state_dict(), missing key(s) {missing}")
-        if state["version"] != STATE_VERSION:
-            raise ValueError(f"{where}: expected state version {STATE_VERSION}, got {state['version']!r}")
+        version = state["version"]
+        if version != STATE_VERSION and (isinstance(version, bool) or version not in OLD_STATE_VERSIONS):
+            raise ValueError(
+                f"{where}: expected state version {STATE_VERSION} (or an older one of {list(OLD_STATE_VERSIONS)}, "
+                f"upgraded), got {version!r}"
+            )
+        if version != STATE_VERSION:
+            state = self._upgrade_state(state)
         if state["controller"] != self.name:
             raise ValueError(f"{where}: expected the state of a {self.name!r} controller, got {state['controller']!r}")
         if list(state["num_choices"]) != list(self.num_choices):
@@ -366,6 +375,35 @@ class Controller(abc.ABC):
         self._num_rewards = int(state.get("num_rewards", 0))
         self._num_failures = int(state.get("num_failures", 0))
         self._consecutive_failures = int(state.get("consecutive_failures", 0))
+
+    def _upgrade_state(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        """An older version's state in today's layout (a state of another controller is left for the checks).
+
+        The config fields an older state lacks were added since; they take this controller's values, so a search
+        saved by an older version resumes with today's settings for them (it cannot continue as the older code
+        would have: that code is gone). The algorithm's part goes through `_upgrade_algorithm_state`.
+        """
+        if state.get("controller") != self.name or not isinstance(state.get("config"), Mapping):
+            return dict(state)
+        mine = dataclasses.asdict(self.config)
+        added = sorted(set(mine) - set(state["config"]))
+        if added:
+            logger.warning(
+                "%s: a version-%s state: its config lacks %s, which take this controller's values %s",
+                type(self).__name__, state["version"], added, {k: mine[k] for k in added},
+            )
+        return {
+            **state,
+            "version": STATE_VERSION,
+            "config": {**{k: mine[k] for k in added}, **state["config"]},
+            "algorithm": (self._upgrade_algorithm_state(state["algorithm"], self.config)
+                          if isinstance(state["algorithm"], Mapping) else state["algorithm"]),
+        }
+
+    @classmethod
+    def _upgrade_algorithm_state(cls, algorithm: Mapping[str, Any], config: ControllerConfig) -> dict[str, Any]:
+        """A version-1 `_state_dict` in today's layout (the default: unchanged)."""
+        return dict(algorithm)
 
     # ------------------------------------------------------------------------------------------- hooks
     def _setup(self) -> None:  # noqa: B027 - optional hook

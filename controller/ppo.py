@@ -20,13 +20,21 @@ reward arrives; the clip then bounds the step from the current policy (which is 
 controller's state depends only on the rewards and their order, so `recover` can rebuild it exactly (see
 `controller.base`).
 
-**Determinism.** All randomness comes from the base class's numpy generator: the initial weights, and one uniform
-per decision per proposal, turned into a choice by inverse-CDF sampling inside the compiled sampler. TensorFlow's
-own random ops are never used. `state_dict` stores the weights and Adam's moments bit-exactly.
+**Exploration.** See `PPOConfig`: the advantages are centered and scaled per batch, the entropy weight is adapted
+towards ``entropy_target`` after every update, a proposal already known to the controller is resampled up to
+``dedup_attempts`` times, and a priority queue of the best architectures (``elite_size``) adds an imitation term.
+
+**Determinism.** All randomness comes from the base class's numpy generator: the initial weights, and
+``dedup_attempts`` uniforms per decision per proposal (all drawn, whichever attempts are used), turned into choices
+by inverse-CDF sampling inside the compiled sampler. TensorFlow's own random ops are never used. `state_dict`
+stores the weights and Adam's moments bit-exactly, with the adapted entropy weight, the known architectures' keys
+and the priority queue (state version 2; a version-1 state, from before these, is upgraded: it knows no
+architectures, and its entropy weight starts at the config's).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -49,6 +57,11 @@ logger = logging.getLogger(__name__)
 _MASKED_LOGIT = -1e9
 # Order of the trainable weights in `state_dict` (and in the optimizer's slot lists).
 _WEIGHTS = ("embedding", "lstm_kernel", "lstm_bias", "head_kernel", "head_bias")
+# The adapted entropy weight stays within these. The objective of normalized advantages is of order 1 per decision,
+# so a weight far under 0.001 no longer holds the entropy up, and a floor near that lets the weight climb back
+# within a few updates when the entropy falls under the target (every tuning run used this floor).
+MIN_ENTROPY_WEIGHT = 1e-3
+MAX_ENTROPY_WEIGHT = 10.0
 
 
 class PPOController(Controller):
@@ -117,13 +130,27 @@ class PPOController(Controller):
         self._batch: list[tuple[Decisions, float]] = []  # (decisions, reward - baseline) awaiting an update
         self._num_updates = 0
         self._last_stats: dict[str, float] = {}
+        # The entropy bonus's weight: fixed, or adapted after every update towards `entropy_target`.
+        self._entropy_weight = float(cfg.entropy_weight)
+        # The uniform policy's mean entropy per decision (nats): the scale of `entropy_target`.
+        self._max_entropy = float(np.mean(np.log(nc)))
+        # Dedup keys of everything proposed (or replayed) so far, and how many proposals were repeats anyway.
+        self._known: set[int] = set()
+        self._num_repeats = 0
+        self._elites: list[tuple[float, int, Decisions]] = []  # (reward, its feedback's number, decisions)
+        self._decode = getattr(self.space, "decode", None)
 
         self._sample_fn = tf.function(
             self._sample_graph, input_signature=[tf.TensorSpec([None, steps], tf.float32)], reduce_retracing=True
         )
         self._update_fn = tf.function(
             self._update_graph,
-            input_signature=[tf.TensorSpec([None, steps], tf.int32), tf.TensorSpec([None], tf.float32)],
+            input_signature=[
+                tf.TensorSpec([None, steps], tf.int32),
+                tf.TensorSpec([None], tf.float32),
+                tf.TensorSpec([], tf.float32),
+                tf.TensorSpec([None, steps], tf.int32),
+            ],
             reduce_retracing=True,
         )
 
@@ -196,43 +223,57 @@ class PPOController(Controller):
         entropy = -tf.reduce_sum(tf.where(self._mask[None], tf.exp(logp_all) * logp_all, 0.0), axis=-1)
         return logp, entropy
 
-    def _update_graph(self, decisions: tf.Tensor, advantages: tf.Tensor) -> dict[str, tf.Tensor]:
+    def _update_graph(
+        self, decisions: tf.Tensor, advantages: tf.Tensor, entropy_weight: tf.Tensor, elites: tf.Tensor
+    ) -> dict[str, tf.Tensor]:
         """`epochs` Adam steps on PPO's clipped objective for one batch.
 
-        The first step also records the log-probabilities of the policy before the update (its ratios are 1);
-        the other steps run in a graph loop rather than unrolled, which keeps the trace short.
+        The first step also records the log-probabilities of the policy before the update (its ratios are 1) and
+        its entropy (``entropy_before``); the other steps run in a graph loop rather than unrolled, which keeps the
+        trace short.
         """
-        logp, stats = self._ppo_step(decisions, advantages, None)
+        logp, stats = self._ppo_step(decisions, advantages, entropy_weight, elites, None)
+        before = stats["entropy"]
         old = tf.stop_gradient(logp)
         for _ in tf.range(self.config.epochs - 1):
-            _, stats = self._ppo_step(decisions, advantages, old)
-        return stats
+            _, stats = self._ppo_step(decisions, advantages, entropy_weight, elites, old)
+        return {**stats, "entropy_before": before}
 
     def _ppo_step(
-        self, decisions: tf.Tensor, advantages: tf.Tensor, old: tf.Tensor | None
+        self, decisions: tf.Tensor, advantages: tf.Tensor, entropy_weight: tf.Tensor, elites: tf.Tensor,
+        old: tf.Tensor | None,
     ) -> tuple[tf.Tensor, dict[str, tf.Tensor]]:
         cfg = self.config
         adv = advantages[:, None]
-        weights = [self._vars[n] for n in _WEIGHTS]
+        n = tf.shape(decisions)[0]
+        weights = [self._vars[name] for name in _WEIGHTS]
         with tf.GradientTape() as tape:
-            logp, entropy = self._log_probs(decisions)
+            logp_all, entropy_all = self._log_probs(tf.concat([decisions, elites], axis=0))
+            logp, entropy = logp_all[:n], entropy_all[:n]
             ratio = tf.exp(logp - (tf.stop_gradient(logp) if old is None else old))
             clipped = tf.clip_by_value(ratio, 1.0 - cfg.clip_epsilon, 1.0 + cfg.clip_epsilon)
             objective = tf.reduce_mean(tf.minimum(ratio * adv, clipped * adv))
             mean_entropy = tf.reduce_mean(entropy)
-            loss = -objective - cfg.entropy_weight * mean_entropy
+            loss = -objective - entropy_weight * mean_entropy
+            # Priority-queue training: the negative log-likelihood per decision of the best sequences so far.
+            elite_nll = -tf.reduce_sum(logp_all[n:]) / tf.cast(tf.maximum(tf.size(logp_all[n:]), 1), tf.float32)
+            if cfg.elite_size > 0:
+                loss = loss + cfg.elite_weight * elite_nll
         grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, weights)]
         if cfg.max_grad_norm is not None:
             grads, _ = tf.clip_by_global_norm(grads, cfg.max_grad_norm)
         self._adam(grads)
         clip_fraction = tf.reduce_mean(tf.cast(tf.abs(ratio - 1.0) > cfg.clip_epsilon, tf.float32))
-        return logp, {"loss": loss, "entropy": mean_entropy, "clip_fraction": clip_fraction}
+        return logp, {"loss": loss, "entropy": mean_entropy, "clip_fraction": clip_fraction, "elite_nll": elite_nll}
 
     def _adam(self, grads: list[tf.Tensor]) -> None:
         """One Adam step (Kingma & Ba 2015, Algorithm 1 with the bias corrections folded into the step size)."""
         cfg = self.config
         step = self._adam_step.assign_add(1.0)
         lr = cfg.learning_rate * tf.sqrt(1.0 - cfg.adam_beta2**step) / (1.0 - cfg.adam_beta1**step)
+        if cfg.learning_rate_halflife is not None:  # inverse-time decay over the updates
+            updates = tf.floor((step - 1.0) / cfg.epochs)
+            lr = lr / (1.0 + updates / cfg.learning_rate_halflife)
         for name, g in zip(_WEIGHTS, grads):
             m = self._adam_m[name].assign(cfg.adam_beta1 * self._adam_m[name] + (1.0 - cfg.adam_beta1) * g)
             v = self._adam_v[name].assign(cfg.adam_beta2 * self._adam_v[name] + (1.0 - cfg.adam_beta2) * g * g)
@@ -240,15 +281,57 @@ class PPOController(Controller):
 
     # --------------------------------------------------------------------------------------------- hooks
     def _propose(self, n: int) -> list[tuple[Decisions, dict[str, Any]]]:
-        u = self._uniforms(n, self._steps).astype(np.float32)
-        decisions = self._sample_fn(tf.constant(u)).numpy()
-        return [(tuple(int(x) for x in row), {}) for row in decisions]
+        k = self.config.dedup_attempts
+        u = self._uniforms(n, k * self._steps).astype(np.float32).reshape(n, k, self._steps)
+        # Attempt j of a proposal samples from its j-th row of uniforms, and only when attempts 0..j-1 are all known:
+        # the proposals' first attempts in one call, a second attempt alone, and the rest at once (on a busy CPU a
+        # call of one row costs a fraction of one of several rows, and most first or second attempts are new).
+        firsts = [tuple(int(x) for x in row) for row in self._sample_fn(tf.constant(u[:, 0])).numpy()]
+        if k == 1:
+            return [(d, {}) for d in firsts]
+        out = []
+        for i, first in enumerate(firsts):
+            chosen, key, attempts = first, self._dedup_key(first), 1
+            first_key = key
+            rows: list[Decisions] = []  # attempts sampled, not yet looked at
+            while key in self._known and attempts < k:
+                if not rows:  # the second attempt alone; if that is known too, all the others at once
+                    end = attempts + 1 if attempts == 1 else k
+                    rows = [tuple(int(x) for x in r) for r in self._sample_fn(tf.constant(u[i, attempts:end])).numpy()]
+                chosen = rows.pop(0)
+                key = self._dedup_key(chosen)
+                attempts += 1
+            extras: dict[str, Any] = {"attempts": attempts}
+            if key in self._known:  # every attempt was known: the policy's first sample, a repeat
+                chosen, key = first, first_key
+                self._num_repeats += 1
+                extras["repeat"] = True
+            self._known.add(key)
+            out.append((chosen, extras))
+        return out
 
     def _replay(self, decisions: Decisions) -> None:
-        self._uniforms(1, self._steps)
+        self._uniforms(1, self.config.dedup_attempts * self._steps)
+        if self.config.dedup_attempts > 1:
+            key = self._dedup_key(decisions)
+            # Of the trials of one key, all but the first replayed were repeats, in whatever order they come back.
+            self._num_repeats += key in self._known
+            self._known.add(key)
+
+    def _dedup_key(self, decisions: Decisions) -> int:
+        """64 bits that identify what `decisions` builds: the architecture's key when the space can decode
+        decisions (architectures that differ only in encoding then count as one), else the decisions themselves."""
+        if self._decode is not None:
+            return int(self._decode(decisions).key[:16], 16)
+        return int.from_bytes(hashlib.sha256(np.asarray(decisions, np.int64).tobytes()).digest()[:8], "big")
 
     def _feedback(self, trial_id: int, decisions: Decisions, reward: float) -> None:
         cfg = self.config
+        if cfg.elite_size > 0 and all(d != decisions for _, _, d in self._elites):
+            # The best `elite_size` sequences so far, best first; of equal rewards the earlier stays ahead.
+            self._elites.append((reward, self.num_rewards, decisions))
+            self._elites.sort(key=lambda e: (-e[0], e[1]))
+            del self._elites[cfg.elite_size :]
         if self._baseline is None:
             self._baseline = reward
         advantage = reward - self._baseline
@@ -261,16 +344,31 @@ class PPOController(Controller):
         cfg = self.config
         decisions = np.asarray([d for d, _ in self._batch], dtype=np.int32)
         adv = np.asarray([a for _, a in self._batch], dtype=np.float64)
+        if cfg.center_advantages:
+            adv = adv - adv.mean()
         if cfg.normalize_advantages:
             std = adv.std()
             # A batch of (nearly) equal rewards, e.g. the same architecture every time, is left unscaled: dividing
             # by a vanishing spread would blow rounding differences up into full-size updates.
             if std > 1e-6 * max(1.0, abs(self._baseline or 0.0)):
                 adv = adv / std
-        stats = self._update_fn(tf.constant(decisions), tf.constant(adv.astype(np.float32)))
+        weight = self._entropy_weight
+        elites = np.asarray([d for _, _, d in self._elites], dtype=np.int32).reshape(-1, self._steps)
+        stats = self._update_fn(
+            tf.constant(decisions), tf.constant(adv.astype(np.float32)), tf.constant(weight, tf.float32),
+            tf.constant(elites),
+        )
         self._batch = []
         self._num_updates += 1
         self._last_stats = {k: float(v) for k, v in stats.items()}
+        self._last_stats["entropy_weight"] = weight
+        if cfg.entropy_target is not None:
+            # Dual ascent on the weight, as SAC tunes its temperature (Haarnoja et al. 2018, section 5): up while
+            # the policy's entropy on the batch is under the target, down while over, in proportion to the gap.
+            gap = cfg.entropy_target - self._last_stats["entropy_before"] / self._max_entropy
+            self._entropy_weight = float(
+                min(MAX_ENTROPY_WEIGHT, max(MIN_ENTROPY_WEIGHT, weight * math.exp(cfg.entropy_adapt_rate * gap)))
+            )
         logger.debug("PPO update %d: %s, baseline %.4f", self._num_updates, self._last_stats, self._baseline)
 
     @property
@@ -318,6 +416,10 @@ class PPOController(Controller):
             "baseline": self._baseline,
             "batch": [[list(d), a] for d, a in self._batch],
             "num_updates": self._num_updates,
+            "entropy_weight": self._entropy_weight,
+            "known": array_to_json(np.asarray(sorted(self._known), dtype=np.uint64)),
+            "num_repeats": self._num_repeats,
+            "elites": [[r, i, list(d)] for r, i, d in self._elites],
         }
 
     def _load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -331,6 +433,10 @@ class PPOController(Controller):
             baseline = None if state["baseline"] is None else float(state["baseline"])
             batch = [(self._check_decisions(d, f"{where}['batch']"), float(a)) for d, a in state["batch"]]
             num_updates = int(state["num_updates"])
+            entropy_weight = float(state["entropy_weight"])
+            known = array_from_json(state["known"])
+            num_repeats = int(state["num_repeats"])
+            elites = [(float(r), int(i), self._check_decisions(d, f"{where}['elites']")) for r, i, d in state["elites"]]
         except (KeyError, TypeError) as e:
             raise ValueError(f"{where}: expected the output of state_dict(), got a malformed state ({e!r})") from None
         for group, values in arrays.items():
@@ -343,6 +449,10 @@ class PPOController(Controller):
                     )
         if baseline is not None and not math.isfinite(baseline):
             raise ValueError(f"{where}: baseline expected a finite number or None, got {baseline!r}")
+        if not (math.isfinite(entropy_weight) and entropy_weight >= 0):
+            raise ValueError(f"{where}: entropy_weight expected a finite number >= 0, got {entropy_weight!r}")
+        if known.dtype != np.uint64 or known.ndim != 1:
+            raise ValueError(f"{where}: known expected a 1-d uint64 array, got {known.dtype} of shape {known.shape}")
         for n in _WEIGHTS:
             self._vars[n].assign(arrays["weights"][n])
             self._adam_m[n].assign(arrays["adam_m"][n])
@@ -351,3 +461,19 @@ class PPOController(Controller):
         self._baseline = baseline
         self._batch = batch
         self._num_updates = num_updates
+        self._entropy_weight = entropy_weight
+        self._known = {int(x) for x in known}
+        self._num_repeats = num_repeats
+        self._elites = elites
+
+    @classmethod
+    def _upgrade_algorithm_state(cls, algorithm: Mapping[str, Any], config: PPOConfig) -> dict[str, Any]:
+        """A version-1 state (before dedup and the entropy target) in today's layout: its entropy weight is the
+        config's, and it knows no proposals (version 1 kept none), so dedup starts from the next one."""
+        return {
+            **algorithm,
+            "entropy_weight": float(config.entropy_weight),
+            "known": array_to_json(np.zeros(0, np.uint64)),
+            "num_repeats": 0,
+            "elites": [],
+        }

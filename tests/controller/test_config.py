@@ -43,6 +43,12 @@ def test_defaults_are_valid_frozen_and_documented(cls):
         (PPOConfig, "adam_beta2", -0.5, r"a number in \[0, 1\)"),
         (PPOConfig, "normalize_advantages", 1, "true or false"),
         (PPOConfig, "max_grad_norm", 0.0, "a number > 0 or None"),
+        (PPOConfig, "center_advantages", "yes", "true or false"),
+        (PPOConfig, "entropy_target", 1.0, r"a number in \(0, 1\) or None"),
+        (PPOConfig, "entropy_target", 0, r"a number in \(0, 1\) or None"),
+        (PPOConfig, "entropy_adapt_rate", 0.0, r"a number in \(0, 10\]"),
+        (PPOConfig, "dedup_attempts", 0, r"an integer in \[1, 1000\]"),
+        (PPOConfig, "dedup_attempts", 2.0, r"an integer in \[1, 1000\]"),
         (PPOConfig, "init_scale", True, r"a number in \(0, 1\]"),
         (EvolutionConfig, "population_size", 10**23, "an integer >= 2"),  # past 64 bits
     ],
@@ -55,4 +61,6 @@ def test_bad_values_say_what_was_expected_and_what_came(cls, field, value, messa
 def test_cross_field_rule_names_both_fields():
     with pytest.raises(ValueError, match="batch_size: expected >= 2 when normalize_advantages is true .* got 1"):
         PPOConfig(batch_size=1)
-    PPOConfig(batch_size=1, normalize_advantages=False)
+    with pytest.raises(ValueError, match="batch_size: expected >= 2 when center_advantages is true .* got 1"):
+        PPOConfig(batch_size=1, normalize_advantages=False)
+    PPOConfig(batch_size=1, normalize_advantages=False, center_advantages=False)

@@ -175,7 +175,7 @@ def test_state_round_trip_continues_exactly_with_pending_trials(name):
     async_rounds(a, 10, script_seed=1)
     assert a.pending, "the scenario must leave trials pending"
     state = json.loads(json.dumps(a.state_dict()))  # through JSON: no pickle, nothing lost
-    assert state["version"] == 1 and state["controller"] == name
+    assert state["version"] == 2 and state["controller"] == name
     b = make(name, seed=99)  # everything, the seed included, comes from the state
     b.load_state_dict(state)
     assert b.state_dict() == a.state_dict()
@@ -199,8 +199,10 @@ def test_restore_controller_rebuilds_from_the_state_alone(name):
 
 def test_load_state_dict_refuses_what_does_not_fit():
     state = make("evolution").state_dict()
-    with pytest.raises(ValueError, match="expected state version 1, got 2"):
-        make("evolution").load_state_dict({**state, "version": 2})
+    with pytest.raises(ValueError, match=r"expected state version 2 \(or an older one of \[1\], upgraded\), got 3"):
+        make("evolution").load_state_dict({**state, "version": 3})
+    with pytest.raises(ValueError, match="expected state version 2 .* got True"):
+        make("evolution").load_state_dict({**state, "version": True})
     with pytest.raises(ValueError, match="expected the state of a 'evolution' controller, got 'random'"):
         make("evolution").load_state_dict(make("random").state_dict())
     with pytest.raises(ValueError, match=r"another search space: expected num_choices \[3, 5\], got \[3, 5, 2, 4"):
@@ -209,6 +211,16 @@ def test_load_state_dict_refuses_what_does_not_fit():
         make("evolution", population_size=7).load_state_dict(state)
     with pytest.raises(ValueError, match=r"missing key\(s\) \['rng'\]"):
         make("evolution").load_state_dict({k: v for k, v in state.items() if k != "rng"})
+
+
+@pytest.mark.parametrize("name", ["random", "evolution"])
+def test_a_version_1_state_of_a_controller_whose_layout_stayed_loads_as_it_is(name):
+    a = make(name)
+    async_rounds(a, 6, script_seed=1)
+    b = make(name)
+    b.load_state_dict({**json.loads(json.dumps(a.state_dict())), "version": 1})
+    assert b.state_dict() == a.state_dict()
+    assert decisions(b.propose(4)) == decisions(a.propose(4))
 
 
 # ------------------------------------------------------------------------------------------------ recovery
