@@ -390,8 +390,9 @@ def test_a_search_of_the_demo_proxy_hears_of_the_committed_calibration_study(db)
         note = _calibration_note(reader, fingerprint(load_config("demo", [])), "demo")
         other = _calibration_note(reader, "0" * 16, "demo")
     assert "no calibration of this proxy in this database, but " in note
-    assert "calibration-demo.db holds one ('spinenas calibration show demo-cal --db " in note
-    assert "rung 400 is the cheapest proxy that ranks like the reference" in note
+    # The demo's 400 steps are the steps400 variant of the demo study's proxy (issue 31), scored against demo-cal.
+    assert "calibration-variants.db holds one ('spinenas calibration show demo-variants --db " in note
+    assert "'demo-variants' of this proxy: tau 0.78" in note and "rung 400 is the cheapest proxy that ranks" in note
     assert other.startswith("  warning: no calibration of this proxy in the database")
 
 

@@ -82,7 +82,7 @@ def test_registry_errors(tmp_path):
     with pytest.raises(FileNotFoundError):
         get_preset(str(tmp_path / "missing.yaml"))
     path = tmp_path / "mine.yaml"
-    path.write_text(to_yaml(get_preset("demo")).replace("train_steps: 800", "train_steps: 70"))
+    path.write_text(to_yaml(get_preset("demo")).replace("train_steps: 400", "train_steps: 70"))
     assert get_preset(str(path)).proxy.train_steps == 70
     assert set(preset_names()) >= {"demo", "paper", "vertex-gpu"}
 
@@ -149,7 +149,7 @@ def test_fingerprints_follow_what_changes_a_score_and_nothing_else():
             "search.max_flops=2e9"]
     for o in same:
         assert fingerprint(resolve(NasConfig, demo, [o])) == fp, o
-    other = ["proxy.train_steps=400", "proxy.image_size=256", "proxy.learning_rate=0.001", "proxy.data.images=1000",
+    other = ["proxy.train_steps=800", "proxy.image_size=256", "proxy.learning_rate=0.001", "proxy.data.images=1000",
              "evaluator.type=surrogate", "search.reward=ap-flops", "proxy.eval_images=100"]
     overrides = {"search.reward=ap-flops": ["search.target_flops=1e9"]}
     seen = {fp}
@@ -168,7 +168,7 @@ def test_fingerprints_follow_what_changes_a_score_and_nothing_else():
         flops = resolve(NasConfig, surrogate, ["search.reward=ap-flops", "search.target_flops=1e9"])
         assert fingerprint(resolve(NasConfig, flops, [o, *extra])) != fingerprint(flops), o
     assert fingerprint(resolve(NasConfig, flops, ["proxy.data.images=1000"])) == fingerprint(flops)  # same classes
-    assert describe(demo) == "retinanet 128 px 800 steps on synth, reward ap"
+    assert describe(demo) == "retinanet 128 px 400 steps on synth, reward ap"
     # A split made by `spinenas data` is its folder: the synthetic generator's knobs do not enter its fingerprint.
     folder = resolve(NasConfig, demo, ["proxy.data.kind=dir", "proxy.data.path=/data/p"])
     assert fingerprint(resolve(NasConfig, folder, ["proxy.data.images=99"])) == fingerprint(folder)

@@ -24,9 +24,11 @@ FLOPS = ["search.reward=ap-flops", "search.target_flops=1e9"]
 
 # --------------------------------------------------------------------------------------------------- pins
 # (overrides of the demo preset, study mark, fingerprint, description). The stored trials of every database carry
-# these: a change here is a migration (`nas.engine.fingerprint`), never a refactoring. The demo's own is the one of
-# the committed scripts/bench/results/es-pool.db search.
-PINS = [
+# these: a change here is a migration (`nas.engine.fingerprint`), never a refactoring. The 800-step demo's (the
+# preset's until 12-07) is the one of the committed scripts/bench/results/es-pool.db search; today's 400-step demo's
+# the one of the steps400 variant in calibration-variants.db.
+DEMO_800 = ["proxy.train_steps=800"]
+PINS_800 = [
     ([], None, "b4501c331dff96fc", "retinanet 128 px 800 steps on synth, reward ap"),
     ([], "calibration:proxy", "084fd736c8f49218", "retinanet 128 px 800 steps on synth, reward ap"),
     (FLOPS, None, "f12cd283ff3e89fa", "retinanet 128 px 800 steps on synth, reward ap-flops (target 1e+09)"),
@@ -44,6 +46,8 @@ PINS = [
     (["evaluator.type=surrogate", "search.seed=9"], None, "d0910e2c105206ea",
      "surrogate (target seed 9, spinenet49) 800 steps, reward ap"),
 ]
+PINS = [([], None, "cde83c8f2b59202c", "retinanet 128 px 400 steps on synth, reward ap"),
+        *((DEMO_800 + o, study, fp, text) for o, study, fp, text in PINS_800)]
 
 
 @pytest.mark.parametrize("overrides, study, expected, text", PINS)
@@ -130,10 +134,10 @@ def test_a_plugin_that_declares_nothing_gets_the_generic_fingerprint_and_descrip
     assert fingerprint(resolve(NasConfig, cfg, ["evaluator.constant.ap=0.6"])) != fingerprint(cfg)
     assert fingerprint(resolve(NasConfig, cfg, ["proxy.image_size=256"])) != fingerprint(cfg)
     assert fingerprint(resolve(NasConfig, cfg, ["proxy.seed=3"])) == fingerprint(cfg)
-    assert describe(cfg) == "constant 128 px 800 steps on synth, reward ap"
+    assert describe(cfg) == "constant 128 px 400 steps on synth, reward ap"
     stored = to_dict(cfg)
     registry.EVALUATORS.unregister("constant")  # a plug-in `top` did not import: described all the same
-    assert describe_dict(stored) == "constant 128 px 800 steps on synth, reward ap"
+    assert describe_dict(stored) == "constant 128 px 400 steps on synth, reward ap"
 
 
 def test_a_plugin_declares_what_changes_its_score_and_how_it_reads(plugin):
@@ -150,7 +154,7 @@ def test_a_plugin_declares_what_changes_its_score_and_how_it_reads(plugin):
 def test_an_evaluator_whose_module_does_not_import_is_described_but_not_fingerprinted(plugin):
     plugin("ghost", target="tests.nas.no_such_module:Ghost")
     cfg = resolve(NasConfig, get_preset("demo"), ["evaluator.type=ghost"])
-    assert describe(cfg) == "ghost 128 px 800 steps on synth, reward ap"
+    assert describe(cfg) == "ghost 128 px 400 steps on synth, reward ap"
     with pytest.raises(PluginError, match="cannot import 'tests.nas.no_such_module'"):
         fingerprint(cfg)  # a guess would let results that mean something else be reused
 

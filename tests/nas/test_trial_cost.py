@@ -132,7 +132,7 @@ def test_proxy_cost_counts_the_schedulers_rungs_as_evaluations(capsys):
         return json.loads(out)["rows"][0]["eval_s"]
 
     plain = eval_s()
-    with_rungs = eval_s("--set", "scheduler.type=asha", "--set", "scheduler.asha.rungs=[200,400]")
+    with_rungs = eval_s("--set", "scheduler.type=asha", "--set", "scheduler.asha.rungs=[100,200]")
     per_eval = 300 * (2 * 214_951_471 / trial_cost.CPU.rate("float32") + trial_cost.CPU.host_s_per_eval_image)
     assert with_rungs == pytest.approx(plain + 2 * per_eval)
 

@@ -88,8 +88,9 @@ def test_the_gpu_presets_decide_in_the_trial_and_the_cpu_demo_stays_float32():
 
 
 def test_float32_keeps_every_stored_fingerprint_and_another_precision_gets_its_own():
-    demo = get_preset("demo")
-    # The demo's fingerprint as stored by a search before `proxy.mixed_precision` existed (results/es-pool.db).
+    # The (800-step) demo's fingerprint as stored by a search before `proxy.mixed_precision` existed
+    # (results/es-pool.db).
+    demo = resolve(NasConfig, get_preset("demo"), ["proxy.train_steps=800"])
     con = sqlite3.connect(f"file:{os.path.join(ROOT, 'scripts/bench/results/es-pool.db')}?mode=ro", uri=True)
     try:
         [(stored,)] = con.execute("SELECT fingerprint FROM searches WHERE name = 'es-pool'").fetchall()
