@@ -270,8 +270,9 @@ def _intro(cfg: Any, name: str, url: str, run_dir: str) -> list[str]:
     from nas.engine.schedulers import build_scheduler
 
     s = cfg.search
+    cpus = f"{s.cpus_per_trial:g} CPU{'' if s.cpus_per_trial == 1 else 's'}"
     lines = [f"search {name!r}: {s.trials} trials of the {s.family} space with the {cfg.controller.type} controller, "
-             f"{s.workers} at a time ({s.cpus_per_trial:g} CPUs each) on the {cfg.runner.type} runner, evaluator "
+             f"{s.workers} at a time ({cpus} each) on the {cfg.runner.type} runner, evaluator "
              f"{cfg.evaluator.type}, reward {s.reward}",
              f"  database {url}; log {os.path.join(run_dir, 'search.log')}; TensorBoard: tensorboard --logdir "
              f"{run_dir}"]
