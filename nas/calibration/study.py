@@ -623,6 +623,11 @@ class CalibrationStudy(TrialLoop):
             self._step_s.append((result.wall_s, item.total_steps))
         p = self.study.plan[item.index]
         c = self.study.candidates[p.candidate]
+        # TensorBoard's HParams tab: which training this was (candidate, fidelity or variant, repeat, seed, steps).
+        self._write_session(item, str(status), reward=float(ap) if ok else None, ap=float(ap) if ok else None,
+                            step=item.total_steps, hparams={"candidate": c.name, "fidelity": p.variant or p.fidelity,
+                                                            "repeat": p.repeat, "seed": p.seed,
+                                                            "steps": item.total_steps})
         what = f"AP {ap:.4f}" if ok else f"FAILED ({error})"
         self.view.line(f"[{self.done}/{len(self.study.plan)}] {c.name} {p.variant or p.fidelity}"
                        f"{f' repeat {p.repeat}' if p.repeat else ''} ({item.total_steps} steps, seed {p.seed}) "

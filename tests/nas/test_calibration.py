@@ -674,3 +674,22 @@ def test_a_study_without_variants_shows_as_before(tmp_path, capsys):
         recorded = json.load(fh)
     recorded.pop("command")
     assert json.loads(shown) == recorded  # the figures the benchmark recorded
+
+
+def test_every_calibration_training_is_an_hparams_session(reference_db):
+    """TensorBoard's HParams tab lists a study's trainings: candidate, fidelity, repeat, seed and steps, its AP."""
+    from results_db.reader import ResultReader
+    from tests.nas.test_tensorboard import _session
+
+    runs = reference_db.parent / "runs" / "ref" / "tensorboard" / "trials"
+    with ResultReader(str(reference_db)) as reader:
+        trials = reader.trials("ref")
+    assert sorted(os.listdir(runs)) == sorted(f"trial_{t.index:05d}_{t.arch_key}" for t in trials)
+    fidelities = set()
+    for t in trials:
+        hparams, metrics, status = _session(runs / f"trial_{t.index:05d}_{t.arch_key}")
+        assert hparams["key"] == t.arch_key and hparams["status"] == t.status == "completed"
+        assert {"candidate", "fidelity", "repeat", "seed", "steps"} <= set(hparams)
+        assert metrics["hparams/ap"][1] == pytest.approx(t.metrics["ap"]) and status == "STATUS_SUCCESS"
+        fidelities.add(hparams["fidelity"])
+    assert fidelities == {"proxy", "reference"}
