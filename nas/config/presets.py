@@ -117,10 +117,10 @@ def paper() -> NasConfig:
     return NasConfig(
         search=SearchConfig(family="spinenet49", trials=trials, workers=8, cpus_per_trial=8.0,
                             gpus_per_trial=1.0, trial_timeout_s=6 * 3600.0),
-        # PPOConfig records that its learning rate sets the search's horizon: the default (0.005, tuned for ~2,000
-        # proposals) makes the policy nearly deterministic after a few hundred, and for longer searches the rate
-        # is to be lowered in proportion. 14,000 trials: 0.005 * 2,000 / 14,000 = 7.1e-4 (NASNet used 3.5e-4 for
-        # searches of 10,000+). Not measured on a 14,000-trial search; the rule is PPOConfig's.
+        # PPOConfig records that its learning rate sets the search's horizon: the default (0.02 with an inverse-time
+        # decay and an entropy target, tuned for ~2,000 proposals) is to be lowered in proportion for longer
+        # searches. 14,000 trials: 0.02 * 2,000 / 14,000 = 2.9e-3 (NASNet used 3.5e-4 for searches of 10,000+).
+        # Not measured on a 14,000-trial search; the rule is PPOConfig's.
         controller=ControllerSection.of("ppo", learning_rate=_ppo_learning_rate(trials)),
         proxy=ProxyConfig(
             data=DataConfig(kind="dir", path="data/coco-proxy", val_images=COCO_PROXY_VAL_IMAGES),
