@@ -168,7 +168,11 @@ def test_a_resume_runs_its_requeued_trials_workers_at_a_time_dedups_them_and_fin
 
 
 def _ppo_cfg(trials=24, interval=0.0) -> NasConfig:
-    return cfg_of(controller="ppo", trials=trials, workers=1, checkpoint_interval_s=interval)
+    """PPO updating every 10 rewards (the counts below are of that batch, whatever PPOConfig's default)."""
+    from nas.config.schema import ControllerSection
+
+    cfg = cfg_of(controller="ppo", trials=trials, workers=1, checkpoint_interval_s=interval)
+    return dataclasses.replace(cfg, controller=ControllerSection.of("ppo", batch_size=10))
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +203,7 @@ def _scalar_tags(logdir) -> dict[str, list[float]]:
 @pytest.mark.slow
 def test_ppo_search_writes_every_tensorboard_scalar_and_each_trials_curve(tmp_path):
     # 12 trials: one PPO update (batch 10), so the policy's entropy is written too.
-    store, outcome, _ = run_search(tmp_path, cfg_of(controller="ppo", trials=12, workers=2))
+    store, outcome, _ = run_search(tmp_path, dataclasses.replace(_ppo_cfg(12), search=cfg_of(trials=12).search))
     assert outcome.trials == 12
     tb = tmp_path / "runs" / "s" / "tensorboard"
     tags = _scalar_tags(tb)
