@@ -70,7 +70,8 @@ ZERO_OK = {
     "search.window", "search.gpus_per_trial", "search.trial_timeout_s", "search.target_flops", "search.flops_exponent",
     "search.max_flops", "search.reward_for_failure", "search.trials_per_worker", "search.seed",
     "search.checkpoint_interval_s", "controller.ppo.adam_beta1", "controller.ppo.adam_beta2",
-    "controller.ppo.entropy_weight", "controller.ppo.baseline_decay", "evaluator.surrogate.noise",
+    "controller.ppo.entropy_weight", "controller.ppo.baseline_decay", "controller.ppo.elite_size",
+    "controller.ppo.elite_weight", "evaluator.surrogate.noise",
     "evaluator.surrogate.duration_s", "evaluator.surrogate.target_seed", "evaluator.surrogate.rate_spread",
     "runner.ray.worker_retries", "runner.local.worker_retries", "proxy.data.seed", "proxy.eval_images",
     "proxy.warmup_steps", "proxy.l2_weight_decay", "proxy.seed", "proxy.threads", "scheduler.median.warmup_steps",
@@ -81,8 +82,8 @@ HUGE_OK = {
     "search.window", "search.trials", "search.trial_timeout_s", "search.target_flops", "search.max_flops",
     "search.trials_per_worker", "search.checkpoint_interval_s", "controller.ppo.max_consecutive_failures",
     "controller.ppo.adam_epsilon", "controller.ppo.batch_size", "controller.ppo.entropy_weight",
-    "controller.ppo.max_grad_norm", "controller.evolution.max_consecutive_failures",
-    "controller.evolution.population_size", "controller.random.max_consecutive_failures",
+    "controller.ppo.max_grad_norm", "controller.ppo.elite_weight", "controller.ppo.learning_rate_halflife",
+    "controller.evolution.max_consecutive_failures", "controller.evolution.population_size", "controller.random.max_consecutive_failures",
     "evaluator.surrogate.full_steps", "proxy.train_steps", "proxy.eval_images", "proxy.learning_rate",
     "proxy.clipnorm", "proxy.l2_weight_decay", "proxy.divergence_factor", "proxy.log_every", "scheduler.asha.eta",
     "scheduler.asha.min_results", "scheduler.median.warmup_trials", "scheduler.median.warmup_steps",
@@ -91,6 +92,7 @@ NEGATIVE_OK = {"search.reward_for_failure"}  # a reward of -1 teaches the contro
 # null: where None means something documented.
 NULL_OK = {
     "search.reward_for_failure", "controller.ppo.max_consecutive_failures", "controller.ppo.max_grad_norm",
+    "controller.ppo.entropy_target", "controller.ppo.learning_rate_halflife",
     "controller.evolution.max_consecutive_failures", "controller.random.max_consecutive_failures",
     "evaluator.surrogate.target_seed", "proxy.clipnorm", "scheduler.asha.min_results",
 }
