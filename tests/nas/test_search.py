@@ -279,8 +279,8 @@ def test_a_real_search_reuses_nothing_of_a_surrogate_search_in_the_same_database
 
     data = make_synth(str(tmp_path / "data"), SynthSpec(images=48, val_images=8, image_size=128))
     db = tmp_path / "r.db"
-    common = ["--controller", "random", "--seed", "2", "--trials", "1", "--cpus-per-trial", "2", "--db", str(db),
-              "--runner", "local", "--top", "3", "--set", "proxy.data.kind=dir", "--set",
+    common = ["--controller", "random", "--seed", "2", "--trials", "1", "--workers", "1", "--cpus-per-trial", "2",
+              "--db", str(db), "--runner", "local", "--top", "3", "--set", "proxy.data.kind=dir", "--set",
               f"proxy.data.path={data.root}", "--set", "proxy.train_steps=4", "--set", "proxy.warmup_steps=1",
               "--set", "proxy.batch_size=4", "--set", "proxy.eval_batch_size=4", "--set", "proxy.log_every=2"]
     surrogate = spinenas("search", "--evaluator", "surrogate", "--name", "sur", *common, cwd=tmp_path)
