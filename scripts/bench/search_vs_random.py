@@ -2,9 +2,9 @@
 """Does the search beat random search on the real proxy? PPO, evolution and random at equal trial-seconds.
 
 Three searches of the demo preset (the real Model Garden RetinaNet proxy on the embedded data), one per controller,
-same seed, on the local runner in the preset's layout (two one-core trials at a time). They grow in rounds of `--chunk` trials each, round-robin, so
-that whenever the measurement is interrupted the three have had about the same compute; `run` continues from
-wherever it stopped (each search through `spinenas search --resume NAME --trials N`), so it can span sessions:
+same seed, on the local runner in the preset's layout (two one-core trials at a time). They grow in rounds of
+`--chunk` trials each, round-robin, so that whenever the measurement is interrupted the three have had about the
+same compute; `run` continues from wherever it stopped (each search through `spinenas search --resume NAME --trials N`), so it can span sessions:
 
     python scripts/bench/search_vs_random.py run --rounds 8     # up to 8 x 10 trials each; safe to start again
     python scripts/bench/search_vs_random.py retrain            # each search's best at the reference length
