@@ -26,12 +26,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+from scripts.bench.common import live_database, sqlite_backup  # noqa: E402
+
 RESULTS = os.path.join(ROOT, "scripts", "bench", "results")
 SNAPSHOT = os.path.join(RESULTS, "calibration-demo.db")
 LIVE = os.path.join(ROOT, "runs", "demo-cal.db")
@@ -45,15 +47,10 @@ def _spinenas(*argv: str, **kw) -> subprocess.CompletedProcess:
 
 
 def run(retry_failed: bool = False) -> int:
-    os.makedirs(os.path.dirname(LIVE), exist_ok=True)
-    if not os.path.exists(LIVE) and os.path.exists(SNAPSHOT):
-        shutil.copyfile(SNAPSHOT, LIVE)
-        print(f"continuing from the snapshot {os.path.relpath(SNAPSHOT, ROOT)}", flush=True)
+    upgraded = live_database(LIVE, SNAPSHOT)  # a snapshot written by an earlier schema is migrated first
+    if upgraded != 0:
+        return upgraded
     if os.path.exists(LIVE):
-        # A snapshot written by an earlier schema: migrate it first (a no-op when it is current).
-        upgraded = _spinenas("db", "upgrade", "--db", LIVE)
-        if upgraded.returncode != 0:
-            return upgraded.returncode
         again = ["--retry-failed"] if retry_failed else []
         return _spinenas("calibrate", "--resume", NAME, *again, "--db", LIVE, "--runner", "local",
                          "--plain").returncode
@@ -66,8 +63,7 @@ def snapshot() -> int:
         return 2
     os.makedirs(RESULTS, exist_ok=True)
     tmp = SNAPSHOT + ".tmp"
-    with sqlite3.connect(f"file:{LIVE}?mode=ro", uri=True) as src, sqlite3.connect(tmp) as dst:
-        src.backup(dst)
+    sqlite_backup(LIVE, tmp)
     upgraded = _spinenas("db", "upgrade", "--db", tmp, capture_output=True, text=True)  # the copy, at today's schema
     if upgraded.returncode != 0:
         print(upgraded.stderr, file=sys.stderr)

@@ -10,7 +10,9 @@ import contextlib
 import datetime
 import os
 import platform
+import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 from importlib import metadata
@@ -50,6 +52,25 @@ def provenance(script: str, argv: list[str] | None) -> dict[str, Any]:
         **commit(),
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def sqlite_backup(src: str, dst: str) -> None:
+    """A consistent copy of the SQLite database `src` at `dst` (SQLite's backup API: safe while a search writes it)."""
+    with sqlite3.connect(f"file:{src}?mode=ro", uri=True) as source, sqlite3.connect(dst) as target:
+        source.backup(target)
+
+
+def live_database(live: str, snapshot: str) -> int:
+    """Readies a long measurement's live database: the committed `snapshot` copied in when `live` is missing (so
+    another checkout continues where the snapshot left it), then `live` upgraded to this tree's schema (a no-op when
+    it is current). Returns `spinenas db upgrade`'s exit code (0 also when there is no database yet)."""
+    os.makedirs(os.path.dirname(live), exist_ok=True)
+    if not os.path.exists(live) and os.path.exists(snapshot):
+        shutil.copyfile(snapshot, live)
+        print(f"continuing from the snapshot {os.path.relpath(snapshot, ROOT)}", flush=True)
+    if not os.path.exists(live):
+        return 0
+    return subprocess.run([sys.executable, "-m", "nas.cli", "db", "upgrade", "--db", live], cwd=ROOT).returncode
 
 
 def cpu_model() -> str:

@@ -4,7 +4,8 @@
 Three searches of the demo preset (the real Model Garden RetinaNet proxy on the embedded data), one per controller,
 same seed, on the local runner in the preset's layout (two one-core trials at a time). They grow in rounds of
 `--chunk` trials each, round-robin, so that whenever the measurement is interrupted the three have had about the
-same compute; `run` continues from wherever it stopped (each search through `spinenas search --resume NAME --trials N`), so it can span sessions:
+same compute; `run` continues from wherever it stopped (each search through `spinenas search --resume NAME --trials
+N`), so it can span sessions:
 
     python scripts/bench/search_vs_random.py run --rounds 8     # up to 8 x 10 trials each; safe to start again
     python scripts/bench/search_vs_random.py retrain            # each search's best at the reference length
@@ -25,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -34,7 +34,7 @@ from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
-from scripts.bench.common import machine, provenance  # noqa: E402
+from scripts.bench.common import live_database, machine, provenance, sqlite_backup  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "scripts", "bench", "results")
 LIVE = os.path.join(ROOT, "runs", "search-vs-random.db")
@@ -70,14 +70,9 @@ def _finished(name: str) -> int | None:
 
 
 def run(rounds: int, chunk: int) -> int:
-    os.makedirs(os.path.dirname(LIVE), exist_ok=True)
-    if not os.path.exists(LIVE) and os.path.exists(SNAPSHOT):
-        shutil.copyfile(SNAPSHOT, LIVE)
-        print(f"continuing from the snapshot {os.path.relpath(SNAPSHOT, ROOT)}", flush=True)
-    if os.path.exists(LIVE):
-        upgraded = _spinenas("db", "upgrade", "--db", LIVE)
-        if upgraded.returncode != 0:
-            return upgraded.returncode
+    upgraded = live_database(LIVE, SNAPSHOT)
+    if upgraded != 0:
+        return upgraded
     for r in range(1, rounds + 1):
         for controller in CONTROLLERS:
             name, target = _name(controller), r * chunk
@@ -97,8 +92,7 @@ def run(rounds: int, chunk: int) -> int:
 
 
 def snapshot() -> None:
-    with sqlite3.connect(f"file:{LIVE}?mode=ro", uri=True) as src, sqlite3.connect(SNAPSHOT + ".tmp") as dst:
-        src.backup(dst)
+    sqlite_backup(LIVE, SNAPSHOT + ".tmp")
     os.replace(SNAPSHOT + ".tmp", SNAPSHOT)
     print(f"{os.path.relpath(LIVE, ROOT)} -> {os.path.relpath(SNAPSHOT, ROOT)}")
 
