@@ -847,9 +847,13 @@ def _variants_verdict(variants: Sequence[Mapping[str, Any]], target: float, trai
     ranks = [(v, r) for v, r in scored if r["all"]["tau"] >= target]
     good = [(v, r) for v, r in ranks if r.get("cv_max") is not None and r["cv_max"] <= CV_TARGET]
     unmeasured = [(v, r) for v, r in ranks if r.get("cv_max") is None]
+
+    def cost(vr: tuple[Mapping[str, Any], Mapping[str, Any]]) -> tuple[bool, float]:  # unknown seconds sort last
+        return vr[1]["seconds_per_trial"] is None, vr[1]["seconds_per_trial"] or 0.0
+
     name = step = None
     if good:
-        v, r = min(good, key=lambda vr: (vr[1]["seconds_per_trial"] is None, vr[1]["seconds_per_trial"] or 0.0))
+        v, r = min(good, key=cost)
         name, step, a, good_r = v["name"], r["step"], r["all"], r
         text = (f"variant {name} at rung {step} is the cheapest proxy that ranks like the reference: tau "
                 f"{a['tau']:.2f} (90% interval {_fmt(a['tau_low'])} to {_fmt(a['tau_high'])}) >= {target}")
@@ -857,7 +861,7 @@ def _variants_verdict(variants: Sequence[Mapping[str, Any]], target: float, trai
             text += f", {r['seconds_per_trial']:.0f} s per trial"
         text += f", seed CV {r['cv_max']:.2f}"
     elif ranks:
-        v, r = min(ranks, key=lambda vr: (vr[1]["seconds_per_trial"] is None, vr[1]["seconds_per_trial"] or 0.0))
+        v, r = min(ranks, key=cost)
         why = (f"its repeated candidates' mean AP is below {CV_MIN_MEAN}, so its seed noise is not measured"
                if r.get("cv_max") is None else f"its seed CV {r['cv_max']:.2f} is above {CV_TARGET}")
         text = (f"no variant is admitted: variant {v['name']} at rung {r['step']} reaches tau {r['all']['tau']:.2f} "
