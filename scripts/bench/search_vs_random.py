@@ -15,8 +15,10 @@ N`), so it can span sessions:
 the demo proxy as that study trained its references, all 300 validation images), where SpineNet-49 scored 0.654
 (scripts/bench/results/calibration-demo.db), once per architecture (its result is kept in the JSON).
 `summarize` writes per search the running best AP against cumulative trial-seconds, the best at the compute all
-three reached, distinct architectures, and the reference AP of each best. The live database is
-runs/search-vs-random.db; `snapshot` copies it to results/ (SQLite's backup API) so another checkout can continue.
+three reached, the best after the trials all three reached (trial-seconds move with the machine's load; a count of
+trials does not), distinct architectures, and the reference AP of each best. The live database is
+runs/search-vs-random.db (`--db` another, e.g. to summarize from one checkout what another runs); `snapshot` copies it
+to results/ (SQLite's backup API) so another checkout can continue.
 
 Run it from a checkout nobody edits while it runs (every trial imports the tree's code).
 """
@@ -37,7 +39,7 @@ sys.path.insert(0, ROOT)
 from scripts.bench.common import live_database, machine, provenance, sqlite_backup  # noqa: E402
 
 RESULTS = os.path.join(ROOT, "scripts", "bench", "results")
-LIVE = os.path.join(ROOT, "runs", "search-vs-random.db")
+LIVE = os.path.join(ROOT, "runs", "search-vs-random.db")  # --db replaces it
 SNAPSHOT = os.path.join(RESULTS, "search-vs-random.db")
 OUT = os.path.join(RESULTS, "search_vs_random.json")
 CONTROLLERS = ("ppo", "evolution", "random")
@@ -113,7 +115,7 @@ def _curves(reader: Any) -> dict[str, dict[str, Any]]:
             ap = t.metrics.get("ap") if t.status == "completed" else None
             if ap is not None and (best is None or ap > best):
                 best, best_key = float(ap), t.arch_key
-            points.append([round(spent, 1), best])
+            points.append([round(spent, 1), best])  # the n-th point: after n finished trials
         out[name] = {"controller": controller, "trials": len(done),
                      "distinct": len({t.arch_key for t in done if t.status == "completed"}),
                      "cached": sum(t.status == "cached" for t in done), "trial_s": round(spent, 1),
@@ -128,6 +130,10 @@ def _best_at(curve: list[list[Any]], seconds: float) -> float | None:
             break
         best = b
     return best
+
+
+def _best_after(curve: list[list[Any]], trials: int) -> float | None:
+    return curve[trials - 1][1] if 0 < trials <= len(curve) else None
 
 
 def _load() -> dict[str, Any]:
@@ -172,14 +178,17 @@ def summarize(argv: list[str]) -> dict[str, Any]:
         curves = _curves(reader)
     old = _load()
     reference = old.get("reference", {})
-    equal = min((c["trial_s"] for c in curves.values()), default=0.0) if len(curves) == len(CONTROLLERS) else None
+    everyone = len(curves) == len(CONTROLLERS)
+    equal = min((c["trial_s"] for c in curves.values()), default=0.0) if everyone else None
+    equal_trials = min((c["trials"] for c in curves.values()), default=0) if everyone else None
     searches = {}
     for name, c in curves.items():
         searches[name] = {**{k: v for k, v in c.items() if k != "curve"},
                           "best_ap_at_equal_trial_s": _best_at(c["curve"], equal) if equal is not None else None,
+                          "best_ap_at_equal_trials": _best_after(c["curve"], equal_trials) if equal_trials else None,
                           "best_reference_ap": reference.get(c["best_key"] or "", {}).get("ap"), "curve": c["curve"]}
     doc = {**provenance(__file__, argv), "machine": machine(), "database": os.path.relpath(LIVE, ROOT),
-           "equal_trial_s": equal, "spinenet49_reference_ap": SPINENET49_REFERENCE_AP,
+           "equal_trial_s": equal, "equal_trials": equal_trials, "spinenet49_reference_ap": SPINENET49_REFERENCE_AP,
            "reference_fidelity": {"steps": REFERENCE_STEPS, "sets": list(REFERENCE_SETS)},
            "searches": searches, "reference": reference}
     with open(OUT, "w", encoding="utf-8") as fh:
@@ -211,13 +220,17 @@ def _plot(doc: dict[str, Any]) -> None:
 
 def _print(doc: dict[str, Any]) -> None:
     eq = doc["equal_trial_s"]
-    print(f"equal compute: {eq / 3600:.2f} trial-hours" if eq else "equal compute: not all three searches started")
+    print(f"equal compute: {eq / 3600:.2f} trial-hours, {doc['equal_trials']} trials" if eq
+          else "equal compute: not all three searches started")
     for name, s in doc["searches"].items():
-        ref = s["best_reference_ap"]
+        def ap(v: float | None) -> str:
+            return "-" if v is None else f"{v:.4f}"
+
         print(f"  {name:22} {s['trials']:4} trials ({s['distinct']} distinct, {s['cached']} cached) "
-              f"{s['trial_s'] / 3600:5.2f} h  best AP {s['best_ap'] or 0:.4f}  at equal compute "
-              f"{s['best_ap_at_equal_trial_s'] or 0:.4f}  best's AP at {REFERENCE_STEPS} steps "
-              f"{'-' if ref is None else f'{ref:.3f}'} (SpineNet-49 {SPINENET49_REFERENCE_AP})")
+              f"{s['trial_s'] / 3600:5.2f} h  best AP {ap(s['best_ap'])}  at equal compute "
+              f"{ap(s['best_ap_at_equal_trial_s'])} ({ap(s['best_ap_at_equal_trials'])} at equal trials)  "
+              f"best's AP at {REFERENCE_STEPS} steps {ap(s['best_reference_ap'])} "
+              f"(SpineNet-49 {SPINENET49_REFERENCE_AP})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -231,7 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("retrain", help="each search's best at the reference fidelity (once per architecture)")
     sub.add_parser("snapshot", help="copy the live database to results/")
     sub.add_parser("summarize", help="write results/search_vs_random.json and .png, and print them")
+    for p in sub.choices.values():
+        p.add_argument("--db", metavar="PATH", help="the live SQLite database (default runs/search-vs-random.db)")
     args = parser.parse_args(argv)
+    global LIVE
+    LIVE = os.path.abspath(args.db) if args.db else LIVE
     if args.what == "run":
         if args.rounds < 1 or args.chunk < 1:
             parser.error("--rounds and --chunk: expected integers >= 1")
