@@ -114,8 +114,8 @@ class SearchDriver(TrialLoop):
       faults: fault injection for tests and benchmarks (`nas.engine.faults`).
       out: where progress lines go (print by default), unless `view` is given.
       view: the console view (`nas.cli.console`); default a `PlainView` on `out`.
-      runner: the runner to use; default the one ``cfg.runner`` names, built in `start` (the ray runner needs
-        `ray_runner.init_ray` first).
+      runner: the runner to use; default the one ``cfg.runner`` names, built in `start` (after its backend is up:
+        `nas.engine.runners.build_backend`; the ray runner needs Ray, `ray_runner.init_ray`).
       tensorboard: write TensorBoard scalars (the search's and every trial's curve) under `run_dir`.
     """
 
@@ -181,8 +181,8 @@ class SearchDriver(TrialLoop):
                                      fingerprint=self.fingerprint)
 
     def start_runner(self) -> None:
-        """The runner the config names (the ray runner needs Ray up: `ray_runner.init_ray`), with warm
-        workers when the search reuses them."""
+        """The runner the config names (its backend up first: the ray runner needs Ray, `ray_runner.init_ray`),
+        with warm workers when the search reuses them."""
         self._start_runner(trials_per_worker=worker_calls(self.cfg))
 
     def _restore(self) -> None:

@@ -76,8 +76,8 @@ class TrialLoop(abc.ABC):
       run_dir: where TensorBoard scalars and the log go.
       spec: what the trials evaluate with (unless a trial has a spec of its own).
       view: the console view (`nas.cli.console`); default a `PlainView` on print.
-      runner: the runner to use; default the one ``cfg.runner`` names, built in `_start_runner` (the ray runner
-        needs `nas.engine.runners.ray_runner.init_ray` first).
+      runner: the runner to use; default the one ``cfg.runner`` names, built in `_start_runner` (after its backend
+        is up, `nas.engine.runners.build_backend`: the ray runner needs `nas.engine.runners.ray_runner.init_ray`).
       tensorboard: write TensorBoard scalars (the job's and every trial's curve) under `run_dir`.
     """
 
@@ -115,7 +115,8 @@ class TrialLoop(abc.ABC):
         two leaves rows that resume)."""
 
     def start_runner(self) -> None:
-        """The runner the config names (the ray runner needs Ray up: `nas.engine.runners.ray_runner.init_ray`)."""
+        """The runner the config names (its backend up first: the ray runner needs Ray,
+        `nas.engine.runners.ray_runner.init_ray`)."""
         self._start_runner()
 
     def start(self) -> None:

@@ -56,7 +56,7 @@ SPINENET49_REFERENCE_AP = 0.654
 
 # Regularized evolution sized to this budget (the first population_size proposals are random: the default 50 would
 # leave 60-80 trials almost all random), a tournament of a quarter of it as the paper's 100/25.
-OVERRIDES = {"evolution": ("controller.evolution.population_size=20", "controller.evolution.sample_size=5")}
+OVERRIDES = {"evolution": ("controller.evolution.population_size=20", "controller.evolution.tournament_size=5")}
 NAMES = {"ppo": f"real-ppo-s{SEED}", "evolution": f"real-evolution-p20-s{SEED}", "random": f"real-random-s{SEED}"}
 
 

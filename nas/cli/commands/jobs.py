@@ -1,7 +1,9 @@
 """What the commands that run trials share (`search`, `calibrate`): the database, the log, the runner's backend.
 
-Every check that can fail comes before anything is created: `check_local_runner` before the run folder,
-`start_ray_if_needed` before the driver writes.
+Every check that can fail comes before anything is created: `check_machine` (the runner's own check of the per-trial
+request, `nas.engine.runners.check_request`) before the run folder, the runner's backend (`Backend`: Ray, for the
+ray runner) before the driver writes when it joins a cluster. What is runner-specific lives in the runner's module
+(`nas.engine.runners`); nothing here knows which runner it is.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import logging
 import os
 import re
 import shutil
-import socket
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -120,15 +121,6 @@ def search_log(run_dir: str) -> Iterator[str]:
         handler.close()
 
 
-def route_to_log(package: str) -> None:
-    """Sends a library's log records (Ray sets up its own console handlers on import) to the search's log only."""
-    importlib.import_module(package)
-    lg = logging.getLogger(package)
-    for h in list(lg.handlers):
-        lg.removeHandler(h)
-    lg.propagate = True
-
-
 def ensure_data(cfg: Any) -> Any:
     """The proxy's dataset (`DatasetInfo`), made when it is the synthetic one and missing (progress on stderr), or a
     UserError; None, and nothing made, when the config's evaluator reads no dataset (its registration's
@@ -144,71 +136,6 @@ def ensure_data(cfg: Any) -> Any:
         raise UserError(str(e)) from None
 
 
-def check_local_runner(cfg: Any, args: argparse.Namespace) -> None:
-    """The local runner's resources are this machine's: checked before anything is created."""
-    if cfg.runner.type != "local":
-        return
-    s = cfg.search
-    cpus = os.cpu_count() or 1
-    if s.cpus_per_trial > cpus:
-        raise UserError(f"--cpus-per-trial {s.cpus_per_trial:g} is more than this machine's {cpus} CPUs")
-    if s.gpus_per_trial:
-        raise UserError("the local runner does not hand out GPUs; use the ray runner for --gpus-per-trial")
-    if getattr(args, "address", None):
-        raise UserError("--address names a Ray cluster; it does not apply to --runner local")
-    if s.workers > cpus:
-        print(f"warning: --workers {s.workers} on this machine's {cpus} CPUs: the local runner runs every trial "
-              "here, so they will share cores and each take longer (their seconds and the cost model's fit with them)",
-              file=sys.stderr, flush=True)
-
-
-def start_ray_if_needed(cfg: Any, args: argparse.Namespace) -> bool:
-    """For the ray runner: Ray started here or joined at --address, and the per-trial request checked against it.
-
-    Returns:
-      True when this call started a local Ray (the caller shuts it down).
-    """
-    if cfg.runner.type != "ray":
-        return False
-    from nas.engine.runners.ray_runner import init_ray, keep_local_on_loopback, other_cluster
-
-    address = getattr(args, "address", None)
-    if not address:
-        keep_local_on_loopback()  # before the first import of Ray, which route_to_log and other_cluster make
-    route_to_log("ray")
-    other = None if address else other_cluster()
-    try:
-        started = init_ray(address, num_cpus=None)
-    except Exception as e:  # noqa: BLE001 - Ray's ConnectionError, RuntimeError, ...: one line, not its traceback
-        text = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
-        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
-        hint = ""
-        if address and address != "auto" and not os.environ.get("RAY_AUTH_MODE"):
-            # Ray sends its token to an address given explicitly only when told to (`ray start` turns token
-            # authentication on by default), and the refusal shows only in its C++ log.
-            hint = (" (if that cluster uses token authentication, as `ray start` sets up by default: set "
-                    "RAY_AUTH_MODE=token, with its token in RAY_AUTH_TOKEN or ~/.ray/auth_token)")
-        raise UserError(f"cannot reach {where}: {text}{hint}") from None
-    if other:
-        say(f"  another Ray cluster is registered on this machine ({other}); this job started a Ray instance of its "
-            "own on 127.0.0.1 and leaves that one alone (--address joins a cluster)")
-    import ray
-
-    s = cfg.search
-    try:
-        res = ray.cluster_resources()
-        if s.cpus_per_trial > res.get("CPU", 0):
-            raise UserError(f"--cpus-per-trial {s.cpus_per_trial:g} is more than the cluster's "
-                            f"{res.get('CPU', 0):g} CPUs")
-        if s.gpus_per_trial > res.get("GPU", 0):
-            raise UserError(f"--gpus-per-trial {s.gpus_per_trial:g} but the cluster has {res.get('GPU', 0):g} GPUs")
-    except BaseException:  # a check failed, or Ctrl-C: a Ray started here stops before the caller knows of it
-        if started:
-            ray.shutdown()
-        raise
-    return started
-
-
 def _outermost_missing(path: str) -> str | None:
     """The outermost folder of `path` that does not exist yet (`runs/` when neither runs/ nor runs/NAME does), or
     None when `path` exists."""
@@ -221,15 +148,17 @@ def _outermost_missing(path: str) -> str | None:
 @contextlib.contextmanager
 def trial_job(cfg: Any, args: argparse.Namespace, run_dir: str, make_job: Any,
               intro: Sequence[str] = ()) -> Iterator[Any]:
-    """The frame of a command that runs trials, in the order that loses nothing: the run folder and the log; with
-    --address, Ray is joined first (a cluster that cannot be reached is an error before any write); then the job's
-    rows (`job.prepare()`: the search or study, so a driver killed from here on leaves one that resumes) and its
-    lease; then a local Ray; then the runner (`job.start_runner()`). Stops a Ray it started.
+    """The frame of a command that runs trials, in the order that loses nothing: the run folder and the log; the
+    runner's backend (`nas.engine.runners.Backend`) when it enters before any write (the ray runner's with
+    --address: a cluster that cannot be reached is an error before any write); then the job's rows
+    (`job.prepare()`: the search or study, so a driver killed from here on leaves one that resumes) and its lease;
+    then the runner's backend otherwise (a local Ray: Ctrl-C while it starts leaves a job that resumes); then the
+    runner (`job.start_runner()`). The backend is exited last: it stops only what it started.
 
     Args:
       make_job: view -> a `SearchDriver` or `CalibrationStudy` showing on that view. It is built inside the log's
         frame: a PPO controller imports TensorFlow, whose C++ lines must go to the log, not the console.
-      intro: the job's header, shown at once (before the controller, Ray and the runner start).
+      intro: the job's header, shown at once (before the controller, the backend and the runner start).
 
     Yields:
       The job.
@@ -237,24 +166,26 @@ def trial_job(cfg: Any, args: argparse.Namespace, run_dir: str, make_job: Any,
     import time
 
     from nas.engine.lease import LeaseHeldError, LeaseKeeper
+    from nas.engine.runners import build_backend
     from results_db.errors import DatabaseOpenError, DuplicateSearchError
     from results_db.status import SearchStatus
 
+    backend = build_backend(cfg, say=say, address=getattr(args, "address", None))  # starts nothing yet
     made = _outermost_missing(run_dir)  # what to remove again if nothing of the job was written
     view = make_view(args)
     for line in intro:
         view.line(line)
     keeper: Any = None
     leased = prepared = False
-    started_ray = False
+    backends = contextlib.ExitStack()  # the backend once entered: exited after the rest
     os.makedirs(run_dir, exist_ok=True)
     try:
         with search_log(run_dir):
             try:
                 job = make_job(view)
                 keeper = LeaseKeeper(job.store, job.name, alive=lambda: time.monotonic() - job.last_turn)
-                if getattr(args, "address", None):
-                    start_ray_if_needed(cfg, args)
+                if backend.before_writes:
+                    backends.enter_context(backend)
                 if job.resume:  # one driver per search: the lease before anything of the search changes
                     note = keeper.take()
                     leased = True
@@ -280,11 +211,11 @@ def trial_job(cfg: Any, args: argparse.Namespace, run_dir: str, make_job: Any,
             if note:
                 job.view.line(f"  {note}")
             try:
-                if not getattr(args, "address", None):
-                    started_ray = start_ray_if_needed(cfg, args)
+                if not backend.before_writes:
+                    backends.enter_context(backend)
                 job.start_runner()
                 signals.reassert()  # a library started here may have replaced our SIGTERM handler
-            except KeyboardInterrupt:  # Ctrl-C or SIGTERM while Ray or the runner starts: a search that resumes
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM while the backend or the runner starts: a job that resumes
                 job.store.set_search_status(job.name, SearchStatus.STOPPED)
                 job.view.line(f"interrupted while starting: run '{job.RESUME.format(name=job.name)}' to continue")
                 raise
@@ -293,10 +224,7 @@ def trial_job(cfg: Any, args: argparse.Namespace, run_dir: str, make_job: Any,
         if leased:
             keeper.stop()
         view.close()
-        if started_ray:
-            import ray
-
-            ray.shutdown()
+        backends.close()
 
 
 def _hold(job: Any, keeper: Any) -> None:
@@ -337,45 +265,25 @@ def run_dir_of(args: argparse.Namespace, name: str) -> str:
     return run_dir
 
 
-def check_address(address: str) -> None:
-    """A cluster address that no one answers at is a one-line error at once (Ray itself would retry for minutes).
-
-    'auto' (Ray finds the cluster) is left to Ray; 'host:port', 'ray://host:port' and 'http://host:port' are probed
-    with a TCP connection.
-    """
-    if address == "auto":
-        return
-    hostport = address.split("://", 1)[-1].rstrip("/")
-    host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        raise UserError(f"--address must be 'auto' or HOST:PORT (e.g. 10.0.0.5:6379), got {address!r}")
-    try:
-        with socket.create_connection((host, int(port)), timeout=5):
-            pass
-    except OSError as e:
-        raise UserError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}") from None
-
-
 def check_machine(cfg: Any, args: argparse.Namespace) -> None:
-    """Per-trial resources against this machine, before anything is created, when trials run here (no --address);
-    the local runner's other limits too; a cluster's address, that it answers. A trial's GPUs, for every runner."""
+    """The job's per-trial request, before anything is created: a trial's GPUs, for every runner; then the runner's
+    own check against the machine or cluster its trials run on (`nas.engine.runners.check_request`: this machine's
+    CPUs for the local runner and a local Ray, that a cluster at --address answers), its warnings on stderr."""
     from nas.engine.driver import uses_tensorflow
+    from nas.engine.runners import check_request
+    from search_space.registry import PluginError
 
     s = cfg.search
     if s.gpus_per_trial > 1 and uses_tensorflow(cfg):
         # Ray would hand a trial GPUs it leaves idle.
         raise UserError(f"--gpus-per-trial {s.gpus_per_trial:g}: a trial trains on one GPU (no multi-GPU strategy "
                         "yet); give 1, or a fraction such as 0.5 to run two trials per GPU")
-    if cfg.runner.type == "local":
-        check_local_runner(cfg, args)
-        return
-    if getattr(args, "address", None):
-        check_address(args.address)
-        return  # a cluster's resources are checked once it is joined
-    cpus = os.cpu_count() or 1
-    if s.cpus_per_trial > cpus:
-        raise UserError(f"--cpus-per-trial {s.cpus_per_trial:g} is more than this machine's {cpus} CPUs (a Ray "
-                        "cluster with more: --address)")
+    try:
+        warnings = check_request(cfg, address=getattr(args, "address", None))
+    except (LookupError, PluginError) as e:  # a runner whose module cannot be imported: one line, before any write
+        raise UserError(error_text(e)) from None
+    for text in warnings:
+        print(f"warning: {text}", file=sys.stderr, flush=True)
 
 
 def say(msg: str) -> None:

@@ -17,13 +17,19 @@ Semantics every runner keeps:
 - `cancel(trial_id)` kills it (a timeout): no outcome is returned for it;
 - a worker process that dies is started again up to ``worker_retries`` times; after that the outcome carries the
   error.
+
+What a runner needs around a job is its class's too, so a command knows nothing of any runner (no Ray in the CLI):
+`Runner.check_request` checks the job's per-trial request against the machine or cluster its trials will run on,
+before anything of the job is created, and `Runner.backend` is a `Backend`, the context manager that brings up what
+the runner needs for the job (a Ray started here or a cluster joined) and takes down only what it started. A runner
+that defines neither has nothing to check and nothing to start.
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 #: ``on_report(trial_id, step, metrics)``: the driver's callback for a trial's report.
@@ -117,6 +123,30 @@ class TrialOutcome:
     error: str | None = None
 
 
+class Backend:
+    """What a runner needs up while one job runs (a cluster it starts or joins), as a context manager: entered
+    before the runner is built and exited after the job, it takes down only what it started. Building one starts
+    nothing. This one needs nothing: the default of a runner that supplies no backend.
+
+    The job's frame (`nas.cli.commands.jobs.trial_job`) enters it at one of two points, as `before_writes` says:
+    - before the job writes anything (True): for a start that only reaches something already there (a cluster to
+      join), which may fail on the user's input and must then leave nothing behind;
+    - after the job's rows and lease (False): for a start that makes something and takes a while (a local Ray), so
+      that an interrupt while it starts finds a job that resumes.
+
+    Attributes:
+      before_writes: where it is entered (above).
+    """
+
+    before_writes: bool = False
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+
 class Runner(abc.ABC):
     """Runs the trials of one search. Built by `nas.engine.runners.build_runner`.
 
@@ -158,5 +188,35 @@ class Runner(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Cancels what still runs and frees the runner's resources."""
 
+    # ------------------------------------------------------------------------------------------- around a job
+    @classmethod
+    def check_request(cls, cfg: Any, *, address: str | None = None) -> Sequence[str]:
+        """Checks a job's per-trial request (``cfg.search``: CPUs and GPUs per trial, workers) against where this
+        runner's trials would run, before anything of the job is created: no folder, no database, no backend.
+        Called by `nas.engine.runners.check_request`; the default checks nothing.
 
-__all__ = ["OnReport", "Runner", "TrialOutcome", "TrialSpec", "TrialTask"]
+        Args:
+          cfg: the job's `NasConfig` (its runner section is this runner's).
+          address: the cluster the user named (``--address``), or None.
+
+        Returns:
+          Warnings to show; the job goes on.
+
+        Raises:
+          nas.cli.ui.UserError: a request this runner cannot serve, in one line.
+        """
+        return ()
+
+    @classmethod
+    def backend(cls, cfg: Any, *, say: Callable[[str], None], address: str | None = None) -> Backend:
+        """What this runner needs up for a job (see `Backend`), not started yet. The default needs nothing.
+
+        Args:
+          cfg: the job's `NasConfig`.
+          say: shows a line to the user (a notice while it starts).
+          address: the cluster the user named (``--address``), or None.
+        """
+        return Backend()
+
+
+__all__ = ["Backend", "OnReport", "Runner", "TrialOutcome", "TrialSpec", "TrialTask"]

@@ -19,7 +19,7 @@ import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
@@ -108,6 +108,28 @@ class LocalRunner(Runner):
         self._queue: collections.deque[TrialTask] = collections.deque()  # in-process: waiting to run
         self._stops: set[int] = set()
         self._spec = self.spec.to_dict()
+
+    @classmethod
+    def check_request(cls, cfg: Any, *, address: str | None = None) -> Sequence[str]:
+        """The local runner's resources are this machine's (and it hands out no GPUs, and joins no cluster).
+
+        Returns:
+          A warning when more workers than CPUs will share this machine's cores.
+        """
+        from nas.cli.ui import UserError
+
+        s = cfg.search
+        cpus = os.cpu_count() or 1
+        if s.cpus_per_trial > cpus:
+            raise UserError(f"--cpus-per-trial {s.cpus_per_trial:g} is more than this machine's {cpus} CPUs")
+        if s.gpus_per_trial:
+            raise UserError("the local runner does not hand out GPUs; use the ray runner for --gpus-per-trial")
+        if address:
+            raise UserError("--address names a Ray cluster; it does not apply to --runner local")
+        if s.workers > cpus:
+            return (f"--workers {s.workers} on this machine's {cpus} CPUs: the local runner runs every trial here, "
+                    "so they will share cores and each take longer (their seconds and the cost model's fit with them)",)
+        return ()
 
     # ------------------------------------------------------------------------------------------- interface
     def submit(self, task: TrialTask) -> None:

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import os
-from collections.abc import Mapping
+import socket
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from nas.engine.runners.base import JUDGE_WAIT_S, Runner, TrialOutcome, TrialTask
+from nas.engine.runners.base import JUDGE_WAIT_S, Backend, Runner, TrialOutcome, TrialTask
 
 logger = logging.getLogger(__name__)
 
@@ -221,6 +223,131 @@ class RayRunner(Runner):
         except Exception:  # noqa: BLE001 - Ray already shut down
             pass
 
+    # ------------------------------------------------------------------------------------------- around a job
+    @classmethod
+    def check_request(cls, cfg: Any, *, address: str | None = None) -> Sequence[str]:
+        """Per-trial CPUs against this machine's when a local Ray will run the trials; with `address`, that the
+        cluster answers there (its resources are checked once it is joined, by `RayBackend`)."""
+        if address:
+            check_address(address)
+            return ()
+        from nas.cli.ui import UserError
+
+        s = cfg.search
+        cpus = os.cpu_count() or 1
+        if s.cpus_per_trial > cpus:
+            raise UserError(f"--cpus-per-trial {s.cpus_per_trial:g} is more than this machine's {cpus} CPUs (a Ray "
+                            "cluster with more: --address)")
+        return ()
+
+    @classmethod
+    def backend(cls, cfg: Any, *, say: Callable[[str], None], address: str | None = None) -> RayBackend:
+        """Ray for the job: a local one on loopback, or the cluster at `address` (`RayBackend`)."""
+        return RayBackend(cfg, say=say, address=address)
+
+
+class RayBackend(Backend):
+    """Ray for a job of the ray runner: the cluster at `address` joined (before the job writes anything: one that
+    cannot be reached is an error that leaves nothing behind), or a Ray instance of the job's own started on
+    loopback (after the job's rows and lease: Ctrl-C while it starts leaves a search that resumes); then the
+    per-trial request checked against the cluster's resources. On exit it shuts down a Ray it started; a cluster
+    it joined is left running.
+
+    Args:
+      cfg: the job's `NasConfig` (``cfg.search``'s per-trial CPUs and GPUs are checked).
+      say: shows a line to the user (that another cluster is registered on this machine).
+      address: the cluster to join (``--address``: 'auto', HOST:PORT, ray://HOST:PORT), or None for a local Ray.
+    """
+
+    def __init__(self, cfg: Any, *, say: Callable[[str], None], address: str | None = None) -> None:
+        self.cfg = cfg
+        self.say = say
+        self.address = address or None
+        self.before_writes = bool(address)
+        self.started = False  # a local Ray this backend started (and stops)
+
+    def __enter__(self) -> RayBackend:
+        from nas.cli.ui import UserError
+
+        address = self.address
+        if not address:
+            keep_local_on_loopback()  # before the first import of Ray, which route_to_log and other_cluster make
+        route_to_log("ray")
+        other = None if address else other_cluster()
+        try:
+            self.started = init_ray(address, num_cpus=None)
+        except Exception as e:  # noqa: BLE001 - Ray's ConnectionError, RuntimeError, ...: one line, not its traceback
+            text = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+            where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+            hint = ""
+            if address and address != "auto" and not os.environ.get("RAY_AUTH_MODE"):
+                # Ray sends its token to an address given explicitly only when told to (`ray start` turns token
+                # authentication on by default), and the refusal shows only in its C++ log.
+                hint = (" (if that cluster uses token authentication, as `ray start` sets up by default: set "
+                        "RAY_AUTH_MODE=token, with its token in RAY_AUTH_TOKEN or ~/.ray/auth_token)")
+            raise UserError(f"cannot reach {where}: {text}{hint}") from None
+        s = self.cfg.search
+        try:
+            import ray
+
+            if other:
+                self.say(f"  another Ray cluster is registered on this machine ({other}); this job started a Ray "
+                         "instance of its own on 127.0.0.1 and leaves that one alone (--address joins a cluster)")
+            res = ray.cluster_resources()
+            if s.cpus_per_trial > res.get("CPU", 0):
+                raise UserError(f"--cpus-per-trial {s.cpus_per_trial:g} is more than the cluster's "
+                                f"{res.get('CPU', 0):g} CPUs")
+            if s.gpus_per_trial > res.get("GPU", 0):
+                raise UserError(f"--gpus-per-trial {s.gpus_per_trial:g} but the cluster has {res.get('GPU', 0):g} "
+                                "GPUs")
+        except BaseException:  # a check failed, or Ctrl-C: a Ray started here stops before the caller knows of it
+            self._stop()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        if self.started:
+            import ray
+
+            self.started = False
+            ray.shutdown()
+
+
+def check_address(address: str) -> None:
+    """A cluster address that no one answers at is a one-line error at once (Ray itself would retry for minutes).
+
+    'auto' (Ray finds the cluster) is left to Ray; 'host:port', 'ray://host:port' and 'http://host:port' are probed
+    with a TCP connection.
+
+    Raises:
+      nas.cli.ui.UserError: a malformed address, or one nothing answers at.
+    """
+    from nas.cli.ui import UserError
+
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--address must be 'auto' or HOST:PORT (e.g. 10.0.0.5:6379), got {address!r}")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            pass
+    except OSError as e:
+        raise UserError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}") from None
+
+
+def route_to_log(package: str) -> None:
+    """Sends a library's log records (Ray sets up its own console handlers on import) to the search's log only:
+    its own handlers go, and its records reach the root logger's (`nas.cli.commands.jobs.search_log`)."""
+    importlib.import_module(package)
+    lg = logging.getLogger(package)
+    for h in list(lg.handlers):
+        lg.removeHandler(h)
+    lg.propagate = True
 
 
 def keep_local_on_loopback() -> None:
