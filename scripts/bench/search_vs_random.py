@@ -14,9 +14,10 @@ N`), so it can span sessions:
 `retrain` trains each search's best architecture at the demo calibration study's reference fidelity (3,200 steps of
 the demo proxy as that study trained its references, all 300 validation images), where SpineNet-49 scored 0.654
 (scripts/bench/results/calibration-demo.db), once per architecture (its result is kept in the JSON).
-Evolution's population is sized to this budget (`OVERRIDES`). With one seed, random search proposes evolution's
-first 20 architectures; in one database the second search to meet one reuses the first's result: `summarize` charges
-it the seconds of the training it reused and counts its AP (`borrowed`), so common proposals cost both the same.
+Evolution's population is sized to this budget (`OVERRIDES`). Searches of one seed can propose the same architecture
+(random's and evolution's first one is the same); in one database the second search to meet it reuses the first's
+result: `summarize` charges it the seconds of the training it reused and counts its AP (`borrowed`), so a common
+proposal costs both the same.
 `summarize` writes per search the running best AP against cumulative trial-seconds, the best at the compute all
 three reached, the best after the trials all three reached (trial-seconds move with the machine's load; a count of
 trials does not), distinct architectures, and the reference AP of each best. The live database is
@@ -123,8 +124,8 @@ def _curves(reader: Any) -> dict[str, dict[str, Any]]:
         for t in done:
             ap, cost = (t.metrics.get("ap"), t.wall_s) if t.status == "completed" else (None, t.wall_s)
             if t.status == "cached" and t.cached_from is not None and t.cached_from not in own:
-                # Another search of this database trained it (evolution's first proposals are random search's, by
-                # the same seed): this search pays what that training cost, and sees its AP.
+                # Another search of this database trained it (one seed's searches can propose the same architecture):
+                # this search pays what that training cost, and sees its AP.
                 source = reader.get_trial(t.cached_from)
                 ap, cost, borrowed = source.metrics.get("ap"), source.wall_s, borrowed + 1
             spent += float(cost or 0.0)  # a repeat of this search's own result costs nothing
