@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
+from typing import Any
 
 from nas.config.schema import ControllerSection, DataConfig, NasConfig, ProxyConfig, SearchConfig
 from proxy_task.config import excerpt
@@ -68,6 +70,13 @@ def _ppo_learning_rate(trials: int) -> float:
     return rate if trials <= PPO_TUNED_TRIALS else rate * PPO_TUNED_TRIALS / trials
 
 
+def _with_settings(section: ControllerSection, name: str, **settings: Any) -> ControllerSection:
+    """`section` with controller `name`'s settings changed too (its type stays): a preset's choice for whichever
+    controller the user picks with --controller."""
+    return dataclasses.replace(section, sections={**section.sections,
+                                                  name: dataclasses.replace(section.sections[name], **settings)})
+
+
 @register_preset("demo")
 def demo() -> NasConfig:
     """The embedded synthetic dataset at 128 px on CPU: 20 architectures in about 25 minutes on 2 cores.
@@ -78,7 +87,9 @@ def demo() -> NasConfig:
     interval 0.50-1.00, against the demo study's 3,200-step references; the 800 steps before it: 0.73). Two
     one-core trials at a time: a trial's step barely uses a second core, and two trials overlap their build and
     trace (scripts/bench/results/demo_throughput.json: 1.6x the architectures per hour of one two-core trial).
-    PPO updates every 5 rewards, so the demo's policy updates 4 times.
+    PPO updates every 5 rewards, so the demo's policy updates 4 times. Evolution's population is sized to a demo's
+    budget (20, tournament 5; its default 50 would leave a search of up to 50 trials all random proposals): the
+    best of those scripts/bench/small_budget.py tried at 40 and 80 trials (results/small_budget.json).
     """
     return NasConfig(
         search=SearchConfig(
@@ -88,7 +99,8 @@ def demo() -> NasConfig:
             cpus_per_trial=1.0,
             trial_timeout_s=900.0,
         ),
-        controller=ControllerSection.of("ppo", batch_size=5),
+        controller=_with_settings(ControllerSection.of("ppo", batch_size=5), "evolution", population_size=20,
+                                  tournament_size=5),
         proxy=ProxyConfig(
             data=DataConfig(kind="synth", images=2300, val_images=300, image_size=128),
             image_size=128,
