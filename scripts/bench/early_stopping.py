@@ -8,23 +8,51 @@ the controllers that learn from pruned trials.
     python scripts/bench/early_stopping.py controllers         # PPO and evolution with and without ASHA (surrogate)
     python scripts/bench/early_stopping.py demo [--minutes 30] # a real demo search with ASHA on this machine
 
-**The pool** is every architecture trained to the demo's last step (800) with its AP at steps 100, 200, 400 and 800:
-the proxy-fidelity trainings of the demo calibration study (results/calibration-demo.db, the first seed of each
-architecture) and a search of further random architectures with intermediate evaluations, run as
+**The pool** is every architecture trained to the pool's last step with its AP at each of the pool's steps (`pool
+--steps`; by default 100, 200, 400 and 800: the 800-step demo proxy, the preset's until 12-07): the proxy-fidelity
+trainings of a calibration study that end at the last step (by default results/calibration-demo.db's study
+demo-cal, the first seed of each architecture) and a search of further random architectures with intermediate
+evaluations, run as
 
     spinenas search --preset demo --controller random --trials 20 --name es-pool --seed 17 \\
         --set 'proxy.eval_at_steps=[100,200,400]' --db runs/es-pool.db     # (--resume es-pool continues it)
 
-(its database as recorded, 20 trials in 80 minutes on 2 cores, is scripts/bench/results/es-pool.db, the default).
+(its database as recorded, 20 trials in 80 minutes on 2 cores, is scripts/bench/results/es-pool.db, the default;
+`--pool-db none` takes the calibration's curves alone). A study of variants (`spinenas calibrate --reference-from`)
+trains several proxies on the same candidates: the pool takes one variant's trials, `--calibration-variant` (the
+plan of the stored study says which trial is whose), which may be left out when only one variant trains to the
+last step.
+
+The 400-step demo proxy (the preset's since 12-07) has a pool of its own, AP at 100, 200 and 400: its calibration
+curves are the steps400 variant of study demo-variants in scripts/bench/results/calibration-variants.db, and its
+further random architectures a search of the preset as it is,
+
+    spinenas search --preset demo --controller random --trials 20 --name es-pool-400 --seed 17 \\
+        --set 'proxy.eval_at_steps=[100,200]' --db runs/es-pool-400.db
+    python scripts/bench/early_stopping.py pool --steps 100,200,400 --pool-db runs/es-pool-400.db \\
+        --pool-search es-pool-400 --calibration-db scripts/bench/results/calibration-variants.db \\
+        --calibration-study demo-variants --calibration-variant steps400 \\
+        --out scripts/bench/results/early-stopping-pool-400.json
+    python scripts/bench/early_stopping.py replay --pool scripts/bench/results/early-stopping-pool-400.json \\
+        --out scripts/bench/results/early_stopping_replay_400.json
+
+A pool file records its steps; one without them (made before they were a choice) is the 800-step pool's.
 
 **Replay** runs the real search driver (`SearchDriver`, its ASHA scheduler and its store, an SQLite file per
 search) on `ReplayRunner`, a `nas.engine.runners.Runner` with a simulated clock: a submitted trial's reports and its end
 are events at the times the cost model gives, and the recorded AP at each step is what the trial reports; the
 runner's cooperative stop ends a trial at the report that stopped it. The controller proposes the pool's
 architectures in a random order (`OrderController` on `PoolSpace`, the pool as one decision), 20 orders, on 1 and 4
-simulated workers, once with every trial trained to the end and once per ASHA setting. Reported: the trial-seconds
-spent (summed over workers) until the pool's best architecture (the highest AP at step 800) has completed, its
-median over the orders, its ratio to full training's, and in how many orders ASHA pruned the best.
+simulated workers, once with every trial trained to the pool's last step and once per scheduler setting. Reported:
+the trial-seconds spent (summed over workers) until the pool's best architecture (the highest AP at the last step)
+has completed, its median over the orders, its ratio to full training's, and in how many orders ASHA pruned the best.
+
+**The settings replayed** are `REPLAY_SETTINGS`, those of the 800-step pool, as they are for an 800-step pool
+(whose recorded replays they reproduce). A pool whose last step L is another gets them scaled (`replay_settings`):
+each rung r becomes r * L / 800, a rung that is not one of the pool's steps before L is dropped, and a setting left
+without a rung, or become one already replayed, is not replayed. A 400-step pool (100, 200, 400) so replays ASHA at
+rung 200 (eta 3, 2 and 4) and at rungs 100,200 (eta 3 and 2; rungs 100,200,400 also become 100,200), and the
+median rule at 200 and at 100,200.
 
 **The cost model** (`TrialCost`, from results/proxy.json: an idle machine, warm workers, the README's `proxy.py` row): a
 trial costs the warm worker's build and trace before its first step, one step time per step (the SpineNet-49 proxy's
@@ -41,8 +69,8 @@ evaluated.
 **The demo** runs the real thing on this machine, for `--minutes` after its first trial starts, then stops it as
 Ctrl-C does (the trial in flight is not counted):
 
-    spinenas search --preset demo --set proxy.train_steps=800 --workers 1 --cpus-per-trial 2 \
-        --scheduler asha --rungs 400 --eta 3 --trials 100 --name asha-demo \
+    spinenas search --preset demo --set proxy.train_steps=800 --workers 1 --cpus-per-trial 2 \\
+        --scheduler asha --rungs 400 --eta 3 --trials 100 --name asha-demo \\
         --db runs/asha-demo.db --run-dir runs/asha-demo --top 0 --plain
 
 Reported: the architectures it evaluated (completed and pruned trials finished in the window), its best AP, beside
@@ -82,10 +110,13 @@ POOL = RESULTS / "early-stopping-pool.json"
 CALIBRATION_DB = RESULTS / "calibration-demo.db"
 CALIBRATION_STUDY = "demo-cal"
 POOL_SEARCH = "es-pool"
-POOL_STEPS = (100, 200, 400, 800)  # the steps every pool curve has an AP at (800: the demo's last step until 12-07)
+# The default pool's steps, every curve's AP at them (800: the demo's last step until 12-07); a pool file without
+# "steps" is of these.
+POOL_STEPS = (100, 200, 400, 800)
 CONVERGED_AFTER = 1000  # a controller search stops after this many cached trials in a row (see run_search)
-# The ASHA settings replayed: the rungs the calibration's verdict keeps (tau >= 0.6 from step 400) and the three
-# intermediate evaluations of the pool; eta 3 (the default).
+# The ASHA settings of an 800-step pool (another pool's are these scaled: replay_settings): the rungs the
+# calibration's verdict keeps (tau >= 0.6 from step 400) and the three intermediate evaluations of the pool; eta 3
+# (the default).
 ASHA_SETTINGS = ({"rungs": (400,), "eta": 3}, {"rungs": (200, 400), "eta": 3}, {"rungs": (100, 200, 400), "eta": 3})
 # The replay is cheap: it also tries a gentler and a harsher reduction factor.
 REPLAY_SETTINGS = (*ASHA_SETTINGS, {"rungs": (400,), "eta": 2}, {"rungs": (200, 400), "eta": 2},
@@ -332,14 +363,15 @@ def order_controller(space: PoolSpace, order: Sequence[int]) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------ one search
-def search_config(overrides: Sequence[str]) -> Any:
+def search_config(overrides: Sequence[str], *, last_step: int = POOL_STEPS[-1]) -> Any:
+    """The demo preset trained to `last_step` (a pool's last step), one trial at a time, with `overrides`."""
     from nas.config.schema import NasConfig
     from nas.config.codec import resolve
     from nas.config.presets import get_preset
 
-    # The pool's curves are of the 800-step demo proxy (the preset's until it moved to 400 steps, issue 31), one
-    # trial at a time as the README's figures were measured.
-    return resolve(NasConfig, get_preset("demo"), ["search.trial_timeout_s=0", f"proxy.train_steps={POOL_STEPS[-1]}",
+    # The default pool's curves are of the 800-step demo proxy (the preset's until it moved to 400 steps, issue 31),
+    # one trial at a time as the README's figures were measured.
+    return resolve(NasConfig, get_preset("demo"), ["search.trial_timeout_s=0", f"proxy.train_steps={last_step}",
                                                    "search.workers=1", "search.cpus_per_trial=2", *overrides])
 
 
@@ -386,6 +418,31 @@ def run_search(cfg: Any, source: CurveSource, cost: TrialCost, *, budget_s: floa
 
 
 # ------------------------------------------------------------------------------------------------ the pool
+class PoolError(ValueError):
+    """A pool that cannot be built or read as asked: a missing study or search, a variant to choose, missing APs."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Pool:
+    """The replayed curves: every architecture's AP at the same steps.
+
+    Attributes:
+      steps: the steps every curve has an AP at, ascending; its trials train to the last.
+      archs: per architecture ``{'key', 'source', 'arch' (an ArchSpec), 'ap' (step -> AP), 'flops'}``.
+    """
+
+    steps: tuple[int, ...]
+    archs: Sequence[Mapping[str, Any]]
+
+    @property
+    def last_step(self) -> int:
+        return self.steps[-1]
+
+    def best(self) -> Mapping[str, Any]:
+        """The architecture with the highest AP at the last step."""
+        return max(self.archs, key=lambda r: r["ap"][self.last_step])
+
+
 def _curve_from_reports(reports: Sequence[tuple[int, str]]) -> dict[int, float]:
     aps = {}
     for step, metrics in reports:
@@ -395,9 +452,57 @@ def _curve_from_reports(reports: Sequence[tuple[int, str]]) -> dict[int, float]:
     return aps
 
 
-def _pool_rows(db: Path, search: str, source: str) -> list[dict[str, Any]]:
+def _variant_indices(con: sqlite3.Connection, search: str, last_step: int, variant: str | None) -> set[int] | None:
+    """The indices of a calibration study's trials of one variant, when the study is one of variants (several
+    proxies on the same candidates): `variant`'s, or those of its only variant that trains to `last_step`. The
+    study's plan says whose a trial is (its indices follow the plan, as `nas.calibration.study.analyze` reads them).
+    None: another study or a search, of one proxy at `last_step` (a calibration's reference trainings are of
+    another step count).
+
+    Raises:
+      PoolError: no such search or study; a study this tree cannot read; a variant not in the study, or not of
+        `last_step`; `variant` for a study without variants; none given where several variants train to
+        `last_step`.
+    """
+    row = con.execute("SELECT kind, config FROM searches WHERE name = ?", (search,)).fetchone()
+    if row is None:
+        raise PoolError(f"no search or study {search!r} in the database")
+    study = None
+    if row[0] == "calibration":
+        from nas.calibration.study import Study
+
+        try:
+            study = Study.from_yaml(row[1])
+        except ValueError as e:  # CalibrationError: a study this tree cannot read
+            raise PoolError(f"study {search!r}: {e}") from None
+    if study is None or not study.variants:
+        if variant is not None:
+            raise PoolError(f"--calibration-variant {variant}: {search!r} is not a calibration study of variants")
+        return None
+    steps = {v.name: v.config.proxy.train_steps for v in study.variants}
+    if variant is None:
+        at = [name for name, s in steps.items() if s == last_step]
+        if len(at) != 1:
+            listed = ", ".join(f"{n}: {s} steps" for n, s in steps.items())
+            raise PoolError(f"study {search!r} is of variants ({listed}) of which {len(at) or 'none'} train to step "
+                            f"{last_step}: give --calibration-variant NAME of one")
+        variant = at[0]
+    if variant not in steps:
+        raise PoolError(f"--calibration-variant {variant}: study {search!r} has variants {', '.join(steps)}")
+    if steps[variant] != last_step:
+        raise PoolError(f"--calibration-variant {variant} trains to step {steps[variant]}, not to the pool's last "
+                        f"step {last_step}")
+    return {p.index for p in study.plan if p.variant == variant}
+
+
+def _pool_rows(db: Path, search: str, source: str, steps: Sequence[int] = POOL_STEPS,
+               variant: str | None = None) -> list[dict[str, Any]]:
+    """The curves of `search`'s completed trials that trained to ``steps[-1]`` with an AP at each of `steps` (in a
+    calibration study of variants, one variant's: `_variant_indices`)."""
+    last = steps[-1]
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
+        kept = _variant_indices(con, search, last, variant)
         rows = con.execute(
             'SELECT t.id, t."index", t.arch_key, t.metrics, a.spec_json FROM trials t JOIN searches s ON s.id = '
             "t.search_id JOIN archs a ON a.key = t.arch_key WHERE s.name = ? AND t.status = 'completed' "
@@ -405,60 +510,93 @@ def _pool_rows(db: Path, search: str, source: str) -> list[dict[str, Any]]:
         out = []
         for tid, index, key, metrics, spec_json in rows:
             m = json.loads(metrics or "{}")
-            if int(m.get("steps", 0)) != POOL_STEPS[-1]:
-                continue  # a calibration's reference training (another fidelity)
+            if int(m.get("steps", 0)) != last or (kept is not None and index not in kept):
+                continue  # a calibration's reference training (another fidelity), or another variant's
             aps = _curve_from_reports(con.execute("SELECT step, metrics FROM trial_reports WHERE trial_id = ?",
                                                   (tid,)).fetchall())
-            aps[POOL_STEPS[-1]] = float(m["ap"])
-            if not all(s in aps for s in POOL_STEPS):
+            aps[last] = float(m["ap"])
+            if not all(s in aps for s in steps):
                 continue
             out.append({"key": key, "source": f"{source}:{index}", "arch": json.loads(spec_json),
-                        "ap": {str(s): aps[s] for s in POOL_STEPS}})
+                        "ap": {str(s): aps[s] for s in steps}})
         return out
     finally:
         con.close()
 
 
-def build_pool(pool_db: Path, out: Path = POOL) -> dict[str, Any]:
-    """The pool: the calibration's proxy-fidelity curves (first seed per architecture), then the es-pool search's."""
+def _rel(path: Path) -> str:
+    """`path` from the repository's root, when it is inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def build_pool(pool_db: Path | None, out: Path = POOL, *, steps: Sequence[int] = POOL_STEPS,
+               pool_search: str = POOL_SEARCH, calibration_db: Path = CALIBRATION_DB,
+               calibration_study: str = CALIBRATION_STUDY, calibration_variant: str | None = None) -> dict[str, Any]:
+    """The pool: the calibration's curves at the pool's last step (first seed per architecture; one variant's in a
+    study of variants), then those of the `pool_search` search in `pool_db` (None: the calibration's alone).
+
+    Raises:
+      PoolError: see `_variant_indices`; no architecture at all.
+    """
     from proxy_task.data import num_classes_of
     from search_space import ArchSpec
 
-    cfg = search_config([])
+    steps = tuple(steps)
+    cfg = search_config([], last_step=steps[-1])
     classes = num_classes_of(cfg.proxy.data)
+    study = f"{_rel(calibration_db)}, study {calibration_study}"
+    sources = [(calibration_db, calibration_study, "calibration", calibration_variant,
+                study + (f", variant {calibration_variant}" if calibration_variant else ""))]
+    if pool_db is not None:
+        sources.append((pool_db, pool_search, pool_search, None, f"{_rel(pool_db)}, search {pool_search}"))
     archs: dict[str, dict[str, Any]] = {}
-    for db, search, source in ((CALIBRATION_DB, CALIBRATION_STUDY, "calibration"), (pool_db, POOL_SEARCH, "es-pool")):
-        for row in _pool_rows(db, search, source):
+    counts: dict[str, int] = {}
+    for db, search, source, variant, _ in sources:
+        counts[source] = 0  # the architectures it adds (a repeat, or one already in the pool, adds none)
+        for row in _pool_rows(db, search, source, steps, variant):
             if row["key"] not in archs:
                 row["flops"] = cfg.proxy.cost(ArchSpec.from_json(json.dumps(row["arch"])), classes).flops
                 archs[row["key"]] = row
-    doc = {**provenance(__file__, None), "steps": list(POOL_STEPS), "sources": {
-        "calibration": f"{os.path.relpath(CALIBRATION_DB, ROOT)}, study {CALIBRATION_STUDY}",
-        "es-pool": "spinenas search --preset demo --controller random --trials 20 --name es-pool --seed 17 "
-                   "--set 'proxy.eval_at_steps=[100,200,400]'"}, "archs": list(archs.values())}
+                counts[source] += 1
+    if not archs:
+        raise PoolError(f"no completed trial trained to step {steps[-1]} with an AP at each of {list(steps)} in "
+                        + " or ".join(what for *_, what in sources))
+    doc = {**provenance(__file__, None), "steps": list(steps), "sources": {s: what for _, _, s, _, what in sources},
+           "counts": counts, "archs": list(archs.values())}
     with open(out, "w", encoding="utf-8") as fh:
         json.dump(doc, fh, indent=1)
     return doc
 
 
-def load_pool(path: Path = POOL) -> list[dict[str, Any]]:
+def load_pool(path: Path = POOL) -> Pool:
+    """A pool file (`build_pool`'s); one without "steps" is of `POOL_STEPS`.
+
+    Raises:
+      PoolError: a curve without an AP at one of the pool's steps.
+    """
     from search_space import ArchSpec
 
     with open(path, encoding="utf-8") as fh:
         doc = json.load(fh)
-    pool = []
+    steps = tuple(int(s) for s in doc.get("steps") or POOL_STEPS)
+    archs = []
     for row in doc["archs"]:
-        arch = ArchSpec.from_json(json.dumps(row["arch"]))
-        pool.append({**row, "arch": arch, "ap": {int(s): float(v) for s, v in row["ap"].items()}})
-    return pool
+        ap = {int(s): float(v) for s, v in row["ap"].items()}
+        missing = [s for s in steps if s not in ap]
+        if missing:
+            raise PoolError(f"{path}: {row.get('source', row.get('key'))} has no AP at steps {missing} of the pool's "
+                            f"{list(steps)}")
+        archs.append({**row, "arch": ArchSpec.from_json(json.dumps(row["arch"])), "ap": ap})
+    return Pool(steps, archs)
 
 
-def pool_source(pool: Sequence[Mapping[str, Any]]) -> CurveSource:
-    by_key = {row["arch"].key: row for row in pool}
+def pool_source(pool: Pool) -> CurveSource:
+    by_key = {row["arch"].key: row for row in pool.archs}
 
     def source(arch: Any, seed: int, index: int) -> Curve:
         row = by_key[arch.key]
-        return Curve(aps=row["ap"], metrics={"ap": row["ap"][POOL_STEPS[-1]]}, flops=row["flops"])
+        return Curve(aps=row["ap"], metrics={"ap": row["ap"][pool.last_step]}, flops=row["flops"])
 
     return source
 
@@ -479,15 +617,38 @@ def asha_overrides(setting: Mapping[str, Any]) -> list[str]:
                                          for k, v in fields.items()]
 
 
-def replay_one(pool: Sequence[Mapping[str, Any]], order: Sequence[int], cost: TrialCost, *, workers: int,
+def replay_settings(steps: Sequence[int], settings: Sequence[Mapping[str, Any]] = REPLAY_SETTINGS,
+                    ) -> tuple[dict[str, Any], ...]:
+    """`settings` (of an 800-step pool) for a pool of `steps`: each rung r becomes ``r * steps[-1] / 800``; a rung
+    that is not one of the pool's steps before its last is dropped, and so is a setting left without a rung or
+    become one kept before it. For an 800-step pool they stay `settings` (each of their rungs is one of its steps).
+
+    Example::
+
+        replay_settings((100, 200, 400))[:2]  # ({'rungs': (200,), 'eta': 3}, {'rungs': (100, 200), 'eta': 3})
+    """
+    last, ref = steps[-1], POOL_STEPS[-1]
+    judged = set(steps[:-1])
+    out: list[dict[str, Any]] = []
+    for setting in settings:
+        rungs = tuple(r * last // ref for r in setting["rungs"] if r * last % ref == 0 and r * last // ref in judged)
+        scaled = {**setting, "rungs": rungs}
+        if rungs and all(_label(scaled) != _label(o) for o in out):
+            out.append(scaled)
+    return tuple(out)
+
+
+def replay_one(pool: Pool, order: Sequence[int], cost: TrialCost, *, workers: int,
                asha: Mapping[str, Any] | None) -> dict[str, Any]:
-    """One simulated search over the pool in `order`: when the pool's best completed, and what it cost."""
+    """One simulated search over the pool in `order`, its trials trained to the pool's last step: when the pool's
+    best completed, and what it cost."""
     over = [f"search.trials={len(order)}", f"search.workers={workers}", "controller.type=random"]
     if asha is not None:
         over += asha_overrides(asha)
-    cfg = search_config(over)
-    outcome, runner, trials = run_search(cfg, pool_source(pool), cost, pool=[r["arch"] for r in pool], order=order)
-    best_key = max(pool, key=lambda r: r["ap"][POOL_STEPS[-1]])["arch"].key
+    cfg = search_config(over, last_step=pool.last_step)
+    outcome, runner, trials = run_search(cfg, pool_source(pool), cost, pool=[r["arch"] for r in pool.archs],
+                                         order=order)
+    best_key = pool.best()["arch"].key
     best = next(t for t in trials if t.arch_key == best_key)
     found = best.status == "completed"
     at = runner.runs[best.id].end
@@ -508,22 +669,24 @@ def replay_one(pool: Sequence[Mapping[str, Any]], order: Sequence[int], cost: Tr
 
 def replay(orders: int, seed: int, out: Path, pool_path: Path = POOL,
            reprice: Mapping[str, float | None] | None = None) -> dict[str, Any]:
-    """ASHA and the median rule against full training on the pool; `reprice` (setup_s, eval_s, step_s) replaces
-    those of results/proxy.json's cost model, e.g. by a faster proxy's measured ones (the curves stay the pool's)."""
+    """ASHA and the median rule (`replay_settings` of the pool's steps) against full training on the pool;
+    `reprice` (setup_s, eval_s, step_s) replaces those of results/proxy.json's cost model, e.g. by a faster proxy's
+    measured ones (the curves stay the pool's)."""
     import numpy as np
 
     pool = load_pool(pool_path)
+    settings = replay_settings(pool.steps)
     cost = TrialCost.from_proxy_bench()
     given = {k: float(v) for k, v in (reprice or {}).items() if v is not None}
     if given:
         cost = dataclasses.replace(cost, **given, source=f"{cost.source}, re-priced: {given}")
     rng = np.random.default_rng(seed)
-    perms = [rng.permutation(len(pool)).tolist() for _ in range(orders)]
-    best = max(pool, key=lambda r: r["ap"][POOL_STEPS[-1]])
+    perms = [rng.permutation(len(pool.archs)).tolist() for _ in range(orders)]
+    best = pool.best()
     doc: dict[str, Any] = {**provenance(__file__, sys.argv[1:]), "machine": machine(), "cost_model": {
-        **dataclasses.asdict(cost), "full_trial_s_reference": cost.trial(cost.ref_flops, POOL_STEPS[-1], 1)},
-        "pool": {"archs": len(pool), "file": os.path.relpath(pool_path, ROOT), "best_key": best["arch"].key,
-                 "best_source": best["source"], "best_ap": best["ap"][POOL_STEPS[-1]]},
+        **dataclasses.asdict(cost), "full_trial_s_reference": cost.trial(cost.ref_flops, pool.last_step, 1)},
+        "pool": {"archs": len(pool.archs), "file": _rel(pool_path), "steps": list(pool.steps),
+                 "best_key": best["arch"].key, "best_source": best["source"], "best_ap": best["ap"][pool.last_step]},
         "orders": orders, "order_seed": seed, "settings": {}}
     t0 = time.perf_counter()
     for workers in (1, 4):
@@ -531,7 +694,7 @@ def replay(orders: int, seed: int, out: Path, pool_path: Path = POOL,
         full_median = _median([r["trial_s_to_best"] for r in full])
         rows = {"none": {"runs": full, "median_trial_s_to_best": full_median,
                          "median_trial_s_total": statistics.median(r["trial_s_total"] for r in full)}}
-        for asha in REPLAY_SETTINGS:
+        for asha in settings:
             runs = [replay_one(pool, p, cost, workers=workers, asha=asha) for p in perms]
             med = _median([r["trial_s_to_best"] for r in runs])
             lost = sum(not r["found_best"] for r in runs)
@@ -556,8 +719,9 @@ def replay(orders: int, seed: int, out: Path, pool_path: Path = POOL,
 
 def print_replay(doc: Mapping[str, Any]) -> None:
     p = doc["pool"]
-    print(f"pool: {p['archs']} architectures, best {p['best_key']} ({p['best_source']}) AP {p['best_ap']:.4f}; "
-          f"{doc['orders']} orders")
+    steps = p.get("steps", POOL_STEPS)
+    print(f"pool: {p['archs']} architectures trained to step {steps[-1]} (AP at {', '.join(map(str, steps))}), best "
+          f"{p['best_key']} ({p['best_source']}) AP {p['best_ap']:.4f}; {doc['orders']} orders")
     for workers, rows in doc["settings"].items():
         print(f"{workers}:")
         for name, row in rows.items():
@@ -650,13 +814,14 @@ def surrogate_source(cfg: Any) -> CurveSource:
 
 
 def controller_run(controller: str, seed: int, cost: TrialCost, surrogate: Mapping[str, float], *,
-                   trials: int, asha: Mapping[str, Any] | None, budget_s: float | None) -> dict[str, Any]:
+                   trials: int, asha: Mapping[str, Any] | None, budget_s: float | None,
+                   last_step: int = POOL_STEPS[-1]) -> dict[str, Any]:
     over = [f"search.trials={trials}", "search.workers=1", f"search.seed={seed}", f"controller.type={controller}",
             "evaluator.type=surrogate", f"evaluator.surrogate.noise={surrogate['noise']}",
             f"evaluator.surrogate.rate_spread={surrogate['rate_spread']}"]
     if asha is not None:
         over += asha_overrides(asha)
-    cfg = search_config(over)
+    cfg = search_config(over, last_step=last_step)
     t0 = time.perf_counter()
     outcome, runner, done = run_search(cfg, surrogate_source(cfg), cost, budget_s=budget_s,
                                        converged_after=CONVERGED_AFTER)
@@ -678,14 +843,17 @@ def _label(setting: Mapping[str, Any] | None) -> str:
     return f"{name} rungs " + ",".join(map(str, setting["rungs"])) + (f" {rest}" if rest else "")
 
 
-def controllers(seeds: int, trials: int, out: Path, settings: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+def controllers(seeds: int, trials: int, out: Path, settings: Sequence[Mapping[str, Any]], *,
+                last_step: int = POOL_STEPS[-1]) -> dict[str, Any]:
+    """PPO and evolution on the surrogate trained to `last_step` (the 800-step demo proxy's, whose rung taus `shape`
+    matched), without a scheduler and with each of `settings`, on the budget of `trials` full trials."""
     with open(RESULTS / "early_stopping_shape.json", encoding="utf-8") as fh:
         chosen = json.load(fh)["chosen"]
     surrogate = {"noise": chosen["noise"], "rate_spread": chosen["rate_spread"]}
     cost = TrialCost.from_proxy_bench()
     doc: dict[str, Any] = {**provenance(__file__, sys.argv[1:]), "machine": machine(), "surrogate": surrogate,
                            "cost_model": dataclasses.asdict(cost), "seeds": seeds,
-                           "budget_s": trials * cost.trial(cost.ref_flops, POOL_STEPS[-1], 1),
+                           "last_step": last_step, "budget_s": trials * cost.trial(cost.ref_flops, last_step, 1),
                            "budget": f"what {trials} trials of the reference architecture trained to the end cost; "
                                      f"a search also stops after {CONVERGED_AFTER} cached trials in a row "
                                      "(converged: budget_spent false)", "runs": [], "summary": {}}
@@ -697,13 +865,13 @@ def controllers(seeds: int, trials: int, out: Path, settings: Sequence[Mapping[s
     for controller in ("evolution", "ppo"):
         for seed in range(seeds):
             full = controller_run(controller, seed, cost, surrogate, trials=trials * 50, asha=None,
-                                  budget_s=doc["budget_s"])
+                                  budget_s=doc["budget_s"], last_step=last_step)
             doc["runs"].append({**full, "setting": "none"})
             print(f"{controller} seed {seed} none: best {full['best_reward']:.4f} ({full['trials']} trials, "
                   f"{full['wall_s']:.0f} s)", flush=True)
             for asha in settings:
                 run = controller_run(controller, seed, cost, surrogate, trials=trials * 50, asha=asha,
-                                     budget_s=doc["budget_s"])
+                                     budget_s=doc["budget_s"], last_step=last_step)
                 doc["runs"].append({**run, "asha": {**asha, "rungs": list(asha["rungs"])}, "setting": _label(asha)})
                 print(f"{controller} seed {seed} {_label(asha)}: best {run['best_reward']:.4f} ({run['trials']} "
                       f"trials, {run['pruned']} pruned, {run['wall_s']:.0f} s)", flush=True)
@@ -819,13 +987,42 @@ def summarize_demo(db: Path, name: str, minutes: float) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ main
-def main(argv: list[str] | None = None) -> int:
+def _steps_arg(text: str) -> tuple[int, ...]:
+    """`--steps`: ascending positive steps, at least one before the last (a rung needs one)."""
+    try:
+        steps = tuple(int(s) for s in text.split(","))
+    except ValueError:
+        steps = ()
+    if len(steps) < 2 or steps[0] <= 0 or list(steps) != sorted(set(steps)):
+        raise argparse.ArgumentTypeError(f"expected at least two ascending positive steps such as 100,200,400, "
+                                         f"got {text!r}")
+    return steps
+
+
+def _db_arg(text: str) -> Path | None:
+    return None if text.lower() == "none" else Path(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (its defaults are those the recorded results were made with)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="what", required=True)
     p = sub.add_parser("pool", help="the pool of real curves -> results/early-stopping-pool.json")
-    p.add_argument("--pool-db", type=Path, default=RESULTS / "es-pool.db",
-                   help="the database of the es-pool search (default scripts/bench/results/es-pool.db, the one "
-                   "results/early-stopping-pool.json was made from)")
+    p.add_argument("--steps", type=_steps_arg, default=POOL_STEPS,
+                   help="the steps every curve needs an AP at, the last the one its trials train to (default "
+                   + ",".join(map(str, POOL_STEPS)) + ")")
+    p.add_argument("--pool-db", type=_db_arg, default=RESULTS / "es-pool.db",
+                   help="the database of the pool search, or none: the calibration's curves alone (default "
+                   "scripts/bench/results/es-pool.db, the one results/early-stopping-pool.json was made from)")
+    p.add_argument("--pool-search", default=POOL_SEARCH, help=f"the pool search's name (default {POOL_SEARCH})")
+    p.add_argument("--calibration-db", type=Path, default=CALIBRATION_DB,
+                   help=f"the calibration study's database (default {_rel(CALIBRATION_DB)})")
+    p.add_argument("--calibration-study", default=CALIBRATION_STUDY,
+                   help=f"the calibration study (default {CALIBRATION_STUDY}); a study of variants works too")
+    p.add_argument("--calibration-variant", default=None,
+                   help="in a study of variants, the variant whose curves are taken (needed when several train to "
+                   "the last step)")
+    p.add_argument("--out", type=Path, default=POOL, help=f"the pool file (default {_rel(POOL)})")
     r = sub.add_parser("replay", help="ASHA and the median rule against full training on the pool")
     r.add_argument("--orders", type=int, default=20)
     r.add_argument("--seed", type=int, default=0, help="draws the orders")
@@ -850,6 +1047,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="do not run: summarize the search already in --db (e.g. one run by hand with the command "
                    "in --help, stopped by Ctrl-C)")
     d.add_argument("--out", type=Path, default=RESULTS / "early_stopping_demo.json")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.what == "demo":
         if args.summarize and not args.db.exists():
@@ -871,10 +1073,19 @@ def main(argv: list[str] | None = None) -> int:
               f"{os.path.relpath(args.out, ROOT)}")
         return 0
     if args.what == "pool":
-        if not args.pool_db.exists():
-            parser.error(f"no database at {args.pool_db}: run the es-pool search first (see --help)")
-        doc = build_pool(args.pool_db)
-        print(f"pool: {len(doc['archs'])} architectures -> {os.path.relpath(POOL, ROOT)}")
+        if args.pool_db is not None and not args.pool_db.exists():
+            parser.error(f"no database at {args.pool_db}: run the pool search first (see --help), or --pool-db none")
+        if not args.calibration_db.exists():
+            parser.error(f"no database at {args.calibration_db}")
+        try:
+            doc = build_pool(args.pool_db, args.out, steps=args.steps, pool_search=args.pool_search,
+                             calibration_db=args.calibration_db, calibration_study=args.calibration_study,
+                             calibration_variant=args.calibration_variant)
+        except PoolError as e:
+            parser.error(str(e))
+        counts = ", ".join(f"{n} from {s}" for s, n in doc["counts"].items())
+        print(f"pool: {len(doc['archs'])} architectures ({counts}) at steps {','.join(map(str, doc['steps']))} -> "
+              f"{_rel(args.out)}")
         return 0
     if args.what == "replay":
         for part in ("setup_s", "eval_s", "step_s"):

@@ -32,7 +32,9 @@ APS_100 = [0.05, 0.04, 0.01, 0.03, 0.02, 0.015]
 FINAL = [0.3, 0.2, 0.6, 0.1, 0.4, 0.5]
 
 
-def _pool(bench):
+def _pool(bench, steps=(100, 200, 400, 800)):
+    """Six architectures with the APs above at `steps`: APS_100 at the first, half the final AP at the one before the
+    last, twice APS_100 at any between."""
     space = SearchSpace("spinenet49")
     import numpy as np
 
@@ -44,9 +46,10 @@ def _pool(bench):
             continue
         keys.add(arch.key)
         i = len(pool)
-        pool.append({"arch": arch, "key": arch.key, "source": f"test:{i}", "flops": 100_000_000,
-                     "ap": {100: APS_100[i], 200: APS_100[i] * 2, 400: FINAL[i] / 2, 800: FINAL[i]}})
-    return pool
+        ap = {s: APS_100[i] * 2 for s in steps[1:-2]}
+        ap.update({steps[0]: APS_100[i], steps[-2]: FINAL[i] / 2, steps[-1]: FINAL[i]})
+        pool.append({"arch": arch, "key": arch.key, "source": f"test:{i}", "flops": 100_000_000, "ap": ap})
+    return bench.Pool(tuple(steps), pool)
 
 
 def test_full_training_costs_every_trial_its_setup_steps_and_one_evaluation(bench):
@@ -82,7 +85,7 @@ def test_a_budget_of_trial_seconds_stops_the_search_as_ctrl_c_does(bench):
     cfg = bench.search_config(["search.trials=6", "search.workers=1", "controller.type=random"])
     full = 20 + 800 * 0.25 + 5
     outcome, runner, trials = bench.run_search(cfg, bench.pool_source(pool), cost, budget_s=2.5 * full,
-                                               pool=[r["arch"] for r in pool], order=range(6))
+                                               pool=[r["arch"] for r in pool.archs], order=range(6))
     assert outcome.interrupted and len(trials) == 3 and runner.spent() == pytest.approx(3 * full)
 
 
@@ -119,3 +122,100 @@ def test_demo_summary_counts_what_finished_within_the_minutes(bench, tmp_path):
     assert doc["best_ap"] == pytest.approx(0.45) and doc["best_key"] == keys[2]
     assert doc["trial_s"] == pytest.approx(180.0)
     assert [t["finished_min"] for t in doc["trials"]] == [4.0, 6.0, 10.0]
+
+
+# ------------------------------------------------------------------------------------------------ pool steps
+def test_the_800_step_defaults_are_those_the_recorded_results_were_made_with(bench):
+    assert bench.POOL_STEPS == (100, 200, 400, 800)
+    assert bench.replay_settings(bench.POOL_STEPS) == bench.REPLAY_SETTINGS
+    args = bench.build_parser().parse_args(["pool"])
+    assert args.steps == (100, 200, 400, 800) and args.pool_search == "es-pool" and args.out == bench.POOL
+    assert args.pool_db == bench.RESULTS / "es-pool.db" and args.calibration_db == bench.RESULTS / "calibration-demo.db"
+    assert args.calibration_study == "demo-cal" and args.calibration_variant is None
+    assert bench.build_parser().parse_args(["replay"]).pool == bench.POOL
+    assert bench.search_config([]).proxy.train_steps == 800
+
+
+@pytest.mark.parametrize("steps, labels", [
+    # r -> r * 400 / 800; rung 50 is no pool step, so 100,200,400 becomes 100,200 (replayed once).
+    ((100, 200, 400), ["asha rungs 200 eta 3", "asha rungs 100,200 eta 3", "asha rungs 200 eta 2",
+                       "asha rungs 100,200 eta 2", "asha rungs 200 eta 4", "median rungs 200 warmup_trials 5",
+                       "median rungs 100,200 warmup_trials 5"]),
+    # Without a step at 100 (a rung must be one of the pool's steps before the last): 200,400 only.
+    ((200, 400, 800), ["asha rungs 400 eta 3", "asha rungs 200,400 eta 3", "asha rungs 400 eta 2",
+                       "asha rungs 200,400 eta 2", "asha rungs 400 eta 4", "median rungs 400 warmup_trials 5",
+                       "median rungs 200,400 warmup_trials 5"]),
+    # 250 * 400 / 800 is not an integer step; 120 is no rung either.
+    ((120, 250), []),
+])
+def test_replay_settings_scale_the_800_step_rungs_to_the_pool_s_steps(bench, steps, labels):
+    assert [bench._label(s) for s in bench.replay_settings(steps)] == labels
+
+
+def test_a_400_step_pool_trains_its_trials_to_400_steps_and_judges_at_its_own_steps(bench):
+    pool, cost = _pool(bench, steps=(100, 200, 400)), bench.TrialCost(**COST)
+    assert pool.last_step == 400 and pool.best()["ap"][400] == 0.6
+    r = bench.replay_one(pool, [0, 1, 2, 3, 4, 5], cost, workers=1, asha=None)
+    full = 20 + 400 * 0.25 + 5
+    assert r["pruned"] == 0 and r["found_best"] and r["best_found_ap"] == 0.6
+    assert r["trial_s_total"] == pytest.approx(6 * full) and r["trial_s_to_best"] == pytest.approx(3 * full)
+    # The 800-step test's rung 100 again: the same three stopped there, the others trained to 400.
+    r = bench.replay_one(pool, [0, 1, 2, 3, 4, 5], cost, workers=1, asha={"rungs": (100,), "eta": 3})
+    assert r["pruned"] == 3 and r["found_best"]
+    assert r["trial_s_total"] == pytest.approx(3 * (20 + 400 * 0.25 + 2 * 5) + 3 * (20 + 100 * 0.25 + 5))
+
+
+def _pool_file(path, pool, *, steps):
+    import json
+
+    doc = {"archs": [{"key": r["key"], "source": r["source"], "arch": r["arch"].to_dict(), "flops": r["flops"],
+                      "ap": {str(s): v for s, v in r["ap"].items()}} for r in pool.archs]}
+    if steps is not None:
+        doc["steps"] = list(steps)
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_a_pool_file_without_steps_is_the_800_step_pool(bench, tmp_path):
+    old = bench.load_pool(_pool_file(tmp_path / "old.json", _pool(bench), steps=None))
+    assert old.steps == (100, 200, 400, 800) and old.last_step == 800 and old.best()["ap"][800] == 0.6
+    new = bench.load_pool(_pool_file(tmp_path / "new.json", _pool(bench, steps=(100, 200, 400)), steps=(100, 200, 400)))
+    assert new.steps == (100, 200, 400) and new.last_step == 400
+    assert bench.pool_source(new)(new.archs[2]["arch"], 0, 0).metrics == {"ap": 0.6}
+    # A 400-step pool's curves read as an 800-step one (no "steps"): they lack step 800.
+    with pytest.raises(bench.PoolError, match=r"no AP at steps \[800\]"):
+        bench.load_pool(_pool_file(tmp_path / "bad.json", _pool(bench, steps=(100, 200, 400)), steps=None))
+
+
+@pytest.fixture()
+def variants_db(tmp_path):
+    """A copy of the committed study-of-variants snapshot (demo-variants: steps400, steps250 and eval100, the first
+    and the last of 400 steps; demo-cal, its reference study, beside it): the committed file is never opened."""
+    import shutil
+
+    dst = tmp_path / "variants.db"
+    shutil.copyfile(ROOT / "scripts" / "bench" / "results" / "calibration-variants.db", dst)
+    return dst
+
+
+def test_a_study_of_variants_gives_one_variant_s_curves(bench, variants_db):
+    import sqlite3
+
+    from nas.calibration.study import Study
+
+    config = sqlite3.connect(variants_db).execute("SELECT config FROM searches WHERE name = 'demo-variants'").fetchone()
+    mine = {p.index for p in Study.from_yaml(config[0]).plan if p.variant == "steps400"}
+    rows = bench._pool_rows(variants_db, "demo-variants", "calibration", (100, 200, 400), "steps400")
+    assert rows and {int(r["source"].split(":")[1]) for r in rows} <= mine
+    assert all(set(r["ap"]) == {"100", "200", "400"} for r in rows)
+    # Two variants train 400 steps: without a name the pool would mix two proxies.
+    with pytest.raises(bench.PoolError, match="steps400: 400 steps.*eval100: 400 steps.*--calibration-variant"):
+        bench._pool_rows(variants_db, "demo-variants", "calibration", (100, 200, 400))
+    with pytest.raises(bench.PoolError, match="trains to step 250, not to the pool's last step 400"):
+        bench._pool_rows(variants_db, "demo-variants", "calibration", (100, 200, 400), "steps250")
+    with pytest.raises(bench.PoolError, match="not a calibration study of variants"):
+        bench._pool_rows(variants_db, "demo-cal", "calibration", (100, 200, 400), "steps400")
+    # The reference study: its 10 candidates' proxy trainings at 800 steps (and repeats), not its 3,200-step
+    # references.
+    rows = bench._pool_rows(variants_db, "demo-cal", "calibration")
+    assert len({r["key"] for r in rows}) == 10 and all(set(r["ap"]) == {"100", "200", "400", "800"} for r in rows)
