@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Callable
-from typing import Any
 
 from nas.config.schema import ControllerSection, DataConfig, NasConfig, ProxyConfig, SearchConfig
 from proxy_task.config import excerpt
@@ -70,13 +68,6 @@ def _ppo_learning_rate(trials: int) -> float:
     return rate if trials <= PPO_TUNED_TRIALS else rate * PPO_TUNED_TRIALS / trials
 
 
-def _with_settings(section: ControllerSection, name: str, **settings: Any) -> ControllerSection:
-    """`section` with controller `name`'s settings changed too (its type stays): a preset's choice for whichever
-    controller the user picks with --controller."""
-    return dataclasses.replace(section, sections={**section.sections,
-                                                  name: dataclasses.replace(section.sections[name], **settings)})
-
-
 @register_preset("demo")
 def demo() -> NasConfig:
     """The embedded synthetic dataset at 128 px on CPU: 20 architectures in about 25 minutes on 2 cores.
@@ -99,8 +90,8 @@ def demo() -> NasConfig:
             cpus_per_trial=1.0,
             trial_timeout_s=900.0,
         ),
-        controller=_with_settings(ControllerSection.of("ppo", batch_size=5), "evolution", population_size=20,
-                                  tournament_size=5),
+        controller=ControllerSection.of("ppo", batch_size=5).with_settings("evolution", population_size=20,
+                                                                          tournament_size=5),
         proxy=ProxyConfig(
             data=DataConfig(kind="synth", images=2300, val_images=300, image_size=128),
             image_size=128,

@@ -60,12 +60,15 @@ class OneOf(abc.ABC):
     def of(cls, type_: str, **settings: Any) -> OneOf:
         """A section of `type_` with some of its settings changed from their defaults."""
         base = cls(type=type_)
-        if not settings:
-            return base
-        current = base.sections.get(type_)
+        return base.with_settings(type_, **settings) if settings else base
+
+    def with_settings(self, name: str, **settings: Any) -> OneOf:
+        """This section with choice `name`'s settings changed (the chosen type stays): e.g. a preset's settings for
+        a controller the user may pick with --controller."""
+        current = self.sections.get(name)
         if current is None:
-            raise ValueError(f"{cls.kind} {type_!r} has no settings, got {sorted(settings)}")
-        return cls(type=type_, sections={**base.sections, type_: dataclasses.replace(current, **settings)})
+            raise ValueError(f"{self.kind} {name!r} has no settings, got {sorted(settings)}")
+        return type(self)(type=self.type, sections={**self.sections, name: dataclasses.replace(current, **settings)})
 
     def __post_init__(self) -> None:
         choices = self.choices()
