@@ -147,6 +147,21 @@ class Backend:
         return None
 
 
+def check_cpus_here(cfg: Any, hint: str = "") -> None:
+    """That a trial's CPUs (``cfg.search.cpus_per_trial``) fit this machine, for a runner whose trials run here.
+
+    Raises:
+      nas.cli.ui.UserError: they do not ('... more than this machine's N CPUs', then `hint`).
+    """
+    import os
+
+    from nas.cli.ui import UserError
+
+    cpus = os.cpu_count() or 1
+    if cfg.search.cpus_per_trial > cpus:
+        raise UserError(f"--cpus-per-trial {cfg.search.cpus_per_trial:g} is more than this machine's {cpus} CPUs{hint}")
+
+
 class Runner(abc.ABC):
     """Runs the trials of one search. Built by `nas.engine.runners.build_runner`.
 
@@ -219,4 +234,4 @@ class Runner(abc.ABC):
         return Backend()
 
 
-__all__ = ["Backend", "OnReport", "Runner", "TrialOutcome", "TrialSpec", "TrialTask"]
+__all__ = ["Backend", "OnReport", "check_cpus_here", "Runner", "TrialOutcome", "TrialSpec", "TrialTask"]

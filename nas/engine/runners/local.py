@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from nas.engine.runners.base import JUDGE_WAIT_S, Runner, TrialOutcome, TrialTask
+from nas.engine.runners.base import JUDGE_WAIT_S, Runner, TrialOutcome, TrialTask, check_cpus_here
 
 logger = logging.getLogger(__name__)
 
@@ -118,10 +118,9 @@ class LocalRunner(Runner):
         """
         from nas.cli.ui import UserError
 
+        check_cpus_here(cfg)
         s = cfg.search
         cpus = os.cpu_count() or 1
-        if s.cpus_per_trial > cpus:
-            raise UserError(f"--cpus-per-trial {s.cpus_per_trial:g} is more than this machine's {cpus} CPUs")
         if s.gpus_per_trial:
             raise UserError("the local runner does not hand out GPUs; use the ray runner for --gpus-per-trial")
         if address:

@@ -25,7 +25,7 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from nas.engine.runners.base import JUDGE_WAIT_S, Backend, Runner, TrialOutcome, TrialTask
+from nas.engine.runners.base import JUDGE_WAIT_S, Backend, Runner, TrialOutcome, TrialTask, check_cpus_here
 
 logger = logging.getLogger(__name__)
 
@@ -230,14 +230,8 @@ class RayRunner(Runner):
         cluster answers there (its resources are checked once it is joined, by `RayBackend`)."""
         if address:
             check_address(address)
-            return ()
-        from nas.cli.ui import UserError
-
-        s = cfg.search
-        cpus = os.cpu_count() or 1
-        if s.cpus_per_trial > cpus:
-            raise UserError(f"--cpus-per-trial {s.cpus_per_trial:g} is more than this machine's {cpus} CPUs (a Ray "
-                            "cluster with more: --address)")
+        else:
+            check_cpus_here(cfg, " (a Ray cluster with more: --address)")
         return ()
 
     @classmethod
