@@ -100,12 +100,14 @@ def _config(name: str, ppo: Mapping[str, Any]) -> Any:
 
 # ------------------------------------------------------------------------------------------------ proposals part
 def run_one(
-    name: str, *, space: str, budget: int, seed: int, target_seed: int, noise: float, ppo: Mapping[str, Any]
+    name: str, *, space: str, budget: int, seed: int, target_seed: int, noise: float, ppo: Mapping[str, Any],
+    config: Any = None,
 ) -> dict[str, Any]:
     """One controller run of `budget` proposals: best-so-far curves (observed and noiseless), distinct
-    architectures, the controller's time and (PPO) its trace."""
+    architectures, the controller's time and (PPO) its trace. `config`: the controller's whole config, in place of
+    its defaults (PPO's with `ppo`)."""
     evaluator = SurrogateEvaluator(target_seed=target_seed, noise=noise, seed=seed, family=space)
-    ctrl = build_controller(name, evaluator.space, seed=seed, config=_config(name, ppo))
+    ctrl = build_controller(name, evaluator.space, seed=seed, config=config or _config(name, ppo))
     best, best_clean = -np.inf, -np.inf
     curve, curve_clean = [], []
     controller_s = 0.0

@@ -3,9 +3,9 @@
 
 Regularized evolution's first ``population_size`` proposals are uniformly random, so its default population (50)
 leaves a search of 20-80 trials (the demo's 20, the README's first run of 40, the real-proxy comparison's 60-80)
-almost or entirely random search. This runs, on the TF-free surrogate evaluator as `controllers.py`'s proposals
-part does (one proposal at a time, each fed its reward before the next, a repeated architecture given the same
-reward), evolution at several populations (tournament a quarter of it, at least 2, as the paper's 100/25), random
+almost or entirely random search. This runs, on the TF-free surrogate evaluator with `controllers.py`'s
+proposals-part run (`run_one`: one proposal at a time, each fed its reward before the next, a repeated architecture
+given the same reward), evolution at several populations (tournament a quarter of it, at least 2, as the paper's 100/25), random
 search and PPO at its defaults, `--seeds` runs each at every budget; each seed has its own hidden optimum
 (target seed 100 + seed) so that no setting is tuned to one surface. Reported: the median over seeds of the best
 noiseless reward after each budget, and how often each setting's best beats random search's of the same seed.
@@ -27,25 +27,17 @@ from typing import Any
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
-from controller import EvolutionConfig, PPOConfig, RandomConfig, build_controller  # noqa: E402
-from proxy_task.surrogate import SurrogateEvaluator  # noqa: E402
+from controller import EvolutionConfig, PPOConfig, RandomConfig  # noqa: E402
 from scripts.bench.common import machine, provenance  # noqa: E402
+from scripts.bench.controllers import run_one  # noqa: E402
 
 OUT = os.path.join(ROOT, "scripts", "bench", "results", "small_budget.json")
 
 
 def best_curve(name: str, config: Any, *, seed: int, budget: int, noise: float) -> list[float]:
-    """The best noiseless reward after each proposal of one run."""
-    evaluator = SurrogateEvaluator(target_seed=100 + seed, noise=noise, seed=seed, family="spinenet49")
-    ctrl = build_controller(name, evaluator.space, seed=seed, config=config)
-    best, curve = float("-inf"), []
-    while ctrl.num_proposed < budget:
-        (proposal,) = ctrl.propose(1)
-        result = evaluator.evaluate(evaluator.space.decode(proposal.decisions))
-        ctrl.feedback(proposal.trial_id, result.metrics["ap"])
-        best = max(best, result.metrics["ap_noiseless"])
-        curve.append(best)
-    return curve
+    """The best noiseless reward after each proposal of one run (`controllers.run_one`'s run)."""
+    return run_one(name, space="spinenet49", budget=budget, seed=seed, target_seed=100 + seed, noise=noise, ppo={},
+                   config=config)["curve_noiseless"]
 
 
 def main(argv: list[str] | None = None) -> int:
