@@ -5,9 +5,9 @@ Regularized evolution's first ``population_size`` proposals are uniformly random
 leaves a search of 20-80 trials (the demo's 20, the README's first run of 40, the real-proxy comparison's 60-80)
 almost or entirely random search. This runs, on the TF-free surrogate evaluator with `controllers.py`'s
 proposals-part run (`run_one`: one proposal at a time, each fed its reward before the next, a repeated architecture
-given the same reward), evolution at several populations (tournament a quarter of it, at least 2, as the paper's 100/25), random
-search and PPO at its defaults, `--seeds` runs each at every budget; each seed has its own hidden optimum
-(target seed 100 + seed) so that no setting is tuned to one surface. Reported: the median over seeds of the best
+given the same reward), evolution at several populations (tournament a quarter of it, at least 2, as the paper's
+100/25), random search and PPO at its defaults, `--seeds` runs each at every budget; each seed has its own hidden
+optimum (target seed 100 + seed) so that no setting is tuned to one surface. Reported: the median over seeds of the best
 noiseless reward after each budget, and how often each setting's best beats random search's of the same seed.
 
     python scripts/bench/small_budget.py [--budgets 20,40,80] [--populations 5,10,20,50] [--seeds 20] [--noise 0.01]
