@@ -14,10 +14,10 @@ N`), so it can span sessions:
 `retrain` trains each search's best architecture at the demo calibration study's reference fidelity (3,200 steps of
 the demo proxy as that study trained its references, all 300 validation images), where SpineNet-49 scored 0.654
 (scripts/bench/results/calibration-demo.db), once per architecture (its result is kept in the JSON).
-Evolution's population is sized to this budget (`OVERRIDES`). Searches of one seed can propose the same architecture
-(random's and evolution's first one is the same); in one database the second search to meet it reuses the first's
-result: `summarize` charges it the seconds of the training it reused and counts its AP (`borrowed`), so a common
-proposal costs both the same.
+Evolution's population is the demo preset's, sized to such budgets (20, tournament 5). Searches of one seed can
+propose the same architecture (random's and evolution's first one is the same); in one database the second search
+to meet it reuses the first's result: `summarize` charges it the seconds of the training it reused and counts its
+AP (`borrowed`), so a common proposal costs both the same.
 `summarize` writes per search the running best AP against cumulative trial-seconds, the best at the compute all
 three reached, the best after the trials all three reached (trial-seconds move with the machine's load; a count of
 trials does not), distinct architectures, and the reference AP of each best. The live database is
@@ -53,11 +53,7 @@ REFERENCE_STEPS = 3200
 REFERENCE_SETS = ("proxy.eval_images=0", "proxy.grappler=true", "proxy.batch_size=8", "proxy.learning_rate=0.002",
                   "proxy.warmup_steps=30", "proxy.lr_schedule=cosine")
 SPINENET49_REFERENCE_AP = 0.654
-
-
-# Regularized evolution sized to this budget (the first population_size proposals are random: the default 50 would
-# leave 60-80 trials almost all random), a tournament of a quarter of it as the paper's 100/25.
-OVERRIDES = {"evolution": ("controller.evolution.population_size=20", "controller.evolution.tournament_size=5")}
+# The evolution search restarted at population 20 under its own name; real-evolution-s0 (population 50) stays.
 NAMES = {"ppo": f"real-ppo-s{SEED}", "evolution": f"real-evolution-p20-s{SEED}", "random": f"real-random-s{SEED}"}
 
 
@@ -94,7 +90,7 @@ def run(rounds: int, chunk: int) -> int:
             print(f"round {r}: {name} to {target} trials", flush=True)
             if done is None:
                 argv = ["search", "--preset", "demo", "--controller", controller, "--name", name, "--seed", str(SEED),
-                        "--trials", str(target), *(a for o in OVERRIDES.get(controller, ()) for a in ("--set", o))]
+                        "--trials", str(target)]
             else:
                 argv = ["search", "--resume", name, "--trials", str(target)]
             rc = _spinenas(*argv, "--db", LIVE, "--runner", "local", "--top", "0", "--plain").returncode
