@@ -46,6 +46,10 @@ architectures in a random order (`OrderController` on `PoolSpace`, the pool as o
 simulated workers, once with every trial trained to the pool's last step and once per scheduler setting. Reported:
 the trial-seconds spent (summed over workers) until the pool's best architecture (the highest AP at the last step)
 has completed, its median over the orders, its ratio to full training's, and in how many orders ASHA pruned the best.
+`replay --oracle` judges every rung on the curve's final AP instead (a perfect early ranking): its ratios are what
+the cost model allows on a pool this small (ASHA's first eta trials at a rung always go on), so the gap to the
+recorded curves' is what the early rungs' ranking costs. Each ASHA row also gives its ``large_search_bound``
+(`asha_bound`): the ratio of a search of very many trials that ranks perfectly, which no pool can beat.
 
 **The settings replayed** are `REPLAY_SETTINGS`, those of the 800-step pool, as they are for an 800-step pool
 (whose recorded replays they reproduce). A pool whose last step L is another gets them scaled (`replay_settings`):
@@ -591,12 +595,16 @@ def load_pool(path: Path = POOL) -> Pool:
     return Pool(steps, archs)
 
 
-def pool_source(pool: Pool) -> CurveSource:
+def pool_source(pool: Pool, *, oracle: bool = False) -> CurveSource:
+    """The pool's curves; with `oracle`, each curve reports its last step's AP at every step (a perfect early
+    ranking), so what a schedule still costs is what the cost model alone allows."""
     by_key = {row["arch"].key: row for row in pool.archs}
 
     def source(arch: Any, seed: int, index: int) -> Curve:
         row = by_key[arch.key]
-        return Curve(aps=row["ap"], metrics={"ap": row["ap"][pool.last_step]}, flops=row["flops"])
+        final = row["ap"][pool.last_step]
+        aps = {s: final for s in row["ap"]} if oracle else row["ap"]
+        return Curve(aps=aps, metrics={"ap": final}, flops=row["flops"])
 
     return source
 
@@ -638,16 +646,28 @@ def replay_settings(steps: Sequence[int], settings: Sequence[Mapping[str, Any]] 
     return tuple(out)
 
 
+def asha_bound(cost: TrialCost, last_step: int, rungs: Sequence[int], eta: int) -> float:
+    """ASHA's trial-seconds per trial over full training's in a search of very many trials whose rungs rank
+    perfectly (the reference architecture's costs): every trial pays the setup, the steps to the first rung and its
+    evaluation; a fraction eta^-k goes on past rung k. The lowest ratio the cost model allows at these rungs."""
+    bounds = (0, *sorted(rungs), last_step)
+    per_trial = cost.setup_s
+    for k in range(len(bounds) - 1):
+        segment = (bounds[k + 1] - bounds[k]) * cost.step(cost.ref_flops) + cost.eval_s
+        per_trial += segment / eta**k
+    return per_trial / cost.trial(cost.ref_flops, last_step, 1)
+
+
 def replay_one(pool: Pool, order: Sequence[int], cost: TrialCost, *, workers: int,
-               asha: Mapping[str, Any] | None) -> dict[str, Any]:
+               asha: Mapping[str, Any] | None, oracle: bool = False) -> dict[str, Any]:
     """One simulated search over the pool in `order`, its trials trained to the pool's last step: when the pool's
     best completed, and what it cost."""
     over = [f"search.trials={len(order)}", f"search.workers={workers}", "controller.type=random"]
     if asha is not None:
         over += asha_overrides(asha)
     cfg = search_config(over, last_step=pool.last_step)
-    outcome, runner, trials = run_search(cfg, pool_source(pool), cost, pool=[r["arch"] for r in pool.archs],
-                                         order=order)
+    outcome, runner, trials = run_search(cfg, pool_source(pool, oracle=oracle), cost,
+                                         pool=[r["arch"] for r in pool.archs], order=order)
     best_key = pool.best()["arch"].key
     best = next(t for t in trials if t.arch_key == best_key)
     found = best.status == "completed"
@@ -668,10 +688,11 @@ def replay_one(pool: Pool, order: Sequence[int], cost: TrialCost, *, workers: in
 
 
 def replay(orders: int, seed: int, out: Path, pool_path: Path = POOL,
-           reprice: Mapping[str, float | None] | None = None) -> dict[str, Any]:
+           reprice: Mapping[str, float | None] | None = None, oracle: bool = False) -> dict[str, Any]:
     """ASHA and the median rule (`replay_settings` of the pool's steps) against full training on the pool;
     `reprice` (setup_s, eval_s, step_s) replaces those of results/proxy.json's cost model, e.g. by a faster proxy's
-    measured ones (the curves stay the pool's)."""
+    measured ones (the curves stay the pool's); `oracle` judges every rung on the final AP (`pool_source`), which
+    separates what the costs allow from what the early rungs' ranking loses."""
     import numpy as np
 
     pool = load_pool(pool_path)
@@ -687,15 +708,15 @@ def replay(orders: int, seed: int, out: Path, pool_path: Path = POOL,
         **dataclasses.asdict(cost), "full_trial_s_reference": cost.trial(cost.ref_flops, pool.last_step, 1)},
         "pool": {"archs": len(pool.archs), "file": _rel(pool_path), "steps": list(pool.steps),
                  "best_key": best["arch"].key, "best_source": best["source"], "best_ap": best["ap"][pool.last_step]},
-        "orders": orders, "order_seed": seed, "settings": {}}
+        "orders": orders, "order_seed": seed, "oracle": oracle, "settings": {}}
     t0 = time.perf_counter()
     for workers in (1, 4):
-        full = [replay_one(pool, p, cost, workers=workers, asha=None) for p in perms]
+        full = [replay_one(pool, p, cost, workers=workers, asha=None, oracle=oracle) for p in perms]
         full_median = _median([r["trial_s_to_best"] for r in full])
         rows = {"none": {"runs": full, "median_trial_s_to_best": full_median,
                          "median_trial_s_total": statistics.median(r["trial_s_total"] for r in full)}}
         for asha in settings:
-            runs = [replay_one(pool, p, cost, workers=workers, asha=asha) for p in perms]
+            runs = [replay_one(pool, p, cost, workers=workers, asha=asha, oracle=oracle) for p in perms]
             med = _median([r["trial_s_to_best"] for r in runs])
             lost = sum(not r["found_best"] for r in runs)
             rows[_label(asha)] = {
@@ -707,6 +728,8 @@ def replay(orders: int, seed: int, out: Path, pool_path: Path = POOL,
                 / rows["none"]["median_trial_s_total"],
                 "lost_best": lost,
                 "median_pruned": statistics.median(r["pruned"] for r in runs),
+                "large_search_bound": None if "scheduler" in asha else asha_bound(
+                    cost, pool.last_step, asha["rungs"], asha["eta"]),
                 "targets_met": {"ratio_at_most_1_3": med is not None and full_median is not None
                                 and med <= full_median / 3, "lost_at_most_1_of_20": lost <= orders / 20},
             }
@@ -721,7 +744,8 @@ def print_replay(doc: Mapping[str, Any]) -> None:
     p = doc["pool"]
     steps = p.get("steps", POOL_STEPS)
     print(f"pool: {p['archs']} architectures trained to step {steps[-1]} (AP at {', '.join(map(str, steps))}), best "
-          f"{p['best_key']} ({p['best_source']}) AP {p['best_ap']:.4f}; {doc['orders']} orders")
+          f"{p['best_key']} ({p['best_source']}) AP {p['best_ap']:.4f}; {doc['orders']} orders"
+          + ("; oracle: every rung judged on the final AP" if doc.get("oracle") else ""))
     for workers, rows in doc["settings"].items():
         print(f"{workers}:")
         for name, row in rows.items():
@@ -733,6 +757,8 @@ def print_replay(doc: Mapping[str, Any]) -> None:
                 line += (f" ({ratio:.2f} of full)" if ratio is not None else "") + \
                     f", lost the best in {row['lost_best']}/{doc['orders']}, whole pool " \
                     f"{row['total_ratio_to_full']:.2f} of full, pruned {row['median_pruned']:.0f}"
+                if row.get("large_search_bound") is not None:
+                    line += f"; bound {row['large_search_bound']:.2f}"
             print(line)
 
 
@@ -1032,6 +1058,9 @@ def build_parser() -> argparse.ArgumentParser:
                        ("step", "the reference architecture's step")):
         r.add_argument(f"--{part}-s", type=float, default=None,
                        help=f"re-price: seconds of {what} (default: results/proxy.json's)")
+    r.add_argument("--oracle", action="store_true",
+                   help="judge every rung on the curve's final AP (a perfect early ranking): the ratio the costs "
+                   "alone allow")
     s = sub.add_parser("shape", help="the surrogate's curve settings whose rung taus match the demo calibration's")
     s.add_argument("--out", type=Path, default=RESULTS / "early_stopping_shape.json")
     c = sub.add_parser("controllers", help="PPO and evolution on the surrogate, with and without ASHA")
@@ -1092,7 +1121,7 @@ def main(argv: list[str] | None = None) -> int:
             if getattr(args, part) is not None and not getattr(args, part) >= 0:
                 parser.error(f"--{part.replace('_', '-')}: expected seconds >= 0, got {getattr(args, part)}")
         print_replay(replay(args.orders, args.seed, args.out, args.pool,
-                            {k: getattr(args, k) for k in ("setup_s", "eval_s", "step_s")}))
+                            {k: getattr(args, k) for k in ("setup_s", "eval_s", "step_s")}, oracle=args.oracle))
         return 0
     if args.what == "shape":
         doc = shape(args.out)

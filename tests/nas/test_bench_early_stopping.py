@@ -80,6 +80,23 @@ def test_asha_stops_trials_at_their_rung_by_the_recorded_curve(bench):
     assert math.isinf(late["trial_s_to_best"]) and late["best_found_ap"] == 0.3
 
 
+def test_the_oracle_judges_every_rung_on_the_final_ap(bench):
+    pool, cost = _pool(bench), bench.TrialCost(**COST)
+    # The order that loses the slow starter above keeps it when the rung sees final APs (nothing is stopped: each
+    # later one is the best so far); best first, the three worst are stopped (3, 4 and 5 better than each).
+    late = bench.replay_one(pool, [0, 1, 3, 4, 5, 2], cost, workers=1, asha={"rungs": (100,), "eta": 3},
+                            oracle=True)
+    assert late["found_best"] and late["best_found_ap"] == 0.6 and late["pruned"] == 0
+    early = bench.replay_one(pool, [2, 4, 5, 0, 1, 3], cost, workers=1, asha={"rungs": (100,), "eta": 3},
+                             oracle=True)
+    assert early["found_best"] and early["pruned"] == 3
+    # Full training is the same with or without the oracle: no rung, and the last step's AP is the curve's.
+    plain = bench.replay_one(pool, [0, 1, 2, 3, 4, 5], cost, workers=1, asha=None)
+    assert bench.replay_one(pool, [0, 1, 2, 3, 4, 5], cost, workers=1, asha=None, oracle=True) == plain
+    assert bench.pool_source(pool, oracle=True)(pool.archs[2]["arch"], 0, 0).aps == {100: 0.6, 200: 0.6, 400: 0.6,
+                                                                                      800: 0.6}
+
+
 def test_a_budget_of_trial_seconds_stops_the_search_as_ctrl_c_does(bench):
     pool, cost = _pool(bench), bench.TrialCost(**COST)
     cfg = bench.search_config(["search.trials=6", "search.workers=1", "controller.type=random"])
@@ -219,3 +236,15 @@ def test_a_study_of_variants_gives_one_variant_s_curves(bench, variants_db):
     # references.
     rows = bench._pool_rows(variants_db, "demo-cal", "calibration")
     assert len({r["key"] for r in rows}) == 10 and all(set(r["ap"]) == {"100", "200", "400", "800"} for r in rows)
+
+
+def test_asha_s_large_search_bound_charges_each_segment_to_the_fraction_that_reaches_it(bench):
+    cost = bench.TrialCost(**COST)
+    full = 20 + 800 * 0.25 + 5
+    # Every trial: setup, 400 steps, an evaluation; a third of them the other 400 steps and the last evaluation.
+    assert bench.asha_bound(cost, 800, (400,), 3) == pytest.approx((20 + 100 + 5 + (100 + 5) / 3) / full)
+    two = (20 + 50 + 5 + (50 + 5) / 2 + (100 + 5) / 4) / full
+    assert bench.asha_bound(cost, 800, (200, 400), 2) == pytest.approx(two)
+    # Free setup and evaluations: only the steps count.
+    free = bench.TrialCost(setup_s=0.0, eval_s=0.0, step_s=0.25, ref_flops=1e8)
+    assert bench.asha_bound(free, 400, (100, 200), 3) == pytest.approx((100 + 100 / 3 + 200 / 9) / 400)
