@@ -4,6 +4,7 @@ the controllers that learn from pruned trials.
 
     python scripts/bench/early_stopping.py pool --pool-db DB   # the pool of real curves (early-stopping-pool.json)
     python scripts/bench/early_stopping.py replay              # ASHA, median rule against full training on the pool
+    python scripts/bench/early_stopping.py bound               # the lowest ratio the costs allow, per rung set
     python scripts/bench/early_stopping.py shape               # surrogate curve settings matching the demo's rung taus
     python scripts/bench/early_stopping.py controllers         # PPO and evolution with and without ASHA (surrogate)
     python scripts/bench/early_stopping.py demo [--minutes 30] # a real demo search with ASHA on this machine
@@ -658,6 +659,25 @@ def asha_bound(cost: TrialCost, last_step: int, rungs: Sequence[int], eta: int) 
     return per_trial / cost.trial(cost.ref_flops, last_step, 1)
 
 
+# The rung sets `bound` tabulates, per last step: the replayed ones (`replay_settings`) and one a step further down.
+BOUND_RUNGS = {400: ((200,), (100, 200), (50, 100, 200)), 800: ((400,), (200, 400), (100, 200, 400))}
+
+
+def bound_table(out: Path) -> dict[str, Any]:
+    """`asha_bound` for the 400- and 800-step demo proxies at `BOUND_RUNGS`, eta 2 to 4: at results/proxy.json's
+    costs, at issue 31's target fixed part (20 s: a 13-s setup and a 7-s evaluation) and with no fixed part."""
+    cost = TrialCost.from_proxy_bench()
+    costs = {"proxy.json": cost, "fixed part 20 s (13 + 7)": dataclasses.replace(cost, setup_s=13.0, eval_s=7.0),
+             "no fixed part": dataclasses.replace(cost, setup_s=0.0, eval_s=0.0)}
+    rows = [{"costs": name, "last_step": last, "rungs": list(rungs), "eta": eta,
+             "bound": asha_bound(c, last, rungs, eta)}
+            for name, c in costs.items() for last, sets in BOUND_RUNGS.items() for rungs in sets for eta in (2, 3, 4)]
+    doc = {**provenance(__file__, sys.argv[1:]), "cost_model": dataclasses.asdict(cost), "rows": rows}
+    with open(out, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, indent=1)
+    return doc
+
+
 def replay_one(pool: Pool, order: Sequence[int], cost: TrialCost, *, workers: int,
                asha: Mapping[str, Any] | None, oracle: bool = False) -> dict[str, Any]:
     """One simulated search over the pool in `order`, its trials trained to the pool's last step: when the pool's
@@ -1061,6 +1081,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--oracle", action="store_true",
                    help="judge every rung on the curve's final AP (a perfect early ranking): the ratio the costs "
                    "alone allow")
+    b = sub.add_parser("bound", help="ASHA's large-search bound (perfect ranking, very many trials) per rung set "
+                       "and eta, at results/proxy.json's costs and re-priced -> results/early_stopping_bound.json")
+    b.add_argument("--out", type=Path, default=RESULTS / "early_stopping_bound.json")
     s = sub.add_parser("shape", help="the surrogate's curve settings whose rung taus match the demo calibration's")
     s.add_argument("--out", type=Path, default=RESULTS / "early_stopping_shape.json")
     c = sub.add_parser("controllers", help="PPO and evolution on the surrogate, with and without ASHA")
@@ -1122,6 +1145,12 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"--{part.replace('_', '-')}: expected seconds >= 0, got {getattr(args, part)}")
         print_replay(replay(args.orders, args.seed, args.out, args.pool,
                             {k: getattr(args, k) for k in ("setup_s", "eval_s", "step_s")}, oracle=args.oracle))
+        return 0
+    if args.what == "bound":
+        doc = bound_table(args.out)
+        for row in doc["rows"]:
+            print(f"{row['costs']:34s} {row['last_step']:4d} steps, rungs {','.join(map(str, row['rungs'])):12s} "
+                  f"eta {row['eta']}: {row['bound']:.2f}")
         return 0
     if args.what == "shape":
         doc = shape(args.out)

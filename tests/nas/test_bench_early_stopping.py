@@ -248,3 +248,14 @@ def test_asha_s_large_search_bound_charges_each_segment_to_the_fraction_that_rea
     # Free setup and evaluations: only the steps count.
     free = bench.TrialCost(setup_s=0.0, eval_s=0.0, step_s=0.25, ref_flops=1e8)
     assert bench.asha_bound(free, 400, (100, 200), 3) == pytest.approx((100 + 100 / 3 + 200 / 9) / 400)
+
+
+def test_the_bound_table_covers_both_demo_proxies_and_the_three_cost_levels(bench, tmp_path):
+    doc = bench.bound_table(tmp_path / "bound.json")
+    assert (tmp_path / "bound.json").exists()
+    assert {(r["costs"], r["last_step"]) for r in doc["rows"]} == {
+        (c, s) for c in ("proxy.json", "fixed part 20 s (13 + 7)", "no fixed part") for s in (400, 800)}
+    # A cheaper fixed part lowers every bound; without one, the bound is the steps' share alone.
+    by = {(r["costs"], r["last_step"], tuple(r["rungs"]), r["eta"]): r["bound"] for r in doc["rows"]}
+    assert all(by[("no fixed part", *k[1:])] < b for k, b in by.items() if k[0] == "proxy.json")
+    assert by[("no fixed part", 400, (100, 200), 3)] == pytest.approx((100 + 100 / 3 + 200 / 9) / 400)
