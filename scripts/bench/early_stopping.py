@@ -50,7 +50,8 @@ has completed, its median over the orders, its ratio to full training's, and in 
 `replay --oracle` judges every rung on the curve's final AP instead (a perfect early ranking): its ratios are what
 the cost model allows on a pool this small (ASHA's first eta trials at a rung always go on), so the gap to the
 recorded curves' is what the early rungs' ranking costs. Each ASHA row also gives its ``large_search_bound``
-(`asha_bound`): the ratio of a search of very many trials that ranks perfectly, which no pool can beat.
+(`asha_bound`): a long search's ratio at the cost model's prices, whatever its ranking (which decides only whether
+the best survives).
 
 **The settings replayed** are `REPLAY_SETTINGS`, those of the 800-step pool, as they are for an 800-step pool
 (whose recorded replays they reproduce). A pool whose last step L is another gets them scaled (`replay_settings`):
@@ -648,9 +649,10 @@ def replay_settings(steps: Sequence[int], settings: Sequence[Mapping[str, Any]] 
 
 
 def asha_bound(cost: TrialCost, last_step: int, rungs: Sequence[int], eta: int) -> float:
-    """ASHA's trial-seconds per trial over full training's in a search of very many trials whose rungs rank
-    perfectly (the reference architecture's costs): every trial pays the setup, the steps to the first rung and its
-    evaluation; a fraction eta^-k goes on past rung k. The lowest ratio the cost model allows at these rungs."""
+    """ASHA's trial-seconds per trial over full training's in a long search (the reference architecture's costs):
+    every trial pays the setup, the steps to the first rung and its evaluation; a fraction eta^-k goes on past rung
+    k, whatever the ranking (a good one only keeps the best). What the cost model allows at these rungs in the long
+    run; a short search promotes more (its first trials at a rung go on)."""
     bounds = (0, *sorted(rungs), last_step)
     per_trial = cost.setup_s
     for k in range(len(bounds) - 1):
@@ -1081,7 +1083,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--oracle", action="store_true",
                    help="judge every rung on the curve's final AP (a perfect early ranking): the ratio the costs "
                    "alone allow")
-    b = sub.add_parser("bound", help="ASHA's large-search bound (perfect ranking, very many trials) per rung set "
+    b = sub.add_parser("bound", help="ASHA's long-search bound (its per-trial cost over full training's) per rung set "
                        "and eta, at results/proxy.json's costs and re-priced -> results/early_stopping_bound.json")
     b.add_argument("--out", type=Path, default=RESULTS / "early_stopping_bound.json")
     s = sub.add_parser("shape", help="the surrogate's curve settings whose rung taus match the demo calibration's")
