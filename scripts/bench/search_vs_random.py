@@ -277,4 +277,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the search in flight keeps its unfinished trials for the next `run` or `retrain`
+        print("interrupted: run the same command again to continue", file=sys.stderr)
+        sys.exit(130)
