@@ -94,13 +94,13 @@ def test_a_dead_worker_is_retried_without_a_second_row(ray_cluster, tmp_path):
 @ray_tests
 @pytest.mark.slow
 def test_a_trial_past_its_timeout_is_cancelled_and_failed(ray_cluster, tmp_path):
-    start = time.time()
-    # 15 s: well above a fresh worker's start on a loaded machine (the timeout counts from submit), far below 60.
-    store, outcome, _ = run_search(tmp_path, _ray_cfg(trials=3, workers=2, trial_timeout_s=15.0),
+    # The timeout counts from submit, a fresh Ray worker's start included: 15 s was too short for that with two
+    # trainings beside the suite. The hung trial sleeps for days, so the search ending at all is its cancel.
+    store, outcome, _ = run_search(tmp_path, _ray_cfg(trials=3, workers=2, trial_timeout_s=30.0),
                                    faults={"hang": [0]})
     by_index = {t.index: t for t in store.trials("s")}
     assert by_index[0].status == "failed" and "timeout" in by_index[0].error
-    assert outcome.completed == 2 and time.time() - start < 60
+    assert outcome.completed == 2 and outcome.failed == 1
 
 
 @ray_tests
